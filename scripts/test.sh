@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: formatting, lints, and every test against the real peers
+# (PostgreSQL on 127.0.0.1:5432, Radicale, python-dateutil, schemathesis), which this script installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-peers.sh
+
+# Tests that need a peer read where it is from these variables, and fail (never skip) when it is missing
+# and CALBRIDGE_REQUIRE_PEERS=1.
+export CALBRIDGE_PYTHON="$PWD/.venv/bin/python"
+export CALBRIDGE_TEST_POSTGRES_URL="${CALBRIDGE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export CALBRIDGE_REQUIRE_PEERS=1
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+
+# Suites that drive the built binary from outside (differential oracles, schemathesis, ...).
+for suite in scripts/suites/*.sh; do
+  [ -e "$suite" ] || continue
+  echo "== $suite"
+  bash "$suite"
+done
