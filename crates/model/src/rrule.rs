@@ -149,11 +149,13 @@ impl RRule {
         let mut seen: Vec<String> = Vec::new();
         let mut freq = None;
         for part in text.split(';').filter(|p| !p.trim().is_empty()) {
-            let (name, value) = part.split_once('=').ok_or_else(|| RRuleError::InvalidValue {
-                part: "RRULE",
-                value: part.to_string(),
-                why: "expected NAME=VALUE",
-            })?;
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| RRuleError::InvalidValue {
+                    part: "RRULE",
+                    value: part.to_string(),
+                    why: "expected NAME=VALUE",
+                })?;
             let name = name.trim().to_ascii_uppercase();
             let value = value.trim().to_ascii_uppercase();
             if seen.contains(&name) {
@@ -304,11 +306,15 @@ impl fmt::Display for RRule {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 fn join<T: ToString>(v: &[T]) -> String {
-    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_num<T: TryFrom<i64>>(
@@ -412,7 +418,10 @@ mod tests {
     fn invalid_rules_name_the_problem() {
         let cases = [
             ("INTERVAL=2", RRuleError::MissingFreq),
-            ("FREQ=DAILY;COUNT=2;UNTIL=20200101", RRuleError::CountAndUntil),
+            (
+                "FREQ=DAILY;COUNT=2;UNTIL=20200101",
+                RRuleError::CountAndUntil,
+            ),
             ("FREQ=FORTNIGHTLY", RRuleError::MissingFreq),
             ("FREQ=DAILY;FREQ=WEEKLY", RRuleError::MissingFreq),
             ("FREQ=DAILY;BYMONTHDAY=0", RRuleError::MissingFreq),

@@ -179,15 +179,26 @@ impl RuleIter {
                 }
             } else {
                 // Second 60 (a leap second) has no wall-clock representation here.
-                v.iter().map(|&x| i64::from(x)).filter(|&x| x < 60).collect()
+                v.iter()
+                    .map(|&x| i64::from(x))
+                    .filter(|&x| x < 60)
+                    .collect()
             };
             out.sort_unstable();
             out.dedup();
             out
         };
         let hours = pick(&rule.by_hour, dtstart.hour(), rule.freq > Frequency::Hourly);
-        let minutes = pick(&rule.by_minute, dtstart.minute(), rule.freq > Frequency::Minutely);
-        let seconds = pick(&rule.by_second, dtstart.second(), rule.freq > Frequency::Secondly);
+        let minutes = pick(
+            &rule.by_minute,
+            dtstart.minute(),
+            rule.freq > Frequency::Minutely,
+        );
+        let seconds = pick(
+            &rule.by_second,
+            dtstart.second(),
+            rule.freq > Frequency::Secondly,
+        );
         let start_days = days_from_civil(
             i64::from(dtstart.year()),
             i64::from(dtstart.month()),
@@ -352,7 +363,8 @@ impl RuleIter {
             let nth = !plain && !self.by_weekday_nth.is_empty() && {
                 // Ordinals count within the month for MONTHLY (and YEARLY narrowed by BYMONTH),
                 // within the year otherwise.
-                let in_month = self.rule.freq == Frequency::Monthly || !self.rule.by_month.is_empty();
+                let in_month =
+                    self.rule.freq == Frequency::Monthly || !self.rule.by_month.is_empty();
                 let (index, len) = if in_month {
                     (day.d - 1, days_in_month(day.y, day.m))
                 } else {
@@ -454,7 +466,8 @@ impl RuleIter {
             let Some(days) = self.period_days() else {
                 return Ok(false);
             };
-            if days.start < days_from_civil(MIN_YEAR, 1, 1) || days.end > days_from_civil(MAX_YEAR, 12, 31)
+            if days.start < days_from_civil(MIN_YEAR, 1, 1)
+                || days.end > days_from_civil(MAX_YEAR, 12, 31)
             {
                 return Ok(false);
             }
@@ -610,7 +623,10 @@ mod tests {
     fn a_rule_without_instances_ends_in_an_error() {
         let rule = RRule::parse("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30").unwrap();
         let mut it = RuleIter::new(rule, date(2020, 1, 1).at(9, 0, 0, 0), IterLimits::default());
-        assert!(matches!(it.next(), Some(Err(RuleIterError::NoMatch { .. }))));
+        assert!(matches!(
+            it.next(),
+            Some(Err(RuleIterError::NoMatch { .. }))
+        ));
         assert!(it.next().is_none());
     }
 }

@@ -106,9 +106,20 @@ impl TzResolver {
 }
 
 fn is_utc_name(name: &str) -> bool {
-    ["UTC", "GMT", "Z", "Etc/UTC", "Etc/GMT", "Etc/Zulu", "Zulu", "UCT", "Etc/UCT", "Universal"]
-        .iter()
-        .any(|u| u.eq_ignore_ascii_case(name))
+    [
+        "UTC",
+        "GMT",
+        "Z",
+        "Etc/UTC",
+        "Etc/GMT",
+        "Etc/Zulu",
+        "Zulu",
+        "UCT",
+        "Etc/UCT",
+        "Universal",
+    ]
+    .iter()
+    .any(|u| u.eq_ignore_ascii_case(name))
 }
 
 fn iana(name: &str) -> Option<ResolvedZone> {
@@ -182,14 +193,37 @@ mod tests {
     fn iana_aliases_and_windows_names_resolve_to_the_same_rules() {
         let instant = date(2024, 7, 1).at(12, 0, 0, 0);
         let kolkata = resolve("Asia/Kolkata").zone.to_timestamp(instant).unwrap();
-        assert_eq!(resolve("Asia/Calcutta").zone.to_timestamp(instant).unwrap(), kolkata);
-        assert_eq!(resolve("India Standard Time").zone.to_timestamp(instant).unwrap(), kolkata);
-        assert_eq!(resolve("India Standard Time").source, ZoneSource::Windows);
-        let ny = resolve("America/New_York").zone.to_timestamp(instant).unwrap();
-        assert_eq!(resolve("US/Eastern").zone.to_timestamp(instant).unwrap(), ny);
-        assert_eq!(resolve("Eastern Standard Time").zone.to_timestamp(instant).unwrap(), ny);
         assert_eq!(
-            resolve("/mozilla.org/20050126_1/Europe/Berlin").iana.as_deref(),
+            resolve("Asia/Calcutta").zone.to_timestamp(instant).unwrap(),
+            kolkata
+        );
+        assert_eq!(
+            resolve("India Standard Time")
+                .zone
+                .to_timestamp(instant)
+                .unwrap(),
+            kolkata
+        );
+        assert_eq!(resolve("India Standard Time").source, ZoneSource::Windows);
+        let ny = resolve("America/New_York")
+            .zone
+            .to_timestamp(instant)
+            .unwrap();
+        assert_eq!(
+            resolve("US/Eastern").zone.to_timestamp(instant).unwrap(),
+            ny
+        );
+        assert_eq!(
+            resolve("Eastern Standard Time")
+                .zone
+                .to_timestamp(instant)
+                .unwrap(),
+            ny
+        );
+        assert_eq!(
+            resolve("/mozilla.org/20050126_1/Europe/Berlin")
+                .iana
+                .as_deref(),
             Some("Europe/Berlin")
         );
         assert_eq!(resolve("GMT").source, ZoneSource::Utc);
@@ -206,16 +240,31 @@ mod tests {
                 continue;
             }
             let iana_name = windows_to_iana(windows).unwrap();
-            assert!(TimeZone::get(iana_name).is_ok(), "{windows} → {iana_name} unknown to the tzdb");
+            assert!(
+                TimeZone::get(iana_name).is_ok(),
+                "{windows} → {iana_name} unknown to the tzdb"
+            );
             let back = iana_to_windows(iana_name).unwrap();
             assert_eq!(&back, windows, "{windows} → {iana_name} → {back}");
         }
         assert_eq!(iana_to_windows("Asia/Kolkata"), Some("India Standard Time"));
-        assert_eq!(iana_to_windows("Asia/Calcutta"), Some("India Standard Time"));
+        assert_eq!(
+            iana_to_windows("Asia/Calcutta"),
+            Some("India Standard Time")
+        );
         assert_eq!(iana_to_windows("Europe/Kyiv"), Some("FLE Standard Time"));
-        assert_eq!(iana_to_windows("America/Nuuk"), windows_to_iana("Greenland Standard Time").and_then(iana_to_windows));
-        assert_eq!(iana_to_windows("Europe/Berlin"), Some("W. Europe Standard Time"));
-        assert_eq!(windows_to_iana("w. europe standard time"), Some("Europe/Berlin"));
+        assert_eq!(
+            iana_to_windows("America/Nuuk"),
+            windows_to_iana("Greenland Standard Time").and_then(iana_to_windows)
+        );
+        assert_eq!(
+            iana_to_windows("Europe/Berlin"),
+            Some("W. Europe Standard Time")
+        );
+        assert_eq!(
+            windows_to_iana("w. europe standard time"),
+            Some("Europe/Berlin")
+        );
         assert_eq!(iana_to_windows("Mars/Olympus_Mons"), None);
     }
 }

@@ -62,12 +62,17 @@ impl VTimezone {
             b'-' => (-1, &s[1..]),
             _ => return None,
         };
-        if !(digits.len() == 4 || digits.len() == 6) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if !(digits.len() == 4 || digits.len() == 6) || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let h: i32 = digits[0..2].parse().ok()?;
         let m: i32 = digits[2..4].parse().ok()?;
-        let sec: i32 = if digits.len() == 6 { digits[4..6].parse().ok()? } else { 0 };
+        let sec: i32 = if digits.len() == 6 {
+            digits[4..6].parse().ok()?
+        } else {
+            0
+        };
         if h > 23 || m > 59 || sec > 59 {
             return None;
         }
@@ -112,7 +117,10 @@ impl VTimezone {
                 }
             }
             for onset in onsets {
-                transitions.push((local_seconds(onset) - i64::from(obs.offset_from), ty.clone()));
+                transitions.push((
+                    local_seconds(onset) - i64::from(obs.offset_from),
+                    ty.clone(),
+                ));
             }
         }
         transitions.sort_by_key(|(at, _)| *at);
@@ -147,8 +155,10 @@ impl VTimezone {
                 })
                 .max_by_key(|o| o.dtstart)
         };
-        if let (Some(std), Some(dst)) = (open(ObservanceKind::Standard), open(ObservanceKind::Daylight))
-            && let (Some(std_rule), Some(dst_rule)) = (posix_rule(std), posix_rule(dst))
+        if let (Some(std), Some(dst)) = (
+            open(ObservanceKind::Standard),
+            open(ObservanceKind::Daylight),
+        ) && let (Some(std_rule), Some(dst_rule)) = (posix_rule(std), posix_rule(dst))
         {
             let std_name = designation(std.name.as_deref(), std.offset_to);
             let dst_name = designation(dst.name.as_deref(), dst.offset_to);
@@ -180,7 +190,9 @@ fn until_seconds(until: &crate::datetime::CalDateTime) -> i64 {
     use crate::datetime::CalDateTime;
     match until {
         CalDateTime::Utc(ts) => ts.as_second(),
-        CalDateTime::Date(d) => local_seconds(d.to_datetime(jiff::civil::Time::midnight())) + 86_399,
+        CalDateTime::Date(d) => {
+            local_seconds(d.to_datetime(jiff::civil::Time::midnight())) + 86_399
+        }
         CalDateTime::Floating(dt) | CalDateTime::Zoned { local: dt, .. } => local_seconds(*dt),
     }
 }
@@ -189,7 +201,8 @@ fn until_seconds(until: &crate::datetime::CalDateTime) -> i64 {
 fn designation(name: Option<&str>, offset: i32) -> String {
     if let Some(n) = name
         && (3..=6).contains(&n.len())
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
     {
         return n.to_string();
     }
@@ -334,7 +347,14 @@ mod tests {
         let custom = outlook_custom().to_time_zone().unwrap();
         let berlin = TimeZone::get("Europe/Berlin").unwrap();
         for year in [2001, 2024, 2036, 2050, 2100] {
-            for (m, d, h) in [(1, 15, 12), (3, 31, 1), (3, 31, 3), (7, 1, 0), (10, 27, 2), (10, 31, 12)] {
+            for (m, d, h) in [
+                (1, 15, 12),
+                (3, 31, 1),
+                (3, 31, 3),
+                (7, 1, 0),
+                (10, 27, 2),
+                (10, 31, 12),
+            ] {
                 let local = date(year, m, d).at(h, 30, 0, 0);
                 assert_eq!(
                     custom.to_ambiguous_timestamp(local).compatible().unwrap(),
@@ -378,7 +398,16 @@ mod tests {
         }
         .to_time_zone()
         .unwrap();
-        let at = |y, m, d| zone.to_offset(date(y, m, d).at(12, 0, 0, 0).to_zoned(TimeZone::UTC).unwrap().timestamp()).seconds();
+        let at = |y, m, d| {
+            zone.to_offset(
+                date(y, m, d)
+                    .at(12, 0, 0, 0)
+                    .to_zoned(TimeZone::UTC)
+                    .unwrap()
+                    .timestamp(),
+            )
+            .seconds()
+        };
         assert_eq!(at(1999, 1, 1), 0);
         assert_eq!(at(2005, 1, 1), 3600);
         assert_eq!(at(2030, 1, 1), 5400);
