@@ -130,7 +130,10 @@ impl Component {
     }
 
     /// Every property named `name` (case-insensitive), in order.
-    pub fn properties_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Property> + 'a {
+    pub fn properties_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Property> + 'a {
         self.properties
             .iter()
             .filter(move |p| p.name.eq_ignore_ascii_case(name))

@@ -11,13 +11,14 @@
 //!              DTSTART:20260102T100000Z\r\nSUMMARY:Hi\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
 //! let calendar = calbridge_model::ical::parse(input.as_bytes())?;
 //! assert_eq!(calendar.series().len(), 1);
-//! assert_eq!(calbridge_model::ical::write(&calendar), input);
+//! assert_eq!(calbridge_model::ical::write(&calendar), input.as_bytes());
 //! # Ok::<(), calbridge_model::ical::ParseError>(())
 //! ```
 
 mod reader;
 mod writer;
 
+use crate::calendar::{Calendar, EventSeries};
 use crate::component::Component;
 use crate::limits::Limits;
 
@@ -70,6 +71,14 @@ pub enum ParseErrorKind {
         /// The missing property.
         property: String,
     },
+    /// Two VEVENTs with the same UID and the same RECURRENCE-ID (or both without one).
+    #[error("a second VEVENT for UID {uid:?}{}", recurrence_id.as_ref().map(|r| format!(" with RECURRENCE-ID {r}")).unwrap_or_default())]
+    DuplicateEvent {
+        /// The UID.
+        uid: String,
+        /// The RECURRENCE-ID, `None` for a second master.
+        recurrence_id: Option<String>,
+    },
     /// An unfolded line is not valid UTF-8.
     #[error("invalid UTF-8")]
     InvalidUtf8,
@@ -109,6 +118,87 @@ pub enum ParseErrorKind {
         /// The limit.
         limit: usize,
     },
+}
+
+/// Reads exactly one VCALENDAR with the default [`Limits`].
+pub fn parse(input: &[u8]) -> Result<Calendar, ParseError> {
+    parse_with_limits(input, &Limits::DEFAULT)
+}
+
+/// Reads exactly one VCALENDAR; a second one is an error (use [`parse_all`] for streams of several).
+pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Calendar, ParseError> {
+    let mut tops = read(input, limits)?;
+    if let Some(second) = tops.get(1) {
+        return Err(ParseError::new(
+            second.component.line,
+            ParseErrorKind::Syntax {
+                expected: "end of input after END:VCALENDAR".to_owned(),
+                found: "BEGIN:VCALENDAR".to_owned(),
+            },
+        ));
+    }
+    let Some(first) = tops.pop() else {
+        return Err(ParseError::new(
+            0,
+            ParseErrorKind::Syntax {
+                expected: "BEGIN:VCALENDAR".to_owned(),
+                found: "end of input".to_owned(),
+            },
+        ));
+    };
+    Calendar::from_top_level(first, input)
+}
+
+/// Reads every VCALENDAR in `input` (some feeds concatenate several).
+pub fn parse_all(input: &[u8], limits: &Limits) -> Result<Vec<Calendar>, ParseError> {
+    read(input, limits)?
+        .into_iter()
+        .map(|top| Calendar::from_top_level(top, input))
+        .collect()
+}
+
+/// Writes a calendar: its original bytes if it is untouched; otherwise freshly serialized with CRLF and
+/// folding, except that each untouched series still goes out as its original bytes.
+pub fn write(calendar: &Calendar) -> Vec<u8> {
+    if let Some(source) = calendar.source() {
+        return source.to_vec();
+    }
+    let mut out = String::new();
+    push_folded(&mut out, "BEGIN:VCALENDAR");
+    for property in calendar.properties() {
+        write_property(&mut out, property);
+    }
+    for timezone in calendar.timezones() {
+        write_component(&mut out, timezone);
+    }
+    let mut bytes = out.into_bytes();
+    for series in calendar.series() {
+        bytes.extend_from_slice(&write_series(series));
+    }
+    let mut out = String::new();
+    for component in calendar.other_components() {
+        write_component(&mut out, component);
+    }
+    push_folded(&mut out, "END:VCALENDAR");
+    bytes.extend_from_slice(out.as_bytes());
+    bytes
+}
+
+/// Writes several calendars one after the other.
+pub fn write_all(calendars: &[Calendar]) -> Vec<u8> {
+    calendars.iter().flat_map(write).collect()
+}
+
+/// The VEVENT blocks of one series: its original bytes if untouched, else serialized (master first).
+pub fn write_series(series: &EventSeries) -> Vec<u8> {
+    if let Some(source) = series.source() {
+        return source.to_vec();
+    }
+    let mut out = String::new();
+    for component in series.to_components() {
+        write_component(&mut out, &component);
+    }
+    out.into_bytes()
 }
 
 /// Reads the generic component tree of every top-level component (each a VCALENDAR) in `input`.

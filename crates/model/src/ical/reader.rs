@@ -255,7 +255,11 @@ pub(crate) fn read(input: &[u8], limits: &Limits) -> Result<Vec<TopLevel>, Parse
         if property.name == "BEGIN" {
             let name = property.value.trim();
             if name.is_empty() || !name.bytes().all(is_name_char) {
-                return Err(syntax(line, "a component name after BEGIN:", &property.value));
+                return Err(syntax(
+                    line,
+                    "a component name after BEGIN:",
+                    &property.value,
+                ));
             }
             if stack.is_empty() && !name.eq_ignore_ascii_case("VCALENDAR") {
                 return Err(syntax(line, "BEGIN:VCALENDAR", text));
@@ -288,7 +292,11 @@ pub(crate) fn read(input: &[u8], limits: &Limits) -> Result<Vec<TopLevel>, Parse
             let Some(open) = stack.pop() else {
                 return Err(syntax(line, "BEGIN:VCALENDAR", text));
             };
-            if !property.value.trim().eq_ignore_ascii_case(&open.component.name) {
+            if !property
+                .value
+                .trim()
+                .eq_ignore_ascii_case(&open.component.name)
+            {
                 return Err(syntax(
                     line,
                     format!(

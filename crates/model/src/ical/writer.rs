@@ -49,12 +49,11 @@ pub(crate) fn content_line(property: &Property) -> String {
             }
             // A parameter value can hold neither a DQUOTE nor a line break, quoted or not; code-built
             // values with them are repaired rather than allowed to break the line structure.
-            let value: Cow<'_, str> =
-                if value.bytes().any(|b| matches!(b, b'"' | b'\r' | b'\n')) {
-                    Cow::Owned(value.replace('"', "'").replace(['\r', '\n'], " "))
-                } else {
-                    Cow::Borrowed(value)
-                };
+            let value: Cow<'_, str> = if value.bytes().any(|b| matches!(b, b'"' | b'\r' | b'\n')) {
+                Cow::Owned(value.replace('"', "'").replace(['\r', '\n'], " "))
+            } else {
+                Cow::Borrowed(value)
+            };
             if needs_quotes(&value) {
                 line.push('"');
                 line.push_str(&value);
