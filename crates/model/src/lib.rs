@@ -9,12 +9,17 @@ pub mod calendar;
 pub mod component;
 pub mod datetime;
 pub mod event;
+pub mod expand;
 pub mod hash;
 pub mod ical;
 pub mod limits;
+pub mod rrule;
+mod rrule_iter;
+pub mod tz;
 
 pub use calendar::{Calendar, EventSeries, SeriesError};
 pub use component::{Component, Param, Property};
 pub use event::{Attendee, Event, EventEnd, Organizer, Prop, RecurrenceId};
 pub use hash::{ContentHash, normalized_hash};
 pub use limits::Limits;
+pub use rrule_iter::{IterLimits, RuleIterError};
