@@ -1,4 +1,4 @@
-//! `calbridge ics …`: iCalendar files from the command line.
+//! `calbridge ics …`: work on iCalendar files directly.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,10 +10,16 @@ use calbridge_model::occurrences::{
     SeriesOccurrence, calendar_resolver, parse_bound, series_occurrences,
 };
 use calbridge_model::tz::TzResolver;
+use calbridge_model::{Limits, ical};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum IcsCommand {
+    /// Validate an iCalendar file: print a summary, or the error with its line number (exit code 1).
+    Check {
+        /// The file to read.
+        file: PathBuf,
+    },
     /// Print the occurrences whose start lies in [FROM, TO), one per line:
     /// UID<TAB>RECURRENCE-ID<TAB>start<TAB>end, sorted by start then UID. Times are RFC 3339 UTC,
     /// all-day dates YYYY-MM-DD. RECURRENCE-ID is the instance's original start in the same form
@@ -36,6 +42,7 @@ pub enum IcsCommand {
 
 pub fn run(command: IcsCommand) -> anyhow::Result<()> {
     match command {
+        IcsCommand::Check { file } => check(&file),
         IcsCommand::Expand {
             files,
             from,
@@ -113,5 +120,40 @@ fn expand(files: &[PathBuf], from: &str, to: &str, tz: &str) -> anyhow::Result<(
     }
     w.flush()?;
     anyhow::ensure!(failures == 0, "{failures} series could not be expanded");
+    Ok(())
+}
+
+fn check(file: &PathBuf) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let calendars = match ical::parse_all(&bytes, &Limits::DEFAULT) {
+        Ok(calendars) => calendars,
+        Err(error) => {
+            // The error is the command's answer, not a failure of the tool: print it like a compiler
+            // diagnostic (FILE:LINE: message) and exit 1, without anyhow's backtrace.
+            writeln!(
+                std::io::stderr().lock(),
+                "{}:{}: error: {}",
+                file.display(),
+                error.line,
+                error.kind
+            )?;
+            std::process::exit(1);
+        }
+    };
+    let series: usize = calendars.iter().map(|c| c.series().len()).sum();
+    let overrides: usize = calendars.iter().map(|c| c.override_count()).sum();
+    let timezones: usize = calendars.iter().map(|c| c.timezones().len()).sum();
+    let others: usize = calendars.iter().map(|c| c.other_components().len()).sum();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: ok: {} calendar(s), {} series, {} override(s), {} time zone(s), {} other component(s)",
+        file.display(),
+        calendars.len(),
+        series,
+        overrides,
+        timezones,
+        others
+    )?;
     Ok(())
 }

@@ -18,9 +18,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Work with iCalendar files.
-    #[command(subcommand)]
-    Ics(ics::IcsCommand),
+    /// Work on iCalendar files: validate, expand occurrences.
+    Ics {
+        #[command(subcommand)]
+        command: ics::IcsCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,7 +33,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(command) => match command {
-            Command::Ics(ics) => ics::run(ics),
+            Command::Ics { command } => ics::run(command),
         },
     }
 }
