@@ -3,6 +3,8 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod emulator;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "calbridge",
@@ -15,7 +17,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a Microsoft Graph or Google Calendar emulator (tests, demo, benchmarks).
+    Emulator(emulator::EmulatorArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -24,6 +29,8 @@ fn main() -> anyhow::Result<()> {
             Cli::command().print_help()?;
             Ok(())
         }
-        Some(command) => match command {},
+        Some(Command::Emulator(args)) => {
+            tokio::runtime::Runtime::new()?.block_on(emulator::run(args))
+        }
     }
 }
