@@ -1,9 +1,10 @@
 //! The `calbridge` binary: parses the command line and hands each command to the crate that owns it.
 //! Each command group lives in its own module here and holds no logic of its own.
 
-use clap::{CommandFactory, Parser, Subcommand};
-
 mod emulator;
+mod ics;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,6 +19,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Work on iCalendar files: validate, expand occurrences.
+    Ics {
+        #[command(subcommand)]
+        command: ics::IcsCommand,
+    },
     /// Run a Microsoft Graph or Google Calendar emulator (tests, demo, benchmarks).
     Emulator(emulator::EmulatorArgs),
 }
@@ -29,8 +35,9 @@ fn main() -> anyhow::Result<()> {
             Cli::command().print_help()?;
             Ok(())
         }
-        Some(Command::Emulator(args)) => {
-            tokio::runtime::Runtime::new()?.block_on(emulator::run(args))
-        }
+        Some(command) => match command {
+            Command::Ics { command } => ics::run(command),
+            Command::Emulator(args) => tokio::runtime::Runtime::new()?.block_on(emulator::run(args)),
+        },
     }
 }
