@@ -37,7 +37,9 @@ fn main() -> anyhow::Result<()> {
         }
         Some(command) => match command {
             Command::Ics { command } => ics::run(command),
-            Command::Emulator(args) => tokio::runtime::Runtime::new()?.block_on(emulator::run(args)),
+            Command::Emulator(args) => {
+                tokio::runtime::Runtime::new()?.block_on(emulator::run(args))
+            }
         },
     }
 }
