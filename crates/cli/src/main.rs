@@ -1,6 +1,8 @@
 //! The `calbridge` binary: parses the command line and hands each command to the crate that owns it.
 //! Each command group lives in its own module here and holds no logic of its own.
 
+mod ics;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -15,7 +17,13 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Work on iCalendar files: validate, expand occurrences.
+    Ics {
+        #[command(subcommand)]
+        command: ics::IcsCommand,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -24,6 +32,8 @@ fn main() -> anyhow::Result<()> {
             Cli::command().print_help()?;
             Ok(())
         }
-        Some(command) => match command {},
+        Some(command) => match command {
+            Command::Ics { command } => ics::run(command),
+        },
     }
 }
