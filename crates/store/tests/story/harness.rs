@@ -23,7 +23,7 @@ pub struct TestDb {
 enum Cleanup {
     Dir(PathBuf),
     PgDatabase {
-        admin: PgConnectOptions,
+        admin: Box<PgConnectOptions>,
         name: String,
     },
 }
@@ -51,7 +51,7 @@ impl Drop for TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Cleanup::PgDatabase { admin, name } => {
-                let admin = admin.clone();
+                let admin = (**admin).clone();
                 let name = name.clone();
                 // Drop runs inside the test's runtime; do the async cleanup on a thread with its own.
                 let _ = std::thread::spawn(move || {
@@ -138,6 +138,9 @@ pub async fn postgres() -> Option<TestDb> {
         store: Arc::new(store.clone()),
         raw: Raw::Pg(store),
         url,
-        cleanup: Cleanup::PgDatabase { admin, name },
+        cleanup: Cleanup::PgDatabase {
+            admin: Box::new(admin),
+            name,
+        },
     })
 }
