@@ -112,6 +112,7 @@ impl Radicale {
     pub fn raw(&self) -> RawClient {
         RawClient {
             inner: reqwest::Client::new(),
+            auth: Some((USER, PASSWORD)),
         }
     }
 }
@@ -125,6 +126,7 @@ impl Drop for Radicale {
 
 pub struct RawClient {
     inner: reqwest::Client,
+    auth: Option<(&'static str, &'static str)>,
 }
 
 impl RawClient {
@@ -137,8 +139,10 @@ impl RawClient {
     ) -> reqwest::Response {
         let mut builder = self
             .inner
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .basic_auth(USER, Some(PASSWORD));
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        if let Some((user, password)) = self.auth {
+            builder = builder.basic_auth(user, Some(password));
+        }
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
@@ -202,4 +206,130 @@ pub fn password(user: &str, password: &str) -> Credentials {
 
 pub fn budget() -> std::sync::Arc<Budget> {
     Budget::new(BudgetConfig::default())
+}
+
+/// A running Xandikos (no authentication; it serves one user at /user/); killed on drop.
+pub struct Xandikos {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Xandikos {
+    pub fn start() -> Option<Self> {
+        let python = python_with("xandikos")?;
+        for _attempt in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let mut child = Command::new(&python)
+                .args([
+                    "-m",
+                    "xandikos",
+                    "serve",
+                    "--defaults",
+                    "--no-detect-systemd",
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-d",
+                ])
+                .arg(dir.path().join("data"))
+                .arg("--state-dir")
+                .arg(dir.path().join("state"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start xandikos");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Self {
+                        child,
+                        port,
+                        _dir: dir,
+                    });
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("Xandikos did not start");
+    }
+}
+
+impl Drop for Xandikos {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One CalDAV server under test; the conformance story runs against each.
+pub enum Peer {
+    Radicale(Radicale),
+    Xandikos(Xandikos),
+}
+
+impl Peer {
+    pub fn radicale() -> Option<Self> {
+        Radicale::start().map(Self::Radicale)
+    }
+
+    pub fn xandikos() -> Option<Self> {
+        Xandikos::start().map(Self::Xandikos)
+    }
+
+    pub fn is_radicale(&self) -> bool {
+        matches!(self, Self::Radicale(_))
+    }
+
+    pub fn base(&self) -> String {
+        let port = match self {
+            Self::Radicale(r) => r.port,
+            Self::Xandikos(x) => x.port,
+        };
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    /// The path of a calendar collection named `name` on this server.
+    pub fn calendar_path(&self, name: &str) -> String {
+        match self {
+            Self::Radicale(_) => format!("/{USER}/{name}/"),
+            Self::Xandikos(_) => format!("/user/calendars/{name}/"),
+        }
+    }
+
+    pub fn calendar_url(&self, name: &str) -> String {
+        format!(
+            "{}{}",
+            self.base().trim_end_matches('/'),
+            self.calendar_path(name)
+        )
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        match self {
+            Self::Radicale(_) => password(USER, PASSWORD),
+            Self::Xandikos(_) => Credentials::None,
+        }
+    }
+
+    pub fn has_auth(&self) -> bool {
+        self.is_radicale()
+    }
+
+    pub fn raw(&self) -> RawClient {
+        match self {
+            Self::Radicale(r) => r.raw(),
+            Self::Xandikos(_) => RawClient {
+                inner: reqwest::Client::new(),
+                auth: None,
+            },
+        }
+    }
 }
