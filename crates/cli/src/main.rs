@@ -1,6 +1,7 @@
 //! The `calbridge` binary: parses the command line and hands each command to the crate that owns it.
 //! Each command group lives in its own module here and holds no logic of its own.
 
+mod emulator;
 mod ics;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
         #[command(subcommand)]
         command: ics::IcsCommand,
     },
+    /// Run a Microsoft Graph or Google Calendar emulator (tests, demo, benchmarks).
+    Emulator(emulator::EmulatorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +37,9 @@ fn main() -> anyhow::Result<()> {
         }
         Some(command) => match command {
             Command::Ics { command } => ics::run(command),
+            Command::Emulator(args) => {
+                tokio::runtime::Runtime::new()?.block_on(emulator::run(args))
+            }
         },
     }
 }
