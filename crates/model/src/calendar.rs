@@ -300,7 +300,7 @@ impl Calendar {
             .iter()
             .filter(|tz| {
                 tz.property("TZID")
-                    .is_some_and(|p| tzids.iter().any(|t| *t == p.value))
+                    .is_some_and(|p| tzids.contains(&p.value))
             })
             .cloned()
             .collect();
