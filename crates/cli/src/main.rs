@@ -3,6 +3,10 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod config_cmd;
+mod keys;
+mod serve;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "calbridge",
@@ -10,12 +14,26 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Self-hosted calendar integration: keeps an application's calendars in step with Microsoft 365, Google, CalDAV and ICS feeds"
 )]
 struct Cli {
+    /// Configuration file (TOML); see `calbridge config example`.
+    #[arg(long, global = true, env = "CALBRIDGE_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the API (and, later, the sync workers).
+    Serve(serve::ServeArgs),
+    /// Bring the database schema up to date and exit.
+    Migrate(serve::MigrateArgs),
+    /// Manage API keys and the master key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -24,6 +42,11 @@ fn main() -> anyhow::Result<()> {
             Cli::command().print_help()?;
             Ok(())
         }
-        Some(command) => match command {},
+        Some(command) => match command {
+            Command::Serve(args) => serve::serve(cli.config.as_ref(), args),
+            Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
+            Command::Keys(command) => keys::run(cli.config.as_ref(), command),
+            Command::Config(command) => config_cmd::run(command),
+        },
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod keys;
 pub mod ratelimit;
 pub mod telemetry;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn calbridge_store::Store>,
     pub limiter: Arc<ratelimit::RateLimiter>,
+    /// Seals credentials and webhook secrets at rest.
+    pub master_key: Arc<calbridge_store::crypto::MasterKey>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -33,12 +36,17 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<dyn calbridge_store::Store>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn calbridge_store::Store>,
+        master_key: calbridge_store::crypto::MasterKey,
+    ) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(&config.rate_limit));
         Self {
             config: Arc::new(config),
             store,
             limiter,
+            master_key: Arc::new(master_key),
         }
     }
 }
