@@ -10,7 +10,6 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -18,7 +17,6 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::error::{ApiError, PROBLEM_JSON};
@@ -29,6 +27,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The full application: API routes (which also describe the OpenAPI document), the operational
 /// endpoints, and the middleware stack.
 pub fn router(state: AppState) -> Router {
+    // Install the recorder before the first request, so no request's metrics are dropped.
+    let _ = telemetry::prometheus();
     let (api_router, openapi) = api::routes().split_for_parts();
     let openapi = Arc::new(openapi);
     let limits = state.config.limits.clone();
@@ -53,34 +53,39 @@ pub fn router(state: AppState) -> Router {
 
     let max_body = limits.max_body_bytes;
     let timeout_secs = limits.request_timeout.to_std().as_secs();
-    let layers = ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!(
-                "request",
-                request_id = %request_id,
-                method = %request.method(),
-                path = %request.uri().path(),
-            )
-        })
-        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .option_layer(compression.then(|| CompressionLayer::new().gzip(true).br(true)))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            problem_for_bare_errors(req, next, max_body, timeout_secs)
-        }))
+    // Router::layer wraps what is already there: the first layer added is the innermost.
+    let mut app = app
+        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout.to_std(),
         ))
-        .layer(RequestBodyLimitLayer::new(max_body));
-    app.layer(layers)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            problem_for_bare_errors(req, next, max_body, timeout_secs)
+        }));
+    if compression {
+        app = app.layer(CompressionLayer::new().gzip(true).br(true));
+    }
+    app.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        request_id = %request_id,
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
 }
 
 /// The OpenAPI document, as served at `/v1/openapi.json`.
@@ -108,16 +113,14 @@ async fn problem_for_bare_errors(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
+    // Extractors know no limit, so every 413 is rebuilt here with the configured one.
+    if is_problem && status != StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
     let error = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: max_body },
         StatusCode::SERVICE_UNAVAILABLE => ApiError::Timeout(timeout_secs),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::bad_request(
-            "method_not_allowed",
-            "this endpoint does not support that method; see /v1/openapi.json",
-        ),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
             "unsupported Content-Type; send application/json (or text/calendar where documented)".into(),
         ),
@@ -126,11 +129,14 @@ async fn problem_for_bare_errors(
         other => ApiError::bad_request("bad_request", format!("request refused ({other})")),
     };
     let mut problem = error.into_response();
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        *problem.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        if let Some(allow) = response.headers().get(header::ALLOW) {
-            problem.headers_mut().insert(header::ALLOW, allow.clone());
-        }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The unread rest of the body makes the connection unusable; say so, so clients do not reuse it.
+        problem
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
     }
     problem
 }

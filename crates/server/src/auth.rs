@@ -96,7 +96,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     let presented = PresentedKey::parse(token).map_err(|_| invalid())?;
     let key = state
         .store
-        .api_key_by_prefix(presented.id.as_str())
+        .find_api_key_by_prefix(presented.id.as_str())
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(invalid)?;

@@ -43,6 +43,8 @@ pub enum ApiError {
     PreconditionFailed { current: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("this endpoint does not support that method; the Allow header and /v1/openapi.json list what it does")]
+    MethodNotAllowed,
     #[error("request body larger than the limit of {limit} bytes; split the request or raise limits.max_body_bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -88,6 +90,7 @@ impl ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -105,6 +108,7 @@ impl ApiError {
             Self::BadRequest { code, .. } | Self::Unprocessable { code, .. } => code,
             Self::PreconditionFailed { .. } => "etag_mismatch",
             Self::Conflict(_) => "conflict",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotAcceptable(_) => "not_acceptable",

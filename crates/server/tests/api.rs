@@ -267,21 +267,29 @@ mod matrix {
         method: &'static str,
         path: &'static str,
         scope: Scope,
+        /// Query string; `{cal}` stands for tenant A's calendar.
+        query: &'static str,
+        /// Body; the text `{cal}` stands for tenant A's calendar.
         body: Option<Value>,
     }
 
     fn table() -> Vec<Route> {
-        let r = |method, path, scope, body: Option<Value>| Route { method, path, scope, body };
+        let r = |method, path, scope, query, body: Option<Value>| Route { method, path, scope, query, body };
         vec![
-            r("get", "/v1/calendar/calendars", Scope::EventsRead, None),
-            r("post", "/v1/calendar/calendars", Scope::EventsWrite, Some(json!({"name": "m"}))),
-            r("get", "/v1/calendar/calendars/{id}", Scope::EventsRead, None),
-            r("put", "/v1/calendar/calendars/{id}", Scope::EventsWrite, Some(json!({"name": "m"}))),
-            r("delete", "/v1/calendar/calendars/{id}", Scope::EventsWrite, None),
-            r("get", "/v1/calendar/keys", Scope::Admin, None),
-            r("post", "/v1/calendar/keys", Scope::Admin, Some(json!({"name": "m", "scopes": ["events:read"]}))),
-            r("delete", "/v1/calendar/keys/{id}", Scope::Admin, None),
-            r("get", "/v1/calendar/audit", Scope::Admin, None),
+            r("get", "/v1/calendar/calendars", Scope::EventsRead, "", None),
+            r("post", "/v1/calendar/calendars", Scope::EventsWrite, "", Some(json!({"name": "m"}))),
+            r("get", "/v1/calendar/calendars/{id}", Scope::EventsRead, "", None),
+            r("put", "/v1/calendar/calendars/{id}", Scope::EventsWrite, "", Some(json!({"name": "m"}))),
+            r("delete", "/v1/calendar/calendars/{id}", Scope::EventsWrite, "", None),
+            r("get", "/v1/calendar/events", Scope::EventsRead, "start=2026-01-01T00:00:00Z&end=2026-02-01T00:00:00Z&calendar_id={cal}", None),
+            r("post", "/v1/calendar/events", Scope::EventsWrite, "", Some(json!({"calendar_id": "{cal}", "start": "2026-01-05T10:00:00Z"}))),
+            r("get", "/v1/calendar/events/{id}", Scope::EventsRead, "", None),
+            r("put", "/v1/calendar/events/{id}", Scope::EventsWrite, "", Some(json!({"summary": "m", "start": "2026-01-05T10:00:00Z"}))),
+            r("delete", "/v1/calendar/events/{id}", Scope::EventsWrite, "", None),
+            r("get", "/v1/calendar/keys", Scope::Admin, "", None),
+            r("post", "/v1/calendar/keys", Scope::Admin, "", Some(json!({"name": "m", "scopes": ["events:read"]}))),
+            r("delete", "/v1/calendar/keys/{id}", Scope::Admin, "", None),
+            r("get", "/v1/calendar/audit", Scope::Admin, "", None),
         ]
     }
 
@@ -309,9 +317,18 @@ mod matrix {
                 .await,
         )
         .await;
+        let event = json_of(
+            server
+                .post_json(&server.admin, "/v1/calendar/events", json!({"calendar_id": calendar["id"], "summary": "A's secret", "start": "2026-01-10T10:00:00Z"}))
+                .await,
+        )
+        .await;
+        let cal_id = calendar["id"].as_str().unwrap().to_owned();
         let id_for = |path: &str| -> String {
             if path.starts_with("/v1/calendar/calendars/") {
                 calendar["id"].as_str().unwrap().to_owned()
+            } else if path.starts_with("/v1/calendar/events/") {
+                event["id"].as_str().unwrap().to_owned()
             } else if path.starts_with("/v1/calendar/keys/") {
                 a_key["id"].as_str().unwrap().to_owned()
             } else {
@@ -341,14 +358,18 @@ mod matrix {
         assert_eq!(gone.status(), StatusCode::OK);
 
         let send = |route: &Route, key: Option<&str>| {
-            let path = route.path.replace("{id}", &id_for(route.path));
+            let mut path = route.path.replace("{id}", &id_for(route.path));
+            if !route.query.is_empty() {
+                path = format!("{path}?{}", route.query.replace("{cal}", &cal_id));
+            }
             let method = reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
             let mut request = server.client.request(method, server.url(&path));
             if let Some(key) = key {
                 request = request.bearer_auth(key);
             }
             if let Some(body) = &route.body {
-                request = request.json(body);
+                let body: Value = serde_json::from_str(&body.to_string().replace("{cal}", &cal_id)).unwrap();
+                request = request.json(&body);
             }
             request.send()
         };
@@ -367,16 +388,22 @@ mod matrix {
             assert_eq!(response.status(), StatusCode::FORBIDDEN, "missing {}: {label}", route.scope);
 
             let response = send(&route, Some(&other_tenant)).await.unwrap();
-            if route.path.contains("{id}") {
+            let names_a = route.path.contains("{id}")
+                || route.query.contains("{cal}")
+                || route.body.as_ref().is_some_and(|b| b.to_string().contains("{cal}"));
+            if names_a {
                 assert_eq!(response.status(), StatusCode::NOT_FOUND, "wrong tenant: {label}");
             } else {
                 assert!(response.status().is_success(), "tenant B may use its own collection: {label}");
                 let text = response.text().await.unwrap();
                 assert!(!text.contains(calendar["id"].as_str().unwrap()), "B sees A's calendar: {label}");
                 assert!(!text.contains(a_key["id"].as_str().unwrap()), "B sees A's key: {label}");
+                assert!(!text.contains("A's secret"), "B sees A's event: {label}");
             }
         }
-        // Tenant A's calendar and key survived all of that.
+        // Tenant A's calendar, event and key survived all of that.
+        let event_path = format!("/v1/calendar/events/{}", event["id"].as_str().unwrap());
+        assert_eq!(json_of(server.get(&server.admin, &event_path).await).await["summary"], "A's secret");
         let path = format!("/v1/calendar/calendars/{}", calendar["id"].as_str().unwrap());
         assert_eq!(server.get(&server.admin, &path).await.status(), StatusCode::OK);
         assert_eq!(server.get(a_key["token"].as_str().unwrap(), "/v1/calendar/calendars").await.status(), StatusCode::OK);

@@ -29,6 +29,7 @@ use crate::error::{ApiError, PROBLEM_JSON, Problem};
     modifiers(&BearerAuth),
     components(schemas(Problem))
 )]
+#[derive(Debug)]
 pub struct ApiDoc;
 
 struct BearerAuth;
@@ -66,6 +67,7 @@ pub fn ops_routes() -> axum::Router<AppState> {
 }
 
 /// The error answers every authenticated endpoint may give, documented once.
+#[derive(Debug)]
 pub struct CommonErrors;
 
 impl utoipa::IntoResponses for CommonErrors {
