@@ -47,10 +47,10 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
     runtime.block_on(async move {
         tracing::info!(database = %config.database.url.redacted(), "opening the store");
         let master = bootstrap::master_key(&config)?;
-        if master.created {
-            if let bootstrap::MasterKeySource::File(path) = &master.source {
-                tracing::warn!(path = %path.display(), "created a new master key file; back it up: secrets sealed with it are lost without it");
-            }
+        if master.created
+            && let bootstrap::MasterKeySource::File(path) = &master.source
+        {
+            tracing::warn!(path = %path.display(), "created a new master key file; back it up: secrets sealed with it are lost without it");
         }
         let store = bootstrap::open_store(&config).await?;
         if let Some((tenant, token)) = bootstrap::bootstrap_admin(store.as_ref()).await? {
@@ -75,7 +75,9 @@ fn print_bootstrap_key(tenant: &str, token: &str) {
     println!();
     println!("    {token}");
     println!();
-    println!("Use it as `Authorization: Bearer <key>`; make narrower keys with `calbridge keys create`.");
+    println!(
+        "Use it as `Authorization: Bearer <key>`; make narrower keys with `calbridge keys create`."
+    );
 }
 
 #[allow(clippy::print_stdout)]

@@ -12,7 +12,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_calbridge");
 
 #[test]
 fn config_example_parses_back_to_the_defaults() {
-    let output = Command::new(BIN).args(["config", "example"]).output().unwrap();
+    let output = Command::new(BIN)
+        .args(["config", "example"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("# "), "the example is commented");
@@ -55,7 +58,11 @@ fn start(dir: &std::path::Path) -> Running {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Running { child, addr, stdout }
+    Running {
+        child,
+        addr,
+        stdout,
+    }
 }
 
 fn printed(running: &Running) -> String {
@@ -74,7 +81,10 @@ fn stop(mut running: Running) {
 }
 
 fn get(addr: &str, path: &str, key: &str) -> u16 {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         reqwest::Client::new()
             .get(format!("http://{addr}{path}"))
@@ -88,7 +98,9 @@ fn get(addr: &str, path: &str, key: &str) -> u16 {
 }
 
 fn token_in(text: &str) -> Option<String> {
-    text.split_whitespace().find(|w| w.starts_with("cbk_")).map(str::to_owned)
+    text.split_whitespace()
+        .find(|w| w.starts_with("cbk_"))
+        .map(str::to_owned)
 }
 
 #[test]
@@ -111,13 +123,31 @@ fn first_start_bootstraps_once() {
 
     let second = start(dir.path());
     let text = printed(&second);
-    assert!(token_in(&text).is_none(), "the bootstrap key is printed only once: {text}");
-    assert_eq!(get(&second.addr, "/v1/calendar/keys", &token), 200, "the key still works");
-    assert_eq!(std::fs::read(&key_file).unwrap(), key_bytes, "the master key is kept");
+    assert!(
+        token_in(&text).is_none(),
+        "the bootstrap key is printed only once: {text}"
+    );
+    assert_eq!(
+        get(&second.addr, "/v1/calendar/keys", &token),
+        200,
+        "the key still works"
+    );
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        key_bytes,
+        "the master key is kept"
+    );
 
     let made = Command::new(BIN)
         .current_dir(dir.path())
-        .args(["keys", "create", "--tenant", "site-2", "--scopes", "events:read"])
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            "site-2",
+            "--scopes",
+            "events:read",
+        ])
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
@@ -126,9 +156,17 @@ fn first_start_bootstraps_once() {
     assert_eq!(get(&second.addr, "/v1/calendar/keys", &reader), 403);
     stop(second);
 
-    let rotated = Command::new(BIN).current_dir(dir.path()).args(["keys", "rotate-master"]).output().unwrap();
+    let rotated = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["keys", "rotate-master"])
+        .output()
+        .unwrap();
     assert!(rotated.status.success(), "{rotated:?}");
-    assert_ne!(std::fs::read(&key_file).unwrap(), key_bytes, "the key file holds the new key");
+    assert_ne!(
+        std::fs::read(&key_file).unwrap(),
+        key_bytes,
+        "the key file holds the new key"
+    );
     assert!(!dir.path().join("calbridge.key.new").exists());
     let third = start(dir.path());
     assert_eq!(get(&third.addr, "/v1/calendar/keys", &token), 200);

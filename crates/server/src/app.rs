@@ -85,7 +85,9 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
 }
 
 /// The OpenAPI document, as served at `/v1/openapi.json`.
@@ -122,10 +124,13 @@ async fn problem_for_bare_errors(
         StatusCode::SERVICE_UNAVAILABLE => ApiError::Timeout(timeout_secs),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
-            "unsupported Content-Type; send application/json (or text/calendar where documented)".into(),
+            "unsupported Content-Type; send application/json (or text/calendar where documented)"
+                .into(),
         ),
         StatusCode::NOT_FOUND => ApiError::NotFound("no such endpoint".into()),
-        other if other.is_server_error() => ApiError::internal(format!("bare {other} from a layer")),
+        other if other.is_server_error() => {
+            ApiError::internal(format!("bare {other} from a layer"))
+        }
         other => ApiError::bad_request("bad_request", format!("request refused ({other})")),
     };
     let mut problem = error.into_response();
@@ -172,9 +177,7 @@ pub async fn serve(
     }
 }
 
-fn flatten(
-    result: Result<std::io::Result<()>, tokio::task::JoinError>,
-) -> std::io::Result<()> {
+fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Result<()> {
     match result {
         Ok(inner) => inner,
         Err(join) => Err(std::io::Error::other(join)),
@@ -213,7 +216,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(5), state.store.ping()).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => ApiError::Unavailable(format!("database unreachable: {e}")).into_response(),
-        Err(_) => ApiError::Unavailable("database did not answer within 5 s".into()).into_response(),
+        Err(_) => {
+            ApiError::Unavailable("database did not answer within 5 s".into()).into_response()
+        }
     }
 }
 
@@ -221,11 +226,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics() -> Response {
     match telemetry::prometheus() {
         Some(handle) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
             handle.render(),
         )
             .into_response(),
-        None => ApiError::Unavailable("another metrics recorder is installed in this process".into())
-            .into_response(),
+        None => {
+            ApiError::Unavailable("another metrics recorder is installed in this process".into())
+                .into_response()
+        }
     }
 }

@@ -65,7 +65,10 @@ impl<S: RequiredScope> Authorized<S> {
 impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(parts, state).await?;
         if !principal.scopes.contains(&S::SCOPE) {
             return Err(ApiError::MissingScope(S::SCOPE.as_str()));

@@ -85,10 +85,10 @@ pub fn master_key(config: &Config) -> Result<LoadedMasterKey, BootstrapError> {
 
 /// Open the configured database and bring its schema up to date.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, BootstrapError> {
-    if let Some(path) = config.database.url.sqlite_path() {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
+    if let Some(path) = config.database.url.sqlite_path()
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        let _ = std::fs::create_dir_all(dir);
     }
     let url = sqlite_create_mode(config.database.url.expose());
     calbridge_store::open(&url)
@@ -111,7 +111,9 @@ fn sqlite_create_mode(url: &str) -> String {
 
 /// On an empty database (no tenant yet), create the default tenant and an admin key with every scope;
 /// returns its token, which the caller prints once. Later starts return `None`.
-pub async fn bootstrap_admin(store: &dyn Store) -> Result<Option<(Tenant, String)>, BootstrapError> {
+pub async fn bootstrap_admin(
+    store: &dyn Store,
+) -> Result<Option<(Tenant, String)>, BootstrapError> {
     if !store.list_tenants().await?.is_empty() {
         return Ok(None);
     }
@@ -122,7 +124,10 @@ pub async fn bootstrap_admin(store: &dyn Store) -> Result<Option<(Tenant, String
 }
 
 /// Find a tenant by id or name, creating it by name when absent (for `calbridge keys create --tenant`).
-pub async fn tenant_by_name_or_id(store: &dyn Store, name_or_id: &str) -> Result<Tenant, BootstrapError> {
+pub async fn tenant_by_name_or_id(
+    store: &dyn Store,
+    name_or_id: &str,
+) -> Result<Tenant, BootstrapError> {
     let tenants = store.list_tenants().await?;
     if let Some(found) = tenants
         .iter()

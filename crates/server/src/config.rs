@@ -134,7 +134,9 @@ impl HumanDuration {
         let duration = SignedDuration::from_str(value.trim())
             .map_err(|e| format!("`{value}` is not a duration like `15m` or `PT15M`: {e}"))?;
         if duration.is_negative() {
-            return Err(format!("`{value}` is negative; a duration here must be positive"));
+            return Err(format!(
+                "`{value}` is negative; a duration here must be positive"
+            ));
         }
         Ok(Self(duration))
     }
@@ -182,7 +184,9 @@ impl CalendarSpan {
         let span = Span::from_str(value.trim())
             .map_err(|e| format!("`{value}` is not a span like `P3M` or `3 months`: {e}"))?;
         if span.is_negative() {
-            return Err(format!("`{value}` is negative; a range reaches forward or back by a positive span"));
+            return Err(format!(
+                "`{value}` is negative; a range reaches forward or back by a positive span"
+            ));
         }
         Ok(Self(span))
     }
@@ -214,7 +218,7 @@ impl<'de> Deserialize<'de> for CalendarSpan {
 }
 
 /// The whole configuration. Every section has defaults, so an empty file is a valid configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -462,23 +466,6 @@ impl Default for OptimizationsConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            secrets: SecretsConfig::default(),
-            log: LogConfig::default(),
-            limits: LimitsConfig::default(),
-            rate_limit: RateLimitConfig::default(),
-            network: NetworkConfig::default(),
-            providers: ProvidersConfig::default(),
-            sync: SyncConfig::default(),
-            optimizations: OptimizationsConfig::default(),
-        }
-    }
-}
-
 /// Environment variables with this prefix that belong to tooling, not to the configuration.
 const ENV_NOT_CONFIG: &[&str] = &["PYTHON", "TEST_POSTGRES_URL", "REQUIRE_PEERS", "LOG"];
 
@@ -493,20 +480,22 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut tree = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-            origin: "defaults".into(),
-            message: e.to_string(),
-        })?;
+        let mut tree =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                origin: "defaults".into(),
+                message: e.to_string(),
+            })?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
             let origin = path.display().to_string();
-            let from_file: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+            let from_file: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
             // Check the file on its own first, so that its mistakes are reported against the file.
             Config::from_table(from_file.clone(), &origin)?;
             merge(&mut tree, from_file);
@@ -544,10 +533,13 @@ impl Config {
     }
 
     fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            message: e.to_string(),
-        })?;
+        let config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    message: e.to_string(),
+                })?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -559,7 +551,9 @@ impl Config {
         };
         DatabaseUrl::parse(self.database.url.expose())?;
         if self.limits.max_body_bytes < 1024 {
-            return Err(invalid("limits.max_body_bytes must be at least 1024".into()));
+            return Err(invalid(
+                "limits.max_body_bytes must be at least 1024".into(),
+            ));
         }
         if self.limits.max_page_size == 0 || self.limits.max_window_days == 0 {
             return Err(invalid(
@@ -815,17 +809,28 @@ mod tests {
 
     #[test]
     fn mistakes_name_their_place() {
-        let err = Config::load_from(None, env(&[("CALBRIDGE_OPTIMIZATIONS__BATCH_SIZE", "many")]))
+        let err = Config::load_from(
+            None,
+            env(&[("CALBRIDGE_OPTIMIZATIONS__BATCH_SIZE", "many")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CALBRIDGE_OPTIMIZATIONS__BATCH_SIZE"), "{err}");
+        let err = Config::from_toml("[sync]\ndirection = \"sideways\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("CALBRIDGE_OPTIMIZATIONS__BATCH_SIZE"), "{err}");
-        let err = Config::from_toml("[sync]\ndirection = \"sideways\"\n").unwrap_err().to_string();
         assert!(err.contains("sideways"), "{err}");
-        let err = Config::from_toml("[sever]\nlisten = \"x\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[sever]\nlisten = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sever"), "{err}");
-        let err = Config::from_toml("[database]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[database]\nurl = \"mysql://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("database.url"), "{err}");
-        let err = Config::from_toml("[sync]\nfrequency = \"soon\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[sync]\nfrequency = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("soon"), "{err}");
     }
 
@@ -847,7 +852,17 @@ mod tests {
     fn sqlite_paths() {
         let url = DatabaseUrl::parse("sqlite://data/cb.db?mode=rwc").unwrap();
         assert_eq!(url.sqlite_path().unwrap(), PathBuf::from("data/cb.db"));
-        assert!(DatabaseUrl::parse("sqlite::memory:").unwrap().sqlite_path().is_none());
-        assert!(DatabaseUrl::parse("postgres://x/y").unwrap().sqlite_path().is_none());
+        assert!(
+            DatabaseUrl::parse("sqlite::memory:")
+                .unwrap()
+                .sqlite_path()
+                .is_none()
+        );
+        assert!(
+            DatabaseUrl::parse("postgres://x/y")
+                .unwrap()
+                .sqlite_path()
+                .is_none()
+        );
     }
 }

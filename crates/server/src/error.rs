@@ -43,9 +43,13 @@ pub enum ApiError {
     PreconditionFailed { current: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("this endpoint does not support that method; the Allow header and /v1/openapi.json list what it does")]
+    #[error(
+        "this endpoint does not support that method; the Allow header and /v1/openapi.json list what it does"
+    )]
     MethodNotAllowed,
-    #[error("request body larger than the limit of {limit} bytes; split the request or raise limits.max_body_bytes")]
+    #[error(
+        "request body larger than the limit of {limit} bytes; split the request or raise limits.max_body_bytes"
+    )]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -53,7 +57,9 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("rate limit exceeded for this API key; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    #[error("the request took longer than {0} s and was abandoned; narrow it (a smaller window or page) and retry")]
+    #[error(
+        "the request took longer than {0} s and was abandoned; narrow it (a smaller window or page) and retry"
+    )]
     Timeout(u64),
     #[error("{0}")]
     Unavailable(String),
@@ -165,7 +171,10 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             R::MissingJsonContentType(_) => Self::UnsupportedMediaType(
                 "send the body as JSON with `Content-Type: application/json`".into(),
             ),
-            R::JsonSyntaxError(e) => Self::bad_request("invalid_json", format!("the body is not valid JSON: {}", e.body_text())),
+            R::JsonSyntaxError(e) => Self::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            ),
             R::JsonDataError(e) => Self::unprocessable("invalid_body", e.body_text()),
             R::BytesRejection(e) => body_rejection(e.status(), e.body_text()),
             other => Self::bad_request("invalid_body", other.body_text()),

@@ -99,8 +99,15 @@ pub struct KeyId(String);
 
 impl KeyId {
     pub fn parse(text: &str) -> Result<Self, KeyFormatError> {
-        let ok = text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-        if ok { Ok(Self(text.to_owned())) } else { Err(KeyFormatError) }
+        let ok = text.len() == 16
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(KeyFormatError)
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -127,7 +134,9 @@ pub struct NewKey {
 
 impl fmt::Debug for NewKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("NewKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -158,7 +167,9 @@ pub struct PresentedKey {
 
 impl fmt::Debug for PresentedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PresentedKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("PresentedKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +178,11 @@ impl PresentedKey {
         let rest = token.strip_prefix(PREFIX).ok_or(KeyFormatError)?;
         let (id, secret) = rest.split_once('_').ok_or(KeyFormatError)?;
         let id = KeyId::parse(id)?;
-        if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if secret.len() != 43
+            || !secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(KeyFormatError);
         }
         Ok(Self {
@@ -226,7 +241,10 @@ mod tests {
             assert_eq!(Scope::parse(scope.as_str()).unwrap(), scope);
         }
         assert_eq!(
-            parse_scopes("events:read, admin").unwrap().into_iter().collect::<Vec<_>>(),
+            parse_scopes("events:read, admin")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec![Scope::EventsRead, Scope::Admin]
         );
         let err = Scope::parse("events:delete").unwrap_err().to_string();

@@ -89,9 +89,23 @@ mod tests {
             assert!(limiter.check_at("a", t0).is_ok());
         }
         let wait = limiter.check_at("a", t0).unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
-        assert!(limiter.check_at("b", t0).is_ok(), "keys have their own buckets");
-        assert!(limiter.check_at("a", t0 + Duration::from_millis(500)).is_ok());
-        assert!(limiter.check_at("a", t0 + Duration::from_millis(500)).is_err());
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert!(
+            limiter.check_at("b", t0).is_ok(),
+            "keys have their own buckets"
+        );
+        assert!(
+            limiter
+                .check_at("a", t0 + Duration::from_millis(500))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .check_at("a", t0 + Duration::from_millis(500))
+                .is_err()
+        );
     }
 }

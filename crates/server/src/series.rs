@@ -10,7 +10,9 @@ use calbridge_model::expand::{ExpandOptions, OccurrenceTime, Window};
 use calbridge_model::occurrences::{calendar_resolver, series_occurrences};
 use calbridge_model::rrule::RRule;
 use calbridge_model::tz::TzResolver;
-use calbridge_model::{Calendar, Event, EventEnd, EventSeries, Limits, Prop, ical, normalized_hash};
+use calbridge_model::{
+    Calendar, Event, EventEnd, EventSeries, Limits, Prop, ical, normalized_hash,
+};
 use calbridge_store::{NewOccurrence, OccurrenceSet};
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
@@ -105,17 +107,26 @@ pub fn resolve_zone(name: &str) -> Result<(jiff::tz::TimeZone, String), ApiError
         )
     };
     let tzid = TzId::parse(name).map_err(|_| unknown())?;
-    let resolved = TzResolver::default().resolve(&tzid).map_err(|_| unknown())?;
+    let resolved = TzResolver::default()
+        .resolve(&tzid)
+        .map_err(|_| unknown())?;
     let label = resolved.iana.clone().unwrap_or_else(|| name.to_owned());
     Ok((resolved.zone, label))
 }
 
-fn parse_point(raw: &str, all_day: bool, zone: Option<&TzId>, field: &str) -> Result<CalDateTime, ApiError> {
+fn parse_point(
+    raw: &str,
+    all_day: bool,
+    zone: Option<&TzId>,
+    field: &str,
+) -> Result<CalDateTime, ApiError> {
     let raw = raw.trim();
     let bad = |why: &str| {
         invalid(
             "invalid_time",
-            format!("{field} `{raw}` {why}; write 2026-03-01T10:00:00 (with time_zone), 2026-03-01T09:00:00Z or 2026-03-01 for all-day"),
+            format!(
+                "{field} `{raw}` {why}; write 2026-03-01T10:00:00 (with time_zone), 2026-03-01T09:00:00Z or 2026-03-01 for all-day"
+            ),
         )
     };
     if all_day {
@@ -137,14 +148,20 @@ fn parse_point(raw: &str, all_day: bool, zone: Option<&TzId>, field: &str) -> Re
 
 /// Build the master event of a series from JSON, on top of `base` (the stored series on update, so
 /// properties JSON does not carry — attendees, alarms, overrides — survive).
-pub fn series_from_json(input: &EventInput, base: Option<EventSeries>, uid: String) -> Result<EventSeries, ApiError> {
+pub fn series_from_json(
+    input: &EventInput,
+    base: Option<EventSeries>,
+    uid: String,
+) -> Result<EventSeries, ApiError> {
     let all_day = input
         .all_day
         .unwrap_or_else(|| input.start.trim().len() == 10 && input.start.parse::<Date>().is_ok());
     let zone = match input.time_zone.as_deref().filter(|z| !z.is_empty()) {
         Some(name) if !all_day => {
             let (_, iana) = resolve_zone(name)?;
-            Some(TzId::parse(&iana).map_err(|_| invalid("unknown_time_zone", format!("`{name}` is not a time zone")))?)
+            Some(TzId::parse(&iana).map_err(|_| {
+                invalid("unknown_time_zone", format!("`{name}` is not a time zone"))
+            })?)
         }
         _ => None,
     };
@@ -159,20 +176,31 @@ pub fn series_from_json(input: &EventInput, base: Option<EventSeries>, uid: Stri
             other => other.clone(),
         },
     };
-    if let (Some(s), Some(e)) = (comparable(&start), comparable(&end)) {
-        if e < s {
-            return Err(invalid("invalid_time", "end is before start"));
-        }
+    if let (Some(s), Some(e)) = (comparable(&start), comparable(&end))
+        && e < s
+    {
+        return Err(invalid("invalid_time", "end is before start"));
     }
-    if let Some(summary) = &input.summary {
-        if summary.chars().count() > 1000 {
-            return Err(invalid("invalid_summary", "summary must be at most 1000 characters"));
-        }
+    if input
+        .summary
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > 1000)
+    {
+        return Err(invalid(
+            "invalid_summary",
+            "summary must be at most 1000 characters",
+        ));
     }
-    let rrule = match input.rrule.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+    let rrule = match input
+        .rrule
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
         Some(text) => {
             let text = text.strip_prefix("RRULE:").unwrap_or(text);
-            RRule::parse(text).map_err(|e| invalid("invalid_rrule", format!("rrule `{text}`: {e}")))?;
+            RRule::parse(text)
+                .map_err(|e| invalid("invalid_rrule", format!("rrule `{text}`: {e}")))?;
             Some(Prop::new(text.to_owned()))
         }
         None => None,
@@ -188,7 +216,12 @@ pub fn series_from_json(input: &EventInput, base: Option<EventSeries>, uid: Stri
             "confirmed" => EventStatus::Confirmed,
             "tentative" => EventStatus::Tentative,
             "cancelled" | "canceled" => EventStatus::Cancelled,
-            _ => return Err(invalid("invalid_status", format!("status `{s}` is not confirmed, tentative or cancelled"))),
+            _ => {
+                return Err(invalid(
+                    "invalid_status",
+                    format!("status `{s}` is not confirmed, tentative or cancelled"),
+                ));
+            }
         })),
     };
     let transparency = match input.transparency.as_deref() {
@@ -196,12 +229,20 @@ pub fn series_from_json(input: &EventInput, base: Option<EventSeries>, uid: Stri
         Some(t) => Some(Prop::new(match t.to_ascii_lowercase().as_str() {
             "opaque" => Transparency::Opaque,
             "transparent" => Transparency::Transparent,
-            _ => return Err(invalid("invalid_transparency", format!("transparency `{t}` is not opaque or transparent"))),
+            _ => {
+                return Err(invalid(
+                    "invalid_transparency",
+                    format!("transparency `{t}` is not opaque or transparent"),
+                ));
+            }
         })),
     };
 
     let mut series = base.unwrap_or_else(|| EventSeries::new(uid.clone()));
-    let mut master = series.master().cloned().unwrap_or_else(|| Event::new(uid.clone()));
+    let mut master = series
+        .master()
+        .cloned()
+        .unwrap_or_else(|| Event::new(uid.clone()));
     master.dtstamp = Some(Prop::new(CalDateTime::Utc(Timestamp::now())));
     master.dtstart = Some(Prop::new(start));
     master.end = Some(EventEnd::End(Prop::new(end)));
@@ -211,8 +252,17 @@ pub fn series_from_json(input: &EventInput, base: Option<EventSeries>, uid: Stri
     master.status = status;
     master.transparency = transparency;
     master.rrule = rrule;
-    master.exdates = if exdates.is_empty() { Vec::new() } else { vec![Prop::new(exdates)] };
-    master.sequence = Some(Prop::new(master.sequence.as_ref().map_or(0, |s| s.value.saturating_add(1))));
+    master.exdates = if exdates.is_empty() {
+        Vec::new()
+    } else {
+        vec![Prop::new(exdates)]
+    };
+    master.sequence = Some(Prop::new(
+        master
+            .sequence
+            .as_ref()
+            .map_or(0, |s| s.value.saturating_add(1)),
+    ));
     series
         .set_master(Some(master))
         .map_err(|e| invalid("invalid_event", e.to_string()))?;
@@ -235,8 +285,9 @@ pub fn calendar_from_ical(body: &[u8], max_bytes: usize) -> Result<Calendar, Api
         max_object_bytes: max_bytes,
         ..Limits::DEFAULT
     };
-    let calendar = ical::parse_with_limits(body, &limits)
-        .map_err(|e| ApiError::bad_request("invalid_icalendar", format!("invalid iCalendar: {e}")))?;
+    let calendar = ical::parse_with_limits(body, &limits).map_err(|e| {
+        ApiError::bad_request("invalid_icalendar", format!("invalid iCalendar: {e}"))
+    })?;
     match calendar.series().len() {
         1 => Ok(calendar),
         0 => Err(invalid("no_event", "the iCalendar object holds no VEVENT")),
@@ -277,7 +328,11 @@ pub fn prepare(calendar: &Calendar, floating: &jiff::tz::TimeZone) -> Result<Pre
 }
 
 /// The occurrence rows of a series, with the fields a window listing shows for each.
-fn index_rows(calendar: &Calendar, series: &EventSeries, floating: &jiff::tz::TimeZone) -> Result<OccurrenceSet, ApiError> {
+fn index_rows(
+    calendar: &Calendar,
+    series: &EventSeries,
+    floating: &jiff::tz::TimeZone,
+) -> Result<OccurrenceSet, ApiError> {
     let (resolver, _unreadable) = calendar_resolver(calendar);
     let options = ExpandOptions {
         floating_zone: floating.clone(),
@@ -290,10 +345,16 @@ fn index_rows(calendar: &Calendar, series: &EventSeries, floating: &jiff::tz::Ti
         from: Timestamp::MIN,
         to: horizon,
     };
-    let not_expandable = |e: String| invalid("invalid_recurrence", format!("the event cannot be expanded: {e}"));
+    let not_expandable = |e: String| {
+        invalid(
+            "invalid_recurrence",
+            format!("the event cannot be expanded: {e}"),
+        )
+    };
     let overrides = override_fields(series, &resolver, floating);
     let master = series.master();
-    let iter = series_occurrences(series, &resolver, window, &options).map_err(|e| not_expandable(e.to_string()))?;
+    let iter = series_occurrences(series, &resolver, window, &options)
+        .map_err(|e| not_expandable(e.to_string()))?;
     let mut rows = Vec::new();
     let mut recurring = false;
     let mut cut_short = false;
@@ -309,7 +370,11 @@ fn index_rows(calendar: &Calendar, series: &EventSeries, floating: &jiff::tz::Ti
             .and_then(|rid| overrides.get(&rid).copied())
             .or(master)
             .or_else(|| series.overrides().first());
-        let (start, end, all_day) = (to_ts(occurrence.start, floating)?, to_ts(occurrence.end, floating)?, matches!(occurrence.start, OccurrenceTime::Date(_)));
+        let (start, end, all_day) = (
+            to_ts(occurrence.start, floating)?,
+            to_ts(occurrence.end, floating)?,
+            matches!(occurrence.start, OccurrenceTime::Date(_)),
+        );
         let data = serde_json::json!({
             "uid": series.uid(),
             "summary": event.and_then(|e| e.summary.as_ref()).map(|p| p.value.clone()),
@@ -328,7 +393,12 @@ fn index_rows(calendar: &Calendar, series: &EventSeries, floating: &jiff::tz::Ti
             data: Some(data.to_string()),
         });
     }
-    let endless = master.is_some_and(|m| m.rrule.as_ref().is_some_and(|r| !r.value.to_ascii_uppercase().contains("COUNT=") && !r.value.to_ascii_uppercase().contains("UNTIL=")));
+    let endless = master.is_some_and(|m| {
+        m.rrule.as_ref().is_some_and(|r| {
+            !r.value.to_ascii_uppercase().contains("COUNT=")
+                && !r.value.to_ascii_uppercase().contains("UNTIL=")
+        })
+    });
     let expanded_until = if cut_short {
         rows.last().map(|r| r.start)
     } else if recurring && endless {
@@ -336,7 +406,10 @@ fn index_rows(calendar: &Calendar, series: &EventSeries, floating: &jiff::tz::Ti
     } else {
         None
     };
-    Ok(OccurrenceSet { rows, expanded_until })
+    Ok(OccurrenceSet {
+        rows,
+        expanded_until,
+    })
 }
 
 fn to_ts(point: OccurrenceTime, floating: &jiff::tz::TimeZone) -> Result<Timestamp, ApiError> {
@@ -350,14 +423,24 @@ fn to_ts(point: OccurrenceTime, floating: &jiff::tz::TimeZone) -> Result<Timesta
 }
 
 /// The overrides of a series keyed by the instant (or date) of their RECURRENCE-ID.
-fn override_fields<'a>(series: &'a EventSeries, resolver: &TzResolver, floating: &jiff::tz::TimeZone) -> HashMap<OccurrenceTime, &'a Event> {
+fn override_fields<'a>(
+    series: &'a EventSeries,
+    resolver: &TzResolver,
+    floating: &jiff::tz::TimeZone,
+) -> HashMap<OccurrenceTime, &'a Event> {
     let mut map = HashMap::new();
     for event in series.overrides() {
-        let Some(rid) = &event.recurrence_id else { continue };
+        let Some(rid) = &event.recurrence_id else {
+            continue;
+        };
         let key = match &rid.value {
             CalDateTime::Date(d) => Some(OccurrenceTime::Date(*d)),
             CalDateTime::Utc(ts) => Some(OccurrenceTime::At(*ts)),
-            CalDateTime::Floating(local) => floating.to_ambiguous_timestamp(*local).compatible().ok().map(OccurrenceTime::At),
+            CalDateTime::Floating(local) => floating
+                .to_ambiguous_timestamp(*local)
+                .compatible()
+                .ok()
+                .map(OccurrenceTime::At),
             CalDateTime::Zoned { local, tzid } => resolver
                 .resolve(tzid)
                 .ok()
@@ -382,7 +465,9 @@ fn zone_label(point: &CalDateTime) -> Option<String> {
 fn point_text(point: &CalDateTime) -> String {
     match point {
         CalDateTime::Date(d) => d.to_string(),
-        CalDateTime::Floating(dt) | CalDateTime::Zoned { local: dt, .. } => dt.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+        CalDateTime::Floating(dt) | CalDateTime::Zoned { local: dt, .. } => {
+            dt.strftime("%Y-%m-%dT%H:%M:%S").to_string()
+        }
         CalDateTime::Utc(ts) => OccurrenceTime::At(*ts).to_rfc3339(),
     }
 }
@@ -397,16 +482,28 @@ pub fn fields_of(series: &EventSeries) -> EventFields {
     });
     EventFields {
         uid: series.uid().to_owned(),
-        summary: event.and_then(|e| e.summary.as_ref()).map(|p| p.value.clone()),
-        description: event.and_then(|e| e.description.as_ref()).map(|p| p.value.clone()),
-        location: event.and_then(|e| e.location.as_ref()).map(|p| p.value.clone()),
+        summary: event
+            .and_then(|e| e.summary.as_ref())
+            .map(|p| p.value.clone()),
+        description: event
+            .and_then(|e| e.description.as_ref())
+            .map(|p| p.value.clone()),
+        location: event
+            .and_then(|e| e.location.as_ref())
+            .map(|p| p.value.clone()),
         start: start.map(point_text),
         end,
         all_day: start.is_some_and(CalDateTime::is_all_day),
         time_zone: start.and_then(zone_label),
-        status: event.and_then(|e| e.status.as_ref()).map(|p| p.value.as_str().to_ascii_lowercase()),
-        transparency: event.and_then(|e| e.transparency.as_ref()).map(|p| p.value.as_str().to_ascii_lowercase()),
-        rrule: event.and_then(|e| e.rrule.as_ref()).map(|p| p.value.clone()),
+        status: event
+            .and_then(|e| e.status.as_ref())
+            .map(|p| p.value.as_str().to_ascii_lowercase()),
+        transparency: event
+            .and_then(|e| e.transparency.as_ref())
+            .map(|p| p.value.as_str().to_ascii_lowercase()),
+        rrule: event
+            .and_then(|e| e.rrule.as_ref())
+            .map(|p| p.value.clone()),
         exdates: event
             .map(|e| e.exdate_values().map(|d| point_text(d.start())).collect())
             .unwrap_or_default(),

@@ -16,18 +16,28 @@ async fn json_of(response: reqwest::Response) -> Value {
 
 async fn assert_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status, "{:?}", response.url());
-    let content_type = response.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(content_type, "application/problem+json");
     let body = json_of(response).await;
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status.as_u16());
-    assert!(body["detail"].as_str().unwrap().len() > 10, "detail should say what to do: {body}");
+    assert!(
+        body["detail"].as_str().unwrap().len() > 10,
+        "detail should say what to do: {body}"
+    );
     body
 }
 
 async fn create_calendar(server: &TestServer, key: &str, name: &str) -> Value {
     let response = server
-        .post_json(key, "/v1/calendar/calendars", json!({"name": name, "time_zone": "Europe/Berlin"}))
+        .post_json(
+            key,
+            "/v1/calendar/calendars",
+            json!({"name": name, "time_zone": "Europe/Berlin"}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     json_of(response).await
@@ -274,27 +284,101 @@ mod matrix {
     }
 
     fn table() -> Vec<Route> {
-        let r = |method, path, scope, query, body: Option<Value>| Route { method, path, scope, query, body };
+        let r = |method, path, scope, query, body: Option<Value>| Route {
+            method,
+            path,
+            scope,
+            query,
+            body,
+        };
         vec![
             r("get", "/v1/calendar/calendars", Scope::EventsRead, "", None),
-            r("post", "/v1/calendar/calendars", Scope::EventsWrite, "", Some(json!({"name": "m"}))),
-            r("get", "/v1/calendar/calendars/{id}", Scope::EventsRead, "", None),
-            r("put", "/v1/calendar/calendars/{id}", Scope::EventsWrite, "", Some(json!({"name": "m"}))),
-            r("delete", "/v1/calendar/calendars/{id}", Scope::EventsWrite, "", None),
-            r("get", "/v1/calendar/events", Scope::EventsRead, "start=2026-01-01T00:00:00Z&end=2026-02-01T00:00:00Z&calendar_id={cal}", None),
-            r("post", "/v1/calendar/events", Scope::EventsWrite, "", Some(json!({"calendar_id": "{cal}", "start": "2026-01-05T10:00:00Z"}))),
-            r("get", "/v1/calendar/events/{id}", Scope::EventsRead, "", None),
-            r("put", "/v1/calendar/events/{id}", Scope::EventsWrite, "", Some(json!({"summary": "m", "start": "2026-01-05T10:00:00Z"}))),
-            r("delete", "/v1/calendar/events/{id}", Scope::EventsWrite, "", None),
+            r(
+                "post",
+                "/v1/calendar/calendars",
+                Scope::EventsWrite,
+                "",
+                Some(json!({"name": "m"})),
+            ),
+            r(
+                "get",
+                "/v1/calendar/calendars/{id}",
+                Scope::EventsRead,
+                "",
+                None,
+            ),
+            r(
+                "put",
+                "/v1/calendar/calendars/{id}",
+                Scope::EventsWrite,
+                "",
+                Some(json!({"name": "m"})),
+            ),
+            r(
+                "delete",
+                "/v1/calendar/calendars/{id}",
+                Scope::EventsWrite,
+                "",
+                None,
+            ),
+            r(
+                "get",
+                "/v1/calendar/events",
+                Scope::EventsRead,
+                "start=2026-01-01T00:00:00Z&end=2026-02-01T00:00:00Z&calendar_id={cal}",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/events",
+                Scope::EventsWrite,
+                "",
+                Some(json!({"calendar_id": "{cal}", "start": "2026-01-05T10:00:00Z"})),
+            ),
+            r(
+                "get",
+                "/v1/calendar/events/{id}",
+                Scope::EventsRead,
+                "",
+                None,
+            ),
+            r(
+                "put",
+                "/v1/calendar/events/{id}",
+                Scope::EventsWrite,
+                "",
+                Some(json!({"summary": "m", "start": "2026-01-05T10:00:00Z"})),
+            ),
+            r(
+                "delete",
+                "/v1/calendar/events/{id}",
+                Scope::EventsWrite,
+                "",
+                None,
+            ),
             r("get", "/v1/calendar/keys", Scope::Admin, "", None),
-            r("post", "/v1/calendar/keys", Scope::Admin, "", Some(json!({"name": "m", "scopes": ["events:read"]}))),
+            r(
+                "post",
+                "/v1/calendar/keys",
+                Scope::Admin,
+                "",
+                Some(json!({"name": "m", "scopes": ["events:read"]})),
+            ),
             r("delete", "/v1/calendar/keys/{id}", Scope::Admin, "", None),
             r("get", "/v1/calendar/audit", Scope::Admin, "", None),
         ]
     }
 
     async fn run(server: TestServer) {
-        let doc = json_of(server.client.get(server.url("/v1/openapi.json")).send().await.unwrap()).await;
+        let doc = json_of(
+            server
+                .client
+                .get(server.url("/v1/openapi.json"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         let mut documented: Vec<(String, String)> = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys() {
@@ -304,16 +388,25 @@ mod matrix {
             }
         }
         documented.sort();
-        let mut listed: Vec<(String, String)> =
-            table().iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+        let mut listed: Vec<(String, String)> = table()
+            .iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect();
         listed.sort();
-        assert_eq!(listed, documented, "the matrix table must list exactly the documented operations");
+        assert_eq!(
+            listed, documented,
+            "the matrix table must list exactly the documented operations"
+        );
 
         // Tenant A's resources, which tenant B must not reach.
         let calendar = create_calendar(&server, &server.admin, "A's").await;
         let a_key = json_of(
             server
-                .post_json(&server.admin, "/v1/calendar/keys", json!({"name": "victim", "scopes": ["events:read"]}))
+                .post_json(
+                    &server.admin,
+                    "/v1/calendar/keys",
+                    json!({"name": "victim", "scopes": ["events:read"]}),
+                )
                 .await,
         )
         .await;
@@ -362,13 +455,15 @@ mod matrix {
             if !route.query.is_empty() {
                 path = format!("{path}?{}", route.query.replace("{cal}", &cal_id));
             }
-            let method = reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+            let method =
+                reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
             let mut request = server.client.request(method, server.url(&path));
             if let Some(key) = key {
                 request = request.bearer_auth(key);
             }
             if let Some(body) = &route.body {
-                let body: Value = serde_json::from_str(&body.to_string().replace("{cal}", &cal_id)).unwrap();
+                let body: Value =
+                    serde_json::from_str(&body.to_string().replace("{cal}", &cal_id)).unwrap();
                 request = request.json(&body);
             }
             request.send()
@@ -377,36 +472,87 @@ mod matrix {
         for route in table() {
             let label = format!("{} {}", route.method, route.path);
             let response = send(&route, None).await.unwrap();
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no key: {label}");
-            for bad in ["cbk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonsense", &revoked] {
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "no key: {label}"
+            );
+            for bad in [
+                "cbk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                "nonsense",
+                &revoked,
+            ] {
                 let response = send(&route, Some(bad)).await.unwrap();
-                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "bad key {bad}: {label}");
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "bad key {bad}: {label}"
+                );
             }
-            let without: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s != route.scope).collect();
+            let without: Vec<Scope> = Scope::ALL
+                .into_iter()
+                .filter(|s| *s != route.scope)
+                .collect();
             let lacking = server.key(None, &without).await;
             let response = send(&route, Some(&lacking)).await.unwrap();
-            assert_eq!(response.status(), StatusCode::FORBIDDEN, "missing {}: {label}", route.scope);
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "missing {}: {label}",
+                route.scope
+            );
 
             let response = send(&route, Some(&other_tenant)).await.unwrap();
             let names_a = route.path.contains("{id}")
                 || route.query.contains("{cal}")
-                || route.body.as_ref().is_some_and(|b| b.to_string().contains("{cal}"));
+                || route
+                    .body
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains("{cal}"));
             if names_a {
-                assert_eq!(response.status(), StatusCode::NOT_FOUND, "wrong tenant: {label}");
+                assert_eq!(
+                    response.status(),
+                    StatusCode::NOT_FOUND,
+                    "wrong tenant: {label}"
+                );
             } else {
-                assert!(response.status().is_success(), "tenant B may use its own collection: {label}");
+                assert!(
+                    response.status().is_success(),
+                    "tenant B may use its own collection: {label}"
+                );
                 let text = response.text().await.unwrap();
-                assert!(!text.contains(calendar["id"].as_str().unwrap()), "B sees A's calendar: {label}");
-                assert!(!text.contains(a_key["id"].as_str().unwrap()), "B sees A's key: {label}");
+                assert!(
+                    !text.contains(calendar["id"].as_str().unwrap()),
+                    "B sees A's calendar: {label}"
+                );
+                assert!(
+                    !text.contains(a_key["id"].as_str().unwrap()),
+                    "B sees A's key: {label}"
+                );
                 assert!(!text.contains("A's secret"), "B sees A's event: {label}");
             }
         }
         // Tenant A's calendar, event and key survived all of that.
         let event_path = format!("/v1/calendar/events/{}", event["id"].as_str().unwrap());
-        assert_eq!(json_of(server.get(&server.admin, &event_path).await).await["summary"], "A's secret");
-        let path = format!("/v1/calendar/calendars/{}", calendar["id"].as_str().unwrap());
-        assert_eq!(server.get(&server.admin, &path).await.status(), StatusCode::OK);
-        assert_eq!(server.get(a_key["token"].as_str().unwrap(), "/v1/calendar/calendars").await.status(), StatusCode::OK);
+        assert_eq!(
+            json_of(server.get(&server.admin, &event_path).await).await["summary"],
+            "A's secret"
+        );
+        let path = format!(
+            "/v1/calendar/calendars/{}",
+            calendar["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            server.get(&server.admin, &path).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            server
+                .get(a_key["token"].as_str().unwrap(), "/v1/calendar/calendars")
+                .await
+                .status(),
+            StatusCode::OK
+        );
     }
 
     both_backends! {

@@ -17,15 +17,26 @@ async fn json_of(response: reqwest::Response) -> Value {
 
 async fn calendar(server: &TestServer, zone: &str) -> String {
     let response = server
-        .post_json(&server.admin, "/v1/calendar/calendars", json!({"name": "Events", "time_zone": zone}))
+        .post_json(
+            &server.admin,
+            "/v1/calendar/calendars",
+            json!({"name": "Events", "time_zone": zone}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     json_of(response).await["id"].as_str().unwrap().to_owned()
 }
 
 async fn create(server: &TestServer, body: Value) -> (String, String, Value) {
-    let response = server.post_json(&server.admin, "/v1/calendar/events", body).await;
-    assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+    let response = server
+        .post_json(&server.admin, "/v1/calendar/events", body)
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        response.text().await
+    );
     unreachable_if_not_created(response).await
 }
 
@@ -36,14 +47,19 @@ async fn unreachable_if_not_created(response: reqwest::Response) -> (String, Str
 }
 
 async fn window(server: &TestServer, query: &str) -> Value {
-    let response = server.get(&server.admin, &format!("/v1/calendar/events?{query}")).await;
+    let response = server
+        .get(&server.admin, &format!("/v1/calendar/events?{query}"))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     json_of(response).await
 }
 
 async fn problem(response: reqwest::Response, status: StatusCode, code: &str) -> String {
     assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let body = json_of(response).await;
     assert_eq!(body["code"], code, "{body}");
     body["detail"].as_str().unwrap().to_owned()
@@ -323,5 +339,9 @@ both_backends! {
 }
 
 async fn window_of(server: &TestServer) -> Value {
-    window(server, "start=2026-07-01T00:00:00Z&end=2026-07-02T00:00:00Z").await
+    window(
+        server,
+        "start=2026-07-01T00:00:00Z&end=2026-07-02T00:00:00Z",
+    )
+    .await
 }

@@ -25,7 +25,9 @@ fn trickle(body: String, total: Duration) -> reqwest::Body {
 }
 
 async fn graceful_shutdown(backend: Backend) {
-    let Some(mut server) = TestServer::start(backend).await else { return };
+    let Some(mut server) = TestServer::start(backend).await else {
+        return;
+    };
     let url = server.url("/v1/calendar/calendars");
     let admin = server.admin.clone();
     let client = server.client.clone();
@@ -34,22 +36,42 @@ async fn graceful_shutdown(backend: Backend) {
             .post(url)
             .bearer_auth(admin)
             .header("content-type", "application/json")
-            .body(trickle(json!({"name": "finished during shutdown"}).to_string(), Duration::from_millis(1500)))
+            .body(trickle(
+                json!({"name": "finished during shutdown"}).to_string(),
+                Duration::from_millis(1500),
+            ))
             .send()
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     server.stop().await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(800), "shutdown waited for the request");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "shutdown waited for the request"
+    );
     let response = in_flight.await.unwrap().unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED, "the in-flight request completed");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "the in-flight request completed"
+    );
     // It was stored, and the server no longer accepts connections.
     let calendars = server.store.list_calendars(
-        calbridge_server::bootstrap::tenant_by_name_or_id(server.store.as_ref(), "default").await.unwrap().id,
+        calbridge_server::bootstrap::tenant_by_name_or_id(server.store.as_ref(), "default")
+            .await
+            .unwrap()
+            .id,
     );
     assert_eq!(calendars.await.unwrap().len(), 1);
-    assert!(server.client.get(server.url("/healthz")).send().await.is_err());
+    assert!(
+        server
+            .client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,21 +89,38 @@ async fn rate_limits(backend: Backend) {
     config.rate_limit.enabled = true;
     config.rate_limit.requests_per_second = 0.5;
     config.rate_limit.burst = 3;
-    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
     let key = server.key(None, &[Scope::EventsRead]).await;
     for _ in 0..3 {
-        assert_eq!(server.get(&key, "/v1/calendar/calendars").await.status(), StatusCode::OK);
+        assert_eq!(
+            server.get(&key, "/v1/calendar/calendars").await.status(),
+            StatusCode::OK
+        );
     }
     let limited = server.get(&key, "/v1/calendar/calendars").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["code"], "rate_limited");
     let other = server.key(None, &[Scope::EventsRead]).await;
-    assert_eq!(server.get(&other, "/v1/calendar/calendars").await.status(), StatusCode::OK, "buckets are per key");
+    assert_eq!(
+        server.get(&other, "/v1/calendar/calendars").await.status(),
+        StatusCode::OK,
+        "buckets are per key"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(server.get(&key, "/v1/calendar/calendars").await.status(), StatusCode::OK, "the bucket refills");
+    assert_eq!(
+        server.get(&key, "/v1/calendar/calendars").await.status(),
+        StatusCode::OK,
+        "the bucket refills"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,22 +136,38 @@ async fn rate_limits_postgres() {
 async fn slow_requests_time_out(backend: Backend) {
     let mut config = test_config();
     config.limits.request_timeout = HumanDuration::from_secs(1);
-    let Some(server) = TestServer::start_with(backend, config).await else { return };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
     let response = server
         .client
         .post(server.url("/v1/calendar/calendars"))
         .bearer_auth(&server.admin)
         .header("content-type", "application/json")
-        .body(trickle(json!({"name": "too slow"}).to_string(), Duration::from_millis(3000)))
+        .body(trickle(
+            json!({"name": "too slow"}).to_string(),
+            Duration::from_millis(3000),
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "timeout");
-    assert_eq!(server.get(&server.admin, "/healthz").await.status(), StatusCode::OK);
-    let list: Value = server.get(&server.admin, "/v1/calendar/calendars").await.json().await.unwrap();
-    assert!(list["items"].as_array().unwrap().is_empty(), "the abandoned request stored nothing");
+    assert_eq!(
+        server.get(&server.admin, "/healthz").await.status(),
+        StatusCode::OK
+    );
+    let list: Value = server
+        .get(&server.admin, "/v1/calendar/calendars")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "the abandoned request stored nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

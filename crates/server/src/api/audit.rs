@@ -61,12 +61,18 @@ pub async fn list_audit(
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 500"));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 500",
+        ));
     }
     let before = match query.cursor.as_deref() {
         None => None,
         Some(text) => Some(text.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor this endpoint returned")
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor this endpoint returned",
+            )
         })?),
     };
     let entries = state
@@ -87,6 +93,10 @@ pub async fn list_audit(
             at: e.at.to_string(),
         })
         .collect();
-    let next_cursor = if more { items.last().map(|e| e.seq.to_string()) } else { None };
+    let next_cursor = if more {
+        items.last().map(|e| e.seq.to_string())
+    } else {
+        None
+    };
     Ok(Json(AuditPage { items, next_cursor }))
 }

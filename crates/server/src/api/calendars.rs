@@ -85,7 +85,10 @@ impl CalendarInput {
             ));
         }
         if self.owner.as_ref().is_some_and(|o| o.chars().count() > 320) {
-            return Err(ApiError::unprocessable("invalid_owner", "owner must be at most 320 characters"));
+            return Err(ApiError::unprocessable(
+                "invalid_owner",
+                "owner must be at most 320 characters",
+            ));
         }
         Ok(NewCalendar {
             name,
@@ -97,7 +100,12 @@ impl CalendarInput {
 
 fn with_etag(status: StatusCode, calendar: Calendar) -> Response {
     let tag = etag(calendar.version);
-    (status, [(header::ETAG, tag)], Json(CalendarView::from(calendar))).into_response()
+    (
+        status,
+        [(header::ETAG, tag)],
+        Json(CalendarView::from(calendar)),
+    )
+        .into_response()
 }
 
 /// List the calendars of the key's tenant.
@@ -229,6 +237,13 @@ pub async fn delete_calendar(
         .delete_calendar(principal.tenant, id, expected)
         .await
         .map_err(|e| store_error("calendar", e))?;
-    audit(&state, principal, "calendar.deleted", id, serde_json::json!({})).await?;
+    audit(
+        &state,
+        principal,
+        "calendar.deleted",
+        id,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

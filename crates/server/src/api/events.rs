@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use calbridge_store::{
-    CalendarId, NewSeries, OccurrenceCursor, OccurrenceQuery, Series, SeriesId, SeriesUpdate, StoreError,
+    CalendarId, NewSeries, OccurrenceCursor, OccurrenceQuery, Series, SeriesId, SeriesUpdate,
+    StoreError,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -144,7 +145,8 @@ fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
 }
 
 fn view(series: Series) -> Result<EventView, ApiError> {
-    let fields: EventFields = serde_json::from_str(&series.model_json).map_err(ApiError::internal)?;
+    let fields: EventFields =
+        serde_json::from_str(&series.model_json).map_err(ApiError::internal)?;
     Ok(EventView {
         id: series.id.to_string(),
         calendar_id: series.calendar_id.to_string(),
@@ -157,9 +159,18 @@ fn view(series: Series) -> Result<EventView, ApiError> {
 
 fn respond(status: StatusCode, series: Series, format: &Format) -> Result<Response, ApiError> {
     let tag = etag(series.version);
-    let location = HeaderValue::from_str(&format!("/v1/calendar/events/{}", series.id)).map_err(ApiError::internal)?;
+    let location = HeaderValue::from_str(&format!("/v1/calendar/events/{}", series.id))
+        .map_err(ApiError::internal)?;
     let mut response = match format {
-        Format::Ical => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CALENDAR))], series.ical).into_response(),
+        Format::Ical => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(TEXT_CALENDAR),
+            )],
+            series.ical,
+        )
+            .into_response(),
         Format::Json => (status, axum::Json(view(series)?)).into_response(),
     };
     response.headers_mut().insert(header::ETAG, tag);
@@ -169,7 +180,11 @@ fn respond(status: StatusCode, series: Series, format: &Format) -> Result<Respon
     Ok(response)
 }
 
-async fn calendar_zone(state: &AppState, principal: &Principal, calendar: CalendarId) -> Result<jiff::tz::TimeZone, ApiError> {
+async fn calendar_zone(
+    state: &AppState,
+    principal: &Principal,
+    calendar: CalendarId,
+) -> Result<jiff::tz::TimeZone, ApiError> {
     let calendar = state
         .store
         .get_calendar(principal.tenant, calendar)
@@ -210,12 +225,25 @@ pub async fn create_event(
     let (calendar_text, calendar) = match body_format(&headers)? {
         Format::Json => {
             let input = parse_json(&body)?;
-            let calendar_text = input.calendar_id.clone().or(query.calendar_id).ok_or_else(|| {
-                ApiError::unprocessable("missing_calendar_id", "give the event's calendar_id")
-            })?;
+            let calendar_text =
+                input
+                    .calendar_id
+                    .clone()
+                    .or(query.calendar_id)
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "missing_calendar_id",
+                            "give the event's calendar_id",
+                        )
+                    })?;
             let uid = match &input.uid {
                 Some(uid) if !uid.trim().is_empty() => uid.trim().to_owned(),
-                Some(_) => return Err(ApiError::unprocessable("invalid_uid", "uid must not be empty")),
+                Some(_) => {
+                    return Err(ApiError::unprocessable(
+                        "invalid_uid",
+                        "uid must not be empty",
+                    ));
+                }
                 None => format!("{}@calbridge", uuid::Uuid::now_v7()),
             };
             let series = series::series_from_json(&input, None, uid)?;
@@ -223,7 +251,10 @@ pub async fn create_event(
         }
         Format::Ical => {
             let calendar_text = query.calendar_id.ok_or_else(|| {
-                ApiError::unprocessable("missing_calendar_id", "give the calendar as ?calendar_id=… with an iCalendar body")
+                ApiError::unprocessable(
+                    "missing_calendar_id",
+                    "give the calendar as ?calendar_id=… with an iCalendar body",
+                )
             })?;
             (calendar_text, series::calendar_from_ical(&body, max)?)
         }
@@ -263,7 +294,11 @@ pub async fn create_event(
     respond(StatusCode::CREATED, created, &answer_as)
 }
 
-async fn live_series(state: &AppState, principal: &Principal, id: &str) -> Result<Series, ApiError> {
+async fn live_series(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Series, ApiError> {
     let id: SeriesId = parse_id(id, "event")?;
     let series = state
         .store
@@ -321,22 +356,33 @@ pub async fn update_event(
         Format::Json => None,
     };
     let current = live_series(&state, principal, &id).await?;
-    if let Some(expected) = expected {
-        if expected != current.version {
-            return Err(ApiError::PreconditionFailed {
-                current: format!("\"{}\"", current.version),
-            });
-        }
+    if let Some(expected) = expected
+        && expected != current.version
+    {
+        return Err(ApiError::PreconditionFailed {
+            current: format!("\"{}\"", current.version),
+        });
     }
     let calendar = match (json_input, incoming_ical) {
         (Some(input), _) => {
-            if input.calendar_id.as_deref().is_some_and(|c| c != current.calendar_id.to_string()) {
-                return Err(ApiError::unprocessable("calendar_mismatch", "an event cannot move between calendars; delete and create it"));
+            if input
+                .calendar_id
+                .as_deref()
+                .is_some_and(|c| c != current.calendar_id.to_string())
+            {
+                return Err(ApiError::unprocessable(
+                    "calendar_mismatch",
+                    "an event cannot move between calendars; delete and create it",
+                ));
             }
             if input.uid.as_deref().is_some_and(|u| u != current.uid) {
-                return Err(ApiError::unprocessable("uid_mismatch", format!("this event's UID is `{}`; a UID cannot change", current.uid)));
+                return Err(ApiError::unprocessable(
+                    "uid_mismatch",
+                    format!("this event's UID is `{}`; a UID cannot change", current.uid),
+                ));
             }
-            let stored = series::calendar_from_ical(current.ical.as_bytes(), usize::MAX).map_err(ApiError::internal)?;
+            let stored = series::calendar_from_ical(current.ical.as_bytes(), usize::MAX)
+                .map_err(ApiError::internal)?;
             let base = stored.series().first().cloned();
             series::calendar_of(series::series_from_json(&input, base, current.uid.clone())?)
         }
@@ -346,7 +392,10 @@ pub async fn update_event(
     let zone = calendar_zone(&state, principal, current.calendar_id).await?;
     let prepared = series::prepare(&calendar, &zone)?;
     if prepared.uid != current.uid {
-        return Err(ApiError::unprocessable("uid_mismatch", format!("this event's UID is `{}`; a UID cannot change", current.uid)));
+        return Err(ApiError::unprocessable(
+            "uid_mismatch",
+            format!("this event's UID is `{}`; a UID cannot change", current.uid),
+        ));
     }
     let updated = state
         .store
@@ -391,7 +440,11 @@ pub async fn delete_event(
     let current = live_series(&state, principal, &id).await?;
     let deleted = state
         .store
-        .delete_series(principal.tenant, current.id, expected.unwrap_or(current.version))
+        .delete_series(
+            principal.tenant,
+            current.id,
+            expected.unwrap_or(current.version),
+        )
         .await
         .map_err(|e| store_error("event", e))?;
     audit(
@@ -420,7 +473,9 @@ pub async fn list_occurrences(
         Some(name) => series::resolve_zone(name).map_err(|_| {
             ApiError::bad_request(
                 "unknown_time_zone",
-                format!("tz `{name}` is not a known time zone; use an IANA name such as Europe/Berlin"),
+                format!(
+                    "tz `{name}` is not a known time zone; use an IANA name such as Europe/Berlin"
+                ),
             )
         })?,
         None => (jiff::tz::TimeZone::UTC, "UTC".to_owned()),
@@ -436,20 +491,28 @@ pub async fn list_occurrences(
     let start: Timestamp = bound(&query.start, "start")?;
     let end: Timestamp = bound(&query.end, "end")?;
     if end <= start {
-        return Err(ApiError::bad_request("invalid_window", "end must be after start"));
+        return Err(ApiError::bad_request(
+            "invalid_window",
+            "end must be after start",
+        ));
     }
     let max_days = i64::from(state.config.limits.max_window_days);
     if end.duration_since(start) > jiff::SignedDuration::from_hours(24 * max_days) {
         return Err(ApiError::bad_request(
             "invalid_window",
-            format!("the window is wider than {max_days} days; query a narrower window and page through it"),
+            format!(
+                "the window is wider than {max_days} days; query a narrower window and page through it"
+            ),
         ));
     }
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > state.config.limits.max_page_size.min(1000) {
         return Err(ApiError::bad_request(
             "invalid_limit",
-            format!("limit must be between 1 and {}", state.config.limits.max_page_size.min(1000)),
+            format!(
+                "limit must be between 1 and {}",
+                state.config.limits.max_page_size.min(1000)
+            ),
         ));
     }
     let calendar_id = match query.calendar_id.as_deref() {
@@ -466,7 +529,10 @@ pub async fn list_occurrences(
     };
     let after = match query.cursor.as_deref() {
         Some(token) => Some(OccurrenceCursor::parse(token).map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor this endpoint returned")
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor this endpoint returned",
+            )
         })?),
         None => None,
     };
@@ -496,8 +562,10 @@ pub async fn list_occurrences(
             let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
             let (start, end) = if o.all_day {
                 (
-                    text("start_date").unwrap_or_else(|| o.start.to_zoned(zone.clone()).date().to_string()),
-                    text("end_date").unwrap_or_else(|| o.end.to_zoned(zone.clone()).date().to_string()),
+                    text("start_date")
+                        .unwrap_or_else(|| o.start.to_zoned(zone.clone()).date().to_string()),
+                    text("end_date")
+                        .unwrap_or_else(|| o.end.to_zoned(zone.clone()).date().to_string()),
                 )
             } else {
                 (rfc3339_in(o.start, &zone), rfc3339_in(o.end, &zone))

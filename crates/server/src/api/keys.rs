@@ -105,7 +105,10 @@ pub async fn make_key(
 #[utoipa::path(get, path = "/v1/calendar/keys", tag = "keys",
     security(("api_key" = [])),
     responses((status = 200, body = KeyList), CommonErrors))]
-pub async fn list_keys(auth: Authorized<Admin>, State(state): State<AppState>) -> Result<Json<KeyList>, ApiError> {
+pub async fn list_keys(
+    auth: Authorized<Admin>,
+    State(state): State<AppState>,
+) -> Result<Json<KeyList>, ApiError> {
     let keys = state
         .store
         .list_api_keys(auth.principal().tenant)
@@ -129,7 +132,10 @@ pub async fn create_key(
     let principal = auth.principal();
     let name = input.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::unprocessable("invalid_name", "name must be 1 to 200 characters"));
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "name must be 1 to 200 characters",
+        ));
     }
     if input.scopes.is_empty() {
         return Err(ApiError::unprocessable(

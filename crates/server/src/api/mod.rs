@@ -42,7 +42,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key made with `calbridge keys create` or POST /v1/calendar/keys"))
+                    .description(Some(
+                        "An API key made with `calbridge keys create` or POST /v1/calendar/keys",
+                    ))
                     .build(),
             ),
         );
@@ -73,24 +75,41 @@ pub struct CommonErrors;
 impl utoipa::IntoResponses for CommonErrors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
         [
-            ("400", "Malformed request (invalid JSON, query or iCalendar)"),
+            (
+                "400",
+                "Malformed request (invalid JSON, query or iCalendar)",
+            ),
             ("401", "Missing, malformed or revoked API key"),
             ("403", "The API key lacks the scope this endpoint needs"),
             ("404", "No such resource in this key's tenant"),
-            ("406", "The Accept header asks for a format this endpoint cannot produce"),
-            ("409", "The request conflicts with stored data (e.g. a duplicate UID)"),
+            (
+                "406",
+                "The Accept header asks for a format this endpoint cannot produce",
+            ),
+            (
+                "409",
+                "The request conflicts with stored data (e.g. a duplicate UID)",
+            ),
             ("412", "If-Match does not match the current ETag"),
             ("413", "Request body over the size limit"),
             ("415", "Unsupported Content-Type"),
             ("422", "Well-formed but invalid request"),
             ("429", "Rate limit exceeded; see Retry-After"),
-            ("503", "The request timed out or the database is unavailable"),
+            (
+                "503",
+                "The request timed out or the database is unavailable",
+            ),
         ]
         .into_iter()
         .map(|(status, description)| {
             let response = ResponseBuilder::new()
                 .description(description)
-                .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Problem::schema())).build())
+                .content(
+                    PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Problem::schema()))
+                        .build(),
+                )
                 .build();
             (status.to_owned(), RefOr::T(response))
         })
@@ -140,7 +159,8 @@ pub fn store_error(what: &str, error: StoreError) -> ApiError {
 
 /// A path id: malformed ids are simply not found (they cannot name anything).
 pub fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
-    text.parse().map_err(|_| ApiError::NotFound(what.to_owned()))
+    text.parse()
+        .map_err(|_| ApiError::NotFound(what.to_owned()))
 }
 
 /// Record a write in the audit log. A write that happened must be audited: failure to append is an error.

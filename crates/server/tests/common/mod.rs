@@ -34,9 +34,13 @@ pub fn postgres_url() -> Option<String> {
     let required = std::env::var("CALBRIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1");
     match std::env::var("CALBRIDGE_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if required => panic!("CALBRIDGE_TEST_POSTGRES_URL is not set and CALBRIDGE_REQUIRE_PEERS=1"),
+        _ if required => {
+            panic!("CALBRIDGE_TEST_POSTGRES_URL is not set and CALBRIDGE_REQUIRE_PEERS=1")
+        }
         _ => {
-            eprintln!("notice: CALBRIDGE_TEST_POSTGRES_URL not set; skipping the PostgreSQL run of this test");
+            eprintln!(
+                "notice: CALBRIDGE_TEST_POSTGRES_URL not set; skipping the PostgreSQL run of this test"
+            );
             None
         }
     }
@@ -88,7 +92,9 @@ impl TestServer {
                         if std::env::var("CALBRIDGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
                             panic!("PostgreSQL at CALBRIDGE_TEST_POSTGRES_URL is unreachable: {e}");
                         }
-                        eprintln!("notice: PostgreSQL unreachable ({e}); skipping the PostgreSQL run");
+                        eprintln!(
+                            "notice: PostgreSQL unreachable ({e}); skipping the PostgreSQL run"
+                        );
                         return None;
                     }
                 };
@@ -97,9 +103,9 @@ impl TestServer {
                     .await
                     .unwrap();
                 conn.close().await.unwrap();
-                config.database.url = calbridge_server::config::DatabaseUrl::parse(&database_url_with(
-                    &admin_url, &name,
-                ))
+                config.database.url = calbridge_server::config::DatabaseUrl::parse(
+                    &database_url_with(&admin_url, &name),
+                )
                 .unwrap();
                 pg_database = Some(name);
             }
@@ -108,7 +114,10 @@ impl TestServer {
         calbridge_store::crypto::MasterKey::create_file(&dir.path().join("master.key")).unwrap();
         let master = bootstrap::master_key(&config).unwrap();
         let store = bootstrap::open_store(&config).await.unwrap();
-        let (_, admin) = bootstrap::bootstrap_admin(store.as_ref()).await.unwrap().unwrap();
+        let (_, admin) = bootstrap::bootstrap_admin(store.as_ref())
+            .await
+            .unwrap()
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(config, Arc::clone(&store), master.key);
@@ -146,9 +155,15 @@ impl TestServer {
     }
 
     /// A key in a new tenant (for isolation tests) or in the default one.
-    pub async fn key(&self, tenant: Option<&str>, scopes: &[calbridge_server::keys::Scope]) -> String {
+    pub async fn key(
+        &self,
+        tenant: Option<&str>,
+        scopes: &[calbridge_server::keys::Scope],
+    ) -> String {
         let tenant = match tenant {
-            Some(name) => bootstrap::tenant_by_name_or_id(self.store.as_ref(), name).await.unwrap(),
+            Some(name) => bootstrap::tenant_by_name_or_id(self.store.as_ref(), name)
+                .await
+                .unwrap(),
             None => bootstrap::tenant_by_name_or_id(self.store.as_ref(), bootstrap::DEFAULT_TENANT)
                 .await
                 .unwrap(),
@@ -159,7 +174,12 @@ impl TestServer {
             .1
     }
 
-    pub async fn post_json(&self, key: &str, path: &str, body: serde_json::Value) -> reqwest::Response {
+    pub async fn post_json(
+        &self,
+        key: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .bearer_auth(key)
@@ -170,7 +190,12 @@ impl TestServer {
     }
 
     pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -191,9 +216,10 @@ impl Drop for TestServer {
                     .unwrap();
                 runtime.block_on(async move {
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
                     }
                 });
             })
