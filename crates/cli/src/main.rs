@@ -4,6 +4,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod config_cmd;
+mod ics;
 mod keys;
 mod serve;
 
@@ -33,6 +34,11 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Work on iCalendar files: validate, expand occurrences.
+    Ics {
+        #[command(subcommand)]
+        command: ics::IcsCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
             Command::Keys(command) => keys::run(cli.config.as_ref(), command),
             Command::Config(command) => config_cmd::run(command),
+            Command::Ics { command } => ics::run(command),
         },
     }
 }

@@ -15,7 +15,7 @@ use crate::ical::{ParseError, ParseErrorKind, TopLevel};
 ///
 /// An invitation to a single instance has overrides and no master; a plain event has a master and no
 /// overrides.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventSeries {
     uid: String,
     master: Option<Event>,
@@ -29,6 +29,29 @@ impl PartialEq for EventSeries {
     }
 }
 impl Eq for EventSeries {}
+
+/// Shows the kept original bytes as their length: the parsed form is what a reader wants to see.
+struct SourceLen<'a>(&'a Option<Vec<u8>>);
+
+impl std::fmt::Debug for SourceLen<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(bytes) => write!(f, "Some(<{} bytes>)", bytes.len()),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl std::fmt::Debug for EventSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSeries")
+            .field("uid", &self.uid)
+            .field("master", &self.master)
+            .field("overrides", &self.overrides)
+            .field("source", &SourceLen(&self.source))
+            .finish()
+    }
+}
 
 /// Why an event cannot join a series.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,7 +195,7 @@ impl EventSeries {
 
 /// One VCALENDAR: calendar-level properties, VTIMEZONE definitions, event series, and any other
 /// components (VTODO, VJOURNAL, X- components) kept as read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Calendar {
     properties: Vec<Property>,
     timezones: Vec<Component>,
@@ -190,6 +213,18 @@ impl PartialEq for Calendar {
     }
 }
 impl Eq for Calendar {}
+
+impl std::fmt::Debug for Calendar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calendar")
+            .field("properties", &self.properties)
+            .field("timezones", &self.timezones)
+            .field("series", &self.series)
+            .field("other_components", &self.other_components)
+            .field("source", &SourceLen(&self.source))
+            .finish()
+    }
+}
 
 impl Calendar {
     /// An empty calendar with `VERSION:2.0` and the given `PRODID`.
@@ -248,6 +283,17 @@ impl Calendar {
     /// The bytes this calendar was read from (BEGIN:VCALENDAR through END:VCALENDAR), while untouched.
     pub fn source(&self) -> Option<&[u8]> {
         self.source.as_deref()
+    }
+
+    /// Drops the kept original bytes of the calendar and of every series, so [`crate::ical::write`]
+    /// serializes everything from the parsed form (canonical property order, CRLF, folding).
+    #[must_use]
+    pub fn without_sources(mut self) -> Calendar {
+        self.source = None;
+        for series in &mut self.series {
+            series.source = None;
+        }
+        self
     }
 
     /// Number of overrides over all series.

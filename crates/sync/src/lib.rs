@@ -1,1 +1,21 @@
-//! placeholder
+//! The sync algorithm: pure, no I/O.
+//!
+//! - [`snapshot`]: a series reduced to field paths, the unit of comparison and merge.
+//! - [`merge`]: field-level three-way merge.
+//! - [`plan`]: from both sides' changes, the stored bases and the link's policy to actions and conflicts.
+//! - [`overlap`]: time conflicts between busy occurrences of one owner.
+
+pub mod ids;
+pub mod merge;
+pub mod overlap;
+pub mod plan;
+pub mod snapshot;
+
+pub use ids::{LocalId, RemoteId, RemoteVersion, Uid};
+pub use merge::{Merge, three_way};
+pub use plan::{
+    Action, Conflict, ConflictKind, ConflictPolicy, Content, DeletionGuard, Direction, Listing,
+    LocalChange, LocalSeries, Mapping, Plan, PlanInput, Policy, RemoteChange, RemoteChanges,
+    ResolutionOption, Side, Suspect, plan,
+};
+pub use snapshot::{FieldPath, ItemState, Snapshot, Span, Window};

@@ -1,0 +1,187 @@
+//! The one interface every calendar provider implements (CalDAV and ICS now; Microsoft Graph and
+//! Google Calendar next). The sync engine only ever talks to this trait.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::content::ItemContent;
+use crate::error::{ProviderError, Unavailability};
+use crate::types::{
+    BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag, KnownVersions,
+    ReadItem, RemoteCalendar, RemoteId, Window, Written,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Microsoft,
+    Google,
+    Caldav,
+    Ics,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Microsoft => "microsoft",
+            Self::Google => "google",
+            Self::Caldav => "caldav",
+            Self::Ics => "ics",
+        }
+    }
+}
+
+/// What "Test Connection" found, with a sentence a person can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosisKind {
+    Ok,
+    InvalidCredentials,
+    MissingPermission,
+    Unreachable,
+    TlsFailure,
+    Timeout,
+    ServiceDown,
+    RateLimited,
+    NotACalendarServer,
+    NotFound,
+    Blocked,
+    InvalidConfiguration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub kind: DiagnosisKind,
+    pub message: String,
+    /// Calendars seen when the test succeeded.
+    pub calendars: Vec<RemoteCalendar>,
+}
+
+impl Diagnosis {
+    pub fn ok(calendars: Vec<RemoteCalendar>) -> Self {
+        let message = format!("Connected; {} calendar(s) found.", calendars.len());
+        Self {
+            kind: DiagnosisKind::Ok,
+            message,
+            calendars,
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.kind == DiagnosisKind::Ok
+    }
+
+    /// Turns the error a connection test ended with into a diagnosis.
+    pub fn from_error(error: &ProviderError) -> Self {
+        use DiagnosisKind as K;
+        let (kind, message) = match error {
+            ProviderError::Auth { .. } => (
+                K::InvalidCredentials,
+                "The server refused the user name or password (or the token). Check them and try again.".to_owned(),
+            ),
+            ProviderError::Forbidden { detail } => (
+                K::MissingPermission,
+                format!("Signed in, but the account may not read these calendars ({detail}). Grant calendar access to this account."),
+            ),
+            ProviderError::NotFound { what } => (
+                K::NotFound,
+                format!("Nothing was found at the address ({what}). Check the URL."),
+            ),
+            ProviderError::RateLimited { retry_after } => (
+                K::RateLimited,
+                match retry_after {
+                    Some(wait) => format!("The provider is throttling requests; try again in {} s.", wait.as_secs().max(1)),
+                    None => "The provider is throttling requests; try again in a few minutes.".to_owned(),
+                },
+            ),
+            ProviderError::Unavailable { reason, detail } => match reason {
+                Unavailability::Dns => (K::Unreachable, format!("The host name does not resolve ({detail}). Check the server address.")),
+                Unavailability::Connect => (K::Unreachable, format!("The server cannot be reached ({detail}). Check the address, port and firewall.")),
+                Unavailability::Tls => (K::TlsFailure, format!("The secure connection failed ({detail}). Check the server's certificate or use its https address.")),
+                Unavailability::Timeout => (K::Timeout, format!("The server did not answer in time ({detail}). Try again later or check the address.")),
+                Unavailability::Status(status) => (K::ServiceDown, format!("The server is failing (HTTP {status}). Try again later; if it persists, contact its administrator.")),
+            },
+            ProviderError::Blocked { detail } => (
+                K::Blocked,
+                format!("The address is not allowed ({detail}). Private and local addresses need the operator's permission."),
+            ),
+            ProviderError::Protocol { detail } => (
+                K::NotACalendarServer,
+                format!("The address answers, but not as a calendar server ({detail}). Check the URL points at the CalDAV server or the feed."),
+            ),
+            ProviderError::InvalidInput { detail } => (K::InvalidConfiguration, format!("The connection settings are unusable: {detail}.")),
+            other => (K::ServiceDown, format!("The test failed: {other}.")),
+        };
+        Self {
+            kind,
+            message,
+            calendars: Vec::new(),
+        }
+    }
+}
+
+/// One connected account at one provider.
+///
+/// Reads are by calendar. Writes are conditional: `create` is idempotent through a client-chosen
+/// key, `update` and `delete` take the version last read (`If-Match`) and fail with
+/// [`ProviderError::PreconditionFailed`] when the item changed meanwhile. Read-only providers
+/// answer writes with [`ProviderError::ReadOnly`].
+#[async_trait]
+pub trait CalendarProvider: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> ProviderKind;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Checks credentials, reachability and that this is a calendar service; never fails, the
+    /// diagnosis says what is wrong.
+    async fn test_connection(&self) -> Diagnosis;
+
+    async fn list_calendars(&self) -> Result<Vec<RemoteCalendar>, ProviderError>;
+
+    /// Changes since `cursor` (everything when `None` or when the provider invalidated it).
+    /// `known` holds the versions the caller has, so full listings fetch only what differs.
+    /// When `capabilities().windowed_reads` is false, items outside `window` are returned too and
+    /// the caller filters.
+    async fn changes(
+        &self,
+        calendar: &CalendarId,
+        cursor: Option<&Cursor>,
+        window: &Window,
+        known: &KnownVersions,
+    ) -> Result<ChangeSet, ProviderError>;
+
+    /// Reads items by id, in batches the provider can take.
+    async fn read(
+        &self,
+        calendar: &CalendarId,
+        ids: &[RemoteId],
+    ) -> Result<Vec<ReadItem>, ProviderError>;
+
+    async fn create(
+        &self,
+        calendar: &CalendarId,
+        key: &CreateKey,
+        content: &ItemContent,
+    ) -> Result<Written, ProviderError>;
+
+    async fn update(
+        &self,
+        calendar: &CalendarId,
+        id: &RemoteId,
+        if_match: &Etag,
+        content: &ItemContent,
+    ) -> Result<Written, ProviderError>;
+
+    async fn delete(
+        &self,
+        calendar: &CalendarId,
+        id: &RemoteId,
+        if_match: &Etag,
+    ) -> Result<(), ProviderError>;
+
+    async fn free_busy(
+        &self,
+        calendar: &CalendarId,
+        window: &Window,
+    ) -> Result<Vec<BusyPeriod>, ProviderError>;
+}
