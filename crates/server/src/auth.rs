@@ -112,6 +112,21 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         });
     }
+    // `last_used_at` tells operators which keys are dead; minute precision is plenty, so write it at
+    // most every five minutes per key and off the request's path.
+    let now = jiff::Timestamp::now();
+    let stale = key
+        .last_used_at
+        .is_none_or(|t| now.duration_since(t) > jiff::SignedDuration::from_mins(5));
+    if stale {
+        let store = std::sync::Arc::clone(&state.store);
+        let (tenant, id) = (key.tenant_id, key.id);
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(tenant, id, now).await {
+                tracing::warn!(error = %e, "could not record API key use");
+            }
+        });
+    }
     let scopes = key
         .scopes
         .iter()
