@@ -4,6 +4,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod config_cmd;
+mod emulator;
 mod ics;
 mod keys;
 mod serve;
@@ -39,6 +40,8 @@ enum Command {
         #[command(subcommand)]
         command: ics::IcsCommand,
     },
+    /// Run a Microsoft Graph or Google Calendar emulator (tests, demo, benchmarks).
+    Emulator(emulator::EmulatorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +57,9 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(command) => keys::run(cli.config.as_ref(), command),
             Command::Config(command) => config_cmd::run(command),
             Command::Ics { command } => ics::run(command),
+            Command::Emulator(args) => {
+                tokio::runtime::Runtime::new()?.block_on(emulator::run(args))
+            }
         },
     }
 }

@@ -237,6 +237,10 @@ impl Length {
                 .checked_add(SignedDuration::from_hours(24 * n))
                 .map(OccurrenceTime::At)
                 .map_err(|_| oor("end")),
+            (OccurrenceTime::At(ts), Length::Nominal { days: 0, exact }) => ts
+                .checked_add(exact)
+                .map(OccurrenceTime::At)
+                .map_err(|_| oor("end")),
             (OccurrenceTime::At(ts), Length::Nominal { days, exact }) => {
                 let local = frame
                     .zone
@@ -316,6 +320,8 @@ impl KeyedRule {
             Some(CalDateTime::Date(d)) => Some(UntilBound::Local(
                 d.to_datetime(Time::new(23, 59, 59, 0).unwrap_or(Time::MAX)),
             )),
+            // A floating UNTIL bounds the wall clock, exactly as written.
+            Some(CalDateTime::Floating(dt)) => Some(UntilBound::Local(*dt)),
             Some(other) => Some(UntilBound::At(match frame.key(other, resolver)? {
                 OccurrenceTime::At(ts) => ts,
                 OccurrenceTime::Date(d) => frame.instant(d.to_datetime(Time::midnight()))?,
@@ -535,7 +541,13 @@ pub fn expand(
     };
     let length = length_of(&frame, resolver, &series.dtstart, series.end.as_ref())?;
     let start_key = frame.key(&series.dtstart, resolver)?;
-    let start_local = frame.local(&series.dtstart, resolver)?;
+    // The rule runs on DTSTART's wall clock exactly as written, even when that time falls in a gap:
+    // resolving it first would move every later instance by the size of the gap.
+    let start_local = match &series.dtstart {
+        CalDateTime::Date(d) => d.to_datetime(Time::midnight()),
+        CalDateTime::Floating(dt) | CalDateTime::Zoned { local: dt, .. } => *dt,
+        CalDateTime::Utc(ts) => TimeZone::UTC.to_datetime(*ts),
+    };
 
     let mut overrides = Vec::new();
     for o in &series.overrides {

@@ -113,20 +113,11 @@ pub fn normalized_text(series: &EventSeries) -> String {
 }
 
 fn canonical_component(component: &Component) -> String {
-    let mut lines: Vec<String> = Vec::new();
-    for property in &component.properties {
-        if IGNORED.contains(&property.name.as_str()) {
-            continue;
-        }
-        let head = canonical_head(property);
-        if SET_VALUED.contains(&property.name.as_str()) {
-            for value in split_unescaped_commas(&property.value) {
-                lines.push(format!("{head}:{value}"));
-            }
-        } else {
-            lines.push(format!("{head}:{}", canonical_value(property)));
-        }
-    }
+    let mut lines: Vec<String> = component
+        .properties
+        .iter()
+        .flat_map(canonical_property_lines)
+        .collect();
     lines.sort();
     // A set: repeating a category or an EXDATE does not change it. Other repeated lines are rare and
     // meaningless twice, so collapsing them too keeps the rule simple.
@@ -147,6 +138,28 @@ fn canonical_component(component: &Component) -> String {
     }
     out.push_str(&format!("END:{}\n", component.name));
     out
+}
+
+/// The canonical lines of one property, as they enter the hash: none for revision metadata, one per value
+/// for set-valued properties, one otherwise. The sync crate compares and merges series by these lines.
+pub fn canonical_property_lines(property: &Property) -> Vec<String> {
+    if IGNORED.contains(&property.name.as_str()) {
+        return Vec::new();
+    }
+    let head = canonical_head(property);
+    if SET_VALUED.contains(&property.name.as_str()) {
+        split_unescaped_commas(&property.value)
+            .into_iter()
+            .map(|value| format!("{head}:{value}"))
+            .collect()
+    } else {
+        vec![format!("{head}:{}", canonical_value(property))]
+    }
+}
+
+/// The canonical text of a whole component (properties sorted, sub-components sorted), as in the hash.
+pub fn canonical_component_text(component: &Component) -> String {
+    canonical_component(component)
 }
 
 fn canonical_head(property: &Property) -> String {

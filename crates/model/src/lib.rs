@@ -13,6 +13,7 @@ pub mod expand;
 pub mod hash;
 pub mod ical;
 pub mod limits;
+pub mod mapping;
 pub mod occurrences;
 pub mod rrule;
 mod rrule_iter;

@@ -1,238 +1,129 @@
-//! Item content: the iCalendar text exactly as the provider sent it.
+//! Item content: the iCalendar text exactly as the provider sent it, plus the model's reading of it.
 //!
-//! The calendar model's parser and normalized hash belong to `calbridge-model`; this module is the
-//! one place the providers turn text into structure, so switching to the model's parser touches
-//! nothing else. Until then it does the little the connectors need: unfold lines, find components
-//! and UIDs, split a feed into series, and hash a series without the fields servers rewrite.
+//! This is the one place the providers turn text into structure (`calbridge_model::ical`), and the
+//! one place a series' version-independent identity comes from (`calbridge_model::normalized_hash`).
 
-use std::collections::BTreeMap;
-
-use sha2::{Digest, Sha256};
+use calbridge_model::{Calendar, Limits, ical, normalized_hash};
 
 use crate::error::ProviderError;
 
 /// Biggest single item accepted from a provider; larger ones are reported, not loaded.
 pub const MAX_ITEM_BYTES: usize = 4 * 1024 * 1024;
 
-/// One calendar object resource (one series: a master and its overrides, one UID).
+/// One calendar object resource: one series (a master and its overrides, one UID), or a resource
+/// of another kind (VTODO...) that the caller may skip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemContent {
     ical: String,
-    uid: Option<String>,
+    calendar: Calendar,
 }
 
 impl ItemContent {
-    /// Checks the text is one iCalendar object and remembers its UID.
+    /// Reads one iCalendar object; refuses text that is not one, or that holds several UIDs
+    /// (RFC 4791 §4.1: one UID per calendar object resource).
     pub fn parse(ical: impl Into<String>) -> Result<Self, ProviderError> {
         let ical = ical.into();
-        if ical.len() > MAX_ITEM_BYTES {
-            return Err(ProviderError::invalid(format!(
-                "item is larger than {MAX_ITEM_BYTES} bytes"
-            )));
-        }
-        let lines = unfold(&ical);
-        let first = lines.iter().find(|l| !l.trim().is_empty());
-        if !first.is_some_and(|l| l.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR")) {
-            return Err(ProviderError::invalid(
-                "not an iCalendar object (no BEGIN:VCALENDAR)",
-            ));
-        }
-        if !lines
-            .iter()
-            .any(|l| l.trim().eq_ignore_ascii_case("END:VCALENDAR"))
-        {
-            return Err(ProviderError::invalid(
-                "iCalendar object is cut short (no END:VCALENDAR)",
-            ));
-        }
-        let uids: Vec<String> = lines.iter().filter_map(|l| property(l, "UID")).collect();
-        let mut distinct = uids.clone();
-        distinct.sort();
-        distinct.dedup();
-        if distinct.len() > 1 {
+        let limits = Limits {
+            max_object_bytes: MAX_ITEM_BYTES,
+            ..Limits::DEFAULT
+        };
+        let calendar = ical::parse_with_limits(ical.as_bytes(), &limits)
+            .map_err(|e| ProviderError::invalid(format!("iCalendar: {e}")))?;
+        if calendar.series().len() > 1 {
             return Err(ProviderError::invalid(
                 "one calendar object holds several UIDs",
             ));
         }
-        Ok(Self {
-            ical,
-            uid: distinct.pop(),
-        })
+        Ok(Self { ical, calendar })
+    }
+
+    /// Wraps a calendar built in memory (written out once, so text and model agree).
+    pub fn from_calendar(calendar: Calendar) -> Result<Self, ProviderError> {
+        let text = String::from_utf8(ical::write(&calendar))
+            .map_err(|_| ProviderError::invalid("calendar did not serialize to UTF-8"))?;
+        Self::parse(text)
     }
 
     pub fn as_ical(&self) -> &str {
         &self.ical
     }
 
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+
+    /// The UID of the series (or of the first other component that has one).
     pub fn uid(&self) -> Option<&str> {
-        self.uid.as_deref()
+        if let Some(series) = self.calendar.series().first() {
+            return Some(series.uid());
+        }
+        self.calendar
+            .other_components()
+            .iter()
+            .find_map(|c| c.property("UID").map(|p| p.value.as_str()))
     }
 
-    /// A hash of the content that ignores what servers rewrite on their own (`DTSTAMP`, `PRODID`,
-    /// `LAST-MODIFIED`, line folding, line endings, component order).
+    /// Whether this resource holds an event series (and not only a VTODO, VJOURNAL...).
+    pub fn is_event(&self) -> bool {
+        !self.calendar.series().is_empty()
+    }
+
+    /// The model's normalized hash of the series: equal when nothing but server rewrites
+    /// (DTSTAMP, PRODID, folding, order...) differs. Non-event resources hash their text.
     pub fn content_hash(&self) -> String {
-        let lines = unfold(&self.ical);
-        let mut components: Vec<String> = Vec::new();
-        let mut current = String::new();
-        let mut depth = 0usize;
-        for line in &lines {
-            let upper = line.to_ascii_uppercase();
-            if upper.starts_with("BEGIN:") {
-                depth += 1;
+        match self.calendar.series().first() {
+            Some(series) => normalized_hash(series).to_string(),
+            None => {
+                use sha2::{Digest, Sha256};
+                hex::encode(Sha256::digest(self.ical.as_bytes()))
             }
-            if depth >= 2 && !is_volatile(&upper) {
-                current.push_str(line);
-                current.push('\n');
-            }
-            if upper.starts_with("END:") {
-                depth = depth.saturating_sub(1);
-                if depth == 1 {
-                    components.push(std::mem::take(&mut current));
+        }
+    }
+}
+
+/// A whole calendar (an ICS feed) split into one calendar object per series, each carrying the
+/// feed's VTIMEZONEs and calendar-level properties (METHOD dropped).
+#[derive(Debug)]
+pub struct SplitFeed {
+    pub series: Vec<(String, Result<ItemContent, String>)>,
+    /// Components other than VEVENT/VTIMEZONE (VTODO, VJOURNAL...), ignored.
+    pub other_components: usize,
+}
+
+pub fn split_feed(feed: &[u8], max_bytes: usize) -> Result<SplitFeed, ProviderError> {
+    let limits = Limits {
+        max_object_bytes: max_bytes,
+        ..Limits::DEFAULT
+    };
+    let calendars = ical::parse_all(feed, &limits)
+        .map_err(|e| ProviderError::protocol(format!("the feed is not valid iCalendar: {e}")))?;
+    if calendars.is_empty() {
+        return Err(ProviderError::protocol("the feed holds no VCALENDAR"));
+    }
+    let mut series = Vec::new();
+    let mut other_components = 0;
+    for calendar in &calendars {
+        other_components += calendar.other_components().len();
+        for one in calendar.series() {
+            let mut single = Calendar::new("-//calbridge//feed item//EN");
+            for property in calendar.properties() {
+                let name = property.name.to_ascii_uppercase();
+                if name != "METHOD" && name != "VERSION" && name != "PRODID" {
+                    single.properties_mut().push(property.clone());
                 }
             }
-        }
-        components.sort();
-        let mut hasher = Sha256::new();
-        for component in components {
-            hasher.update(component.as_bytes());
-        }
-        hex::encode(hasher.finalize())
-    }
-}
-
-fn is_volatile(upper_line: &str) -> bool {
-    ["DTSTAMP", "PRODID", "LAST-MODIFIED"].iter().any(|name| {
-        upper_line
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(';'))
-    })
-}
-
-/// Unfolds RFC 5545 content lines (CRLF or LF, continuation lines start with a space or tab).
-pub(crate) fn unfold(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for raw in text.split('\n') {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if let (Some(rest), Some(last)) = (raw.strip_prefix([' ', '\t']), lines.last_mut()) {
-            last.push_str(rest);
-            continue;
-        }
-        lines.push(raw.to_owned());
-    }
-    lines
-}
-
-/// The value of a property line named `name` (any parameters), or `None`.
-pub(crate) fn property(line: &str, name: &str) -> Option<String> {
-    let (head, value) = split_value(line)?;
-    let prop = head.split(';').next()?;
-    prop.eq_ignore_ascii_case(name).then(|| value.to_owned())
-}
-
-/// Splits a content line at the first colon that is not inside a quoted parameter value.
-pub(crate) fn split_value(line: &str) -> Option<(&str, &str)> {
-    let mut quoted = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ':' if !quoted => return Some((&line[..i], &line[i + 1..])),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Splits a whole calendar (an ICS feed) into one calendar object per UID, each carrying the
-/// calendar's VTIMEZONEs. Components without a UID are reported by position.
-pub fn split_series(feed: &str) -> Result<SplitFeed, ProviderError> {
-    let lines = unfold(feed);
-    let first = lines.iter().find(|l| !l.trim().is_empty());
-    if !first.is_some_and(|l| l.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR")) {
-        return Err(ProviderError::protocol(
-            "the feed is not iCalendar (no BEGIN:VCALENDAR)",
-        ));
-    }
-    let mut header: Vec<String> = Vec::new();
-    let mut timezones: Vec<String> = Vec::new();
-    let mut by_uid: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut without_uid = 0usize;
-    let mut depth = 0usize;
-    let mut component: Vec<String> = Vec::new();
-    let mut component_name = String::new();
-    let mut closed = false;
-    for line in lines {
-        let upper = line.to_ascii_uppercase();
-        if let Some(name) = upper.strip_prefix("BEGIN:") {
-            depth += 1;
-            if depth == 2 {
-                component_name = name.trim().to_owned();
-                component.clear();
-            }
-        }
-        match depth {
-            0 => {}
-            1 => {
-                if upper.starts_with("END:VCALENDAR") {
-                    closed = true;
-                } else if !upper.starts_with("BEGIN:VCALENDAR")
-                    && !upper.starts_with("METHOD:")
-                    && !line.is_empty()
-                {
-                    header.push(line.clone());
-                }
-            }
-            _ => component.push(line.clone()),
-        }
-        if upper.starts_with("END:") {
-            if depth == 2 {
-                let text = component.join("\r\n");
-                if component_name == "VTIMEZONE" {
-                    timezones.push(text);
-                } else if let Some(uid) = component.iter().find_map(|l| property(l, "UID")) {
-                    by_uid.entry(uid).or_default().push(text);
-                } else {
-                    without_uid += 1;
-                }
-            }
-            depth = depth.saturating_sub(1);
-        }
-    }
-    if !closed {
-        return Err(ProviderError::protocol(
-            "the feed is cut short (no END:VCALENDAR)",
-        ));
-    }
-    let mut series = Vec::with_capacity(by_uid.len());
-    for (uid, components) in by_uid {
-        let mut text = String::from("BEGIN:VCALENDAR\r\n");
-        for line in &header {
-            text.push_str(line);
-            text.push_str("\r\n");
-        }
-        for tz in &timezones {
-            text.push_str(tz);
-            text.push_str("\r\n");
-        }
-        for component in components {
-            text.push_str(&component);
-            text.push_str("\r\n");
-        }
-        text.push_str("END:VCALENDAR\r\n");
-        match ItemContent::parse(text) {
-            Ok(content) => series.push((uid, Ok(content))),
-            Err(err) => series.push((uid, Err(err.to_string()))),
+            single
+                .timezones_mut()
+                .extend(calendar.timezones().iter().cloned());
+            single.insert_series(one.clone());
+            let item = ItemContent::from_calendar(single).map_err(|e| e.to_string());
+            series.push((one.uid().to_owned(), item));
         }
     }
     Ok(SplitFeed {
         series,
-        without_uid,
+        other_components,
     })
-}
-
-#[derive(Debug)]
-pub struct SplitFeed {
-    pub series: Vec<(String, Result<ItemContent, String>)>,
-    pub without_uid: usize,
 }
 
 #[cfg(test)]
@@ -245,8 +136,11 @@ mod tests {
     fn parse_finds_uid_and_refuses_non_calendars() {
         let item = ItemContent::parse(EVENT).unwrap();
         assert_eq!(item.uid(), Some("one@example.org"));
+        assert!(item.is_event());
         assert!(ItemContent::parse("hello").is_err());
         assert!(ItemContent::parse("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\n").is_err());
+        let two = EVENT.replace("END:VEVENT\r\n", "END:VEVENT\r\nBEGIN:VEVENT\r\nUID:two\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260102T100000Z\r\nEND:VEVENT\r\n");
+        assert!(ItemContent::parse(two).is_err());
     }
 
     #[test]
@@ -264,16 +158,22 @@ mod tests {
 
     #[test]
     fn split_groups_overrides_with_their_master_and_copies_timezones() {
-        let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:PUBLISH\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:a\r\nRRULE:FREQ=DAILY\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:b\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:a\r\nRECURRENCE-ID:20260101T000000Z\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nSUMMARY:no uid\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
-        let split = split_series(feed).unwrap();
-        assert_eq!(split.without_uid, 1);
+        let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//f//EN\r\nMETHOD:PUBLISH\r\nX-WR-CALNAME:Team\r\n\
+BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\nUID:a\r\nDTSTAMP:20260101T000000Z\r\nDTSTART;TZID=Europe/Berlin:20260105T100000\r\nRRULE:FREQ=DAILY\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:b\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260105T100000Z\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:a\r\nDTSTAMP:20260101T000000Z\r\nRECURRENCE-ID;TZID=Europe/Berlin:20260106T100000\r\nDTSTART;TZID=Europe/Berlin:20260106T110000\r\nEND:VEVENT\r\n\
+BEGIN:VTODO\r\nUID:t\r\nDTSTAMP:20260101T000000Z\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+        let split = split_feed(feed.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(split.other_components, 1);
         assert_eq!(split.series.len(), 2);
-        let (uid, a) = &split.series[0];
+        let (uid, a) = split.series.iter().find(|(uid, _)| uid == "a").unwrap();
         assert_eq!(uid, "a");
-        let a = a.as_ref().unwrap().as_ical();
-        assert_eq!(a.matches("BEGIN:VEVENT").count(), 2);
-        assert!(a.contains("TZID:X"));
-        assert!(!a.contains("METHOD"));
-        assert!(split_series("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a\r\n").is_err());
+        let a = a.as_ref().unwrap();
+        assert_eq!(a.as_ical().matches("BEGIN:VEVENT").count(), 2);
+        assert!(a.as_ical().contains("TZID:Europe/Berlin"));
+        assert!(a.as_ical().contains("X-WR-CALNAME:Team"));
+        assert!(!a.as_ical().contains("METHOD"));
+        assert!(split_feed(b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a\r\n", 1 << 20).is_err());
     }
 }

@@ -57,6 +57,9 @@ pub enum ProviderError {
     /// The source cannot be written to (ICS feeds).
     #[error("this calendar source is read-only")]
     ReadOnly,
+    /// The provider does not offer this operation (see `Capabilities`).
+    #[error("not supported by this provider: {what}")]
+    Unsupported { what: String },
     /// The configuration or an argument is unusable (bad URL, unsupported scheme...).
     #[error("invalid input: {detail}")]
     InvalidInput { detail: String },
@@ -98,6 +101,7 @@ impl ProviderError {
             Self::Protocol { .. } => "protocol",
             Self::Blocked { .. } => "blocked",
             Self::ReadOnly => "read_only",
+            Self::Unsupported { .. } => "unsupported",
             Self::InvalidInput { .. } => "invalid_input",
         }
     }

@@ -3,12 +3,14 @@
 //! - [`snapshot`]: a series reduced to field paths, the unit of comparison and merge.
 //! - [`merge`]: field-level three-way merge.
 //! - [`plan`]: from both sides' changes, the stored bases and the link's policy to actions and conflicts.
+//! - [`series`]: model series → snapshot, and the merged series composed from two versions.
 //! - [`overlap`]: time conflicts between busy occurrences of one owner.
 
 pub mod ids;
 pub mod merge;
 pub mod overlap;
 pub mod plan;
+pub mod series;
 pub mod snapshot;
 
 pub use ids::{LocalId, RemoteId, RemoteVersion, Uid};

@@ -205,10 +205,12 @@ pub enum Action {
         remote: RemoteId,
         if_match: RemoteVersion,
     },
-    /// Create a local series from the remote item and link the two.
+    /// Create a local series from the remote item and link the two; `restore` names the deleted local
+    /// series to bring back (same id, so its history and links stay one).
     CreateLocal {
         remote: RemoteId,
         version: RemoteVersion,
+        restore: Option<LocalId>,
     },
     UpdateLocal {
         local: LocalId,
@@ -713,6 +715,7 @@ impl<'a> Planner<'a> {
                     self.plan.act(Action::CreateLocal {
                         remote: m.remote.clone(),
                         version: version.clone(),
+                        restore: Some(m.local.clone()),
                     });
                 }
                 return;
@@ -764,6 +767,7 @@ impl<'a> Planner<'a> {
             self.plan.act(Action::CreateLocal {
                 remote: m.remote.clone(),
                 version: version.clone(),
+                restore: Some(m.local.clone()),
             });
         }
     }
@@ -878,6 +882,7 @@ impl<'a> Planner<'a> {
                 None => self.plan.act(Action::CreateLocal {
                     remote: id.clone(),
                     version: version.clone(),
+                    restore: None,
                 }),
                 Some(series) => self.pair_existing(series, uid, id, version, state),
             }

@@ -134,6 +134,9 @@ impl World {
     }
 
     fn apply(&mut self, op: &Op, policy: Policy) {
+        if trace() {
+            eprintln!("op {op:?}");
+        }
         match *op {
             Op::LocalCreate { uid, field, value } => {
                 let uid = format!("u{uid}");
@@ -302,6 +305,26 @@ impl World {
             parked_local: &self.parked_local,
             parked_remote: &self.parked_remote,
         });
+        if trace() {
+            eprintln!(
+                "  local {:?}\n  remote {:?}\n  mappings {:?}",
+                self.local,
+                self.remote,
+                self.mappings
+                    .values()
+                    .map(|m| (&m.local, &m.remote, &m.remote_version))
+                    .collect::<Vec<_>>()
+            );
+            eprintln!(
+                "  changes L {local:?}\n  changes R {:?}\n  plan {:?}\n  conflicts {:?}",
+                remote.changes,
+                p.actions,
+                p.conflicts
+                    .iter()
+                    .map(|c| (c.kind, &c.local_id, &c.remote_id))
+                    .collect::<Vec<_>>()
+            );
+        }
         for c in &p.conflicts {
             if c.settled_by.is_none() {
                 self.open_conflicts += 1;
@@ -480,15 +503,23 @@ impl World {
                 self.mappings.remove(local.as_str());
                 Ok(None)
             }
-            Action::CreateLocal { remote, version } => {
+            Action::CreateLocal {
+                remote,
+                version,
+                restore,
+            } => {
                 let item = remote_read(remote).cloned().ok_or(())?;
-                // Restoring a linked series keeps its local id.
-                let existing = self
-                    .mappings
-                    .values()
-                    .find(|m| &m.remote == remote)
-                    .map(|m| m.local.to_string());
-                let id = existing.unwrap_or_else(|| self.fresh("L"));
+                // The store keeps UIDs unique per calendar: a create (or a restore) whose UID another
+                // local series holds fails.
+                if self.local.iter().any(|(id, i)| {
+                    i.uid == item.uid && restore.as_ref().is_none_or(|r| r.as_str() != id)
+                }) {
+                    return Err(());
+                }
+                let id = match restore {
+                    Some(id) => id.to_string(),
+                    None => self.fresh("L"),
+                };
                 self.local.insert(id.clone(), item.clone());
                 link(
                     &LocalId::new(id),
@@ -567,6 +598,10 @@ fn series_key(action: &Action) -> String {
         | Action::DeleteLocal { local, .. }
         | Action::Link { local, .. }
         | Action::Unlink { local, .. } => local.to_string(),
+        Action::CreateLocal {
+            restore: Some(local),
+            ..
+        } => local.to_string(),
         Action::CreateLocal { remote, .. }
         | Action::CopyRemoteAsNewLocal { remote }
         | Action::VerifyRemote { remote } => remote.to_string(),
@@ -614,6 +649,11 @@ fn policy(direction: Direction, conflicts: ConflictPolicy) -> Policy {
         conflicts,
         ..Policy::default()
     }
+}
+
+/// `SIM_TRACE=1` prints every operation and plan (for shrunk failures).
+fn trace() -> bool {
+    std::env::var_os("SIM_TRACE").is_some()
 }
 
 /// At least 2,000 cases per run; `PROPTEST_CASES` raises it for a longer run.
@@ -684,4 +724,92 @@ proptest! {
             }
         }
     }
+}
+#[test]
+/// Found by the model test: a remote item re-created under a new id in the round its local twin was
+/// deleted, then replaced again; restoring must reuse the local series, never duplicate its UID.
+fn regression_restore_after_remote_recreate_keeps_one_series() {
+    let ops = vec![
+        Op::RemoteCreate {
+            uid: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalCreate {
+            uid: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::Sync {
+            fail_every: 0,
+            race: false,
+        },
+        Op::RemoteDelete { pick: 0 },
+        Op::LocalCreate {
+            uid: 1,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalEdit {
+            pick: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::RemoteCreate {
+            uid: 1,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalDelete { pick: 0 },
+        Op::LocalEdit {
+            pick: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::RemoteCreate {
+            uid: 2,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalCreate {
+            uid: 3,
+            field: 0,
+            value: 0,
+        },
+        Op::RemoteCreate {
+            uid: 0,
+            field: 0,
+            value: 1,
+        },
+        Op::LocalCreate {
+            uid: 4,
+            field: 0,
+            value: 0,
+        },
+        Op::Sync {
+            fail_every: 1,
+            race: false,
+        },
+        Op::RemoteDelete {
+            pick: 1862977471944825647,
+        },
+        Op::RemoteCreate {
+            uid: 0,
+            field: 1,
+            value: 0,
+        },
+        Op::LocalEdit {
+            pick: 4605285226284562069,
+            field: 0,
+            value: 0,
+        },
+        Op::Sync {
+            fail_every: 0,
+            race: false,
+        },
+    ];
+    run(
+        &ops,
+        policy(Direction::Bidirectional, ConflictPolicy::NewestWins),
+    );
 }

@@ -218,21 +218,17 @@ pub fn write_components(components: &[Component]) -> String {
     out
 }
 
-/// Escapes TEXT for the wire (RFC 5545 §3.3.11): backslash, semicolon, comma and line breaks.
+/// Escapes TEXT for the wire (RFC 5545 §3.3.11): backslash, semicolon, comma and line feeds. A carriage
+/// return is left as it is: TEXT read from the wire can hold a lone CR (the reader only splits lines at
+/// LF), and writing it back unchanged is what keeps parse → write → parse exact.
 pub fn escape_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             ';' => out.push_str("\\;"),
             ',' => out.push_str("\\,"),
             '\n' => out.push_str("\\n"),
-            '\r' => {
-                if chars.peek() != Some(&'\n') {
-                    out.push_str("\\n");
-                }
-            }
             _ => out.push(c),
         }
     }

@@ -47,10 +47,11 @@ pub(crate) fn content_line(property: &Property) -> String {
             if i > 0 {
                 line.push(',');
             }
-            // A parameter value can hold neither a DQUOTE nor a line break, quoted or not; code-built
-            // values with them are repaired rather than allowed to break the line structure.
-            let value: Cow<'_, str> = if value.bytes().any(|b| matches!(b, b'"' | b'\r' | b'\n')) {
-                Cow::Owned(value.replace('"', "'").replace(['\r', '\n'], " "))
+            // A parameter value can hold neither a DQUOTE nor a line feed, quoted or not; code-built
+            // values with them are repaired rather than allowed to break the line structure. (A lone CR
+            // can come from the wire, since lines split at LF only, and is written back unchanged.)
+            let value: Cow<'_, str> = if value.bytes().any(|b| matches!(b, b'"' | b'\n')) {
+                Cow::Owned(value.replace('"', "'").replace('\n', " "))
             } else {
                 Cow::Borrowed(value)
             };

@@ -1,0 +1,2311 @@
+// Shared implementation of `Store`, included by `sqlite.rs` and `postgres.rs` after each defines `Db` (the sqlx
+// database), `Backend` (the store struct, with `r()` read pool and `wtx()` write transaction), `BACKEND`,
+// `LEASE_LOCK` (row-locking suffix of the job-lease subquery) and `lock_change_stream`. Both dialects accept
+// `$N` placeholders, `RETURNING`, `ON CONFLICT … DO UPDATE` and partial indexes, so the SQL is written once.
+
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::{QueryBuilder, Row};
+
+use crate::crypto::{MasterKey, Purpose, Sealed};
+use crate::error::{Result, StoreError};
+use crate::records::*;
+use crate::rows::*;
+use crate::store::Store;
+
+type DbRow = <Db as sqlx::Database>::Row;
+type Tx = sqlx::Transaction<'static, Db>;
+
+const TENANT_COLS: &str = "id, name, created_at";
+const KEY_COLS: &str =
+    "id, tenant_id, name, prefix, secret_hash, scopes, created_at, last_used_at, revoked_at";
+const CAL_COLS: &str = "id, tenant_id, name, time_zone, owner, version, created_at, updated_at";
+const SERIES_COLS: &str = "id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at, deleted_at";
+const CONN_COLS: &str = "id, tenant_id, provider, name, calendar_id, credentials, sync_options, status, status_reason, version, created_at, updated_at";
+const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, last_full_sync_at, status, status_reason, created_at, updated_at";
+const MAP_COLS: &str = "id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at";
+const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by";
+const RUN_COLS: &str = "id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, finished_at";
+const AUDIT_COLS: &str = "seq, tenant_id, actor, action, subject, details, at";
+const TOMB_COLS: &str =
+    "id, tenant_id, calendar_id, series_id, link_id, remote_id, uid, deleted_at, expires_at";
+const JOB_COLS: &str = "id, tenant_id, kind, key, payload, state, run_at, attempts, last_error, lease_owner, lease_expires_at, fencing_token";
+const HOOK_COLS: &str = "id, tenant_id, url, secret, events, calendar_id, enabled, disabled_reason, consecutive_failures, created_at, updated_at";
+const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, at";
+const CHANGE_COLS: &str = "seq, tenant_id, calendar_id, kind, subject_id, data, at";
+
+fn tenant_row(row: &DbRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: id(row.try_get("id")?)?,
+        name: row.try_get("name")?,
+        created_at: ts(row.try_get("created_at")?)?,
+    })
+}
+
+fn key_row(row: &DbRow) -> Result<ApiKey> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiKey {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        secret_hash: row.try_get("secret_hash")?,
+        scopes: serde_json::from_str(&scopes)
+            .map_err(|e| StoreError::Corrupt(format!("api key scopes: {e}")))?,
+        created_at: ts(row.try_get("created_at")?)?,
+        last_used_at: ots(row.try_get("last_used_at")?)?,
+        revoked_at: ots(row.try_get("revoked_at")?)?,
+    })
+}
+
+fn cal_row(row: &DbRow) -> Result<Calendar> {
+    Ok(Calendar {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        name: row.try_get("name")?,
+        time_zone: row.try_get("time_zone")?,
+        owner: row.try_get("owner")?,
+        version: row.try_get("version")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn series_row(row: &DbRow) -> Result<Series> {
+    Ok(Series {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        calendar_id: id(row.try_get("calendar_id")?)?,
+        uid: row.try_get("uid")?,
+        ical: row.try_get("ical")?,
+        model_json: row.try_get("model")?,
+        hash: row.try_get("hash")?,
+        version: row.try_get("version")?,
+        expanded_until: ots(row.try_get("expanded_until")?)?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+        deleted_at: ots(row.try_get("deleted_at")?)?,
+    })
+}
+
+fn occ_row(row: &DbRow) -> Result<Occurrence> {
+    Ok(Occurrence {
+        series_id: id(row.try_get("series_id")?)?,
+        calendar_id: id(row.try_get("calendar_id")?)?,
+        recurrence_id: rid_from_db(row.try_get("recurrence_id")?),
+        start: ts(row.try_get("start_utc")?)?,
+        end: ts(row.try_get("end_utc")?)?,
+        all_day: row.try_get("all_day")?,
+        data: row.try_get("data")?,
+    })
+}
+
+fn conn_row(row: &DbRow) -> Result<Connection> {
+    let provider: String = row.try_get("provider")?;
+    let status: String = row.try_get("status")?;
+    let credentials: Option<Vec<u8>> = row.try_get("credentials")?;
+    Ok(Connection {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        provider: parse_enum(&provider, Provider::parse)?,
+        name: row.try_get("name")?,
+        calendar_id: id(row.try_get("calendar_id")?)?,
+        credentials: credentials.map(Sealed::from_stored),
+        sync_options_json: row.try_get("sync_options")?,
+        status: parse_enum(&status, ConnectionStatus::parse)?,
+        status_reason: row.try_get("status_reason")?,
+        version: row.try_get("version")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn link_row(row: &DbRow) -> Result<Link> {
+    let status: String = row.try_get("status")?;
+    Ok(Link {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        connection_id: id(row.try_get("connection_id")?)?,
+        remote_calendar_id: row.try_get("remote_calendar_id")?,
+        remote_name: row.try_get("remote_name")?,
+        cursor: row.try_get("cursor")?,
+        last_full_sync_at: ots(row.try_get("last_full_sync_at")?)?,
+        status: parse_enum(&status, LinkStatus::parse)?,
+        status_reason: row.try_get("status_reason")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn map_row(row: &DbRow) -> Result<ItemMapping> {
+    Ok(ItemMapping {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        link_id: id(row.try_get("link_id")?)?,
+        series_id: oid(row.try_get("series_id")?)?,
+        remote_id: row.try_get("remote_id")?,
+        remote_version: row.try_get("remote_version")?,
+        base_json: row.try_get("base")?,
+        base_hash: row.try_get("base_hash")?,
+        last_seen_at: ots(row.try_get("last_seen_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn conflict_row(row: &DbRow) -> Result<Conflict> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Conflict {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        connection_id: oid(row.try_get("connection_id")?)?,
+        link_id: oid(row.try_get("link_id")?)?,
+        series_id: oid(row.try_get("series_id")?)?,
+        event_uid: row.try_get("event_uid")?,
+        kind: parse_enum(&kind, ConflictKind::parse)?,
+        state: parse_enum(&state, ConflictState::parse)?,
+        local_json: row.try_get("local")?,
+        remote_json: row.try_get("remote")?,
+        base_json: row.try_get("base")?,
+        fields_json: row.try_get("fields")?,
+        options_json: row.try_get("options")?,
+        detected_at: ts(row.try_get("detected_at")?)?,
+        resolved_at: ots(row.try_get("resolved_at")?)?,
+        resolution_json: row.try_get("resolution")?,
+        resolved_by: row.try_get("resolved_by")?,
+    })
+}
+
+fn run_row(row: &DbRow) -> Result<SyncRun> {
+    let status: String = row.try_get("status")?;
+    Ok(SyncRun {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        connection_id: oid(row.try_get("connection_id")?)?,
+        full: row.try_get("full_sync")?,
+        status: parse_enum(&status, SyncRunStatus::parse)?,
+        counts_json: row.try_get("counts")?,
+        requests: row.try_get("requests")?,
+        bytes: row.try_get("bytes")?,
+        errors_json: row.try_get("errors")?,
+        started_at: ts(row.try_get("started_at")?)?,
+        finished_at: ots(row.try_get("finished_at")?)?,
+    })
+}
+
+fn audit_row(row: &DbRow) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        subject: row.try_get("subject")?,
+        details_json: row.try_get("details")?,
+        at: ts(row.try_get("at")?)?,
+    })
+}
+
+fn tomb_row(row: &DbRow) -> Result<Tombstone> {
+    Ok(Tombstone {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        calendar_id: oid(row.try_get("calendar_id")?)?,
+        series_id: oid(row.try_get("series_id")?)?,
+        link_id: oid(row.try_get("link_id")?)?,
+        remote_id: row.try_get("remote_id")?,
+        uid: row.try_get("uid")?,
+        deleted_at: ts(row.try_get("deleted_at")?)?,
+        expires_at: ts(row.try_get("expires_at")?)?,
+    })
+}
+
+fn job_row(row: &DbRow) -> Result<Job> {
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: id(row.try_get("id")?)?,
+        tenant_id: oid(row.try_get("tenant_id")?)?,
+        kind: row.try_get("kind")?,
+        key: row.try_get("key")?,
+        payload_json: row.try_get("payload")?,
+        state: parse_enum(&state, JobState::parse)?,
+        run_at: ts(row.try_get("run_at")?)?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: ots(row.try_get("lease_expires_at")?)?,
+        fencing_token: row.try_get("fencing_token")?,
+    })
+}
+
+fn hook_row(row: &DbRow) -> Result<Webhook> {
+    Ok(Webhook {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        url: row.try_get("url")?,
+        secret: Sealed::from_stored(row.try_get("secret")?),
+        events_json: row.try_get("events")?,
+        calendar_id: oid(row.try_get("calendar_id")?)?,
+        enabled: row.try_get("enabled")?,
+        disabled_reason: row.try_get("disabled_reason")?,
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn delivery_row(row: &DbRow) -> Result<Delivery> {
+    Ok(Delivery {
+        id: id(row.try_get("id")?)?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        subscription_id: id(row.try_get("subscription_id")?)?,
+        change_seq: row.try_get("change_seq")?,
+        event: row.try_get("event")?,
+        attempt: row.try_get("attempt")?,
+        status: row.try_get("status")?,
+        response_status: row.try_get("response_status")?,
+        error: row.try_get("error")?,
+        at: ts(row.try_get("at")?)?,
+    })
+}
+
+fn change_row(row: &DbRow) -> Result<Change> {
+    Ok(Change {
+        seq: row.try_get("seq")?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        calendar_id: oid(row.try_get("calendar_id")?)?,
+        kind: row.try_get("kind")?,
+        subject_id: row.try_get("subject_id")?,
+        data_json: row.try_get("data")?,
+        at: ts(row.try_get("at")?)?,
+    })
+}
+
+fn lease_ms(ttl: StdDuration) -> Result<i64> {
+    let ms = i64::try_from(ttl.as_millis())
+        .map_err(|_| StoreError::Invalid("lease ttl too long".into()))?;
+    if ms <= 0 {
+        return Err(StoreError::Invalid("lease ttl must be positive".into()));
+    }
+    Ok(ms)
+}
+
+/// Refuses a row reference that does not belong to `tenant` (foreign keys alone would accept any tenant's id).
+async fn ensure_owned(
+    tx: &mut Tx,
+    table: &'static str,
+    entity: &'static str,
+    row_id: &str,
+    tenant: TenantId,
+) -> Result<()> {
+    let sql = format!("SELECT 1 AS one FROM {table} WHERE id = $1 AND tenant_id = $2");
+    let found = sqlx::query(&sql)
+        .bind(row_id)
+        .bind(tenant.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound { entity }),
+    }
+}
+
+async fn ensure_tenant(tx: &mut Tx, tenant: TenantId) -> Result<()> {
+    let found = sqlx::query("SELECT 1 AS one FROM tenants WHERE id = $1")
+        .bind(tenant.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound { entity: "tenant" }),
+    }
+}
+
+/// After a versioned UPDATE matched nothing: tell a missing row from a stale version.
+async fn version_failure(
+    tx: &mut Tx,
+    table: &'static str,
+    entity: &'static str,
+    row_id: &str,
+    tenant: TenantId,
+    expected: i64,
+) -> StoreError {
+    let sql = format!("SELECT version FROM {table} WHERE id = $1 AND tenant_id = $2");
+    match sqlx::query(&sql)
+        .bind(row_id)
+        .bind(tenant.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+    {
+        Ok(Some(row)) => match row.try_get::<i64, _>("version") {
+            Ok(current) => StoreError::PreconditionFailed {
+                entity,
+                expected,
+                current: Some(current),
+            },
+            Err(e) => e.into(),
+        },
+        Ok(None) => StoreError::NotFound { entity },
+        Err(e) => e.into(),
+    }
+}
+
+fn validate_occurrences(set: &OccurrenceSet) -> Result<i64> {
+    if set.rows.len() > MAX_OCCURRENCES_PER_SERIES {
+        return Err(StoreError::Invalid(format!(
+            "{} occurrence rows for one series (at most {MAX_OCCURRENCES_PER_SERIES}); shorten the horizon",
+            set.rows.len()
+        )));
+    }
+    let mut longest = 0i64;
+    let mut seen = std::collections::HashSet::new();
+    for row in &set.rows {
+        let span = ms(row.end) - ms(row.start);
+        if span < 0 {
+            return Err(StoreError::Invalid(
+                "an occurrence ends before it starts".into(),
+            ));
+        }
+        if !seen.insert(row.recurrence_id.as_deref()) {
+            return Err(StoreError::Invalid(format!(
+                "recurrence id {:?} appears twice in one series",
+                row.recurrence_id
+            )));
+        }
+        if let Some(data) = &row.data {
+            check_json("occurrence data", data)?;
+        }
+        longest = longest.max(span);
+    }
+    Ok(longest)
+}
+
+/// Replaces the occurrence rows of one series and widens the tenant's longest-span bound if needed.
+async fn write_occurrences(
+    tx: &mut Tx,
+    tenant: TenantId,
+    calendar: CalendarId,
+    series: SeriesId,
+    set: &OccurrenceSet,
+    longest: i64,
+) -> Result<()> {
+    let tenant_s = tenant.to_string();
+    let series_s = series.to_string();
+    let calendar_s = calendar.to_string();
+    sqlx::query("DELETE FROM occurrences WHERE series_id = $1 AND tenant_id = $2")
+        .bind(&series_s)
+        .bind(&tenant_s)
+        .execute(&mut **tx)
+        .await?;
+    for chunk in set.rows.chunks(INSERT_CHUNK) {
+        let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+            "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ",
+        );
+        builder.push_values(chunk, |mut b, row| {
+            b.push_bind(tenant_s.clone())
+                .push_bind(ms(row.start))
+                .push_bind(series_s.clone())
+                .push_bind(rid_to_db(&row.recurrence_id))
+                .push_bind(ms(row.end))
+                .push_bind(calendar_s.clone())
+                .push_bind(row.all_day)
+                .push_bind(row.data.clone());
+        });
+        builder.build().execute(&mut **tx).await?;
+    }
+    sqlx::query(
+        "UPDATE tenants SET max_occurrence_ms = $2 WHERE id = $1 AND max_occurrence_ms < $2",
+    )
+    .bind(&tenant_s)
+    .bind(longest)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_change(
+    tx: &mut Tx,
+    tenant: TenantId,
+    change: &NewChange,
+    at: Timestamp,
+) -> Result<Change> {
+    lock_change_stream(tx, tenant).await?;
+    let sql = format!(
+        "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {CHANGE_COLS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.to_string())
+        .bind(change.calendar_id.map(|c| c.to_string()))
+        .bind(&change.kind)
+        .bind(&change.subject_id)
+        .bind(&change.data_json)
+        .bind(ms(at))
+        .fetch_one(&mut **tx)
+        .await?;
+    change_row(&row)
+}
+
+fn series_change(kind: &str, series: &Series) -> NewChange {
+    NewChange {
+        calendar_id: Some(series.calendar_id),
+        kind: kind.to_owned(),
+        subject_id: series.id.to_string(),
+        data_json: serde_json::json!({ "uid": series.uid, "version": series.version }).to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for Backend {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.run_migrations().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.r()).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        non_empty("tenant name", name)?;
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name: name.to_owned(),
+            created_at: now(),
+        };
+        sqlx::query(
+            "INSERT INTO tenants (id, name, max_occurrence_ms, created_at) VALUES ($1, $2, 0, $3)",
+        )
+        .bind(tenant.id.to_string())
+        .bind(&tenant.name)
+        .bind(ms(tenant.created_at))
+        .execute(self.w())
+        .await?;
+        Ok(tenant)
+    }
+
+    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(tenant_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "tenant" })
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLS} FROM tenants ORDER BY id");
+        sqlx::query(&sql)
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(tenant_row)
+            .collect()
+    }
+
+    async fn create_api_key(&self, tenant: TenantId, key: NewApiKey) -> Result<ApiKey> {
+        non_empty("key prefix", &key.prefix)?;
+        non_empty("key secret hash", &key.secret_hash)?;
+        let record = ApiKey {
+            id: ApiKeyId::new(),
+            tenant_id: tenant,
+            name: key.name,
+            prefix: key.prefix,
+            secret_hash: key.secret_hash,
+            scopes: key.scopes,
+            created_at: now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let scopes = serde_json::to_string(&record.scopes)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(&record.name)
+        .bind(&record.prefix)
+        .bind(&record.secret_hash)
+        .bind(scopes)
+        .bind(ms(record.created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn find_api_key_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE prefix = $1");
+        let row = sqlx::query(&sql)
+            .bind(prefix)
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 ORDER BY id");
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(key_row)
+            .collect()
+    }
+
+    async fn touch_api_key(&self, tenant: TenantId, key: ApiKeyId, at: Timestamp) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET last_used_at = $3 WHERE id = $1 AND tenant_id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(key.to_string())
+        .bind(tenant.to_string())
+        .bind(ms(at))
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            // Either a newer touch won (fine) or the key is not this tenant's.
+            let sql = "SELECT 1 AS one FROM api_keys WHERE id = $1 AND tenant_id = $2";
+            let exists = sqlx::query(sql)
+                .bind(key.to_string())
+                .bind(tenant.to_string())
+                .fetch_optional(self.r())
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound { entity: "api key" });
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {
+        let sql = format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND tenant_id = $2 RETURNING {KEY_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(key.to_string())
+            .bind(tenant.to_string())
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(key_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "api key" })
+    }
+
+    async fn create_calendar(&self, tenant: TenantId, calendar: NewCalendar) -> Result<Calendar> {
+        non_empty("calendar name", &calendar.name)?;
+        non_empty("calendar time zone", &calendar.time_zone)?;
+        let at = now();
+        let record = Calendar {
+            id: CalendarId::new(),
+            tenant_id: tenant,
+            name: calendar.name,
+            time_zone: calendar.time_zone,
+            owner: calendar.owner,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+        };
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        sqlx::query(
+            "INSERT INTO calendars (id, tenant_id, name, time_zone, owner, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(&record.name)
+        .bind(&record.time_zone)
+        .bind(&record.owner)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_calendar(&self, tenant: TenantId, calendar: CalendarId) -> Result<Calendar> {
+        let sql = format!("SELECT {CAL_COLS} FROM calendars WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(calendar.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(cal_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "calendar" })
+    }
+
+    async fn list_calendars(&self, tenant: TenantId) -> Result<Vec<Calendar>> {
+        let sql = format!("SELECT {CAL_COLS} FROM calendars WHERE tenant_id = $1 ORDER BY id");
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(cal_row)
+            .collect()
+    }
+
+    async fn update_calendar(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        expected_version: i64,
+        update: CalendarUpdate,
+    ) -> Result<Calendar> {
+        non_empty("calendar name", &update.name)?;
+        non_empty("calendar time zone", &update.time_zone)?;
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE calendars SET name = $4, time_zone = $5, owner = $6, version = version + 1, updated_at = $7 \
+             WHERE id = $1 AND tenant_id = $2 AND version = $3 RETURNING {CAL_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(calendar.to_string())
+            .bind(tenant.to_string())
+            .bind(expected_version)
+            .bind(&update.name)
+            .bind(&update.time_zone)
+            .bind(&update.owner)
+            .bind(ms(now()))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(version_failure(
+                &mut tx,
+                "calendars",
+                "calendar",
+                &calendar.to_string(),
+                tenant,
+                expected_version,
+            )
+            .await);
+        };
+        let record = cal_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn delete_calendar(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        expected_version: Option<i64>,
+    ) -> Result<()> {
+        let mut tx = self.wtx().await?;
+        let done = sqlx::query("DELETE FROM calendars WHERE id = $1 AND tenant_id = $2 AND ($3 IS NULL OR version = $3)")
+            .bind(calendar.to_string())
+            .bind(tenant.to_string())
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            let expected = expected_version.unwrap_or_default();
+            return Err(version_failure(
+                &mut tx,
+                "calendars",
+                "calendar",
+                &calendar.to_string(),
+                tenant,
+                expected,
+            )
+            .await);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_series(&self, tenant: TenantId, series: NewSeries) -> Result<Series> {
+        non_empty("event uid", &series.uid)?;
+        check_json("event model", &series.model_json)?;
+        let longest = validate_occurrences(&series.occurrences)?;
+        let at = now();
+        let record = Series {
+            id: SeriesId::new(),
+            tenant_id: tenant,
+            calendar_id: series.calendar_id,
+            uid: series.uid,
+            ical: series.ical,
+            model_json: series.model_json,
+            hash: series.hash,
+            version: 1,
+            expanded_until: series.occurrences.expanded_until,
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+        };
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "calendars",
+            "calendar",
+            &record.calendar_id.to_string(),
+            tenant,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(record.calendar_id.to_string())
+        .bind(&record.uid)
+        .bind(&record.ical)
+        .bind(&record.model_json)
+        .bind(&record.hash)
+        .bind(record.expanded_until.map(ms))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("an event with UID {:?} already exists in this calendar", record.uid))
+            }
+            other => other,
+        })?;
+        write_occurrences(
+            &mut tx,
+            tenant,
+            record.calendar_id,
+            record.id,
+            &series.occurrences,
+            longest,
+        )
+        .await?;
+        insert_change(
+            &mut tx,
+            tenant,
+            &series_change("event.created", &record),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_series(&self, tenant: TenantId, series: SeriesId) -> Result<Series> {
+        let sql = format!("SELECT {SERIES_COLS} FROM series WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(series.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(series_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "event" })
+    }
+
+    async fn get_series_by_uid(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        uid: &str,
+    ) -> Result<Option<Series>> {
+        let sql = format!(
+            "SELECT {SERIES_COLS} FROM series WHERE calendar_id = $1 AND tenant_id = $2 AND uid = $3 AND deleted_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(calendar.to_string())
+            .bind(tenant.to_string())
+            .bind(uid)
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref().map(series_row).transpose()
+    }
+
+    async fn get_series_many(&self, tenant: TenantId, ids: &[SeriesId]) -> Result<Vec<Series>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT {SERIES_COLS} FROM series WHERE tenant_id = $1 AND id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(tenant.to_string());
+            for series in chunk {
+                query = query.bind(series.to_string());
+            }
+            for row in query.fetch_all(self.r()).await? {
+                out.push(series_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_series(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        after: Option<SeriesId>,
+        limit: u32,
+    ) -> Result<Vec<Series>> {
+        let sql = format!(
+            "SELECT {SERIES_COLS} FROM series WHERE tenant_id = $1 AND calendar_id = $2 AND deleted_at IS NULL \
+             AND id > $3 ORDER BY id LIMIT $4"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(calendar.to_string())
+            .bind(after.map(|s| s.to_string()).unwrap_or_default())
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(series_row)
+            .collect()
+    }
+
+    async fn update_series(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+        expected_version: i64,
+        update: SeriesUpdate,
+    ) -> Result<Series> {
+        check_json("event model", &update.model_json)?;
+        let longest = validate_occurrences(&update.occurrences)?;
+        let at = now();
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE series SET ical = $4, model = $5, hash = $6, expanded_until = $7, version = version + 1, updated_at = $8 \
+             WHERE id = $1 AND tenant_id = $2 AND version = $3 AND deleted_at IS NULL RETURNING {SERIES_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(series.to_string())
+            .bind(tenant.to_string())
+            .bind(expected_version)
+            .bind(&update.ical)
+            .bind(&update.model_json)
+            .bind(&update.hash)
+            .bind(update.occurrences.expanded_until.map(ms))
+            .bind(ms(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(version_failure(
+                &mut tx,
+                "series",
+                "event",
+                &series.to_string(),
+                tenant,
+                expected_version,
+            )
+            .await);
+        };
+        let record = series_row(&row)?;
+        write_occurrences(
+            &mut tx,
+            tenant,
+            record.calendar_id,
+            record.id,
+            &update.occurrences,
+            longest,
+        )
+        .await?;
+        insert_change(
+            &mut tx,
+            tenant,
+            &series_change("event.updated", &record),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn delete_series(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+        expected_version: i64,
+    ) -> Result<Series> {
+        let at = now();
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE series SET deleted_at = $4, version = version + 1, updated_at = $4, expanded_until = NULL \
+             WHERE id = $1 AND tenant_id = $2 AND version = $3 AND deleted_at IS NULL RETURNING {SERIES_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(series.to_string())
+            .bind(tenant.to_string())
+            .bind(expected_version)
+            .bind(ms(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(version_failure(
+                &mut tx,
+                "series",
+                "event",
+                &series.to_string(),
+                tenant,
+                expected_version,
+            )
+            .await);
+        };
+        let record = series_row(&row)?;
+        sqlx::query("DELETE FROM occurrences WHERE series_id = $1 AND tenant_id = $2")
+            .bind(series.to_string())
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        insert_change(
+            &mut tx,
+            tenant,
+            &series_change("event.deleted", &record),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn replace_occurrences(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+        expected_version: i64,
+        occurrences: OccurrenceSet,
+    ) -> Result<()> {
+        let longest = validate_occurrences(&occurrences)?;
+        let mut tx = self.wtx().await?;
+        let row = sqlx::query(
+            "UPDATE series SET expanded_until = $4 WHERE id = $1 AND tenant_id = $2 AND version = $3 AND deleted_at IS NULL RETURNING calendar_id",
+        )
+        .bind(series.to_string())
+        .bind(tenant.to_string())
+        .bind(expected_version)
+        .bind(occurrences.expanded_until.map(ms))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(version_failure(
+                &mut tx,
+                "series",
+                "event",
+                &series.to_string(),
+                tenant,
+                expected_version,
+            )
+            .await);
+        };
+        let calendar: CalendarId = id(row.try_get("calendar_id")?)?;
+        write_occurrences(&mut tx, tenant, calendar, series, &occurrences, longest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn series_needing_expansion(
+        &self,
+        horizon: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, SeriesId)>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id FROM series WHERE deleted_at IS NULL AND expanded_until IS NOT NULL AND expanded_until < $1 \
+             ORDER BY expanded_until LIMIT $2",
+        )
+        .bind(ms(horizon))
+        .bind(page(limit))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((id(row.try_get("tenant_id")?)?, id(row.try_get("id")?)?)))
+            .collect()
+    }
+
+    async fn list_occurrences(
+        &self,
+        tenant: TenantId,
+        query: &OccurrenceQuery,
+    ) -> Result<OccurrencePage> {
+        if query.end <= query.start {
+            return Err(StoreError::Invalid(
+                "the window must end after it starts".into(),
+            ));
+        }
+        let limit = page(query.limit);
+        let mut conn = self.r().acquire().await?;
+        // Rows starting more than the tenant's longest occurrence before the window cannot overlap it: this
+        // lower bound turns the overlap test into one bounded index range.
+        let longest: i64 = sqlx::query("SELECT max_occurrence_ms FROM tenants WHERE id = $1")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| row.try_get("max_occurrence_ms"))
+            .transpose()?
+            .unwrap_or(0);
+        let window_start = ms(query.start);
+        let mut sql = String::from(
+            "SELECT series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data FROM occurrences \
+             WHERE tenant_id = $1 AND start_utc >= $2 AND start_utc < $3 AND (start_utc >= $4 OR end_utc > $4)",
+        );
+        if query.calendar_id.is_some() {
+            sql.push_str(" AND calendar_id = $5");
+        }
+        if query.after.is_some() {
+            sql.push_str(
+                " AND start_utc >= $6 AND (start_utc > $6 OR (start_utc = $6 AND (series_id > $7 OR (series_id = $7 AND recurrence_id > $8))))",
+            );
+        }
+        sql.push_str(" ORDER BY start_utc, series_id, recurrence_id LIMIT $9");
+        let after = query.after.as_ref();
+        let rows = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(window_start.saturating_sub(longest))
+            .bind(ms(query.end))
+            .bind(window_start)
+            .bind(query.calendar_id.map(|c| c.to_string()))
+            .bind(after.map(|c| ms(c.start)))
+            .bind(after.map(|c| c.series_id.to_string()))
+            .bind(after.map(|c| rid_to_db(&c.recurrence_id)))
+            .bind(limit + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut items = rows.iter().map(occ_row).collect::<Result<Vec<_>>>()?;
+        let more = items.len() as i64 > limit;
+        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next = if more {
+            items.last().map(|o| OccurrenceCursor {
+                start: o.start,
+                series_id: o.series_id,
+                recurrence_id: o.recurrence_id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(OccurrencePage { items, next })
+    }
+
+    async fn create_connection(
+        &self,
+        tenant: TenantId,
+        connection: NewConnection,
+    ) -> Result<Connection> {
+        non_empty("connection name", &connection.name)?;
+        check_json("sync options", &connection.sync_options_json)?;
+        let at = now();
+        let record = Connection {
+            id: ConnectionId::new(),
+            tenant_id: tenant,
+            provider: connection.provider,
+            name: connection.name,
+            calendar_id: connection.calendar_id,
+            credentials: connection.credentials,
+            sync_options_json: connection.sync_options_json,
+            status: connection.status,
+            status_reason: None,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+        };
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "calendars",
+            "calendar",
+            &record.calendar_id.to_string(),
+            tenant,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO connections (id, tenant_id, provider, name, calendar_id, credentials, sync_options, status, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(record.provider.as_str())
+        .bind(&record.name)
+        .bind(record.calendar_id.to_string())
+        .bind(record.credentials.as_ref().map(|c| c.as_bytes().to_vec()))
+        .bind(&record.sync_options_json)
+        .bind(record.status.as_str())
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_connection(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+    ) -> Result<Connection> {
+        let sql = format!("SELECT {CONN_COLS} FROM connections WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(connection.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(conn_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound {
+                entity: "connection",
+            })
+    }
+
+    async fn list_connections(&self, tenant: TenantId) -> Result<Vec<Connection>> {
+        let sql = format!("SELECT {CONN_COLS} FROM connections WHERE tenant_id = $1 ORDER BY id");
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(conn_row)
+            .collect()
+    }
+
+    async fn update_connection(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+        expected_version: Option<i64>,
+        update: ConnectionUpdate,
+    ) -> Result<Connection> {
+        non_empty("connection name", &update.name)?;
+        check_json("sync options", &update.sync_options_json)?;
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE connections SET name = $4, sync_options = $5, version = version + 1, updated_at = $6 \
+             WHERE id = $1 AND tenant_id = $2 AND ($3 IS NULL OR version = $3) RETURNING {CONN_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(connection.to_string())
+            .bind(tenant.to_string())
+            .bind(expected_version)
+            .bind(&update.name)
+            .bind(&update.sync_options_json)
+            .bind(ms(now()))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            let expected = expected_version.unwrap_or_default();
+            return Err(version_failure(
+                &mut tx,
+                "connections",
+                "connection",
+                &connection.to_string(),
+                tenant,
+                expected,
+            )
+            .await);
+        };
+        let record = conn_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn set_connection_credentials(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+        credentials: Option<Sealed>,
+    ) -> Result<Connection> {
+        let sql = format!(
+            "UPDATE connections SET credentials = $3, version = version + 1, updated_at = $4 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {CONN_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(connection.to_string())
+            .bind(tenant.to_string())
+            .bind(credentials.map(|c| c.as_bytes().to_vec()))
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(conn_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound {
+                entity: "connection",
+            })
+    }
+
+    async fn set_connection_status(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+        status: ConnectionStatus,
+        reason: Option<&str>,
+    ) -> Result<Connection> {
+        let sql = format!(
+            "UPDATE connections SET status = $3, status_reason = $4, version = version + 1, updated_at = $5 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {CONN_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(connection.to_string())
+            .bind(tenant.to_string())
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(conn_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound {
+                entity: "connection",
+            })
+    }
+
+    async fn delete_connection(&self, tenant: TenantId, connection: ConnectionId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM connections WHERE id = $1 AND tenant_id = $2")
+            .bind(connection.to_string())
+            .bind(tenant.to_string())
+            .execute(self.w())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                entity: "connection",
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_link(&self, tenant: TenantId, link: NewLink) -> Result<Link> {
+        non_empty("remote calendar id", &link.remote_calendar_id)?;
+        let at = now();
+        let record = Link {
+            id: LinkId::new(),
+            tenant_id: tenant,
+            connection_id: link.connection_id,
+            remote_calendar_id: link.remote_calendar_id,
+            remote_name: link.remote_name,
+            cursor: None,
+            last_full_sync_at: None,
+            status: LinkStatus::Active,
+            status_reason: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "connections",
+            "connection",
+            &record.connection_id.to_string(),
+            tenant,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO links (id, tenant_id, connection_id, remote_calendar_id, remote_name, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(record.connection_id.to_string())
+        .bind(&record.remote_calendar_id)
+        .bind(&record.remote_name)
+        .bind(record.status.as_str())
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_link(&self, tenant: TenantId, link: LinkId) -> Result<Link> {
+        let sql = format!("SELECT {LINK_COLS} FROM links WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(link_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "link" })
+    }
+
+    async fn list_links(&self, tenant: TenantId, connection: ConnectionId) -> Result<Vec<Link>> {
+        let sql = format!(
+            "SELECT {LINK_COLS} FROM links WHERE tenant_id = $1 AND connection_id = $2 ORDER BY id"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(connection.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(link_row)
+            .collect()
+    }
+
+    async fn set_link_cursor(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        cursor: Option<&str>,
+        full_sync_at: Option<Timestamp>,
+    ) -> Result<Link> {
+        let sql = format!(
+            "UPDATE links SET cursor = $3, last_full_sync_at = COALESCE($4, last_full_sync_at), updated_at = $5 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {LINK_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .bind(cursor)
+            .bind(full_sync_at.map(ms))
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(link_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "link" })
+    }
+
+    async fn set_link_status(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        status: LinkStatus,
+        reason: Option<&str>,
+    ) -> Result<Link> {
+        let sql = format!(
+            "UPDATE links SET status = $3, status_reason = $4, updated_at = $5 WHERE id = $1 AND tenant_id = $2 RETURNING {LINK_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(link_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "link" })
+    }
+
+    async fn delete_link(&self, tenant: TenantId, link: LinkId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM links WHERE id = $1 AND tenant_id = $2")
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .execute(self.w())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "link" });
+        }
+        Ok(())
+    }
+
+    async fn upsert_mapping(
+        &self,
+        tenant: TenantId,
+        mapping: MappingUpsert,
+    ) -> Result<ItemMapping> {
+        non_empty("remote id", &mapping.remote_id)?;
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "links",
+            "link",
+            &mapping.link_id.to_string(),
+            tenant,
+        )
+        .await?;
+        if let Some(series) = mapping.series_id {
+            ensure_owned(&mut tx, "series", "event", &series.to_string(), tenant).await?;
+        }
+        let sql = format!(
+            "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
+             remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
+             last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at \
+             RETURNING {MAP_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(MappingId::new().to_string())
+            .bind(tenant.to_string())
+            .bind(mapping.link_id.to_string())
+            .bind(mapping.series_id.map(|s| s.to_string()))
+            .bind(&mapping.remote_id)
+            .bind(&mapping.remote_version)
+            .bind(&mapping.base_json)
+            .bind(&mapping.base_hash)
+            .bind(mapping.last_seen_at.map(ms))
+            .bind(ms(now()))
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = map_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_mapping(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        remote_id: &str,
+    ) -> Result<Option<ItemMapping>> {
+        let sql = format!(
+            "SELECT {MAP_COLS} FROM item_mappings WHERE link_id = $1 AND tenant_id = $2 AND remote_id = $3"
+        );
+        let row = sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .bind(remote_id)
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref().map(map_row).transpose()
+    }
+
+    async fn mappings_for_series(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+    ) -> Result<Vec<ItemMapping>> {
+        let sql = format!(
+            "SELECT {MAP_COLS} FROM item_mappings WHERE series_id = $1 AND tenant_id = $2 ORDER BY id"
+        );
+        sqlx::query(&sql)
+            .bind(series.to_string())
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(map_row)
+            .collect()
+    }
+
+    async fn list_mappings(&self, tenant: TenantId, link: LinkId) -> Result<Vec<ItemMapping>> {
+        let sql = format!(
+            "SELECT {MAP_COLS} FROM item_mappings WHERE tenant_id = $1 AND link_id = $2 ORDER BY remote_id"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(link.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(map_row)
+            .collect()
+    }
+
+    async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM item_mappings WHERE id = $1 AND tenant_id = $2")
+            .bind(mapping.to_string())
+            .bind(tenant.to_string())
+            .execute(self.w())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                entity: "item mapping",
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_conflict(&self, tenant: TenantId, conflict: NewConflict) -> Result<Conflict> {
+        check_json("conflict fields", &conflict.fields_json)?;
+        check_json("conflict options", &conflict.options_json)?;
+        let record = Conflict {
+            id: ConflictId::new(),
+            tenant_id: tenant,
+            connection_id: conflict.connection_id,
+            link_id: conflict.link_id,
+            series_id: conflict.series_id,
+            event_uid: conflict.event_uid,
+            kind: conflict.kind,
+            state: ConflictState::Open,
+            local_json: conflict.local_json,
+            remote_json: conflict.remote_json,
+            base_json: conflict.base_json,
+            fields_json: conflict.fields_json,
+            options_json: conflict.options_json,
+            detected_at: now(),
+            resolved_at: None,
+            resolution_json: None,
+            resolved_by: None,
+        };
+        let mut tx = self.wtx().await?;
+        if let Some(c) = record.connection_id {
+            ensure_owned(&mut tx, "connections", "connection", &c.to_string(), tenant).await?;
+        }
+        if let Some(l) = record.link_id {
+            ensure_owned(&mut tx, "links", "link", &l.to_string(), tenant).await?;
+        }
+        if let Some(s) = record.series_id {
+            ensure_owned(&mut tx, "series", "event", &s.to_string(), tenant).await?;
+        }
+        sqlx::query(
+            "INSERT INTO conflicts (id, tenant_id, connection_id, link_id, series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(record.connection_id.map(|c| c.to_string()))
+        .bind(record.link_id.map(|c| c.to_string()))
+        .bind(record.series_id.map(|c| c.to_string()))
+        .bind(&record.event_uid)
+        .bind(record.kind.as_str())
+        .bind(record.state.as_str())
+        .bind(&record.local_json)
+        .bind(&record.remote_json)
+        .bind(&record.base_json)
+        .bind(&record.fields_json)
+        .bind(&record.options_json)
+        .bind(ms(record.detected_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_conflict(&self, tenant: TenantId, conflict: ConflictId) -> Result<Conflict> {
+        let sql = format!("SELECT {CONFLICT_COLS} FROM conflicts WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(conflict.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(conflict_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "conflict" })
+    }
+
+    async fn list_conflicts(
+        &self,
+        tenant: TenantId,
+        filter: &ConflictFilter,
+    ) -> Result<Vec<Conflict>> {
+        let sql = format!(
+            "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
+             AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) ORDER BY detected_at, id LIMIT $5"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.connection_id.map(|c| c.to_string()))
+            .bind(filter.kind.map(|k| k.as_str()))
+            .bind(page(MAX_PAGE))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(conflict_row)
+            .collect()
+    }
+
+    async fn resolve_conflict(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        resolution_json: &str,
+        resolved_by: &str,
+        at: Timestamp,
+    ) -> Result<Conflict> {
+        check_json("resolution", resolution_json)?;
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE conflicts SET state = 'resolved', resolution = $3, resolved_by = $4, resolved_at = $5 \
+             WHERE id = $1 AND tenant_id = $2 AND state = 'open' RETURNING {CONFLICT_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(conflict.to_string())
+            .bind(tenant.to_string())
+            .bind(resolution_json)
+            .bind(resolved_by)
+            .bind(ms(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            ensure_owned(
+                &mut tx,
+                "conflicts",
+                "conflict",
+                &conflict.to_string(),
+                tenant,
+            )
+            .await?;
+            return Err(StoreError::Conflict(
+                "the conflict is already resolved".into(),
+            ));
+        };
+        let record = conflict_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn create_sync_run(
+        &self,
+        tenant: TenantId,
+        connection: Option<ConnectionId>,
+        full: bool,
+    ) -> Result<SyncRun> {
+        let record = SyncRun {
+            id: SyncRunId::new(),
+            tenant_id: tenant,
+            connection_id: connection,
+            full,
+            status: SyncRunStatus::Running,
+            counts_json: "{}".into(),
+            requests: 0,
+            bytes: 0,
+            errors_json: "[]".into(),
+            started_at: now(),
+            finished_at: None,
+        };
+        let mut tx = self.wtx().await?;
+        match connection {
+            Some(c) => {
+                ensure_owned(&mut tx, "connections", "connection", &c.to_string(), tenant).await?
+            }
+            None => ensure_tenant(&mut tx, tenant).await?,
+        }
+        sqlx::query(
+            "INSERT INTO sync_runs (id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(connection.map(|c| c.to_string()))
+        .bind(full)
+        .bind(record.status.as_str())
+        .bind(&record.counts_json)
+        .bind(&record.errors_json)
+        .bind(ms(record.started_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn update_sync_run(
+        &self,
+        tenant: TenantId,
+        run: SyncRunId,
+        update: SyncRunUpdate,
+    ) -> Result<SyncRun> {
+        check_json("run counts", &update.counts_json)?;
+        check_json("run errors", &update.errors_json)?;
+        let sql = format!(
+            "UPDATE sync_runs SET status = $3, counts = $4, requests = $5, bytes = $6, errors = $7, finished_at = $8 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {RUN_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(run.to_string())
+            .bind(tenant.to_string())
+            .bind(update.status.as_str())
+            .bind(&update.counts_json)
+            .bind(update.requests)
+            .bind(update.bytes)
+            .bind(&update.errors_json)
+            .bind(update.finished_at.map(ms))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(run_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "sync run" })
+    }
+
+    async fn get_sync_run(&self, tenant: TenantId, run: SyncRunId) -> Result<SyncRun> {
+        let sql = format!("SELECT {RUN_COLS} FROM sync_runs WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(run.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(run_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "sync run" })
+    }
+
+    async fn list_sync_runs(
+        &self,
+        tenant: TenantId,
+        connection: Option<ConnectionId>,
+        limit: u32,
+    ) -> Result<Vec<SyncRun>> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND ($2 IS NULL OR connection_id = $2) \
+             ORDER BY started_at DESC, id DESC LIMIT $3"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(connection.map(|c| c.to_string()))
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(run_row)
+            .collect()
+    }
+
+    async fn append_audit(&self, tenant: TenantId, entry: NewAuditEntry) -> Result<AuditEntry> {
+        non_empty("audit action", &entry.action)?;
+        check_json("audit details", &entry.details_json)?;
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        let sql = format!(
+            "INSERT INTO audit_log (tenant_id, actor, action, subject, details, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {AUDIT_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.subject)
+            .bind(&entry.details_json)
+            .bind(ms(now()))
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = audit_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE tenant_id = $1 AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(before)
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(audit_row)
+            .collect()
+    }
+
+    async fn put_tombstone(&self, tenant: TenantId, tombstone: NewTombstone) -> Result<Tombstone> {
+        let record = Tombstone {
+            id: TombstoneId::new(),
+            tenant_id: tenant,
+            calendar_id: tombstone.calendar_id,
+            series_id: tombstone.series_id,
+            link_id: tombstone.link_id,
+            remote_id: tombstone.remote_id,
+            uid: tombstone.uid,
+            deleted_at: tombstone.deleted_at,
+            expires_at: tombstone.expires_at,
+        };
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        if let Some(l) = record.link_id {
+            ensure_owned(&mut tx, "links", "link", &l.to_string(), tenant).await?;
+        }
+        if let Some(c) = record.calendar_id {
+            ensure_owned(&mut tx, "calendars", "calendar", &c.to_string(), tenant).await?;
+        }
+        sqlx::query(
+            "INSERT INTO tombstones (id, tenant_id, calendar_id, series_id, link_id, remote_id, uid, deleted_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(record.calendar_id.map(|c| c.to_string()))
+        .bind(record.series_id.map(|c| c.to_string()))
+        .bind(record.link_id.map(|c| c.to_string()))
+        .bind(&record.remote_id)
+        .bind(&record.uid)
+        .bind(ms(record.deleted_at))
+        .bind(ms(record.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_tombstones(
+        &self,
+        tenant: TenantId,
+        link: Option<LinkId>,
+    ) -> Result<Vec<Tombstone>> {
+        let sql = format!(
+            "SELECT {TOMB_COLS} FROM tombstones WHERE tenant_id = $1 AND ($2 IS NULL OR link_id = $2) ORDER BY deleted_at, id"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(link.map(|l| l.to_string()))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(tomb_row)
+            .collect()
+    }
+
+    async fn purge_tombstones(&self, now_at: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tombstones WHERE expires_at <= $1")
+            .bind(ms(now_at))
+            .execute(self.w())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn enqueue_job(&self, job: NewJob) -> Result<Job> {
+        non_empty("job kind", &job.kind)?;
+        check_json("job payload", &job.payload_json)?;
+        let at = now();
+        let sql = format!(
+            "INSERT INTO jobs (id, tenant_id, kind, key, payload, state, run_at, attempts, fencing_token, requeued, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, 0, FALSE, $7, $7) \
+             ON CONFLICT (kind, key) DO UPDATE SET \
+               payload = excluded.payload, \
+               requeued = CASE WHEN jobs.state = 'running' THEN TRUE ELSE jobs.requeued END, \
+               run_at = CASE WHEN jobs.state = 'running' THEN jobs.run_at \
+                             WHEN jobs.state = 'queued' AND jobs.run_at < excluded.run_at THEN jobs.run_at \
+                             ELSE excluded.run_at END, \
+               attempts = CASE WHEN jobs.state IN ('done', 'failed') THEN 0 ELSE jobs.attempts END, \
+               state = CASE WHEN jobs.state = 'running' THEN 'running' ELSE 'queued' END, \
+               updated_at = excluded.updated_at \
+             RETURNING {JOB_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(JobId::new().to_string())
+            .bind(job.tenant_id.map(|t| t.to_string()))
+            .bind(&job.kind)
+            .bind(&job.key)
+            .bind(&job.payload_json)
+            .bind(ms(job.run_at))
+            .bind(ms(at))
+            .fetch_one(self.w())
+            .await?;
+        job_row(&row)
+    }
+
+    async fn lease_next(
+        &self,
+        owner: &str,
+        kinds: &[&str],
+        ttl: StdDuration,
+        now_at: Timestamp,
+    ) -> Result<Option<Lease>> {
+        non_empty("lease owner", owner)?;
+        let expires = ms(now_at).saturating_add(lease_ms(ttl)?);
+        let due = "((state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_expires_at <= $3))";
+        let kind_filter = if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" AND kind IN ({})", placeholders(4, kinds.len()))
+        };
+        // The outer re-check matters on PostgreSQL: a row picked by the subquery may have been leased by a
+        // concurrent transaction before this UPDATE locks it.
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
+             fencing_token = fencing_token + 1, updated_at = $3 \
+             WHERE id = (SELECT id FROM jobs WHERE {due}{kind_filter} ORDER BY run_at, id LIMIT 1{LEASE_LOCK}) AND {due} \
+             RETURNING {JOB_COLS}"
+        );
+        let mut query = sqlx::query(&sql).bind(owner).bind(expires).bind(ms(now_at));
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        let row = query.fetch_optional(self.w()).await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_row(&row)?;
+        Ok(Some(Lease {
+            owner: owner.to_owned(),
+            fencing_token: job.fencing_token,
+            expires_at: ts(expires)?,
+            job,
+        }))
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: StdDuration,
+        now_at: Timestamp,
+    ) -> Result<Lease> {
+        let expires = ms(now_at).saturating_add(lease_ms(ttl)?);
+        let sql = format!(
+            "UPDATE jobs SET lease_expires_at = $4, updated_at = $5 \
+             WHERE id = $1 AND fencing_token = $2 AND lease_owner = $3 AND state = 'running' RETURNING {JOB_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(lease.job.id.to_string())
+            .bind(lease.fencing_token)
+            .bind(&lease.owner)
+            .bind(expires)
+            .bind(ms(now_at))
+            .fetch_optional(self.w())
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::LeaseLost {
+                job: lease.job.id.to_string(),
+                token: lease.fencing_token,
+            });
+        };
+        Ok(Lease {
+            job: job_row(&row)?,
+            owner: lease.owner.clone(),
+            fencing_token: lease.fencing_token,
+            expires_at: ts(expires)?,
+        })
+    }
+
+    async fn complete_job(
+        &self,
+        lease: &Lease,
+        run_again_at: Option<Timestamp>,
+        now_at: Timestamp,
+    ) -> Result<()> {
+        let state = if run_again_at.is_some() {
+            "queued"
+        } else {
+            "done"
+        };
+        let done = sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN requeued THEN 'queued' ELSE $4 END, \
+             run_at = CASE WHEN requeued THEN $6 ELSE COALESCE($5, run_at) END, \
+             lease_owner = NULL, lease_expires_at = NULL, requeued = FALSE, attempts = 0, last_error = NULL, updated_at = $6 \
+             WHERE id = $1 AND fencing_token = $2 AND lease_owner = $3 AND state = 'running'",
+        )
+        .bind(lease.job.id.to_string())
+        .bind(lease.fencing_token)
+        .bind(&lease.owner)
+        .bind(state)
+        .bind(run_again_at.map(ms))
+        .bind(ms(now_at))
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost {
+                job: lease.job.id.to_string(),
+                token: lease.fencing_token,
+            });
+        }
+        Ok(())
+    }
+
+    async fn fail_job(
+        &self,
+        lease: &Lease,
+        error: &str,
+        retry_at: Option<Timestamp>,
+        now_at: Timestamp,
+    ) -> Result<()> {
+        let state = if retry_at.is_some() {
+            "queued"
+        } else {
+            "failed"
+        };
+        let done = sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN requeued THEN 'queued' ELSE $4 END, \
+             run_at = CASE WHEN requeued THEN COALESCE($5, $7) ELSE COALESCE($5, run_at) END, \
+             attempts = attempts + 1, last_error = $6, lease_owner = NULL, lease_expires_at = NULL, requeued = FALSE, updated_at = $7 \
+             WHERE id = $1 AND fencing_token = $2 AND lease_owner = $3 AND state = 'running'",
+        )
+        .bind(lease.job.id.to_string())
+        .bind(lease.fencing_token)
+        .bind(&lease.owner)
+        .bind(state)
+        .bind(retry_at.map(ms))
+        .bind(error)
+        .bind(ms(now_at))
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost {
+                job: lease.job.id.to_string(),
+                token: lease.fencing_token,
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_job(&self, job: JobId) -> Result<Job> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(job.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(job_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "job" })
+    }
+
+    async fn create_webhook(&self, tenant: TenantId, webhook: NewWebhook) -> Result<Webhook> {
+        non_empty("webhook url", &webhook.url)?;
+        check_json("webhook events", &webhook.events_json)?;
+        let at = now();
+        let record = Webhook {
+            id: WebhookId::new(),
+            tenant_id: tenant,
+            url: webhook.url,
+            secret: webhook.secret,
+            events_json: webhook.events_json,
+            calendar_id: webhook.calendar_id,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            created_at: at,
+            updated_at: at,
+        };
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        if let Some(c) = record.calendar_id {
+            ensure_owned(&mut tx, "calendars", "calendar", &c.to_string(), tenant).await?;
+        }
+        sqlx::query(
+            "INSERT INTO webhook_subscriptions (id, tenant_id, url, secret, events, calendar_id, enabled, consecutive_failures, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, TRUE, 0, $7, $7)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(&record.url)
+        .bind(record.secret.as_bytes().to_vec())
+        .bind(&record.events_json)
+        .bind(record.calendar_id.map(|c| c.to_string()))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<Webhook> {
+        let sql = format!(
+            "SELECT {HOOK_COLS} FROM webhook_subscriptions WHERE id = $1 AND tenant_id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(webhook.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref()
+            .map(hook_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "webhook" })
+    }
+
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<Webhook>> {
+        let sql = format!(
+            "SELECT {HOOK_COLS} FROM webhook_subscriptions WHERE tenant_id = $1 ORDER BY id"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(hook_row)
+            .collect()
+    }
+
+    async fn record_delivery(
+        &self,
+        tenant: TenantId,
+        delivery: NewDelivery,
+        disable_after: i64,
+    ) -> Result<Delivery> {
+        let record = Delivery {
+            id: DeliveryId::new(),
+            tenant_id: tenant,
+            subscription_id: delivery.subscription_id,
+            change_seq: delivery.change_seq,
+            event: delivery.event,
+            attempt: delivery.attempt,
+            status: delivery.status,
+            response_status: delivery.response_status,
+            error: delivery.error,
+            at: now(),
+        };
+        let succeeded = record.status == "delivered";
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "webhook_subscriptions",
+            "webhook",
+            &record.subscription_id.to_string(),
+            tenant,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(record.id.to_string())
+        .bind(tenant.to_string())
+        .bind(record.subscription_id.to_string())
+        .bind(record.change_seq)
+        .bind(&record.event)
+        .bind(record.attempt)
+        .bind(&record.status)
+        .bind(record.response_status)
+        .bind(&record.error)
+        .bind(ms(record.at))
+        .execute(&mut *tx)
+        .await?;
+        let reason = format!("disabled after {disable_after} consecutive failed deliveries");
+        sqlx::query(
+            "UPDATE webhook_subscriptions SET \
+             consecutive_failures = CASE WHEN $3 THEN 0 ELSE consecutive_failures + 1 END, \
+             enabled = CASE WHEN NOT $3 AND consecutive_failures + 1 >= $4 THEN FALSE ELSE enabled END, \
+             disabled_reason = CASE WHEN NOT $3 AND consecutive_failures + 1 >= $4 AND enabled THEN $5 ELSE disabled_reason END, \
+             updated_at = $6 WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(record.subscription_id.to_string())
+        .bind(tenant.to_string())
+        .bind(succeeded)
+        .bind(disable_after)
+        .bind(reason)
+        .bind(ms(record.at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn set_webhook_enabled(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<Webhook> {
+        let sql = format!(
+            "UPDATE webhook_subscriptions SET enabled = $3, disabled_reason = $4, \
+             consecutive_failures = CASE WHEN $3 THEN 0 ELSE consecutive_failures END, updated_at = $5 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {HOOK_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(webhook.to_string())
+            .bind(tenant.to_string())
+            .bind(enabled)
+            .bind(if enabled { None } else { reason })
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(hook_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "webhook" })
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE tenant_id = $1 AND subscription_id = $2 ORDER BY at DESC, id DESC LIMIT $3"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(webhook.to_string())
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(delivery_row)
+            .collect()
+    }
+
+    async fn delete_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<()> {
+        let done =
+            sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1 AND tenant_id = $2")
+                .bind(webhook.to_string())
+                .bind(tenant.to_string())
+                .execute(self.w())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "webhook" });
+        }
+        Ok(())
+    }
+
+    async fn append_change(&self, tenant: TenantId, change: NewChange) -> Result<Change> {
+        non_empty("change kind", &change.kind)?;
+        check_json("change data", &change.data_json)?;
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        if let Some(c) = change.calendar_id {
+            ensure_owned(&mut tx, "calendars", "calendar", &c.to_string(), tenant).await?;
+        }
+        let record = insert_change(&mut tx, tenant, &change, now()).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_changes(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        calendar: Option<CalendarId>,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
+        let sql = format!(
+            "SELECT {CHANGE_COLS} FROM changes WHERE tenant_id = $1 AND seq > $2 AND ($3 IS NULL OR calendar_id = $3) ORDER BY seq LIMIT $4"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(after)
+            .bind(calendar.map(|c| c.to_string()))
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(change_row)
+            .collect()
+    }
+
+    async fn purge_changes(&self, before: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM changes WHERE at < $1")
+            .bind(ms(before))
+            .execute(self.w())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rotate_master(&self, old: &MasterKey, new: &MasterKey) -> Result<u64> {
+        let mut tx = self.wtx().await?;
+        let mut count = 0u64;
+        let targets: [(&str, &str, Purpose); 2] = [
+            ("connections", "credentials", Purpose::ConnectionCredentials),
+            ("webhook_subscriptions", "secret", Purpose::WebhookSecret),
+        ];
+        for (table, column, purpose) in targets {
+            let select =
+                format!("SELECT id, {column} AS sealed FROM {table} WHERE {column} IS NOT NULL");
+            let rows = sqlx::query(&select).fetch_all(&mut *tx).await?;
+            let update = format!("UPDATE {table} SET {column} = $2 WHERE id = $1");
+            for row in rows {
+                let row_id: String = row.try_get("id")?;
+                let sealed = Sealed::from_stored(row.try_get("sealed")?);
+                if new.sealed_this(&sealed) {
+                    new.open(purpose, &sealed)?;
+                    continue;
+                }
+                let plain = old.open(purpose, &sealed)?;
+                let resealed = new.seal(purpose, &plain)?;
+                sqlx::query(&update)
+                    .bind(&row_id)
+                    .bind(resealed.as_bytes().to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+                count += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}

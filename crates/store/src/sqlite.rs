@@ -1,0 +1,98 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Writes go through a pool of exactly one connection, so writers queue in-process instead of failing with
+//! `SQLITE_BUSY` on lock upgrades; reads use a separate pool and run concurrently with the writer (WAL).
+//! Other processes on the same file are covered by the busy timeout.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::records::TenantId;
+
+type Db = sqlx::Sqlite;
+type Backend = SqliteStore;
+
+const BACKEND: &str = "sqlite";
+/// SQLite runs one write statement at a time, so the lease subquery needs no row lock.
+const LEASE_LOCK: &str = "";
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if absent) the database at `url` (`sqlite://path`, `sqlite:path` or `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory");
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        // An in-memory database exists once per connection: share the writer for reads too.
+        let read = if in_memory {
+            write.clone()
+        } else {
+            let readers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 8);
+            SqlitePoolOptions::new()
+                .max_connections(u32::try_from(readers).unwrap_or(4))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.read_only(false))
+                .await?
+        };
+        Ok(Self { write, read })
+    }
+
+    /// The write pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.write
+    }
+
+    fn r(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    fn w(&self) -> &SqlitePool {
+        &self.write
+    }
+
+    /// `BEGIN IMMEDIATE`: take the write lock up front, so a transaction that reads before it writes cannot
+    /// fail on a lock upgrade when another process writes the same file.
+    async fn wtx(&self) -> Result<sqlx::Transaction<'static, Db>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Commit order is already sequence order: SQLite has one writer at a time.
+async fn lock_change_stream(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _tenant: TenantId,
+) -> Result<()> {
+    Ok(())
+}
+
+include!("common.rs");

@@ -1,0 +1,318 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::crypto::MasterKey;
+use crate::error::Result;
+use crate::records::*;
+
+/// The one storage interface of calbridge, implemented by [`crate::SqliteStore`] and [`crate::PgStore`].
+///
+/// Rules every method keeps: tenant data is only reached with its tenant id (another tenant's row reads as
+/// `NotFound`/empty); versioned rows (calendars, series, connections) change only through an atomic
+/// `UPDATE … WHERE version = expected`, failing with `PreconditionFailed` when stale; a series write and its
+/// occurrence rows and its change-stream entry commit together.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Brings the schema up to date; safe to run any number of times, and concurrently.
+    async fn migrate(&self) -> Result<()>;
+
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    // --- tenants ---
+    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
+    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    // --- API keys ---
+    async fn create_api_key(&self, tenant: TenantId, key: NewApiKey) -> Result<ApiKey>;
+    /// The authentication lookup: the key's prefix identifies it and its tenant, so this is the one query on
+    /// tenant data that does not take a tenant id. Revoked keys are returned too (the caller refuses them).
+    async fn find_api_key_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>>;
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>>;
+    async fn touch_api_key(&self, tenant: TenantId, key: ApiKeyId, at: Timestamp) -> Result<()>;
+    async fn revoke_api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey>;
+
+    // --- calendars ---
+    async fn create_calendar(&self, tenant: TenantId, calendar: NewCalendar) -> Result<Calendar>;
+    async fn get_calendar(&self, tenant: TenantId, calendar: CalendarId) -> Result<Calendar>;
+    async fn list_calendars(&self, tenant: TenantId) -> Result<Vec<Calendar>>;
+    async fn update_calendar(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        expected_version: i64,
+        update: CalendarUpdate,
+    ) -> Result<Calendar>;
+    /// Deletes the calendar with its series and occurrences; refused (`Conflict`) while a connection uses it.
+    async fn delete_calendar(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        expected_version: Option<i64>,
+    ) -> Result<()>;
+
+    // --- event series and occurrences ---
+    async fn create_series(&self, tenant: TenantId, series: NewSeries) -> Result<Series>;
+    /// Deleted series are returned too (with `deleted_at`), so sync can tell "deleted" from "never existed".
+    async fn get_series(&self, tenant: TenantId, series: SeriesId) -> Result<Series>;
+    async fn get_series_by_uid(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        uid: &str,
+    ) -> Result<Option<Series>>;
+    async fn get_series_many(&self, tenant: TenantId, ids: &[SeriesId]) -> Result<Vec<Series>>;
+    /// Live series of a calendar in id order, `limit` at a time after `after`.
+    async fn list_series(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        after: Option<SeriesId>,
+        limit: u32,
+    ) -> Result<Vec<Series>>;
+    async fn update_series(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+        expected_version: i64,
+        update: SeriesUpdate,
+    ) -> Result<Series>;
+    /// Soft delete: the row stays (with `deleted_at`, version bumped), its occurrences go.
+    async fn delete_series(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+        expected_version: i64,
+    ) -> Result<Series>;
+    /// Replaces the occurrence rows of a live series (e.g. to extend the horizon) without changing its version.
+    async fn replace_occurrences(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+        expected_version: i64,
+        occurrences: OccurrenceSet,
+    ) -> Result<()>;
+    /// Live series whose occurrence rows stop before `horizon` (candidates for extension), any tenant.
+    async fn series_needing_expansion(
+        &self,
+        horizon: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, SeriesId)>>;
+    /// Occurrences overlapping the window, ordered by (start, series, recurrence id), keyset-paginated.
+    async fn list_occurrences(
+        &self,
+        tenant: TenantId,
+        query: &OccurrenceQuery,
+    ) -> Result<OccurrencePage>;
+
+    // --- connections and links ---
+    async fn create_connection(
+        &self,
+        tenant: TenantId,
+        connection: NewConnection,
+    ) -> Result<Connection>;
+    async fn get_connection(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+    ) -> Result<Connection>;
+    async fn list_connections(&self, tenant: TenantId) -> Result<Vec<Connection>>;
+    async fn update_connection(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+        expected_version: Option<i64>,
+        update: ConnectionUpdate,
+    ) -> Result<Connection>;
+    async fn set_connection_credentials(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+        credentials: Option<crate::crypto::Sealed>,
+    ) -> Result<Connection>;
+    async fn set_connection_status(
+        &self,
+        tenant: TenantId,
+        connection: ConnectionId,
+        status: ConnectionStatus,
+        reason: Option<&str>,
+    ) -> Result<Connection>;
+    async fn delete_connection(&self, tenant: TenantId, connection: ConnectionId) -> Result<()>;
+
+    async fn create_link(&self, tenant: TenantId, link: NewLink) -> Result<Link>;
+    async fn get_link(&self, tenant: TenantId, link: LinkId) -> Result<Link>;
+    async fn list_links(&self, tenant: TenantId, connection: ConnectionId) -> Result<Vec<Link>>;
+    /// Saves the provider cursor; `full_sync_at` records a completed full reconciliation.
+    async fn set_link_cursor(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        cursor: Option<&str>,
+        full_sync_at: Option<Timestamp>,
+    ) -> Result<Link>;
+    async fn set_link_status(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        status: LinkStatus,
+        reason: Option<&str>,
+    ) -> Result<Link>;
+    async fn delete_link(&self, tenant: TenantId, link: LinkId) -> Result<()>;
+
+    // --- item mappings ---
+    async fn upsert_mapping(&self, tenant: TenantId, mapping: MappingUpsert)
+    -> Result<ItemMapping>;
+    async fn get_mapping(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        remote_id: &str,
+    ) -> Result<Option<ItemMapping>>;
+    async fn mappings_for_series(
+        &self,
+        tenant: TenantId,
+        series: SeriesId,
+    ) -> Result<Vec<ItemMapping>>;
+    async fn list_mappings(&self, tenant: TenantId, link: LinkId) -> Result<Vec<ItemMapping>>;
+    async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()>;
+
+    // --- conflicts ---
+    async fn create_conflict(&self, tenant: TenantId, conflict: NewConflict) -> Result<Conflict>;
+    async fn get_conflict(&self, tenant: TenantId, conflict: ConflictId) -> Result<Conflict>;
+    async fn list_conflicts(
+        &self,
+        tenant: TenantId,
+        filter: &ConflictFilter,
+    ) -> Result<Vec<Conflict>>;
+    /// Closes an open conflict; `Conflict` if it was already resolved (two admins racing).
+    async fn resolve_conflict(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        resolution_json: &str,
+        resolved_by: &str,
+        at: Timestamp,
+    ) -> Result<Conflict>;
+
+    // --- sync runs ---
+    async fn create_sync_run(
+        &self,
+        tenant: TenantId,
+        connection: Option<ConnectionId>,
+        full: bool,
+    ) -> Result<SyncRun>;
+    async fn update_sync_run(
+        &self,
+        tenant: TenantId,
+        run: SyncRunId,
+        update: SyncRunUpdate,
+    ) -> Result<SyncRun>;
+    async fn get_sync_run(&self, tenant: TenantId, run: SyncRunId) -> Result<SyncRun>;
+    /// Newest first.
+    async fn list_sync_runs(
+        &self,
+        tenant: TenantId,
+        connection: Option<ConnectionId>,
+        limit: u32,
+    ) -> Result<Vec<SyncRun>>;
+
+    // --- audit log (append-only: there is deliberately no update or delete) ---
+    async fn append_audit(&self, tenant: TenantId, entry: NewAuditEntry) -> Result<AuditEntry>;
+    /// Newest first, entries with `seq < before` when given.
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>>;
+
+    // --- tombstones ---
+    async fn put_tombstone(&self, tenant: TenantId, tombstone: NewTombstone) -> Result<Tombstone>;
+    async fn list_tombstones(
+        &self,
+        tenant: TenantId,
+        link: Option<LinkId>,
+    ) -> Result<Vec<Tombstone>>;
+    /// Removes tombstones past their retention, any tenant; returns how many.
+    async fn purge_tombstones(&self, now: Timestamp) -> Result<u64>;
+
+    // --- leased jobs (system-wide: workers lease across tenants) ---
+    /// Adds a job, or re-arms the existing one with the same (kind, key): a running job is marked to run
+    /// again after it completes instead of being leased twice.
+    async fn enqueue_job(&self, job: NewJob) -> Result<Job>;
+    /// Leases the next due job (queued and due, or running with an expired lease), or `None`. Two leasers
+    /// never receive the same job; each lease increases the job's fencing token.
+    async fn lease_next(
+        &self,
+        owner: &str,
+        kinds: &[&str],
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Lease>>;
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration, now: Timestamp) -> Result<Lease>;
+    /// Marks the job done, or queued again at `run_again_at` (or at once if it was re-armed meanwhile).
+    async fn complete_job(
+        &self,
+        lease: &Lease,
+        run_again_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Records the failure; retried at `retry_at`, or given up (`failed`) when `None`.
+    async fn fail_job(
+        &self,
+        lease: &Lease,
+        error: &str,
+        retry_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<()>;
+    async fn get_job(&self, job: JobId) -> Result<Job>;
+
+    // --- outbound webhooks and the change stream ---
+    async fn create_webhook(&self, tenant: TenantId, webhook: NewWebhook) -> Result<Webhook>;
+    async fn get_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<Webhook>;
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<Webhook>>;
+    /// Records one delivery outcome and keeps the failure streak (disabling past `disable_after` failures).
+    async fn record_delivery(
+        &self,
+        tenant: TenantId,
+        delivery: NewDelivery,
+        disable_after: i64,
+    ) -> Result<Delivery>;
+    async fn set_webhook_enabled(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<Webhook>;
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    async fn delete_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<()>;
+    /// Appends to the change stream (series writes append their own entries in the same transaction).
+    async fn append_change(&self, tenant: TenantId, change: NewChange) -> Result<Change>;
+    /// Entries with `seq > after`, oldest first.
+    async fn list_changes(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        calendar: Option<CalendarId>,
+        limit: u32,
+    ) -> Result<Vec<Change>>;
+    /// Drops entries older than `before`, any tenant (the stream's retention window).
+    async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
+
+    // --- secrets at rest ---
+    /// Re-seals every encrypted column under `new` in one transaction; values already under `new` are left.
+    /// Returns how many values were re-sealed. Fails without changing anything if any value does not open.
+    async fn rotate_master(&self, old: &MasterKey, new: &MasterKey) -> Result<u64>;
+}

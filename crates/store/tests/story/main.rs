@@ -1,0 +1,46 @@
+//! One test story, written once and run against both backends: every scenario below becomes
+//! `sqlite::<name>` (a temp file) and `postgres::<name>` (a fresh database at CALBRIDGE_TEST_POSTGRES_URL).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+mod scenarios;
+
+macro_rules! story {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::harness::sqlite().await;
+                    crate::scenarios::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = crate::harness::postgres().await else { return };
+                    crate::scenarios::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+story!(
+    migrations_are_idempotent,
+    tenants_and_api_keys,
+    calendars_crud_and_stale_versions,
+    series_crud_occurrences_and_change_stream,
+    concurrent_updates_lose_nothing,
+    window_query_matches_brute_force_with_pagination,
+    connections_links_and_mappings,
+    conflicts_sync_runs_and_tombstones,
+    audit_log_is_append_only,
+    job_leases_are_exclusive,
+    job_fencing_and_lifecycle,
+    webhooks_and_deliveries,
+    rotate_master_round_trip,
+    bad_input_is_refused_and_changes_nothing,
+);

@@ -1,0 +1,1888 @@
+//! The scenarios of the shared story. Each takes a fresh, migrated database and uses only the `Store` trait
+//! (plus raw SQL where the point is that the database itself refuses something).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use calbridge_store::crypto::{CryptoError, MasterKey, Purpose};
+use calbridge_store::*;
+use jiff::{Timestamp, ToSpan};
+
+use crate::harness::TestDb;
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn ms(v: i64) -> Timestamp {
+    Timestamp::from_millisecond(v).unwrap()
+}
+
+async fn tenant(store: &dyn Store, name: &str) -> TenantId {
+    store.create_tenant(name).await.unwrap().id
+}
+
+async fn calendar(store: &dyn Store, tenant: TenantId, name: &str) -> Calendar {
+    store
+        .create_calendar(
+            tenant,
+            NewCalendar {
+                name: name.into(),
+                time_zone: "Europe/Berlin".into(),
+                owner: Some("ana@example.org".into()),
+            },
+        )
+        .await
+        .unwrap()
+}
+
+fn single(start: Timestamp, end: Timestamp) -> OccurrenceSet {
+    OccurrenceSet {
+        rows: vec![NewOccurrence {
+            recurrence_id: None,
+            start,
+            end,
+            all_day: false,
+            data: Some(r#"{"summary":"x"}"#.into()),
+        }],
+        expanded_until: None,
+    }
+}
+
+fn new_series(calendar: CalendarId, uid: &str, occurrences: OccurrenceSet) -> NewSeries {
+    NewSeries {
+        calendar_id: calendar,
+        uid: uid.into(),
+        ical: format!(
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        ),
+        model_json: r#"{"counter":0}"#.into(),
+        hash: format!("hash-{uid}"),
+        occurrences,
+    }
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
+    matches!(r, Err(StoreError::NotFound { .. }))
+}
+
+pub async fn migrations_are_idempotent(db: &TestDb) {
+    let store = db.store.as_ref();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let t1 = tenant(store, "acme").await;
+    // A second process opening the same database migrates again, concurrently with the first.
+    let second = db.second_store().await;
+    let (a, b) = tokio::join!(second.migrate(), store.migrate());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(second.get_tenant(t1).await.unwrap().name, "acme");
+    second.ping().await.unwrap();
+    assert_eq!(second.backend(), store.backend());
+}
+
+pub async fn tenants_and_api_keys(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "site-a").await;
+    let b = tenant(store, "site-b").await;
+    let names: HashSet<String> = store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains("site-a") && names.contains("site-b"));
+    assert!(is_not_found(store.get_tenant(TenantId::new()).await));
+
+    let key = store
+        .create_api_key(
+            a,
+            NewApiKey {
+                name: "cms".into(),
+                prefix: "cbk_abc123".into(),
+                secret_hash: "argon2id$stub".into(),
+                scopes: vec!["events:read".into(), "admin".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let found = store
+        .find_api_key_by_prefix("cbk_abc123")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, key);
+    assert_eq!(found.tenant_id, a);
+    assert!(
+        store
+            .find_api_key_by_prefix("cbk_nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let dup = store
+        .create_api_key(
+            b,
+            NewApiKey {
+                name: "x".into(),
+                prefix: "cbk_abc123".into(),
+                secret_hash: "h".into(),
+                scopes: vec![],
+            },
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert!(is_not_found(
+        store
+            .create_api_key(
+                TenantId::new(),
+                NewApiKey {
+                    name: "x".into(),
+                    prefix: "cbk_orphan".into(),
+                    secret_hash: "h".into(),
+                    scopes: vec![]
+                }
+            )
+            .await
+    ));
+
+    let used = t("2026-11-21T10:00:00Z");
+    store.touch_api_key(a, key.id, used).await.unwrap();
+    store
+        .touch_api_key(a, key.id, t("2026-11-21T09:00:00Z"))
+        .await
+        .unwrap(); // older touch loses
+    assert_eq!(
+        store.list_api_keys(a).await.unwrap()[0].last_used_at,
+        Some(used)
+    );
+
+    // Tenant isolation: b cannot see, touch or revoke a's key.
+    assert!(store.list_api_keys(b).await.unwrap().is_empty());
+    assert!(is_not_found(store.touch_api_key(b, key.id, used).await));
+    assert!(is_not_found(store.revoke_api_key(b, key.id).await));
+    assert!(
+        store
+            .find_api_key_by_prefix("cbk_abc123")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    let revoked = store.revoke_api_key(a, key.id).await.unwrap();
+    let first_revocation = revoked.revoked_at.unwrap();
+    assert_eq!(
+        store.revoke_api_key(a, key.id).await.unwrap().revoked_at,
+        Some(first_revocation)
+    );
+}
+
+pub async fn calendars_crud_and_stale_versions(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "Team").await;
+    assert_eq!(cal.version, 1);
+    assert_eq!(store.get_calendar(a, cal.id).await.unwrap(), cal);
+    assert_eq!(store.list_calendars(a).await.unwrap(), vec![cal.clone()]);
+
+    let update = NewCalendar {
+        name: "Team (renamed)".into(),
+        time_zone: "America/New_York".into(),
+        owner: None,
+    };
+    let updated = store
+        .update_calendar(a, cal.id, 1, update.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            updated.version,
+            updated.name.as_str(),
+            updated.owner.as_deref()
+        ),
+        (2, "Team (renamed)", None)
+    );
+    assert_eq!(store.get_calendar(a, cal.id).await.unwrap(), updated);
+
+    let stale = store.update_calendar(a, cal.id, 1, update.clone()).await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::PreconditionFailed {
+                expected: 1,
+                current: Some(2),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    // Another tenant sees nothing, cannot update or delete it.
+    assert!(store.list_calendars(b).await.unwrap().is_empty());
+    assert!(is_not_found(store.get_calendar(b, cal.id).await));
+    assert!(is_not_found(
+        store.update_calendar(b, cal.id, 2, update.clone()).await
+    ));
+    assert!(is_not_found(store.delete_calendar(b, cal.id, None).await));
+    assert!(matches!(
+        store.delete_calendar(a, cal.id, Some(1)).await,
+        Err(StoreError::PreconditionFailed {
+            current: Some(2),
+            ..
+        })
+    ));
+    assert_eq!(store.get_calendar(a, cal.id).await.unwrap().version, 2);
+
+    // Deleting takes the calendar's series and occurrences with it.
+    let s = store
+        .create_series(
+            a,
+            new_series(
+                cal.id,
+                "u1",
+                single(t("2026-01-01T10:00:00Z"), t("2026-01-01T11:00:00Z")),
+            ),
+        )
+        .await
+        .unwrap();
+    store.delete_calendar(a, cal.id, Some(2)).await.unwrap();
+    assert!(is_not_found(store.get_calendar(a, cal.id).await));
+    assert!(is_not_found(store.get_series(a, s.id).await));
+    let page = store
+        .list_occurrences(
+            a,
+            &OccurrenceQuery {
+                start: t("2025-01-01T00:00:00Z"),
+                end: t("2027-01-01T00:00:00Z"),
+                calendar_id: None,
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+}
+
+pub async fn series_crud_occurrences_and_change_stream(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "Work").await;
+    let b_cal = calendar(store, b, "B's").await;
+    let start = t("2026-03-02T09:00:00Z");
+    let weekly = OccurrenceSet {
+        rows: (0..4)
+            .map(|i| {
+                let s = start.checked_add((i * 7 * 24).hours()).unwrap();
+                NewOccurrence {
+                    recurrence_id: Some(format!("R{i}")),
+                    start: s,
+                    end: s.checked_add(1.hour()).unwrap(),
+                    all_day: false,
+                    data: None,
+                }
+            })
+            .collect(),
+        expanded_until: Some(t("2026-03-30T00:00:00Z")),
+    };
+    let created = store
+        .create_series(a, new_series(cal.id, "weekly@example", weekly))
+        .await
+        .unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(store.get_series(a, created.id).await.unwrap(), created);
+    assert_eq!(
+        store
+            .get_series_by_uid(a, cal.id, "weekly@example")
+            .await
+            .unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store
+            .get_series_many(a, &[created.id, SeriesId::new()])
+            .await
+            .unwrap(),
+        vec![created.clone()]
+    );
+    assert_eq!(
+        store.list_series(a, cal.id, None, 10).await.unwrap(),
+        vec![created.clone()]
+    );
+
+    let dup = store
+        .create_series(
+            a,
+            new_series(cal.id, "weekly@example", OccurrenceSet::default()),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    // Writing into another tenant's calendar is refused as if it did not exist.
+    assert!(is_not_found(
+        store
+            .create_series(b, new_series(cal.id, "intruder", OccurrenceSet::default()))
+            .await
+    ));
+
+    let window = |calendar_id| OccurrenceQuery {
+        start: t("2026-03-01T00:00:00Z"),
+        end: t("2026-04-01T00:00:00Z"),
+        calendar_id,
+        after: None,
+        limit: 100,
+    };
+    let occ = store
+        .list_occurrences(a, &window(Some(cal.id)))
+        .await
+        .unwrap();
+    assert_eq!(occ.items.len(), 4);
+    assert_eq!(occ.items[1].recurrence_id.as_deref(), Some("R1"));
+    assert!(occ.next.is_none());
+    assert!(
+        store
+            .list_occurrences(b, &window(None))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_occurrences(a, &window(Some(b_cal.id)))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let moved = single(t("2026-03-10T15:00:00Z"), t("2026-03-10T16:00:00Z"));
+    let update = SeriesUpdate {
+        ical: "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n".into(),
+        model_json: r#"{"counter":1}"#.into(),
+        hash: "h2".into(),
+        occurrences: moved,
+    };
+    let updated = store
+        .update_series(a, created.id, 1, update.clone())
+        .await
+        .unwrap();
+    assert_eq!((updated.version, updated.hash.as_str()), (2, "h2"));
+    assert!(matches!(
+        store.update_series(a, created.id, 1, update.clone()).await,
+        Err(StoreError::PreconditionFailed {
+            current: Some(2),
+            ..
+        })
+    ));
+    assert!(is_not_found(
+        store.update_series(b, created.id, 2, update.clone()).await
+    ));
+    let occ = store.list_occurrences(a, &window(None)).await.unwrap();
+    assert_eq!(occ.items.len(), 1);
+    assert_eq!(
+        (occ.items[0].start, occ.items[0].recurrence_id.clone()),
+        (t("2026-03-10T15:00:00Z"), None)
+    );
+    assert_eq!(occ.items[0].data.as_deref(), Some(r#"{"summary":"x"}"#));
+
+    assert!(matches!(
+        store.delete_series(a, created.id, 1).await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    assert!(is_not_found(store.delete_series(b, created.id, 2).await));
+    let deleted = store.delete_series(a, created.id, 2).await.unwrap();
+    assert_eq!(deleted.version, 3);
+    assert!(deleted.deleted_at.is_some());
+    assert!(
+        store
+            .list_occurrences(a, &window(None))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_series_by_uid(a, cal.id, "weekly@example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .list_series(a, cal.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_series(a, created.id)
+            .await
+            .unwrap()
+            .deleted_at
+            .is_some()
+    );
+    // The UID is free again after a deletion.
+    let again = store
+        .create_series(
+            a,
+            new_series(cal.id, "weekly@example", OccurrenceSet::default()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(again.id, created.id);
+
+    // Horizon extension replaces rows without bumping the version.
+    let extended = single(t("2026-03-20T08:00:00Z"), t("2026-03-20T09:00:00Z"));
+    store
+        .replace_occurrences(
+            a,
+            again.id,
+            1,
+            OccurrenceSet {
+                expanded_until: Some(t("2027-01-01T00:00:00Z")),
+                ..extended.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .replace_occurrences(a, again.id, 7, extended.clone())
+            .await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    assert_eq!(store.get_series(a, again.id).await.unwrap().version, 1);
+    assert_eq!(
+        store
+            .list_occurrences(a, &window(None))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let due = store
+        .series_needing_expansion(t("2028-01-01T00:00:00Z"), 100)
+        .await
+        .unwrap();
+    assert!(due.contains(&(a, again.id)));
+    assert!(
+        !store
+            .series_needing_expansion(t("2026-06-01T00:00:00Z"), 100)
+            .await
+            .unwrap()
+            .contains(&(a, again.id))
+    );
+
+    // Every series write left a change-stream entry, in order, visible only to its tenant.
+    let changes = store.list_changes(a, 0, None, 100).await.unwrap();
+    let kinds: Vec<&str> = changes.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "event.created",
+            "event.updated",
+            "event.deleted",
+            "event.created"
+        ]
+    );
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        store
+            .list_changes(a, changes[1].seq, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .list_changes(a, 0, Some(b_cal.id), 100)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        store
+            .list_changes(b, 0, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let custom = store
+        .append_change(
+            a,
+            NewChange {
+                calendar_id: None,
+                kind: "sync.finished".into(),
+                subject_id: "run".into(),
+                data_json: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(custom.seq > changes[3].seq);
+    assert!(is_not_found(
+        store
+            .append_change(
+                b,
+                NewChange {
+                    calendar_id: Some(cal.id),
+                    kind: "x".into(),
+                    subject_id: "y".into(),
+                    data_json: "{}".into()
+                }
+            )
+            .await
+    ));
+    assert_eq!(
+        store
+            .purge_changes(Timestamp::now().checked_add(1.hour()).unwrap())
+            .await
+            .unwrap(),
+        5
+    );
+    assert!(
+        store
+            .list_changes(a, 0, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn concurrent_updates_lose_nothing(db: &TestDb) {
+    let store = db.store.clone();
+    let a = tenant(store.as_ref(), "a").await;
+    let cal = calendar(store.as_ref(), a, "c").await;
+    let series = store
+        .create_series(a, new_series(cal.id, "contended", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    let writers = 8;
+    let increments = 10;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut stale = 0u32;
+            for _ in 0..increments {
+                loop {
+                    let current = store.get_series(a, series.id).await.unwrap();
+                    let model: serde_json::Value =
+                        serde_json::from_str(&current.model_json).unwrap();
+                    let counter = model["counter"].as_i64().unwrap() + 1;
+                    let update = SeriesUpdate {
+                        ical: current.ical.clone(),
+                        model_json: serde_json::json!({ "counter": counter }).to_string(),
+                        hash: format!("h{counter}"),
+                        occurrences: OccurrenceSet::default(),
+                    };
+                    match store
+                        .update_series(a, series.id, current.version, update)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::PreconditionFailed { .. }) => stale += 1,
+                        Err(other) => panic!("unexpected error {other:?}"),
+                    }
+                }
+            }
+            stale
+        }));
+    }
+    let mut stale_total = 0;
+    for task in tasks {
+        stale_total += task.await.unwrap();
+    }
+    let last = store.get_series(a, series.id).await.unwrap();
+    let model: serde_json::Value = serde_json::from_str(&last.model_json).unwrap();
+    assert_eq!(
+        model["counter"].as_i64().unwrap(),
+        writers * increments,
+        "an update was lost"
+    );
+    assert_eq!(last.version, 1 + writers * increments);
+    eprintln!(
+        "{}: {stale_total} stale writes refused and retried",
+        store.backend()
+    );
+}
+
+/// A tiny deterministic generator, so the data set is the same on every run and backend.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+pub async fn window_query_matches_brute_force_with_pagination(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cals = [
+        calendar(store, a, "one").await.id,
+        calendar(store, a, "two").await.id,
+    ];
+    let b_cal = calendar(store, b, "other").await.id;
+    let base = t("2026-01-01T00:00:00Z").as_millisecond();
+    let hour = 3_600_000i64;
+    let mut rng = Lcg(42);
+    let mut all: Vec<Occurrence> = Vec::new();
+    for n in 0..120 {
+        let calendar_id = cals[(n % 2) as usize];
+        let recurring = n % 5 == 0;
+        let count = if recurring {
+            1 + rng.next(30) as i64
+        } else {
+            1
+        };
+        let first = base + rng.next(24 * 90) as i64 * hour;
+        let mut rows = Vec::new();
+        for i in 0..count {
+            let start = first + i * 24 * hour;
+            let length = match rng.next(10) {
+                0 => 0,                                     // zero-length (a reminder)
+                1 => (2 + rng.next(20) as i64) * 24 * hour, // multi-day
+                _ => (1 + rng.next(4) as i64) * hour / 2,
+            };
+            rows.push(NewOccurrence {
+                recurrence_id: recurring.then(|| format!("{i:04}")),
+                start: ms(start),
+                end: ms(start + length),
+                all_day: length % (24 * hour) == 0 && length > 0,
+                data: None,
+            });
+        }
+        let series = store
+            .create_series(
+                a,
+                new_series(
+                    calendar_id,
+                    &format!("u{n}"),
+                    OccurrenceSet {
+                        rows: rows.clone(),
+                        expanded_until: None,
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            all.push(Occurrence {
+                series_id: series.id,
+                calendar_id,
+                recurrence_id: row.recurrence_id,
+                start: row.start,
+                end: row.end,
+                all_day: row.all_day,
+                data: None,
+            });
+        }
+        // Same times in another tenant: must never show up.
+        if n % 3 == 0 {
+            store
+                .create_series(
+                    b,
+                    new_series(b_cal, &format!("b{n}"), single(ms(first), ms(first + hour))),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let key = |o: &Occurrence| {
+        (
+            o.start,
+            o.series_id,
+            o.recurrence_id.clone().unwrap_or_default(),
+        )
+    };
+    all.sort_by_key(key);
+
+    let windows = [
+        ("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"),
+        ("2026-01-15T12:00:00Z", "2026-01-16T12:00:00Z"),
+        ("2025-12-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+        ("2026-06-01T00:00:00Z", "2026-07-01T00:00:00Z"),
+    ];
+    let mut checked = 0;
+    for (from, to) in windows {
+        let (from, to) = (t(from), t(to));
+        for calendar_id in [None, Some(cals[1])] {
+            let expected: Vec<&Occurrence> = all
+                .iter()
+                .filter(|o| o.start < to && (o.end > from || o.start >= from))
+                .filter(|o| calendar_id.is_none_or(|c| o.calendar_id == c))
+                .collect();
+            let mut got = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = store
+                    .list_occurrences(
+                        a,
+                        &OccurrenceQuery {
+                            start: from,
+                            end: to,
+                            calendar_id,
+                            after: after.clone(),
+                            limit: 7,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                pages += 1;
+                assert!(page.items.len() <= 7);
+                got.extend(page.items);
+                match page.next {
+                    // The opaque token round-trips, as the API will hand it out and take it back.
+                    Some(cursor) => {
+                        after = Some(OccurrenceCursor::parse(&cursor.to_token()).unwrap())
+                    }
+                    None => break,
+                }
+                assert!(pages < 1000, "pagination does not terminate");
+            }
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "window {from}..{to} calendar {calendar_id:?}"
+            );
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!(g, *e);
+            }
+            checked += got.len();
+        }
+    }
+    assert!(
+        checked > 100,
+        "the windows should cover a good part of the data ({checked})"
+    );
+    let inverted = store
+        .list_occurrences(
+            a,
+            &OccurrenceQuery {
+                start: t("2026-02-01T00:00:00Z"),
+                end: t("2026-01-01T00:00:00Z"),
+                calendar_id: None,
+                after: None,
+                limit: 10,
+            },
+        )
+        .await;
+    assert!(matches!(inverted, Err(StoreError::Invalid(_))));
+}
+
+pub async fn connections_links_and_mappings(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = MasterKey::generate();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let creds = key
+        .seal(Purpose::ConnectionCredentials, br#"{"password":"hunter2"}"#)
+        .unwrap();
+    let new = NewConnection {
+        provider: Provider::Caldav,
+        name: "Radicale".into(),
+        calendar_id: cal.id,
+        credentials: Some(creds.clone()),
+        sync_options_json: r#"{"frequency":"15m"}"#.into(),
+        status: ConnectionStatus::Active,
+    };
+    assert!(is_not_found(store.create_connection(b, new.clone()).await));
+    let conn = store.create_connection(a, new).await.unwrap();
+    let got = store.get_connection(a, conn.id).await.unwrap();
+    assert_eq!(
+        got.credentials.as_ref().map(|c| c.as_bytes()),
+        Some(creds.as_bytes())
+    );
+    assert_eq!(
+        key.open(
+            Purpose::ConnectionCredentials,
+            got.credentials.as_ref().unwrap()
+        )
+        .unwrap(),
+        br#"{"password":"hunter2"}"#
+    );
+    assert!(!format!("{got:?}").contains("hunter2"));
+    assert_eq!(store.list_connections(a).await.unwrap().len(), 1);
+    assert!(store.list_connections(b).await.unwrap().is_empty());
+    assert!(is_not_found(store.get_connection(b, conn.id).await));
+
+    let update = ConnectionUpdate {
+        name: "Radicale (home)".into(),
+        sync_options_json: r#"{"frequency":"5m"}"#.into(),
+    };
+    let updated = store
+        .update_connection(a, conn.id, Some(1), update.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.version, updated.name.as_str()),
+        (2, "Radicale (home)")
+    );
+    assert!(matches!(
+        store
+            .update_connection(a, conn.id, Some(1), update.clone())
+            .await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    assert!(is_not_found(
+        store.update_connection(b, conn.id, None, update).await
+    ));
+    let status = store
+        .set_connection_status(
+            a,
+            conn.id,
+            ConnectionStatus::NeedsReauth,
+            Some("invalid_grant"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.status, status.status_reason.as_deref()),
+        (ConnectionStatus::NeedsReauth, Some("invalid_grant"))
+    );
+    assert!(is_not_found(
+        store
+            .set_connection_status(b, conn.id, ConnectionStatus::Active, None)
+            .await
+    ));
+    let cleared = store
+        .set_connection_credentials(a, conn.id, None)
+        .await
+        .unwrap();
+    assert!(cleared.credentials.is_none());
+    assert!(is_not_found(
+        store
+            .set_connection_credentials(b, conn.id, Some(creds))
+            .await
+    ));
+    // The calendar cannot be deleted while a connection uses it.
+    assert!(matches!(
+        store.delete_calendar(a, cal.id, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let link = store
+        .create_link(
+            a,
+            NewLink {
+                connection_id: conn.id,
+                remote_calendar_id: "/cal/ana/work/".into(),
+                remote_name: Some("Work".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_link(
+                a,
+                NewLink {
+                    connection_id: conn.id,
+                    remote_calendar_id: "/cal/ana/work/".into(),
+                    remote_name: None
+                }
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(
+        store
+            .create_link(
+                b,
+                NewLink {
+                    connection_id: conn.id,
+                    remote_calendar_id: "/x/".into(),
+                    remote_name: None
+                }
+            )
+            .await
+    ));
+    let full_at = t("2026-11-21T03:00:00Z");
+    let with_cursor = store
+        .set_link_cursor(a, link.id, Some("http://radicale/sync/42"), Some(full_at))
+        .await
+        .unwrap();
+    assert_eq!(
+        (with_cursor.cursor.as_deref(), with_cursor.last_full_sync_at),
+        (Some("http://radicale/sync/42"), Some(full_at))
+    );
+    let next = store
+        .set_link_cursor(a, link.id, Some("43"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.cursor.as_deref(), next.last_full_sync_at),
+        (Some("43"), Some(full_at))
+    );
+    assert!(is_not_found(
+        store.set_link_cursor(b, link.id, None, None).await
+    ));
+    let suspect = store
+        .set_link_status(
+            a,
+            link.id,
+            LinkStatus::Suspect,
+            Some("listing shrank by 80%"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(suspect.status, LinkStatus::Suspect);
+    assert_eq!(store.get_link(a, link.id).await.unwrap(), suspect);
+    assert_eq!(
+        store.list_links(a, conn.id).await.unwrap(),
+        vec![suspect.clone()]
+    );
+    assert!(store.list_links(b, conn.id).await.unwrap().is_empty());
+    assert!(is_not_found(store.get_link(b, link.id).await));
+
+    let series = store
+        .create_series(a, new_series(cal.id, "mapped", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    let upsert = MappingUpsert {
+        link_id: link.id,
+        remote_id: "/cal/ana/work/mapped.ics".into(),
+        series_id: Some(series.id),
+        remote_version: Some("\"etag-1\"".into()),
+        base_json: Some(r#"{"summary":"base"}"#.into()),
+        base_hash: Some("bh1".into()),
+        last_seen_at: Some(full_at),
+    };
+    let m1 = store.upsert_mapping(a, upsert.clone()).await.unwrap();
+    let m2 = store
+        .upsert_mapping(
+            a,
+            MappingUpsert {
+                remote_version: Some("\"etag-2\"".into()),
+                base_hash: Some("bh2".into()),
+                ..upsert.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(m1.id, m2.id, "an upsert keeps the mapping's identity");
+    assert_eq!(m2.remote_version.as_deref(), Some("\"etag-2\""));
+    assert_eq!(
+        store
+            .get_mapping(a, link.id, &upsert.remote_id)
+            .await
+            .unwrap(),
+        Some(m2.clone())
+    );
+    assert_eq!(
+        store.mappings_for_series(a, series.id).await.unwrap(),
+        vec![m2.clone()]
+    );
+    assert_eq!(
+        store.list_mappings(a, link.id).await.unwrap(),
+        vec![m2.clone()]
+    );
+    assert!(
+        store
+            .get_mapping(b, link.id, &upsert.remote_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .mappings_for_series(b, series.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.list_mappings(b, link.id).await.unwrap().is_empty());
+    assert!(is_not_found(store.upsert_mapping(b, upsert.clone()).await));
+    assert!(is_not_found(store.delete_mapping(b, m2.id).await));
+    store.delete_mapping(a, m2.id).await.unwrap();
+    assert!(
+        store
+            .get_mapping(a, link.id, &upsert.remote_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    store.upsert_mapping(a, upsert.clone()).await.unwrap();
+    assert!(is_not_found(store.delete_link(b, link.id).await));
+    assert!(is_not_found(store.delete_connection(b, conn.id).await));
+    store.delete_connection(a, conn.id).await.unwrap();
+    assert!(
+        is_not_found(store.get_link(a, link.id).await),
+        "links go with their connection"
+    );
+    assert!(
+        store
+            .get_mapping(a, link.id, &upsert.remote_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.delete_calendar(a, cal.id, None).await.unwrap();
+}
+
+pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Google,
+                name: "g".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::NeedsAuth,
+            },
+        )
+        .await
+        .unwrap();
+    let link = store
+        .create_link(
+            a,
+            NewLink {
+                connection_id: conn.id,
+                remote_calendar_id: "primary".into(),
+                remote_name: None,
+            },
+        )
+        .await
+        .unwrap();
+    let new = NewConflict {
+        connection_id: Some(conn.id),
+        link_id: Some(link.id),
+        series_id: None,
+        event_uid: "e1".into(),
+        kind: ConflictKind::Update,
+        local_json: Some(r#"{"summary":"L"}"#.into()),
+        remote_json: Some(r#"{"summary":"R"}"#.into()),
+        base_json: Some(r#"{"summary":"B"}"#.into()),
+        fields_json: r#"["summary"]"#.into(),
+        options_json: r#"["keep_local","keep_remote","keep_both","merge"]"#.into(),
+    };
+    assert!(is_not_found(store.create_conflict(b, new.clone()).await));
+    let c1 = store.create_conflict(a, new.clone()).await.unwrap();
+    let c2 = store
+        .create_conflict(
+            a,
+            NewConflict {
+                kind: ConflictKind::Deletion,
+                event_uid: "e2".into(),
+                ..new.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_conflict(a, c1.id).await.unwrap(), c1);
+    let open = ConflictFilter {
+        state: Some(ConflictState::Open),
+        ..Default::default()
+    };
+    assert_eq!(store.list_conflicts(a, &open).await.unwrap().len(), 2);
+    let deletions = ConflictFilter {
+        kind: Some(ConflictKind::Deletion),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_conflicts(a, &deletions).await.unwrap(),
+        vec![c2.clone()]
+    );
+    assert!(
+        store
+            .list_conflicts(b, &ConflictFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(is_not_found(store.get_conflict(b, c1.id).await));
+    assert!(is_not_found(
+        store
+            .resolve_conflict(
+                b,
+                c1.id,
+                r#"{"option":"keep_local"}"#,
+                "key:x",
+                Timestamp::now()
+            )
+            .await
+    ));
+    let at = t("2026-11-21T04:00:00Z");
+    let resolved = store
+        .resolve_conflict(a, c1.id, r#"{"option":"keep_local"}"#, "key:admin", at)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            resolved.state,
+            resolved.resolved_at,
+            resolved.resolved_by.as_deref()
+        ),
+        (ConflictState::Resolved, Some(at), Some("key:admin"))
+    );
+    assert!(matches!(
+        store
+            .resolve_conflict(a, c1.id, r#"{"option":"keep_remote"}"#, "key:other", at)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.list_conflicts(a, &open).await.unwrap(), vec![c2]);
+
+    let run = store.create_sync_run(a, Some(conn.id), true).await.unwrap();
+    assert_eq!(run.status, SyncRunStatus::Running);
+    assert!(is_not_found(
+        store.create_sync_run(b, Some(conn.id), false).await
+    ));
+    let finished = store
+        .update_sync_run(
+            a,
+            run.id,
+            SyncRunUpdate {
+                status: SyncRunStatus::Partial,
+                counts_json: r#"{"created":3,"updated":1}"#.into(),
+                requests: 12,
+                bytes: 34_567,
+                errors_json: r#"[{"item":"x","cause":"412"}]"#.into(),
+                finished_at: Some(at),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (finished.requests, finished.bytes, finished.finished_at),
+        (12, 34_567, Some(at))
+    );
+    assert_eq!(store.get_sync_run(a, run.id).await.unwrap(), finished);
+    assert!(is_not_found(store.get_sync_run(b, run.id).await));
+    let all_run = store.create_sync_run(a, None, false).await.unwrap();
+    let listed = store.list_sync_runs(a, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|r| r.id == all_run.id));
+    assert_eq!(
+        store.list_sync_runs(a, Some(conn.id), 10).await.unwrap(),
+        vec![finished]
+    );
+    assert!(store.list_sync_runs(b, None, 10).await.unwrap().is_empty());
+
+    let tomb = NewTombstone {
+        calendar_id: Some(cal.id),
+        series_id: Some(SeriesId::new()),
+        link_id: Some(link.id),
+        remote_id: Some("evt-1".into()),
+        uid: Some("e1".into()),
+        deleted_at: t("2026-11-01T00:00:00Z"),
+        expires_at: t("2026-12-01T00:00:00Z"),
+    };
+    assert!(is_not_found(store.put_tombstone(b, tomb.clone()).await));
+    let kept = store.put_tombstone(a, tomb.clone()).await.unwrap();
+    store
+        .put_tombstone(
+            a,
+            NewTombstone {
+                link_id: None,
+                expires_at: t("2026-11-15T00:00:00Z"),
+                ..tomb.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.list_tombstones(a, None).await.unwrap().len(), 2);
+    assert_eq!(
+        store.list_tombstones(a, Some(link.id)).await.unwrap(),
+        vec![kept.clone()]
+    );
+    assert!(store.list_tombstones(b, None).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .purge_tombstones(t("2026-11-20T00:00:00Z"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.list_tombstones(a, None).await.unwrap(), vec![kept]);
+}
+
+pub async fn audit_log_is_append_only(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        let entry = store
+            .append_audit(
+                a,
+                NewAuditEntry {
+                    actor: "key:cbk_1".into(),
+                    action: "event.updated".into(),
+                    subject: format!("evt-{i}"),
+                    details_json: format!(r#"{{"i":{i}}}"#),
+                },
+            )
+            .await
+            .unwrap();
+        seqs.push(entry.seq);
+    }
+    store
+        .append_audit(
+            b,
+            NewAuditEntry {
+                actor: "system".into(),
+                action: "x".into(),
+                subject: "y".into(),
+                details_json: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let newest = store.list_audit(a, None, 3).await.unwrap();
+    assert_eq!(
+        newest
+            .iter()
+            .map(|e| e.subject.as_str())
+            .collect::<Vec<_>>(),
+        ["evt-4", "evt-3", "evt-2"]
+    );
+    let older = store.list_audit(a, Some(newest[2].seq), 10).await.unwrap();
+    assert_eq!(
+        older.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
+        ["evt-1", "evt-0"]
+    );
+    assert_eq!(store.list_audit(b, None, 10).await.unwrap().len(), 1);
+    assert!(is_not_found(
+        store
+            .append_audit(
+                TenantId::new(),
+                NewAuditEntry {
+                    actor: "a".into(),
+                    action: "b".into(),
+                    subject: "c".into(),
+                    details_json: "{}".into()
+                }
+            )
+            .await
+    ));
+    // The database itself refuses to rewrite history, whatever client connects.
+    assert!(
+        db.raw_execute("UPDATE audit_log SET action = 'forged'")
+            .await
+            .is_err()
+    );
+    assert!(db.raw_execute("DELETE FROM audit_log").await.is_err());
+    assert_eq!(store.list_audit(a, None, 10).await.unwrap().len(), 5);
+    assert!(
+        store
+            .list_audit(a, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.action == "event.updated")
+    );
+}
+
+pub async fn job_leases_are_exclusive(db: &TestDb) {
+    let store = db.store.clone();
+    let now = Timestamp::now();
+    let jobs = 60;
+    for i in 0..jobs {
+        store
+            .enqueue_job(NewJob {
+                tenant_id: None,
+                kind: "sync.link".into(),
+                key: format!("link-{i}"),
+                payload_json: format!(r#"{{"i":{i}}}"#),
+                run_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    // A job of another kind is not leased by workers asking for sync.link only.
+    store
+        .enqueue_job(NewJob {
+            tenant_id: None,
+            kind: "webhook.deliver".into(),
+            key: "w".into(),
+            payload_json: "{}".into(),
+            run_at: now,
+        })
+        .await
+        .unwrap();
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("worker-{w}");
+            let mut mine = Vec::new();
+            while let Some(lease) = store
+                .lease_next(&owner, &["sync.link"], Duration::from_secs(60), now)
+                .await
+                .unwrap()
+            {
+                assert_eq!(lease.job.kind, "sync.link");
+                mine.push((lease.job.id, lease.fencing_token));
+                store.complete_job(&lease, None, now).await.unwrap();
+            }
+            mine
+        }));
+    }
+    let mut seen = BTreeMap::new();
+    for task in tasks {
+        for (job, token) in task.await.unwrap() {
+            assert!(
+                seen.insert(job, token).is_none(),
+                "job {job} was leased twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), jobs, "every job leased exactly once");
+    assert!(seen.values().all(|&token| token == 1));
+
+    // Many leasers racing for one due job: exactly one wins.
+    let single = store
+        .enqueue_job(NewJob {
+            tenant_id: None,
+            kind: "race".into(),
+            key: "one".into(),
+            payload_json: "{}".into(),
+            run_at: now,
+        })
+        .await
+        .unwrap();
+    let racers = futures::future::join_all((0..12).map(|w| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .lease_next(
+                    &format!("racer-{w}"),
+                    &["race"],
+                    Duration::from_secs(60),
+                    now,
+                )
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let winners: Vec<_> = racers.into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1);
+    assert_eq!(winners[0].job.id, single.id);
+}
+
+pub async fn job_fencing_and_lifecycle(db: &TestDb) {
+    let store = db.store.as_ref();
+    let t0 = t("2026-11-21T03:00:00Z");
+    let a = tenant(store, "a").await;
+    let job = store
+        .enqueue_job(NewJob {
+            tenant_id: Some(a),
+            kind: "sync.link".into(),
+            key: "L1".into(),
+            payload_json: "{}".into(),
+            run_at: t0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (job.state, job.fencing_token, job.tenant_id),
+        (JobState::Queued, 0, Some(a))
+    );
+    assert!(
+        store
+            .lease_next(
+                "w1",
+                &[],
+                Duration::from_secs(1),
+                ms(t0.as_millisecond() - 1)
+            )
+            .await
+            .unwrap()
+            .is_none(),
+        "not due yet"
+    );
+    let first = store
+        .lease_next("w1", &[], Duration::from_secs(30), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.fencing_token, 1);
+    assert!(
+        store
+            .lease_next("w2", &[], Duration::from_secs(30), t0)
+            .await
+            .unwrap()
+            .is_none(),
+        "held"
+    );
+    let renewed = store
+        .renew_lease(
+            &first,
+            Duration::from_secs(30),
+            t0.checked_add(20.seconds()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed.expires_at, t0.checked_add(50.seconds()).unwrap());
+    assert!(
+        store
+            .lease_next(
+                "w2",
+                &[],
+                Duration::from_secs(30),
+                t0.checked_add(40.seconds()).unwrap()
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // w1 stalls past its lease; w2 takes over with a larger fencing token; w1's late writes are refused.
+    let later = t0.checked_add(60.seconds()).unwrap();
+    let second = store
+        .lease_next("w2", &[], Duration::from_secs(30), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.fencing_token, 2);
+    assert!(matches!(
+        store.complete_job(&renewed, None, later).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store
+            .renew_lease(&renewed, Duration::from_secs(30), later)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.fail_job(&renewed, "late", None, later).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+
+    // Re-arming a running job does not hand it out twice; it runs again after completion.
+    let rearmed = store
+        .enqueue_job(NewJob {
+            tenant_id: Some(a),
+            kind: "sync.link".into(),
+            key: "L1".into(),
+            payload_json: r#"{"full":true}"#.into(),
+            run_at: later,
+        })
+        .await
+        .unwrap();
+    assert_eq!((rearmed.id, rearmed.state), (job.id, JobState::Running));
+    assert!(
+        store
+            .lease_next("w3", &[], Duration::from_secs(30), later)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.complete_job(&second, None, later).await.unwrap();
+    let queued = store.get_job(job.id).await.unwrap();
+    assert_eq!(
+        (queued.state, queued.payload_json.as_str()),
+        (JobState::Queued, r#"{"full":true}"#)
+    );
+
+    // Failure with a retry time, then a final failure.
+    let third = store
+        .lease_next("w3", &[], Duration::from_secs(30), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.fencing_token, 3);
+    let retry_at = later.checked_add(5.minutes()).unwrap();
+    store
+        .fail_job(&third, "503 from provider", Some(retry_at), later)
+        .await
+        .unwrap();
+    let waiting = store.get_job(job.id).await.unwrap();
+    assert_eq!(
+        (
+            waiting.state,
+            waiting.attempts,
+            waiting.run_at,
+            waiting.last_error.as_deref()
+        ),
+        (JobState::Queued, 1, retry_at, Some("503 from provider"))
+    );
+    assert!(
+        store
+            .lease_next("w3", &[], Duration::from_secs(30), later)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let fourth = store
+        .lease_next("w4", &[], Duration::from_secs(30), retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fourth.fencing_token, 4);
+    store
+        .fail_job(&fourth, "gave up", None, retry_at)
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(job.id).await.unwrap().state, JobState::Failed);
+    assert!(
+        store
+            .lease_next("w4", &[], Duration::from_secs(30), retry_at)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A periodic job completes with its next run time; tokens keep increasing across re-enqueues.
+    store
+        .enqueue_job(NewJob {
+            tenant_id: Some(a),
+            kind: "sync.link".into(),
+            key: "L1".into(),
+            payload_json: "{}".into(),
+            run_at: retry_at,
+        })
+        .await
+        .unwrap();
+    let fifth = store
+        .lease_next("w5", &[], Duration::from_secs(30), retry_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fifth.fencing_token, 5);
+    let next_run = retry_at.checked_add(15.minutes()).unwrap();
+    store
+        .complete_job(&fifth, Some(next_run), retry_at)
+        .await
+        .unwrap();
+    let periodic = store.get_job(job.id).await.unwrap();
+    assert_eq!(
+        (periodic.state, periodic.run_at, periodic.attempts),
+        (JobState::Queued, next_run, 0)
+    );
+    assert!(
+        store
+            .renew_lease(&fifth, Duration::from_secs(5), retry_at)
+            .await
+            .is_err(),
+        "completed lease cannot renew"
+    );
+}
+
+pub async fn webhooks_and_deliveries(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = MasterKey::generate();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let secret = key.seal(Purpose::WebhookSecret, b"whsec_123").unwrap();
+    let new = NewWebhook {
+        url: "https://cms.example/hooks".into(),
+        secret: secret.clone(),
+        events_json: r#"["*"]"#.into(),
+        calendar_id: None,
+    };
+    let hook = store.create_webhook(a, new.clone()).await.unwrap();
+    assert!(hook.enabled);
+    assert_eq!(
+        key.open(
+            Purpose::WebhookSecret,
+            &store.get_webhook(a, hook.id).await.unwrap().secret
+        )
+        .unwrap(),
+        b"whsec_123"
+    );
+    assert!(is_not_found(store.get_webhook(b, hook.id).await));
+    assert!(store.list_webhooks(b).await.unwrap().is_empty());
+    assert_eq!(store.list_webhooks(a).await.unwrap().len(), 1);
+    let delivery = |status: &str, attempt| NewDelivery {
+        subscription_id: hook.id,
+        change_seq: Some(7),
+        event: "event.updated".into(),
+        attempt,
+        status: status.into(),
+        response_status: Some(if status == "delivered" { 200 } else { 500 }),
+        error: (status != "delivered").then(|| "HTTP 500".to_owned()),
+    };
+    assert!(is_not_found(
+        store.record_delivery(b, delivery("failed", 1), 3).await
+    ));
+    store
+        .record_delivery(a, delivery("failed", 1), 3)
+        .await
+        .unwrap();
+    store
+        .record_delivery(a, delivery("failed", 2), 3)
+        .await
+        .unwrap();
+    store
+        .record_delivery(a, delivery("delivered", 3), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_webhook(a, hook.id)
+            .await
+            .unwrap()
+            .consecutive_failures,
+        0,
+        "a success resets the streak"
+    );
+    for attempt in 4..7 {
+        store
+            .record_delivery(a, delivery("failed", attempt), 3)
+            .await
+            .unwrap();
+    }
+    let disabled = store.get_webhook(a, hook.id).await.unwrap();
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.consecutive_failures, 3);
+    assert!(disabled.disabled_reason.unwrap().contains("3 consecutive"));
+    let log = store.list_deliveries(a, hook.id, 100).await.unwrap();
+    assert_eq!(log.len(), 6);
+    assert!(
+        store
+            .list_deliveries(b, hook.id, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let enabled = store
+        .set_webhook_enabled(a, hook.id, true, None)
+        .await
+        .unwrap();
+    assert!(
+        enabled.enabled && enabled.disabled_reason.is_none() && enabled.consecutive_failures == 0
+    );
+    assert!(is_not_found(
+        store
+            .set_webhook_enabled(b, hook.id, false, Some("x"))
+            .await
+    ));
+    assert!(is_not_found(store.delete_webhook(b, hook.id).await));
+    store.delete_webhook(a, hook.id).await.unwrap();
+    assert!(is_not_found(store.get_webhook(a, hook.id).await));
+}
+
+pub async fn rotate_master_round_trip(db: &TestDb) {
+    let store = db.store.as_ref();
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let mut connections = Vec::new();
+    for (tenant_id, secret) in [(a, "pw-a"), (b, "pw-b")] {
+        let cal = calendar(store, tenant_id, "c").await;
+        let conn = store
+            .create_connection(
+                tenant_id,
+                NewConnection {
+                    provider: Provider::Microsoft,
+                    name: "m".into(),
+                    calendar_id: cal.id,
+                    credentials: Some(
+                        old.seal(Purpose::ConnectionCredentials, secret.as_bytes())
+                            .unwrap(),
+                    ),
+                    sync_options_json: "{}".into(),
+                    status: ConnectionStatus::Active,
+                },
+            )
+            .await
+            .unwrap();
+        connections.push((tenant_id, conn.id, secret));
+    }
+    store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Ics,
+                name: "feed without credentials".into(),
+                calendar_id: calendar(store, a, "feed").await.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap();
+    let hook = store
+        .create_webhook(
+            a,
+            NewWebhook {
+                url: "https://x/".into(),
+                secret: old.seal(Purpose::WebhookSecret, b"whsec").unwrap(),
+                events_json: "[]".into(),
+                calendar_id: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // A wrong "old" key fails and changes nothing.
+    let wrong = MasterKey::generate();
+    assert!(matches!(
+        store.rotate_master(&wrong, &new).await,
+        Err(StoreError::Crypto(CryptoError::WrongKey { .. }))
+    ));
+    let (t0, c0, s0) = connections[0];
+    let still_old = store
+        .get_connection(t0, c0)
+        .await
+        .unwrap()
+        .credentials
+        .unwrap();
+    assert_eq!(
+        old.open(Purpose::ConnectionCredentials, &still_old)
+            .unwrap(),
+        s0.as_bytes()
+    );
+
+    assert_eq!(store.rotate_master(&old, &new).await.unwrap(), 3);
+    for (tenant_id, conn, secret) in &connections {
+        let sealed = store
+            .get_connection(*tenant_id, *conn)
+            .await
+            .unwrap()
+            .credentials
+            .unwrap();
+        assert_eq!(
+            new.open(Purpose::ConnectionCredentials, &sealed).unwrap(),
+            secret.as_bytes()
+        );
+        assert!(matches!(
+            old.open(Purpose::ConnectionCredentials, &sealed),
+            Err(CryptoError::WrongKey { .. })
+        ));
+        assert_eq!(sealed.key_id(), Some(new.key_id()));
+    }
+    assert_eq!(
+        new.open(
+            Purpose::WebhookSecret,
+            &store.get_webhook(a, hook.id).await.unwrap().secret
+        )
+        .unwrap(),
+        b"whsec"
+    );
+    // Running the same rotation again (say, after a crash before the config changed) is harmless.
+    assert_eq!(store.rotate_master(&old, &new).await.unwrap(), 0);
+}
+
+pub async fn bad_input_is_refused_and_changes_nothing(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let cal = calendar(store, a, "c").await;
+    assert!(matches!(
+        store.create_tenant("  ").await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .create_calendar(
+                a,
+                NewCalendar {
+                    name: "".into(),
+                    time_zone: "UTC".into(),
+                    owner: None
+                }
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let mut bad_model = new_series(cal.id, "bad", OccurrenceSet::default());
+    bad_model.model_json = "{not json".into();
+    assert!(matches!(
+        store.create_series(a, bad_model).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let inverted = single(t("2026-01-02T00:00:00Z"), t("2026-01-01T00:00:00Z"));
+    assert!(matches!(
+        store
+            .create_series(a, new_series(cal.id, "inv", inverted))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let twice = OccurrenceSet {
+        rows: vec![
+            NewOccurrence {
+                recurrence_id: Some("R".into()),
+                start: t("2026-01-01T00:00:00Z"),
+                end: t("2026-01-01T01:00:00Z"),
+                all_day: false,
+                data: None,
+            },
+            NewOccurrence {
+                recurrence_id: Some("R".into()),
+                start: t("2026-01-02T00:00:00Z"),
+                end: t("2026-01-02T01:00:00Z"),
+                all_day: false,
+                data: None,
+            },
+        ],
+        expanded_until: None,
+    };
+    assert!(matches!(
+        store
+            .create_series(a, new_series(cal.id, "dup-rid", twice))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    // A failing write inside a transaction leaves nothing behind: the series row is rolled back with it.
+    let s = store
+        .create_series(a, new_series(cal.id, "ok", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_series_by_uid(a, cal.id, "bad")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_series_by_uid(a, cal.id, "inv")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.list_series(a, cal.id, None, 100).await.unwrap(),
+        vec![s]
+    );
+    assert!(matches!(
+        OccurrenceCursor::parse("garbage"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        OccurrenceCursor::parse("1.not-a-uuid.00"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .lease_next("w", &[], Duration::ZERO, Timestamp::now())
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        calbridge_store::connect("mysql://x").await,
+        Err(StoreError::Invalid(_))
+    ));
+}
