@@ -154,12 +154,26 @@ fn first_start_bootstraps_once() {
     let reader = token_in(&String::from_utf8(made.stdout).unwrap()).unwrap();
     assert_eq!(get(&second.addr, "/v1/calendar/calendars", &reader), 200);
     assert_eq!(get(&second.addr, "/v1/calendar/keys", &reader), 403);
-    let listed = Command::new(BIN).current_dir(dir.path()).args(["keys", "list", "--tenant", "site-2"]).output().unwrap();
+    let listed = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["keys", "list", "--tenant", "site-2"])
+        .output()
+        .unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
     let prefix = &reader[4..20];
-    assert!(listed.contains(prefix) && listed.contains("active"), "{listed}");
-    assert!(!listed.contains(&reader[21..]), "listings never show secrets");
-    let revoked = Command::new(BIN).current_dir(dir.path()).args(["keys", "revoke", "--tenant", "site-2", prefix]).output().unwrap();
+    assert!(
+        listed.contains(prefix) && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&reader[21..]),
+        "listings never show secrets"
+    );
+    let revoked = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["keys", "revoke", "--tenant", "site-2", prefix])
+        .output()
+        .unwrap();
     assert!(revoked.status.success(), "{revoked:?}");
     assert_eq!(get(&second.addr, "/v1/calendar/calendars", &reader), 401);
     stop(second);
