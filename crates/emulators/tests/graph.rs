@@ -271,6 +271,29 @@ async fn calendar_view_window_rules_paging_and_time_zones() {
         day4["start"],
         json!({"dateTime": "2026-03-04T03:00:00.0000000", "timeZone": "America/Los_Angeles"})
     );
+
+    // Windows zone names work both ways: in the request body and in Prefer.
+    let windows = json!({"subject": "windows", "start": {"dateTime": "2026-07-01T09:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": "2026-07-01T10:00:00", "timeZone": "W. Europe Standard Time"}});
+    let (status, made) = json_of(
+        api.post("/v1.0/me/events", &windows)
+            .header("Prefer", "outlook.timezone=\"Pacific Standard Time\"")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(made["originalStartTimeZone"], "W. Europe Standard Time");
+    // 09:00 CEST = 07:00Z = 00:00 PDT.
+    assert_eq!(
+        made["start"],
+        json!({"dateTime": "2026-07-01T00:00:00.0000000", "timeZone": "Pacific Standard Time"})
+    );
+    let bad_zone = json!({"subject": "x", "start": {"dateTime": "2026-07-01T09:00:00", "timeZone": "Mars Standard Time"}, "end": {"dateTime": "2026-07-01T10:00:00", "timeZone": "Mars Standard Time"}});
+    let (status, err) = json_of(api.post("/v1.0/me/events", &bad_zone).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "TimeZoneNotSupportedException");
 }
 
 fn ids(items: &[Value]) -> BTreeSet<String> {

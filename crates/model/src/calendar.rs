@@ -364,7 +364,8 @@ impl Calendar {
             match child.name.as_str() {
                 "VTIMEZONE" => calendar.timezones.push(child),
                 "VEVENT" => {
-                    let event = Event::from_component(&child)?;
+                    let line = child.line;
+                    let event = Event::from_owned_component(child)?;
                     let index = *by_uid.entry(event.uid.clone()).or_insert_with(|| {
                         calendar.series.push(EventSeries {
                             source: Some(Vec::new()),
@@ -377,7 +378,7 @@ impl Calendar {
                     };
                     let duplicate = |recurrence_id: Option<String>| {
                         ParseError::new(
-                            child.line,
+                            line,
                             ParseErrorKind::DuplicateEvent {
                                 uid: event.uid.clone(),
                                 recurrence_id,
