@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 if [ -n "${CALBRIDGE_PYTHON:-}" ]; then
   ST=("$CALBRIDGE_PYTHON" -m schemathesis.cli)
 elif [ -x .venv/bin/schemathesis ]; then
-  ST=(.venv/bin/schemathesis)
+  ST=("$PWD/.venv/bin/schemathesis")
 else
   echo "schemathesis suite: no CALBRIDGE_PYTHON and no .venv; run scripts/setup-peers.sh" >&2
   exit 1
@@ -16,7 +16,7 @@ fi
 
 cargo build --quiet --locked -p calbridge
 target_dir="${CARGO_TARGET_DIR:-target}"
-bin="$target_dir/debug/calbridge"
+bin="$(cd "$target_dir" && pwd)/debug/calbridge"
 
 work="$(mktemp -d)"
 server_pid=""
@@ -43,7 +43,8 @@ if [ -z "$key" ]; then echo "schemathesis suite: no bootstrap key printed" >&2; 
 curl -fsS -X POST "http://127.0.0.1:$port/v1/calendar/calendars" -H "authorization: Bearer $key" \
   -H 'content-type: application/json' -d '{"name":"fuzz","time_zone":"Europe/Berlin"}' >/dev/null
 
-"${ST[@]}" run "http://127.0.0.1:$port/v1/openapi.json" \
+# Run from the scratch directory: schemathesis keeps a cache in its working directory.
+(cd "$work" && "${ST[@]}" run "http://127.0.0.1:$port/v1/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance \
   --phases examples,coverage,fuzzing \
@@ -53,7 +54,7 @@ curl -fsS -X POST "http://127.0.0.1:$port/v1/calendar/calendars" -H "authorizati
   --workers 2 \
   --request-timeout 10 \
   --no-color \
-  --report-dir "$work/report"
+  --report-dir "$work/report")
 
 # The server must still be up after all that.
 curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null

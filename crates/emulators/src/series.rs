@@ -6,6 +6,7 @@ use calbridge_model::datetime::{CalDateTime, DateOrPeriod, TzId, ValueType};
 use calbridge_model::expand::{
     ExpandOptions, OccurrenceTime, SeriesEnd, SeriesInput, Window, expand,
 };
+use calbridge_model::mapping::graph::{PatternedRecurrence, to_rrule};
 use calbridge_model::rrule::RRule;
 use calbridge_model::tz::TzResolver;
 use jiff::tz::TimeZone;
@@ -134,8 +135,44 @@ fn add_line(series: &mut SeriesInput, line: &str) {
     }
 }
 
-/// The Graph patternedRecurrence → RRULE mapping belongs to `calbridge-model`; until it is there Graph
-/// series yield no generated occurrences (stored exceptions still show).
-fn add_graph_pattern(_series: &mut SeriesInput, _master: &StoredEvent) -> Option<()> {
-    None
+/// Graph patternedRecurrence → RRULE through the model's mapping; the rule runs in `recurrenceTimeZone`
+/// when given (for `endDate`), the event's zone otherwise.
+fn add_graph_pattern(series: &mut SeriesInput, master: &StoredEvent) -> Option<()> {
+    let rec: PatternedRecurrence =
+        serde_json::from_value(master.body.get("recurrence")?.clone()).ok()?;
+    let zone = rec
+        .range
+        .recurrence_time_zone
+        .as_deref()
+        .and_then(crate::graph::resolve_zone)
+        .or_else(|| TimeZone::get(&master.zone).ok())
+        .unwrap_or(TimeZone::UTC);
+    series
+        .rrules
+        .push(to_rrule(&rec, &zone, master.all_day).ok()?);
+    Some(())
+}
+
+/// Whether a (normalised) Graph recurrence maps to a rule; the reason when it does not.
+pub(crate) fn check_graph_pattern(recurrence: &Value, all_day: bool) -> Result<(), String> {
+    let rec: PatternedRecurrence =
+        serde_json::from_value(recurrence.clone()).map_err(|e| e.to_string())?;
+    to_rrule(&rec, &TimeZone::UTC, all_day)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The original starts of the occurrences just before and after `original` (for Graph's rule that a
+/// moved occurrence may not cross its neighbours' days).
+pub(crate) fn neighbours(
+    master: &StoredEvent,
+    original: Timestamp,
+) -> (Option<Timestamp>, Option<Timestamp>) {
+    let span = SignedDuration::from_hours(24 * 400);
+    let from = original.checked_sub(span).ok();
+    let to = original.checked_add(span).ok();
+    let all = occurrences(master, from, to);
+    let before = all.iter().rev().find(|t| **t < original).copied();
+    let after = all.iter().find(|t| **t > original).copied();
+    (before, after)
 }

@@ -257,7 +257,16 @@ async fn full_sync(api: &Api, first: &str) -> (Vec<Value>, usize, String) {
         let (status, body) = json_of(api.get(&url).send().await.unwrap()).await;
         assert_eq!(status, 200, "{body}");
         pages += 1;
-        items.extend(body["items"].as_array().unwrap().iter().cloned());
+        let page = body["items"].as_array().unwrap();
+        if let Some(max) = first
+            .split("maxResults=")
+            .nth(1)
+            .and_then(|m| m.split('&').next())
+            .and_then(|m| m.parse::<usize>().ok())
+        {
+            assert!(page.len() <= max, "a page holds at most maxResults items");
+        }
+        items.extend(page.iter().cloned());
         match (body.get("nextPageToken"), body.get("nextSyncToken")) {
             (Some(p), None) => page_token = Some(p.as_str().unwrap().to_string()),
             (None, Some(s)) => return (items, pages, s.as_str().unwrap().to_string()),
