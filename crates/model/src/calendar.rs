@@ -313,6 +313,18 @@ impl Calendar {
         })
     }
 
+    /// Every TZID the series of this calendar refer to (any TZID parameter, alarms included), each once,
+    /// in order of first use.
+    pub fn tzids_used(&self) -> Vec<String> {
+        let mut tzids = Vec::new();
+        for series in &self.series {
+            for component in series.to_components() {
+                collect_tzids(&component, &mut tzids);
+            }
+        }
+        tzids
+    }
+
     /// Drops the kept original bytes of the calendar and of every series, so [`crate::ical::write`]
     /// serializes everything from the parsed form (canonical property order, CRLF, folding).
     #[must_use]
