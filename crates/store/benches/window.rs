@@ -4,7 +4,12 @@
 //! that the bounded keyset query replaces, as a ratio.
 //!
 //! `cargo bench -p calbridge-store --bench window` (env: `CALBRIDGE_BENCH_SERIES`, `CALBRIDGE_TEST_POSTGRES_URL`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +24,10 @@ const DAY: i64 = 24 * HOUR;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % bound
     }
 }
@@ -32,11 +40,17 @@ async fn populate(store: Arc<dyn Store>, n: usize) -> (TenantId, Vec<CalendarId>
     let tenant = store.create_tenant("bench").await.unwrap().id;
     let mut calendars = Vec::new();
     for i in 0..10 {
-        let cal = NewCalendar { name: format!("cal {i}"), time_zone: "Europe/Berlin".into(), owner: None };
+        let cal = NewCalendar {
+            name: format!("cal {i}"),
+            time_zone: "Europe/Berlin".into(),
+            owner: None,
+        };
         calendars.push(store.create_calendar(tenant, cal).await.unwrap().id);
     }
-    let year = Timestamp::from_second(1_767_225_600).unwrap().as_millisecond(); // 2026-01-01
-    let writers = 8;
+    let year = Timestamp::from_second(1_767_225_600)
+        .unwrap()
+        .as_millisecond(); // 2026-01-01
+    let writers = 4;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -44,6 +58,7 @@ async fn populate(store: Arc<dyn Store>, n: usize) -> (TenantId, Vec<CalendarId>
         let calendars = calendars.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = Lcg(w as u64 + 1);
+            let mut batch = Vec::new();
             for i in (w..n).step_by(writers) {
                 let start = year + rng.next(365 * 24) as i64 * HOUR;
                 let length = (1 + rng.next(4) as i64) * HOUR / 2;
@@ -77,15 +92,22 @@ async fn populate(store: Arc<dyn Store>, n: usize) -> (TenantId, Vec<CalendarId>
                     hash: format!("{i:016x}"),
                     occurrences: OccurrenceSet { rows, expanded_until: Some(ms(year + 365 * DAY)) },
                 };
-                store.create_series(tenant, series).await.unwrap();
+                batch.push(series);
+                if batch.len() == 500 {
+                    store.create_series_batch(tenant, std::mem::take(&mut batch)).await.unwrap();
+                }
             }
+            store.create_series_batch(tenant, batch).await.unwrap();
         }));
     }
     for task in tasks {
         task.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("  populate: {n} series in {secs:.1} s ({:.0} series/s)", n as f64 / secs);
+    println!(
+        "  populate: {n} series in {secs:.1} s ({:.0} series/s)",
+        n as f64 / secs
+    );
     (tenant, calendars)
 }
 
@@ -115,19 +137,47 @@ enum Raw {
 }
 
 /// The peer: the plain overlap predicate, no lower bound on start, same ORDER BY and LIMIT.
-async fn naive_page(raw: &Raw, tenant: TenantId, from: Timestamp, to: Timestamp, limit: i64) -> usize {
+async fn naive_page(
+    raw: &Raw,
+    tenant: TenantId,
+    from: Timestamp,
+    to: Timestamp,
+    limit: i64,
+) -> usize {
     let sql = "SELECT series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data FROM occurrences \
                WHERE tenant_id = $1 AND start_utc < $3 AND end_utc > $2 \
                ORDER BY start_utc, series_id, recurrence_id LIMIT $4";
-    let (from, to, tenant) = (from.as_millisecond(), to.as_millisecond(), tenant.to_string());
+    let (from, to, tenant) = (
+        from.as_millisecond(),
+        to.as_millisecond(),
+        tenant.to_string(),
+    );
     match raw {
         Raw::Sqlite(s) => {
-            let q = sqlx::query(sql).bind(tenant).bind(from).bind(to).bind(limit);
-            q.fetch_all(s.pool()).await.unwrap().iter().filter(|r| !r.is_empty()).count()
+            let q = sqlx::query(sql)
+                .bind(tenant)
+                .bind(from)
+                .bind(to)
+                .bind(limit);
+            q.fetch_all(s.pool())
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| !r.is_empty())
+                .count()
         }
         Raw::Pg(p) => {
-            let q = sqlx::query(sql).bind(tenant).bind(from).bind(to).bind(limit);
-            q.fetch_all(p.pool()).await.unwrap().iter().filter(|r| !r.is_empty()).count()
+            let q = sqlx::query(sql)
+                .bind(tenant)
+                .bind(from)
+                .bind(to)
+                .bind(limit);
+            q.fetch_all(p.pool())
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| !r.is_empty())
+                .count()
         }
     }
 }
@@ -144,13 +194,22 @@ async fn measure(name: &str, store: Arc<dyn Store>, raw: Raw, n: usize) {
     let mut peer = Vec::new();
     for round in 0..rounds {
         for (from, to) in months() {
-            let query = OccurrenceQuery { start: from, end: to, calendar_id: None, after: None, limit: 100 };
+            let query = OccurrenceQuery {
+                start: from,
+                end: to,
+                calendar_id: None,
+                after: None,
+                limit: 100,
+            };
             let t0 = Instant::now();
             let page = store.list_occurrences(tenant, &query).await.unwrap();
             ours.push(t0.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(page.items.len(), 100);
 
-            let query = OccurrenceQuery { calendar_id: Some(calendars[round % calendars.len()]), ..query };
+            let query = OccurrenceQuery {
+                calendar_id: Some(calendars[round % calendars.len()]),
+                ..query
+            };
             let t0 = Instant::now();
             store.list_occurrences(tenant, &query).await.unwrap();
             per_calendar.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -161,12 +220,21 @@ async fn measure(name: &str, store: Arc<dyn Store>, raw: Raw, n: usize) {
         }
     }
     let (p50, p99) = (percentile(&mut ours, 0.5), percentile(&mut ours, 0.99));
-    let (c50, c99) = (percentile(&mut per_calendar, 0.5), percentile(&mut per_calendar, 0.99));
+    let (c50, c99) = (
+        percentile(&mut per_calendar, 0.5),
+        percentile(&mut per_calendar, 0.99),
+    );
     let (n50, n99) = (percentile(&mut peer, 0.5), percentile(&mut peer, 0.99));
-    println!("  first page of 100, one-month window, {} queries:", ours.len());
+    println!(
+        "  first page of 100, one-month window, {} queries:",
+        ours.len()
+    );
     println!("    bounded keyset query     p50 {p50:.2} ms  p99 {p99:.2} ms");
     println!("    same, one calendar       p50 {c50:.2} ms  p99 {c99:.2} ms");
-    println!("    peer: plain overlap      p50 {n50:.2} ms  p99 {n99:.2} ms  (peer/ours p50 = {:.1}x)", n50 / p50);
+    println!(
+        "    peer: plain overlap      p50 {n50:.2} ms  p99 {n99:.2} ms  (peer/ours p50 = {:.1}x)",
+        n50 / p50
+    );
 
     // Walk a whole month (December: every weekly series has a row there) page by page.
     let (from, to) = months()[11];
@@ -176,7 +244,16 @@ async fn measure(name: &str, store: Arc<dyn Store>, raw: Raw, n: usize) {
     let mut pages = 0;
     loop {
         let page = store
-            .list_occurrences(tenant, &OccurrenceQuery { start: from, end: to, calendar_id: None, after, limit: 100 })
+            .list_occurrences(
+                tenant,
+                &OccurrenceQuery {
+                    start: from,
+                    end: to,
+                    calendar_id: None,
+                    after,
+                    limit: 100,
+                },
+            )
             .await
             .unwrap();
         rows += page.items.len();
@@ -187,13 +264,20 @@ async fn measure(name: &str, store: Arc<dyn Store>, raw: Raw, n: usize) {
         }
     }
     let walk = t0.elapsed().as_secs_f64() * 1000.0;
-    println!("  full walk of December: {rows} occurrences in {pages} pages, {walk:.0} ms ({:.2} ms/page)", walk / pages as f64);
+    println!(
+        "  full walk of December: {rows} occurrences in {pages} pages, {walk:.0} ms ({:.2} ms/page)",
+        walk / pages as f64
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::var("CALBRIDGE_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let dir = std::env::temp_dir().join(format!("calbridge-bench-{}", uuid::Uuid::now_v7().simple()));
+    let n: usize = std::env::var("CALBRIDGE_BENCH_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir =
+        std::env::temp_dir().join(format!("calbridge-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("bench.db").display());
     let sqlite = SqliteStore::connect(&url).await.unwrap();
@@ -209,12 +293,18 @@ async fn main() {
         return;
     };
     let name = format!("calbridge_bench_{}", uuid::Uuid::now_v7().simple());
-    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+        .unwrap();
     {
-        let pg = PgStore::connect_with(admin.clone().database(&name)).await.unwrap();
+        let pg = PgStore::connect_with(admin.clone().database(&name))
+            .await
+            .unwrap();
         pg.migrate().await.unwrap();
         measure("PostgreSQL", Arc::new(pg.clone()), Raw::Pg(pg.clone()), n).await;
         pg.pool().close().await;
     }
-    conn.execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str()).await.unwrap();
+    conn.execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str())
+        .await
+        .unwrap();
 }
