@@ -15,11 +15,19 @@ export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+mkdir -p target
+cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 
-# Suites that drive the built binary from outside (differential oracles, schemathesis, ...).
+# Suites that drive the built binary from outside (differential oracles, schemathesis, ...). Each one
+# exits non-zero on any failure, which stops this script.
+suites=0
 for suite in scripts/suites/*.sh; do
   [ -e "$suite" ] || continue
   echo "== $suite"
   bash "$suite"
+  suites=$((suites + 1))
 done
+
+# One closing line for the whole run: every cargo test plus every suite (each suite counts once).
+read -r passed failed < <(awk '/^test result: /{for(i=2;i<=NF;i++){if($i=="passed;")p+=$(i-1); if($i=="failed;")f+=$(i-1)}} END{print p+0, f+0}' target/cargo-test.log)
+echo "calbridge: $((passed + suites)) passed, ${failed} failed"

@@ -35,6 +35,9 @@ pub struct Cursor {
     /// offset for listings that are not walked in log order (Google orderBy=startTime)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub off: Option<usize>,
+    /// A page that ended inside one log entry: (its sequence, items of it already served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<(u64, usize)>,
 }
 
 impl Cursor {
@@ -69,6 +72,7 @@ mod tests {
             ep: 7,
             f: 8,
             off: None,
+            part: Some((9, 2)),
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("not a token!"), None);

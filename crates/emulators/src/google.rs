@@ -507,6 +507,7 @@ fn list_events(app: &Arc<Shared>, mailbox: usize, cid: &str, req: &Req) -> Reply
             ep: mb.epoch,
             f: flags,
             off: if order_by_start { Some(0) } else { None },
+            part: None,
         }
     };
     let from = cursor.ws.and_then(|m| Timestamp::from_millisecond(m).ok());
@@ -541,18 +542,29 @@ fn list_events(app: &Arc<Shared>, mailbox: usize, cid: &str, req: &Req) -> Reply
         } else {
             cal.log.range(0..0)
         };
-        for (&seq, id) in span {
-            if items.len() >= cursor.ps {
-                next = Some(Cursor {
-                    after: last,
-                    ..cursor.clone()
-                });
-                break;
+        // An expanded series may not fit one page: `part` remembers how much of its entry was served.
+        'entries: for (&seq, id) in span {
+            let Some(ev) = cal.events.get(id) else {
+                last = seq;
+                continue;
+            };
+            let skip = match cursor.part {
+                Some((partial, served)) if partial == seq => served,
+                _ => 0,
+            };
+            let entry = items_for(cal, ev, cursor.f, incremental, from, to);
+            for (k, item) in entry.into_iter().enumerate().skip(skip) {
+                if items.len() >= cursor.ps {
+                    next = Some(Cursor {
+                        after: last,
+                        part: Some((seq, k)),
+                        ..cursor.clone()
+                    });
+                    break 'entries;
+                }
+                items.push(item);
             }
             last = seq;
-            if let Some(ev) = cal.events.get(id) {
-                items.extend(items_for(cal, ev, cursor.f, incremental, from, to));
-            }
         }
     }
     let mut body = json!({
@@ -573,6 +585,7 @@ fn list_events(app: &Arc<Shared>, mailbox: usize, cid: &str, req: &Req) -> Reply
                 from: cursor.upto.max(1),
                 after: cursor.upto.max(1),
                 off: None,
+                part: None,
                 ws: None,
                 we: None,
                 ..cursor

@@ -1109,6 +1109,14 @@ fn normalise_recurrence(v: &Value) -> Result<Value, Reply> {
     Ok(json!({"pattern": p, "range": r}))
 }
 
+fn check_recurrence(ev: &StoredEvent) -> Result<(), Reply> {
+    match ev.body.get("recurrence") {
+        Some(r) if !r.is_null() => crate::series::check_graph_pattern(r, ev.all_day)
+            .map_err(|e| invalid(&format!("The recurrence pattern is not valid: {e}"))),
+        _ => Ok(()),
+    }
+}
+
 fn new_id(store: &mut crate::store::Store) -> String {
     format!("AAMkAG{}AAA=", store.next_hex_id())
 }
@@ -1178,6 +1186,9 @@ fn create_event(
         modified: now,
     };
     if let Err(r) = apply_times(&mut ev) {
+        return r;
+    }
+    if let Err(r) = check_recurrence(&ev) {
         return r;
     }
     if store
@@ -1300,6 +1311,27 @@ fn update_event(app: &Arc<Shared>, mailbox: usize, id: &str, req: &Req, zone: &O
     }
     if let Err(r) = apply_times(&mut ev) {
         return r;
+    }
+    if let Err(r) = check_recurrence(&ev) {
+        return r;
+    }
+    if ev.kind == Kind::Exception
+        && let (Some(master_id), Some(original)) = (ev.master_id.clone(), ev.original_start)
+        && let Some((_, master)) = mb.find_event(&master_id)
+    {
+        // A moved occurrence may not land on or past the day of an adjacent occurrence [doc event-update].
+        let zone = TimeZone::get(&master.zone).unwrap_or(TimeZone::UTC);
+        let day = |t: Timestamp| t.to_zoned(zone.clone()).date();
+        let (before, after) = crate::series::neighbours(master, original);
+        let crosses = before.is_some_and(|b| day(ev.start) <= day(b))
+            || after.is_some_and(|a| day(ev.start) >= day(a));
+        if crosses {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ErrorOccurrenceCrossingBoundary",
+                "Modified occurrence is crossing or overlapping adjacent occurrence.",
+            );
+        }
     }
     if ev.kind == Kind::Single && ev.body.get("recurrence").is_some_and(|r| !r.is_null()) {
         ev.kind = Kind::Master;
@@ -1540,6 +1572,7 @@ fn delta(
                 ep: mb.epoch,
                 f: 0,
                 off: None,
+                part: None,
             }
         }
     };
@@ -1552,55 +1585,44 @@ fn delta(
     let mut items = Vec::new();
     let mut last = cursor.after;
     let mut exhausted = true;
+    let mut part = None;
     let span = if cursor.after < cursor.upto {
         cal.log.range(cursor.after + 1..=cursor.upto)
     } else {
         cal.log.range(0..0)
     };
-    for (&seq, id) in span {
-        if items.len() >= cursor.ps {
-            exhausted = false;
-            break;
-        }
-        last = seq;
+    // A series contributes one item per instance; a page may end inside it (`part` = entry and items
+    // already served), so maxpagesize is a hard limit.
+    'entries: for (&seq, id) in span {
         let Some(ev) = cal.events.get(id) else {
+            last = seq;
             continue;
         };
-        match ev.kind {
-            Kind::Single | Kind::Exception => {
-                let visible = !ev.deleted && ev.overlaps(ws, we);
-                if visible {
-                    let mut v = render(ev, zone);
-                    v["@odata.type"] = json!("#microsoft.graph.event");
-                    items.push(v);
-                } else if !initial {
-                    // Deleted, or changed outside the window: reported as removed [doc].
-                    items.push(removed(&ev.id));
-                }
+        let skip = match cursor.part {
+            Some((partial, served)) if partial == seq => served,
+            _ => 0,
+        };
+        for (k, item) in delta_items(cal, ev, initial, ws, we)
+            .into_iter()
+            .enumerate()
+            .skip(skip)
+        {
+            if items.len() >= cursor.ps {
+                exhausted = false;
+                part = Some((seq, k));
+                break 'entries;
             }
-            Kind::Master => {
-                let starts = generated(cal, ev, ws, we);
-                if ev.deleted {
-                    if !initial {
-                        items.extend(
-                            starts
-                                .iter()
-                                .map(|s| removed(&instance_id(&ev.id, *s, ev.all_day))),
-                        );
-                        items.push(removed(&ev.id));
-                    }
-                } else if starts.is_empty() {
-                    if !initial {
-                        items.push(removed(&ev.id));
-                    }
-                } else {
-                    for s in starts {
-                        let mut v = render_occurrence(ev, s, zone);
-                        v["@odata.type"] = json!("#microsoft.graph.event");
-                        items.push(v);
-                    }
-                }
-            }
+            items.push(match item {
+                DeltaItem::Full(e) => render(e, zone),
+                DeltaItem::Occurrence(m, start) => render_occurrence(m, start, zone),
+                DeltaItem::Removed(id) => removed(&id),
+            });
+        }
+        last = seq;
+    }
+    for item in &mut items {
+        if item.get("@removed").is_none() {
+            item["@odata.type"] = json!("#microsoft.graph.event");
         }
     }
     let mut body = json!({"@odata.context": CONTEXT_EVENTS, "value": items});
@@ -1608,6 +1630,7 @@ fn delta(
         let next = Cursor {
             from: cursor.upto,
             after: cursor.upto,
+            part: None,
             ..cursor.clone()
         };
         body["@odata.deltaLink"] =
@@ -1615,6 +1638,7 @@ fn delta(
     } else {
         let next = Cursor {
             after: last,
+            part,
             ..cursor.clone()
         };
         body["@odata.nextLink"] =
@@ -1626,6 +1650,59 @@ fn delta(
         reply = reply.header("Preference-Applied", format!("odata.maxpagesize={ps}"));
     }
     reply
+}
+
+enum DeltaItem<'a> {
+    Full(&'a StoredEvent),
+    Occurrence(&'a StoredEvent, Timestamp),
+    Removed(String),
+}
+
+/// What one change-log entry contributes to a delta round.
+fn delta_items<'a>(
+    cal: &crate::store::Calendar,
+    ev: &'a StoredEvent,
+    initial: bool,
+    ws: Option<Timestamp>,
+    we: Option<Timestamp>,
+) -> Vec<DeltaItem<'a>> {
+    match ev.kind {
+        Kind::Single | Kind::Exception => {
+            if !ev.deleted && ev.overlaps(ws, we) {
+                vec![DeltaItem::Full(ev)]
+            } else if !initial {
+                // Deleted, or changed outside the window: reported as removed [doc].
+                vec![DeltaItem::Removed(ev.id.clone())]
+            } else {
+                Vec::new()
+            }
+        }
+        Kind::Master => {
+            let starts = generated(cal, ev, ws, we);
+            if ev.deleted {
+                if initial {
+                    return Vec::new();
+                }
+                let mut out: Vec<DeltaItem<'a>> = starts
+                    .iter()
+                    .map(|s| DeltaItem::Removed(instance_id(&ev.id, *s, ev.all_day)))
+                    .collect();
+                out.push(DeltaItem::Removed(ev.id.clone()));
+                out
+            } else if starts.is_empty() {
+                if initial {
+                    Vec::new()
+                } else {
+                    vec![DeltaItem::Removed(ev.id.clone())]
+                }
+            } else {
+                starts
+                    .into_iter()
+                    .map(|s| DeltaItem::Occurrence(ev, s))
+                    .collect()
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

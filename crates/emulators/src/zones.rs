@@ -1,10 +1,9 @@
-//! Windows ↔ IANA zone names for Graph. The CLDR mapping belongs to `calbridge-model`; until it lands there
-//! the emulator knows no Windows names and reports IANA names, which Graph also accepts [doc].
+//! Windows ↔ IANA zone names for Graph, from `calbridge-model`'s CLDR table.
 
-pub(crate) fn windows_to_iana(_windows: &str) -> Option<&'static str> {
-    None
+pub(crate) fn windows_to_iana(windows: &str) -> Option<&'static str> {
+    calbridge_model::tz::windows_to_iana(windows)
 }
 
-pub(crate) fn iana_to_windows(_iana: &str) -> Option<&'static str> {
-    None
+pub(crate) fn iana_to_windows(iana: &str) -> Option<&'static str> {
+    calbridge_model::tz::iana_to_windows(iana)
 }

@@ -257,7 +257,16 @@ async fn full_sync(api: &Api, first: &str) -> (Vec<Value>, usize, String) {
         let (status, body) = json_of(api.get(&url).send().await.unwrap()).await;
         assert_eq!(status, 200, "{body}");
         pages += 1;
-        items.extend(body["items"].as_array().unwrap().iter().cloned());
+        let page = body["items"].as_array().unwrap();
+        if let Some(max) = first
+            .split("maxResults=")
+            .nth(1)
+            .and_then(|m| m.split('&').next())
+            .and_then(|m| m.parse::<usize>().ok())
+        {
+            assert!(page.len() <= max, "a page holds at most maxResults items");
+        }
+        items.extend(page.iter().cloned());
         match (body.get("nextPageToken"), body.get("nextSyncToken")) {
             (Some(p), None) => page_token = Some(p.as_str().unwrap().to_string()),
             (None, Some(s)) => return (items, pages, s.as_str().unwrap().to_string()),
@@ -465,6 +474,61 @@ async fn cancelled_instances_carry_recurring_event_id_and_original_start() {
             .any(|i| i["id"] == master_id.as_str()),
         "singleEvents omits masters"
     );
+    // Expanded: 5 weekly instances minus the cancelled one, the moved one as its exception, in start order.
+    let (_, listing) = json_of(
+        api.get(&format!(
+            "{EVENTS}?maxResults=50&singleEvents=true&orderBy=startTime"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let starts: Vec<(String, String)> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["start"]["dateTime"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(starts.len(), 4, "{starts:?}");
+    assert_eq!(
+        starts[0],
+        (
+            format!("{master_id}_20260406T070000Z"),
+            "2026-04-06T09:00:00+02:00".to_string()
+        )
+    );
+    assert_eq!(starts[1].0, moved);
+    assert_eq!(
+        starts[3],
+        (
+            format!("{master_id}_20260504T070000Z"),
+            "2026-05-04T09:00:00+02:00".to_string()
+        )
+    );
+    for item in listing["items"].as_array().unwrap() {
+        assert_eq!(item["recurringEventId"], master_id.as_str());
+        assert_eq!(
+            item["iCalUID"], master["iCalUID"],
+            "instances share the iCalUID"
+        );
+        assert!(item.get("recurrence").is_none());
+    }
+    let (_, window) = json_of(
+        api.get(&format!(
+            "{EVENTS}?singleEvents=true&timeMin=2026-04-26T00:00:00Z&timeMax=2026-05-10T00:00:00Z"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(window["items"].as_array().unwrap().len(), 2, "{window}");
     let (_, inst) = json_of(
         api.get(&format!("{EVENTS}/{master_id}/instances?showDeleted=true"))
             .send()
@@ -479,6 +543,15 @@ async fn cancelled_instances_carry_recurring_event_id_and_original_start() {
         .map(|i| i["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&instance.as_str()) && ids.contains(&moved.as_str()));
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    let (_, inst) = json_of(
+        api.get(&format!("{EVENTS}/{master_id}/instances"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(inst["items"].as_array().unwrap().len(), 4);
 
     // Deleting the series deletes its exceptions too.
     assert_eq!(

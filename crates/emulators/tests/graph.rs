@@ -271,6 +271,29 @@ async fn calendar_view_window_rules_paging_and_time_zones() {
         day4["start"],
         json!({"dateTime": "2026-03-04T03:00:00.0000000", "timeZone": "America/Los_Angeles"})
     );
+
+    // Windows zone names work both ways: in the request body and in Prefer.
+    let windows = json!({"subject": "windows", "start": {"dateTime": "2026-07-01T09:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": "2026-07-01T10:00:00", "timeZone": "W. Europe Standard Time"}});
+    let (status, made) = json_of(
+        api.post("/v1.0/me/events", &windows)
+            .header("Prefer", "outlook.timezone=\"Pacific Standard Time\"")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(made["originalStartTimeZone"], "W. Europe Standard Time");
+    // 09:00 CEST = 07:00Z = 00:00 PDT.
+    assert_eq!(
+        made["start"],
+        json!({"dateTime": "2026-07-01T00:00:00.0000000", "timeZone": "Pacific Standard Time"})
+    );
+    let bad_zone = json!({"subject": "x", "start": {"dateTime": "2026-07-01T09:00:00", "timeZone": "Mars Standard Time"}, "end": {"dateTime": "2026-07-01T10:00:00", "timeZone": "Mars Standard Time"}});
+    let (status, err) = json_of(api.post("/v1.0/me/events", &bad_zone).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "TimeZoneNotSupportedException");
 }
 
 fn ids(items: &[Value]) -> BTreeSet<String> {
@@ -309,7 +332,7 @@ async fn delta_round(api: &Api, first: &str, page_size: usize) -> (Vec<Value>, u
             "https://graph.microsoft.com/v1.0/$metadata#Collection(event)"
         );
         let page: Vec<Value> = body["value"].as_array().unwrap().clone();
-        assert!(page.len() <= page_size.max(1) + 1);
+        assert!(page.len() <= page_size, "maxpagesize is a hard limit");
         for item in &page {
             assert_eq!(item["@odata.type"], "#microsoft.graph.event");
         }
@@ -560,6 +583,89 @@ async fn series_master_echoes_recurrence_and_an_edited_occurrence_becomes_an_exc
     )
     .await;
     assert_eq!(status, 400, "instances needs a window");
+
+    // Expansion: the four Mondays of April, the second one as the exception.
+    let starts: Vec<(String, String, String)> = list
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().into(),
+                i["type"].as_str().unwrap().into(),
+                i["start"]["dateTime"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(starts.len(), 4, "{starts:?}");
+    assert_eq!(
+        starts[0],
+        (
+            format!("{master_id}_20260406T090000Z"),
+            "occurrence".into(),
+            "2026-04-06T09:00:00.0000000".into()
+        )
+    );
+    assert_eq!(
+        starts[1],
+        (
+            occurrence.clone(),
+            "exception".into(),
+            "2026-04-13T10:00:00.0000000".into()
+        )
+    );
+    assert_eq!(starts[3].2, "2026-04-27T09:00:00.0000000");
+    let occ = &list[0];
+    assert_eq!(occ["originalStart"], "2026-04-06T09:00:00.0000000Z");
+    assert_eq!(occ["recurrence"], Value::Null);
+    assert_ne!(
+        occ["iCalUId"], list[2]["iCalUId"],
+        "iCalUId differs per occurrence"
+    );
+    let view_ids: BTreeSet<String> = ids(view["value"].as_array().unwrap());
+    assert_eq!(view_ids.len(), 4);
+
+    // Moving an occurrence onto the next one's day is refused.
+    let third = format!("{master_id}_20260420T090000Z");
+    let crossing = json!({"start": {"dateTime": "2026-04-27T11:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-04-27T11:30:00", "timeZone": "UTC"}});
+    let (status, err) = json_of(
+        api.patch(&format!("/v1.0/me/events/{third}"), &crossing)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "ErrorOccurrenceCrossingBoundary");
+
+    // Deleting one occurrence: it leaves the view and the next delta round reports it removed.
+    let window = "startDateTime=2026-04-01T00:00:00Z&endDateTime=2026-05-01T00:00:00Z";
+    let (round1, _, link) =
+        delta_round(&api, &format!("/v1.0/me/calendarView/delta?{window}"), 3).await;
+    assert_eq!(ids(&round1), view_ids);
+    assert_eq!(
+        api.delete(&format!("/v1.0/me/events/{third}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (round2, _, _) = delta_round(&api, &link, 10).await;
+    assert!(removed(&round2).contains(&third), "{round2:?}");
+    let (_, inst) = json_of(
+        api.get(&format!("/v1.0/me/events/{master_id}/instances?{window}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(inst["value"].as_array().unwrap().len(), 3);
+
+    // A pattern the recurrence mapping cannot read is refused.
+    let mut bad = series.clone();
+    bad["recurrence"]["pattern"] = json!({"type": "weekly", "interval": 1});
+    let (status, err) = json_of(api.post("/v1.0/me/events", &bad).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "ErrorInvalidParameter");
 }
 
 #[tokio::test]

@@ -213,12 +213,13 @@ fn invalid(property: &Property, expected: impl Into<String>) -> ParseError {
     )
 }
 
-fn params_without(property: &Property, known: &[&str]) -> Vec<Param> {
-    property
-        .params
-        .iter()
+fn params_without(params: Vec<Param>, known: &[&str]) -> Vec<Param> {
+    if params.is_empty() {
+        return params;
+    }
+    params
+        .into_iter()
         .filter(|p| !known.contains(&p.name.as_str()))
-        .cloned()
         .collect()
 }
 
@@ -231,28 +232,28 @@ fn value_type(property: &Property) -> Result<Option<ValueType>, ParseError> {
     }
 }
 
-pub(crate) fn read_datetime(property: &Property) -> Result<Prop<CalDateTime>, ParseError> {
+fn read_datetime(property: Property) -> Result<Prop<CalDateTime>, ParseError> {
     let value = CalDateTime::parse(
         &property.value,
         property.param_value("TZID"),
-        value_type(property)?,
+        value_type(&property)?,
     )
-    .map_err(|e| invalid(property, format!("a DATE or DATE-TIME ({e})")))?;
+    .map_err(|e| invalid(&property, format!("a DATE or DATE-TIME ({e})")))?;
     Ok(Prop {
         value,
-        params: params_without(property, &["TZID", "VALUE"]),
+        params: params_without(property.params, &["TZID", "VALUE"]),
     })
 }
 
-fn read_date_list(property: &Property) -> Result<Prop<Vec<DateOrPeriod>>, ParseError> {
+fn read_date_list(property: Property) -> Result<Prop<Vec<DateOrPeriod>>, ParseError> {
     let values = parse_date_list(
         &property.value,
         property.param_value("TZID"),
-        value_type(property)?,
+        value_type(&property)?,
     )
     .map_err(|e| {
         invalid(
-            property,
+            &property,
             format!("a list of dates, date-times or periods ({e})"),
         )
     })?;
@@ -262,74 +263,91 @@ fn read_date_list(property: &Property) -> Result<Prop<Vec<DateOrPeriod>>, ParseE
         let kind = list_kind(head);
         if values.iter().any(|v| list_kind(v) != kind) {
             return Err(invalid(
-                property,
+                &property,
                 "values of one kind (all DATE, all DATE-TIME with the same zone, or all PERIOD)",
             ));
         }
     }
     Ok(Prop {
         value: values,
-        params: params_without(property, &["TZID", "VALUE"]),
+        params: params_without(property.params, &["TZID", "VALUE"]),
     })
 }
 
-fn read_text(property: &Property) -> Prop<String> {
+fn read_text(property: Property) -> Prop<String> {
+    let value = if property.value.contains('\\') {
+        unescape_text(&property.value)
+    } else {
+        property.value
+    };
     Prop {
-        value: unescape_text(&property.value),
-        params: property.params.clone(),
+        value,
+        params: property.params,
     }
 }
 
-fn read_raw(property: &Property) -> Prop<String> {
+fn read_raw(property: Property) -> Prop<String> {
     Prop {
-        value: property.value.clone(),
-        params: property.params.clone(),
+        value: property.value,
+        params: property.params,
     }
 }
 
-fn read_keyword<T>(property: &Property, parse: fn(&str) -> T) -> Prop<T> {
+fn read_keyword<T>(property: Property, parse: fn(&str) -> T) -> Prop<T> {
     Prop {
         value: parse(&property.value),
-        params: property.params.clone(),
+        params: property.params,
     }
 }
 
-fn read_organizer(property: &Property) -> Organizer {
+fn read_organizer(property: Property) -> Organizer {
     Organizer {
-        address: property.value.clone(),
         cn: property.param_value("CN").map(str::to_owned),
-        params: params_without(property, &["CN"]),
+        address: property.value,
+        params: params_without(property.params, &["CN"]),
     }
 }
 
-fn read_attendee(property: &Property) -> Attendee {
+fn read_attendee(property: Property) -> Attendee {
     let rsvp = match property.param_value("RSVP") {
         Some(v) if v.eq_ignore_ascii_case("TRUE") => Some(true),
         Some(v) if v.eq_ignore_ascii_case("FALSE") => Some(false),
         _ => None,
     };
     // An RSVP value that is neither TRUE nor FALSE stays among the other parameters, so it is not lost.
-    let mut known = vec!["CN", "PARTSTAT", "ROLE"];
-    if rsvp.is_some() {
-        known.push("RSVP");
-    }
+    let known: &[&str] = if rsvp.is_some() {
+        &["CN", "PARTSTAT", "ROLE", "RSVP"]
+    } else {
+        &["CN", "PARTSTAT", "ROLE"]
+    };
     Attendee {
-        address: property.value.clone(),
         cn: property.param_value("CN").map(str::to_owned),
         partstat: property.param_value("PARTSTAT").map(PartStat::parse),
         role: property.param_value("ROLE").map(Role::parse),
         rsvp,
-        params: params_without(property, &known),
+        address: property.value,
+        params: params_without(property.params, known),
     }
 }
 
-/// Stores `value` in `slot` unless it is taken, in which case the property goes to `other`.
-fn first<T>(slot: &mut Option<T>, value: T, property: &Property, other: &mut Vec<Property>) {
-    if slot.is_none() {
-        *slot = Some(value);
+/// Reads `property` into `slot` unless the slot is taken (a repeated single-valued property), in which
+/// case the property goes to `other` unread, as written.
+fn fill<T>(
+    slot: &mut Option<T>,
+    property: Property,
+    other: &mut Vec<Property>,
+    read: impl FnOnce(Property) -> Result<T, ParseError>,
+) -> Result<(), ParseError> {
+    if slot.is_some() {
+        other.push(property);
     } else {
-        other.push(property.clone());
+        *slot = Some(read(property)?);
     }
+    Ok(())
+}
+
+fn infallible<T>(read: fn(Property) -> T) -> impl FnOnce(Property) -> Result<T, ParseError> {
+    move |property| Ok(read(property))
 }
 
 impl Event {
@@ -343,149 +361,110 @@ impl Event {
 
     /// Builds the typed event from a VEVENT component.
     pub fn from_component(component: &Component) -> Result<Event, ParseError> {
+        Event::from_owned_component(component.clone())
+    }
+
+    /// Builds the typed event from a VEVENT component it may take apart (no copies of the strings).
+    pub fn from_owned_component(component: Component) -> Result<Event, ParseError> {
         let mut event = Event::default();
         let mut uid = None;
         let mut other = Vec::new();
-        for property in &component.properties {
+        let e = &mut event;
+        for property in component.properties {
             match property.name.as_str() {
-                "UID" => first(&mut uid, property.value.clone(), property, &mut other),
-                "DTSTAMP" => first(
-                    &mut event.dtstamp,
-                    read_datetime(property)?,
-                    property,
-                    &mut other,
-                ),
-                "DTSTART" => first(
-                    &mut event.dtstart,
-                    read_datetime(property)?,
-                    property,
-                    &mut other,
-                ),
-                "DTEND" => first(
-                    &mut event.end,
-                    EventEnd::End(read_datetime(property)?),
-                    property,
-                    &mut other,
-                ),
-                "DURATION" => {
-                    let duration = IcalDuration::parse(&property.value)
-                        .map_err(|_| invalid(property, "a DURATION such as PT1H, P1D or -PT15M"))?;
-                    let value = EventEnd::Duration(Prop {
-                        value: duration,
-                        params: property.params.clone(),
-                    });
-                    first(&mut event.end, value, property, &mut other);
-                }
-                "RECURRENCE-ID" => {
-                    let at = read_datetime(property)?;
-                    let range = property.param_value("RANGE");
-                    let this_and_future =
-                        range.is_some_and(|r| r.eq_ignore_ascii_case("THISANDFUTURE"));
+                "UID" => fill(&mut uid, property, &mut other, |p| Ok(p.value))?,
+                "DTSTAMP" => fill(&mut e.dtstamp, property, &mut other, read_datetime)?,
+                "DTSTART" => fill(&mut e.dtstart, property, &mut other, read_datetime)?,
+                "DTEND" => fill(&mut e.end, property, &mut other, |p| {
+                    read_datetime(p).map(EventEnd::End)
+                })?,
+                "DURATION" => fill(&mut e.end, property, &mut other, |p| {
+                    let value = IcalDuration::parse(&p.value)
+                        .map_err(|_| invalid(&p, "a DURATION such as PT1H, P1D or -PT15M"))?;
+                    Ok(EventEnd::Duration(Prop {
+                        value,
+                        params: p.params,
+                    }))
+                })?,
+                "RECURRENCE-ID" => fill(&mut e.recurrence_id, property, &mut other, |p| {
+                    let this_and_future = p
+                        .param_value("RANGE")
+                        .is_some_and(|r| r.eq_ignore_ascii_case("THISANDFUTURE"));
+                    let at = read_datetime(p)?;
                     let mut params = at.params;
                     if this_and_future {
                         params.retain(|p| p.name != "RANGE");
                     }
-                    let value = RecurrenceId {
+                    Ok(RecurrenceId {
                         value: at.value,
                         this_and_future,
                         params,
-                    };
-                    first(&mut event.recurrence_id, value, property, &mut other);
-                }
-                "SUMMARY" => first(
-                    &mut event.summary,
-                    read_text(property),
+                    })
+                })?,
+                "SUMMARY" => fill(&mut e.summary, property, &mut other, infallible(read_text))?,
+                "DESCRIPTION" => fill(
+                    &mut e.description,
                     property,
                     &mut other,
-                ),
-                "DESCRIPTION" => first(
-                    &mut event.description,
-                    read_text(property),
-                    property,
-                    &mut other,
-                ),
-                "LOCATION" => first(
-                    &mut event.location,
-                    read_text(property),
-                    property,
-                    &mut other,
-                ),
-                "STATUS" => first(
-                    &mut event.status,
-                    read_keyword(property, EventStatus::parse),
-                    property,
-                    &mut other,
-                ),
-                "TRANSP" => first(
-                    &mut event.transparency,
-                    read_keyword(property, Transparency::parse),
-                    property,
-                    &mut other,
-                ),
-                "CLASS" => first(
-                    &mut event.class,
-                    read_keyword(property, Classification::parse),
-                    property,
-                    &mut other,
-                ),
-                "SEQUENCE" => {
-                    let value = property
+                    infallible(read_text),
+                )?,
+                "LOCATION" => fill(&mut e.location, property, &mut other, infallible(read_text))?,
+                "STATUS" => fill(&mut e.status, property, &mut other, |p| {
+                    Ok(read_keyword(p, EventStatus::parse))
+                })?,
+                "TRANSP" => fill(&mut e.transparency, property, &mut other, |p| {
+                    Ok(read_keyword(p, Transparency::parse))
+                })?,
+                "CLASS" => fill(&mut e.class, property, &mut other, |p| {
+                    Ok(read_keyword(p, Classification::parse))
+                })?,
+                "SEQUENCE" => fill(&mut e.sequence, property, &mut other, |p| {
+                    let value = p
                         .value
                         .trim()
                         .parse::<u32>()
-                        .map_err(|_| invalid(property, "a non-negative INTEGER"))?;
-                    let value = Prop {
+                        .map_err(|_| invalid(&p, "a non-negative INTEGER"))?;
+                    Ok(Prop {
                         value,
-                        params: property.params.clone(),
-                    };
-                    first(&mut event.sequence, value, property, &mut other);
-                }
-                "CATEGORIES" => event.categories.push(Prop {
+                        params: p.params,
+                    })
+                })?,
+                "CATEGORIES" => e.categories.push(Prop {
                     value: split_text_list(&property.value),
-                    params: property.params.clone(),
+                    params: property.params,
                 }),
-                "ORGANIZER" => first(
-                    &mut event.organizer,
-                    read_organizer(property),
+                "ORGANIZER" => fill(
+                    &mut e.organizer,
                     property,
                     &mut other,
-                ),
-                "ATTENDEE" => event.attendees.push(read_attendee(property)),
-                "RRULE" => first(&mut event.rrule, read_raw(property), property, &mut other),
-                "RDATE" => event.rdates.push(read_date_list(property)?),
-                "EXDATE" => event.exdates.push(read_date_list(property)?),
-                "URL" => first(&mut event.url, read_raw(property), property, &mut other),
-                "CREATED" => first(
-                    &mut event.created,
-                    read_datetime(property)?,
-                    property,
-                    &mut other,
-                ),
-                "LAST-MODIFIED" => first(
-                    &mut event.last_modified,
-                    read_datetime(property)?,
-                    property,
-                    &mut other,
-                ),
-                _ => other.push(property.clone()),
+                    infallible(read_organizer),
+                )?,
+                "ATTENDEE" => e.attendees.push(read_attendee(property)),
+                "RRULE" => fill(&mut e.rrule, property, &mut other, infallible(read_raw))?,
+                "RDATE" => e.rdates.push(read_date_list(property)?),
+                "EXDATE" => e.exdates.push(read_date_list(property)?),
+                "URL" => fill(&mut e.url, property, &mut other, infallible(read_raw))?,
+                "CREATED" => fill(&mut e.created, property, &mut other, read_datetime)?,
+                "LAST-MODIFIED" => fill(&mut e.last_modified, property, &mut other, read_datetime)?,
+                _ => other.push(property),
             }
         }
         let Some(uid) = uid else {
             return Err(ParseError::new(
                 component.line,
                 ParseErrorKind::MissingProperty {
-                    component: component.name.clone(),
+                    component: component.name,
                     property: "UID".to_owned(),
                 },
             ));
         };
         event.uid = uid;
         event.other = other;
-        for child in &component.components {
+        for child in component.components {
             if child.name == "VALARM" {
-                event.alarms.push(child.clone());
+                event.alarms.push(child);
             } else {
-                event.other_components.push(child.clone());
+                event.other_components.push(child);
             }
         }
         Ok(event)

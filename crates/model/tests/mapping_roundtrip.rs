@@ -219,3 +219,17 @@ fn graph_and_rrule_forms_expand_to_the_same_instances() {
         ]
     );
 }
+
+proptest! {
+    #[test]
+    fn parsers_never_panic_on_any_input(text in "\\PC{0,80}", rule_ish in "(FREQ|UNTIL|COUNT|BY[A-Z]{2,8}|WKST|INTERVAL)=[-+0-9A-Z,]{0,12}(;[A-Z]{2,8}=[-+0-9A-Z,]{0,12}){0,5}") {
+        let _ = RRule::parse(&text);
+        let _ = RRule::parse(&rule_ish);
+        let _ = CalDateTime::parse(&text, None, None);
+        let _ = CalDateTime::parse(&text, Some("Europe/Berlin"), None);
+        let _ = calbridge_model::datetime::parse_date_list(&text, None, None);
+        let _ = calbridge_model::datetime::IcalDuration::parse(&text);
+        let _ = GoogleRecurrence::parse(&[text.as_str(), rule_ish.as_str()]);
+        let _ = TzId::parse(&text).map(|t| TzResolver::default().resolve(&t));
+    }
+}

@@ -45,6 +45,7 @@ against_both!(
     percent_encoded_hrefs_are_one_id,
     multiget_reads_large_calendars_in_batches,
     free_busy_reports_busy_time_only,
+    a_broken_item_is_reported_and_the_rest_arrives,
 );
 
 fn window() -> Window {
@@ -572,4 +573,33 @@ async fn free_busy_reports_busy_time_only(peer: &Peer) {
     assert_eq!(periods[0].kind, BusyKind::Busy);
     assert_eq!(periods[0].start.to_string(), "2026-03-10T10:00:00Z");
     assert_eq!(periods[0].end.to_string(), "2026-03-10T11:00:00Z");
+}
+
+async fn a_broken_item_is_reported_and_the_rest_arrives(peer: &Peer) {
+    let (provider, calendar) = setup(peer, "work").await;
+    provider
+        .create(&calendar, &key(1), &content("fine@t", "Fine"))
+        .await
+        .unwrap();
+    // Another client stores a VEVENT without UID: Radicale refuses it (400), Xandikos keeps it.
+    let broken = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\nBEGIN:VEVENT\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260310T100000Z\r\nSUMMARY:No UID\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let response = peer
+        .raw()
+        .put(&format!("{}broken.ics", peer.calendar_url("work")), broken)
+        .await;
+    let stored = response.status().is_success();
+    assert_eq!(stored, !peer.is_radicale(), "{}", response.status());
+
+    let set = provider
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert_eq!(summaries(&set), BTreeSet::from(["Fine".into()]));
+    if stored {
+        assert_eq!(set.failures.len(), 1, "{:?}", set.failures);
+        assert!(set.failures[0].0.as_str().ends_with("/broken.ics"));
+        assert!(!set.failures[0].1.is_empty());
+    } else {
+        assert!(set.failures.is_empty());
+    }
 }

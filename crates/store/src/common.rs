@@ -24,7 +24,7 @@ const KEY_COLS: &str =
 const CAL_COLS: &str = "id, tenant_id, name, time_zone, owner, version, created_at, updated_at";
 const SERIES_COLS: &str = "id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at, deleted_at";
 const CONN_COLS: &str = "id, tenant_id, provider, name, calendar_id, credentials, sync_options, status, status_reason, version, created_at, updated_at";
-const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, last_full_sync_at, status, status_reason, created_at, updated_at";
+const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, local_cursor, last_full_sync_at, status, status_reason, created_at, updated_at";
 const MAP_COLS: &str = "id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at";
 const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by";
 const RUN_COLS: &str = "id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, finished_at";
@@ -131,6 +131,7 @@ fn link_row(row: &DbRow) -> Result<Link> {
         remote_calendar_id: row.try_get("remote_calendar_id")?,
         remote_name: row.try_get("remote_name")?,
         cursor: row.try_get("cursor")?,
+        local_cursor: row.try_get("local_cursor")?,
         last_full_sync_at: ots(row.try_get("last_full_sync_at")?)?,
         status: parse_enum(&status, LinkStatus::parse)?,
         status_reason: row.try_get("status_reason")?,
@@ -1306,6 +1307,7 @@ impl Store for Backend {
             remote_calendar_id: link.remote_calendar_id,
             remote_name: link.remote_name,
             cursor: None,
+            local_cursor: None,
             last_full_sync_at: None,
             status: LinkStatus::Active,
             status_reason: None,
@@ -1381,6 +1383,31 @@ impl Store for Backend {
             .bind(tenant.to_string())
             .bind(cursor)
             .bind(full_sync_at.map(ms))
+            .bind(ms(now()))
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref()
+            .map(link_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "link" })
+    }
+
+    async fn set_link_cursors(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        cursors: LinkCursors<'_>,
+    ) -> Result<Link> {
+        let sql = format!(
+            "UPDATE links SET cursor = $3, local_cursor = $4, last_full_sync_at = COALESCE($5, last_full_sync_at), updated_at = $6 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {LINK_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .bind(cursors.remote)
+            .bind(cursors.local)
+            .bind(cursors.full_sync_at.map(ms))
             .bind(ms(now()))
             .fetch_optional(self.w())
             .await?;
@@ -2286,6 +2313,14 @@ impl Store for Backend {
             .iter()
             .map(change_row)
             .collect()
+    }
+
+    async fn latest_change_seq(&self, tenant: TenantId) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM changes WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_one(self.r())
+            .await?;
+        Ok(row.try_get("head")?)
     }
 
     async fn purge_changes(&self, before: Timestamp) -> Result<u64> {

@@ -363,11 +363,25 @@ pub struct Link {
     pub remote_name: Option<String>,
     /// Provider cursor: Graph delta link, Google sync token, CalDAV sync-token; `None` forces a full read.
     pub cursor: Option<String>,
+    /// Local change mark: the change-stream seq up to which local edits were synced to this link;
+    /// `None` until a first sync committed.
+    pub local_cursor: Option<i64>,
     pub last_full_sync_at: Option<Timestamp>,
     pub status: LinkStatus,
     pub status_reason: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Both change marks of a link, saved together by [`crate::Store::set_link_cursors`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkCursors<'a> {
+    /// The provider cursor; `None` forces a full read next time.
+    pub remote: Option<&'a str>,
+    /// The change-stream seq covered; `None` makes the next sync list every local series.
+    pub local: Option<i64>,
+    /// Set when this run was a complete reconciliation.
+    pub full_sync_at: Option<Timestamp>,
 }
 
 /// Insert-or-replace of the mapping keyed by (link, remote id).

@@ -162,6 +162,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         cursor: Option<&str>,
         full_sync_at: Option<Timestamp>,
     ) -> Result<Link>;
+    /// Saves the provider cursor and the local change mark together, once a run committed every change
+    /// they cover (`local` is a change-stream seq, see [`Store::latest_change_seq`]).
+    async fn set_link_cursors(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        cursors: LinkCursors<'_>,
+    ) -> Result<Link>;
     async fn set_link_status(
         &self,
         tenant: TenantId,
@@ -314,6 +322,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         calendar: Option<CalendarId>,
         limit: u32,
     ) -> Result<Vec<Change>>;
+    /// The seq of the tenant's newest change-stream entry (0 when there is none): a reader that lists
+    /// everything after taking it, then resumes after it, misses nothing.
+    async fn latest_change_seq(&self, tenant: TenantId) -> Result<i64>;
     /// Drops entries older than `before`, any tenant (the stream's retention window).
     async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
 

@@ -36,8 +36,7 @@ fn needs_quotes(value: &str) -> bool {
 }
 
 /// The unfolded content line of `property`.
-pub(crate) fn content_line(property: &Property) -> String {
-    let mut line = String::with_capacity(property.name.len() + property.value.len() + 16);
+fn push_content_line(line: &mut String, property: &Property) {
     line.push_str(&property.name);
     for param in &property.params {
         line.push(';');
@@ -70,14 +69,21 @@ pub(crate) fn content_line(property: &Property) -> String {
     } else {
         line.push_str(&property.value);
     }
-    line
 }
 
 use std::borrow::Cow;
 
-/// Appends one property, folded.
+/// Appends one property, folded. The line is built in place and only moved when it needs folding,
+/// which most lines do not.
 pub(crate) fn write_property(out: &mut String, property: &Property) {
-    push_folded(out, &content_line(property));
+    let start = out.len();
+    push_content_line(out, property);
+    if out.len() - start <= FOLD_OCTETS {
+        out.push_str("\r\n");
+    } else {
+        let line = out.split_off(start);
+        push_folded(out, &line);
+    }
 }
 
 /// Appends a component and everything inside it.

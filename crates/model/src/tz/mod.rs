@@ -16,6 +16,7 @@ mod vtimezone;
 mod windows_table;
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use jiff::tz::TimeZone;
 
@@ -55,7 +56,9 @@ pub struct ResolvedZone {
 /// Resolves TZIDs against the tzdb, CLDR and the VTIMEZONEs of one calendar.
 #[derive(Debug, Clone, Default)]
 pub struct TzResolver {
-    definitions: HashMap<String, VTimezone>,
+    /// Each definition with its evaluated zone, built on first use (a VTIMEZONE is evaluated once per
+    /// calendar, not once per date that names it).
+    definitions: HashMap<String, (VTimezone, OnceLock<Result<TimeZone, TzError>>)>,
 }
 
 impl TzResolver {
@@ -64,7 +67,7 @@ impl TzResolver {
         Self {
             definitions: definitions
                 .into_iter()
-                .map(|d| (d.tzid.as_str().to_string(), d))
+                .map(|d| (d.tzid.as_str().to_string(), (d, OnceLock::new())))
                 .collect(),
         }
     }
@@ -87,9 +90,9 @@ impl TzResolver {
             found.source = ZoneSource::Windows;
             return Ok(found);
         }
-        if let Some(def) = self.definitions.get(name) {
+        if let Some((def, zone)) = self.definitions.get(name) {
             return Ok(ResolvedZone {
-                zone: def.to_time_zone()?,
+                zone: zone.get_or_init(|| def.to_time_zone()).clone()?,
                 source: ZoneSource::VTimezone,
                 iana: None,
             });
@@ -231,6 +234,33 @@ mod tests {
             TzResolver::default().resolve(&TzId::parse("Customized Time Zone").unwrap()),
             Err(TzError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn a_known_name_beats_a_vtimezone_of_the_same_tzid() {
+        // A stale or wrong embedded definition (fixed +05:00) must not override the tzdb.
+        let bogus = VTimezone {
+            tzid: TzId::parse("Europe/Berlin").unwrap(),
+            observances: vec![Observance {
+                kind: ObservanceKind::Standard,
+                dtstart: date(1970, 1, 1).at(0, 0, 0, 0),
+                offset_from: 18_000,
+                offset_to: 18_000,
+                rrule: None,
+                rdates: vec![],
+                name: None,
+            }],
+        };
+        let resolver = TzResolver::new([bogus]);
+        let zone = resolver
+            .resolve(&TzId::parse("Europe/Berlin").unwrap())
+            .unwrap();
+        assert_eq!(zone.source, ZoneSource::Iana);
+        let ts = zone
+            .zone
+            .to_timestamp(date(2024, 7, 1).at(12, 0, 0, 0))
+            .unwrap();
+        assert_eq!(ts.to_string(), "2024-07-01T10:00:00Z");
     }
 
     #[test]

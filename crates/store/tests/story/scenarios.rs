@@ -500,6 +500,10 @@ pub async fn series_crud_occurrences_and_change_stream(db: &TestDb) {
     );
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(
+        store.latest_change_seq(a).await.unwrap(),
+        changes.last().unwrap().seq
+    );
+    assert_eq!(
         store
             .list_changes(a, changes[1].seq, None, 100)
             .await
@@ -938,6 +942,43 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
     );
     assert!(is_not_found(
         store.set_link_cursor(b, link.id, None, None).await
+    ));
+    // Both change marks are saved together; the local one is a change-stream seq.
+    assert_eq!(next.local_cursor, None);
+    let head = store.latest_change_seq(a).await.unwrap();
+    assert!(store.latest_change_seq(b).await.unwrap() >= 0);
+    let both = store
+        .set_link_cursors(
+            a,
+            link.id,
+            LinkCursors {
+                remote: Some("44"),
+                local: Some(head),
+                full_sync_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            both.cursor.as_deref(),
+            both.local_cursor,
+            both.last_full_sync_at
+        ),
+        (Some("44"), Some(head), Some(full_at))
+    );
+    assert!(is_not_found(
+        store
+            .set_link_cursors(
+                b,
+                link.id,
+                LinkCursors {
+                    remote: None,
+                    local: None,
+                    full_sync_at: None
+                }
+            )
+            .await
     ));
     let suspect = store
         .set_link_status(
