@@ -1964,7 +1964,7 @@ async fn subscriptions(app: &Arc<Shared>, mailbox: usize, req: &Req, rest: &[&st
             let value: Vec<Value> = registry
                 .subscriptions
                 .values()
-                .filter(|s| s.mailbox == mailbox)
+                .filter(|s| s.mailbox == mailbox && s.expiration > Timestamp::now())
                 .map(subscription_json)
                 .collect();
             Reply::json(
