@@ -133,6 +133,21 @@ async fn create_update_delete_with_etags_and_if_match() {
     assert_eq!(r.status(), 412);
 
     let r = api
+        .get(&path)
+        .header("Prefer", "outlook.body-content-type=\"text\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["preference-applied"],
+        "outlook.body-content-type=\"text\""
+    );
+    let (_, as_text) = json_of(r).await;
+    assert_eq!(
+        as_text["body"],
+        json!({"contentType": "text", "content": "Does noon work for you?"})
+    );
+    let r = api
         .delete(&path)
         .header("If-Match", patched["@odata.etag"].as_str().unwrap())
         .send()
