@@ -5,6 +5,8 @@ pub mod audit;
 pub mod calendars;
 pub mod events;
 pub mod keys;
+pub mod notifications;
+pub mod stream;
 
 use std::collections::BTreeMap;
 
@@ -58,6 +60,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(keys::routes())
         .merge(audit::routes())
+        .merge(stream::routes())
+        .merge(notifications::routes())
 }
 
 /// Operational endpoints at the root, outside the versioned API and without authentication.
