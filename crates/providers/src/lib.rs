@@ -6,8 +6,10 @@
 pub mod caldav;
 pub mod content;
 pub mod error;
+pub mod graph;
 pub mod http;
 pub mod ics;
+pub mod oauth;
 pub mod provider;
 pub mod types;
 
