@@ -6,6 +6,7 @@
 pub mod caldav;
 pub mod content;
 pub mod error;
+pub mod google;
 pub mod graph;
 pub mod http;
 pub mod ics;

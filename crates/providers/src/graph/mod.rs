@@ -2,7 +2,7 @@
 //! as cursor, series reassembled from instances (master fetched when only instances arrive),
 //! idempotent creates through `transactionId`, `If-Match` writes, `$batch` reads, `getSchedule`.
 
-mod convert;
+pub(crate) mod convert;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
