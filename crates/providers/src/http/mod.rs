@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use url::Url;
 
-pub use auth::{Credentials, Secret};
+pub use auth::{Credentials, Secret, TokenSource};
 pub use budget::{Budget, BudgetConfig, Rate};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use ssrf::AddressPolicy;
@@ -314,7 +314,7 @@ impl Endpoint {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_owned(),
                 };
-                if let Some(value) = self.auth.header(method.as_str(), &target) {
+                if let Some(value) = self.auth.authorization(method.as_str(), &target).await? {
                     builder = builder.header(AUTHORIZATION, value);
                 }
             }
@@ -405,7 +405,7 @@ impl Endpoint {
                         .iter()
                         .filter_map(|v| v.to_str().ok()),
                 );
-                if self.auth.learn(challenge) {
+                if self.auth.unauthorized(challenge).await {
                     auth_retried = true;
                     continue;
                 }
