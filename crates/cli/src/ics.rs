@@ -144,16 +144,36 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
     let overrides: usize = calendars.iter().map(|c| c.override_count()).sum();
     let timezones: usize = calendars.iter().map(|c| c.timezones().len()).sum();
     let others: usize = calendars.iter().map(|c| c.other_components().len()).sum();
+    // Valid syntax can still name a zone nobody defines; expansion would fail on it later, so it is
+    // reported here as a warning (the file itself is well-formed, so the exit code stays 0).
+    let mut warnings = Vec::new();
+    for calendar in &calendars {
+        let (resolver, vtimezone_errors) = calendar_resolver(calendar);
+        warnings.extend(vtimezone_errors.iter().map(ToString::to_string));
+        for tzid in calendar.tzids_used() {
+            let resolved = TzId::parse(&tzid)
+                .map_err(|e| e.to_string())
+                .and_then(|id| resolver.resolve(&id).map_err(|e| e.to_string()));
+            if let Err(why) = resolved {
+                warnings.push(why);
+            }
+        }
+    }
+    let mut err = std::io::stderr().lock();
+    for warning in &warnings {
+        writeln!(err, "{}: warning: {warning}", file.display())?;
+    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{}: ok: {} calendar(s), {} series, {} override(s), {} time zone(s), {} other component(s)",
+        "{}: ok: {} calendar(s), {} series, {} override(s), {} time zone(s), {} other component(s), {} warning(s)",
         file.display(),
         calendars.len(),
         series,
         overrides,
         timezones,
-        others
+        others,
+        warnings.len()
     )?;
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! The `calbridge` binary: parses the command line and hands each command to the crate that owns it.
 //! Each command group lives in its own module here and holds no logic of its own.
 
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod config_cmd;
 mod emulator;
 mod ics;
-
-use clap::{CommandFactory, Parser, Subcommand};
+mod keys;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,12 +16,25 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Self-hosted calendar integration: keeps an application's calendars in step with Microsoft 365, Google, CalDAV and ICS feeds"
 )]
 struct Cli {
+    /// Configuration file (TOML); see `calbridge config example`.
+    #[arg(long, global = true, env = "CALBRIDGE_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the API (and, later, the sync workers).
+    Serve(serve::ServeArgs),
+    /// Bring the database schema up to date and exit.
+    Migrate(serve::MigrateArgs),
+    /// Manage API keys and the master key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Work on iCalendar files: validate, expand occurrences.
     Ics {
         #[command(subcommand)]
@@ -36,6 +52,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(command) => match command {
+            Command::Serve(args) => serve::serve(cli.config.as_ref(), args),
+            Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
+            Command::Keys(command) => keys::run(cli.config.as_ref(), command),
+            Command::Config(command) => config_cmd::run(command),
             Command::Ics { command } => ics::run(command),
             Command::Emulator(args) => {
                 tokio::runtime::Runtime::new()?.block_on(emulator::run(args))

@@ -47,3 +47,36 @@ fn a_broken_file_prints_the_line_and_exits_non_zero() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_zone_nobody_defines_is_a_warning_not_an_error() {
+    let dir = std::env::temp_dir().join(format!("calbridge-ics-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("zones.ics");
+    std::fs::write(
+        &file,
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART;TZID=Office Time:20260101T100000\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:y\r\nDTSTART;TZID=W. Europe Standard Time:20260101T100000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    )
+    .unwrap();
+    let out = calbridge()
+        .args(["ics", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("zones.ics: warning: unknown time zone `Office Time`"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("W. Europe"),
+        "a Windows name resolves: {stderr}"
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("1 warning(s)")
+    );
+}

@@ -214,9 +214,15 @@ fn date_time_zone(ts: Timestamp, all_day: bool, zone: &OutZone) -> Value {
 }
 
 fn ical_uid(id: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let digest = Sha256::digest(id.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02X}")).collect();
-    format!("040000008200E00074C5B7101A82E00800000000{}", &hex[..48])
+    let mut out = String::with_capacity(88);
+    out.push_str("040000008200E00074C5B7101A82E00800000000");
+    for b in &digest[..24] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 fn web_link(id: &str) -> String {
@@ -226,9 +232,43 @@ fn web_link(id: &str) -> String {
 
 /// The full event as Graph returns it.
 fn render(ev: &StoredEvent, zone: &OutZone) -> Value {
+    let kind = match ev.kind {
+        Kind::Single => "singleInstance",
+        Kind::Master => "seriesMaster",
+        Kind::Exception => "exception",
+    };
+    render_view(
+        &View {
+            event: ev,
+            id: &ev.id,
+            kind,
+            start: ev.start,
+            end: ev.end,
+            master_id: ev.master_id.as_deref(),
+            original_start: ev.original_start,
+        },
+        zone,
+    )
+}
+
+/// What distinguishes one rendered instance from the stored record it is drawn from (a generated occurrence
+/// borrows its master's body and version instead of cloning them).
+struct View<'a> {
+    event: &'a StoredEvent,
+    id: &'a str,
+    kind: &'static str,
+    start: Timestamp,
+    end: Timestamp,
+    master_id: Option<&'a str>,
+    original_start: Option<Timestamp>,
+}
+
+fn render_view(view: &View<'_>, zone: &OutZone) -> Value {
+    let ev = view.event;
     let mut out = Map::new();
-    out.insert("@odata.etag".into(), Value::String(etag(&ev.id, ev.seq)));
-    out.insert("id".into(), Value::String(ev.id.clone()));
+    let key = change_key(&ev.id, ev.seq);
+    out.insert("@odata.etag".into(), Value::String(format!("W/\"{key}\"")));
+    out.insert("id".into(), Value::String(view.id.to_string()));
     out.insert(
         "createdDateTime".into(),
         Value::String(format_instant(ev.created)),
@@ -237,64 +277,56 @@ fn render(ev: &StoredEvent, zone: &OutZone) -> Value {
         "lastModifiedDateTime".into(),
         Value::String(format_instant(ev.modified)),
     );
-    out.insert(
-        "changeKey".into(),
-        Value::String(change_key(&ev.id, ev.seq)),
-    );
+    out.insert("changeKey".into(), Value::String(key));
     for (k, v) in &ev.body {
-        out.insert(k.clone(), v.clone());
+        if k != "recurrence" {
+            out.insert(k.clone(), v.clone());
+        }
     }
-    let (kind, recurrence) = match ev.kind {
-        Kind::Single => ("singleInstance", Value::Null),
-        Kind::Master => (
-            "seriesMaster",
-            ev.body.get("recurrence").cloned().unwrap_or(Value::Null),
-        ),
-        Kind::Exception => ("exception", Value::Null),
+    let recurrence = if view.kind == "seriesMaster" {
+        ev.body.get("recurrence").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Null
     };
-    out.insert("type".into(), Value::String(kind.into()));
+    out.insert("type".into(), Value::String(view.kind.into()));
     out.insert("recurrence".into(), recurrence);
     out.insert(
         "seriesMasterId".into(),
-        ev.master_id
-            .clone()
-            .map(Value::String)
+        view.master_id
+            .map(|m| Value::String(m.to_string()))
             .unwrap_or(Value::Null),
     );
-    if let Some(original) = ev.original_start {
+    if let Some(original) = view.original_start {
         out.insert(
             "originalStart".into(),
             Value::String(format_instant(original)),
         );
     }
-    out.insert("iCalUId".into(), Value::String(ical_uid(&ev.id)));
-    out.insert("webLink".into(), Value::String(web_link(&ev.id)));
+    out.insert("iCalUId".into(), Value::String(ical_uid(view.id)));
+    out.insert("webLink".into(), Value::String(web_link(view.id)));
     out.insert("isAllDay".into(), Value::Bool(ev.all_day));
-    out.insert("start".into(), date_time_zone(ev.start, ev.all_day, zone));
-    out.insert("end".into(), date_time_zone(ev.end, ev.all_day, zone));
+    out.insert("start".into(), date_time_zone(view.start, ev.all_day, zone));
+    out.insert("end".into(), date_time_zone(view.end, ev.all_day, zone));
     Value::Object(out)
 }
 
-/// A generated (unmodified) occurrence of a series.
+/// A generated (unmodified) occurrence of a series. It carries the master's version: the doc's
+/// `/instances` example shows one etag for the whole series.
 fn render_occurrence(master: &StoredEvent, original_start: Timestamp, zone: &OutZone) -> Value {
     let id = instance_id(&master.id, original_start, master.all_day);
     let length = master.end.duration_since(master.start);
-    let end = original_start.checked_add(length).unwrap_or(original_start);
-    let occurrence = StoredEvent {
-        id: id.clone(),
-        start: original_start,
-        end,
-        kind: Kind::Exception,
-        master_id: Some(master.id.clone()),
-        original_start: Some(original_start),
-        ..master.clone()
-    };
-    let mut out = render(&occurrence, zone);
-    out["type"] = Value::String("occurrence".into());
-    // Occurrences share the master's version ([doc example] /instances shows one etag for the series).
-    out["@odata.etag"] = Value::String(etag(&master.id, master.seq));
-    out["changeKey"] = Value::String(change_key(&master.id, master.seq));
-    out
+    render_view(
+        &View {
+            event: master,
+            id: &id,
+            kind: "occurrence",
+            start: original_start,
+            end: original_start.checked_add(length).unwrap_or(original_start),
+            master_id: Some(&master.id),
+            original_start: Some(original_start),
+        },
+        zone,
+    )
 }
 
 fn removed(id: &str) -> Value {

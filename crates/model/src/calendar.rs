@@ -285,6 +285,46 @@ impl Calendar {
         self.source.as_deref()
     }
 
+    /// A calendar holding only the series `uid`, as one CalDAV resource or one provider write needs it:
+    /// the same calendar-level properties, the VTIMEZONEs the series refers to (by any TZID parameter,
+    /// alarms included), and the series itself with its original bytes, so an untouched series still goes
+    /// out exactly as it came in.
+    pub fn extract_series(&self, uid: &str) -> Option<Calendar> {
+        let series = self.series_by_uid(uid)?;
+        let mut tzids: Vec<String> = Vec::new();
+        for component in series.to_components() {
+            collect_tzids(&component, &mut tzids);
+        }
+        let timezones = self
+            .timezones
+            .iter()
+            .filter(|tz| {
+                tz.property("TZID")
+                    .is_some_and(|p| tzids.contains(&p.value))
+            })
+            .cloned()
+            .collect();
+        Some(Calendar {
+            properties: self.properties.clone(),
+            timezones,
+            series: vec![series.clone()],
+            other_components: Vec::new(),
+            source: None,
+        })
+    }
+
+    /// Every TZID the series of this calendar refer to (any TZID parameter, alarms included), each once,
+    /// in order of first use.
+    pub fn tzids_used(&self) -> Vec<String> {
+        let mut tzids = Vec::new();
+        for series in &self.series {
+            for component in series.to_components() {
+                collect_tzids(&component, &mut tzids);
+            }
+        }
+        tzids
+    }
+
     /// Drops the kept original bytes of the calendar and of every series, so [`crate::ical::write`]
     /// serializes everything from the parsed form (canonical property order, CRLF, folding).
     #[must_use]
@@ -407,5 +447,18 @@ impl Calendar {
             }
         }
         Ok(calendar)
+    }
+}
+
+fn collect_tzids(component: &Component, out: &mut Vec<String>) {
+    for property in &component.properties {
+        if let Some(tzid) = property.param_value("TZID")
+            && !out.iter().any(|t| t == tzid)
+        {
+            out.push(tzid.to_owned());
+        }
+    }
+    for child in &component.components {
+        collect_tzids(child, out);
     }
 }

@@ -5,7 +5,8 @@
 //! a gap takes the offset before the gap (02:30 on Berlin's spring-forward day is 01:30Z), an ambiguous
 //! time takes its first occurrence. That is jiff's "compatible" disambiguation.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
@@ -284,10 +285,18 @@ fn length_of(
 }
 
 /// One rule's candidates as keys, with its UNTIL applied.
+///
+/// Wall-clock order is not always instant order: a candidate in a DST gap resolves to a later instant
+/// than a candidate just after the gap (02:15 in Lord Howe's half-hour gap is 15:45Z, 02:30 is 15:30Z;
+/// Apia's skipped 2011-12-30 is a 24-hour gap). Candidates in a gap are therefore held back until a
+/// candidate outside any gap proves that nothing earlier can follow (instants of non-gap wall-clock
+/// times only grow).
 struct KeyedRule {
     iter: RuleIter,
     until: Option<UntilBound>,
     done: bool,
+    pending: BinaryHeap<Reverse<(OccurrenceTime, DateTime)>>,
+    released_up_to: Option<OccurrenceTime>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -345,10 +354,47 @@ impl KeyedRule {
             iter,
             until,
             done: false,
+            pending: BinaryHeap::new(),
+            released_up_to: None,
         })
     }
 
     fn next_key(
+        &mut self,
+        frame: &Frame,
+    ) -> Option<Result<(OccurrenceTime, DateTime), ExpandError>> {
+        loop {
+            if let Some(Reverse(first)) = self.pending.peek()
+                && (self.done || self.released_up_to.is_some_and(|r| first.0 <= r))
+            {
+                return self.pending.pop().map(|Reverse(item)| Ok(item));
+            }
+            if self.done {
+                return None;
+            }
+            match self.next_candidate(frame) {
+                None => self.done = true,
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.pending.clear();
+                    return Some(Err(e));
+                }
+                Some(Ok((key, local))) => {
+                    let in_gap = !frame.all_day
+                        && matches!(
+                            frame.zone.to_ambiguous_timestamp(local).offset(),
+                            jiff::tz::AmbiguousOffset::Gap { .. }
+                        );
+                    self.pending.push(Reverse((key, local)));
+                    if !in_gap {
+                        self.released_up_to = Some(self.released_up_to.map_or(key, |r| r.max(key)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_candidate(
         &mut self,
         frame: &Frame,
     ) -> Option<Result<(OccurrenceTime, DateTime), ExpandError>> {

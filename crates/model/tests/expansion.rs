@@ -497,3 +497,37 @@ fn a_non_recurring_event_has_no_recurrence_id() {
         OccurrenceTime::At("2024-01-01T09:00:00Z".parse().unwrap())
     );
 }
+
+#[test]
+fn instances_after_a_gap_come_out_in_instant_order_and_none_is_lost() {
+    // 2010-10-03 is Lord Howe's spring-forward day (02:00 → 02:30). 02:15 is in the gap and resolves to
+    // +10:30 (15:45Z), later than 02:30 at +11 (15:30Z): both instances are kept, in instant order.
+    let mut s = SeriesInput::single(
+        "lh",
+        cal("20101002T021500", Some("Australia/Lord_Howe")),
+        None,
+    );
+    s.rrules
+        .push(RRule::parse("FREQ=DAILY;BYHOUR=2;BYMINUTE=15,30;COUNT=4").unwrap());
+    assert_eq!(
+        starts(&s, window(WIDE.0, WIDE.1)),
+        [
+            "2010-10-01T15:45:00Z",
+            "2010-10-01T16:00:00Z",
+            "2010-10-02T15:30:00Z",
+            "2010-10-02T15:45:00Z"
+        ]
+    );
+    // Apia's skipped day: 13:00 on 2011-12-30 (-10 → 23:00Z) is later than 04:00 and 09:00 on the 31st.
+    let mut a = SeriesInput::single("apia", cal("20111230T130000", Some("Pacific/Apia")), None);
+    a.rrules
+        .push(RRule::parse("FREQ=HOURLY;INTERVAL=5;BYHOUR=4,9,13;COUNT=3").unwrap());
+    assert_eq!(
+        starts(&a, window(WIDE.0, WIDE.1)),
+        [
+            "2011-12-30T14:00:00Z",
+            "2011-12-30T19:00:00Z",
+            "2011-12-30T23:00:00Z"
+        ]
+    );
+}

@@ -83,3 +83,22 @@ fn errors_carry_line_and_expectation() {
         (4, ParseErrorKind::NestingTooDeep { limit: 2 })
     );
 }
+
+#[test]
+fn extracting_a_series_keeps_its_zones_and_its_bytes() {
+    let berlin = "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n";
+    let tokyo = berlin.replace("Europe/Berlin", "Asia/Tokyo");
+    let input = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\n{berlin}{tokyo}BEGIN:VEVENT\r\nUID:a\r\nDTSTART;TZID=Asia/Tokyo:20260101T100000\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:b\r\nDTSTART:20260101T100000Z\r\nEXDATE;TZID=Europe/Berlin:20260102T100000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    );
+    let cal = ical::parse(input.as_bytes()).unwrap();
+    let only_b = cal.extract_series("b").unwrap();
+    assert_eq!(only_b.series().len(), 1);
+    assert_eq!(only_b.timezones().len(), 1);
+    assert!(only_b.timezone("Europe/Berlin").is_some());
+    let out = String::from_utf8(ical::write(&only_b)).unwrap();
+    assert!(out.contains("BEGIN:VEVENT\r\nUID:b\r\nDTSTART:20260101T100000Z\r\nEXDATE;TZID=Europe/Berlin:20260102T100000\r\nEND:VEVENT\r\n"));
+    assert!(!out.contains("UID:a"));
+    assert_eq!(ical::parse(out.as_bytes()).unwrap(), only_b);
+    assert!(cal.extract_series("missing").is_none());
+}

@@ -1,6 +1,7 @@
-//! A server without `sync-collection` (a ctag-and-etag-only CalDAV server, as older ones are) and
-//! servers that are not CalDAV at all. Neither Radicale nor Xandikos lacks sync-collection, so this
-//! small axum server plays that part, speaking only the RFC 4791 subset such servers offer.
+//! Server behaviours neither Radicale nor Xandikos shows, played by small axum servers speaking only
+//! the protocol subset in question: no `sync-collection` at all (a ctag-and-etag-only server, as older
+//! ones are), RFC 6578 truncation (507 on the request-URI) with absolute-URL hrefs, and servers that
+//! are not CalDAV at all.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -263,4 +264,109 @@ async fn servers_that_are_not_caldav_are_diagnosed() {
         provider.test_connection().await.kind,
         DiagnosisKind::MissingPermission
     );
+}
+
+/// A server that truncates sync-collection answers the RFC 6578 §3.6 way (507 on the request-URI,
+/// a token covering only what was sent) and spells hrefs as absolute URLs.
+async fn truncating(
+    State(origin): State<Arc<Mutex<String>>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let origin = origin.lock().await.clone();
+    let item = |name: &str, version: u32| {
+        format!(
+            r#"<d:response><d:href>{origin}/cal/{name}.ics</d:href><d:propstat><d:prop><d:getetag>"{version}"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"#
+        )
+    };
+    let truncated = format!(
+        r#"<d:response><d:href>{origin}/cal/</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status><d:error><d:number-of-matches-within-limits/></d:error></d:response>"#
+    );
+    if uri.path() != "/cal/" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match method.as_str() {
+        "REPORT" if body.contains("<D:sync-token></D:sync-token>") => multistatus(format!(
+            "{}{}{truncated}<d:sync-token>t1</d:sync-token>",
+            item("a", 1),
+            item("b", 1)
+        )),
+        "REPORT" if body.contains("<D:sync-token>t1</D:sync-token>") => {
+            multistatus(format!("{}<d:sync-token>t2</d:sync-token>", item("c", 1)))
+        }
+        "REPORT" if body.contains("<D:sync-token>t2</D:sync-token>") => multistatus(format!(
+            r#"{}<d:response><d:href>{origin}/cal/a.ics</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:sync-token>t3</d:sync-token>"#,
+            item("b", 2)
+        )),
+        "REPORT" if body.contains("calendar-multiget") => {
+            let mut out = String::new();
+            for href in body
+                .split("<D:href>")
+                .skip(1)
+                .filter_map(|s| s.split("</D:href>").next())
+            {
+                let name = href.trim_start_matches("/cal/").trim_end_matches(".ics");
+                out.push_str(&format!(
+                    r#"<d:response><d:href>{origin}{href}</d:href><d:propstat><d:prop><d:getetag>"1"</d:getetag><cal:calendar-data>{}</cal:calendar-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"#,
+                    event(&format!("{name}@trunc"), name, "20260310T100000Z")
+                ));
+            }
+            multistatus(out)
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+#[tokio::test]
+async fn truncated_sync_answers_are_followed_to_the_end() {
+    let origin = Arc::new(Mutex::new(String::new()));
+    let base = serve(
+        Router::new()
+            .fallback(any(truncating))
+            .with_state(origin.clone()),
+    )
+    .await;
+    *origin.lock().await = base.clone();
+    let provider = CaldavProvider::new(
+        &http_client(),
+        &format!("{base}/cal/"),
+        Credentials::None,
+        budget(),
+    )
+    .unwrap();
+    let calendar = CalendarId::parse("/cal/").unwrap();
+    let first = provider
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = first.upserts.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["/cal/a.ics", "/cal/b.ics", "/cal/c.ics"]);
+    assert_eq!(first.cursor.as_ref().map(|c| c.as_str()), Some("sync:t2"));
+    let known: KnownVersions = first
+        .upserts
+        .iter()
+        .map(|i| (i.id.clone(), i.etag.clone()))
+        .collect();
+    let next = provider
+        .changes(&calendar, first.cursor.as_ref(), &window(), &known)
+        .await
+        .unwrap();
+    assert_eq!(next.full_listing, None);
+    assert_eq!(
+        next.deletions
+            .iter()
+            .map(|i| i.as_str())
+            .collect::<Vec<_>>(),
+        vec!["/cal/a.ics"]
+    );
+    assert_eq!(
+        next.upserts
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["/cal/b.ics"]
+    );
+    assert_eq!(next.cursor.as_ref().map(|c| c.as_str()), Some("sync:t3"));
 }

@@ -584,3 +584,107 @@ async fn digest_auth_answers_the_challenge_and_reuses_it() {
         ProviderError::Auth { status: 401 }
     ));
 }
+
+#[derive(Debug)]
+struct RotatingTokens {
+    current: Mutex<u32>,
+    refusals: AtomicUsize,
+    broken: bool,
+}
+
+#[async_trait::async_trait]
+impl calbridge_providers::http::TokenSource for RotatingTokens {
+    async fn access_token(&self) -> Result<Secret, ProviderError> {
+        if self.broken {
+            return Err(ProviderError::Auth { status: 400 });
+        }
+        Ok(Secret::new(format!("token-{}", self.current.lock().await)))
+    }
+
+    async fn refused(&self, token: &Secret) {
+        self.refusals.fetch_add(1, Ordering::SeqCst);
+        let mut current = self.current.lock().await;
+        if token.expose() == format!("token-{current}") {
+            *current += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn oauth_tokens_are_refreshed_once_on_401() {
+    let log = Arc::new(Log::default());
+    let router = Router::new()
+        .fallback(any(
+            |State(log): State<Arc<Log>>, headers: HeaderMap| async move {
+                log.arrivals
+                    .lock()
+                    .await
+                    .push((Instant::now(), "GET".into(), headers.clone()));
+                match headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("Bearer token-1") => (StatusCode::OK, "in").into_response(),
+                    _ => StatusCode::UNAUTHORIZED.into_response(),
+                }
+            },
+        ))
+        .with_state(log.clone());
+    let url = serve(router).await;
+    let client = client(fast_retry());
+    let source = Arc::new(RotatingTokens {
+        current: Mutex::new(0),
+        refusals: AtomicUsize::new(0),
+        broken: false,
+    });
+    let ep = client.endpoint(
+        "google",
+        Credentials::OAuth(source.clone()),
+        Budget::new(BudgetConfig::default()),
+    );
+    assert_eq!(
+        ep.send(Request::new(Method::GET, url.clone()))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(source.refusals.load(Ordering::SeqCst), 1);
+    assert_eq!(log.arrivals.lock().await.len(), 2);
+    // The refreshed token is used from then on; no more refusals.
+    assert_eq!(
+        ep.send(Request::new(Method::GET, url.clone()))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(source.refusals.load(Ordering::SeqCst), 1);
+
+    // A token that is refused again after the refresh is a real credentials problem: one retry only.
+    *source.current.lock().await = 5;
+    let response = ep
+        .send(Request::new(Method::GET, url.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 401);
+    assert_eq!(source.refusals.load(Ordering::SeqCst), 2);
+
+    // A source that cannot produce a token (invalid_grant) fails the call before anything is sent.
+    let before = log.arrivals.lock().await.len();
+    let broken = Arc::new(RotatingTokens {
+        current: Mutex::new(0),
+        refusals: AtomicUsize::new(0),
+        broken: true,
+    });
+    let ep = client.endpoint(
+        "google",
+        Credentials::OAuth(broken),
+        Budget::new(BudgetConfig::default()),
+    );
+    assert!(matches!(
+        ep.send(Request::new(Method::GET, url)).await,
+        Err(ProviderError::Auth { .. })
+    ));
+    assert_eq!(log.arrivals.lock().await.len(), before);
+}

@@ -3,7 +3,7 @@
 //! Reading goes bytes → content lines (unfolded, UTF-8 checked after unfolding) → a generic
 //! [`Component`] tree → the typed [`Calendar`]. Every step reports the physical line it failed on and what
 //! it expected there, and every size is bounded by [`Limits`]. The original bytes of each calendar and of
-//! each event series are kept, so [`write`] reproduces untouched input byte for byte.
+//! each event series are kept, so [`write()`] reproduces untouched input byte for byte.
 //!
 //! ```
 //! let input = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//y//EN\r\n\

@@ -2,10 +2,12 @@
 //! `qop=auth`), with the last challenge remembered so later requests authenticate up front.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use md5::Md5;
+
+use crate::error::ProviderError;
 use sha2::{Digest as _, Sha256};
 
 /// A secret that never prints.
@@ -28,7 +30,17 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where OAuth access tokens come from (Microsoft and Google connections): the store-backed source
+/// refreshes before expiry and persists rotated refresh tokens; the HTTP layer only asks and reports.
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync + fmt::Debug {
+    /// A token valid for at least the next request.
+    async fn access_token(&self) -> Result<Secret, ProviderError>;
+    /// The provider answered 401 to `token`: refresh before handing out another.
+    async fn refused(&self, token: &Secret);
+}
+
+#[derive(Debug, Clone)]
 pub enum Credentials {
     None,
     /// User name and password; sent as Basic, or as Digest when the server challenges with Digest.
@@ -36,7 +48,10 @@ pub enum Credentials {
         username: String,
         password: Secret,
     },
+    /// A fixed bearer token.
     Bearer(Secret),
+    /// Bearer tokens from a refreshing source; one 401 triggers one refresh and one retry.
+    OAuth(Arc<dyn TokenSource>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +245,7 @@ impl DigestChallenge {
 pub(crate) struct Authenticator {
     credentials: Credentials,
     digest: Mutex<Option<(DigestChallenge, u32)>>,
+    last_token: Mutex<Option<Secret>>,
 }
 
 impl Authenticator {
@@ -237,6 +253,7 @@ impl Authenticator {
         Self {
             credentials,
             digest: Mutex::new(None),
+            last_token: Mutex::new(None),
         }
     }
 
@@ -245,9 +262,38 @@ impl Authenticator {
     }
 
     /// The `Authorization` value for a request, if any.
-    pub(crate) fn header(&self, method: &str, uri: &str) -> Option<String> {
+    pub(crate) async fn authorization(
+        &self,
+        method: &str,
+        uri: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        if let Credentials::OAuth(source) = &self.credentials {
+            let token = source.access_token().await?;
+            let value = format!("Bearer {}", token.expose());
+            if let Ok(mut last) = self.last_token.lock() {
+                *last = Some(token);
+            }
+            return Ok(Some(value));
+        }
+        Ok(self.header(method, uri))
+    }
+
+    /// Learns from a 401; returns whether one more attempt with fresh credentials makes sense.
+    pub(crate) async fn unauthorized(&self, challenge: Option<DigestChallenge>) -> bool {
+        if let Credentials::OAuth(source) = &self.credentials {
+            let token = self.last_token.lock().ok().and_then(|mut t| t.take());
+            if let Some(token) = token {
+                source.refused(&token).await;
+                return true;
+            }
+            return false;
+        }
+        self.learn(challenge)
+    }
+
+    fn header(&self, method: &str, uri: &str) -> Option<String> {
         match &self.credentials {
-            Credentials::None => None,
+            Credentials::None | Credentials::OAuth(_) => None,
             Credentials::Bearer(token) => Some(format!("Bearer {}", token.expose())),
             Credentials::Password { username, password } => {
                 let mut digest = self.digest.lock().ok()?;
@@ -274,7 +320,7 @@ impl Authenticator {
 
     /// Learns from a 401. Returns whether retrying with new credentials makes sense: a first
     /// Digest challenge, or a stale nonce. A second refusal of the same nonce is a wrong password.
-    pub(crate) fn learn(&self, challenge: Option<DigestChallenge>) -> bool {
+    fn learn(&self, challenge: Option<DigestChallenge>) -> bool {
         let Some(challenge) = challenge else {
             return false;
         };

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use url::Url;
 
-pub use auth::{Credentials, Secret};
+pub use auth::{Credentials, Secret, TokenSource};
 pub use budget::{Budget, BudgetConfig, Rate};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use ssrf::AddressPolicy;
@@ -215,6 +215,7 @@ pub struct Endpoint {
 fn classify_transport(error: &reqwest::Error) -> ProviderError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut messages = Vec::new();
+    let mut invalid_data = false;
     while let Some(err) = source {
         if let Some(resolve) = err.downcast_ref::<ResolveError>() {
             return match resolve {
@@ -228,14 +229,30 @@ fn classify_transport(error: &reqwest::Error) -> ProviderError {
             };
         }
         messages.push(err.to_string());
+        // An io::Error's source() skips the error it wraps; the TLS layer's error is in there.
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            invalid_data |= io.kind() == std::io::ErrorKind::InvalidData;
+            if let Some(inner) = io.get_ref() {
+                messages.push(inner.to_string());
+            }
+        }
         source = err.source();
     }
     let detail = messages.join(": ");
     let lower = detail.to_ascii_lowercase();
+    const TLS_SIGNS: [&str; 7] = [
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "alert",
+        "peer is incompatible",
+        "peer misbehaved",
+    ];
     let reason = if error.is_timeout() {
         Unavailability::Timeout
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-    {
+    } else if invalid_data || TLS_SIGNS.iter().any(|sign| lower.contains(sign)) {
+        // Nothing but the TLS layer turns a connect into InvalidData.
         Unavailability::Tls
     } else {
         Unavailability::Connect
@@ -297,7 +314,7 @@ impl Endpoint {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_owned(),
                 };
-                if let Some(value) = self.auth.header(method.as_str(), &target) {
+                if let Some(value) = self.auth.authorization(method.as_str(), &target).await? {
                     builder = builder.header(AUTHORIZATION, value);
                 }
             }
@@ -320,7 +337,15 @@ impl Endpoint {
                 Err(error) => {
                     let classified = classify_transport(&error);
                     self.count_error(classified.class());
-                    if matches!(classified, ProviderError::Blocked { .. }) {
+                    // A refused address or a failed TLS handshake will not change on a retry.
+                    if matches!(
+                        classified,
+                        ProviderError::Blocked { .. }
+                            | ProviderError::Unavailable {
+                                reason: Unavailability::Tls,
+                                ..
+                            }
+                    ) {
                         return Err(classified);
                     }
                     // A refused connection never reached the server: safe to repeat for any method.
@@ -380,7 +405,7 @@ impl Endpoint {
                         .iter()
                         .filter_map(|v| v.to_str().ok()),
                 );
-                if self.auth.learn(challenge) {
+                if self.auth.unauthorized(challenge).await {
                     auth_retried = true;
                     continue;
                 }

@@ -1,0 +1,96 @@
+//! `calbridge serve` and `calbridge migrate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use calbridge_server::config::DatabaseUrl;
+use calbridge_server::{AppState, Config, bootstrap, telemetry};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080; also `server.listen`, CALBRIDGE_SERVER__LISTEN).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// `sqlite://PATH` or `postgres://…` (default sqlite://calbridge.db; also `database.url`).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// `sqlite://PATH` or `postgres://…` (default from the configuration).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// The configuration with the command line applied last (it is the most specific layer).
+pub fn load_config(
+    file: Option<&PathBuf>,
+    listen: Option<SocketAddr>,
+    database_url: Option<&str>,
+) -> anyhow::Result<Config> {
+    let mut config = Config::load(file.map(PathBuf::as_path))?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    if let Some(url) = database_url {
+        config.database.url = DatabaseUrl::parse(url)?;
+    }
+    Ok(config)
+}
+
+pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(config_file, args.listen, args.database_url.as_deref())?;
+    telemetry::init_logging(&config.log);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        tracing::info!(database = %config.database.url.redacted(), "opening the store");
+        let master = bootstrap::master_key(&config)?;
+        if master.created
+            && let bootstrap::MasterKeySource::File(path) = &master.source
+        {
+            tracing::warn!(path = %path.display(), "created a new master key file; back it up: secrets sealed with it are lost without it");
+        }
+        let store = bootstrap::open_store(&config).await?;
+        if let Some((tenant, token)) = bootstrap::bootstrap_admin(store.as_ref()).await? {
+            print_bootstrap_key(&tenant.name, &token);
+        }
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "calbridge is listening");
+        let state = AppState::new(config, store, master.key);
+        calbridge_server::serve(listener, state, calbridge_server::shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+#[allow(clippy::print_stdout)]
+fn print_bootstrap_key(tenant: &str, token: &str) {
+    println!("First start: created tenant `{tenant}` and an admin API key with every scope.");
+    println!("It is shown this once; store it now:");
+    println!();
+    println!("    {token}");
+    println!();
+    println!(
+        "Use it as `Authorization: Bearer <key>`; make narrower keys with `calbridge keys create`."
+    );
+}
+
+#[allow(clippy::print_stdout)]
+pub fn migrate(config_file: Option<&PathBuf>, args: MigrateArgs) -> anyhow::Result<()> {
+    let config = load_config(config_file, None, args.database_url.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let store = bootstrap::open_store(&config).await?;
+        println!(
+            "database {} ({}) is up to date",
+            config.database.url.redacted(),
+            store.backend()
+        );
+        anyhow::Ok(())
+    })
+}

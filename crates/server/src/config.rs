@@ -1,0 +1,868 @@
+//! Typed, layered configuration: built-in defaults, then a TOML file, then `CALBRIDGE_SECTION__KEY`
+//! environment variables. Secrets are wrapped in [`Secret`] so that `Debug` output and logs never show them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use jiff::{SignedDuration, Span};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a configuration could not be loaded; every variant names the place to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A value that must never appear in `Debug` output or logs (client secrets, the master key, database
+/// passwords). Serialization keeps the real value so that a configuration can round-trip.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+/// A database URL; it may carry a password, so `Debug` shows it with the password masked.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        if value.starts_with("sqlite:")
+            || value.starts_with("postgres://")
+            || value.starts_with("postgresql://")
+        {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(ConfigError::Invalid {
+                origin: "database.url".into(),
+                message: format!(
+                    "`{}` is neither `sqlite://PATH` nor `postgres://…`",
+                    Self(value.to_owned()).redacted()
+                ),
+            })
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.0.starts_with("sqlite:")
+    }
+
+    /// The file of an embedded SQLite database, when the URL names one (not `:memory:`).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.0.strip_prefix("sqlite:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let path = rest.split('?').next().unwrap_or(rest);
+        if path.is_empty() || path == ":memory:" {
+            None
+        } else {
+            Some(PathBuf::from(path))
+        }
+    }
+
+    /// The URL with any password replaced, fit for logs.
+    pub fn redacted(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &self.0[scheme_end + 3..at];
+                match userinfo.find(':') {
+                    Some(colon) => format!(
+                        "{}{}:[redacted]{}",
+                        &self.0[..scheme_end + 3],
+                        &userinfo[..colon],
+                        &self.0[at..]
+                    ),
+                    None => self.0.clone(),
+                }
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// A duration written `15m`, `1h 30m` or ISO 8601 `PT15M`; printed in the short friendly form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub SignedDuration);
+
+impl HumanDuration {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let duration = SignedDuration::from_str(value.trim())
+            .map_err(|e| format!("`{value}` is not a duration like `15m` or `PT15M`: {e}"))?;
+        if duration.is_negative() {
+            return Err(format!(
+                "`{value}` is negative; a duration here must be positive"
+            ));
+        }
+        Ok(Self(duration))
+    }
+
+    pub fn from_secs(secs: i64) -> Self {
+        Self(SignedDuration::from_secs(secs))
+    }
+
+    pub fn to_std(self) -> std::time::Duration {
+        self.0.unsigned_abs()
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A calendar span such as `P3M` (months are calendar units, so this is a `Span`, not a duration).
+#[derive(Clone, Copy)]
+pub struct CalendarSpan(pub Span);
+
+impl CalendarSpan {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let span = Span::from_str(value.trim())
+            .map_err(|e| format!("`{value}` is not a span like `P3M` or `3 months`: {e}"))?;
+        if span.is_negative() {
+            return Err(format!(
+                "`{value}` is negative; a range reaches forward or back by a positive span"
+            ));
+        }
+        Ok(Self(span))
+    }
+}
+
+impl PartialEq for CalendarSpan {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.fieldwise() == other.0.fieldwise()
+    }
+}
+
+impl fmt::Debug for CalendarSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for CalendarSpan {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CalendarSpan {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole configuration. Every section has defaults, so an empty file is a valid configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub secrets: SecretsConfig,
+    pub log: LogConfig,
+    pub limits: LimitsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub network: NetworkConfig,
+    pub providers: ProvidersConfig,
+    pub sync: SyncConfig,
+    pub optimizations: OptimizationsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the API listens on; loopback by default so nothing is exposed by accident.
+    pub listen: SocketAddr,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DatabaseUrl("sqlite://calbridge.db".into()),
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The master key itself (base64 of 32 bytes). Prefer the environment or a key file to the TOML file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<Secret>,
+    /// A file holding the master key. When neither is set and the database is the embedded SQLite, a key
+    /// file is created beside the database (mode 0600) on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `calbridge_server=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// A request taking longer than this is answered 503 and abandoned.
+    pub request_timeout: HumanDuration,
+    /// Widest window `GET /v1/calendar/events` accepts, in days.
+    pub max_window_days: u32,
+    /// Largest page of a listing.
+    pub max_page_size: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: HumanDuration::from_secs(30),
+            max_window_days: 366 * 2,
+            max_page_size: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second per API key (token bucket refill rate).
+    pub requests_per_second: f64,
+    /// Requests a key may make at once before being slowed (bucket size).
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            requests_per_second: 50.0,
+            burst: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Let connections reach private, loopback and link-local addresses (CalDAV on a LAN, emulators).
+    /// Off by default: a tenant must not be able to point calbridge at the operator's internal network.
+    pub allow_private_networks: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    pub microsoft: OAuthProviderConfig,
+    pub google: OAuthProviderConfig,
+}
+
+/// The operator's OAuth client for a provider, and where the provider lives (overridable for emulators
+/// and sovereign clouds).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthProviderConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// Microsoft only: `common`, `organizations` or a tenant id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority_url: Option<String>,
+    /// The API base (Graph for Microsoft, Calendar API for Google).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncDirection {
+    Bidirectional,
+    Import,
+    Export,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictResolution {
+    Ask,
+    LocalWins,
+    RemoteWins,
+    NewestWins,
+    KeepBoth,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncRange {
+    pub past: CalendarSpan,
+    pub future: CalendarSpan,
+}
+
+impl Default for SyncRange {
+    fn default() -> Self {
+        Self {
+            past: CalendarSpan(Span::new().months(3)),
+            future: CalendarSpan(Span::new().months(3)),
+        }
+    }
+}
+
+/// The defaults every new connection starts with (each connection may override them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    pub frequency: HumanDuration,
+    pub direction: SyncDirection,
+    pub range: SyncRange,
+    pub conflict_resolution: ConflictResolution,
+    /// Local time of day of the periodic full reconciliation (off-peak).
+    pub full_sync_at: jiff::civil::Time,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            frequency: HumanDuration::from_secs(15 * 60),
+            direction: SyncDirection::Bidirectional,
+            range: SyncRange::default(),
+            conflict_resolution: ConflictResolution::Ask,
+            full_sync_at: jiff::civil::Time::midnight()
+                .with()
+                .hour(3)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizationsConfig {
+    /// Items per provider batch, capped by each provider's own limit.
+    pub batch_size: u32,
+    pub parallel_sync: bool,
+    /// Seconds a provider read may be served from cache.
+    pub cache_ttl: u64,
+    /// gzip/br on provider and API traffic.
+    pub compression: bool,
+}
+
+impl Default for OptimizationsConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 50,
+            parallel_sync: true,
+            cache_ttl: 3600,
+            compression: true,
+        }
+    }
+}
+
+/// Environment variables with this prefix that belong to tooling, not to the configuration.
+const ENV_NOT_CONFIG: &[&str] = &["PYTHON", "TEST_POSTGRES_URL", "REQUIRE_PEERS", "LOG"];
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                origin: "defaults".into(),
+                message: e.to_string(),
+            })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let origin = path.display().to_string();
+            let from_file: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
+            // Check the file on its own first, so that its mistakes are reported against the file.
+            Config::from_table(from_file.clone(), &origin)?;
+            merge(&mut tree, from_file);
+        }
+        let mut overrides: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix("CALBRIDGE_") {
+                if rest.is_empty() || ENV_NOT_CONFIG.contains(&rest) {
+                    continue;
+                }
+                overrides.insert(rest.to_owned(), value);
+            }
+        }
+        for (name, value) in overrides {
+            let path: Vec<String> = name.split("__").map(str::to_ascii_lowercase).collect();
+            if path.len() < 2 {
+                // Top-level keys do not exist; a lone `CALBRIDGE_X` is likely meant for some other tool.
+                continue;
+            }
+            set_path(&mut tree, &path, &value).map_err(|message| ConfigError::Invalid {
+                origin: format!("environment variable CALBRIDGE_{name}"),
+                message,
+            })?;
+        }
+        Config::from_table(tree, "configuration (file and environment)")
+    }
+
+    /// Parse a TOML document (no environment), e.g. the output of `calbridge config example`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            origin: "TOML".into(),
+            message: e.to_string(),
+        })?;
+        Config::from_table(table, "TOML")
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    message: e.to_string(),
+                })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        DatabaseUrl::parse(self.database.url.expose())?;
+        if self.limits.max_body_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.limits.max_page_size == 0 || self.limits.max_window_days == 0 {
+            return Err(invalid(
+                "limits.max_page_size and limits.max_window_days must be positive".into(),
+            ));
+        }
+        if self.rate_limit.enabled
+            && (!self.rate_limit.requests_per_second.is_finite()
+                || self.rate_limit.requests_per_second <= 0.0
+                || self.rate_limit.burst == 0)
+        {
+            return Err(invalid(
+                "rate_limit.requests_per_second and rate_limit.burst must be positive (or set rate_limit.enabled = false)".into(),
+            ));
+        }
+        if self.optimizations.batch_size == 0 {
+            return Err(invalid("optimizations.batch_size must be positive".into()));
+        }
+        if self.sync.frequency.0 < SignedDuration::from_secs(60) {
+            return Err(invalid("sync.frequency must be at least 1m".into()));
+        }
+        Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(over_table)) => {
+                merge(base_table, over_table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Set `path` in `tree` from an environment string, typed after the value already there (the defaults
+/// give every non-optional key a type); keys absent so far are strings.
+fn set_path(tree: &mut toml::Table, path: &[String], raw: &str) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut table = tree;
+    for segment in parents {
+        let entry = table
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("`{segment}` is a value, not a section")),
+        };
+    }
+    let value = match table.get(last) {
+        Some(toml::Value::Integer(_)) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("`{raw}` is not an integer"))?,
+        Some(toml::Value::Float(_)) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("`{raw}` is not a number"))?,
+        Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => return Err(format!("`{raw}` is not a boolean (true/false)")),
+        },
+        Some(toml::Value::Table(_)) => return Err(format!("`{last}` is a section, not a value")),
+        _ => toml::Value::String(raw.to_owned()),
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// A commented example configuration that parses back to the defaults.
+pub const EXAMPLE: &str = r#"# calbridge configuration. Every key is optional; the values shown are the defaults.
+# Layering: built-in defaults, then this file (`calbridge --config FILE`), then environment variables
+# named CALBRIDGE_SECTION__KEY (e.g. CALBRIDGE_SERVER__LISTEN=0.0.0.0:8080, CALBRIDGE_SYNC__RANGE__PAST=P1M).
+
+[server]
+# Address of the HTTP API. Loopback by default: put a TLS-terminating proxy in front to expose it.
+listen = "127.0.0.1:8080"
+# After SIGINT/SIGTERM, in-flight requests get this long to finish.
+shutdown_grace = "30s"
+
+[database]
+# Embedded SQLite (created and migrated on first start) or PostgreSQL: "postgres://user:pass@host/db".
+url = "sqlite://calbridge.db"
+max_connections = 16
+
+[secrets]
+# The master key that encrypts credentials at rest: 32 bytes, base64. Prefer the environment
+# (CALBRIDGE_SECRETS__MASTER_KEY) or a key file over writing it here. With neither set and the embedded
+# SQLite database, a key file is created beside the database (mode 0600) on first start.
+# master_key = "…"
+# master_key_file = "/etc/calbridge/master.key"
+
+[log]
+# "text" for people, "json" for log collectors. RUST_LOG overrides `level`.
+format = "text"
+level = "info"
+
+[limits]
+# Larger request bodies are refused with 413.
+max_body_bytes = 1048576
+# Requests running longer are answered 503.
+request_timeout = "30s"
+# Widest window GET /v1/calendar/events accepts, in days.
+max_window_days = 732
+max_page_size = 1000
+
+[rate_limit]
+# Token bucket per API key; over the limit the API answers 429 with Retry-After.
+enabled = true
+requests_per_second = 50.0
+burst = 100
+
+[network]
+# Allow connections to private, loopback and link-local addresses (a CalDAV server on the LAN).
+allow_private_networks = false
+
+[providers.microsoft]
+# Your Entra ID app registration. The endpoints default to the public cloud; override them for
+# sovereign clouds or the built-in emulator.
+# client_id = "00000000-0000-0000-0000-000000000000"
+# client_secret = "…"
+# tenant = "common"
+# authority_url = "https://login.microsoftonline.com"
+# graph_url = "https://graph.microsoft.com/v1.0"
+
+[providers.google]
+# client_id = "….apps.googleusercontent.com"
+# client_secret = "…"
+# authority_url = "https://accounts.google.com"
+# graph_url = "https://www.googleapis.com/calendar/v3"
+
+# Defaults for new connections; each connection may override them.
+[sync]
+# How often each connection is synced (push notifications make it sooner).
+frequency = "15m"
+# "bidirectional", "import" (provider → app) or "export" (app → provider).
+direction = "bidirectional"
+# "ask", "local_wins", "remote_wins", "newest_wins" or "keep_both".
+conflict_resolution = "ask"
+# Local time of the daily full reconciliation (off-peak).
+full_sync_at = "03:00"
+
+[sync.range]
+# How far back and ahead events are synced (ISO 8601 spans).
+past = "P3M"
+future = "P3M"
+
+[optimizations]
+# Items per provider batch (capped by each provider's limit, e.g. Graph $batch takes 20).
+batch_size = 50
+# Sync connections concurrently.
+parallel_sync = true
+# Seconds a provider read may be served from cache.
+cache_ttl = 3600
+# gzip/br on provider and API traffic.
+compression = true
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn example_parses_back_to_the_defaults() {
+        let parsed = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn example_mentions_every_key_of_the_defaults() {
+        let tree = toml::Table::try_from(Config::default()).unwrap();
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (key, value) in table {
+                match value {
+                    toml::Value::Table(t) => walk(&format!("{prefix}{key}."), t, out),
+                    _ => out.push(format!("{prefix}{key}")),
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk("", &tree, &mut keys);
+        for key in keys {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                EXAMPLE.contains(&format!("{leaf} = ")),
+                "example lacks {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_products() {
+        let c = Config::default();
+        assert_eq!(c.sync.frequency.to_string(), "15m");
+        assert_eq!(c.sync.direction, SyncDirection::Bidirectional);
+        assert_eq!(c.sync.range.past.0.get_months(), 3);
+        assert_eq!(c.sync.range.future.0.get_months(), 3);
+        assert_eq!(c.sync.conflict_resolution, ConflictResolution::Ask);
+        assert_eq!(c.sync.full_sync_at.to_string(), "03:00:00");
+        assert_eq!(c.optimizations.batch_size, 50);
+        assert!(c.optimizations.parallel_sync);
+        assert_eq!(c.optimizations.cache_ttl, 3600);
+        assert!(c.optimizations.compression);
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose(), "sqlite://calbridge.db");
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[sync]\nfrequency = \"5m\"\n[optimizations]\nbatch_size = 20\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("CALBRIDGE_SYNC__FREQUENCY", "PT30M"),
+                ("CALBRIDGE_OPTIMIZATIONS__PARALLEL_SYNC", "false"),
+                ("CALBRIDGE_PROVIDERS__MICROSOFT__CLIENT_ID", "12345"),
+                ("CALBRIDGE_SYNC__RANGE__PAST", "P1M"),
+                ("CALBRIDGE_RATE_LIMIT__REQUESTS_PER_SECOND", "2.5"),
+                ("CALBRIDGE_PYTHON", "/usr/bin/python3"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9000, "file over defaults");
+        assert_eq!(c.optimizations.batch_size, 20, "file over defaults");
+        assert_eq!(c.sync.frequency.to_string(), "30m", "env over file");
+        assert!(!c.optimizations.parallel_sync);
+        assert_eq!(c.providers.microsoft.client_id.as_deref(), Some("12345"));
+        assert_eq!(c.sync.range.past.0.get_months(), 1);
+        assert_eq!(c.rate_limit.requests_per_second, 2.5);
+    }
+
+    #[test]
+    fn mistakes_name_their_place() {
+        let err = Config::load_from(
+            None,
+            env(&[("CALBRIDGE_OPTIMIZATIONS__BATCH_SIZE", "many")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CALBRIDGE_OPTIMIZATIONS__BATCH_SIZE"), "{err}");
+        let err = Config::from_toml("[sync]\ndirection = \"sideways\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sideways"), "{err}");
+        let err = Config::from_toml("[sever]\nlisten = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sever"), "{err}");
+        let err = Config::from_toml("[database]\nurl = \"mysql://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        let err = Config::from_toml("[sync]\nfrequency = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print_in_debug() {
+        let c = Config::from_toml(
+            "[secrets]\nmaster_key = \"TOPSECRETKEY\"\n[providers.google]\nclient_secret = \"GOOGLESECRET\"\n[database]\nurl = \"postgres://app:DBPASSWORD@127.0.0.1/cb\"\n",
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        for secret in ["TOPSECRETKEY", "GOOGLESECRET", "DBPASSWORD"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("app:[redacted]@127.0.0.1"));
+        assert_eq!(c.secrets.master_key.unwrap().expose(), "TOPSECRETKEY");
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        let url = DatabaseUrl::parse("sqlite://data/cb.db?mode=rwc").unwrap();
+        assert_eq!(url.sqlite_path().unwrap(), PathBuf::from("data/cb.db"));
+        assert!(
+            DatabaseUrl::parse("sqlite::memory:")
+                .unwrap()
+                .sqlite_path()
+                .is_none()
+        );
+        assert!(
+            DatabaseUrl::parse("postgres://x/y")
+                .unwrap()
+                .sqlite_path()
+                .is_none()
+        );
+    }
+}
