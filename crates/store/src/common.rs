@@ -332,7 +332,13 @@ async fn version_failure(
     tenant: TenantId,
     expected: i64,
 ) -> StoreError {
-    let sql = format!("SELECT version FROM {table} WHERE id = $1 AND tenant_id = $2");
+    // A soft-deleted series is gone for writers, whatever version they hold.
+    let live = if table == "series" {
+        " AND deleted_at IS NULL"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT version FROM {table} WHERE id = $1 AND tenant_id = $2{live}");
     match sqlx::query(&sql)
         .bind(row_id)
         .bind(tenant.to_string())
@@ -454,6 +460,68 @@ fn series_change(kind: &str, series: &Series) -> NewChange {
         subject_id: series.id.to_string(),
         data_json: serde_json::json!({ "uid": series.uid, "version": series.version }).to_string(),
     }
+}
+
+/// One series with its occurrence rows and change entry, inside the caller's transaction.
+async fn insert_series(tx: &mut Tx, tenant: TenantId, series: NewSeries) -> Result<Series> {
+    non_empty("event uid", &series.uid)?;
+    check_json("event model", &series.model_json)?;
+    let longest = validate_occurrences(&series.occurrences)?;
+    let at = now();
+    let record = Series {
+        id: SeriesId::new(),
+        tenant_id: tenant,
+        calendar_id: series.calendar_id,
+        uid: series.uid,
+        ical: series.ical,
+        model_json: series.model_json,
+        hash: series.hash,
+        version: 1,
+        expanded_until: series.occurrences.expanded_until,
+        created_at: at,
+        updated_at: at,
+        deleted_at: None,
+    };
+    ensure_owned(
+        tx,
+        "calendars",
+        "calendar",
+        &record.calendar_id.to_string(),
+        tenant,
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9)",
+    )
+    .bind(record.id.to_string())
+    .bind(tenant.to_string())
+    .bind(record.calendar_id.to_string())
+    .bind(&record.uid)
+    .bind(&record.ical)
+    .bind(&record.model_json)
+    .bind(&record.hash)
+    .bind(record.expanded_until.map(ms))
+    .bind(ms(at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict(format!("an event with UID {:?} already exists in this calendar", record.uid))
+        }
+        other => other,
+    })?;
+    write_occurrences(
+        tx,
+        tenant,
+        record.calendar_id,
+        record.id,
+        &series.occurrences,
+        longest,
+    )
+    .await?;
+    insert_change(tx, tenant, &series_change("event.created", &record), at).await?;
+    Ok(record)
 }
 
 #[async_trait]
@@ -730,72 +798,24 @@ impl Store for Backend {
     }
 
     async fn create_series(&self, tenant: TenantId, series: NewSeries) -> Result<Series> {
-        non_empty("event uid", &series.uid)?;
-        check_json("event model", &series.model_json)?;
-        let longest = validate_occurrences(&series.occurrences)?;
-        let at = now();
-        let record = Series {
-            id: SeriesId::new(),
-            tenant_id: tenant,
-            calendar_id: series.calendar_id,
-            uid: series.uid,
-            ical: series.ical,
-            model_json: series.model_json,
-            hash: series.hash,
-            version: 1,
-            expanded_until: series.occurrences.expanded_until,
-            created_at: at,
-            updated_at: at,
-            deleted_at: None,
-        };
         let mut tx = self.wtx().await?;
-        ensure_owned(
-            &mut tx,
-            "calendars",
-            "calendar",
-            &record.calendar_id.to_string(),
-            tenant,
-        )
-        .await?;
-        sqlx::query(
-            "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9)",
-        )
-        .bind(record.id.to_string())
-        .bind(tenant.to_string())
-        .bind(record.calendar_id.to_string())
-        .bind(&record.uid)
-        .bind(&record.ical)
-        .bind(&record.model_json)
-        .bind(&record.hash)
-        .bind(record.expanded_until.map(ms))
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match StoreError::from(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("an event with UID {:?} already exists in this calendar", record.uid))
-            }
-            other => other,
-        })?;
-        write_occurrences(
-            &mut tx,
-            tenant,
-            record.calendar_id,
-            record.id,
-            &series.occurrences,
-            longest,
-        )
-        .await?;
-        insert_change(
-            &mut tx,
-            tenant,
-            &series_change("event.created", &record),
-            at,
-        )
-        .await?;
+        let record = insert_series(&mut tx, tenant, series).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    async fn create_series_batch(
+        &self,
+        tenant: TenantId,
+        batch: Vec<NewSeries>,
+    ) -> Result<Vec<Series>> {
+        let mut tx = self.wtx().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for series in batch {
+            out.push(insert_series(&mut tx, tenant, series).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn get_series(&self, tenant: TenantId, series: SeriesId) -> Result<Series> {

@@ -59,6 +59,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- event series and occurrences ---
     async fn create_series(&self, tenant: TenantId, series: NewSeries) -> Result<Series>;
+    /// Creates many series in one transaction, all or nothing (an initial import, a bulk load).
+    async fn create_series_batch(
+        &self,
+        tenant: TenantId,
+        batch: Vec<NewSeries>,
+    ) -> Result<Vec<Series>>;
     /// Deleted series are returned too (with `deleted_at`), so sync can tell "deleted" from "never existed".
     async fn get_series(&self, tenant: TenantId, series: SeriesId) -> Result<Series>;
     async fn get_series_by_uid(

@@ -55,8 +55,9 @@ CREATE INDEX series_tenant_calendar ON series (tenant_id, calendar_id, id);
 CREATE TABLE occurrences (
     tenant_id     TEXT NOT NULL,
     start_utc     BIGINT NOT NULL,
-    series_id     TEXT NOT NULL REFERENCES series (id) ON DELETE CASCADE,
-    recurrence_id TEXT NOT NULL,
+    -- Byte-order collation: the keyset order must not depend on the cluster's locale (and compares faster).
+    series_id     TEXT COLLATE "C" NOT NULL REFERENCES series (id) ON DELETE CASCADE,
+    recurrence_id TEXT COLLATE "C" NOT NULL,
     end_utc       BIGINT NOT NULL,
     calendar_id   TEXT NOT NULL,
     all_day       BOOLEAN NOT NULL,

@@ -42,5 +42,6 @@ story!(
     job_fencing_and_lifecycle,
     webhooks_and_deliveries,
     rotate_master_round_trip,
+    series_batch_is_all_or_nothing,
     bad_input_is_refused_and_changes_nothing,
 );

@@ -399,6 +399,11 @@ pub async fn series_crud_occurrences_and_change_stream(db: &TestDb) {
     assert_eq!(deleted.version, 3);
     assert!(deleted.deleted_at.is_some());
     assert!(
+        is_not_found(store.update_series(a, created.id, 3, update.clone()).await),
+        "deleted series stay deleted"
+    );
+    assert!(is_not_found(store.delete_series(a, created.id, 3).await));
+    assert!(
         store
             .list_occurrences(a, &window(None))
             .await
@@ -1824,6 +1829,84 @@ pub async fn rotate_master_round_trip(db: &TestDb) {
     );
     // Running the same rotation again (say, after a crash before the config changed) is harmless.
     assert_eq!(store.rotate_master(&old, &new).await.unwrap(), 0);
+}
+
+pub async fn series_batch_is_all_or_nothing(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "import").await;
+    let at = |h: i64| ms(t("2026-05-01T00:00:00Z").as_millisecond() + h * 3_600_000);
+    let batch: Vec<NewSeries> = (0..50)
+        .map(|i| new_series(cal.id, &format!("imp-{i}"), single(at(i), at(i + 1))))
+        .collect();
+    let created = store.create_series_batch(a, batch).await.unwrap();
+    assert_eq!(created.len(), 50);
+    assert_eq!(
+        store
+            .list_series(a, cal.id, None, 1000)
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+    let window = OccurrenceQuery {
+        start: at(0),
+        end: at(100),
+        calendar_id: None,
+        after: None,
+        limit: 1000,
+    };
+    assert_eq!(
+        store
+            .list_occurrences(a, &window)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        50
+    );
+    assert_eq!(
+        store.list_changes(a, 0, None, 1000).await.unwrap().len(),
+        50
+    );
+
+    // One bad item (a UID already present) refuses the whole batch.
+    let mut bad: Vec<NewSeries> = (50..60)
+        .map(|i| new_series(cal.id, &format!("imp-{i}"), single(at(i), at(i + 1))))
+        .collect();
+    bad.push(new_series(cal.id, "imp-3", OccurrenceSet::default()));
+    assert!(matches!(
+        store.create_series_batch(a, bad).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .list_series(a, cal.id, None, 1000)
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+    assert_eq!(
+        store
+            .list_occurrences(a, &window)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        50
+    );
+    // Another tenant cannot import into this calendar.
+    let intrusion = vec![new_series(cal.id, "x", OccurrenceSet::default())];
+    assert!(is_not_found(store.create_series_batch(b, intrusion).await));
+    assert!(
+        store
+            .create_series_batch(a, Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn bad_input_is_refused_and_changes_nothing(db: &TestDb) {
