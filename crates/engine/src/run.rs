@@ -39,6 +39,9 @@ pub struct LinkSync<'a> {
     pub link: &'a Link,
     pub config: &'a EngineConfig,
     pub now: Timestamp,
+    /// A full reconciliation: both sides listed completely, ignoring both cursors (the daily
+    /// `full_sync_at` run, and after the link's direction or range changed).
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,7 +107,7 @@ pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
         .create_sync_run(
             ctx.tenant,
             Some(ctx.connection.id),
-            ctx.link.cursor.is_none(),
+            ctx.full || ctx.link.cursor.is_none(),
         )
         .await?;
     let mut runner = match Runner::new(ctx, run.id).await {
@@ -372,8 +375,8 @@ impl<'a> Runner<'a> {
 
         // --- read: remote changes since the provider cursor ---
         let cursor = match &link.cursor {
-            Some(c) => Some(Cursor::parse(c.clone())?),
-            None => None,
+            Some(c) if !self.ctx.full => Some(Cursor::parse(c.clone())?),
+            _ => None,
         };
         let provider_window = ProviderWindow::parse(self.window.start, self.window.end)?;
         self.requests += 1;
@@ -584,7 +587,8 @@ impl<'a> Runner<'a> {
         let tenant = self.ctx.tenant;
         let calendar = self.ctx.connection.calendar_id;
         let mut rows = Vec::new();
-        let mark = match self.ctx.link.local_cursor {
+        let local_cursor = self.ctx.link.local_cursor.filter(|_| !self.ctx.full);
+        let mark = match local_cursor {
             None => {
                 // Taken before listing: whatever is written while we list is seen again next run.
                 let head = store.latest_change_seq(tenant).await?;

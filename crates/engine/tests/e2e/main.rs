@@ -44,4 +44,6 @@ both_backends!(
     a_stale_if_match_is_reported_while_the_rest_commits,
     interrupted_runs_converge_without_loss_or_duplicates,
     a_mass_deletion_marks_the_link_suspect_and_deletes_nothing,
+    one_way_links_never_write_the_other_side,
+    an_occurrence_edit_merges_as_that_override,
 );

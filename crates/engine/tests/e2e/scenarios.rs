@@ -138,6 +138,15 @@ impl World {
     }
 
     async fn sync_with(&self, provider: &dyn CalendarProvider, config: &EngineConfig) -> RunReport {
+        self.sync_full(provider, config, false).await
+    }
+
+    async fn sync_full(
+        &self,
+        provider: &dyn CalendarProvider,
+        config: &EngineConfig,
+        full: bool,
+    ) -> RunReport {
         let connection = self
             .store()
             .get_connection(self.tenant, self.connection)
@@ -152,6 +161,7 @@ impl World {
             link: &link,
             config,
             now: Timestamp::now(),
+            full,
         })
         .await
         .unwrap()
@@ -907,5 +917,112 @@ mod async_trait_free {
         ) -> Result<Vec<BusyPeriod>, ProviderError> {
             self.inner.free_busy(calendar, window).await
         }
+    }
+}
+
+pub async fn one_way_links_never_write_the_other_side(db: TestDb) {
+    // import: provider → application; local edits and deletions never reach the provider.
+    let Some(w) = World::new(db, r#"{"direction":"import"}"#).await else {
+        return;
+    };
+    w.remote_put("a", &event("a", "Alpha", 1)).await;
+    w.local_create(&event("l", "Local only", 2)).await;
+    w.settle().await;
+    assert_eq!(one(&w.local_all().await, "a"), "Alpha");
+    assert!(
+        !w.remote_all().await.contains_key("l"),
+        "import exported a local event"
+    );
+    w.local_edit("a", &event("a", "Alpha (local)", 1)).await;
+    w.settle().await;
+    assert_eq!(one(&w.remote_all().await, "a"), "Alpha");
+    w.remote_edit("a", &event("a", "Alpha (remote)", 1)).await;
+    w.settle().await;
+    assert_eq!(one(&w.local_all().await, "a"), "Alpha (remote)");
+
+    // export: application → provider; remote edits are reverted, local events never change.
+    // A changed direction is followed by a full reconciliation (the cursors only cover what the old
+    // direction let through).
+    w.set_options(r#"{"direction":"export"}"#).await;
+    let full = w
+        .sync_full(&w.provider, &EngineConfig::default(), true)
+        .await;
+    assert!(full.full_listing);
+    w.settle().await;
+    assert_eq!(one(&w.remote_all().await, "l"), "Local only");
+    w.remote_edit("l", &event("l", "Edited on the server", 2))
+        .await;
+    w.settle().await;
+    assert_eq!(one(&w.local_all().await, "l"), "Local only");
+    assert_eq!(
+        one(&w.remote_all().await, "l"),
+        "Local only",
+        "export did not revert"
+    );
+}
+
+pub async fn an_occurrence_edit_merges_as_that_override(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    let start = at(1);
+    let master = |location: &str| {
+        vec![
+            "BEGIN:VEVENT".to_owned(),
+            "UID:standup".to_owned(),
+            "DTSTAMP:20260101T000000Z".to_owned(),
+            format!("DTSTART:{start}"),
+            "DURATION:PT30M".to_owned(),
+            "RRULE:FREQ=DAILY;COUNT=5".to_owned(),
+            "SUMMARY:Standup".to_owned(),
+            format!("LOCATION:{location}"),
+            "END:VEVENT".to_owned(),
+        ]
+    };
+    let wrap = |events: Vec<String>| {
+        let mut lines = vec![
+            "BEGIN:VCALENDAR".to_owned(),
+            "VERSION:2.0".to_owned(),
+            "PRODID:-//calbridge engine tests//EN".to_owned(),
+        ];
+        lines.extend(events);
+        lines.push("END:VCALENDAR".into());
+        lines.join("\r\n") + "\r\n"
+    };
+    w.local_create(&wrap(master("Room 1"))).await;
+    w.settle().await;
+    // Remote: the third occurrence moves by an hour. Local: the whole series changes room.
+    let third = at(3);
+    let moved = third.replace("T100000Z", "T110000Z");
+    let mut remote = master("Room 1");
+    remote.extend([
+        "BEGIN:VEVENT".to_owned(),
+        "UID:standup".to_owned(),
+        "DTSTAMP:20260101T000000Z".to_owned(),
+        format!("RECURRENCE-ID:{third}"),
+        format!("DTSTART:{moved}"),
+        "DURATION:PT30M".to_owned(),
+        "SUMMARY:Standup (moved)".to_owned(),
+        "END:VEVENT".to_owned(),
+    ]);
+    w.remote_edit("standup", &wrap(remote)).await;
+    w.local_edit("standup", &wrap(master("Room 2"))).await;
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    assert!(w.open_conflicts().await.is_empty());
+    w.settle().await;
+    let local = w
+        .local_by_uid("standup")
+        .await
+        .unwrap()
+        .ical
+        .replace("\r\n ", "");
+    let (_, remote) = w.remote_item("standup").await.unwrap();
+    let remote = remote.replace("\r\n ", "");
+    for side in [&local, &remote] {
+        assert!(side.contains("LOCATION:Room 2"), "{side}");
+        assert!(side.contains(&format!("RECURRENCE-ID:{third}")), "{side}");
+        assert!(side.contains("SUMMARY:Standup (moved)"), "{side}");
+        assert_eq!(side.matches("BEGIN:VEVENT").count(), 2, "{side}");
     }
 }
