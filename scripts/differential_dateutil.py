@@ -210,6 +210,31 @@ def weekno_previous_year_differs(parts):
     return False
 
 
+def weekno_negative_next_year_differs(parts):
+    """True when a negative BYWEEKNO names week 1 of the next year (e.g. -52 in a 52-week year) and that
+    week starts in December: dateutil only looks at those December days for BYWEEKNO=1 (rrule.py: "TODO:
+    Check -numweeks for next year"), RFC 5545 §3.3.10 counts them in that week."""
+    by = dict(p.split("=", 1) for p in parts)
+    if "BYWEEKNO" not in by:
+        return False
+    weeknos = {int(x) for x in by["BYWEEKNO"].split(",")}
+    if 1 in weeknos:
+        return False
+    wkst = DAYS.index(by.get("WKST", "MO"))
+
+    def week1(y):
+        jan1 = dt.date(y, 1, 1)
+        off = (jan1.weekday() - wkst) % 7
+        return jan1 - dt.timedelta(days=off) if 7 - off >= 4 else jan1 + dt.timedelta(days=7 - off)
+
+    for year in range(2005, 2036):
+        if week1(year + 1) < dt.date(year + 1, 1, 1):
+            weeks = (week1(year + 2) - week1(year + 1)).days // 7
+            if -weeks in weeknos:
+                return True
+    return False
+
+
 def build_case(rng, idx):
     c = Case()
     c.uid = f"case-{idx:05d}@calbridge-differential"
@@ -332,6 +357,9 @@ def generate(out_dir, seed, count, bench=False):
         idx += 1
         c = build_case(rng, idx)
         if "weekno-previous-year" in allowed and weekno_previous_year_differs(c.parts):
+            skipped_allowed += 1
+            continue
+        if "weekno-negative-next-year" in allowed and weekno_negative_next_year_differs(c.parts):
             skipped_allowed += 1
             continue
         c.rdates, c.exdates, c.overrides = [], [], []
@@ -485,7 +513,7 @@ def generate(out_dir, seed, count, bench=False):
         kinds[c.freq] = kinds.get(c.freq, 0) + 1
     print(f"generated {len(cases)} series ({attempts} drawn), {len(expected)} occurrences; "
           f"freqs {dict(sorted(kinds.items()))}; {skipped_allowed} drawn series left out under "
-          f"weekno-previous-year", file=sys.stderr)
+          f"weekno-previous-year / weekno-negative-next-year", file=sys.stderr)
 
 
 def value(c, naive, prop):

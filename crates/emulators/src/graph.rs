@@ -166,30 +166,39 @@ pub(crate) fn etag_of(
 
 /// The output zone chosen by `Prefer: outlook.timezone` (default UTC).
 #[derive(Debug, Clone)]
+/// Output preferences: `Prefer: outlook.timezone` (default UTC) and `outlook.body-content-type`.
 struct OutZone {
     label: String,
     zone: TimeZone,
     applied: bool,
+    /// `Some("text")` / `Some("html")` when the body content type was asked for.
+    body_type: Option<&'static str>,
 }
 
 fn out_zone(req: &Req) -> OutZone {
+    let mut out = OutZone {
+        label: "UTC".into(),
+        zone: TimeZone::UTC,
+        applied: false,
+        body_type: None,
+    };
     for pref in req.header_values("prefer") {
         if let Some(rest) = pref.strip_prefix("outlook.timezone=") {
             let name = rest.trim().trim_matches('"');
             if let Some(zone) = resolve_zone(name) {
-                return OutZone {
-                    label: name.to_string(),
-                    zone,
-                    applied: true,
-                };
+                out.label = name.to_string();
+                out.zone = zone;
+                out.applied = true;
+            }
+        } else if let Some(rest) = pref.strip_prefix("outlook.body-content-type=") {
+            match rest.trim().trim_matches('"').to_ascii_lowercase().as_str() {
+                "text" => out.body_type = Some("text"),
+                "html" => out.body_type = Some("html"),
+                _ => {}
             }
         }
     }
-    OutZone {
-        label: "UTC".into(),
-        zone: TimeZone::UTC,
-        applied: false,
-    }
+    out
 }
 
 fn with_preferences(mut reply: Reply, zone: &OutZone) -> Reply {
@@ -199,7 +208,23 @@ fn with_preferences(mut reply: Reply, zone: &OutZone) -> Reply {
             format!("outlook.timezone=\"{}\"", zone.label),
         );
     }
+    if let Some(kind) = zone.body_type {
+        reply = reply.header(
+            "Preference-Applied",
+            format!("outlook.body-content-type=\"{kind}\""),
+        );
+    }
     reply
+}
+
+/// The body in the content type the client asked for (HTML is reduced to its text).
+fn body_as(body: &Value, kind: Option<&str>) -> Value {
+    match kind {
+        Some("text") if body.get("contentType").and_then(Value::as_str) == Some("html") => {
+            json!({"contentType": "text", "content": body_preview_full(body)})
+        }
+        _ => body.clone(),
+    }
 }
 
 fn date_time_zone(ts: Timestamp, all_day: bool, zone: &OutZone) -> Value {
@@ -279,8 +304,14 @@ fn render_view(view: &View<'_>, zone: &OutZone) -> Value {
     );
     out.insert("changeKey".into(), Value::String(key));
     for (k, v) in &ev.body {
-        if k != "recurrence" {
-            out.insert(k.clone(), v.clone());
+        match k.as_str() {
+            "recurrence" => {}
+            "body" => {
+                out.insert(k.clone(), body_as(v, zone.body_type));
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
         }
     }
     let recurrence = if view.kind == "seriesMaster" {
@@ -955,7 +986,8 @@ fn default_body(mb: &Mailbox) -> Map<String, Value> {
     }
 }
 
-fn body_preview(body: &Value) -> String {
+/// The text of an HTML body, whitespace collapsed.
+fn body_preview_full(body: &Value) -> String {
     let content = body
         .get("content")
         .and_then(Value::as_str)
@@ -970,12 +1002,11 @@ fn body_preview(body: &Value) -> String {
             _ => {}
         }
     }
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(255)
-        .collect()
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn body_preview(body: &Value) -> String {
+    body_preview_full(body).chars().take(255).collect()
 }
 
 /// Applies client-writable fields of a create/PATCH body onto a stored body.
@@ -1964,7 +1995,7 @@ async fn subscriptions(app: &Arc<Shared>, mailbox: usize, req: &Req, rest: &[&st
             let value: Vec<Value> = registry
                 .subscriptions
                 .values()
-                .filter(|s| s.mailbox == mailbox)
+                .filter(|s| s.mailbox == mailbox && s.expiration > Timestamp::now())
                 .map(subscription_json)
                 .collect();
             Reply::json(

@@ -133,6 +133,21 @@ async fn create_update_delete_with_etags_and_if_match() {
     assert_eq!(r.status(), 412);
 
     let r = api
+        .get(&path)
+        .header("Prefer", "outlook.body-content-type=\"text\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["preference-applied"],
+        "outlook.body-content-type=\"text\""
+    );
+    let (_, as_text) = json_of(r).await;
+    assert_eq!(
+        as_text["body"],
+        json!({"contentType": "text", "content": "Does noon work for you?"})
+    );
+    let r = api
         .delete(&path)
         .header("If-Match", patched["@odata.etag"].as_str().unwrap())
         .send()
@@ -1129,4 +1144,68 @@ async fn seeding_is_deterministic() {
     let (la, lb) = (list(&a).await, list(&b).await);
     assert_eq!(la.len(), 30);
     assert_eq!(la, lb);
+}
+
+#[tokio::test]
+async fn subscriptions_expire_and_can_be_removed_by_lifecycle() {
+    let api = graph().await;
+    let hook = Receiver::start(Behaviour::Echo).await;
+    let soon = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_millis(1500))
+        .unwrap();
+    let request = json!({"changeType": "created", "notificationUrl": hook.url(), "resource": "/me/events",
+        "expirationDateTime": soon.to_string(), "clientState": "c"});
+    let (status, _) = json_of(
+        api.post("/v1.0/subscriptions", &request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(hook.wait_for(1).await.len(), 1, "validation only");
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    api.emu
+        .act(Action::Create {
+            user: None,
+            calendar: None,
+            event: lunch(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        hook.hits().len(),
+        1,
+        "an expired subscription gets no notification"
+    );
+    let (_, list) = json_of(api.get("/v1.0/subscriptions").send().await.unwrap()).await;
+    assert!(list["value"].as_array().unwrap().is_empty());
+
+    let later = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
+    let request = json!({"changeType": "created", "notificationUrl": hook.url(), "lifecycleNotificationUrl": hook.url(),
+        "resource": "/me/events", "expirationDateTime": later.to_string(), "clientState": "c"});
+    let (_, sub) = json_of(
+        api.post("/v1.0/subscriptions", &request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap();
+    assert_eq!(api.emu.lifecycle(id, "missed").await.unwrap(), 202);
+    assert_eq!(
+        api.emu.lifecycle(id, "subscriptionRemoved").await.unwrap(),
+        202
+    );
+    let hits = hook.wait_for(5).await;
+    let last: Value = serde_json::from_slice(&hits[4].body).unwrap();
+    assert_eq!(last["value"][0]["lifecycleEvent"], "subscriptionRemoved");
+    assert!(
+        api.emu.subscriptions().is_empty(),
+        "subscriptionRemoved removes it"
+    );
+    assert!(api.emu.lifecycle(id, "missed").await.is_err());
 }

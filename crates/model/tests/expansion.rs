@@ -531,3 +531,29 @@ fn instances_after_a_gap_come_out_in_instant_order_and_none_is_lost() {
         ]
     );
 }
+
+#[test]
+fn byweekno_counts_days_of_weeks_that_straddle_new_year() {
+    // ISO-style weeks (RFC 5545 §3.3.10): 2022-01-02 (Sunday) is in week 52 of 2021, 2018-12-31 (Monday)
+    // in week 1 of 2019, which is also week -52 of that 52-week year. These are the two places where
+    // python-dateutil differs (listed in scripts/differential-dateutil-allowed.txt).
+    let mut s = SeriesInput::single("w", cal("20211227T100000Z", None), None);
+    s.rrules
+        .push(RRule::parse("FREQ=YEARLY;BYWEEKNO=52;BYDAY=SU;COUNT=2").unwrap());
+    assert_eq!(
+        starts(&s, window(WIDE.0, WIDE.1)),
+        ["2021-12-27T10:00:00Z", "2022-01-02T10:00:00Z"]
+    );
+    let mut n = SeriesInput::single("n", cal("20180101T100000Z", None), None);
+    n.rrules
+        .push(RRule::parse("FREQ=YEARLY;BYWEEKNO=-52;BYDAY=MO;COUNT=3").unwrap());
+    assert_eq!(
+        starts(&n, window(WIDE.0, WIDE.1)),
+        // 2020 has 53 weeks, so its week -52 is week 2 (Monday January 6).
+        [
+            "2018-01-01T10:00:00Z",
+            "2018-12-31T10:00:00Z",
+            "2020-01-06T10:00:00Z"
+        ]
+    );
+}
