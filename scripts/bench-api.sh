@@ -4,7 +4,7 @@
 # release binary on SQLite and on PostgreSQL. Beside each figure: /healthz on the same server, the floor
 # of the HTTP stack (routing, middleware, no authentication, no database).
 #
-# usage: scripts/bench-api.sh [EVENTS] [DURATION]     (defaults 100000, 20s)
+# usage: scripts/bench-api.sh [EVENTS] [DURATION]     (defaults 100000, 20s; BACKENDS="sqlite postgres")
 # needs: wrk, python3, PostgreSQL at CALBRIDGE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,12 @@ run_backend() {
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 }
 
-run_backend sqlite "sqlite://$work/bench.db"
-pg_db="calbridge_bench_$$"
-psql "$pg_admin" -qc "CREATE DATABASE $pg_db" >/dev/null
-run_backend postgres "${pg_admin%/*}/$pg_db"
+for backend in ${BACKENDS:-sqlite postgres}; do
+  case "$backend" in
+    sqlite) run_backend sqlite "sqlite://$work/bench.db" ;;
+    postgres)
+      pg_db="calbridge_bench_$$"
+      psql "$pg_admin" -qc "CREATE DATABASE $pg_db" >/dev/null
+      run_backend postgres "${pg_admin%/*}/$pg_db" ;;
+  esac
+done

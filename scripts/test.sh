@@ -17,6 +17,11 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
+# The binary the CLI tests were built against; the suites below drive it.
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+export CALBRIDGE_BIN="$target_dir/debug/calbridge"
+test -x "$CALBRIDGE_BIN"
 
 # Suites that drive the built binary from outside (differential oracles, schemathesis, ...). Each one
 # exits non-zero on any failure, which stops this script.

@@ -16,8 +16,13 @@ if [ -z "$py" ] || ! "$py" -c 'import dateutil' 2>/dev/null; then
   exit 0
 fi
 
-cargo build -p calbridge --locked --quiet
-bin="${CARGO_TARGET_DIR:-target}/debug/calbridge"
+# scripts/test.sh hands over the binary its `cargo test` already built (a separate `cargo build -p`
+# resolves other dependency features and would rebuild much of the tree).
+bin="${CALBRIDGE_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build -p calbridge --locked --quiet
+  bin="${CARGO_TARGET_DIR:-target}/debug/calbridge"
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -14,9 +14,14 @@ else
   exit 1
 fi
 
-cargo build --quiet --locked -p calbridge
-target_dir="${CARGO_TARGET_DIR:-target}"
-bin="$(cd "$target_dir" && pwd)/debug/calbridge"
+# scripts/test.sh hands over the binary its `cargo test` already built (a separate `cargo build -p`
+# resolves other dependency features and would rebuild much of the tree).
+bin="${CALBRIDGE_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build --quiet --locked -p calbridge
+  target_dir="${CARGO_TARGET_DIR:-target}"
+  bin="$(cd "$target_dir" && pwd)/debug/calbridge"
+fi
 
 work="$(mktemp -d)"
 server_pid=""

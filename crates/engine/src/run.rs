@@ -1,0 +1,1436 @@
+//! One run of one link: read, plan, execute, commit (see the crate docs and ARCHITECTURE.md "Sync engine").
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use calbridge_providers::{
+    CalendarId as RemoteCalendarId, CalendarProvider, CreateKey, Cursor, Etag, ItemContent,
+    KnownVersions, ProviderError, ReadItem, RemoteId as ProviderRemoteId, Window as ProviderWindow,
+    Written,
+};
+use calbridge_store::{
+    ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
+    LinkCursors, LinkStatus, MappingUpsert, NewAuditEntry, NewConflict, NewSeries, NewTombstone,
+    SeriesId, SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
+};
+use calbridge_sync::{
+    Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
+    Mapping, PlanInput, RemoteChange, RemoteChanges, RemoteId, RemoteVersion, Uid, Window, plan,
+};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::local::{Parsed, calendar_with, storable, with_uid};
+use crate::{EngineConfig, EngineError, SyncOptions};
+
+/// Change-stream entries read per page.
+const CHANGE_PAGE: u32 = 500;
+const SERIES_PAGE: u32 = 500;
+
+/// Everything one run needs.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSync<'a> {
+    pub store: &'a dyn Store,
+    pub provider: &'a dyn CalendarProvider,
+    pub tenant: TenantId,
+    pub connection: &'a Connection,
+    pub link: &'a Link,
+    pub config: &'a EngineConfig,
+    pub now: Timestamp,
+    /// A full reconciliation: both sides listed completely, ignoring both cursors (the daily
+    /// `full_sync_at` run, and after the link's direction or range changed).
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Everything committed; both cursors advanced.
+    Succeeded,
+    /// Some items failed (see `errors`); the rest committed, the cursors stayed.
+    Partial,
+    /// The link was stopped as suspect (deletion guard, failed listing); nothing was changed.
+    Suspect,
+    /// Stopped by the test-only crash knob.
+    Interrupted,
+}
+
+/// One failing item (or step), with its cause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunError {
+    /// The series or remote item concerned (`listing` for the read itself).
+    pub item: String,
+    /// The action that failed (`update_remote`...), or `read`.
+    pub action: String,
+    /// A stable class (`precondition`, `not_found`, `store`...).
+    pub class: String,
+    pub cause: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    pub run_id: SyncRunId,
+    pub status: RunStatus,
+    /// Executed actions by kind (`create_remote`, `update_local`...), plus `conflicts`.
+    pub counts: BTreeMap<String, u64>,
+    pub errors: Vec<RunError>,
+    /// Provider calls made (each at least one HTTP request).
+    pub requests: u64,
+    pub suspect_reason: Option<String>,
+    pub full_listing: bool,
+    pub duration_ms: u64,
+}
+
+/// What the mapping's `base_json` holds: the UID and the state both sides last agreed on.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredBase {
+    uid: Uid,
+    state: ItemState,
+}
+
+/// One side of a conflict as stored (`local_json` / `remote_json`): enough to park it and to show it.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConflictSide {
+    id: Option<String>,
+    version: Option<String>,
+    state: Option<ItemState>,
+}
+
+/// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
+/// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
+pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
+    let started = Instant::now();
+    let run = ctx
+        .store
+        .create_sync_run(
+            ctx.tenant,
+            Some(ctx.connection.id),
+            ctx.full || ctx.link.cursor.is_none(),
+        )
+        .await?;
+    let mut runner = match Runner::new(ctx, run.id).await {
+        Ok(runner) => runner,
+        Err(e) => {
+            let errors = vec![RunError {
+                item: "run".into(),
+                action: "start".into(),
+                class: "setup".into(),
+                cause: e.to_string(),
+            }];
+            ctx.store
+                .update_sync_run(
+                    ctx.tenant,
+                    run.id,
+                    SyncRunUpdate {
+                        status: SyncRunStatus::Failed,
+                        counts_json: "{}".into(),
+                        requests: 0,
+                        bytes: 0,
+                        errors_json: to_json(&errors)?,
+                        finished_at: Some(Timestamp::now()),
+                    },
+                )
+                .await?;
+            return Err(e);
+        }
+    };
+    let outcome = runner.run().await;
+    let report = runner.finish(outcome, started).await?;
+    Ok(report)
+}
+
+struct LocalEntry {
+    row: calbridge_store::Series,
+    parsed: Option<Parsed>,
+}
+
+struct Runner<'a> {
+    ctx: LinkSync<'a>,
+    run_id: SyncRunId,
+    options: SyncOptions,
+    floating: TimeZone,
+    calendar: RemoteCalendarId,
+    window: Window,
+    /// Local series read in this run, by id (live or deleted).
+    local: HashMap<LocalId, LocalEntry>,
+    /// Remote items read in this run, by id.
+    remote: HashMap<RemoteId, ItemContent>,
+    mappings: Vec<Mapping>,
+    counts: BTreeMap<String, u64>,
+    errors: Vec<RunError>,
+    requests: u64,
+    suspect: Option<String>,
+    full_listing: bool,
+    interrupted: bool,
+    executed: usize,
+}
+
+enum Outcome {
+    Done {
+        remote_cursor: Option<Cursor>,
+        local_cursor: i64,
+    },
+    Suspect(String),
+    Failed(EngineError),
+}
+
+/// A pair to record once the series' last action succeeded.
+struct Pending {
+    local: LocalId,
+    remote: RemoteId,
+    version: RemoteVersion,
+    state: ItemState,
+    uid: Uid,
+}
+
+#[derive(Debug)]
+struct StepError {
+    class: String,
+    cause: String,
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        Self {
+            class: e.class().to_owned(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        let class = match &e {
+            StoreError::PreconditionFailed { .. } => "local_precondition",
+            StoreError::NotFound { .. } => "local_not_found",
+            StoreError::Conflict(_) => "local_conflict",
+            _ => "store",
+        };
+        Self {
+            class: class.to_owned(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+impl From<EngineError> for StepError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::Provider(p) => p.into(),
+            other => Self {
+                class: "content".into(),
+                cause: other.to_string(),
+            },
+        }
+    }
+}
+
+fn step(class: &str, cause: impl Into<String>) -> StepError {
+    StepError {
+        class: class.to_owned(),
+        cause: cause.into(),
+    }
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::CreateRemote { .. } => "create_remote",
+        Action::UpdateRemote { .. } => "update_remote",
+        Action::DeleteRemote { .. } => "delete_remote",
+        Action::CreateLocal { .. } => "create_local",
+        Action::UpdateLocal { .. } => "update_local",
+        Action::DeleteLocal { .. } => "delete_local",
+        Action::Link { .. } => "link",
+        Action::Unlink { .. } => "unlink",
+        Action::CopyRemoteAsNewLocal { .. } => "copy_remote_as_new_local",
+        Action::VerifyRemote { .. } => "verify_remote",
+    }
+}
+
+/// The series an action belongs to: its local id, or its remote id for a series not yet local.
+fn series_key(action: &Action) -> String {
+    match action {
+        Action::CreateRemote { local }
+        | Action::UpdateRemote { local, .. }
+        | Action::DeleteRemote { local, .. }
+        | Action::UpdateLocal { local, .. }
+        | Action::DeleteLocal { local, .. }
+        | Action::Link { local, .. }
+        | Action::Unlink { local, .. }
+        | Action::CreateLocal {
+            restore: Some(local),
+            ..
+        } => format!("l:{local}"),
+        Action::CreateLocal { remote, .. }
+        | Action::CopyRemoteAsNewLocal { remote }
+        | Action::VerifyRemote { remote } => format!("r:{remote}"),
+    }
+}
+
+fn store_kind(kind: ConflictKind) -> StoreConflictKind {
+    match kind {
+        ConflictKind::Update => StoreConflictKind::Update,
+        ConflictKind::Deletion => StoreConflictKind::Deletion,
+        ConflictKind::Identity => StoreConflictKind::Identity,
+        ConflictKind::Time => StoreConflictKind::Time,
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, EngineError> {
+    serde_json::to_string(value).map_err(|e| EngineError::Content(e.to_string()))
+}
+
+fn parse_series_id(id: &LocalId) -> Result<SeriesId, StepError> {
+    SeriesId::parse(id.as_str()).map_err(|e| step("content", e.to_string()))
+}
+
+fn provider_id(id: &RemoteId) -> Result<ProviderRemoteId, StepError> {
+    ProviderRemoteId::parse(id.as_str()).map_err(StepError::from)
+}
+
+impl<'a> Runner<'a> {
+    async fn new(ctx: LinkSync<'a>, run_id: SyncRunId) -> Result<Self, EngineError> {
+        let options = SyncOptions::parse(&ctx.connection.sync_options_json)?;
+        let window = options.window(ctx.now)?;
+        let local_calendar = ctx
+            .store
+            .get_calendar(ctx.tenant, ctx.connection.calendar_id)
+            .await?;
+        let floating = TimeZone::get(&local_calendar.time_zone).unwrap_or(TimeZone::UTC);
+        let calendar = RemoteCalendarId::parse(ctx.link.remote_calendar_id.clone())?;
+        Ok(Self {
+            ctx,
+            run_id,
+            options,
+            floating,
+            calendar,
+            window,
+            local: HashMap::new(),
+            remote: HashMap::new(),
+            mappings: Vec::new(),
+            counts: BTreeMap::new(),
+            errors: Vec::new(),
+            requests: 0,
+            suspect: None,
+            full_listing: false,
+            interrupted: false,
+            executed: 0,
+        })
+    }
+
+    fn error(&mut self, item: &str, action: &str, e: StepError) {
+        tracing::warn!(item, action, class = %e.class, cause = %e.cause, "sync item failed");
+        self.errors.push(RunError {
+            item: item.to_owned(),
+            action: action.to_owned(),
+            class: e.class,
+            cause: e.cause,
+        });
+    }
+
+    async fn run(&mut self) -> Outcome {
+        match self.run_inner().await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<Outcome, EngineError> {
+        let store = self.ctx.store;
+        let tenant = self.ctx.tenant;
+        let link = self.ctx.link;
+
+        // --- read: the stored pairs ---
+        let stored = store.list_mappings(tenant, link.id).await?;
+        let mut known = KnownVersions::new();
+        for m in &stored {
+            let (Some(series), Some(version), Some(base)) =
+                (m.series_id, &m.remote_version, &m.base_json)
+            else {
+                continue;
+            };
+            let Ok(base) = serde_json::from_str::<StoredBase>(base) else {
+                continue;
+            };
+            if let (Ok(id), Ok(etag)) = (
+                ProviderRemoteId::parse(m.remote_id.clone()),
+                Etag::parse(version.clone()),
+            ) {
+                known.insert(id, etag);
+            }
+            self.mappings.push(Mapping {
+                uid: base.uid,
+                local: LocalId::new(series.to_string()),
+                remote: RemoteId::new(m.remote_id.clone()),
+                remote_version: RemoteVersion::new(version.clone()),
+                base: base.state,
+            });
+        }
+
+        // --- read: local changes since the local change mark ---
+        let (local_changes, local_cursor) = self.read_local().await?;
+
+        // --- read: remote changes since the provider cursor ---
+        let cursor = match &link.cursor {
+            Some(c) if !self.ctx.full => Some(Cursor::parse(c.clone())?),
+            _ => None,
+        };
+        let provider_window = ProviderWindow::parse(self.window.start, self.window.end)?;
+        self.requests += 1;
+        let mut listed = self
+            .ctx
+            .provider
+            .changes(&self.calendar, cursor.as_ref(), &provider_window, &known)
+            .await;
+        if matches!(listed, Err(ProviderError::CursorInvalid)) {
+            // The provider forgot our cursor: list everything (the known versions keep it cheap).
+            self.requests += 1;
+            listed = self
+                .ctx
+                .provider
+                .changes(&self.calendar, None, &provider_window, &known)
+                .await;
+        }
+        let changes = match listed {
+            Ok(changes) => changes,
+            Err(e) if e.is_transient() || matches!(e, ProviderError::Protocol { .. }) => {
+                // A listing that fails says nothing about deletions: stop the link, touch nothing.
+                return Ok(Outcome::Suspect(format!("the listing failed: {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.full_listing = changes.full_listing.is_some();
+        let capabilities = self.ctx.provider.capabilities();
+        let mut parked_remote: BTreeSet<RemoteId> = BTreeSet::new();
+        for (id, why) in &changes.failures {
+            // An unreadable item is neither changed nor gone: leave its pair alone this run.
+            parked_remote.insert(RemoteId::new(id.as_str()));
+            self.error(id.as_str(), "read", step("unreadable", why.clone()));
+        }
+        let mut remote_changes = Vec::new();
+        for item in &changes.upserts {
+            if !item.content.is_event() {
+                continue;
+            }
+            let Some(uid) = item.content.uid() else {
+                continue;
+            };
+            let parsed = match Parsed::from_calendar(item.content.calendar().clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    parked_remote.insert(RemoteId::new(item.id.as_str()));
+                    self.error(item.id.as_str(), "read", e.into());
+                    continue;
+                }
+            };
+            let id = RemoteId::new(item.id.as_str());
+            remote_changes.push(RemoteChange::Upsert {
+                id: id.clone(),
+                version: RemoteVersion::new(item.etag.as_str()),
+                uid: Uid::new(uid),
+                state: parsed.state(&self.floating),
+            });
+            self.remote.insert(id, item.content.clone());
+        }
+        // A complete listing reports items we hold at their known version as `unchanged`; the plan
+        // reads "not listed" as "gone", so they are passed as our own version coming back (ignored).
+        for id in &changes.unchanged {
+            if let Some(m) = self
+                .mappings
+                .iter()
+                .find(|m| m.remote.as_str() == id.as_str())
+            {
+                remote_changes.push(RemoteChange::Upsert {
+                    id: m.remote.clone(),
+                    version: m.remote_version.clone(),
+                    uid: m.uid.clone(),
+                    state: m.base.clone(),
+                });
+            }
+        }
+        for id in &changes.deletions {
+            remote_changes.push(RemoteChange::Deleted {
+                id: RemoteId::new(id.as_str()),
+                certain: !capabilities.windowed_reads,
+            });
+        }
+        let remote = RemoteChanges {
+            changes: remote_changes,
+            listing: match changes.full_listing {
+                Some(_) => Listing::Complete {
+                    window_filtered: capabilities.windowed_reads,
+                },
+                None => Listing::Incremental,
+            },
+        };
+
+        // --- read: local series that unlinked remote items may pair with ---
+        let linked_remote: BTreeSet<&RemoteId> = self.mappings.iter().map(|m| &m.remote).collect();
+        let mut local_by_uid: BTreeMap<Uid, LocalSeries> = BTreeMap::new();
+        let unlinked_uids: Vec<Uid> = remote
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                RemoteChange::Upsert { id, uid, .. } if !linked_remote.contains(id) => {
+                    Some(uid.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for uid in unlinked_uids {
+            if let Some(series) = store
+                .get_series_by_uid(tenant, self.ctx.connection.calendar_id, uid.as_str())
+                .await?
+            {
+                let id = LocalId::new(series.id.to_string());
+                let parsed = Parsed::from_stored(&series).ok();
+                if let Some(p) = &parsed {
+                    local_by_uid.insert(
+                        uid,
+                        LocalSeries {
+                            id: id.clone(),
+                            state: p.state(&self.floating),
+                        },
+                    );
+                }
+                self.local.insert(
+                    id,
+                    LocalEntry {
+                        row: series,
+                        parsed,
+                    },
+                );
+            }
+        }
+
+        // --- read: open conflicts park their series ---
+        let mut parked_local: BTreeSet<LocalId> = BTreeSet::new();
+        let open = store
+            .list_conflicts(
+                tenant,
+                &ConflictFilter {
+                    state: Some(ConflictState::Open),
+                    connection_id: Some(self.ctx.connection.id),
+                    kind: None,
+                },
+            )
+            .await?;
+        for c in open.iter().filter(|c| c.link_id == Some(link.id)) {
+            if let Some(s) = c.series_id {
+                parked_local.insert(LocalId::new(s.to_string()));
+            }
+            if let Some(side) = c
+                .remote_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<ConflictSide>(j).ok())
+                && let Some(id) = side.id
+            {
+                parked_remote.insert(RemoteId::new(id));
+            }
+        }
+
+        // --- plan ---
+        let guard = self.ctx.config.deletion_guard;
+        let planned = plan(PlanInput {
+            window: self.window,
+            policy: self.options.policy(guard),
+            mappings: &self.mappings,
+            local: &local_changes,
+            remote: &remote,
+            local_by_uid: &local_by_uid,
+            parked_local: &parked_local,
+            parked_remote: &parked_remote,
+        });
+        if let Some(suspect) = &planned.suspect {
+            return Ok(Outcome::Suspect(format!("{suspect:?}")));
+        }
+        for conflict in &planned.conflicts {
+            self.record_conflict(conflict).await?;
+        }
+
+        // --- execute, series by series ---
+        let mut groups: Vec<(String, Vec<Action>)> = Vec::new();
+        for action in planned.actions {
+            let key = series_key(&action);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(action),
+                None => groups.push((key, vec![action])),
+            }
+        }
+        let policy_local = local_changes;
+        for (key, group) in groups {
+            if self.interrupted {
+                break;
+            }
+            self.execute_group(&key, group, &policy_local, &remote, &local_by_uid)
+                .await;
+        }
+        if self.interrupted {
+            return Ok(Outcome::Done {
+                remote_cursor: None,
+                local_cursor,
+            });
+        }
+        Ok(Outcome::Done {
+            remote_cursor: changes.cursor,
+            local_cursor,
+        })
+    }
+
+    /// Local changes since the link's local change mark, and the mark to save when the run commits. On a
+    /// first sync every live series is a change (the stream may have been purged past its beginning).
+    async fn read_local(&mut self) -> Result<(Vec<LocalChange>, i64), EngineError> {
+        let store = self.ctx.store;
+        let tenant = self.ctx.tenant;
+        let calendar = self.ctx.connection.calendar_id;
+        let mut rows = Vec::new();
+        let local_cursor = self.ctx.link.local_cursor.filter(|_| !self.ctx.full);
+        let mark = match local_cursor {
+            None => {
+                // Taken before listing: whatever is written while we list is seen again next run.
+                let head = store.latest_change_seq(tenant).await?;
+                let mut after = None;
+                loop {
+                    let page = store
+                        .list_series(tenant, calendar, after, SERIES_PAGE)
+                        .await?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.id);
+                    let full = page.len() as u32 == SERIES_PAGE;
+                    rows.extend(page);
+                    if !full {
+                        break;
+                    }
+                }
+                head
+            }
+            Some(mut seq) => {
+                let mut ids: Vec<SeriesId> = Vec::new();
+                let mut seen = BTreeSet::new();
+                loop {
+                    let page = store
+                        .list_changes(tenant, seq, Some(calendar), CHANGE_PAGE)
+                        .await?;
+                    let Some(last) = page.last() else { break };
+                    seq = last.seq;
+                    let full = page.len() as u32 == CHANGE_PAGE;
+                    for change in page {
+                        if !change.kind.starts_with("event.") {
+                            continue;
+                        }
+                        if let Ok(id) = SeriesId::parse(&change.subject_id)
+                            && seen.insert(id)
+                        {
+                            ids.push(id);
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                for chunk in ids.chunks(SERIES_PAGE as usize) {
+                    rows.extend(store.get_series_many(tenant, chunk).await?);
+                }
+                seq
+            }
+        };
+        let mut changes = Vec::new();
+        for row in rows {
+            let id = LocalId::new(row.id.to_string());
+            if row.deleted_at.is_some() {
+                changes.push(LocalChange::Deleted {
+                    id: id.clone(),
+                    at: row.deleted_at,
+                });
+                self.local.insert(id, LocalEntry { row, parsed: None });
+                continue;
+            }
+            match Parsed::from_stored(&row) {
+                Ok(parsed) => {
+                    changes.push(LocalChange::Upsert {
+                        id: id.clone(),
+                        uid: Uid::new(&row.uid),
+                        state: parsed.state(&self.floating),
+                    });
+                    self.local.insert(
+                        id,
+                        LocalEntry {
+                            row,
+                            parsed: Some(parsed),
+                        },
+                    );
+                }
+                Err(e) => self.error(id.as_str(), "read", e.into()),
+            }
+        }
+        Ok((changes, mark))
+    }
+
+    async fn record_conflict(&mut self, c: &Conflict) -> Result<(), EngineError> {
+        let store = self.ctx.store;
+        let local = ConflictSide {
+            id: c.local_id.as_ref().map(|l| l.to_string()),
+            version: None,
+            state: c.local.clone(),
+        };
+        let remote = ConflictSide {
+            id: c.remote_id.as_ref().map(|r| r.to_string()),
+            version: c.remote_version.as_ref().map(|v| v.to_string()),
+            state: c.remote.clone(),
+        };
+        let record = store
+            .create_conflict(
+                self.ctx.tenant,
+                NewConflict {
+                    connection_id: Some(self.ctx.connection.id),
+                    link_id: Some(self.ctx.link.id),
+                    series_id: c
+                        .local_id
+                        .as_ref()
+                        .and_then(|l| SeriesId::parse(l.as_str()).ok()),
+                    event_uid: c.uid.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+                    kind: store_kind(c.kind),
+                    local_json: Some(to_json(&local)?),
+                    remote_json: Some(to_json(&remote)?),
+                    base_json: c.base.as_ref().map(to_json).transpose()?,
+                    fields_json: to_json(&c.fields)?,
+                    options_json: to_json(&c.options)?,
+                },
+            )
+            .await?;
+        *self.counts.entry("conflicts".into()).or_default() += 1;
+        let actor = format!("sync:{}", self.ctx.connection.id);
+        let details = serde_json::json!({
+            "kind": c.kind,
+            "uid": c.uid,
+            "link": self.ctx.link.id,
+            "fields": c.fields,
+            "deleted_on": c.deleted_on,
+            "settled_by": c.settled_by,
+        })
+        .to_string();
+        store
+            .append_audit(
+                self.ctx.tenant,
+                NewAuditEntry {
+                    actor: actor.clone(),
+                    action: "conflict.detected".into(),
+                    subject: record.id.to_string(),
+                    details_json: details.clone(),
+                },
+            )
+            .await?;
+        if let Some(policy) = c.settled_by {
+            // Settled by the link's policy: the record is closed at once, the audit log says how.
+            let resolution = serde_json::json!({ "policy": policy }).to_string();
+            store
+                .resolve_conflict(
+                    self.ctx.tenant,
+                    record.id,
+                    &resolution,
+                    &actor,
+                    self.ctx.now,
+                )
+                .await?;
+            store
+                .append_audit(
+                    self.ctx.tenant,
+                    NewAuditEntry {
+                        actor,
+                        action: "conflict.settled".into(),
+                        subject: record.id.to_string(),
+                        details_json: details,
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn execute_group(
+        &mut self,
+        key: &str,
+        group: Vec<Action>,
+        local_changes: &[LocalChange],
+        remote: &RemoteChanges,
+        local_by_uid: &BTreeMap<Uid, LocalSeries>,
+    ) {
+        let mut pending: Option<Pending> = None;
+        let mut queue: std::collections::VecDeque<Action> = group.into();
+        let mut verified = false;
+        while let Some(action) = queue.pop_front() {
+            if self.crash_point() {
+                return;
+            }
+            let name = action_name(&action);
+            if let Action::VerifyRemote { remote: id } = &action {
+                if verified {
+                    self.error(key, name, step("verify", "the item is still uncertain"));
+                    return;
+                }
+                verified = true;
+                match self.verify(id, local_changes, remote, local_by_uid).await {
+                    Ok(actions) => {
+                        *self.counts.entry(name.into()).or_default() += 1;
+                        queue.extend(actions);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.error(key, name, e);
+                        return;
+                    }
+                }
+            }
+            let result = self.execute(&action).await;
+            self.executed += 1;
+            // The test-only crash lands after the side effect and before the base is recorded: the
+            // worst moment, which the next run must absorb.
+            if self.crash_point() {
+                return;
+            }
+            match result {
+                Ok(record) => {
+                    *self.counts.entry(name.into()).or_default() += 1;
+                    if record.is_some() {
+                        pending = record;
+                    }
+                }
+                Err(e) => {
+                    self.error(key, name, e);
+                    return;
+                }
+            }
+        }
+        if let Some(p) = pending
+            && let Err(e) = self.record_pair(p).await
+        {
+            self.error(key, "record", e);
+        }
+    }
+
+    fn crash_point(&mut self) -> bool {
+        if self
+            .ctx
+            .config
+            .crash_after_actions
+            .is_some_and(|limit| self.executed >= limit)
+        {
+            self.interrupted = true;
+        }
+        self.interrupted
+    }
+
+    /// Reads an item whose removal was uncertain and plans it again with what was found.
+    async fn verify(
+        &mut self,
+        id: &RemoteId,
+        local_changes: &[LocalChange],
+        remote: &RemoteChanges,
+        local_by_uid: &BTreeMap<Uid, LocalSeries>,
+    ) -> Result<Vec<Action>, StepError> {
+        let _ = remote;
+        self.requests += 1;
+        let read = self
+            .ctx
+            .provider
+            .read(&self.calendar, &[provider_id(id)?])
+            .await?;
+        let change = match read.into_iter().next() {
+            Some(ReadItem::Found(item)) => {
+                let parsed = Parsed::from_calendar(item.content.calendar().clone())?;
+                let change = RemoteChange::Upsert {
+                    id: id.clone(),
+                    version: RemoteVersion::new(item.etag.as_str()),
+                    uid: Uid::new(parsed.series.uid()),
+                    state: parsed.state(&self.floating),
+                };
+                self.remote.insert(id.clone(), item.content);
+                change
+            }
+            Some(ReadItem::Missing(_)) => RemoteChange::Deleted {
+                id: id.clone(),
+                certain: true,
+            },
+            Some(ReadItem::Failed(_, why)) => return Err(step("unreadable", why)),
+            None => return Err(step("protocol", "the provider answered no item")),
+        };
+        let mappings: Vec<Mapping> = self
+            .mappings
+            .iter()
+            .filter(|m| &m.remote == id)
+            .cloned()
+            .collect();
+        let locals: Vec<LocalChange> = local_changes
+            .iter()
+            .filter(|c| match c {
+                LocalChange::Upsert { id: l, .. } | LocalChange::Deleted { id: l, .. } => {
+                    mappings.iter().any(|m| &m.local == l)
+                }
+            })
+            .cloned()
+            .collect();
+        let remote = RemoteChanges {
+            changes: vec![change],
+            listing: Listing::Incremental,
+        };
+        let none = BTreeSet::new();
+        let replanned = plan(PlanInput {
+            window: self.window,
+            policy: self.options.policy(self.ctx.config.deletion_guard),
+            mappings: &mappings,
+            local: &locals,
+            remote: &remote,
+            local_by_uid,
+            parked_local: &none,
+            parked_remote: &BTreeSet::new(),
+        });
+        Ok(replanned.actions)
+    }
+
+    fn local_entry(&self, id: &LocalId) -> Result<&LocalEntry, StepError> {
+        self.local
+            .get(id)
+            .ok_or_else(|| step("local_not_found", format!("series {id} was not read")))
+    }
+
+    /// The current local series (read now if this run has not read it: `Link` of an unchanged series).
+    async fn load_local(&mut self, id: &LocalId) -> Result<(), StepError> {
+        if self.local.get(id).is_some_and(|e| e.parsed.is_some()) {
+            return Ok(());
+        }
+        let row = self
+            .ctx
+            .store
+            .get_series(self.ctx.tenant, parse_series_id(id)?)
+            .await?;
+        let parsed = if row.deleted_at.is_none() {
+            Some(Parsed::from_stored(&row)?)
+        } else {
+            None
+        };
+        self.local.insert(id.clone(), LocalEntry { row, parsed });
+        Ok(())
+    }
+
+    fn live_local(&self, id: &LocalId) -> Result<&Parsed, StepError> {
+        self.local_entry(id)?
+            .parsed
+            .as_ref()
+            .ok_or_else(|| step("local_not_found", format!("series {id} is deleted")))
+    }
+
+    fn remote_parsed(&self, id: &RemoteId) -> Result<Parsed, StepError> {
+        let content = self
+            .remote
+            .get(id)
+            .ok_or_else(|| step("not_found", format!("remote item {id} was not read")))?;
+        Ok(Parsed::from_calendar(content.calendar().clone())?)
+    }
+
+    /// The series a write carries.
+    async fn compose(
+        &mut self,
+        local: &LocalId,
+        remote: &RemoteId,
+        content: &Content,
+    ) -> Result<Parsed, StepError> {
+        match content {
+            Content::Local => {
+                self.load_local(local).await?;
+                Ok(self.live_local(local)?.clone())
+            }
+            Content::Remote => self.remote_parsed(remote),
+            Content::Merged { from_remote } => {
+                self.load_local(local).await?;
+                let l = self.live_local(local)?;
+                let r = self.remote_parsed(remote)?;
+                let merged = calbridge_sync::series::compose(&l.series, &r.series, from_remote)
+                    .map_err(|e| step("content", e.to_string()))?;
+                let calendar = calendar_with(merged, &[&l.calendar, &r.calendar]);
+                Ok(Parsed::from_calendar(calendar)?)
+            }
+        }
+    }
+
+    fn create_key(&self, local: &LocalId) -> CreateKey {
+        let digest = Sha256::digest(format!("{}\n{}", self.ctx.link.id, local).as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        CreateKey::from_bytes(bytes)
+    }
+
+    /// The version a write left: the one the provider answered, or read back when it sent none (a
+    /// server that rewrote the data on store), so our write is recognised when it comes back.
+    async fn written_version(
+        &mut self,
+        written: &Written,
+    ) -> Result<(RemoteVersion, Option<ItemContent>), StepError> {
+        if let Some(etag) = &written.etag {
+            return Ok((RemoteVersion::new(etag.as_str()), None));
+        }
+        self.requests += 1;
+        let read = self
+            .ctx
+            .provider
+            .read(&self.calendar, std::slice::from_ref(&written.id))
+            .await?;
+        match read.into_iter().next() {
+            Some(ReadItem::Found(item)) => {
+                Ok((RemoteVersion::new(item.etag.as_str()), Some(item.content)))
+            }
+            _ => Err(step("protocol", "the written item cannot be read back")),
+        }
+    }
+
+    async fn execute(&mut self, action: &Action) -> Result<Option<Pending>, StepError> {
+        match action {
+            Action::CreateRemote { local } => {
+                self.load_local(local).await?;
+                let parsed = self.live_local(local)?.clone();
+                let content = item_content(&parsed)?;
+                let key = self.create_key(local);
+                self.requests += 1;
+                let written = self
+                    .ctx
+                    .provider
+                    .create(&self.calendar, &key, &content)
+                    .await?;
+                let (version, read_back) = self.written_version(&written).await?;
+                let state = parsed.state(&self.floating);
+                if written.already_existed {
+                    // Our own earlier create (a run that died before recording it): adopt it only if
+                    // it still holds what we would write; otherwise the next listing pairs it.
+                    self.requests += 1;
+                    let current = match read_back {
+                        Some(c) => Some(c),
+                        None => self
+                            .ctx
+                            .provider
+                            .read(&self.calendar, std::slice::from_ref(&written.id))
+                            .await?
+                            .into_iter()
+                            .find_map(|r| match r {
+                                ReadItem::Found(item) => Some(item.content),
+                                _ => None,
+                            }),
+                    };
+                    let same = current
+                        .and_then(|c| Parsed::from_calendar(c.calendar().clone()).ok())
+                        .is_some_and(|p| p.state(&self.floating).snapshot == state.snapshot);
+                    if !same {
+                        return Err(step(
+                            "exists",
+                            "the item exists remotely with other content; it is paired next run",
+                        ));
+                    }
+                }
+                Ok(Some(Pending {
+                    local: local.clone(),
+                    remote: RemoteId::new(written.id.as_str()),
+                    version,
+                    uid: Uid::new(parsed.series.uid()),
+                    state,
+                }))
+            }
+            Action::UpdateRemote {
+                local,
+                remote,
+                if_match,
+                content,
+            } => {
+                let parsed = self.compose(local, remote, content).await?;
+                let body = item_content(&parsed)?;
+                let etag = Etag::parse(if_match.as_str())?;
+                self.requests += 1;
+                let written = self
+                    .ctx
+                    .provider
+                    .update(&self.calendar, &provider_id(remote)?, &etag, &body)
+                    .await?;
+                let (version, _) = self.written_version(&written).await?;
+                Ok(Some(Pending {
+                    local: local.clone(),
+                    remote: RemoteId::new(written.id.as_str()),
+                    version,
+                    uid: Uid::new(parsed.series.uid()),
+                    state: parsed.state(&self.floating),
+                }))
+            }
+            Action::DeleteRemote {
+                local,
+                remote,
+                if_match,
+            } => {
+                let etag = Etag::parse(if_match.as_str())?;
+                self.requests += 1;
+                match self
+                    .ctx
+                    .provider
+                    .delete(&self.calendar, &provider_id(remote)?, &etag)
+                    .await
+                {
+                    Ok(()) | Err(ProviderError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.forget_pair(local, remote).await?;
+                Ok(None)
+            }
+            Action::CreateLocal {
+                remote,
+                version,
+                restore,
+            } => {
+                let parsed = self.remote_parsed(remote)?;
+                let state = parsed.state(&self.floating);
+                let uid = parsed.series.uid().to_owned();
+                let existing = self
+                    .ctx
+                    .store
+                    .get_series_by_uid(self.ctx.tenant, self.ctx.connection.calendar_id, &uid)
+                    .await?;
+                let id = match existing {
+                    // A live series with the UID: our own create of a run that died before recording
+                    // it (adopted when it holds the same content), or someone else's (refused).
+                    Some(row) => {
+                        let same = Parsed::from_stored(&row)
+                            .is_ok_and(|p| p.state(&self.floating).snapshot == state.snapshot);
+                        if !same {
+                            return Err(step(
+                                "local_conflict",
+                                format!("another local series holds UID {uid}"),
+                            ));
+                        }
+                        row.id
+                    }
+                    None => {
+                        let s = storable(&parsed.calendar, &self.floating)?;
+                        let row = self
+                            .ctx
+                            .store
+                            .create_series(
+                                self.ctx.tenant,
+                                NewSeries {
+                                    calendar_id: self.ctx.connection.calendar_id,
+                                    uid: s.uid,
+                                    ical: s.ical,
+                                    model_json: s.model_json,
+                                    hash: s.hash,
+                                    occurrences: s.occurrences,
+                                },
+                            )
+                            .await?;
+                        row.id
+                    }
+                };
+                if let Some(old) = restore
+                    && old.as_str() != id.to_string()
+                {
+                    // The deleted series comes back under a new id (the store keeps deletions final);
+                    // its pair moves with it.
+                    self.mappings.retain(|m| &m.local != old);
+                }
+                Ok(Some(Pending {
+                    local: LocalId::new(id.to_string()),
+                    remote: remote.clone(),
+                    version: version.clone(),
+                    uid: Uid::new(uid),
+                    state,
+                }))
+            }
+            Action::UpdateLocal {
+                local,
+                remote,
+                version,
+                content,
+            } => {
+                self.load_local(local).await?;
+                let expected = self.local_entry(local)?.row.version;
+                let parsed = self.compose(local, remote, content).await?;
+                // The local UID stays (the pair is one series on both sides).
+                let s = storable(&parsed.calendar, &self.floating)?;
+                let row = self
+                    .ctx
+                    .store
+                    .update_series(
+                        self.ctx.tenant,
+                        parse_series_id(local)?,
+                        expected,
+                        SeriesUpdate {
+                            ical: s.ical,
+                            model_json: s.model_json,
+                            hash: s.hash,
+                            occurrences: s.occurrences,
+                        },
+                    )
+                    .await?;
+                let state = parsed.state(&self.floating);
+                let uid = Uid::new(parsed.series.uid());
+                self.local.insert(
+                    local.clone(),
+                    LocalEntry {
+                        row,
+                        parsed: Some(parsed),
+                    },
+                );
+                Ok(Some(Pending {
+                    local: local.clone(),
+                    remote: remote.clone(),
+                    version: version.clone(),
+                    uid,
+                    state,
+                }))
+            }
+            Action::DeleteLocal { local, remote } => {
+                self.load_local(local).await?;
+                let entry = self.local_entry(local)?;
+                if entry.row.deleted_at.is_none() {
+                    let expected = entry.row.version;
+                    self.ctx
+                        .store
+                        .delete_series(self.ctx.tenant, parse_series_id(local)?, expected)
+                        .await?;
+                }
+                self.forget_pair(local, remote).await?;
+                Ok(None)
+            }
+            Action::Link {
+                local,
+                remote,
+                version,
+            } => {
+                self.load_local(local).await?;
+                let parsed = self.live_local(local)?;
+                Ok(Some(Pending {
+                    local: local.clone(),
+                    remote: remote.clone(),
+                    version: version.clone(),
+                    uid: Uid::new(parsed.series.uid()),
+                    state: parsed.state(&self.floating),
+                }))
+            }
+            Action::Unlink { local, remote } => {
+                self.forget_pair(local, remote).await?;
+                Ok(None)
+            }
+            Action::CopyRemoteAsNewLocal { remote } => {
+                let parsed = self.remote_parsed(remote)?;
+                // Derived, so a rerun after a crash finds the copy it already made.
+                let digest = Sha256::digest(
+                    format!(
+                        "{}\n{}\n{}",
+                        self.ctx.link.id,
+                        remote,
+                        parsed.state(&self.floating).snapshot.fields().count()
+                    )
+                    .as_bytes(),
+                );
+                let suffix: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                let uid = format!("{}-copy-{suffix}", parsed.series.uid());
+                let exists = self
+                    .ctx
+                    .store
+                    .get_series_by_uid(self.ctx.tenant, self.ctx.connection.calendar_id, &uid)
+                    .await?
+                    .is_some();
+                if !exists {
+                    let copy = with_uid(&parsed.series, &uid)?;
+                    let calendar = calendar_with(copy, &[&parsed.calendar]);
+                    let s = storable(&calendar, &self.floating)?;
+                    self.ctx
+                        .store
+                        .create_series(
+                            self.ctx.tenant,
+                            NewSeries {
+                                calendar_id: self.ctx.connection.calendar_id,
+                                uid: s.uid,
+                                ical: s.ical,
+                                model_json: s.model_json,
+                                hash: s.hash,
+                                occurrences: s.occurrences,
+                            },
+                        )
+                        .await?;
+                }
+                Ok(None)
+            }
+            Action::VerifyRemote { .. } => Err(step("verify", "verified outside execute")),
+        }
+    }
+
+    /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
+    async fn record_pair(&mut self, p: Pending) -> Result<(), StepError> {
+        let store = self.ctx.store;
+        let tenant = self.ctx.tenant;
+        let series = parse_series_id(&p.local)?;
+        for old in store.mappings_for_series(tenant, series).await? {
+            if old.link_id == self.ctx.link.id && old.remote_id != p.remote.as_str() {
+                store.delete_mapping(tenant, old.id).await?;
+            }
+        }
+        let base = StoredBase {
+            uid: p.uid.clone(),
+            state: p.state.clone(),
+        };
+        let base_json = to_json(&base)?;
+        let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);
+        store
+            .upsert_mapping(
+                tenant,
+                MappingUpsert {
+                    link_id: self.ctx.link.id,
+                    remote_id: p.remote.to_string(),
+                    series_id: Some(series),
+                    remote_version: Some(p.version.to_string()),
+                    base_json: Some(base_json),
+                    base_hash: Some(base_hash),
+                    last_seen_at: Some(self.ctx.now),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the pair and leaves a tombstone of the deletion.
+    async fn forget_pair(&mut self, local: &LocalId, remote: &RemoteId) -> Result<(), StepError> {
+        let store = self.ctx.store;
+        let tenant = self.ctx.tenant;
+        let mapping = store
+            .get_mapping(tenant, self.ctx.link.id, remote.as_str())
+            .await?;
+        let uid = self
+            .mappings
+            .iter()
+            .find(|m| &m.remote == remote)
+            .map(|m| m.uid.to_string());
+        let expires = self
+            .ctx
+            .now
+            .checked_add(self.ctx.config.tombstone_retention)
+            .map_err(|e| step("content", e.to_string()))?;
+        store
+            .put_tombstone(
+                tenant,
+                NewTombstone {
+                    calendar_id: Some(self.ctx.connection.calendar_id),
+                    series_id: SeriesId::parse(local.as_str()).ok(),
+                    link_id: Some(self.ctx.link.id),
+                    remote_id: Some(remote.to_string()),
+                    uid,
+                    deleted_at: self.ctx.now,
+                    expires_at: expires,
+                },
+            )
+            .await?;
+        if let Some(m) = mapping {
+            store.delete_mapping(tenant, m.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Result<RunReport, EngineError> {
+        let store = self.ctx.store;
+        let tenant = self.ctx.tenant;
+        let link = self.ctx.link;
+        let status = match outcome {
+            Outcome::Suspect(reason) => {
+                store
+                    .set_link_status(tenant, link.id, LinkStatus::Suspect, Some(&reason))
+                    .await?;
+                self.suspect = Some(reason);
+                RunStatus::Suspect
+            }
+            Outcome::Failed(e) => {
+                self.error("run", "run", e.into());
+                RunStatus::Partial
+            }
+            Outcome::Done { .. } if self.interrupted => RunStatus::Interrupted,
+            Outcome::Done {
+                remote_cursor,
+                local_cursor,
+            } => {
+                if self.errors.is_empty() {
+                    // Every change both cursors cover is committed: only now may they advance.
+                    store
+                        .set_link_cursors(
+                            tenant,
+                            link.id,
+                            LinkCursors {
+                                remote: remote_cursor.as_ref().map(Cursor::as_str),
+                                local: Some(local_cursor),
+                                full_sync_at: self.full_listing.then_some(self.ctx.now),
+                            },
+                        )
+                        .await?;
+                    if link.status != LinkStatus::Active {
+                        store
+                            .set_link_status(tenant, link.id, LinkStatus::Active, None)
+                            .await?;
+                    }
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Partial
+                }
+            }
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut counts = self.counts.clone();
+        counts.insert("duration_ms".into(), duration_ms);
+        let store_status = match status {
+            RunStatus::Succeeded => SyncRunStatus::Succeeded,
+            RunStatus::Partial => SyncRunStatus::Partial,
+            RunStatus::Suspect | RunStatus::Interrupted => SyncRunStatus::Failed,
+        };
+        let mut errors = self.errors.clone();
+        if let Some(reason) = &self.suspect {
+            errors.push(RunError {
+                item: "listing".into(),
+                action: "read".into(),
+                class: "suspect".into(),
+                cause: reason.clone(),
+            });
+        }
+        store
+            .update_sync_run(
+                tenant,
+                self.run_id,
+                SyncRunUpdate {
+                    status: store_status,
+                    counts_json: to_json(&counts)?,
+                    requests: i64::try_from(self.requests).unwrap_or(i64::MAX),
+                    bytes: 0,
+                    errors_json: to_json(&errors)?,
+                    finished_at: Some(Timestamp::now()),
+                },
+            )
+            .await?;
+        counts.remove("duration_ms");
+        Ok(RunReport {
+            run_id: self.run_id,
+            status,
+            counts,
+            errors: self.errors.clone(),
+            requests: self.requests,
+            suspect_reason: self.suspect.clone(),
+            full_listing: self.full_listing,
+            duration_ms,
+        })
+    }
+}
+
+fn item_content(parsed: &Parsed) -> Result<ItemContent, StepError> {
+    ItemContent::from_calendar(parsed.calendar.clone()).map_err(StepError::from)
+}
+
+fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,1028 @@
+//! The scenarios: a local calendar in a real store linked to one Radicale calendar.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait_free::Racing;
+use calbridge_engine::{EngineConfig, LinkSync, RunReport, RunStatus, sync_link};
+use calbridge_providers::caldav::CaldavProvider;
+use calbridge_providers::{CalendarId, CalendarProvider, KnownVersions, Window};
+use calbridge_store::*;
+use jiff::{Timestamp, ToSpan};
+
+use crate::harness::TestDb;
+use crate::support::{PASSWORD, Radicale, USER, budget, http_client, password};
+
+/// A date-time `days` from now at 10:00 UTC, in iCalendar form.
+fn at(days: i64) -> String {
+    let day = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(days.days())
+        .unwrap();
+    format!("{}T100000Z", day.strftime("%Y%m%d"))
+}
+
+fn ics(uid: &str, props: &[(&str, &str)]) -> String {
+    let mut lines = vec![
+        "BEGIN:VCALENDAR".to_owned(),
+        "VERSION:2.0".to_owned(),
+        "PRODID:-//calbridge engine tests//EN".to_owned(),
+        "BEGIN:VEVENT".to_owned(),
+        format!("UID:{uid}"),
+        "DTSTAMP:20260101T000000Z".to_owned(),
+    ];
+    for (k, v) in props {
+        lines.push(format!("{k}:{v}"));
+    }
+    lines.push("END:VEVENT".into());
+    lines.push("END:VCALENDAR".into());
+    lines.join("\r\n") + "\r\n"
+}
+
+fn event(uid: &str, summary: &str, day: i64) -> String {
+    ics(
+        uid,
+        &[
+            ("DTSTART", &at(day)),
+            ("DURATION", "PT1H"),
+            ("SUMMARY", summary),
+        ],
+    )
+}
+
+fn prop(ical: &str, name: &str) -> Option<String> {
+    ical.replace("\r\n ", "")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_owned))
+}
+
+struct World {
+    db: TestDb,
+    radicale: Radicale,
+    provider: CaldavProvider,
+    tenant: TenantId,
+    calendar: CalendarId,
+    local_calendar: calbridge_store::CalendarId,
+    connection: ConnectionId,
+    link: LinkId,
+}
+
+impl World {
+    async fn new(db: TestDb, options: &str) -> Option<Self> {
+        let radicale = Radicale::start()?;
+        let url = radicale.calendar_url("work");
+        radicale.raw().mkcalendar(&url, "work").await;
+        let provider = CaldavProvider::new(
+            &http_client(),
+            &radicale.base(),
+            password(USER, PASSWORD),
+            budget(),
+        )
+        .unwrap();
+        let store = db.store.clone();
+        let tenant = store.create_tenant("acme").await.unwrap().id;
+        let local_calendar = store
+            .create_calendar(
+                tenant,
+                NewCalendar {
+                    name: "Work".into(),
+                    time_zone: "UTC".into(),
+                    owner: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let connection = store
+            .create_connection(
+                tenant,
+                NewConnection {
+                    provider: Provider::Caldav,
+                    name: "radicale".into(),
+                    calendar_id: local_calendar,
+                    credentials: None,
+                    sync_options_json: options.into(),
+                    status: ConnectionStatus::Active,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let link = store
+            .create_link(
+                tenant,
+                NewLink {
+                    connection_id: connection,
+                    remote_calendar_id: format!("/{USER}/work/"),
+                    remote_name: Some("work".into()),
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        Some(Self {
+            calendar: CalendarId::parse(format!("/{USER}/work/")).unwrap(),
+            db,
+            radicale,
+            provider,
+            tenant,
+            local_calendar,
+            connection,
+            link,
+        })
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.db.store.as_ref()
+    }
+
+    async fn sync_with(&self, provider: &dyn CalendarProvider, config: &EngineConfig) -> RunReport {
+        self.sync_full(provider, config, false).await
+    }
+
+    async fn sync_full(
+        &self,
+        provider: &dyn CalendarProvider,
+        config: &EngineConfig,
+        full: bool,
+    ) -> RunReport {
+        let connection = self
+            .store()
+            .get_connection(self.tenant, self.connection)
+            .await
+            .unwrap();
+        let link = self.store().get_link(self.tenant, self.link).await.unwrap();
+        sync_link(LinkSync {
+            store: self.store(),
+            provider,
+            tenant: self.tenant,
+            connection: &connection,
+            link: &link,
+            config,
+            now: Timestamp::now(),
+            full,
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn sync(&self) -> RunReport {
+        self.sync_with(&self.provider, &EngineConfig::default())
+            .await
+    }
+
+    /// Syncs until a run has nothing to do (bounded).
+    async fn settle(&self) {
+        for _ in 0..4 {
+            let report = self.sync().await;
+            assert!(report.errors.is_empty(), "{:?}", report.errors);
+            if report.counts.is_empty() {
+                return;
+            }
+        }
+        panic!("sync did not settle");
+    }
+
+    async fn set_options(&self, options: &str) {
+        self.store()
+            .update_connection(
+                self.tenant,
+                self.connection,
+                None,
+                ConnectionUpdate {
+                    name: "radicale".into(),
+                    sync_options_json: options.into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    // --- the local side, written as an application would ---
+
+    async fn local_create(&self, ical: &str) -> SeriesId {
+        let uid = prop(ical, "UID").unwrap();
+        self.store()
+            .create_series(
+                self.tenant,
+                NewSeries {
+                    calendar_id: self.local_calendar,
+                    uid,
+                    ical: ical.to_owned(),
+                    model_json: "{}".into(),
+                    hash: "test".into(),
+                    occurrences: OccurrenceSet::default(),
+                },
+            )
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn local_by_uid(&self, uid: &str) -> Option<Series> {
+        self.store()
+            .get_series_by_uid(self.tenant, self.local_calendar, uid)
+            .await
+            .unwrap()
+    }
+
+    async fn local_edit(&self, uid: &str, ical: &str) {
+        let series = self.local_by_uid(uid).await.unwrap();
+        self.store()
+            .update_series(
+                self.tenant,
+                series.id,
+                series.version,
+                SeriesUpdate {
+                    ical: ical.to_owned(),
+                    model_json: "{}".into(),
+                    hash: "test".into(),
+                    occurrences: OccurrenceSet::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn local_delete(&self, uid: &str) {
+        let series = self.local_by_uid(uid).await.unwrap();
+        self.store()
+            .delete_series(self.tenant, series.id, series.version)
+            .await
+            .unwrap();
+    }
+
+    /// UID → summaries of the live local series (a UID twice would show two entries).
+    async fn local_all(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in self
+            .store()
+            .list_series(self.tenant, self.local_calendar, None, 1000)
+            .await
+            .unwrap()
+        {
+            out.entry(s.uid.clone())
+                .or_default()
+                .push(prop(&s.ical, "SUMMARY").unwrap_or_default());
+        }
+        out
+    }
+
+    // --- the remote side, written by "another calendar app" on the same account ---
+
+    fn href(&self, name: &str) -> String {
+        format!("{}{name}.ics", self.radicale.calendar_url("work"))
+    }
+
+    async fn remote_put(&self, name: &str, ical: &str) {
+        let response = self.radicale.raw().put(&self.href(name), ical).await;
+        assert!(
+            response.status().is_success(),
+            "PUT {name}: {}",
+            response.status()
+        );
+    }
+
+    /// Overwrites the remote item holding `uid`, wherever it lives.
+    async fn remote_edit(&self, uid: &str, ical: &str) {
+        let (url, _) = self.remote_item(uid).await.unwrap();
+        let response = self.radicale.raw().put(&url, ical).await;
+        assert!(response.status().is_success());
+    }
+
+    async fn remote_delete(&self, uid: &str) {
+        let (url, _) = self.remote_item(uid).await.unwrap();
+        let response = self.radicale.raw().request("DELETE", &url, &[], None).await;
+        assert!(response.status().is_success());
+    }
+
+    async fn remote_items(&self) -> Vec<(String, String)> {
+        let window = Window::parse(
+            "2000-01-01T00:00:00Z".parse().unwrap(),
+            "2100-01-01T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        let set = self
+            .provider
+            .changes(&self.calendar, None, &window, &KnownVersions::new())
+            .await
+            .unwrap();
+        set.upserts
+            .into_iter()
+            .map(|i| {
+                (
+                    format!("http://127.0.0.1:{}{}", self.radicale.port, i.id.as_str()),
+                    i.content.as_ical().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    async fn remote_item(&self, uid: &str) -> Option<(String, String)> {
+        self.remote_items()
+            .await
+            .into_iter()
+            .find(|(_, ical)| prop(ical, "UID").as_deref() == Some(uid))
+    }
+
+    async fn remote_all(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (_, ical) in self.remote_items().await {
+            out.entry(prop(&ical, "UID").unwrap())
+                .or_default()
+                .push(prop(&ical, "SUMMARY").unwrap_or_default());
+        }
+        out
+    }
+
+    async fn open_conflicts(&self) -> Vec<Conflict> {
+        self.store()
+            .list_conflicts(
+                self.tenant,
+                &ConflictFilter {
+                    state: Some(ConflictState::Open),
+                    connection_id: Some(self.connection),
+                    kind: None,
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn all_conflicts(&self) -> Vec<Conflict> {
+        self.store()
+            .list_conflicts(self.tenant, &ConflictFilter::default())
+            .await
+            .unwrap()
+    }
+
+    /// Both sides hold the same UIDs with the same summaries, each exactly once.
+    async fn assert_converged(&self) -> BTreeMap<String, Vec<String>> {
+        let local = self.local_all().await;
+        let remote = self.remote_all().await;
+        assert_eq!(local, remote, "local and remote differ");
+        for (uid, summaries) in &local {
+            assert_eq!(summaries.len(), 1, "{uid} is duplicated: {summaries:?}");
+        }
+        local
+    }
+}
+
+fn one(map: &BTreeMap<String, Vec<String>>, uid: &str) -> String {
+    map.get(uid)
+        .and_then(|v| v.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("{uid} missing from {map:?}"))
+}
+
+pub async fn initial_import_both_ways_pairs_same_uid_and_respects_the_window(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("local-1", "Local one", 1)).await;
+    w.local_create(&event("local-2", "Local two", 5)).await;
+    w.local_create(&event("shared", "Shared", 3)).await;
+    w.local_create(&event("local-far", "Next year", 400)).await;
+    w.remote_put("r1", &event("remote-1", "Remote one", 2))
+        .await;
+    w.remote_put("shared", &event("shared", "Shared", 3)).await;
+    w.remote_put("rfar", &event("remote-far", "Far past", -400))
+        .await;
+
+    let first = w.sync().await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.errors);
+    assert!(first.full_listing);
+    assert_eq!(
+        first.counts.get("create_remote"),
+        Some(&2),
+        "{:?}",
+        first.counts
+    );
+    assert_eq!(
+        first.counts.get("create_local"),
+        Some(&1),
+        "{:?}",
+        first.counts
+    );
+    assert_eq!(
+        first.counts.get("link"),
+        Some(&1),
+        "the shared UID is paired: {:?}",
+        first.counts
+    );
+
+    let local = w.local_all().await;
+    let remote = w.remote_all().await;
+    for uid in ["local-1", "local-2", "shared", "remote-1"] {
+        assert_eq!(
+            local.get(uid).map(Vec::len),
+            Some(1),
+            "local {uid}: {local:?}"
+        );
+        assert_eq!(
+            remote.get(uid).map(Vec::len),
+            Some(1),
+            "remote {uid}: {remote:?}"
+        );
+    }
+    // Outside the window: neither exported nor imported, and not deleted either.
+    assert!(!remote.contains_key("local-far"));
+    assert!(!local.contains_key("remote-far"));
+    assert!(local.contains_key("local-far"));
+    assert!(remote.contains_key("remote-far"));
+
+    // The run's own writes come back (local change stream, remote sync-collection) and are recognised.
+    let second = w.sync().await;
+    assert_eq!(second.status, RunStatus::Succeeded);
+    assert!(
+        second.counts.is_empty(),
+        "echo planned work: {:?}",
+        second.counts
+    );
+    // A no-op sync is one sync-collection REPORT.
+    let third = w.sync().await;
+    assert!(third.counts.is_empty());
+    assert_eq!(third.requests, 1);
+    let run = w
+        .store()
+        .get_sync_run(w.tenant, third.run_id)
+        .await
+        .unwrap();
+    assert_eq!((run.status, run.requests), (SyncRunStatus::Succeeded, 1));
+    let link = w.store().get_link(w.tenant, w.link).await.unwrap();
+    assert!(link.cursor.is_some() && link.local_cursor.is_some());
+}
+
+pub async fn incremental_edits_merge_field_by_field(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("a", "Alpha", 1)).await;
+    w.local_create(&event("b", "Beta", 2)).await;
+    w.remote_put("c", &event("c", "Gamma", 3)).await;
+    w.settle().await;
+
+    // Different fields of one event on the two sides: merged silently on both.
+    let start = at(1);
+    w.local_edit(
+        "a",
+        &ics(
+            "a",
+            &[
+                ("DTSTART", &start),
+                ("DURATION", "PT1H"),
+                ("SUMMARY", "Alpha (local)"),
+            ],
+        ),
+    )
+    .await;
+    w.remote_edit(
+        "a",
+        &ics(
+            "a",
+            &[
+                ("DTSTART", &start),
+                ("DURATION", "PT1H"),
+                ("SUMMARY", "Alpha"),
+                ("LOCATION", "Room 7"),
+            ],
+        ),
+    )
+    .await;
+    // One-sided edits on each side.
+    w.local_edit("b", &event("b", "Beta (local)", 2)).await;
+    w.remote_edit("c", &event("c", "Gamma (remote)", 3)).await;
+
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    assert!(w.open_conflicts().await.is_empty());
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, "a"), "Alpha (local)");
+    assert_eq!(one(&both, "b"), "Beta (local)");
+    assert_eq!(one(&both, "c"), "Gamma (remote)");
+    let local_a = w.local_by_uid("a").await.unwrap();
+    assert_eq!(prop(&local_a.ical, "LOCATION").as_deref(), Some("Room 7"));
+    let (_, remote_a) = w.remote_item("a").await.unwrap();
+    assert_eq!(prop(&remote_a, "LOCATION").as_deref(), Some("Room 7"));
+    assert_eq!(prop(&remote_a, "SUMMARY").as_deref(), Some("Alpha (local)"));
+}
+
+async fn conflicting_edit(w: &World, remote_extra: &[(&str, &str)]) {
+    w.local_create(&event("x", "Base", 2)).await;
+    w.settle().await;
+    w.local_edit("x", &event("x", "Local title", 2)).await;
+    let start = at(2);
+    let mut props = vec![
+        ("DTSTART", start.as_str()),
+        ("DURATION", "PT1H"),
+        ("SUMMARY", "Remote title"),
+    ];
+    props.extend_from_slice(remote_extra);
+    w.remote_edit("x", &ics("x", &props)).await;
+}
+
+pub async fn update_conflict_under_ask_is_stored_and_parked(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    conflicting_edit(&w, &[]).await;
+    let report = w.sync().await;
+    assert_eq!(report.counts.get("conflicts"), Some(&1));
+    let open = w.open_conflicts().await;
+    assert_eq!(open.len(), 1);
+    let c = &open[0];
+    assert_eq!((c.kind, c.event_uid.as_str()), (ConflictKind::Update, "x"));
+    assert!(
+        c.fields_json.contains("master/SUMMARY"),
+        "{}",
+        c.fields_json
+    );
+    assert!(c.options_json.contains("keep_local"));
+    assert!(c.local_json.as_deref().unwrap().contains("Local title"));
+    assert!(c.remote_json.as_deref().unwrap().contains("Remote title"));
+    assert!(c.base_json.as_deref().unwrap().contains("Base"));
+    // Nothing was overwritten on either side.
+    assert_eq!(one(&w.local_all().await, "x"), "Local title");
+    assert_eq!(one(&w.remote_all().await, "x"), "Remote title");
+    // Detection is in the audit log.
+    let audit = w.store().list_audit(w.tenant, None, 50).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "conflict.detected" && e.subject == c.id.to_string())
+    );
+    // Parked: later runs neither write it nor record it again.
+    w.local_edit("x", &event("x", "Local title 2", 2)).await;
+    let again = w.sync().await;
+    assert!(again.counts.is_empty(), "{:?}", again.counts);
+    assert_eq!(w.all_conflicts().await.len(), 1);
+    assert_eq!(one(&w.remote_all().await, "x"), "Remote title");
+}
+
+pub async fn update_conflict_under_each_automatic_policy(db: TestDb) {
+    let Some(w) = World::new(db, r#"{"conflict_resolution":"local_wins"}"#).await else {
+        return;
+    };
+    // One world, one event per policy (a fresh Radicale per policy would only cost time).
+    let cases = [
+        ("local_wins", "Local title", vec![]),
+        ("remote_wins", "Remote title", vec![]),
+        // The remote side says it was modified later, so it wins.
+        (
+            "newest_wins",
+            "Remote title",
+            vec![("LAST-MODIFIED", "20990101T000000Z")],
+        ),
+        // No modification times: a tie goes to the local side.
+        ("newest_wins", "Local title", vec![]),
+        ("keep_both", "Local title", vec![]),
+    ];
+    for (n, (policy, winner, extra)) in cases.iter().enumerate() {
+        w.set_options(&format!(r#"{{"conflict_resolution":"{policy}"}}"#))
+            .await;
+        let uid = format!("p{n}");
+        w.local_create(&event(&uid, "Base", 2)).await;
+        w.settle().await;
+        w.local_edit(&uid, &event(&uid, "Local title", 2)).await;
+        let start = at(2);
+        let mut props = vec![
+            ("DTSTART", start.as_str()),
+            ("DURATION", "PT1H"),
+            ("SUMMARY", "Remote title"),
+        ];
+        props.extend(extra.iter().copied());
+        w.remote_edit(&uid, &ics(&uid, &props)).await;
+        let report = w.sync().await;
+        assert_eq!(
+            report.status,
+            RunStatus::Succeeded,
+            "{policy}: {:?}",
+            report.errors
+        );
+        assert_eq!(report.counts.get("conflicts"), Some(&1), "{policy}");
+        w.settle().await;
+        let both = w.assert_converged().await;
+        assert_eq!(one(&both, &uid), *winner, "{policy}");
+        if *policy == "keep_both" {
+            let copy = both
+                .iter()
+                .find(|(k, _)| k.starts_with(&format!("{uid}-copy-")))
+                .unwrap_or_else(|| panic!("no copy in {both:?}"));
+            assert_eq!(copy.1, &vec!["Remote title".to_owned()]);
+        }
+    }
+    // Settled conflicts are recorded closed, with detection and settlement audited.
+    assert!(w.open_conflicts().await.is_empty());
+    let all = w.all_conflicts().await;
+    assert_eq!(all.len(), cases.len());
+    assert!(all.iter().all(|c| c.state == ConflictState::Resolved));
+    let audit = w.store().list_audit(w.tenant, None, 100).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.action == "conflict.settled")
+            .count(),
+        cases.len()
+    );
+}
+
+pub async fn deletions_propagate_both_ways_with_tombstones(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    for (uid, day) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        w.local_create(&event(uid, uid, day)).await;
+    }
+    w.settle().await;
+    w.local_delete("a").await;
+    w.remote_delete("b").await;
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    assert_eq!(report.counts.get("delete_remote"), Some(&1));
+    assert_eq!(report.counts.get("delete_local"), Some(&1));
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(both.keys().cloned().collect::<Vec<_>>(), ["c", "d"]);
+    let tombstones = w
+        .store()
+        .list_tombstones(w.tenant, Some(w.link))
+        .await
+        .unwrap();
+    assert_eq!(tombstones.len(), 2);
+    let retention = tombstones[0]
+        .expires_at
+        .duration_since(tombstones[0].deleted_at);
+    assert_eq!(retention, jiff::SignedDuration::from_hours(24 * 30));
+    assert!(
+        w.store()
+            .list_mappings(w.tenant, w.link)
+            .await
+            .unwrap()
+            .len()
+            == 2
+    );
+}
+
+pub async fn deletion_conflict_is_stored(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("a", "Alpha", 1)).await;
+    w.local_create(&event("b", "Beta", 2)).await;
+    w.settle().await;
+    // Deleted here, edited there.
+    w.local_delete("a").await;
+    w.remote_edit("a", &event("a", "Alpha edited", 1)).await;
+    // Edited here, deleted there.
+    w.local_edit("b", &event("b", "Beta edited", 2)).await;
+    w.remote_delete("b").await;
+    let report = w.sync().await;
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&2),
+        "{:?}",
+        report.counts
+    );
+    let open = w.open_conflicts().await;
+    assert_eq!(open.len(), 2);
+    assert!(open.iter().all(|c| c.kind == ConflictKind::Deletion));
+    assert!(open.iter().all(|c| c.options_json.contains("restore")));
+    // Nothing deleted or restored while it waits.
+    assert!(w.local_by_uid("a").await.is_none());
+    assert_eq!(one(&w.remote_all().await, "a"), "Alpha edited");
+    assert_eq!(one(&w.local_all().await, "b"), "Beta edited");
+    assert!(!w.remote_all().await.contains_key("b"));
+}
+
+pub async fn a_stale_if_match_is_reported_while_the_rest_commits(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("a", "Alpha", 1)).await;
+    w.local_create(&event("b", "Beta", 2)).await;
+    w.settle().await;
+    let cursor_before = w.store().get_link(w.tenant, w.link).await.unwrap().cursor;
+    w.local_edit("a", &event("a", "Alpha (local)", 1)).await;
+    w.local_edit("b", &event("b", "Beta (local)", 2)).await;
+    // Someone edits "a" on the server between our listing and our write: our If-Match is stale.
+    let (url, _) = w.remote_item("a").await.unwrap();
+    let racing = Racing {
+        inner: &w.provider,
+        before_update: Mutex::new(Some((
+            url,
+            ics(
+                "a",
+                &[
+                    ("DTSTART", &at(1)),
+                    ("DURATION", "PT1H"),
+                    ("SUMMARY", "Alpha"),
+                    ("LOCATION", "Lab"),
+                ],
+            ),
+        ))),
+    };
+    let report = w.sync_with(&racing, &EngineConfig::default()).await;
+    assert_eq!(report.status, RunStatus::Partial);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.errors[0].class, "precondition");
+    // "b" committed, "a" was not overwritten, and the cursor stayed.
+    assert_eq!(one(&w.remote_all().await, "b"), "Beta (local)");
+    let (_, remote_a) = w.remote_item("a").await.unwrap();
+    assert_eq!(prop(&remote_a, "SUMMARY").as_deref(), Some("Alpha"));
+    assert_eq!(
+        w.store().get_link(w.tenant, w.link).await.unwrap().cursor,
+        cursor_before
+    );
+    let run = w
+        .store()
+        .get_sync_run(w.tenant, report.run_id)
+        .await
+        .unwrap();
+    assert_eq!(run.status, SyncRunStatus::Partial);
+    assert!(run.errors_json.contains("precondition"));
+    // The next run merges both edits (different fields).
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, "a"), "Alpha (local)");
+    assert_eq!(
+        prop(&w.local_by_uid("a").await.unwrap().ical, "LOCATION").as_deref(),
+        Some("Lab")
+    );
+}
+
+pub async fn interrupted_runs_converge_without_loss_or_duplicates(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    for n in 0..4 {
+        w.local_create(&event(&format!("l{n}"), &format!("Local {n}"), n + 1))
+            .await;
+        w.remote_put(
+            &format!("r{n}"),
+            &event(&format!("r{n}"), &format!("Remote {n}"), n + 1),
+        )
+        .await;
+    }
+    w.remote_put("both", &event("both", "Both", 9)).await;
+    w.local_create(&event("both", "Both", 9)).await;
+    // Die after 1, 2, 3... actions (each time after the side effect, before the base is recorded).
+    for limit in 1..=4 {
+        let config = EngineConfig {
+            crash_after_actions: Some(limit),
+            ..EngineConfig::default()
+        };
+        let report = w.sync_with(&w.provider, &config).await;
+        assert_eq!(report.status, RunStatus::Interrupted);
+        assert!(
+            w.store()
+                .get_link(w.tenant, w.link)
+                .await
+                .unwrap()
+                .cursor
+                .is_none()
+        );
+    }
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(both.len(), 9, "{both:?}");
+    // Edits after the crashes flow normally, crashed again midway.
+    w.local_edit("l0", &event("l0", "Local 0 edited", 1)).await;
+    w.remote_edit("r0", &event("r0", "Remote 0 edited", 1))
+        .await;
+    let config = EngineConfig {
+        crash_after_actions: Some(1),
+        ..EngineConfig::default()
+    };
+    w.sync_with(&w.provider, &config).await;
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, "l0"), "Local 0 edited");
+    assert_eq!(one(&both, "r0"), "Remote 0 edited");
+    assert!(w.open_conflicts().await.is_empty());
+}
+
+pub async fn a_mass_deletion_marks_the_link_suspect_and_deletes_nothing(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    for n in 0..12 {
+        w.local_create(&event(&format!("e{n}"), "Event", 1 + n % 20))
+            .await;
+    }
+    w.settle().await;
+    for n in 0..11 {
+        w.remote_delete(&format!("e{n}")).await;
+    }
+    let cursor = w.store().get_link(w.tenant, w.link).await.unwrap().cursor;
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Suspect);
+    let link = w.store().get_link(w.tenant, w.link).await.unwrap();
+    assert_eq!(link.status, LinkStatus::Suspect);
+    assert!(link.status_reason.unwrap().contains("TooManyDeletions"));
+    assert_eq!(link.cursor, cursor);
+    assert_eq!(w.local_all().await.len(), 12, "nothing deleted locally");
+}
+
+mod async_trait_free {
+    //! A real provider with one person racing it: right before the first update of a given item, that
+    //! item is changed on the server by another client (a stale `If-Match` at exactly the worst time).
+    use std::sync::Mutex;
+
+    use calbridge_providers::caldav::CaldavProvider;
+    use calbridge_providers::*;
+
+    #[derive(Debug)]
+    pub struct Racing<'a> {
+        pub inner: &'a CaldavProvider,
+        /// (item URL, content to PUT) before the first update.
+        pub before_update: Mutex<Option<(String, String)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl CalendarProvider for Racing<'_> {
+        fn kind(&self) -> ProviderKind {
+            self.inner.kind()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn test_connection(&self) -> Diagnosis {
+            self.inner.test_connection().await
+        }
+        async fn list_calendars(&self) -> Result<Vec<RemoteCalendar>, ProviderError> {
+            self.inner.list_calendars().await
+        }
+        async fn changes(
+            &self,
+            calendar: &CalendarId,
+            cursor: Option<&Cursor>,
+            window: &Window,
+            known: &KnownVersions,
+        ) -> Result<ChangeSet, ProviderError> {
+            self.inner.changes(calendar, cursor, window, known).await
+        }
+        async fn read(
+            &self,
+            calendar: &CalendarId,
+            ids: &[RemoteId],
+        ) -> Result<Vec<ReadItem>, ProviderError> {
+            self.inner.read(calendar, ids).await
+        }
+        async fn create(
+            &self,
+            calendar: &CalendarId,
+            key: &CreateKey,
+            content: &ItemContent,
+        ) -> Result<Written, ProviderError> {
+            self.inner.create(calendar, key, content).await
+        }
+        async fn update(
+            &self,
+            calendar: &CalendarId,
+            id: &RemoteId,
+            if_match: &Etag,
+            content: &ItemContent,
+        ) -> Result<Written, ProviderError> {
+            let race = self.before_update.lock().unwrap().take();
+            match race {
+                Some((url, body)) if url.ends_with(id.as_str()) => {
+                    let response = reqwest::Client::new()
+                        .put(&url)
+                        .basic_auth(crate::support::USER, Some(crate::support::PASSWORD))
+                        .header("Content-Type", "text/calendar")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success());
+                }
+                other => *self.before_update.lock().unwrap() = other,
+            }
+            self.inner.update(calendar, id, if_match, content).await
+        }
+        async fn delete(
+            &self,
+            calendar: &CalendarId,
+            id: &RemoteId,
+            if_match: &Etag,
+        ) -> Result<(), ProviderError> {
+            self.inner.delete(calendar, id, if_match).await
+        }
+        async fn free_busy(
+            &self,
+            calendar: &CalendarId,
+            window: &Window,
+        ) -> Result<Vec<BusyPeriod>, ProviderError> {
+            self.inner.free_busy(calendar, window).await
+        }
+    }
+}
+
+pub async fn one_way_links_never_write_the_other_side(db: TestDb) {
+    // import: provider → application; local edits and deletions never reach the provider.
+    let Some(w) = World::new(db, r#"{"direction":"import"}"#).await else {
+        return;
+    };
+    w.remote_put("a", &event("a", "Alpha", 1)).await;
+    w.local_create(&event("l", "Local only", 2)).await;
+    w.settle().await;
+    assert_eq!(one(&w.local_all().await, "a"), "Alpha");
+    assert!(
+        !w.remote_all().await.contains_key("l"),
+        "import exported a local event"
+    );
+    w.local_edit("a", &event("a", "Alpha (local)", 1)).await;
+    w.settle().await;
+    assert_eq!(one(&w.remote_all().await, "a"), "Alpha");
+    w.remote_edit("a", &event("a", "Alpha (remote)", 1)).await;
+    w.settle().await;
+    assert_eq!(one(&w.local_all().await, "a"), "Alpha (remote)");
+
+    // export: application → provider; remote edits are reverted, local events never change.
+    // A changed direction is followed by a full reconciliation (the cursors only cover what the old
+    // direction let through).
+    w.set_options(r#"{"direction":"export"}"#).await;
+    let full = w
+        .sync_full(&w.provider, &EngineConfig::default(), true)
+        .await;
+    assert!(full.full_listing);
+    w.settle().await;
+    assert_eq!(one(&w.remote_all().await, "l"), "Local only");
+    w.remote_edit("l", &event("l", "Edited on the server", 2))
+        .await;
+    w.settle().await;
+    assert_eq!(one(&w.local_all().await, "l"), "Local only");
+    assert_eq!(
+        one(&w.remote_all().await, "l"),
+        "Local only",
+        "export did not revert"
+    );
+}
+
+pub async fn an_occurrence_edit_merges_as_that_override(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    let start = at(1);
+    let master = |location: &str| {
+        vec![
+            "BEGIN:VEVENT".to_owned(),
+            "UID:standup".to_owned(),
+            "DTSTAMP:20260101T000000Z".to_owned(),
+            format!("DTSTART:{start}"),
+            "DURATION:PT30M".to_owned(),
+            "RRULE:FREQ=DAILY;COUNT=5".to_owned(),
+            "SUMMARY:Standup".to_owned(),
+            format!("LOCATION:{location}"),
+            "END:VEVENT".to_owned(),
+        ]
+    };
+    let wrap = |events: Vec<String>| {
+        let mut lines = vec![
+            "BEGIN:VCALENDAR".to_owned(),
+            "VERSION:2.0".to_owned(),
+            "PRODID:-//calbridge engine tests//EN".to_owned(),
+        ];
+        lines.extend(events);
+        lines.push("END:VCALENDAR".into());
+        lines.join("\r\n") + "\r\n"
+    };
+    w.local_create(&wrap(master("Room 1"))).await;
+    w.settle().await;
+    // Remote: the third occurrence moves by an hour. Local: the whole series changes room.
+    let third = at(3);
+    let moved = third.replace("T100000Z", "T110000Z");
+    let mut remote = master("Room 1");
+    remote.extend([
+        "BEGIN:VEVENT".to_owned(),
+        "UID:standup".to_owned(),
+        "DTSTAMP:20260101T000000Z".to_owned(),
+        format!("RECURRENCE-ID:{third}"),
+        format!("DTSTART:{moved}"),
+        "DURATION:PT30M".to_owned(),
+        "SUMMARY:Standup (moved)".to_owned(),
+        "END:VEVENT".to_owned(),
+    ]);
+    w.remote_edit("standup", &wrap(remote)).await;
+    w.local_edit("standup", &wrap(master("Room 2"))).await;
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    assert!(w.open_conflicts().await.is_empty());
+    w.settle().await;
+    let local = w
+        .local_by_uid("standup")
+        .await
+        .unwrap()
+        .ical
+        .replace("\r\n ", "");
+    let (_, remote) = w.remote_item("standup").await.unwrap();
+    let remote = remote.replace("\r\n ", "");
+    for side in [&local, &remote] {
+        assert!(side.contains("LOCATION:Room 2"), "{side}");
+        assert!(side.contains(&format!("RECURRENCE-ID:{third}")), "{side}");
+        assert!(side.contains("SUMMARY:Standup (moved)"), "{side}");
+        assert_eq!(side.matches("BEGIN:VEVENT").count(), 2, "{side}");
+    }
+}
