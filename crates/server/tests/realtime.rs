@@ -220,7 +220,12 @@ async fn run_graph_story(server: &TestServer) {
         json!({"value": [{"subscriptionId": sub_id, "clientState": client_state,
             "lifecycleEvent": event, "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z", "tenantId": "t"}]})
     };
-    let answer = http.post(&hook).json(&lifecycle("missed")).send().await.unwrap();
+    let answer = http
+        .post(&hook)
+        .json(&lifecycle("missed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::ACCEPTED);
     assert_eq!(
         drain_sync_jobs(server.store.as_ref()).await,
@@ -307,7 +312,9 @@ async fn google_channel_messages_verified_and_duplicates_ignored() {
             emu.base_url()
         ))
         .bearer_auth(&token)
-        .json(&json!({"id": channel_id, "type": "web_hook", "address": hook, "token": channel_token}))
+        .json(
+            &json!({"id": channel_id, "type": "web_hook", "address": hook, "token": channel_token}),
+        )
         .send()
         .await
         .unwrap()
@@ -355,23 +362,33 @@ async fn google_channel_messages_verified_and_duplicates_ignored() {
     };
     // Forged: wrong token, wrong resource id. Refused, nothing enqueued, and the numbers they carried do
     // not poison the duplicate check.
-    let answer = send(1_000_000, "guess", &resource_id, "exists").await.unwrap();
+    let answer = send(1_000_000, "guess", &resource_id, "exists")
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    let answer = send(1_000_000, channel_token, "other-resource", "exists").await.unwrap();
+    let answer = send(1_000_000, channel_token, "other-resource", "exists")
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     assert!(drain_sync_jobs(server.store.as_ref()).await.is_empty());
 
     // A new message number is accepted; the same number again (a retry or replay) is ignored.
-    let answer = send(500_000, channel_token, &resource_id, "exists").await.unwrap();
+    let answer = send(500_000, channel_token, &resource_id, "exists")
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(drain_sync_jobs(server.store.as_ref()).await.len(), 1);
     for number in [500_000, 499_999] {
-        let answer = send(number, channel_token, &resource_id, "exists").await.unwrap();
+        let answer = send(number, channel_token, &resource_id, "exists")
+            .await
+            .unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
     }
     assert!(drain_sync_jobs(server.store.as_ref()).await.is_empty());
     // `sync` confirms the channel and has nothing to read.
-    let answer = send(500_001, channel_token, &resource_id, "sync").await.unwrap();
+    let answer = send(500_001, channel_token, &resource_id, "sync")
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert!(drain_sync_jobs(server.store.as_ref()).await.is_empty());
     let missing = http.post(&hook).send().await.unwrap();
@@ -524,7 +541,9 @@ async fn postgres_two_nodes_fan_out_changes() {
     config.secrets.master_key_file = Some(dir.path().join("master.key"));
     calbridge_store::crypto::MasterKey::create_file(&dir.path().join("master.key")).unwrap();
     let master = calbridge_server::bootstrap::master_key(&config).unwrap();
-    let store_b = calbridge_server::bootstrap::open_store(&config).await.unwrap();
+    let store_b = calbridge_server::bootstrap::open_store(&config)
+        .await
+        .unwrap();
     let mut state = calbridge_server::AppState::new(config, store_b, master.key);
     state.realtime = Arc::new(
         calbridge_server::realtime::Hub::new(&node_a.database_url)

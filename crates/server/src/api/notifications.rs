@@ -100,19 +100,36 @@ async fn microsoft(
         }
         accepted += 1;
         let result = match notification.lifecycle_event.as_deref() {
-            None => push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "notification").await,
-            Some("missed") => push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "missed").await,
-            Some("reauthorizationRequired") => push::enqueue_channel_work(store, &channel, "renew").await,
+            None => {
+                push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "notification")
+                    .await
+            }
+            Some("missed") => {
+                push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "missed").await
+            }
+            Some("reauthorizationRequired") => {
+                push::enqueue_channel_work(store, &channel, "renew").await
+            }
             Some("subscriptionRemoved") => {
                 // Recreate, then resync what may have been missed while no subscription existed.
                 push::enqueue_channel_work(store, &channel, "recreate")
                     .await
                     .map_err(ApiError::internal)?;
-                push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "subscription_removed").await
+                push::enqueue_link_sync(
+                    store,
+                    channel.tenant_id,
+                    channel.link_id,
+                    "subscription_removed",
+                )
+                .await
             }
             Some(other) => {
-                tracing::info!(event = other, "unknown lifecycle event; resyncing to be safe");
-                push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "lifecycle").await
+                tracing::info!(
+                    event = other,
+                    "unknown lifecycle event; resyncing to be safe"
+                );
+                push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "lifecycle")
+                    .await
             }
         };
         result.map_err(ApiError::internal)?;
@@ -142,18 +159,27 @@ async fn google(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     let missing = |name: &str| {
         ApiError::bad_request(
             "invalid_notification",
-            format!("the {name} header is missing; this endpoint receives Google watch-channel messages"),
+            format!(
+                "the {name} header is missing; this endpoint receives Google watch-channel messages"
+            ),
         )
     };
-    let channel_id = goog(&headers, "x-goog-channel-id").ok_or_else(|| missing("X-Goog-Channel-ID"))?;
-    let resource_id = goog(&headers, "x-goog-resource-id").ok_or_else(|| missing("X-Goog-Resource-ID"))?;
+    let channel_id =
+        goog(&headers, "x-goog-channel-id").ok_or_else(|| missing("X-Goog-Channel-ID"))?;
+    let resource_id =
+        goog(&headers, "x-goog-resource-id").ok_or_else(|| missing("X-Goog-Resource-ID"))?;
     let resource_state =
         goog(&headers, "x-goog-resource-state").ok_or_else(|| missing("X-Goog-Resource-State"))?;
     let number: i64 = goog(&headers, "x-goog-message-number")
         .ok_or_else(|| missing("X-Goog-Message-Number"))?
         .trim()
         .parse()
-        .map_err(|_| ApiError::bad_request("invalid_notification", "X-Goog-Message-Number is not a number"))?;
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_notification",
+                "X-Goog-Message-Number is not a number",
+            )
+        })?;
     let token = goog(&headers, "x-goog-channel-token").unwrap_or("");
     let store = state.store.as_ref();
     let channel = store
@@ -161,10 +187,9 @@ async fn google(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(forged)?;
-    let resource_ok = channel
-        .resource_id
-        .as_deref()
-        .is_some_and(|r| subtle::ConstantTimeEq::ct_eq(r.as_bytes(), resource_id.as_bytes()).into());
+    let resource_ok = channel.resource_id.as_deref().is_some_and(|r| {
+        subtle::ConstantTimeEq::ct_eq(r.as_bytes(), resource_id.as_bytes()).into()
+    });
     if !push::secret_matches(&channel, token) || !resource_ok {
         tracing::warn!(channel = %channel.id, "Google message with a wrong token or resource id ignored");
         return Err(forged());

@@ -66,11 +66,15 @@ async fn stream(
     // Authenticate through the same extractor as every other route, with the query token as a header.
     let mut auth_request = Request::builder().body(()).map_err(ApiError::internal)?;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        auth_request.headers_mut().insert(header::AUTHORIZATION, value.clone());
+        auth_request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, value.clone());
     } else if let Some(token) = &query.access_token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| ApiError::Unauthenticated("invalid or revoked API key".into()))?;
-        auth_request.headers_mut().insert(header::AUTHORIZATION, value);
+        auth_request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, value);
     }
     let (mut parts, ()) = auth_request.into_parts();
     let authorized = Authorized::<EventsRead>::from_request_parts(&mut parts, &state).await?;
@@ -92,9 +96,16 @@ async fn stream(
     let start = match query.since {
         Some(seq) if seq >= 0 => seq,
         Some(_) => {
-            return Err(ApiError::bad_request("invalid_since", "since must be a sequence number ≥ 0"));
+            return Err(ApiError::bad_request(
+                "invalid_since",
+                "since must be a sequence number ≥ 0",
+            ));
         }
-        None => state.store.latest_change_seq(tenant).await.map_err(ApiError::internal)?,
+        None => state
+            .store
+            .latest_change_seq(tenant)
+            .await
+            .map_err(ApiError::internal)?,
     };
     let hub = Arc::clone(&state.realtime);
     hub.ensure_listening().await;
@@ -139,7 +150,11 @@ async fn run(
             };
             let full = batch.len() as u32 == BATCH;
             for change in &batch {
-                if socket.send(Message::Text(message(change).into())).await.is_err() {
+                if socket
+                    .send(Message::Text(message(change).into()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 last = change.seq;

@@ -143,7 +143,10 @@ async fn listen(hub: Arc<Hub>, url: String) {
 /// Rings the bell after every successful write to the API: series writes append their change-stream entry
 /// in the same transaction, so by the time the response exists the entry is committed.
 pub async fn ring_after_writes(hub: Arc<Hub>, request: Request, next: Next) -> Response {
-    let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     let response = next.run(request).await;
     if write && response.status().is_success() {
         hub.ring().await;

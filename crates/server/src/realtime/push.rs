@@ -19,7 +19,10 @@ pub fn secret_digest(secret: &str) -> String {
 /// Does `presented` match the channel's secret? Constant time in the secret's content.
 pub fn secret_matches(channel: &PushChannel, presented: &str) -> bool {
     let digest = secret_digest(presented);
-    digest.as_bytes().ct_eq(channel.secret_hash.as_bytes()).into()
+    digest
+        .as_bytes()
+        .ct_eq(channel.secret_hash.as_bytes())
+        .into()
 }
 
 /// Enqueue (or re-arm: the store keys jobs by kind and key) an incremental sync of one link.
