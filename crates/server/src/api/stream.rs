@@ -8,9 +8,11 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use calbridge_store::{CalendarId, Change, Store, TenantId};
 use serde::Deserialize;
@@ -61,7 +63,8 @@ async fn stream(
     State(state): State<AppState>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    // Taken as a Result so that authentication answers first (401/403/404 before any upgrade error).
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Authenticate through the same extractor as every other route, with the query token as a header.
     let mut auth_request = Request::builder().body(()).map_err(ApiError::internal)?;
@@ -106,6 +109,10 @@ async fn stream(
             .latest_change_seq(tenant)
             .await
             .map_err(ApiError::internal)?,
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let hub = Arc::clone(&state.realtime);
     hub.ensure_listening().await;
