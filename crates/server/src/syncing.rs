@@ -70,15 +70,24 @@ pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderE
     })
 }
 
-pub fn seal(key: &MasterKey, credentials: &StoredCredentials) -> Result<calbridge_store::crypto::Sealed, SyncServiceError> {
-    let json = serde_json::to_vec(credentials).map_err(|e| SyncServiceError::Credentials(e.to_string()))?;
+pub fn seal(
+    key: &MasterKey,
+    credentials: &StoredCredentials,
+) -> Result<calbridge_store::crypto::Sealed, SyncServiceError> {
+    let json = serde_json::to_vec(credentials)
+        .map_err(|e| SyncServiceError::Credentials(e.to_string()))?;
     key.seal(Purpose::ConnectionCredentials, &json)
         .map_err(|e| SyncServiceError::Credentials(e.to_string()))
 }
 
-pub fn open(key: &MasterKey, connection: &Connection) -> Result<StoredCredentials, SyncServiceError> {
+pub fn open(
+    key: &MasterKey,
+    connection: &Connection,
+) -> Result<StoredCredentials, SyncServiceError> {
     let Some(sealed) = &connection.credentials else {
-        return Err(SyncServiceError::Credentials("the connection has no credentials".into()));
+        return Err(SyncServiceError::Credentials(
+            "the connection has no credentials".into(),
+        ));
     };
     let bytes = key
         .open(Purpose::ConnectionCredentials, sealed)
@@ -107,7 +116,12 @@ pub fn provider_for(
             auth,
             budget,
         )?)),
-        Provider::Ics => Ok(Arc::new(IcsProvider::new(http, &credentials.url, auth, budget)?)),
+        Provider::Ics => Ok(Arc::new(IcsProvider::new(
+            http,
+            &credentials.url,
+            auth,
+            budget,
+        )?)),
         Provider::Microsoft => Err(SyncServiceError::Unsupported("microsoft")),
         Provider::Google => Err(SyncServiceError::Unsupported("google")),
     }
@@ -228,7 +242,11 @@ pub async fn run_sync(
                 }
                 Err(e) => {
                     failed_links += 1;
-                    errors.push(link_error(&link.remote_calendar_id, "engine", e.to_string()));
+                    errors.push(link_error(
+                        &link.remote_calendar_id,
+                        "engine",
+                        e.to_string(),
+                    ));
                     "failed"
                 }
             };

@@ -366,14 +366,22 @@ mod matrix {
             ),
             r("delete", "/v1/calendar/keys/{id}", Scope::Admin, "", None),
             r("get", "/v1/calendar/audit", Scope::Admin, "", None),
-            r("get", "/v1/calendar/connections", Scope::ConnectionsManage, "", None),
+            r(
+                "get",
+                "/v1/calendar/connections",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
             r(
                 "post",
                 "/v1/calendar/connections",
                 Scope::ConnectionsManage,
                 "",
                 // Loopback is refused by default: the connection is kept with status `error`.
-                Some(json!({"provider": "ics", "name": "m", "credentials": {"url": "http://127.0.0.1:9/f.ics"}})),
+                Some(
+                    json!({"provider": "ics", "name": "m", "credentials": {"url": "http://127.0.0.1:9/f.ics"}}),
+                ),
             ),
             r(
                 "get",
@@ -484,7 +492,11 @@ mod matrix {
         .await;
         let a_run = json_of(
             server
-                .post_json(&server.admin, "/v1/calendar/sync", json!({"connection_id": a_connection["id"]}))
+                .post_json(
+                    &server.admin,
+                    "/v1/calendar/sync",
+                    json!({"connection_id": a_connection["id"]}),
+                )
                 .await,
         )
         .await;

@@ -4,7 +4,6 @@
 
 mod common;
 #[path = "../../providers/tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::Duration;
@@ -23,16 +22,25 @@ async fn server_for_lan() -> TestServer {
     let mut config = test_config();
     // Radicale listens on loopback; the operator allows private networks here.
     config.network.allow_private_networks = true;
-    TestServer::start_with(Backend::Sqlite, config).await.unwrap()
+    TestServer::start_with(Backend::Sqlite, config)
+        .await
+        .unwrap()
 }
 
 /// Starts a sync and polls its run until it is no longer running.
 async fn sync_and_wait(server: &TestServer, connection: &str) -> Value {
     let started = server
-        .post_json(&server.admin, "/v1/calendar/sync", json!({"connection_id": connection}))
+        .post_json(
+            &server.admin,
+            "/v1/calendar/sync",
+            json!({"connection_id": connection}),
+        )
         .await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let run_id = json_of(started).await["run_id"].as_str().unwrap().to_owned();
+    let run_id = json_of(started).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..300 {
         let run = json_of(
             server
@@ -71,7 +79,10 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     raw.mkcalendar(&calendar_url, "Work").await;
     let item_url = format!("{calendar_url}standup.ics");
     let put = raw
-        .put(&item_url, &support::event("standup-1", "Standup", "20261125T090000Z"))
+        .put(
+            &item_url,
+            &support::event("standup-1", "Standup", "20261125T090000Z"),
+        )
         .await;
     assert!(put.status().is_success());
 
@@ -92,16 +103,30 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     assert_eq!(connection["status"], "active", "{connection}");
     let links = connection["links"].as_array().unwrap();
     assert_eq!(links.len(), 1, "{connection}");
-    assert!(links[0]["remote_calendar_id"].as_str().unwrap().contains("work"));
+    assert!(
+        links[0]["remote_calendar_id"]
+            .as_str()
+            .unwrap()
+            .contains("work")
+    );
     let id = connection["id"].as_str().unwrap().to_owned();
     let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
     // The password is never shown.
-    let shown = json_of(server.get(&server.admin, &format!("/v1/calendar/connections/{id}")).await).await;
+    let shown = json_of(
+        server
+            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
+            .await,
+    )
+    .await;
     assert!(!shown.to_string().contains(support::PASSWORD));
 
     let diagnosis = json_of(
         server
-            .post_json(&server.admin, &format!("/v1/calendar/connections/{id}/test"), json!({}))
+            .post_json(
+                &server.admin,
+                &format!("/v1/calendar/connections/{id}/test"),
+                json!({}),
+            )
             .await,
     )
     .await;
@@ -123,7 +148,11 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     let bad_id = bad["id"].as_str().unwrap();
     let bad_diagnosis = json_of(
         server
-            .post_json(&server.admin, &format!("/v1/calendar/connections/{bad_id}/test"), json!({}))
+            .post_json(
+                &server.admin,
+                &format!("/v1/calendar/connections/{bad_id}/test"),
+                json!({}),
+            )
             .await,
     )
     .await;
@@ -170,9 +199,16 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
         .send()
         .await
         .unwrap();
-    assert!(local.status().is_success(), "{}", local.text().await.unwrap());
+    assert!(
+        local.status().is_success(),
+        "{}",
+        local.text().await.unwrap()
+    );
     let remote = raw
-        .put(&item_url, &support::event("standup-1", "Standup (remote)", "20261125T090000Z"))
+        .put(
+            &item_url,
+            &support::event("standup-1", "Standup (remote)", "20261125T090000Z"),
+        )
         .await;
     assert!(remote.status().is_success());
     let run = sync_and_wait(&server, &id).await;
@@ -184,23 +220,44 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     assert_eq!(conflict["kind"], "update");
     assert_eq!(conflict["event_uid"], "standup-1");
     assert_eq!(conflict["connection_id"], id.as_str());
-    assert!(!conflict["options"].as_array().unwrap().is_empty(), "{conflict}");
+    assert!(
+        !conflict["options"].as_array().unwrap().is_empty(),
+        "{conflict}"
+    );
     let one = json_of(
         server
-            .get(&server.admin, &format!("/v1/calendar/conflicts/{}", conflict["id"].as_str().unwrap()))
+            .get(
+                &server.admin,
+                &format!(
+                    "/v1/calendar/conflicts/{}",
+                    conflict["id"].as_str().unwrap()
+                ),
+            )
             .await,
     )
     .await;
     assert_eq!(one["id"], conflict["id"]);
     // Filters.
-    let by_kind = json_of(server.get(&server.admin, "/v1/calendar/conflicts?kind=deletion").await).await;
+    let by_kind = json_of(
+        server
+            .get(&server.admin, "/v1/calendar/conflicts?kind=deletion")
+            .await,
+    )
+    .await;
     assert!(by_kind["items"].as_array().unwrap().is_empty());
-    let bad_filter = server.get(&server.admin, "/v1/calendar/conflicts?kind=nonsense").await;
+    let bad_filter = server
+        .get(&server.admin, "/v1/calendar/conflicts?kind=nonsense")
+        .await;
     assert_eq!(bad_filter.status(), StatusCode::BAD_REQUEST);
     // Nothing was overwritten: each side keeps its own edit.
     let listed = events(&server, &calendar).await;
     assert_eq!(listed[0]["summary"], "Standup (local)");
-    let remote_now = raw.request("GET", &item_url, &[], None).await.text().await.unwrap();
+    let remote_now = raw
+        .request("GET", &item_url, &[], None)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(remote_now.contains("Standup (remote)"));
 
     // Another tenant sees none of it.

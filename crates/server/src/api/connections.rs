@@ -26,7 +26,11 @@ use crate::syncing::{self, StoredCredentials, SyncServiceError};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_connections, create_connection))
-        .routes(routes!(get_connection, update_connection, delete_connection))
+        .routes(routes!(
+            get_connection,
+            update_connection,
+            delete_connection
+        ))
         .routes(routes!(test_connection))
 }
 
@@ -155,7 +159,11 @@ fn diagnosis_view(d: &Diagnosis) -> DiagnosisView {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
         message: d.message.clone(),
-        calendars: d.calendars.iter().map(|c| c.id.as_str().to_owned()).collect(),
+        calendars: d
+            .calendars
+            .iter()
+            .map(|c| c.id.as_str().to_owned())
+            .collect(),
     }
 }
 
@@ -209,7 +217,11 @@ fn service_error(e: SyncServiceError) -> ApiError {
     }
 }
 
-async fn find(state: &AppState, tenant: calbridge_store::TenantId, id: &str) -> Result<Connection, ApiError> {
+async fn find(
+    state: &AppState,
+    tenant: calbridge_store::TenantId,
+    id: &str,
+) -> Result<Connection, ApiError> {
     let id: ConnectionId = parse_id(id, "connection")?;
     state
         .store
@@ -264,7 +276,9 @@ pub async fn create_connection(
         )
     })?;
     if matches!(provider, Provider::Microsoft | Provider::Google) {
-        return Err(service_error(SyncServiceError::Unsupported(provider.as_str())));
+        return Err(service_error(SyncServiceError::Unsupported(
+            provider.as_str(),
+        )));
     }
     let name = validate_name(&input.name)?;
     let sync_json = validate_sync(input.sync)?;
@@ -435,7 +449,14 @@ pub async fn update_connection(
         )
         .await
         .map_err(|e| store_error("connection", e))?;
-    audit(&state, principal, "connection.updated", updated.id, serde_json::json!({})).await?;
+    audit(
+        &state,
+        principal,
+        "connection.updated",
+        updated.id,
+        serde_json::json!({}),
+    )
+    .await?;
     let links = state
         .store
         .list_links(tenant, updated.id)
@@ -462,7 +483,14 @@ pub async fn delete_connection(
         .delete_connection(tenant, connection.id)
         .await
         .map_err(|e| store_error("connection", e))?;
-    audit(&state, principal, "connection.deleted", connection.id, serde_json::json!({})).await?;
+    audit(
+        &state,
+        principal,
+        "connection.deleted",
+        connection.id,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -491,9 +519,10 @@ pub async fn test_connection(
     };
     let (status, reason) = match diagnosis.kind {
         DiagnosisKind::Ok => (ConnectionStatus::Active, None),
-        DiagnosisKind::InvalidCredentials => {
-            (ConnectionStatus::NeedsReauth, Some(diagnosis.message.as_str()))
-        }
+        DiagnosisKind::InvalidCredentials => (
+            ConnectionStatus::NeedsReauth,
+            Some(diagnosis.message.as_str()),
+        ),
         _ => (ConnectionStatus::Error, Some(diagnosis.message.as_str())),
     };
     if connection.status != ConnectionStatus::Paused {
