@@ -22,6 +22,10 @@ pub enum ProviderError {
     /// Credentials were refused: ask the person to re-enter them (or re-consent for OAuth).
     #[error("the server refused the credentials (HTTP {status})")]
     Auth { status: u16 },
+    /// The OAuth grant is gone (`invalid_grant`: refresh token revoked, expired or rotated away).
+    /// Only a person signing in again helps: put the connection in `needs_reauth`, keep its events.
+    #[error("the authorization was revoked or expired; sign in again: {detail}")]
+    NeedsReauthorization { detail: String },
     /// Authenticated, but the account may not do this.
     #[error("the account is not allowed to do this: {detail}")]
     Forbidden { detail: String },
@@ -82,6 +86,7 @@ impl ProviderError {
     pub fn class(&self) -> &'static str {
         match self {
             Self::Auth { .. } => "auth",
+            Self::NeedsReauthorization { .. } => "needs_reauth",
             Self::Forbidden { .. } => "forbidden",
             Self::NotFound { .. } => "not_found",
             Self::PreconditionFailed => "precondition",

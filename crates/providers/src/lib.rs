@@ -6,8 +6,11 @@
 pub mod caldav;
 pub mod content;
 pub mod error;
+pub mod google;
+pub mod graph;
 pub mod http;
 pub mod ics;
+pub mod oauth;
 pub mod provider;
 pub mod types;
 

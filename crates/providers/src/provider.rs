@@ -79,6 +79,10 @@ impl Diagnosis {
                 K::InvalidCredentials,
                 "The server refused the user name or password (or the token). Check them and try again.".to_owned(),
             ),
+            ProviderError::NeedsReauthorization { .. } => (
+                K::InvalidCredentials,
+                "The provider no longer accepts this connection's sign-in (revoked or expired). Sign in again to re-authorize it.".to_owned(),
+            ),
             ProviderError::Forbidden { detail } => (
                 K::MissingPermission,
                 format!("Signed in, but the account may not read these calendars ({detail}). Grant calendar access to this account."),

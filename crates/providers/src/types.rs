@@ -258,6 +258,11 @@ pub struct ChangeSet {
     pub upserts: Vec<RemoteItem>,
     /// Items gone from the provider.
     pub deletions: Vec<RemoteId>,
+    /// Removals that may only mean "left the window" (Graph reports `@removed` for an item moved
+    /// or changed outside the requested window, and for out-of-window changes, exactly as for a
+    /// deletion). Not in `deletions`; the sync engine maps them to `RemoteChange::Deleted
+    /// { certain: false }` and reads the item before deleting anything.
+    pub uncertain_deletions: Vec<RemoteId>,
     /// Only in full listings: present with the version the caller already knows, so not fetched.
     pub unchanged: Vec<RemoteId>,
     /// Items that were listed but could not be read or understood; each with the reason. The

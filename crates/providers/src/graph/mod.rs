@@ -1,0 +1,1030 @@
+//! Microsoft Graph (Outlook calendar, v1.0): per-calendar `calendarView/delta` with the delta link
+//! as cursor, series reassembled from instances (master fetched when only instances arrive),
+//! idempotent creates through `transactionId`, `If-Match` writes, `$batch` reads, `getSchedule`.
+
+pub(crate) mod convert;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Method;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, IF_MATCH};
+use jiff::Timestamp;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::content::ItemContent;
+use crate::error::ProviderError;
+use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
+use crate::oauth::{Access, TokenSource};
+use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::types::{
+    BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
+    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window,
+    Written,
+};
+
+/// Most requests one `$batch` may carry (documented limit).
+pub const MAX_BATCH: usize = 20;
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+/// Separates the master's etag from the digest of its exceptions' versions in a series etag.
+const ETAG_SEP: &str = " ~x:";
+
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    /// `https://graph.microsoft.com/v1.0/` (or a national cloud, or an emulator).
+    pub api_base: Url,
+    /// `None`: the signed-in user (`/me`); `Some(id or UPN)`: `/users/{id}`.
+    pub user: Option<String>,
+    pub access: Access,
+    /// `Prefer: odata.maxpagesize` for delta pages.
+    pub page_size: u32,
+    /// Where `read` looks for a series' exceptions (Graph lists instances only inside a window).
+    pub read_window: Option<Window>,
+}
+
+impl GraphConfig {
+    pub fn new(api_base: Url, access: Access) -> Self {
+        let mut api_base = api_base;
+        if !api_base.path().ends_with('/') {
+            let path = format!("{}/", api_base.path());
+            api_base.set_path(&path);
+        }
+        Self {
+            api_base,
+            user: None,
+            access,
+            page_size: 100,
+            read_window: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphProvider {
+    endpoint: Endpoint,
+    tokens: Arc<dyn TokenSource>,
+    config: GraphConfig,
+}
+
+fn seg(value: &str) -> String {
+    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+}
+
+fn parse_json(response: &Response) -> Result<Value, ProviderError> {
+    serde_json::from_slice(&response.body)
+        .map_err(|e| ProviderError::protocol(format!("Graph answered invalid JSON: {e}")))
+}
+
+fn error_code(body: &Value) -> String {
+    body.get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn ts_param(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl GraphProvider {
+    /// One mailbox. Requests share a budget of 4 in flight (Outlook's per-mailbox limit).
+    pub fn new(http: &HttpClient, config: GraphConfig, tokens: Arc<dyn TokenSource>) -> Self {
+        let budget = Budget::new(BudgetConfig {
+            concurrency: 4,
+            rate: None,
+        });
+        Self {
+            endpoint: http.endpoint("microsoft", Credentials::None, budget),
+            tokens,
+            config,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn user_path(&self) -> String {
+        match &self.config.user {
+            None => "me".to_owned(),
+            Some(u) => format!("users/{}", seg(u)),
+        }
+    }
+
+    fn url(&self, tail: &str) -> Result<Url, ProviderError> {
+        self.config
+            .api_base
+            .join(&format!("{}/{tail}", self.user_path()))
+            .map_err(|e| ProviderError::invalid(format!("Graph URL: {e}")))
+    }
+
+    fn writable(&self) -> Result<(), ProviderError> {
+        match self.config.access {
+            Access::ReadWrite => Ok(()),
+            Access::ReadOnly => Err(ProviderError::ReadOnly),
+        }
+    }
+
+    /// Sends with the current bearer token; a 401 gets one fresh token and one more try.
+    async fn send(&self, request: Request) -> Result<Response, ProviderError> {
+        for attempt in 0..2 {
+            let token = self.tokens.bearer().await?;
+            let mut req = request.clone();
+            req = req
+                .header(AUTHORIZATION, &format!("Bearer {}", token.expose()))?
+                .header(ACCEPT, "application/json")?;
+            req.headers.append(
+                PREFER,
+                http::HeaderValue::from_static("outlook.timezone=\"UTC\""),
+            );
+            req.headers.append(
+                PREFER,
+                http::HeaderValue::from_static("outlook.body-content-type=\"text\""),
+            );
+            let response = self.endpoint.send(req).await?;
+            if response.status.as_u16() == 401 && attempt == 0 {
+                self.tokens.invalidate().await;
+                continue;
+            }
+            return Ok(response);
+        }
+        Err(ProviderError::Auth { status: 401 })
+    }
+
+    async fn get_json(&self, url: Url) -> Result<Value, ProviderError> {
+        let response = self.send(Request::new(Method::GET, url)).await?;
+        if !response.status.is_success() {
+            return Err(response.error());
+        }
+        parse_json(&response)
+    }
+
+    /// Every page of a collection, following `@odata.nextLink`.
+    async fn collect(&self, first: Url) -> Result<Vec<Value>, ProviderError> {
+        let mut url = first;
+        let mut out = Vec::new();
+        loop {
+            let page = self.get_json(url).await?;
+            if let Some(items) = page.get("value").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+            }
+            match page.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) => {
+                    url = Url::parse(next)
+                        .map_err(|e| ProviderError::protocol(format!("nextLink: {e}")))?
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn calendar_json(&self, c: &Value) -> Option<RemoteCalendar> {
+        let id = CalendarId::parse(c.get("id")?.as_str()?).ok()?;
+        Some(RemoteCalendar {
+            id,
+            name: c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            description: None,
+            color: c
+                .get("hexColor")
+                .and_then(Value::as_str)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned),
+            time_zone: None,
+            components: vec!["VEVENT".into()],
+            read_only: self.config.access == Access::ReadOnly
+                || c.get("canEdit").and_then(Value::as_bool) == Some(false),
+            change_tag: c
+                .get("changeKey")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+
+    /// One delta round: every page until the delta link. `Err(CursorInvalid)` on 410.
+    async fn delta_round(&self, first: Url) -> Result<(Vec<Value>, Url), ProviderError> {
+        let mut url = first;
+        let mut items = Vec::new();
+        loop {
+            let mut request = Request::new(Method::GET, url);
+            request.headers.append(
+                PREFER,
+                http::HeaderValue::from_str(&format!(
+                    "odata.maxpagesize={}",
+                    self.config.page_size
+                ))
+                .map_err(|_| ProviderError::invalid("page size"))?,
+            );
+            let response = self.send(request).await?;
+            if response.status.as_u16() == 410 {
+                return Err(ProviderError::CursorInvalid);
+            }
+            if !response.status.is_success() {
+                return Err(response.error());
+            }
+            let page = parse_json(&response)?;
+            if let Some(values) = page.get("value").and_then(Value::as_array) {
+                items.extend(values.iter().cloned());
+            }
+            if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
+                url = Url::parse(next)
+                    .map_err(|e| ProviderError::protocol(format!("nextLink: {e}")))?;
+                continue;
+            }
+            let delta = page
+                .get("@odata.deltaLink")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ProviderError::protocol("delta page with neither nextLink nor deltaLink")
+                })?;
+            return Ok((
+                items,
+                Url::parse(delta)
+                    .map_err(|e| ProviderError::protocol(format!("deltaLink: {e}")))?,
+            ));
+        }
+    }
+
+    /// GETs through `$batch`, ≤20 per request; inner 429s are retried after their `Retry-After`.
+    async fn batch_get(&self, urls: &[String]) -> Result<Vec<(u16, Value)>, ProviderError> {
+        let mut results: Vec<Option<(u16, Value)>> = vec![None; urls.len()];
+        for (chunk_index, chunk) in urls.chunks(MAX_BATCH).enumerate() {
+            let mut pending: Vec<usize> = (0..chunk.len()).collect();
+            for _round in 0..5 {
+                if pending.is_empty() {
+                    break;
+                }
+                let requests: Vec<Value> = pending
+                    .iter()
+                    .map(|&i| json!({"id": i.to_string(), "method": "GET", "url": chunk[i]}))
+                    .collect();
+                let body = serde_json::to_vec(&json!({"requests": requests}))
+                    .map_err(|e| ProviderError::invalid(e.to_string()))?;
+                let url = self
+                    .config
+                    .api_base
+                    .join("$batch")
+                    .map_err(|e| ProviderError::invalid(e.to_string()))?;
+                // A batch of GETs changes nothing: safe to repeat.
+                let request = Request::new(Method::POST, url)
+                    .header(CONTENT_TYPE, "application/json")?
+                    .body(body)
+                    .idempotent(true);
+                let response = self.send(request).await?;
+                if !response.status.is_success() {
+                    return Err(response.error());
+                }
+                let answer = parse_json(&response)?;
+                let mut wait = None;
+                let mut still = Vec::new();
+                for r in answer
+                    .get("responses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(i) = r
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    let status = r.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+                    if status == 429 {
+                        let after = r
+                            .get("headers")
+                            .and_then(|h| h.get("Retry-After").or_else(|| h.get("retry-after")))
+                            .and_then(Value::as_str)
+                            .and_then(|v| {
+                                crate::http::parse_retry_after(v, std::time::SystemTime::now())
+                            })
+                            .unwrap_or(std::time::Duration::from_secs(1));
+                        wait = Some(wait.map_or(after, |w: std::time::Duration| w.max(after)));
+                        still.push(i);
+                        continue;
+                    }
+                    if let Some(slot) = results.get_mut(chunk_index * MAX_BATCH + i) {
+                        *slot = Some((status, r.get("body").cloned().unwrap_or(Value::Null)));
+                    }
+                }
+                pending = still;
+                if let Some(wait) = wait {
+                    self.endpoint.budget().pause_for(wait).await;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(ProviderError::RateLimited { retry_after: None });
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or((0, Value::Null)))
+            .collect())
+    }
+
+    fn event_path(&self, id: &str) -> String {
+        format!("/{}/events/{}", self.user_path(), seg(id))
+    }
+
+    fn instances_path(&self, id: &str, window: &Window) -> String {
+        format!(
+            "/{}/events/{}/instances?startDateTime={}&endDateTime={}&$top=200",
+            self.user_path(),
+            seg(id),
+            ts_param(window.start()),
+            ts_param(window.end())
+        )
+    }
+
+    fn default_read_window(&self) -> Result<Window, ProviderError> {
+        if let Some(w) = self.config.read_window {
+            return Ok(w);
+        }
+        let now = Timestamp::now();
+        Window::parse(
+            now.checked_sub(jiff::SignedDuration::from_hours(24 * 366))
+                .unwrap_or(now),
+            now.checked_add(jiff::SignedDuration::from_hours(24 * 731))
+                .unwrap_or(now),
+        )
+    }
+
+    /// Reassembles series: for each id (a master or single event), its body and, for masters, its
+    /// instances in `window` (exceptions become overrides; missing occurrences become EXDATEs).
+    async fn assemble(
+        &self,
+        ids: &[String],
+        window: &Window,
+    ) -> Result<Vec<(String, Result<Option<RemoteItem>, String>)>, ProviderError> {
+        let urls: Vec<String> = ids.iter().map(|id| self.event_path(id)).collect();
+        let masters = self.batch_get(&urls).await?;
+        let mut series_ids = Vec::new();
+        for (i, (status, body)) in masters.iter().enumerate() {
+            if *status == 200 && body.get("type").and_then(Value::as_str) == Some("seriesMaster") {
+                series_ids.push(i);
+            }
+        }
+        let instance_urls: Vec<String> = series_ids
+            .iter()
+            .map(|&i| self.instances_path(&ids[i], window))
+            .collect();
+        let instance_pages = self.batch_get(&instance_urls).await?;
+        let mut instances: HashMap<usize, Vec<Value>> = HashMap::new();
+        for (k, &i) in series_ids.iter().enumerate() {
+            let (status, page) = &instance_pages[k];
+            if *status != 200 {
+                continue;
+            }
+            let mut list: Vec<Value> = page
+                .get("value")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut next = page
+                .get("@odata.nextLink")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            while let Some(link) = next {
+                let url = Url::parse(&link).map_err(|e| ProviderError::protocol(e.to_string()))?;
+                let more = self.get_json(url).await?;
+                list.extend(
+                    more.get("value")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                next = more
+                    .get("@odata.nextLink")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            instances.insert(i, list);
+        }
+        let mut out = Vec::new();
+        for (i, (status, body)) in masters.into_iter().enumerate() {
+            let id = ids[i].clone();
+            if status == 404 {
+                out.push((id, Ok(None)));
+                continue;
+            }
+            if status != 200 {
+                out.push((id, Err(format!("HTTP {status}: {}", error_code(&body)))));
+                continue;
+            }
+            let list = instances.remove(&i).unwrap_or_default();
+            out.push((
+                id.clone(),
+                self.series_item(&id, &body, &list, window)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn series_item(
+        &self,
+        id: &str,
+        master: &Value,
+        instances: &[Value],
+        window: &Window,
+    ) -> Result<RemoteItem, ProviderError> {
+        let exceptions: Vec<Value> = instances
+            .iter()
+            .filter(|v| v.get("type").and_then(Value::as_str) == Some("exception"))
+            .cloned()
+            .collect();
+        let mut cancelled = Vec::new();
+        let is_series = master.get("type").and_then(Value::as_str) == Some("seriesMaster");
+        if is_series {
+            // Occurrences the rule makes in the window but Graph no longer lists were deleted.
+            let present: HashSet<Timestamp> = instances
+                .iter()
+                .filter_map(|v| v.get("originalStart").and_then(Value::as_str))
+                .filter_map(|s| s.parse::<Timestamp>().ok())
+                .collect();
+            let plain = convert::to_ical(master, &[], &[])?;
+            cancelled = expected_starts(&plain, window)?
+                .into_iter()
+                .filter(|t| !present.contains(t))
+                .collect();
+        }
+        let content = convert::to_ical(master, &exceptions, &cancelled)?;
+        let master_etag = master
+            .get("@odata.etag")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::protocol("event without @odata.etag"))?;
+        let etag = if exceptions.is_empty() && cancelled.is_empty() {
+            master_etag.to_owned()
+        } else {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for e in &exceptions {
+                h.update(
+                    e.get("@odata.etag")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .as_bytes(),
+                );
+                h.update(b"\n");
+            }
+            for c in &cancelled {
+                h.update(c.to_string().as_bytes());
+            }
+            format!(
+                "{master_etag}{ETAG_SEP}{}",
+                &hex::encode(h.finalize())[..16]
+            )
+        };
+        Ok(RemoteItem {
+            id: RemoteId::parse(id)?,
+            etag: Etag::parse(etag)?,
+            content,
+        })
+    }
+
+    async fn full_window_read(
+        &self,
+        calendar: &CalendarId,
+        window: &Window,
+    ) -> Result<(Vec<Value>, Url), ProviderError> {
+        let mut url = self.url(&format!(
+            "calendars/{}/calendarView/delta",
+            seg(calendar.as_str())
+        ))?;
+        url.query_pairs_mut()
+            .append_pair("startDateTime", &ts_param(window.start()))
+            .append_pair("endDateTime", &ts_param(window.end()));
+        self.delta_round(url).await
+    }
+
+    /// Creates or patches the exceptions and deletes the cancelled occurrences of a series just
+    /// written (Graph takes them one instance at a time).
+    async fn write_overrides(
+        &self,
+        master_id: &str,
+        content: &ItemContent,
+    ) -> Result<(), ProviderError> {
+        let Some(series) = content.calendar().series().first() else {
+            return Ok(());
+        };
+        let exdates = convert::exdate_instants(series);
+        if series.overrides().is_empty() && exdates.is_empty() {
+            return Ok(());
+        }
+        let mut targets: Vec<Timestamp> = series
+            .overrides()
+            .iter()
+            .filter_map(convert::recurrence_instant)
+            .collect();
+        targets.extend(exdates.iter().copied());
+        let (Some(min), Some(max)) = (targets.iter().min(), targets.iter().max()) else {
+            return Ok(());
+        };
+        let day = jiff::SignedDuration::from_hours(24);
+        let window = Window::parse(
+            min.checked_sub(day).unwrap_or(*min),
+            max.checked_add(day).unwrap_or(*max),
+        )?;
+        let url = Url::parse(&format!(
+            "{}{}",
+            self.config.api_base.as_str().trim_end_matches('/'),
+            self.instances_path(master_id, &window)
+        ))
+        .map_err(|e| ProviderError::invalid(e.to_string()))?;
+        let instances = self.collect(url).await?;
+        let by_start: BTreeMap<Timestamp, String> = instances
+            .iter()
+            .filter_map(|v| {
+                let start = v
+                    .get("originalStart")?
+                    .as_str()?
+                    .parse::<Timestamp>()
+                    .ok()?;
+                Some((start, v.get("id")?.as_str()?.to_owned()))
+            })
+            .collect();
+        for over in series.overrides() {
+            let Some(at) = convert::recurrence_instant(over) else {
+                continue;
+            };
+            let Some(instance) = by_start.get(&at) else {
+                return Err(ProviderError::Rejected {
+                    status: 400,
+                    detail: format!("the series has no occurrence at {at} to override"),
+                });
+            };
+            let cancelled = over
+                .status
+                .as_ref()
+                .is_some_and(|s| s.value.as_str().eq_ignore_ascii_case("CANCELLED"));
+            let url = self.url(&format!("events/{}", seg(instance)))?;
+            let request = if cancelled {
+                Request::new(Method::DELETE, url)
+            } else {
+                let body = serde_json::to_vec(&Value::Object(convert::event_fields(over)?))
+                    .map_err(|e| ProviderError::invalid(e.to_string()))?;
+                Request::new(Method::PATCH, url)
+                    .header(CONTENT_TYPE, "application/json")?
+                    .body(body)
+                    .idempotent(true)
+            };
+            let response = self.send(request).await?;
+            if !response.status.is_success() && response.status.as_u16() != 404 {
+                return Err(response.error());
+            }
+        }
+        for at in exdates {
+            if let Some(instance) = by_start.get(&at) {
+                let response = self
+                    .send(Request::new(
+                        Method::DELETE,
+                        self.url(&format!("events/{}", seg(instance)))?,
+                    ))
+                    .await?;
+                if !response.status.is_success() && response.status.as_u16() != 404 {
+                    return Err(response.error());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Instants the series' rule produces in `window` (EXDATEs and overrides not applied).
+fn expected_starts(
+    content: &ItemContent,
+    window: &Window,
+) -> Result<Vec<Timestamp>, ProviderError> {
+    use calbridge_model::expand::{ExpandOptions, Window as ExpandWindow};
+    use calbridge_model::occurrences::{calendar_resolver, series_occurrences};
+    let calendar = content.calendar();
+    let Some(series) = calendar.series().first() else {
+        return Ok(Vec::new());
+    };
+    let (resolver, _) = calendar_resolver(calendar);
+    let options = ExpandOptions {
+        floating_zone: jiff::tz::TimeZone::UTC,
+        limits: calbridge_model::IterLimits::default(),
+    };
+    let window = ExpandWindow {
+        from: window.start(),
+        to: window.end(),
+    };
+    let iter = series_occurrences(series, &resolver, window, &options)
+        .map_err(|e| ProviderError::protocol(format!("expanding the series: {e}")))?;
+    let mut out = Vec::new();
+    for occurrence in iter.take(5_000) {
+        let occurrence = occurrence
+            .map_err(|e| ProviderError::protocol(format!("expanding the series: {e}")))?;
+        if let Some(ts) = occurrence
+            .recurrence_id
+            .as_ref()
+            .and_then(occurrence_instant)
+        {
+            out.push(ts);
+        }
+    }
+    Ok(out)
+}
+
+fn occurrence_instant(t: &calbridge_model::expand::OccurrenceTime) -> Option<Timestamp> {
+    t.to_rfc3339().parse::<Timestamp>().ok().or_else(|| {
+        let date: jiff::civil::Date = t.to_rfc3339().parse().ok()?;
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
+    })
+}
+
+#[async_trait]
+impl CalendarProvider for GraphProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Microsoft
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            writable: self.config.access == Access::ReadWrite,
+            free_busy: true,
+            incremental: true,
+            windowed_reads: true,
+            max_batch: MAX_BATCH,
+        }
+    }
+
+    async fn test_connection(&self) -> Diagnosis {
+        match self.list_calendars().await {
+            Ok(calendars) => Diagnosis::ok(calendars),
+            Err(e) => Diagnosis::from_error(&e),
+        }
+    }
+
+    async fn list_calendars(&self) -> Result<Vec<RemoteCalendar>, ProviderError> {
+        let items = self.collect(self.url("calendars")?).await?;
+        Ok(items.iter().filter_map(|c| self.calendar_json(c)).collect())
+    }
+
+    async fn changes(
+        &self,
+        calendar: &CalendarId,
+        cursor: Option<&Cursor>,
+        window: &Window,
+        known: &KnownVersions,
+    ) -> Result<ChangeSet, ProviderError> {
+        let (items, delta, full) = match cursor {
+            Some(cursor) => {
+                let url = Url::parse(cursor.as_str()).map_err(|_| ProviderError::CursorInvalid)?;
+                if url.origin() != self.config.api_base.origin() {
+                    return Err(ProviderError::invalid("cursor points at another host"));
+                }
+                match self.delta_round(url).await {
+                    Ok((items, delta)) => (items, delta, None),
+                    Err(ProviderError::CursorInvalid) => {
+                        let (items, delta) = self.full_window_read(calendar, window).await?;
+                        (items, delta, Some(FullListingReason::CursorInvalid))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                let (items, delta) = self.full_window_read(calendar, window).await?;
+                (items, delta, Some(FullListingReason::NoCursor))
+            }
+        };
+        let mut set = ChangeSet {
+            cursor: Some(Cursor::parse(delta.as_str())?),
+            full_listing: full,
+            ..ChangeSet::default()
+        };
+        // Series ids (masters or singles) touched this round, in first-seen order.
+        let mut touched: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut removed: Vec<String> = Vec::new();
+        for item in &items {
+            let Some(id) = item.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if item.get("@removed").is_some() {
+                removed.push(id.to_owned());
+                continue;
+            }
+            let series_id = match item.get("type").and_then(Value::as_str) {
+                Some("occurrence") | Some("exception") => item
+                    .get("seriesMasterId")
+                    .and_then(Value::as_str)
+                    .unwrap_or(id),
+                _ => id,
+            };
+            if seen.insert(series_id.to_owned()) {
+                touched.push(series_id.to_owned());
+            }
+        }
+        // A removed id that is a known item: a deleted single or series, or one that left the
+        // window; a removed occurrence changes its series (re-read below when we know it).
+        for id in removed {
+            if seen.contains(&id) {
+                continue;
+            }
+            let remote = RemoteId::parse(id.clone())?;
+            if known.contains_key(&remote) {
+                if full.is_none() {
+                    // Graph says `deleted` for both; only a read can tell.
+                    set.uncertain_deletions.push(remote);
+                } else {
+                    set.deletions.push(remote);
+                }
+            } else if full.is_none() {
+                // Possibly an occurrence of a known series: re-read the series we hold if any id
+                // prefix matches is guesswork (ids are opaque), so report it as uncertain too.
+                set.uncertain_deletions.push(remote);
+            }
+        }
+        if full.is_some() {
+            let mut unchanged_candidates = Vec::new();
+            let mut to_read = Vec::new();
+            for id in &touched {
+                let remote = RemoteId::parse(id.clone())?;
+                // Singles carry their version in the listing; series need their master read anyway.
+                let single_version = items
+                    .iter()
+                    .find(|v| v.get("id").and_then(Value::as_str) == Some(id.as_str()))
+                    .and_then(|v| v.get("@odata.etag"))
+                    .and_then(Value::as_str);
+                match (known.get(&remote), single_version) {
+                    (Some(etag), Some(version)) if etag.as_str() == version => {
+                        unchanged_candidates.push(remote)
+                    }
+                    _ => to_read.push(id.clone()),
+                }
+            }
+            set.unchanged = unchanged_candidates;
+            let present: HashSet<&str> = touched.iter().map(String::as_str).collect();
+            for id in known.keys() {
+                if !present.contains(id.as_str()) {
+                    set.deletions.push(id.clone());
+                }
+            }
+            touched = to_read;
+        }
+        for (id, outcome) in self.assemble(&touched, window).await? {
+            let remote = RemoteId::parse(id)?;
+            match outcome {
+                Ok(Some(item)) => {
+                    if full.is_some() && known.get(&item.id) == Some(&item.etag) {
+                        set.unchanged.push(item.id);
+                    } else {
+                        set.upserts.push(item);
+                    }
+                }
+                Ok(None) => set.uncertain_deletions.push(remote),
+                Err(why) => set.failures.push((remote, why)),
+            }
+        }
+        Ok(set)
+    }
+
+    async fn read(
+        &self,
+        _calendar: &CalendarId,
+        ids: &[RemoteId],
+    ) -> Result<Vec<ReadItem>, ProviderError> {
+        let window = self.default_read_window()?;
+        let raw: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        let mut out = Vec::new();
+        for (id, outcome) in self.assemble(&raw, &window).await? {
+            let remote = RemoteId::parse(id)?;
+            out.push(match outcome {
+                Ok(Some(item)) => ReadItem::Found(item),
+                Ok(None) => ReadItem::Missing(remote),
+                Err(why) => ReadItem::Failed(remote, why),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn create(
+        &self,
+        calendar: &CalendarId,
+        key: &CreateKey,
+        content: &ItemContent,
+    ) -> Result<Written, ProviderError> {
+        self.writable()?;
+        let series = content.calendar().series().first().ok_or_else(|| {
+            ProviderError::invalid("only events can be written to Microsoft Graph")
+        })?;
+        let mut body = convert::master_body(series)?;
+        body.insert("transactionId".into(), json!(key.as_str()));
+        let started = Timestamp::now();
+        let url = self.url(&format!("calendars/{}/events", seg(calendar.as_str())))?;
+        // The transactionId makes a repeated POST return the first event instead of a second one.
+        let request = Request::new(Method::POST, url)
+            .header(CONTENT_TYPE, "application/json")?
+            .body(
+                serde_json::to_vec(&Value::Object(body))
+                    .map_err(|e| ProviderError::invalid(e.to_string()))?,
+            )
+            .idempotent(true);
+        let response = self.send(request).await?;
+        if !response.status.is_success() {
+            return Err(response.error());
+        }
+        let created = parse_json(&response)?;
+        let id = created
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::protocol("created event without id"))?
+            .to_owned();
+        let already_existed = created
+            .get("createdDateTime")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_some_and(|t| t < started);
+        self.write_overrides(&id, content).await?;
+        let etag = if series.overrides().is_empty() && convert::exdate_instants(series).is_empty() {
+            created
+                .get("@odata.etag")
+                .and_then(Value::as_str)
+                .map(Etag::parse)
+                .transpose()?
+        } else {
+            None
+        };
+        Ok(Written {
+            id: RemoteId::parse(id)?,
+            etag,
+            already_existed,
+        })
+    }
+
+    async fn update(
+        &self,
+        _calendar: &CalendarId,
+        id: &RemoteId,
+        if_match: &Etag,
+        content: &ItemContent,
+    ) -> Result<Written, ProviderError> {
+        self.writable()?;
+        let series = content.calendar().series().first().ok_or_else(|| {
+            ProviderError::invalid("only events can be written to Microsoft Graph")
+        })?;
+        let body = convert::master_body(series)?;
+        let master_etag = if_match
+            .as_str()
+            .split(ETAG_SEP)
+            .next()
+            .unwrap_or(if_match.as_str());
+        let request = Request::new(
+            Method::PATCH,
+            self.url(&format!("events/{}", seg(id.as_str())))?,
+        )
+        .header(CONTENT_TYPE, "application/json")?
+        .header(IF_MATCH, master_etag)?
+        .body(
+            serde_json::to_vec(&Value::Object(body))
+                .map_err(|e| ProviderError::invalid(e.to_string()))?,
+        )
+        .idempotent(true);
+        let response = self.send(request).await?;
+        match response.status.as_u16() {
+            200..=299 => {}
+            412 => return Err(ProviderError::PreconditionFailed),
+            _ => return Err(response.error()),
+        }
+        let updated = parse_json(&response)?;
+        self.write_overrides(id.as_str(), content).await?;
+        let etag = if series.overrides().is_empty() && convert::exdate_instants(series).is_empty() {
+            updated
+                .get("@odata.etag")
+                .and_then(Value::as_str)
+                .map(Etag::parse)
+                .transpose()?
+        } else {
+            None
+        };
+        Ok(Written {
+            id: id.clone(),
+            etag,
+            already_existed: false,
+        })
+    }
+
+    async fn delete(
+        &self,
+        _calendar: &CalendarId,
+        id: &RemoteId,
+        if_match: &Etag,
+    ) -> Result<(), ProviderError> {
+        self.writable()?;
+        let master_etag = if_match
+            .as_str()
+            .split(ETAG_SEP)
+            .next()
+            .unwrap_or(if_match.as_str());
+        let request = Request::new(
+            Method::DELETE,
+            self.url(&format!("events/{}", seg(id.as_str())))?,
+        )
+        .header(IF_MATCH, master_etag)?;
+        let response = self.send(request).await?;
+        match response.status.as_u16() {
+            200..=299 => Ok(()),
+            412 => Err(ProviderError::PreconditionFailed),
+            404 => Err(ProviderError::NotFound {
+                what: id.to_string(),
+            }),
+            _ => Err(response.error()),
+        }
+    }
+
+    async fn free_busy(
+        &self,
+        calendar: &CalendarId,
+        window: &Window,
+    ) -> Result<Vec<BusyPeriod>, ProviderError> {
+        let cal = self
+            .get_json(self.url(&format!("calendars/{}", seg(calendar.as_str())))?)
+            .await?;
+        let address = cal
+            .get("owner")
+            .and_then(|o| o.get("address"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::Unsupported {
+                what: "free/busy of a calendar without an owner address".into(),
+            })?
+            .to_owned();
+        let body = json!({
+            "schedules": [address],
+            "startTime": {"dateTime": window.start().strftime("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": "UTC"},
+            "endTime": {"dateTime": window.end().strftime("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": "UTC"},
+            "availabilityViewInterval": 30,
+        });
+        let request = Request::new(Method::POST, self.url("calendar/getSchedule")?)
+            .header(CONTENT_TYPE, "application/json")?
+            .body(serde_json::to_vec(&body).map_err(|e| ProviderError::invalid(e.to_string()))?)
+            .idempotent(true);
+        let response = self.send(request).await?;
+        if !response.status.is_success() {
+            return Err(response.error());
+        }
+        let answer = parse_json(&response)?;
+        let mut out = Vec::new();
+        for schedule in answer
+            .get("value")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(error) = schedule.get("error") {
+                return Err(ProviderError::protocol(format!("getSchedule: {error}")));
+            }
+            for item in schedule
+                .get("scheduleItems")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let kind = match item.get("status").and_then(Value::as_str) {
+                    Some("busy") | Some("workingElsewhere") => BusyKind::Busy,
+                    Some("tentative") => BusyKind::Tentative,
+                    Some("oof") => BusyKind::OutOfOffice,
+                    _ => continue,
+                };
+                let (Some(start), Some(end)) = (item.get("start"), item.get("end")) else {
+                    continue;
+                };
+                let start = convert_instant(start)?;
+                let end = convert_instant(end)?;
+                out.push(BusyPeriod { start, end, kind });
+            }
+        }
+        out.sort_by_key(|p| p.start);
+        Ok(out)
+    }
+}
+
+fn convert_instant(v: &Value) -> Result<Timestamp, ProviderError> {
+    let dt = v
+        .get("dateTime")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProviderError::protocol("no dateTime"))?;
+    let tz = v.get("timeZone").and_then(Value::as_str).unwrap_or("UTC");
+    let civil: jiff::civil::DateTime = dt
+        .parse()
+        .map_err(|e| ProviderError::protocol(format!("dateTime {dt}: {e}")))?;
+    let zone = convert::zone_of(Some(tz))
+        .map(|(_, z)| z)
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    zone.to_ambiguous_timestamp(civil)
+        .compatible()
+        .map_err(|e| ProviderError::protocol(e.to_string()))
+}

@@ -1,0 +1,576 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Microsoft Graph connector against the Graph emulator over real HTTP on loopback.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use calbridge_emulators::{Action, Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
+use calbridge_providers::graph::{GraphConfig, GraphProvider};
+use calbridge_providers::http::{AddressPolicy, HttpClient, HttpConfig, RetryPolicy, Secret};
+use calbridge_providers::oauth::{Access, StaticToken};
+use calbridge_providers::{
+    CalendarId, CalendarProvider, CreateKey, DiagnosisKind, Etag, FullListingReason, ItemContent,
+    KnownVersions, ProviderError, ReadItem, Window,
+};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+fn client() -> HttpClient {
+    HttpClient::new(HttpConfig {
+        address_policy: AddressPolicy::with_loopback(),
+        retry: RetryPolicy {
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            ..RetryPolicy::default()
+        },
+        ..HttpConfig::default()
+    })
+    .unwrap()
+}
+
+async fn emulator() -> Emulator {
+    Emulator::start(Flavor::Microsoft, EmulatorConfig::default())
+        .await
+        .unwrap()
+}
+
+fn provider_with(emu: &Emulator, token: String, access: Access, page_size: u32) -> GraphProvider {
+    let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
+    let mut config = GraphConfig::new(base, access);
+    config.page_size = page_size;
+    config.read_window = Some(window());
+    GraphProvider::new(&client(), config, Arc::new(StaticToken(Secret::new(token))))
+}
+
+fn provider(emu: &Emulator) -> GraphProvider {
+    provider_with(emu, emu.token(None).unwrap(), Access::ReadWrite, 100)
+}
+
+fn window() -> Window {
+    Window::parse(
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        "2026-12-31T00:00:00Z".parse().unwrap(),
+    )
+    .unwrap()
+}
+
+fn single(subject: &str, day: u32) -> Value {
+    json!({
+        "subject": subject,
+        "start": {"dateTime": format!("2026-03-{day:02}T09:00:00"), "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": format!("2026-03-{day:02}T10:00:00"), "timeZone": "W. Europe Standard Time"},
+        "originalStartTimeZone": "W. Europe Standard Time",
+        "originalEndTimeZone": "W. Europe Standard Time",
+    })
+}
+
+fn weekly(subject: &str) -> Value {
+    json!({
+        "subject": subject,
+        "start": {"dateTime": "2026-04-06T15:00:00", "timeZone": "Pacific Standard Time"},
+        "end": {"dateTime": "2026-04-06T16:00:00", "timeZone": "Pacific Standard Time"},
+        "originalStartTimeZone": "Pacific Standard Time",
+        "originalEndTimeZone": "Pacific Standard Time",
+        "recurrence": {
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+            "range": {"type": "numbered", "startDate": "2026-04-06", "numberOfOccurrences": 5},
+        },
+    })
+}
+
+async fn create(emu: &Emulator, calendar: &str, event: Value) -> String {
+    let created = emu
+        .act(Action::Create {
+            user: None,
+            calendar: Some(calendar.to_owned()),
+            event,
+        })
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+async fn default_calendar(p: &GraphProvider) -> CalendarId {
+    p.list_calendars().await.unwrap().remove(0).id
+}
+
+fn known_of(set: &calbridge_providers::ChangeSet) -> KnownVersions {
+    set.upserts
+        .iter()
+        .map(|i| (i.id.clone(), i.etag.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn graph_connection_test_lists_calendars_and_diagnoses_a_bad_token() {
+    let emu = emulator().await;
+    emu.add_calendar(None, "Team").unwrap();
+    let p = provider(&emu);
+    let diagnosis = p.test_connection().await;
+    assert_eq!(diagnosis.kind, DiagnosisKind::Ok, "{diagnosis:?}");
+    assert_eq!(diagnosis.calendars.len(), 2);
+    assert!(diagnosis.calendars.iter().any(|c| c.name == "Team"));
+
+    let bad = provider_with(&emu, "not-a-token".into(), Access::ReadWrite, 100);
+    let diagnosis = bad.test_connection().await;
+    assert_eq!(
+        diagnosis.kind,
+        DiagnosisKind::InvalidCredentials,
+        "{diagnosis:?}"
+    );
+}
+
+#[tokio::test]
+async fn graph_full_read_pages_then_a_no_op_sync_costs_one_request() {
+    let emu = emulator().await;
+    let p = provider_with(&emu, emu.token(None).unwrap(), Access::ReadWrite, 3);
+    let calendar = default_calendar(&p).await;
+    let mut ids = Vec::new();
+    for day in 1..=8 {
+        ids.push(
+            create(
+                &emu,
+                calendar.as_str(),
+                single(&format!("event {day}"), day),
+            )
+            .await,
+        );
+    }
+    let series = create(&emu, calendar.as_str(), weekly("weekly")).await;
+    emu.reset_counters();
+    let first = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert_eq!(first.full_listing, Some(FullListingReason::NoCursor));
+    assert_eq!(first.upserts.len(), 9, "8 singles + 1 series");
+    assert!(first.failures.is_empty(), "{:?}", first.failures);
+    // 8 singles + 5 occurrences at 3 per page is 5 delta pages.
+    assert!(
+        emu.counters().for_endpoint("delta") >= 5,
+        "{:?}",
+        emu.counters()
+    );
+    let item = first
+        .upserts
+        .iter()
+        .find(|i| i.id.as_str() == ids[0])
+        .unwrap();
+    let ical = item.content.as_ical();
+    assert!(
+        ical.contains("DTSTART;TZID=Europe/Berlin:20260301T090000"),
+        "{ical}"
+    );
+    assert!(ical.contains("SUMMARY:event 1"));
+    let series_item = first
+        .upserts
+        .iter()
+        .find(|i| i.id.as_str() == series)
+        .unwrap();
+    let text = series_item.content.as_ical();
+    assert!(
+        text.contains("RRULE:FREQ=WEEKLY;COUNT=5;BYDAY=MO")
+            || text.contains("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DTSTART;TZID=America/Los_Angeles:20260406T150000"),
+        "{text}"
+    );
+
+    emu.reset_counters();
+    let again = p
+        .changes(
+            &calendar,
+            first.cursor.as_ref(),
+            &window(),
+            &known_of(&first),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.upserts.is_empty()
+            && again.deletions.is_empty()
+            && again.uncertain_deletions.is_empty()
+    );
+    assert_eq!(again.full_listing, None);
+    let counters = emu.counters();
+    let total: u64 = counters.requests.values().flat_map(|m| m.values()).sum();
+    assert_eq!(
+        total, 1,
+        "a no-op sync is one request per calendar: {counters:?}"
+    );
+}
+
+#[tokio::test]
+async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    let keep = create(&emu, calendar.as_str(), single("keep", 2)).await;
+    let edit = create(&emu, calendar.as_str(), single("edit me", 3)).await;
+    let gone = create(&emu, calendar.as_str(), single("delete me", 4)).await;
+    let series = create(&emu, calendar.as_str(), weekly("standup")).await;
+    let first = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert_eq!(first.upserts.len(), 4);
+    let known = known_of(&first);
+
+    let new = create(&emu, calendar.as_str(), single("new", 5)).await;
+    emu.act(Action::Edit {
+        user: None,
+        calendar: None,
+        event_id: edit.clone(),
+        changes: json!({"subject": "edited"}),
+    })
+    .await
+    .unwrap();
+    emu.act(Action::Delete {
+        user: None,
+        calendar: None,
+        event_id: gone.clone(),
+    })
+    .await
+    .unwrap();
+    // One occurrence moved and renamed, another cancelled.
+    let instances = instance_ids(&emu, &series).await;
+    emu.act(Action::Edit {
+        user: None,
+        calendar: None,
+        event_id: instances[1].clone(),
+        changes: json!({"subject": "standup (moved)"}),
+    })
+    .await
+    .unwrap();
+    emu.act(Action::Delete {
+        user: None,
+        calendar: None,
+        event_id: instances[2].clone(),
+    })
+    .await
+    .unwrap();
+
+    let second = p
+        .changes(&calendar, first.cursor.as_ref(), &window(), &known)
+        .await
+        .unwrap();
+    assert_eq!(second.full_listing, None);
+    let upserted: Vec<&str> = second.upserts.iter().map(|i| i.id.as_str()).collect();
+    assert!(upserted.contains(&new.as_str()), "{upserted:?}");
+    assert!(upserted.contains(&edit.as_str()));
+    assert!(!upserted.contains(&keep.as_str()));
+    let series_item = second
+        .upserts
+        .iter()
+        .find(|i| i.id.as_str() == series)
+        .expect("series re-read");
+    let text = series_item.content.as_ical();
+    assert!(
+        text.contains("RECURRENCE-ID;TZID=America/Los_Angeles:20260413T150000"),
+        "{text}"
+    );
+    assert!(text.contains("SUMMARY:standup (moved)"), "{text}");
+    assert!(
+        text.contains("EXDATE;TZID=America/Los_Angeles:20260420T150000"),
+        "{text}"
+    );
+    assert_ne!(
+        series_item.etag, known[&series_item.id],
+        "an exception changes the series version"
+    );
+    assert!(
+        second
+            .uncertain_deletions
+            .iter()
+            .any(|d| d.as_str() == gone),
+        "{second:?}"
+    );
+    assert!(
+        second.deletions.is_empty(),
+        "Graph's @removed is never certain: {second:?}"
+    );
+    let edited = second
+        .upserts
+        .iter()
+        .find(|i| i.id.as_str() == edit)
+        .unwrap();
+    assert!(edited.content.as_ical().contains("SUMMARY:edited"));
+}
+
+async fn instance_ids(emu: &Emulator, series: &str) -> Vec<String> {
+    let token = emu.token(None).unwrap();
+    let url = format!(
+        "{}/v1.0/me/events/{series}/instances?startDateTime=2026-04-01T00:00:00Z&endDateTime=2026-06-01T00:00:00Z",
+        emu.base_url()
+    );
+    let body: Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const SERIES: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:series-1@test\r\nDTSTAMP:20260101T000000Z\r\nDTSTART;TZID=Europe/Berlin:20260504T100000\r\nDTEND;TZID=Europe/Berlin:20260504T110000\r\nRRULE:FREQ=WEEKLY;COUNT=5;BYDAY=MO\r\nEXDATE;TZID=Europe/Berlin:20260518T100000\r\nSUMMARY:Planning\\, weekly\r\nLOCATION:Room 1\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:series-1@test\r\nDTSTAMP:20260101T000000Z\r\nRECURRENCE-ID;TZID=Europe/Berlin:20260511T100000\r\nDTSTART;TZID=Europe/Berlin:20260511T140000\r\nDTEND;TZID=Europe/Berlin:20260511T150000\r\nSUMMARY:Planning (afternoon)\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+#[tokio::test]
+async fn graph_series_with_exceptions_round_trips_and_a_retried_create_is_idempotent() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    let content = ItemContent::parse(SERIES).unwrap();
+    let key = CreateKey::parse("0123456789abcdefghijklmnop").unwrap();
+    let written = p.create(&calendar, &key, &content).await.unwrap();
+    assert!(!written.already_existed);
+    let read = p
+        .read(&calendar, std::slice::from_ref(&written.id))
+        .await
+        .unwrap();
+    let ReadItem::Found(item) = &read[0] else {
+        panic!("{read:?}")
+    };
+    let text = item.content.as_ical();
+    assert!(text.contains("RRULE:"), "{text}");
+    assert!(text.contains("SUMMARY:Planning\\, weekly"), "{text}");
+    assert!(
+        text.contains("RECURRENCE-ID;TZID=Europe/Berlin:20260511T100000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DTSTART;TZID=Europe/Berlin:20260511T140000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("EXDATE;TZID=Europe/Berlin:20260518T100000"),
+        "{text}"
+    );
+    let series = &item.content.calendar().series()[0];
+    assert_eq!(series.overrides().len(), 1);
+
+    let live = emu.live_events(None).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = p.create(&calendar, &key, &content).await.unwrap();
+    assert!(again.already_existed);
+    assert_eq!(again.id, written.id);
+    assert_eq!(emu.live_events(None).unwrap(), live, "no duplicate");
+}
+
+#[tokio::test]
+async fn graph_if_match_refuses_stale_versions() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    let id = create(&emu, calendar.as_str(), single("versioned", 9)).await;
+    let read = p
+        .read(
+            &calendar,
+            &[calbridge_providers::RemoteId::parse(id.clone()).unwrap()],
+        )
+        .await
+        .unwrap();
+    let ReadItem::Found(item) = &read[0] else {
+        panic!()
+    };
+    let edited = ItemContent::parse(
+        item.content
+            .as_ical()
+            .replace("SUMMARY:versioned", "SUMMARY:ours"),
+    )
+    .unwrap();
+    emu.act(Action::Edit {
+        user: None,
+        calendar: None,
+        event_id: id.clone(),
+        changes: json!({"subject": "theirs"}),
+    })
+    .await
+    .unwrap();
+    let stale = p.update(&calendar, &item.id, &item.etag, &edited).await;
+    assert!(
+        matches!(stale, Err(ProviderError::PreconditionFailed)),
+        "{stale:?}"
+    );
+    assert!(matches!(
+        p.delete(&calendar, &item.id, &item.etag).await,
+        Err(ProviderError::PreconditionFailed)
+    ));
+    let fresh = p
+        .read(&calendar, std::slice::from_ref(&item.id))
+        .await
+        .unwrap();
+    let ReadItem::Found(fresh) = &fresh[0] else {
+        panic!()
+    };
+    let written = p
+        .update(&calendar, &item.id, &fresh.etag, &edited)
+        .await
+        .unwrap();
+    let etag = written.etag.unwrap();
+    assert_ne!(etag, fresh.etag);
+    p.delete(&calendar, &item.id, &etag).await.unwrap();
+    let after = p
+        .read(&calendar, std::slice::from_ref(&item.id))
+        .await
+        .unwrap();
+    assert!(matches!(after[0], ReadItem::Missing(_)), "{after:?}");
+}
+
+#[tokio::test]
+async fn graph_invalidated_delta_token_restarts_with_a_full_read() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    let a = create(&emu, calendar.as_str(), single("a", 2)).await;
+    let first = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    emu.invalidate_sync_state(None).unwrap();
+    let mut known = known_of(&first);
+    known.insert(
+        calbridge_providers::RemoteId::parse("gone-elsewhere").unwrap(),
+        Etag::parse("W/\"x\"").unwrap(),
+    );
+    let second = p
+        .changes(&calendar, first.cursor.as_ref(), &window(), &known)
+        .await
+        .unwrap();
+    assert_eq!(second.full_listing, Some(FullListingReason::CursorInvalid));
+    assert!(
+        second.unchanged.iter().any(|i| i.as_str() == a),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .deletions
+            .iter()
+            .any(|d| d.as_str() == "gone-elsewhere")
+    );
+    assert!(emu.counters().with_status(410) >= 1);
+}
+
+#[tokio::test]
+async fn graph_throttling_waits_the_decimal_retry_after_and_5xx_is_retried() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    create(&emu, calendar.as_str(), single("a", 2)).await;
+    emu.add_fault(FaultRule {
+        path_contains: Some("delta".into()),
+        method: None,
+        times: Some(1),
+        fault: Fault::Throttle {
+            retry_after_secs: 1.5,
+            status: None,
+        },
+    });
+    let started = Instant::now();
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(set.upserts.len(), 1);
+    assert_eq!(emu.counters().with_status(429), 1);
+
+    emu.add_fault(FaultRule {
+        path_contains: Some("delta".into()),
+        method: None,
+        times: Some(2),
+        fault: Fault::ServerError { status: 503 },
+    });
+    let set = p
+        .changes(&calendar, set.cursor.as_ref(), &window(), &known_of(&set))
+        .await
+        .unwrap();
+    assert!(set.upserts.is_empty());
+    assert_eq!(emu.counters().with_status(503), 2);
+}
+
+#[tokio::test]
+async fn graph_read_only_connection_refuses_writes_without_a_request() {
+    let emu = emulator().await;
+    let p = provider_with(&emu, emu.token(None).unwrap(), Access::ReadOnly, 100);
+    let calendar = default_calendar(&p).await;
+    assert!(!p.capabilities().writable);
+    emu.reset_counters();
+    let content = ItemContent::parse(SERIES).unwrap();
+    let key = CreateKey::parse("abcdeabcde").unwrap();
+    assert!(matches!(
+        p.create(&calendar, &key, &content).await,
+        Err(ProviderError::ReadOnly)
+    ));
+    let id = calbridge_providers::RemoteId::parse("x").unwrap();
+    let etag = Etag::parse("W/\"x\"").unwrap();
+    assert!(matches!(
+        p.update(&calendar, &id, &etag, &content).await,
+        Err(ProviderError::ReadOnly)
+    ));
+    assert!(matches!(
+        p.delete(&calendar, &id, &etag).await,
+        Err(ProviderError::ReadOnly)
+    ));
+    assert_eq!(emu.counters().requests.len(), 0);
+}
+
+#[tokio::test]
+async fn graph_reads_go_through_batches_of_twenty() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    let mut ids = Vec::new();
+    for i in 0..25u32 {
+        let id = create(
+            &emu,
+            calendar.as_str(),
+            single(&format!("batch {i}"), 1 + i % 28),
+        )
+        .await;
+        ids.push(calbridge_providers::RemoteId::parse(id).unwrap());
+    }
+    ids.push(calbridge_providers::RemoteId::parse("does-not-exist").unwrap());
+    emu.reset_counters();
+    let read = p.read(&calendar, &ids).await.unwrap();
+    assert_eq!(
+        read.iter()
+            .filter(|r| matches!(r, ReadItem::Found(_)))
+            .count(),
+        25
+    );
+    assert!(matches!(read[25], ReadItem::Missing(_)), "{:?}", read[25]);
+    let counters = emu.counters();
+    // Two $batch POSTs for 26 ids (20 + 6); the individual GETs are inside them.
+    assert_eq!(counters.for_endpoint("$batch"), 2, "{counters:?}");
+}
+
+#[tokio::test]
+async fn graph_free_busy_through_get_schedule() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    create(&emu, calendar.as_str(), single("busy", 10)).await;
+    let window = Window::parse(
+        "2026-03-09T00:00:00Z".parse().unwrap(),
+        "2026-03-12T00:00:00Z".parse().unwrap(),
+    )
+    .unwrap();
+    let busy = p.free_busy(&calendar, &window).await.unwrap();
+    assert_eq!(busy.len(), 1, "{busy:?}");
+    let start: Timestamp = "2026-03-10T08:00:00Z".parse().unwrap();
+    assert_eq!(busy[0].start, start);
+}
