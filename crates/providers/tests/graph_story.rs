@@ -574,3 +574,73 @@ async fn graph_free_busy_through_get_schedule() {
     let start: Timestamp = "2026-03-10T08:00:00Z".parse().unwrap();
     assert_eq!(busy[0].start, start);
 }
+
+#[tokio::test]
+async fn graph_deleting_only_one_occurrence_reaches_its_series() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = default_calendar(&p).await;
+    let series = create(&emu, calendar.as_str(), weekly("standup")).await;
+    let first = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let instances = instance_ids(&emu, &series).await;
+    emu.act(Action::Delete {
+        user: None,
+        calendar: None,
+        event_id: instances[3].clone(),
+    })
+    .await
+    .unwrap();
+    let second = p
+        .changes(
+            &calendar,
+            first.cursor.as_ref(),
+            &window(),
+            &known_of(&first),
+        )
+        .await
+        .unwrap();
+    let item = second
+        .upserts
+        .iter()
+        .find(|i| i.id.as_str() == series)
+        .unwrap_or_else(|| panic!("{second:?}"));
+    assert!(
+        item.content
+            .as_ical()
+            .contains("EXDATE;TZID=America/Los_Angeles:20260427T150000"),
+        "{}",
+        item.content.as_ical()
+    );
+    assert!(
+        !second
+            .uncertain_deletions
+            .iter()
+            .any(|d| d.as_str() == series)
+    );
+}
+
+#[tokio::test]
+async fn graph_keeps_at_most_four_requests_in_flight_per_mailbox() {
+    let emu = emulator().await;
+    let p = Arc::new(provider(&emu));
+    emu.add_fault(FaultRule {
+        path_contains: Some("calendars".into()),
+        method: None,
+        times: None,
+        fault: Fault::Latency { ms: 150 },
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move { p.list_calendars().await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // The emulator answers a fifth concurrent request of a mailbox with 429 at once.
+    assert_eq!(emu.counters().with_status(429), 0, "{:?}", emu.counters());
+    assert_eq!(emu.counters().for_endpoint("calendars"), 12);
+}

@@ -211,3 +211,39 @@ async fn an_access_token_refused_early_is_refreshed_once() {
     assert!(session.take_updated().is_some(), "the 401 led to a refresh");
     assert_eq!(emu.counters().with_status(401), 1);
 }
+
+#[tokio::test]
+async fn google_code_flow_with_offline_access_and_refresh() {
+    let emu = Emulator::start(Flavor::Google, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let base = Url::parse(emu.base_url()).unwrap();
+    let oauth = OAuthConfig::google(
+        &base,
+        &base,
+        "client-g",
+        Some(Secret::new("s3cret")),
+        redirect(),
+        Access::ReadOnly,
+    )
+    .unwrap();
+    let http = client();
+    let endpoint = token_endpoint(&http);
+    let request = oauth.authorization_request(Some("adele@contoso.example"));
+    let callback = consent(&request.url).await;
+    assert!(state_matches(&request.state, get(&callback, "state")));
+    let tokens = oauth
+        .exchange_code(&endpoint, get(&callback, "code"), &request.pkce_verifier)
+        .await
+        .unwrap();
+    let refresh = tokens
+        .refresh_token
+        .clone()
+        .expect("access_type=offline gives a refresh token");
+    let renewed = oauth.refresh(&endpoint, &refresh).await.unwrap();
+    assert_ne!(renewed.access_token, tokens.access_token);
+    assert!(matches!(
+        oauth.refresh(&endpoint, &refresh).await,
+        Err(ProviderError::NeedsReauthorization { .. })
+    ));
+}

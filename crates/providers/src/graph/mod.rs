@@ -463,7 +463,9 @@ impl GraphProvider {
             .get("@odata.etag")
             .and_then(Value::as_str)
             .ok_or_else(|| ProviderError::protocol("event without @odata.etag"))?;
-        let etag = if exceptions.is_empty() && cancelled.is_empty() {
+        // Series always carry the marker, so a removal the connector cannot place (an occurrence
+        // id) can be followed up by re-reading the known series.
+        let etag = if !is_series {
             master_etag.to_owned()
         } else {
             use sha2::{Digest, Sha256};
@@ -710,6 +712,7 @@ impl CalendarProvider for GraphProvider {
         let mut touched: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut removed: Vec<String> = Vec::new();
+        let mut unplaced_removals = false;
         for item in &items {
             let Some(id) = item.get("id").and_then(Value::as_str) else {
                 continue;
@@ -744,9 +747,10 @@ impl CalendarProvider for GraphProvider {
                     set.deletions.push(remote);
                 }
             } else if full.is_none() {
-                // Possibly an occurrence of a known series: re-read the series we hold if any id
-                // prefix matches is guesswork (ids are opaque), so report it as uncertain too.
-                set.uncertain_deletions.push(remote);
+                // Not an item we hold: a removed occurrence (its id does not name its series), or
+                // an item outside the window. Every known series is re-read below; the versions
+                // tell which of them changed.
+                unplaced_removals = true;
             }
         }
         if full.is_some() {
@@ -776,12 +780,21 @@ impl CalendarProvider for GraphProvider {
             }
             touched = to_read;
         }
+        if unplaced_removals {
+            for (id, etag) in known {
+                if etag.as_str().contains(ETAG_SEP) && seen.insert(id.as_str().to_owned()) {
+                    touched.push(id.as_str().to_owned());
+                }
+            }
+        }
         for (id, outcome) in self.assemble(&touched, window).await? {
             let remote = RemoteId::parse(id)?;
             match outcome {
                 Ok(Some(item)) => {
-                    if full.is_some() && known.get(&item.id) == Some(&item.etag) {
-                        set.unchanged.push(item.id);
+                    if known.get(&item.id) == Some(&item.etag) {
+                        if full.is_some() {
+                            set.unchanged.push(item.id);
+                        }
                     } else {
                         set.upserts.push(item);
                     }
