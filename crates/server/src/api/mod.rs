@@ -3,8 +3,11 @@
 
 pub mod audit;
 pub mod calendars;
+pub mod conflicts;
+pub mod connections;
 pub mod events;
 pub mod keys;
+pub mod sync;
 
 use std::collections::BTreeMap;
 
@@ -58,6 +61,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(keys::routes())
         .merge(audit::routes())
+        .merge(connections::routes())
+        .merge(sync::routes())
+        .merge(conflicts::routes())
 }
 
 /// Operational endpoints at the root, outside the versioned API and without authentication.
