@@ -327,9 +327,7 @@ pub async fn resolve_conflict(
                 .update(&remote_calendar, &remote_id, &current_remote.etag, &content)
                 .await
                 .map_err(|e| match e {
-                    calbridge_providers::ProviderError::PreconditionFailed { .. } => {
-                        changed("remote")
-                    }
+                    calbridge_providers::ProviderError::PreconditionFailed => changed("remote"),
                     other => unavailable(other),
                 })?;
             // Read back: the provider now holds the local version.
