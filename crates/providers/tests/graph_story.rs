@@ -331,8 +331,12 @@ async fn graph_series_with_exceptions_round_trips_and_a_retried_create_is_idempo
     let calendar = default_calendar(&p).await;
     let content = ItemContent::parse(SERIES).unwrap();
     let key = CreateKey::parse("0123456789abcdefghijklmnop").unwrap();
+    emu.reset_counters();
     let written = p.create(&calendar, &key, &content).await.unwrap();
     assert!(!written.already_existed);
+    let counters = emu.counters();
+    // The override's PATCH and the EXDATE's DELETE travel in one $batch.
+    assert_eq!(counters.for_endpoint("$batch"), 1, "{counters:?}");
     let read = p
         .read(&calendar, std::slice::from_ref(&written.id))
         .await

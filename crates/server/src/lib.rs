@@ -14,6 +14,7 @@ pub mod keys;
 pub mod ratelimit;
 pub mod realtime;
 pub mod series;
+pub mod syncing;
 pub mod telemetry;
 
 use std::sync::Arc;

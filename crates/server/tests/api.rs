@@ -373,6 +373,81 @@ mod matrix {
                 "calendar_id={cal}",
                 None,
             ),
+            r(
+                "get",
+                "/v1/calendar/connections",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/connections",
+                Scope::ConnectionsManage,
+                "",
+                // Loopback is refused by default: the connection is kept with status `error`.
+                Some(
+                    json!({"provider": "ics", "name": "m", "credentials": {"url": "http://127.0.0.1:9/f.ics"}}),
+                ),
+            ),
+            r(
+                "get",
+                "/v1/calendar/connections/{id}",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "patch",
+                "/v1/calendar/connections/{id}",
+                Scope::ConnectionsManage,
+                "",
+                Some(json!({"name": "m"})),
+            ),
+            r(
+                "delete",
+                "/v1/calendar/connections/{id}",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/connections/{id}/test",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/sync",
+                Scope::ConnectionsManage,
+                "",
+                Some(json!({"full": false})),
+            ),
+            r("get", "/v1/calendar/sync/runs", Scope::EventsRead, "", None),
+            r(
+                "get",
+                "/v1/calendar/sync/runs/{id}",
+                Scope::EventsRead,
+                "",
+                None,
+            ),
+            r("get", "/v1/calendar/conflicts", Scope::EventsRead, "", None),
+            r(
+                "get",
+                "/v1/calendar/conflicts/{id}",
+                Scope::EventsRead,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/conflicts/{id}/resolve",
+                Scope::ConflictsResolve,
+                "",
+                Some(json!({"option": "keep_local"})),
+            ),
         ]
     }
 
@@ -427,6 +502,22 @@ mod matrix {
                 .await,
         )
         .await;
+        let a_connection = json_of(
+            server
+                .post_json(&server.admin, "/v1/calendar/connections", json!({"provider": "ics", "name": "A's feed", "credentials": {"url": "http://127.0.0.1:9/a.ics"}}))
+                .await,
+        )
+        .await;
+        let a_run = json_of(
+            server
+                .post_json(
+                    &server.admin,
+                    "/v1/calendar/sync",
+                    json!({"connection_id": a_connection["id"]}),
+                )
+                .await,
+        )
+        .await;
         let cal_id = calendar["id"].as_str().unwrap().to_owned();
         let id_for = |path: &str| -> String {
             if path.starts_with("/v1/calendar/calendars/") {
@@ -435,6 +526,13 @@ mod matrix {
                 event["id"].as_str().unwrap().to_owned()
             } else if path.starts_with("/v1/calendar/keys/") {
                 a_key["id"].as_str().unwrap().to_owned()
+            } else if path.starts_with("/v1/calendar/connections/") {
+                a_connection["id"].as_str().unwrap().to_owned()
+            } else if path.starts_with("/v1/calendar/sync/runs/") {
+                a_run["run_id"].as_str().unwrap().to_owned()
+            } else if path.contains("{id}") {
+                // No conflict exists to name; another tenant's view must still be 404.
+                "00000000-0000-4000-8000-000000000000".to_owned()
             } else {
                 String::new()
             }

@@ -254,8 +254,23 @@ impl GraphProvider {
 
     /// GETs through `$batch`, ≤20 per request; inner 429s are retried after their `Retry-After`.
     async fn batch_get(&self, urls: &[String]) -> Result<Vec<(u16, Value)>, ProviderError> {
-        let mut results: Vec<Option<(u16, Value)>> = vec![None; urls.len()];
-        for (chunk_index, chunk) in urls.chunks(MAX_BATCH).enumerate() {
+        let items: Vec<Value> = urls
+            .iter()
+            .map(|u| json!({"method": "GET", "url": u}))
+            .collect();
+        self.batch(&items, true).await
+    }
+
+    /// Sends requests (`{method, url, body?}`, URLs relative to the version root) through `$batch`,
+    /// ≤20 per request; inner 429s are retried after their `Retry-After`. `idempotent`: the whole
+    /// batch may be repeated after a lost answer (true for reads and `If-Match`-guarded writes).
+    async fn batch(
+        &self,
+        items: &[Value],
+        idempotent: bool,
+    ) -> Result<Vec<(u16, Value)>, ProviderError> {
+        let mut results: Vec<Option<(u16, Value)>> = vec![None; items.len()];
+        for (chunk_index, chunk) in items.chunks(MAX_BATCH).enumerate() {
             let mut pending: Vec<usize> = (0..chunk.len()).collect();
             for _round in 0..5 {
                 if pending.is_empty() {
@@ -263,7 +278,14 @@ impl GraphProvider {
                 }
                 let requests: Vec<Value> = pending
                     .iter()
-                    .map(|&i| json!({"id": i.to_string(), "method": "GET", "url": chunk[i]}))
+                    .map(|&i| {
+                        let mut one = chunk[i].clone();
+                        one["id"] = json!(i.to_string());
+                        if one.get("body").is_some() {
+                            one["headers"] = json!({"Content-Type": "application/json"});
+                        }
+                        one
+                    })
                     .collect();
                 let body = serde_json::to_vec(&json!({"requests": requests}))
                     .map_err(|e| ProviderError::invalid(e.to_string()))?;
@@ -272,11 +294,10 @@ impl GraphProvider {
                     .api_base
                     .join("$batch")
                     .map_err(|e| ProviderError::invalid(e.to_string()))?;
-                // A batch of GETs changes nothing: safe to repeat.
                 let request = Request::new(Method::POST, url)
                     .header(CONTENT_TYPE, "application/json")?
                     .body(body)
-                    .idempotent(true);
+                    .idempotent(idempotent);
                 let response = self.send(request).await?;
                 if !response.status.is_success() {
                     return Err(response.error());
@@ -555,6 +576,8 @@ impl GraphProvider {
                 Some((start, v.get("id")?.as_str()?.to_owned()))
             })
             .collect();
+        // One `$batch` (≤20 per request) for every instance write of the series.
+        let mut writes: Vec<Value> = Vec::new();
         for over in series.overrides() {
             let Some(at) = convert::recurrence_instant(over) else {
                 continue;
@@ -569,33 +592,25 @@ impl GraphProvider {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.value.as_str().eq_ignore_ascii_case("CANCELLED"));
-            let url = self.url(&format!("events/{}", seg(instance)))?;
-            let request = if cancelled {
-                Request::new(Method::DELETE, url)
+            let url = self.event_path(instance);
+            writes.push(if cancelled {
+                json!({"method": "DELETE", "url": url})
             } else {
-                let body = serde_json::to_vec(&Value::Object(convert::event_fields(over)?))
-                    .map_err(|e| ProviderError::invalid(e.to_string()))?;
-                Request::new(Method::PATCH, url)
-                    .header(CONTENT_TYPE, "application/json")?
-                    .body(body)
-                    .idempotent(true)
-            };
-            let response = self.send(request).await?;
-            if !response.status.is_success() && response.status.as_u16() != 404 {
-                return Err(response.error());
-            }
+                json!({"method": "PATCH", "url": url, "body": Value::Object(convert::event_fields(over)?)})
+            });
         }
         for at in exdates {
             if let Some(instance) = by_start.get(&at) {
-                let response = self
-                    .send(Request::new(
-                        Method::DELETE,
-                        self.url(&format!("events/{}", seg(instance)))?,
-                    ))
-                    .await?;
-                if !response.status.is_success() && response.status.as_u16() != 404 {
-                    return Err(response.error());
-                }
+                writes.push(json!({"method": "DELETE", "url": self.event_path(instance)}));
+            }
+        }
+        // Setting an occurrence's fields or cancelling it again is harmless: the batch may repeat.
+        for (status, body) in self.batch(&writes, true).await? {
+            if !(200..300).contains(&status) && status != 404 {
+                return Err(ProviderError::Rejected {
+                    status,
+                    detail: format!("writing an occurrence: {}", error_code(&body)),
+                });
             }
         }
         Ok(())

@@ -3,10 +3,13 @@
 
 pub mod audit;
 pub mod calendars;
+pub mod conflicts;
+pub mod connections;
 pub mod events;
 pub mod keys;
 pub mod notifications;
 pub mod stream;
+pub mod sync;
 
 use std::collections::BTreeMap;
 
@@ -62,6 +65,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(stream::routes())
         .merge(notifications::routes())
+        .merge(connections::routes())
+        .merge(sync::routes())
+        .merge(conflicts::routes())
 }
 
 /// Operational endpoints at the root, outside the versioned API and without authentication.

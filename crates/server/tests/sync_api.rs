@@ -1,0 +1,407 @@
+//! The connections, sync and conflicts API end to end: the real server on port 0 with a fresh SQLite
+//! database, and a real Radicale as the CalDAV provider.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "../../providers/tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use common::{Backend, TestServer, test_config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn json_of(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
+}
+
+async fn server_for_lan() -> TestServer {
+    let mut config = test_config();
+    // Radicale listens on loopback; the operator allows private networks here.
+    config.network.allow_private_networks = true;
+    TestServer::start_with(Backend::Sqlite, config)
+        .await
+        .unwrap()
+}
+
+/// Starts a sync and polls its run until it is no longer running.
+async fn sync_and_wait(server: &TestServer, connection: &str) -> Value {
+    let started = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/sync",
+            json!({"connection_id": connection}),
+        )
+        .await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let run_id = json_of(started).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..300 {
+        let run = json_of(
+            server
+                .get(&server.admin, &format!("/v1/calendar/sync/runs/{run_id}"))
+                .await,
+        )
+        .await;
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run_id} still running after 30 s");
+}
+
+async fn events(server: &TestServer, calendar: &str) -> Vec<Value> {
+    let page = json_of(
+        server
+            .get(
+                &server.admin,
+                &format!("/v1/calendar/events?start=2026-11-01T00:00:00Z&end=2027-01-01T00:00:00Z&calendar_id={calendar}"),
+            )
+            .await,
+    )
+    .await;
+    page["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let raw = radicale.raw();
+    let calendar_url = radicale.calendar_url("work");
+    raw.mkcalendar(&calendar_url, "Work").await;
+    let item_url = |n: u32| format!("{calendar_url}standup-{n}.ics");
+    for n in 1..=3 {
+        let put = raw
+            .put(
+                &item_url(n),
+                &support::event(
+                    &format!("standup-{n}"),
+                    &format!("Standup {n}"),
+                    "20261125T090000Z",
+                ),
+            )
+            .await;
+        assert!(put.status().is_success());
+    }
+
+    let server = server_for_lan().await;
+
+    // A connection with the right password: active, one link per remote calendar.
+    let created = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Radicale",
+                   "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
+                   "sync": {"frequency": "15m", "conflict_resolution": "ask"}}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let connection = json_of(created).await;
+    assert_eq!(connection["status"], "active", "{connection}");
+    let links = connection["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{connection}");
+    assert!(
+        links[0]["remote_calendar_id"]
+            .as_str()
+            .unwrap()
+            .contains("work")
+    );
+    let id = connection["id"].as_str().unwrap().to_owned();
+    let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
+    // The password is never shown.
+    let shown = json_of(
+        server
+            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
+            .await,
+    )
+    .await;
+    assert!(!shown.to_string().contains(support::PASSWORD));
+
+    let diagnosis = json_of(
+        server
+            .post_json(
+                &server.admin,
+                &format!("/v1/calendar/connections/{id}/test"),
+                json!({}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(diagnosis["kind"], "ok", "{diagnosis}");
+
+    // A wrong password: kept, marked as needing new credentials, and diagnosed as such.
+    let bad = json_of(
+        server
+            .post_json(
+                &server.admin,
+                "/v1/calendar/connections",
+                json!({"provider": "caldav", "name": "Wrong",
+                       "credentials": {"url": radicale.base(), "username": support::USER, "password": "nope"}}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(bad["status"], "needs_reauth", "{bad}");
+    let bad_id = bad["id"].as_str().unwrap();
+    let bad_diagnosis = json_of(
+        server
+            .post_json(
+                &server.admin,
+                &format!("/v1/calendar/connections/{bad_id}/test"),
+                json!({}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(bad_diagnosis["kind"], "invalid_credentials");
+
+    // Microsoft without the connectors: a clear 422.
+    let microsoft = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/connections",
+            json!({"provider": "microsoft", "name": "M"}),
+        )
+        .await;
+    assert_eq!(microsoft.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(microsoft).await["code"], "provider_not_supported");
+
+    // The first sync imports Radicale's event.
+    let run = sync_and_wait(&server, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run["requests"].as_i64().unwrap() >= 1, "{run}");
+    assert!(run["finished_at"].is_string());
+    let listed = events(&server, &calendar).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let event_of = |uid: &str| -> String {
+        listed.iter().find(|e| e["uid"] == uid).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(listed.iter().any(|e| e["summary"] == "Standup 1"));
+
+    // The runs list shows it.
+    let runs = json_of(server.get(&server.admin, "/v1/calendar/sync/runs").await).await;
+    assert!(
+        runs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == run["id"])
+    );
+
+    // The same field changed on both sides under `ask`: an update conflict per event, nothing overwritten.
+    for n in 1..=3 {
+        let event_id = event_of(&format!("standup-{n}"));
+        let local = server
+            .client
+            .put(server.url(&format!("/v1/calendar/events/{event_id}")))
+            .bearer_auth(&server.admin)
+            .json(&json!({"summary": format!("Local {n}"), "start": "2026-11-25T09:00:00Z", "end": "2026-11-25T10:00:00Z"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            local.status().is_success(),
+            "{}",
+            local.text().await.unwrap()
+        );
+        let remote = raw
+            .put(
+                &item_url(n),
+                &support::event(
+                    &format!("standup-{n}"),
+                    &format!("Remote {n}"),
+                    "20261125T090000Z",
+                ),
+            )
+            .await;
+        assert!(remote.status().is_success());
+    }
+    let run = sync_and_wait(&server, &id).await;
+    assert_ne!(run["status"], "failed", "{run}");
+    let conflicts = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let items = conflicts["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{conflicts}");
+    for conflict in &items {
+        assert_eq!(conflict["kind"], "update");
+        assert_eq!(conflict["connection_id"], id.as_str());
+        let options = conflict["options"].as_array().unwrap();
+        assert!(
+            options.contains(&json!("keep_local")) && options.contains(&json!("keep_remote")),
+            "{conflict}"
+        );
+    }
+    let conflict_of = |uid: &str| -> String {
+        items.iter().find(|c| c["event_uid"] == uid).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let one = json_of(
+        server
+            .get(
+                &server.admin,
+                &format!("/v1/calendar/conflicts/{}", conflict_of("standup-1")),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(one["event_uid"], "standup-1");
+    // Filters.
+    let by_kind = json_of(
+        server
+            .get(&server.admin, "/v1/calendar/conflicts?kind=deletion")
+            .await,
+    )
+    .await;
+    assert!(by_kind["items"].as_array().unwrap().is_empty());
+    let bad_filter = server
+        .get(&server.admin, "/v1/calendar/conflicts?kind=nonsense")
+        .await;
+    assert_eq!(bad_filter.status(), StatusCode::BAD_REQUEST);
+    // Nothing was overwritten: each side keeps its own edit.
+    let summary_of = |uid: &'static str| {
+        let server = &server;
+        let calendar = &calendar;
+        async move {
+            events(server, calendar)
+                .await
+                .into_iter()
+                .find(|e| e["uid"] == uid)
+                .unwrap()["summary"]
+                .clone()
+        }
+    };
+    assert_eq!(summary_of("standup-1").await, "Local 1");
+    let remote_text = |n: u32| {
+        let raw = &raw;
+        let url = item_url(n);
+        async move {
+            raw.request("GET", &url, &[], None)
+                .await
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(remote_text(1).await.contains("Remote 1"));
+
+    let resolve = |conflict: String, option: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .post_json(
+                    &server.admin,
+                    &format!("/v1/calendar/conflicts/{conflict}/resolve"),
+                    json!({"option": option}),
+                )
+                .await
+        }
+    };
+    // An option the conflict does not offer.
+    let refused = resolve(conflict_of("standup-1"), "restore").await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // keep_local: Radicale takes the local version.
+    let done = resolve(conflict_of("standup-1"), "keep_local").await;
+    assert_eq!(
+        done.status(),
+        StatusCode::OK,
+        "{}",
+        done.text().await.unwrap()
+    );
+    assert!(remote_text(1).await.contains("Local 1"));
+    assert_eq!(summary_of("standup-1").await, "Local 1");
+    // keep_remote: the local event takes Radicale's version.
+    let done = resolve(conflict_of("standup-2"), "keep_remote").await;
+    assert_eq!(
+        done.status(),
+        StatusCode::OK,
+        "{}",
+        done.text().await.unwrap()
+    );
+    assert_eq!(json_of(done).await["state"], "resolved");
+    assert_eq!(summary_of("standup-2").await, "Remote 2");
+    assert!(remote_text(2).await.contains("Remote 2"));
+    // Resolving twice is refused.
+    assert_eq!(
+        resolve(conflict_of("standup-2"), "keep_remote")
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+    // Stale: Radicale's item edited after the conflict was recorded → 409, nothing overwritten.
+    let again = raw
+        .put(
+            &item_url(3),
+            &support::event("standup-3", "Remote 3 again", "20261125T090000Z"),
+        )
+        .await;
+    assert!(again.status().is_success());
+    let stale = resolve(conflict_of("standup-3"), "keep_local").await;
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    assert_eq!(json_of(stale).await["code"], "conflict_changed");
+    assert!(remote_text(3).await.contains("Remote 3 again"));
+    assert_eq!(summary_of("standup-3").await, "Local 3");
+    // The resolutions are in the audit log.
+    let audit = json_of(server.get(&server.admin, "/v1/calendar/audit").await).await;
+    let resolved = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "conflict.resolved")
+        .count();
+    assert_eq!(resolved, 2, "{audit}");
+    // The next sync settles quietly: no new conflict for the resolved events, both sides agree.
+    let run = sync_and_wait(&server, &id).await;
+    assert_ne!(run["status"], "failed", "{run}");
+    let open = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let open_uids: Vec<&str> = open["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["event_uid"].as_str().unwrap())
+        .collect();
+    assert!(
+        !open_uids.contains(&"standup-1") && !open_uids.contains(&"standup-2"),
+        "{open}"
+    );
+    assert_eq!(summary_of("standup-1").await, "Local 1");
+    assert_eq!(summary_of("standup-2").await, "Remote 2");
+    assert!(remote_text(1).await.contains("Local 1"));
+    assert!(remote_text(2).await.contains("Remote 2"));
+
+    // Another tenant sees none of it.
+    let stranger = server
+        .key(Some("tenant-b"), &calbridge_server::keys::Scope::ALL)
+        .await;
+    let theirs = json_of(server.get(&stranger, "/v1/calendar/conflicts").await).await;
+    assert!(theirs["items"].as_array().unwrap().is_empty());
+    let not_theirs = server
+        .post_json(&stranger, "/v1/calendar/sync", json!({"connection_id": id}))
+        .await;
+    assert_eq!(not_theirs.status(), StatusCode::NOT_FOUND);
+    let theirs = json_of(server.get(&stranger, "/v1/calendar/connections").await).await;
+    assert!(theirs["items"].as_array().unwrap().is_empty());
+
+    // Deleting the connection keeps the local events.
+    let gone = server
+        .client
+        .delete(server.url(&format!("/v1/calendar/connections/{id}")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    assert_eq!(events(&server, &calendar).await.len(), 3);
+}
