@@ -18,6 +18,8 @@ mod run;
 use calbridge_providers::ProviderError;
 use calbridge_store::StoreError;
 
+/// For the API's conflict resolution, which reads and writes series the way the engine does.
+pub use local::{Parsed, Storable, storable};
 pub use options::{EngineConfig, SyncOptions};
 pub use run::{LinkSync, RunError, RunReport, RunStatus, sync_link};
 

@@ -43,6 +43,9 @@ pub enum ApiError {
     PreconditionFailed { current: String },
     #[error("{0}")]
     Conflict(String),
+    /// A conflict's side changed again after it was recorded: nothing was overwritten.
+    #[error("{0}")]
+    ConflictChanged(String),
     #[error(
         "this endpoint does not support that method; the Allow header and /v1/openapi.json list what it does"
     )]
@@ -95,7 +98,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictChanged(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,6 +117,7 @@ impl ApiError {
             Self::BadRequest { code, .. } | Self::Unprocessable { code, .. } => code,
             Self::PreconditionFailed { .. } => "etag_mismatch",
             Self::Conflict(_) => "conflict",
+            Self::ConflictChanged(_) => "conflict_changed",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",

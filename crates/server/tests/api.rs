@@ -434,6 +434,13 @@ mod matrix {
                 "",
                 None,
             ),
+            r(
+                "post",
+                "/v1/calendar/conflicts/{id}/resolve",
+                Scope::ConflictsResolve,
+                "",
+                Some(json!({"option": "keep_local"})),
+            ),
         ]
     }
 

@@ -77,14 +77,20 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     let raw = radicale.raw();
     let calendar_url = radicale.calendar_url("work");
     raw.mkcalendar(&calendar_url, "Work").await;
-    let item_url = format!("{calendar_url}standup.ics");
-    let put = raw
-        .put(
-            &item_url,
-            &support::event("standup-1", "Standup", "20261125T090000Z"),
-        )
-        .await;
-    assert!(put.status().is_success());
+    let item_url = |n: u32| format!("{calendar_url}standup-{n}.ics");
+    for n in 1..=3 {
+        let put = raw
+            .put(
+                &item_url(n),
+                &support::event(
+                    &format!("standup-{n}"),
+                    &format!("Standup {n}"),
+                    "20261125T090000Z",
+                ),
+            )
+            .await;
+        assert!(put.status().is_success());
+    }
 
     let server = server_for_lan().await;
 
@@ -175,10 +181,14 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     assert!(run["requests"].as_i64().unwrap() >= 1, "{run}");
     assert!(run["finished_at"].is_string());
     let listed = events(&server, &calendar).await;
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["summary"], "Standup");
-    assert_eq!(listed[0]["uid"], "standup-1");
-    let event_id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let event_of = |uid: &str| -> String {
+        listed.iter().find(|e| e["uid"] == uid).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(listed.iter().any(|e| e["summary"] == "Standup 1"));
 
     // The runs list shows it.
     let runs = json_of(server.get(&server.admin, "/v1/calendar/sync/runs").await).await;
@@ -190,53 +200,64 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
             .any(|r| r["id"] == run["id"])
     );
 
-    // The same field changed on both sides under `ask`: an update conflict, nothing overwritten.
-    let local = server
-        .client
-        .put(server.url(&format!("/v1/calendar/events/{event_id}")))
-        .bearer_auth(&server.admin)
-        .json(&json!({"summary": "Standup (local)", "start": "2026-11-25T09:00:00Z", "end": "2026-11-25T10:00:00Z"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        local.status().is_success(),
-        "{}",
-        local.text().await.unwrap()
-    );
-    let remote = raw
-        .put(
-            &item_url,
-            &support::event("standup-1", "Standup (remote)", "20261125T090000Z"),
-        )
-        .await;
-    assert!(remote.status().is_success());
+    // The same field changed on both sides under `ask`: an update conflict per event, nothing overwritten.
+    for n in 1..=3 {
+        let event_id = event_of(&format!("standup-{n}"));
+        let local = server
+            .client
+            .put(server.url(&format!("/v1/calendar/events/{event_id}")))
+            .bearer_auth(&server.admin)
+            .json(&json!({"summary": format!("Local {n}"), "start": "2026-11-25T09:00:00Z", "end": "2026-11-25T10:00:00Z"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            local.status().is_success(),
+            "{}",
+            local.text().await.unwrap()
+        );
+        let remote = raw
+            .put(
+                &item_url(n),
+                &support::event(
+                    &format!("standup-{n}"),
+                    &format!("Remote {n}"),
+                    "20261125T090000Z",
+                ),
+            )
+            .await;
+        assert!(remote.status().is_success());
+    }
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "failed", "{run}");
     let conflicts = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
-    let items = conflicts["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{conflicts}");
-    let conflict = &items[0];
-    assert_eq!(conflict["kind"], "update");
-    assert_eq!(conflict["event_uid"], "standup-1");
-    assert_eq!(conflict["connection_id"], id.as_str());
-    assert!(
-        !conflict["options"].as_array().unwrap().is_empty(),
-        "{conflict}"
-    );
+    let items = conflicts["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{conflicts}");
+    for conflict in &items {
+        assert_eq!(conflict["kind"], "update");
+        assert_eq!(conflict["connection_id"], id.as_str());
+        let options = conflict["options"].as_array().unwrap();
+        assert!(
+            options.contains(&json!("keep_local")) && options.contains(&json!("keep_remote")),
+            "{conflict}"
+        );
+    }
+    let conflict_of = |uid: &str| -> String {
+        items.iter().find(|c| c["event_uid"] == uid).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     let one = json_of(
         server
             .get(
                 &server.admin,
-                &format!(
-                    "/v1/calendar/conflicts/{}",
-                    conflict["id"].as_str().unwrap()
-                ),
+                &format!("/v1/calendar/conflicts/{}", conflict_of("standup-1")),
             )
             .await,
     )
     .await;
-    assert_eq!(one["id"], conflict["id"]);
+    assert_eq!(one["event_uid"], "standup-1");
     // Filters.
     let by_kind = json_of(
         server
@@ -250,15 +271,115 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
         .await;
     assert_eq!(bad_filter.status(), StatusCode::BAD_REQUEST);
     // Nothing was overwritten: each side keeps its own edit.
-    let listed = events(&server, &calendar).await;
-    assert_eq!(listed[0]["summary"], "Standup (local)");
-    let remote_now = raw
-        .request("GET", &item_url, &[], None)
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(remote_now.contains("Standup (remote)"));
+    let summary_of = |uid: &'static str| {
+        let server = &server;
+        let calendar = &calendar;
+        async move {
+            events(server, calendar)
+                .await
+                .into_iter()
+                .find(|e| e["uid"] == uid)
+                .unwrap()["summary"]
+                .clone()
+        }
+    };
+    assert_eq!(summary_of("standup-1").await, "Local 1");
+    let remote_text = |n: u32| {
+        let raw = &raw;
+        let url = item_url(n);
+        async move {
+            raw.request("GET", &url, &[], None)
+                .await
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(remote_text(1).await.contains("Remote 1"));
+
+    let resolve = |conflict: String, option: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .post_json(
+                    &server.admin,
+                    &format!("/v1/calendar/conflicts/{conflict}/resolve"),
+                    json!({"option": option}),
+                )
+                .await
+        }
+    };
+    // An option the conflict does not offer.
+    let refused = resolve(conflict_of("standup-1"), "restore").await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // keep_local: Radicale takes the local version.
+    let done = resolve(conflict_of("standup-1"), "keep_local").await;
+    assert_eq!(
+        done.status(),
+        StatusCode::OK,
+        "{}",
+        done.text().await.unwrap()
+    );
+    assert!(remote_text(1).await.contains("Local 1"));
+    assert_eq!(summary_of("standup-1").await, "Local 1");
+    // keep_remote: the local event takes Radicale's version.
+    let done = resolve(conflict_of("standup-2"), "keep_remote").await;
+    assert_eq!(
+        done.status(),
+        StatusCode::OK,
+        "{}",
+        done.text().await.unwrap()
+    );
+    assert_eq!(json_of(done).await["state"], "resolved");
+    assert_eq!(summary_of("standup-2").await, "Remote 2");
+    assert!(remote_text(2).await.contains("Remote 2"));
+    // Resolving twice is refused.
+    assert_eq!(
+        resolve(conflict_of("standup-2"), "keep_remote")
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+    // Stale: Radicale's item edited after the conflict was recorded → 409, nothing overwritten.
+    let again = raw
+        .put(
+            &item_url(3),
+            &support::event("standup-3", "Remote 3 again", "20261125T090000Z"),
+        )
+        .await;
+    assert!(again.status().is_success());
+    let stale = resolve(conflict_of("standup-3"), "keep_local").await;
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    assert_eq!(json_of(stale).await["code"], "conflict_changed");
+    assert!(remote_text(3).await.contains("Remote 3 again"));
+    assert_eq!(summary_of("standup-3").await, "Local 3");
+    // The resolutions are in the audit log.
+    let audit = json_of(server.get(&server.admin, "/v1/calendar/audit").await).await;
+    let resolved = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "conflict.resolved")
+        .count();
+    assert_eq!(resolved, 2, "{audit}");
+    // The next sync settles quietly: no new conflict for the resolved events, both sides agree.
+    let run = sync_and_wait(&server, &id).await;
+    assert_ne!(run["status"], "failed", "{run}");
+    let open = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let open_uids: Vec<&str> = open["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["event_uid"].as_str().unwrap())
+        .collect();
+    assert!(
+        !open_uids.contains(&"standup-1") && !open_uids.contains(&"standup-2"),
+        "{open}"
+    );
+    assert_eq!(summary_of("standup-1").await, "Local 1");
+    assert_eq!(summary_of("standup-2").await, "Remote 2");
+    assert!(remote_text(1).await.contains("Local 1"));
+    assert!(remote_text(2).await.contains("Remote 2"));
 
     // Another tenant sees none of it.
     let stranger = server
@@ -282,5 +403,5 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
         .await
         .unwrap();
     assert_eq!(gone.status(), StatusCode::NO_CONTENT);
-    assert_eq!(events(&server, &calendar).await.len(), 1);
+    assert_eq!(events(&server, &calendar).await.len(), 3);
 }
