@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod ratelimit;
+pub mod scheduler;
 pub mod series;
 pub mod syncing;
 pub mod telemetry;

@@ -23,6 +23,8 @@ pub struct TestServer {
     pub admin: String,
     pub store: Arc<dyn Store>,
     pub backend: Backend,
+    /// The configuration the server runs with (its database URL included).
+    pub config: Config,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -120,6 +122,7 @@ impl TestServer {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let config_copy = config.clone();
         let state = AppState::new(config, Arc::clone(&store), master.key);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(calbridge_server::serve(listener, state, async move {
@@ -132,6 +135,7 @@ impl TestServer {
             admin,
             store,
             backend,
+            config: config_copy,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
