@@ -400,6 +400,28 @@ async fn redirects_keep_webdav_methods_and_drop_credentials_across_origins() {
         !arrivals[0].2.contains_key(header::AUTHORIZATION),
         "credentials must not follow to another origin"
     );
+    drop(arrivals);
+
+    // Credentials a connector sets as headers itself (OAuth bearer tokens) are dropped too.
+    let mut bearer = Request::new(Method::GET, url.join("away").unwrap());
+    bearer.headers.insert(
+        header::AUTHORIZATION,
+        header::HeaderValue::from_static("Bearer secret-token"),
+    );
+    bearer.headers.insert(
+        header::COOKIE,
+        header::HeaderValue::from_static("session=1"),
+    );
+    let response = ep.send(bearer).await.unwrap();
+    assert_eq!(response.status, 200);
+    let arrivals = log.arrivals.lock().await;
+    assert_eq!(arrivals.len(), 2);
+    assert!(
+        !arrivals[1].2.contains_key(header::AUTHORIZATION)
+            && !arrivals[1].2.contains_key(header::COOKIE),
+        "a bearer token or cookie must not follow to another origin: {:?}",
+        arrivals[1].2
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{
-    AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION, PROXY_AUTHORIZATION,
+    RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -304,11 +305,19 @@ impl Endpoint {
                 .acquire()
                 .await
                 .map_err(|_| ProviderError::protocol("request budget closed"))?;
+            let mut headers = request.headers.clone();
+            if !send_auth {
+                // Credentials the caller put in the headers (a bearer token, a cookie) belong to the
+                // origin they were given for, exactly like the authenticator's.
+                for name in [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE] {
+                    headers.remove(name);
+                }
+            }
             let mut builder = self
                 .client
                 .inner
                 .request(method.clone(), url.clone())
-                .headers(request.headers.clone());
+                .headers(headers);
             if send_auth {
                 let target = match url.query() {
                     Some(q) => format!("{}?{q}", url.path()),
