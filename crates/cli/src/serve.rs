@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use calbridge_server::config::DatabaseUrl;
+use calbridge_server::scheduler::{self, Scheduler, SchedulerConfig};
 use calbridge_server::{AppState, Config, bootstrap, telemetry};
 
 #[derive(Debug, clap::Args)]
@@ -62,7 +63,17 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
         let address = listener.local_addr()?;
         tracing::info!(%address, "calbridge is listening");
         let state = AppState::new(config, store, master.key);
+        // The sync workers run beside the API and stop with it.
+        let ctx = calbridge_server::api::sync::context(&state).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let scheduler = Scheduler::new(
+            ctx,
+            SchedulerConfig::from_config(&state.config, scheduler::default_owner()),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let workers = tokio::spawn(scheduler.run(stop_rx));
         calbridge_server::serve(listener, state, calbridge_server::shutdown_signal()).await?;
+        let _ = stop_tx.send(true);
+        let _ = workers.await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod keys;
 pub mod ratelimit;
 pub mod realtime;
+pub mod scheduler;
 pub mod series;
 pub mod syncing;
 pub mod telemetry;

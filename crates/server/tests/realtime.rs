@@ -93,7 +93,7 @@ async fn drain_sync_jobs(store: &dyn Store) -> Vec<String> {
         .unwrap()
     {
         let payload: Value = serde_json::from_str(&lease.job.payload_json).unwrap();
-        links.push(payload["link_id"].as_str().unwrap().to_owned());
+        links.push(payload["link"].as_str().unwrap().to_owned());
         store
             .complete_job(&lease, None, jiff::Timestamp::now())
             .await
@@ -537,7 +537,7 @@ async fn postgres_two_nodes_fan_out_changes() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::test_config();
     config.database.url =
-        calbridge_server::config::DatabaseUrl::parse(&node_a.database_url).unwrap();
+        calbridge_server::config::DatabaseUrl::parse(node_a.config.database.url.expose()).unwrap();
     config.secrets.master_key_file = Some(dir.path().join("master.key"));
     calbridge_store::crypto::MasterKey::create_file(&dir.path().join("master.key")).unwrap();
     let master = calbridge_server::bootstrap::master_key(&config).unwrap();
@@ -546,7 +546,7 @@ async fn postgres_two_nodes_fan_out_changes() {
         .unwrap();
     let mut state = calbridge_server::AppState::new(config, store_b, master.key);
     state.realtime = Arc::new(
-        calbridge_server::realtime::Hub::new(&node_a.database_url)
+        calbridge_server::realtime::Hub::new(node_a.config.database.url.expose())
             .with_rescan(Duration::from_secs(3600)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,8 +6,9 @@ use calbridge_store::{LinkId, NewJob, PushChannel, Store, StoreError, TenantId};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Job kind a verified notification enqueues; keyed by link, so a burst leaves one pending job.
-pub const SYNC_LINK_JOB: &str = "sync.link";
+/// Job kind a verified notification enqueues: the scheduler's per-link job, keyed by link id, so a burst
+/// leaves one pending job and a notification only brings that link's next run forward.
+pub const SYNC_LINK_JOB: &str = crate::scheduler::JOB_KIND;
 /// Job kind for lifecycle work on a channel (`reauthorizationRequired`, `subscriptionRemoved`).
 pub const CHANNEL_JOB: &str = "push.channel";
 
@@ -37,8 +38,9 @@ pub async fn enqueue_link_sync(
             tenant_id: Some(tenant),
             kind: SYNC_LINK_JOB.to_owned(),
             key: link.to_string(),
+            // The scheduler's payload shape (`tenant`, `link`); `reason` is for the log.
             payload_json: serde_json::json!({
-                "tenant_id": tenant, "link_id": link, "reason": reason,
+                "tenant": tenant, "link": link, "reason": reason,
             })
             .to_string(),
             run_at: jiff::Timestamp::now(),

@@ -23,8 +23,8 @@ pub struct TestServer {
     pub admin: String,
     pub store: Arc<dyn Store>,
     pub backend: Backend,
-    /// The database this server uses (a second node can share it).
-    pub database_url: String,
+    /// The configuration the server runs with (its database URL included).
+    pub config: Config,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -122,7 +122,7 @@ impl TestServer {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let database_url = config.database.url.expose().to_owned();
+        let config_copy = config.clone();
         let state = AppState::new(config, Arc::clone(&store), master.key);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(calbridge_server::serve(listener, state, async move {
@@ -135,7 +135,7 @@ impl TestServer {
             admin,
             store,
             backend,
-            database_url,
+            config: config_copy,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,

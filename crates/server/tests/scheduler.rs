@@ -1,0 +1,149 @@
+//! The scheduler through the store's leased jobs: two schedulers (as two server processes would be, each
+//! with its own connection pool) on one fresh PostgreSQL database and one Radicale link never run that
+//! link at once, and keep syncing it at its frequency.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "../../providers/tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use calbridge_server::scheduler::{Scheduler, SchedulerConfig, frequency_of, last_full_slot};
+use calbridge_server::{bootstrap, syncing};
+use common::{Backend, TestServer, test_config};
+use jiff::SignedDuration;
+use serde_json::json;
+
+#[test]
+fn frequency_and_full_slot() {
+    let default = SignedDuration::from_secs(900);
+    assert_eq!(
+        frequency_of(r#"{"frequency":"5m"}"#, default),
+        SignedDuration::from_secs(300)
+    );
+    assert_eq!(
+        frequency_of(r#"{"sync":{"frequency":"1h"}}"#, default),
+        SignedDuration::from_secs(3600)
+    );
+    assert_eq!(frequency_of(r#"{"frequency":"soon"}"#, default), default);
+    assert_eq!(frequency_of("{}", default), default);
+    let tz = jiff::tz::TimeZone::UTC;
+    let at = jiff::civil::time(3, 0, 0, 0);
+    let before: jiff::Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
+    let after: jiff::Timestamp = "2026-11-21T04:00:00Z".parse().unwrap();
+    assert_eq!(
+        last_full_slot(before, at, &tz).unwrap().to_string(),
+        "2026-11-20T03:00:00Z"
+    );
+    assert_eq!(
+        last_full_slot(after, at, &tz).unwrap().to_string(),
+        "2026-11-21T03:00:00Z"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let raw = radicale.raw();
+    let calendar_url = radicale.calendar_url("work");
+    raw.mkcalendar(&calendar_url, "Work").await;
+    for n in 0..20 {
+        let put = raw
+            .put(
+                &format!("{calendar_url}e{n}.ics"),
+                &support::event(&format!("e{n}"), &format!("E {n}"), "20261125T090000Z"),
+            )
+            .await;
+        assert!(put.status().is_success());
+    }
+    let mut config = test_config();
+    config.network.allow_private_networks = true;
+    let Some(server) = TestServer::start_with(Backend::Postgres, config).await else {
+        return;
+    };
+    let created = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Radicale",
+                   "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
+                   "sync": {"frequency": "1s"}}),
+        )
+        .await;
+    let connection: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(connection["status"], "active", "{connection}");
+    assert_eq!(connection["links"].as_array().unwrap().len(), 1);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for node in ["node-a", "node-b"] {
+        // Each node opens its own pool on the same database.
+        let store = bootstrap::open_store(&server.config).await.unwrap();
+        let master = bootstrap::master_key(&server.config).unwrap();
+        let ctx = syncing::SyncContext {
+            store,
+            master_key: std::sync::Arc::new(master.key),
+            http: syncing::http_client(true).unwrap(),
+            engine: calbridge_engine::EngineConfig::default(),
+        };
+        let mut sc = SchedulerConfig::from_config(&server.config, node.to_owned());
+        sc.tick = Duration::from_millis(100);
+        sc.concurrency = 3;
+        let scheduler = Scheduler::new(ctx, sc);
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(scheduler.run(stop)));
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop_tx.send(true).unwrap();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let tenant = bootstrap::tenant_by_name_or_id(server.store.as_ref(), bootstrap::DEFAULT_TENANT)
+        .await
+        .unwrap();
+    let connection_id = connection["id"].as_str().unwrap().parse().unwrap();
+    let runs = server
+        .store
+        .list_sync_runs(tenant.id, Some(connection_id), 500)
+        .await
+        .unwrap();
+    // At a 1 s frequency over 6 s: several runs, yet far fewer than two nodes × three workers racing.
+    assert!(runs.len() >= 2, "only {} runs", runs.len());
+    assert!(
+        runs.len() <= 8,
+        "{} runs: the link ran more often than its frequency",
+        runs.len()
+    );
+    let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp)> = runs
+        .iter()
+        .map(|r| (r.started_at, r.finished_at.expect("every run finished")))
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "runs overlap: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(
+        runs.iter().all(|r| r.status.as_str() == "succeeded"),
+        "{runs:?}"
+    );
+    // The events arrived once each.
+    let page: serde_json::Value = server
+        .get(&server.admin, &format!("/v1/calendar/events?start=2026-11-01T00:00:00Z&end=2027-01-01T00:00:00Z&calendar_id={}", connection["calendar_id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 20);
+}
