@@ -457,6 +457,14 @@ impl<'a> Runner<'a> {
                 certain: !capabilities.windowed_reads,
             });
         }
+        // Removals the provider cannot tell from "left the window" (Graph's `@removed`): the plan
+        // answers them with `VerifyRemote`, so nothing is deleted before the item is read.
+        for id in &changes.uncertain_deletions {
+            remote_changes.push(RemoteChange::Deleted {
+                id: RemoteId::new(id.as_str()),
+                certain: false,
+            });
+        }
         let remote = RemoteChanges {
             changes: remote_changes,
             listing: match changes.full_listing {
