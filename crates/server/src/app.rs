@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     let openapi = Arc::new(openapi);
     let limits = state.config.limits.clone();
     let compression = state.config.optimizations.compression;
+    let hub = Arc::clone(&state.realtime);
 
     let app = Router::new()
         .merge(api_router)
@@ -48,6 +49,9 @@ pub fn router(state: AppState) -> Router {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })
         .with_state(state)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            crate::realtime::ring_after_writes(Arc::clone(&hub), req, next)
+        }))
         .layer(middleware::from_fn(telemetry::record_metrics))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
 

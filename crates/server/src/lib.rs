@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod ratelimit;
+pub mod realtime;
 pub mod scheduler;
 pub mod series;
 pub mod syncing;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Seals credentials and webhook secrets at rest.
     pub master_key: Arc<calbridge_store::crypto::MasterKey>,
+    /// Wakes WebSocket streams when the change stream moves (and fans out across nodes on PostgreSQL).
+    pub realtime: Arc<realtime::Hub>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,11 +50,13 @@ impl AppState {
         master_key: calbridge_store::crypto::MasterKey,
     ) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(&config.rate_limit));
+        let realtime = Arc::new(realtime::Hub::new(config.database.url.expose()));
         Self {
             config: Arc::new(config),
             store,
             limiter,
             master_key: Arc::new(master_key),
+            realtime,
         }
     }
 }

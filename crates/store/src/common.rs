@@ -35,6 +35,22 @@ const JOB_COLS: &str = "id, tenant_id, kind, key, payload, state, run_at, attemp
 const HOOK_COLS: &str = "id, tenant_id, url, secret, events, calendar_id, enabled, disabled_reason, consecutive_failures, created_at, updated_at";
 const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, at";
 const CHANGE_COLS: &str = "seq, tenant_id, calendar_id, kind, subject_id, data, at";
+const PUSH_COLS: &str =
+    "provider, id, tenant_id, link_id, secret_hash, resource_id, expires_at, last_message, created_at";
+
+fn push_row(row: &DbRow) -> Result<PushChannel> {
+    Ok(PushChannel {
+        provider: row.try_get("provider")?,
+        id: row.try_get("id")?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        link_id: id(row.try_get("link_id")?)?,
+        secret_hash: row.try_get("secret_hash")?,
+        resource_id: row.try_get("resource_id")?,
+        expires_at: ts(row.try_get("expires_at")?)?,
+        last_message: row.try_get("last_message")?,
+        created_at: ts(row.try_get("created_at")?)?,
+    })
+}
 
 fn tenant_row(row: &DbRow) -> Result<Tenant> {
     Ok(Tenant {
@@ -2277,6 +2293,109 @@ impl Store for Backend {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "webhook" });
         }
+        Ok(())
+    }
+
+    async fn put_push_channel(
+        &self,
+        tenant: TenantId,
+        channel: NewPushChannel,
+    ) -> Result<PushChannel> {
+        non_empty("push channel provider", &channel.provider)?;
+        non_empty("push channel id", &channel.id)?;
+        let mut tx = self.wtx().await?;
+        ensure_owned(&mut tx, "links", "link", &channel.link_id.to_string(), tenant).await?;
+        let sql = format!(
+            "INSERT INTO push_channels ({PUSH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8) \
+             ON CONFLICT (provider, id) DO UPDATE SET secret_hash = excluded.secret_hash, \
+             resource_id = excluded.resource_id, expires_at = excluded.expires_at \
+             WHERE push_channels.tenant_id = excluded.tenant_id RETURNING {PUSH_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&channel.provider)
+            .bind(&channel.id)
+            .bind(tenant.to_string())
+            .bind(channel.link_id.to_string())
+            .bind(&channel.secret_hash)
+            .bind(&channel.resource_id)
+            .bind(ms(channel.expires_at))
+            .bind(ms(now()))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let record = row
+            .as_ref()
+            .map(push_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::Conflict("push channel id belongs to another tenant".into()))?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn find_push_channel(&self, provider: &str, id: &str) -> Result<Option<PushChannel>> {
+        let sql = format!("SELECT {PUSH_COLS} FROM push_channels WHERE provider = $1 AND id = $2");
+        sqlx::query(&sql)
+            .bind(provider)
+            .bind(id)
+            .fetch_optional(self.r())
+            .await?
+            .as_ref()
+            .map(push_row)
+            .transpose()
+    }
+
+    async fn list_push_channels(&self, tenant: TenantId, link: LinkId) -> Result<Vec<PushChannel>> {
+        let sql = format!(
+            "SELECT {PUSH_COLS} FROM push_channels WHERE tenant_id = $1 AND link_id = $2 ORDER BY expires_at"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(link.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(push_row)
+            .collect()
+    }
+
+    async fn push_channels_expiring(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<PushChannel>> {
+        let sql = format!(
+            "SELECT {PUSH_COLS} FROM push_channels WHERE expires_at < $1 ORDER BY expires_at LIMIT $2"
+        );
+        sqlx::query(&sql)
+            .bind(ms(before))
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(push_row)
+            .collect()
+    }
+
+    async fn accept_push_message(&self, provider: &str, id: &str, number: i64) -> Result<bool> {
+        // One conditional UPDATE: two nodes receiving the same retried message cannot both accept it.
+        let done = sqlx::query(
+            "UPDATE push_channels SET last_message = $3 WHERE provider = $1 AND id = $2 \
+             AND (last_message IS NULL OR last_message < $3)",
+        )
+        .bind(provider)
+        .bind(id)
+        .bind(number)
+        .execute(self.w())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_push_channel(&self, tenant: TenantId, provider: &str, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM push_channels WHERE tenant_id = $1 AND provider = $2 AND id = $3")
+            .bind(tenant.to_string())
+            .bind(provider)
+            .bind(id)
+            .execute(self.w())
+            .await?;
         Ok(())
     }
 

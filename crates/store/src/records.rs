@@ -635,3 +635,33 @@ pub struct Change {
     pub data_json: String,
     pub at: Timestamp,
 }
+
+/// A provider push channel to create or replace: a Graph subscription or a Google watch channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPushChannel {
+    /// `microsoft` or `google`.
+    pub provider: String,
+    /// The provider's subscription / channel id.
+    pub id: String,
+    pub link_id: LinkId,
+    /// SHA-256 hex of the clientState / channel token (never the secret itself).
+    pub secret_hash: String,
+    /// Google's `resourceId` (Graph has none).
+    pub resource_id: Option<String>,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PushChannel {
+    pub provider: String,
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub link_id: LinkId,
+    #[serde(skip)]
+    pub secret_hash: String,
+    pub resource_id: Option<String>,
+    pub expires_at: Timestamp,
+    /// The highest message number accepted (Google), for dropping duplicates.
+    pub last_message: Option<i64>,
+    pub created_at: Timestamp,
+}

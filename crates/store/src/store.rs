@@ -328,6 +328,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Drops entries older than `before`, any tenant (the stream's retention window).
     async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
 
+    // --- provider push channels (Graph subscriptions, Google watch channels) ---
+    /// Creates or replaces (same provider and id) a push channel of a link.
+    async fn put_push_channel(
+        &self,
+        tenant: TenantId,
+        channel: NewPushChannel,
+    ) -> Result<PushChannel>;
+    /// The notification lookup: the provider's id names the channel and its tenant, so, like API keys, this
+    /// takes no tenant id.
+    async fn find_push_channel(&self, provider: &str, id: &str) -> Result<Option<PushChannel>>;
+    async fn list_push_channels(&self, tenant: TenantId, link: LinkId) -> Result<Vec<PushChannel>>;
+    /// Channels of any tenant expiring before `before` (renewal candidates), soonest first.
+    async fn push_channels_expiring(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<PushChannel>>;
+    /// Records message `number` if it is above every number seen on the channel; `false` means a duplicate
+    /// or replayed (or out of order older) message.
+    async fn accept_push_message(&self, provider: &str, id: &str, number: i64) -> Result<bool>;
+    async fn delete_push_channel(&self, tenant: TenantId, provider: &str, id: &str) -> Result<()>;
+
     // --- secrets at rest ---
     /// Re-seals every encrypted column under `new` in one transaction; values already under `new` are left.
     /// Returns how many values were re-sealed. Fails without changing anything if any value does not open.

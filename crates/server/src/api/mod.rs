@@ -7,6 +7,8 @@ pub mod conflicts;
 pub mod connections;
 pub mod events;
 pub mod keys;
+pub mod notifications;
+pub mod stream;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -61,6 +63,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(keys::routes())
         .merge(audit::routes())
+        .merge(stream::routes())
+        .merge(notifications::routes())
         .merge(connections::routes())
         .merge(sync::routes())
         .merge(conflicts::routes())
