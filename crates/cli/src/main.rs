@@ -8,6 +8,7 @@ mod emulator;
 mod ics;
 mod keys;
 mod serve;
+mod sync_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +43,11 @@ enum Command {
     },
     /// Run a Microsoft Graph or Google Calendar emulator (tests, demo, benchmarks).
     Emulator(emulator::EmulatorArgs),
+    /// One sync now, with a progress bar and a summary.
+    Sync(sync_cmd::SyncArgs),
+    /// List, show and resolve sync conflicts.
+    #[command(subcommand)]
+    Conflicts(sync_cmd::ConflictsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +61,8 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::serve(cli.config.as_ref(), args),
             Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
             Command::Keys(command) => keys::run(cli.config.as_ref(), command),
+            Command::Sync(args) => sync_cmd::sync(cli.config.as_ref(), args),
+            Command::Conflicts(command) => sync_cmd::conflicts(cli.config.as_ref(), command),
             Command::Config(command) => config_cmd::run(command),
             Command::Ics { command } => ics::run(command),
             Command::Emulator(args) => {

@@ -223,11 +223,33 @@ pub async fn resolve_conflict(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ResolveInput>,
 ) -> Result<Json<ConflictView>, ApiError> {
+    let principal = auth.principal();
+    let id: ConflictId = parse_id(&id, "conflict")?;
+    let resolved = resolve(
+        &state,
+        principal.tenant,
+        &principal.actor(),
+        id,
+        &input.option,
+    )
+    .await?;
+    Ok(Json(conflict_view(resolved)))
+}
+
+/// Applies `option` to a conflict (the API's and the CLI's one implementation); see [`resolve_conflict`].
+pub async fn resolve(
+    state: &AppState,
+    tenant: calbridge_store::TenantId,
+    actor: &str,
+    id: ConflictId,
+    option: &str,
+) -> Result<Conflict, ApiError> {
     use calbridge_providers::{CalendarId as RemoteCalendarId, ItemContent, ReadItem, RemoteId};
 
-    let principal = auth.principal();
-    let tenant = principal.tenant;
-    let id: ConflictId = parse_id(&id, "conflict")?;
+    let input = ResolveInput {
+        option: option.to_owned(),
+        merged: None,
+    };
     let conflict = state
         .store
         .get_conflict(tenant, id)
@@ -389,18 +411,22 @@ pub async fn resolve_conflict(
             tenant,
             conflict.id,
             &resolution.to_string(),
-            &principal.actor(),
+            actor,
             jiff::Timestamp::now(),
         )
         .await
         .map_err(|e| store_error("conflict", e))?;
-    super::audit(
-        &state,
-        principal,
-        "conflict.resolved",
-        conflict.id,
-        serde_json::json!({"option": input.option, "event_uid": conflict.event_uid, "confirmed": confirmation}),
-    )
-    .await?;
-    Ok(Json(conflict_view(resolved)))
+    store
+        .append_audit(
+            tenant,
+            calbridge_store::NewAuditEntry {
+                actor: actor.to_owned(),
+                action: "conflict.resolved".into(),
+                subject: conflict.id.to_string(),
+                details_json: serde_json::json!({"option": input.option, "event_uid": conflict.event_uid, "confirmed": confirmation}).to_string(),
+            },
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(resolved)
 }
