@@ -12,7 +12,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Request, header};
-use axum::response::IntoResponse;
 use axum::response::Response;
 use calbridge_store::{CalendarId, Change, Store, TenantId};
 use serde::Deserialize;
@@ -20,7 +19,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::parse_id;
+use super::{CommonErrors, parse_id};
 use crate::AppState;
 use crate::auth::{Authorized, EventsRead};
 use crate::error::ApiError;
@@ -55,8 +54,7 @@ pub struct StreamQuery {
     security(("api_key" = [])),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
-        (status = 401, description = "Missing or invalid API key"),
-        (status = 403, description = "The key lacks events:read"),
+        CommonErrors,
     )
 )]
 async fn stream(
@@ -110,10 +108,16 @@ async fn stream(
             .await
             .map_err(ApiError::internal)?,
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return Ok(rejection.into_response()),
-    };
+    // A plain HTTP request (no upgrade) gets a problem document like every other bad request.
+    let ws = ws.map_err(|rejection| {
+        ApiError::bad_request(
+            "websocket_upgrade_required",
+            format!(
+                "this endpoint speaks WebSocket only: {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
     let hub = Arc::clone(&state.realtime);
     hub.ensure_listening().await;
     let store = Arc::clone(&state.store);
