@@ -126,6 +126,9 @@ pub struct Scheduler {
     /// When this process last ran a real sync of each polled link (a probe that saw nothing is not
     /// one); after `frequency` a link syncs even when its probe says unchanged.
     synced: Arc<Mutex<HashMap<LinkId, Timestamp>>>,
+    /// Rung after every sync run, so WebSocket streams (of this node, and of the others through
+    /// PostgreSQL NOTIFY) read what the run wrote at once instead of at their next rescan.
+    hub: Option<Arc<crate::realtime::Hub>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -142,7 +145,14 @@ impl Scheduler {
             ctx,
             config: Arc::new(config),
             synced: Arc::default(),
+            hub: None,
         }
+    }
+
+    /// Rings `hub` after each sync run (`calbridge serve` passes the API's hub).
+    pub fn with_hub(mut self, hub: Arc<crate::realtime::Hub>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// Runs until `stop` turns true: one planner and `concurrency` workers.
@@ -434,6 +444,9 @@ impl Scheduler {
         .map_err(|e| e.to_string())?;
         if let Ok(mut synced) = self.synced.lock() {
             synced.insert(link.id, now);
+        }
+        if let Some(hub) = &self.hub {
+            hub.ring().await;
         }
         let next = Timestamp::now()
             .checked_add(interval)
