@@ -262,6 +262,12 @@ impl Scheduler {
             if *stop.borrow() {
                 return;
             }
+            // Listen for "a job was enqueued here" before looking, so a wake-up in between is kept.
+            let notified = self.hub.as_ref().map(|hub| hub.work_notified());
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
             let leased = self
                 .ctx
                 .store
@@ -275,8 +281,15 @@ impl Scheduler {
             match leased {
                 Ok(Some(lease)) => self.run_job(lease).await,
                 Ok(None) => {
+                    let wake = async {
+                        match notified.as_mut().as_pin_mut() {
+                            Some(n) => n.await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(self.config.tick) => {}
+                        _ = wake => {}
                         changed = stop.changed() => if changed.is_err() { return; }
                     }
                 }

@@ -490,6 +490,7 @@ pub async fn create_connection(
             .await
             .map_err(ApiError::internal)?;
         }
+        state.realtime.wake_workers();
     }
     Ok((
         StatusCode::CREATED,
