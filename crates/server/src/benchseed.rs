@@ -117,7 +117,7 @@ pub fn generate(seed: u64, index: usize) -> (String, bool) {
     let mut rng = Lcg::new(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
     let uid = format!("bench-{seed}-{index}@calbridge.test");
     let zone = *rng.pick(&ZONES);
-    let recurring = index % 5 == 0;
+    let recurring = index.is_multiple_of(5);
     let day = Date::constant(2026, 1, 1)
         .checked_add(jiff::Span::new().days(rng.below(365) as i64))
         .unwrap_or(Date::constant(2026, 1, 1));
