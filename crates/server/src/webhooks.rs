@@ -319,7 +319,10 @@ impl Deliverer {
                 return Ok(None);
             }
             let full = batch.len() as u32 == BATCH;
-            let secret = match self.master_key.open(Purpose::WebhookSecret, &webhook.secret) {
+            let secret = match self
+                .master_key
+                .open(Purpose::WebhookSecret, &webhook.secret)
+            {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) => {
                     // Not the receiver's fault and not fixable by retrying: stop this webhook, say why.
@@ -367,13 +370,17 @@ impl Deliverer {
                     let at = Timestamp::now()
                         .checked_add(SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX))
                         .unwrap_or(Timestamp::MAX);
-                    store.set_webhook_retry(tenant, webhook.id, Some(at)).await?;
+                    store
+                        .set_webhook_retry(tenant, webhook.id, Some(at))
+                        .await?;
                     // The store may just have disabled it; then the job ends.
                     let after = store.get_webhook(tenant, webhook.id).await?;
                     return Ok(after.enabled.then_some(at));
                 }
                 failures = 0;
-                store.advance_webhook(tenant, webhook.id, change.seq).await?;
+                store
+                    .advance_webhook(tenant, webhook.id, change.seq)
+                    .await?;
                 // A long batch must not outlive the lease: renew it, and stop if it was taken over.
                 match store
                     .renew_lease(&lease, self.lease_ttl(), Timestamp::now())
@@ -416,7 +423,8 @@ impl Deliverer {
         attempt_no: i64,
     ) -> Attempt {
         let started = Instant::now();
-        let elapsed = |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let elapsed =
+            |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let fail = |error: String, started: Instant| Attempt {
             ok: false,
             status: None,

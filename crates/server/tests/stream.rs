@@ -151,7 +151,10 @@ async fn conflicts_runs_and_connection_status_reach_the_stream() {
     assert_eq!(status["subject_id"], bad["id"]);
     assert_eq!(status["calendar_id"], bad["calendar_id"]);
     assert_eq!(
-        (status["data"]["status"].as_str(), status["data"]["previous"].as_str()),
+        (
+            status["data"]["status"].as_str(),
+            status["data"]["previous"].as_str()
+        ),
         (Some("needs_reauth"), Some("active"))
     );
     let first_seq = status["seq"].as_i64().unwrap();
@@ -239,7 +242,11 @@ async fn conflicts_runs_and_connection_status_reach_the_stream() {
             json!({"option": "keep_local"}),
         )
         .await;
-    assert!(resolved.status().is_success(), "{}", resolved.text().await.unwrap());
+    assert!(
+        resolved.status().is_success(),
+        "{}",
+        resolved.text().await.unwrap()
+    );
     let seen = read_until(&mut socket, |m| kind(m) == "conflict.resolved").await;
     let message = seen.last().unwrap();
     assert_eq!(message["subject_id"], conflict.as_str());
@@ -312,9 +319,7 @@ async fn expired_since_story(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let event = |summary: &str| {
-        json!({"calendar_id": calendar, "summary": summary, "start": "2026-03-10T09:00:00Z"})
-    };
+    let event = |summary: &str| json!({"calendar_id": calendar, "summary": summary, "start": "2026-03-10T09:00:00Z"});
     let response = server
         .post_json(&server.admin, "/v1/calendar/events", event("Forgotten"))
         .await;

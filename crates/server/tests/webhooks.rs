@@ -283,7 +283,10 @@ async fn signed_delivery_story(server: TestServer) {
     assert_eq!(header(first, "content-type"), "application/json");
     let timestamp: i64 = header(first, "calbridge-timestamp").parse().unwrap();
     assert!((jiff::Timestamp::now().as_second() - timestamp).abs() < 60);
-    assert!(verify(&secret, first), "hmac crate: signature does not verify");
+    assert!(
+        verify(&secret, first),
+        "hmac crate: signature does not verify"
+    );
     assert!(
         verify_with_python(&secret, first),
         "python hmac: signature does not verify"
@@ -296,7 +299,10 @@ async fn signed_delivery_story(server: TestServer) {
     // The delivery log shows the attempt.
     let log = json_of(
         server
-            .get(&server.admin, &format!("/v1/calendar/webhooks/{id}/deliveries"))
+            .get(
+                &server.admin,
+                &format!("/v1/calendar/webhooks/{id}/deliveries"),
+            )
             .await,
     )
     .await;
@@ -431,7 +437,11 @@ async fn failing_receiver_story(server: TestServer) {
     let gaps: Vec<Duration> = got.windows(2).map(|w| w[1].at - w[0].at).collect();
     for (i, gap) in gaps.iter().enumerate() {
         let cap = Duration::from_millis(100 * (1 << i));
-        assert!(*gap >= cap / 4, "gap {i} = {gap:?} shorter than {:?}", cap / 4);
+        assert!(
+            *gap >= cap / 4,
+            "gap {i} = {gap:?} shorter than {:?}",
+            cap / 4
+        );
     }
     assert!(gaps[4] > gaps[0], "waits do not grow: {gaps:?}");
     // Nothing more arrives once disabled.
@@ -440,7 +450,10 @@ async fn failing_receiver_story(server: TestServer) {
 
     let log = json_of(
         server
-            .get(&server.admin, &format!("/v1/calendar/webhooks/{id}/deliveries"))
+            .get(
+                &server.admin,
+                &format!("/v1/calendar/webhooks/{id}/deliveries"),
+            )
             .await,
     )
     .await;
@@ -468,14 +481,21 @@ async fn failing_receiver_story(server: TestServer) {
     assert_eq!(enabled.status(), StatusCode::OK);
     let enabled = json_of(enabled).await;
     assert_eq!(
-        (enabled["enabled"].as_bool(), enabled["disabled_reason"].as_str()),
+        (
+            enabled["enabled"].as_bool(),
+            enabled["disabled_reason"].as_str()
+        ),
         (Some(true), None)
     );
     let got = receiver.wait_for(8, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 8);
     assert_eq!(header(&got[6], "calbridge-webhook-id"), ids[0]);
     assert_eq!(header(&got[7], "calbridge-webhook-id"), ids[0]);
-    assert_eq!(header(&got[6], "calbridge-attempt"), "1", "the streak starts again");
+    assert_eq!(
+        header(&got[6], "calbridge-attempt"),
+        "1",
+        "the streak starts again"
+    );
     let throttled_wait = got[7].at - got[6].at;
     assert!(
         throttled_wait >= Duration::from_millis(1000),
@@ -513,11 +533,7 @@ async fn refusals_story(backend: Backend) {
         ("not a url", "invalid_url"),
     ] {
         let response = server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/webhooks",
-                json!({"url": url}),
-            )
+            .post_json(&server.admin, "/v1/calendar/webhooks", json!({"url": url}))
             .await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
         assert_eq!(json_of(response).await["code"], code, "{url}");
@@ -537,10 +553,7 @@ async fn refusals_story(backend: Backend) {
     // A key without connections:manage may not manage webhooks.
     let reader = server.key(None, &[Scope::EventsRead, Scope::Admin]).await;
     assert_eq!(
-        server
-            .get(&reader, "/v1/calendar/webhooks")
-            .await
-            .status(),
+        server.get(&reader, "/v1/calendar/webhooks").await.status(),
         StatusCode::FORBIDDEN
     );
 }
@@ -651,7 +664,10 @@ async fn postgres_two_nodes_deliver_each_message_once_in_order() {
                 .unwrap()
         })
         .collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {seqs:?}"
+    );
     let _ = stop_b.send(());
     node_b.await.unwrap().unwrap();
 }

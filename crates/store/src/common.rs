@@ -509,6 +509,17 @@ async fn announce(
     insert_change(tx, tenant, &change, now()).await
 }
 
+/// A tenant's stream head: its newest entry's seq, or, once retention removed every entry, the highest
+/// seq removed (a head never moves back, so marks taken from it stay valid).
+const HEAD_SQL: &str = "SELECT COALESCE((SELECT MAX(seq) FROM changes WHERE tenant_id = $1), 0) AS head, \
+     COALESCE((SELECT changes_purged_through FROM tenants WHERE id = $1), 0) AS floor";
+
+fn head_of(row: &DbRow) -> Result<i64> {
+    let head: i64 = row.try_get("head")?;
+    let floor: i64 = row.try_get("floor")?;
+    Ok(head.max(floor))
+}
+
 fn json_or_null(text: Option<&str>) -> serde_json::Value {
     text.and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or(serde_json::Value::Null)
@@ -2278,11 +2289,11 @@ impl Store for Backend {
         }
         // A new webhook receives what happens from now on: its mark starts at the tenant's head.
         lock_change_stream(&mut tx, tenant).await?;
-        let head = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM changes WHERE tenant_id = $1")
+        let head = sqlx::query(HEAD_SQL)
             .bind(tenant.to_string())
             .fetch_one(&mut *tx)
             .await?;
-        record.delivered_seq = head.try_get("head")?;
+        record.delivered_seq = head_of(&head)?;
         sqlx::query(
             "INSERT INTO webhook_subscriptions (id, tenant_id, url, secret, events, calendar_id, enabled, consecutive_failures, delivered_seq, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, TRUE, 0, $8, $7, $7)",
@@ -2699,11 +2710,11 @@ impl Store for Backend {
     }
 
     async fn latest_change_seq(&self, tenant: TenantId) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM changes WHERE tenant_id = $1")
+        let row = sqlx::query(HEAD_SQL)
             .bind(tenant.to_string())
             .fetch_one(self.r())
             .await?;
-        Ok(row.try_get("head")?)
+        head_of(&row)
     }
 
     async fn purge_changes(&self, before: Timestamp) -> Result<u64> {

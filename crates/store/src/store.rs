@@ -342,7 +342,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         calendar: Option<CalendarId>,
         limit: u32,
     ) -> Result<Vec<Change>>;
-    /// The seq of the tenant's newest change-stream entry (0 when there is none): a reader that lists
+    /// The seq of the tenant's newest change-stream entry (or, when retention removed them all, the
+    /// highest seq removed; 0 when there never was one): a reader that lists
     /// everything after taking it, then resumes after it, misses nothing.
     async fn latest_change_seq(&self, tenant: TenantId) -> Result<i64>;
     /// Drops entries older than `before`, any tenant (the stream's retention window), and records per tenant

@@ -333,7 +333,9 @@ pub async fn get_webhook(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
-    Ok(Json(view(find(&state, auth.principal().tenant, &id).await?)))
+    Ok(Json(view(
+        find(&state, auth.principal().tenant, &id).await?,
+    )))
 }
 
 /// Change a webhook's URL, message types or calendar, or enable/disable it (`enabled: true` re-enables

@@ -568,6 +568,8 @@ pub async fn series_crud_occurrences_and_change_stream(db: &TestDb) {
     );
     // The purge left its mark: a reader resuming before it knows it may have missed entries.
     assert_eq!(store.change_stream_floor(a).await.unwrap(), custom.seq);
+    // The head does not move back when everything was removed.
+    assert_eq!(store.latest_change_seq(a).await.unwrap(), custom.seq);
     assert_eq!(store.change_stream_floor(b).await.unwrap(), 0);
 }
 
@@ -1194,7 +1196,10 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.list_conflicts(a, &open).await.unwrap(), vec![c2.clone()]);
+    assert_eq!(
+        store.list_conflicts(a, &open).await.unwrap(),
+        vec![c2.clone()]
+    );
 
     let run = store.create_sync_run(a, Some(conn.id), true).await.unwrap();
     assert_eq!(run.status, SyncRunStatus::Running);
@@ -1279,10 +1284,17 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
         ]
     );
     let detected: serde_json::Value = serde_json::from_str(&changes[1].data_json).unwrap();
-    assert_eq!((detected["kind"].as_str(), detected["event_uid"].as_str()), (Some("deletion"), Some("e2")));
+    assert_eq!(
+        (detected["kind"].as_str(), detected["event_uid"].as_str()),
+        (Some("deletion"), Some("e2"))
+    );
     let finished_msg: serde_json::Value = serde_json::from_str(&changes[3].data_json).unwrap();
     assert_eq!(
-        (finished_msg["status"].as_str(), finished_msg["counts"]["created"].as_i64(), finished_msg["errors"].as_i64()),
+        (
+            finished_msg["status"].as_str(),
+            finished_msg["counts"]["created"].as_i64(),
+            finished_msg["errors"].as_i64()
+        ),
         (Some("partial"), Some(3), Some(1))
     );
     let status: serde_json::Value = serde_json::from_str(&changes[4].data_json).unwrap();
@@ -1290,7 +1302,13 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
         (status["status"].as_str(), status["previous"].as_str()),
         (Some("active"), Some("needs_auth"))
     );
-    assert!(store.list_changes(b, 0, None, 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_changes(b, 0, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let tomb = NewTombstone {
         calendar_id: Some(cal.id),
@@ -1805,11 +1823,17 @@ pub async fn webhooks_and_deliveries(db: &TestDb) {
         .seq;
     let later = store.create_webhook(a, new.clone()).await.unwrap();
     assert_eq!(later.delivered_seq, head);
-    assert_eq!(store.get_webhook(a, hook.id).await.unwrap().delivered_seq, 0);
+    assert_eq!(
+        store.get_webhook(a, hook.id).await.unwrap().delivered_seq,
+        0
+    );
     // Due: enabled, behind the head, not backing off.
     let due = |list: Vec<Webhook>| list.iter().map(|w| w.id).collect::<Vec<_>>();
     let now = Timestamp::now();
-    assert_eq!(due(store.webhooks_due(now, 100).await.unwrap()), vec![hook.id]);
+    assert_eq!(
+        due(store.webhooks_due(now, 100).await.unwrap()),
+        vec![hook.id]
+    );
     let later_retry = now.checked_add(1.hour()).unwrap();
     store
         .set_webhook_retry(a, hook.id, Some(later_retry))
@@ -1820,12 +1844,20 @@ pub async fn webhooks_and_deliveries(db: &TestDb) {
         store.get_webhook(a, hook.id).await.unwrap().retry_at,
         Some(Timestamp::from_millisecond(later_retry.as_millisecond()).unwrap())
     );
-    assert!(is_not_found(store.set_webhook_retry(b, hook.id, None).await));
+    assert!(is_not_found(
+        store.set_webhook_retry(b, hook.id, None).await
+    ));
     store.set_webhook_retry(a, hook.id, None).await.unwrap();
-    assert_eq!(due(store.webhooks_due(now, 100).await.unwrap()), vec![hook.id]);
+    assert_eq!(
+        due(store.webhooks_due(now, 100).await.unwrap()),
+        vec![hook.id]
+    );
     store.advance_webhook(a, hook.id, 5).await.unwrap();
     store.advance_webhook(a, hook.id, 3).await.unwrap();
-    assert_eq!(store.get_webhook(a, hook.id).await.unwrap().delivered_seq, 5);
+    assert_eq!(
+        store.get_webhook(a, hook.id).await.unwrap().delivered_seq,
+        5
+    );
     assert!(is_not_found(store.advance_webhook(b, hook.id, 9).await));
     // Updates change target, filter and secret; another tenant's calendar is refused.
     let other_secret = key.seal(Purpose::WebhookSecret, b"whsec_456").unwrap();
@@ -1843,8 +1875,16 @@ pub async fn webhooks_and_deliveries(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        (updated.url.as_str(), updated.events_json.as_str(), updated.calendar_id),
-        ("https://cms.example/v2", r#"["event.created"]"#, Some(cal.id))
+        (
+            updated.url.as_str(),
+            updated.events_json.as_str(),
+            updated.calendar_id
+        ),
+        (
+            "https://cms.example/v2",
+            r#"["event.created"]"#,
+            Some(cal.id)
+        )
     );
     assert_eq!(
         key.open(Purpose::WebhookSecret, &updated.secret).unwrap(),
