@@ -240,6 +240,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: HumanDuration,
+    /// The address people's browsers reach this server at (behind a proxy: the proxy's https URL);
+    /// OAuth redirect URIs are built from it. Default: `http://{listen}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -247,7 +251,35 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: HumanDuration::from_secs(30),
+            public_url: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::public_url`], or `http://{listen}` (an unspecified listen address becomes
+    /// loopback, since a browser cannot reach `0.0.0.0`). Always ends with `/`.
+    pub fn public_base(&self) -> Result<url::Url, String> {
+        let text = match &self.public_url {
+            Some(u) => u.trim().to_owned(),
+            None => {
+                let mut addr = self.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+                }
+                format!("http://{addr}")
+            }
+        };
+        let mut url = url::Url::parse(&text)
+            .map_err(|e| format!("server.public_url `{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("server.public_url `{text}` must be an http(s) URL"));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
     }
 }
 
@@ -379,6 +411,10 @@ pub struct OAuthProviderConfig {
     /// The API base (Graph for Microsoft, Calendar API for Google).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graph_url: Option<String>,
+    /// Google only: the token endpoint's base (`{token_url}/token`). Default
+    /// `https://oauth2.googleapis.com`, or `authority_url` when that is set (emulators serve both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -641,6 +677,8 @@ pub const EXAMPLE: &str = r#"# calbridge configuration. Every key is optional; t
 listen = "127.0.0.1:8080"
 # After SIGINT/SIGTERM, in-flight requests get this long to finish.
 shutdown_grace = "30s"
+# Where browsers reach this server (OAuth redirect URIs are built from it); default http://{listen}.
+# public_url = "https://calendar.example.org"
 
 [database]
 # Embedded SQLite (created and migrated on first start) or PostgreSQL: "postgres://user:pass@host/db".
@@ -692,6 +730,7 @@ allow_private_networks = false
 # client_secret = "…"
 # authority_url = "https://accounts.google.com"
 # graph_url = "https://www.googleapis.com/calendar/v3"
+# token_url = "https://oauth2.googleapis.com"
 
 # Defaults for new connections; each connection may override them.
 [sync]
