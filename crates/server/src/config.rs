@@ -230,7 +230,33 @@ pub struct Config {
     pub network: NetworkConfig,
     pub providers: ProvidersConfig,
     pub sync: SyncConfig,
+    pub push: PushConfig,
     pub optimizations: OptimizationsConfig,
+}
+
+/// Provider push channels (Graph subscriptions, Google watch channels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// A channel is renewed this long before it expires.
+    pub renew_before: HumanDuration,
+    /// Lifetime asked for a Graph subscription (Graph's maximum for calendars is 4230 minutes).
+    pub microsoft_lifetime: HumanDuration,
+    /// Lifetime asked for a Google channel (Google may grant less; its answer is used).
+    pub google_lifetime: HumanDuration,
+    /// Wait before retrying channel work that failed (provider down, token refused).
+    pub retry: HumanDuration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            renew_before: HumanDuration::from_secs(3600),
+            microsoft_lifetime: HumanDuration::from_secs(4200 * 60),
+            google_lifetime: HumanDuration::from_secs(7 * 24 * 3600),
+            retry: HumanDuration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -461,6 +487,9 @@ pub struct SyncConfig {
     pub conflict_resolution: ConflictResolution,
     /// Local time of day of the periodic full reconciliation (off-peak).
     pub full_sync_at: jiff::civil::Time,
+    /// CalDAV and ICS links are probed this often (one sync-token/ctag request or one conditional
+    /// GET); a sync runs only when the probe sees a change, a local change waits, or `frequency` passed.
+    pub poll_interval: HumanDuration,
 }
 
 impl Default for SyncConfig {
@@ -475,6 +504,7 @@ impl Default for SyncConfig {
                 .hour(3)
                 .build()
                 .unwrap_or_default(),
+            poll_interval: HumanDuration::from_secs(120),
         }
     }
 }
@@ -742,11 +772,24 @@ direction = "bidirectional"
 conflict_resolution = "ask"
 # Local time of the daily full reconciliation (off-peak).
 full_sync_at = "03:00"
+# CalDAV and ICS: one cheap request (sync-token/ctag, conditional GET) this often; a sync only on change.
+poll_interval = "2m"
 
 [sync.range]
 # How far back and ahead events are synced (ISO 8601 spans).
 past = "P3M"
 future = "P3M"
+
+[push]
+# Graph subscriptions and Google watch channels. Only with an explicit server.public_url that Microsoft
+# and Google can reach (the http://{listen} default cannot be); without it those connections are polled.
+# Renew a channel this long before it expires.
+renew_before = "1h"
+# Lifetime asked for (Graph allows at most 4230 minutes for calendars).
+microsoft_lifetime = "70h"
+google_lifetime = "168h"
+# Wait before retrying failed channel work.
+retry = "1m"
 
 [optimizations]
 # Items per provider batch (capped by each provider's limit, e.g. Graph $batch takes 20).
