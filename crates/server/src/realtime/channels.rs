@@ -158,9 +158,7 @@ pub async fn run(
     if !wanted && channels.is_empty() {
         return Ok(None);
     }
-    let provider = syncing::open(&ctx.master_key, &connection)
-        .and_then(|c| syncing::provider_for(&ctx.http, connection.provider, &c));
-    let provider = match provider {
+    let provider = match syncing::open_provider(ctx, &connection).await {
         Ok(p) => p,
         Err(e) if !wanted => {
             // Cannot reach the provider to stop them: forget them; they expire on their own.
@@ -370,9 +368,7 @@ pub async fn stop_connection(ctx: &SyncContext, connection: &Connection) {
     if all.is_empty() {
         return;
     }
-    let provider = match syncing::open(&ctx.master_key, connection)
-        .and_then(|c| syncing::provider_for(&ctx.http, connection.provider, &c))
-    {
+    let provider = match syncing::open_provider(ctx, connection).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(connection = %connection.id, error = %e, "push channels not stopped");
