@@ -158,7 +158,8 @@ pub async fn run(
     if !wanted && channels.is_empty() {
         return Ok(None);
     }
-    let provider = match syncing::open_provider(ctx, &connection).await {
+    let provider = syncing::open_provider(ctx, &connection).await;
+    let provider = match provider {
         Ok(p) => p,
         Err(e) if !wanted => {
             // Cannot reach the provider to stop them: forget them; they expire on their own.
