@@ -76,6 +76,9 @@ async fn refresh_token_from(emu: &Emulator) -> String {
     tokens.refresh_token.unwrap().expose().to_owned()
 }
 
+/// One Google message's `X-Goog-*` headers.
+pub type Headers = Vec<(String, String)>;
+
 /// Forwards everything to the server and keeps the notifications (not handshakes): Graph's bodies, and
 /// Google's `X-Goog-*` headers (its messages have no body).
 #[derive(Clone)]
@@ -83,7 +86,7 @@ pub struct Recorder {
     upstream: Arc<Mutex<String>>,
     client: reqwest::Client,
     pub bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    pub goog_headers: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    pub goog_headers: Arc<Mutex<Vec<Headers>>>,
 }
 
 async fn forward(State(rec): State<Recorder>, request: Request) -> axum::response::Response {
