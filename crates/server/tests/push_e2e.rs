@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use calbridge_emulators::{Action, Flavor};
 use calbridge_server::config::HumanDuration;
-use push_rig::{graph_event, local_summary, next_message, rig, stream};
+use common::Backend;
+use push_rig::{graph_event, local_summary, next_message, rig, rig_on, stream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -124,7 +125,20 @@ async fn google_channel_is_replaced_before_expiry_under_a_fast_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_in_graph_reaches_a_websocket_client_and_forgeries_change_nothing() {
-    let rig = rig(Flavor::Microsoft, |_| {}).await;
+    graph_edit_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_graph_reaches_a_websocket_client_on_postgres() {
+    // Absent PostgreSQL fails under CALBRIDGE_REQUIRE_PEERS=1 (inside postgres_url), else skips.
+    if common::postgres_url().is_none() {
+        return;
+    }
+    graph_edit_story(Backend::Postgres).await;
+}
+
+async fn graph_edit_story(backend: Backend) {
+    let rig = rig_on(backend, Flavor::Microsoft, |_| {}).await;
     let created = rig
         .emu
         .act(Action::Create {
