@@ -229,6 +229,45 @@ async fn graph_edit_story(backend: Backend) {
         local_summary(&rig.server, &calendar).await,
         ["Standup (moved)"]
     );
+    // A burst: 20 edits in a row → 20 notifications; they coalesce into the link's one job, so far
+    // fewer runs than notifications (without coalescing every notification would be a run).
+    let connection_id: calbridge_store::ConnectionId =
+        connection["id"].as_str().unwrap().parse().unwrap();
+    let tenant = rig.server.store.list_tenants().await.unwrap()[0].id;
+    let runs = |store: std::sync::Arc<dyn calbridge_store::Store>| async move {
+        store
+            .list_sync_runs(tenant, Some(connection_id), 1000)
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = runs(rig.server.store.clone()).await;
+    for n in 0..20 {
+        rig.emu
+            .act(Action::Edit {
+                user: None,
+                calendar: None,
+                event_id: remote_id.clone(),
+                changes: json!({"subject": format!("Burst {n}")}),
+            })
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    while local_summary(&rig.server, &calendar).await != ["Burst 19"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the burst never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let burst_runs = runs(rig.server.store.clone()).await - before;
+    eprintln!("20 notifications → {burst_runs} sync runs");
+    assert!(
+        (1..=10).contains(&burst_runs),
+        "20 notifications made {burst_runs} runs"
+    );
     rig.finish().await;
 }
 
