@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use calbridge_emulators::{Action, Flavor};
 use calbridge_server::config::HumanDuration;
-use push_rig::{graph_event, local_summary, next_message, rig, stream};
+use common::Backend;
+use push_rig::{graph_event, local_summary, next_message, rig, rig_on, stream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -124,7 +125,20 @@ async fn google_channel_is_replaced_before_expiry_under_a_fast_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_in_graph_reaches_a_websocket_client_and_forgeries_change_nothing() {
-    let rig = rig(Flavor::Microsoft, |_| {}).await;
+    graph_edit_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_graph_reaches_a_websocket_client_on_postgres() {
+    // Absent PostgreSQL fails under CALBRIDGE_REQUIRE_PEERS=1 (inside postgres_url), else skips.
+    if common::postgres_url().is_none() {
+        return;
+    }
+    graph_edit_story(Backend::Postgres).await;
+}
+
+async fn graph_edit_story(backend: Backend) {
+    let rig = rig_on(backend, Flavor::Microsoft, |_| {}).await;
     let created = rig
         .emu
         .act(Action::Create {
@@ -214,6 +228,45 @@ async fn an_edit_in_graph_reaches_a_websocket_client_and_forgeries_change_nothin
     assert_eq!(
         local_summary(&rig.server, &calendar).await,
         ["Standup (moved)"]
+    );
+    // A burst: 20 edits in a row → 20 notifications; they coalesce into the link's one job, so far
+    // fewer runs than notifications (without coalescing every notification would be a run).
+    let connection_id: calbridge_store::ConnectionId =
+        connection["id"].as_str().unwrap().parse().unwrap();
+    let tenant = rig.server.store.list_tenants().await.unwrap()[0].id;
+    let runs = |store: std::sync::Arc<dyn calbridge_store::Store>| async move {
+        store
+            .list_sync_runs(tenant, Some(connection_id), 1000)
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = runs(rig.server.store.clone()).await;
+    for n in 0..20 {
+        rig.emu
+            .act(Action::Edit {
+                user: None,
+                calendar: None,
+                event_id: remote_id.clone(),
+                changes: json!({"subject": format!("Burst {n}")}),
+            })
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    while local_summary(&rig.server, &calendar).await != ["Burst 19"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the burst never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let burst_runs = runs(rig.server.store.clone()).await - before;
+    eprintln!("20 notifications → {burst_runs} sync runs");
+    assert!(
+        (1..=10).contains(&burst_runs),
+        "20 notifications made {burst_runs} runs"
     );
     rig.finish().await;
 }

@@ -138,6 +138,15 @@ pub struct Rig {
 
 /// Emulator, recording pass-through, server (whose public URL is the pass-through), scheduler.
 pub async fn rig(flavor: Flavor, tune: impl FnOnce(&mut calbridge_server::Config)) -> Rig {
+    rig_on(Backend::Sqlite, flavor, tune).await
+}
+
+/// The rig on a backend of choice (PostgreSQL: a fresh database, dropped after).
+pub async fn rig_on(
+    backend: Backend,
+    flavor: Flavor,
+    tune: impl FnOnce(&mut calbridge_server::Config),
+) -> Rig {
     let emu = Emulator::start(flavor, EmulatorConfig::default())
         .await
         .unwrap();
@@ -168,9 +177,7 @@ pub async fn rig(flavor: Flavor, tune: impl FnOnce(&mut calbridge_server::Config
         Flavor::Google => format!("{}/calendar/v3", emu.base_url()),
     });
     tune(&mut config);
-    let server = TestServer::start_with(Backend::Sqlite, config)
-        .await
-        .unwrap();
+    let server = TestServer::start_with(backend, config).await.unwrap();
     *recorder.upstream.lock().unwrap() = server.base.clone();
 
     let store = bootstrap::open_store(&server.config).await.unwrap();
