@@ -10,19 +10,21 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
-    LinkCursors, LinkStatus, MappingUpsert, NewAuditEntry, NewConflict, NewSeries, NewTombstone,
+    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, NewSeries,
     SeriesId, SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
 };
 use calbridge_sync::{
-    Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
+    Action, Conflict, ConflictKind, Content, Listing, LocalChange, LocalId, LocalSeries,
     Mapping, PlanInput, RemoteChange, RemoteChanges, RemoteId, RemoteVersion, Uid, Window, plan,
 };
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
+use crate::pairs::{
+    ConflictSide, Pending, StoredBase, TombstoneAt, create_key, forget_pair, record_pair, to_json,
+};
 use crate::{EngineConfig, EngineError, SyncOptions};
 
 /// Change-stream entries read per page.
@@ -83,20 +85,6 @@ pub struct RunReport {
     pub duration_ms: u64,
 }
 
-/// What the mapping's `base_json` holds: the UID and the state both sides last agreed on.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredBase {
-    uid: Uid,
-    state: ItemState,
-}
-
-/// One side of a conflict as stored (`local_json` / `remote_json`): enough to park it and to show it.
-#[derive(Debug, Serialize, Deserialize)]
-struct ConflictSide {
-    id: Option<String>,
-    version: Option<String>,
-    state: Option<ItemState>,
-}
 
 /// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
 /// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
@@ -165,6 +153,9 @@ struct Runner<'a> {
     full_listing: bool,
     interrupted: bool,
     executed: usize,
+    /// Local series changed since the last run (the application's edits): time conflicts may have
+    /// appeared or gone.
+    local_changed: bool,
 }
 
 enum Outcome {
@@ -176,14 +167,6 @@ enum Outcome {
     Failed(EngineError),
 }
 
-/// A pair to record once the series' last action succeeded.
-struct Pending {
-    local: LocalId,
-    remote: RemoteId,
-    version: RemoteVersion,
-    state: ItemState,
-    uid: Uid,
-}
 
 #[derive(Debug)]
 struct StepError {
@@ -279,9 +262,6 @@ fn store_kind(kind: ConflictKind) -> StoreConflictKind {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, EngineError> {
-    serde_json::to_string(value).map_err(|e| EngineError::Content(e.to_string()))
-}
 
 fn parse_series_id(id: &LocalId) -> Result<SeriesId, StepError> {
     SeriesId::parse(id.as_str()).map_err(|e| step("content", e.to_string()))
@@ -318,6 +298,7 @@ impl<'a> Runner<'a> {
             full_listing: false,
             interrupted: false,
             executed: 0,
+            local_changed: false,
         })
     }
 
@@ -372,6 +353,7 @@ impl<'a> Runner<'a> {
 
         // --- read: local changes since the local change mark ---
         let (local_changes, local_cursor) = self.read_local().await?;
+        self.local_changed = !local_changes.is_empty();
 
         // --- read: remote changes since the provider cursor ---
         let cursor = match &link.cursor {
@@ -964,10 +946,7 @@ impl<'a> Runner<'a> {
     }
 
     fn create_key(&self, local: &LocalId) -> CreateKey {
-        let digest = Sha256::digest(format!("{}\n{}", self.ctx.link.id, local).as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        CreateKey::from_bytes(bytes)
+        create_key(self.ctx.link.id, local)
     }
 
     /// The version a write left: the one the provider answered, or read back when it sent none (a
@@ -1225,18 +1204,14 @@ impl<'a> Runner<'a> {
             }
             Action::CopyRemoteAsNewLocal { remote } => {
                 let parsed = self.remote_parsed(remote)?;
-                // Derived, so a rerun after a crash finds the copy it already made.
-                let digest = Sha256::digest(
-                    format!(
-                        "{}\n{}\n{}",
-                        self.ctx.link.id,
-                        remote,
-                        parsed.state(&self.floating).snapshot.fields().count()
-                    )
-                    .as_bytes(),
+                // Derived, so a rerun after a crash finds the copy it already made, and a resolution
+                // with `keep_both` names the same copy.
+                let uid = calbridge_sync::resolve::copy_uid(
+                    &Uid::new(parsed.series.uid()),
+                    &self.ctx.link.id.to_string(),
+                    remote,
+                    &parsed.state(&self.floating).snapshot,
                 );
-                let suffix: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-                let uid = format!("{}-copy-{suffix}", parsed.series.uid());
                 let exists = self
                     .ctx
                     .store
@@ -1270,72 +1245,77 @@ impl<'a> Runner<'a> {
 
     /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
     async fn record_pair(&mut self, p: Pending) -> Result<(), StepError> {
-        let store = self.ctx.store;
-        let tenant = self.ctx.tenant;
-        let series = parse_series_id(&p.local)?;
-        for old in store.mappings_for_series(tenant, series).await? {
-            if old.link_id == self.ctx.link.id && old.remote_id != p.remote.as_str() {
-                store.delete_mapping(tenant, old.id).await?;
-            }
-        }
-        let base = StoredBase {
-            uid: p.uid.clone(),
-            state: p.state.clone(),
-        };
-        let base_json = to_json(&base)?;
-        let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);
-        store
-            .upsert_mapping(
-                tenant,
-                MappingUpsert {
-                    link_id: self.ctx.link.id,
-                    remote_id: p.remote.to_string(),
-                    series_id: Some(series),
-                    remote_version: Some(p.version.to_string()),
-                    base_json: Some(base_json),
-                    base_hash: Some(base_hash),
-                    last_seen_at: Some(self.ctx.now),
-                },
-            )
-            .await?;
+        record_pair(
+            self.ctx.store,
+            self.ctx.tenant,
+            self.ctx.link.id,
+            self.ctx.now,
+            &p,
+        )
+        .await?;
         Ok(())
     }
 
     /// Drops the pair and leaves a tombstone of the deletion.
     async fn forget_pair(&mut self, local: &LocalId, remote: &RemoteId) -> Result<(), StepError> {
-        let store = self.ctx.store;
-        let tenant = self.ctx.tenant;
-        let mapping = store
-            .get_mapping(tenant, self.ctx.link.id, remote.as_str())
-            .await?;
         let uid = self
             .mappings
             .iter()
             .find(|m| &m.remote == remote)
             .map(|m| m.uid.to_string());
-        let expires = self
-            .ctx
-            .now
-            .checked_add(self.ctx.config.tombstone_retention)
-            .map_err(|e| step("content", e.to_string()))?;
-        store
-            .put_tombstone(
-                tenant,
-                NewTombstone {
-                    calendar_id: Some(self.ctx.connection.calendar_id),
-                    series_id: SeriesId::parse(local.as_str()).ok(),
-                    link_id: Some(self.ctx.link.id),
-                    remote_id: Some(remote.to_string()),
-                    uid,
-                    deleted_at: self.ctx.now,
-                    expires_at: expires,
-                },
-            )
-            .await?;
-        if let Some(m) = mapping {
-            store.delete_mapping(tenant, m.id).await?;
-        }
+        let at = TombstoneAt {
+            link: self.ctx.link.id,
+            calendar: self.ctx.connection.calendar_id,
+            now: self.ctx.now,
+            retention: self.ctx.config.tombstone_retention,
+        };
+        forget_pair(self.ctx.store, self.ctx.tenant, at, local, remote, uid).await?;
         Ok(())
+    }
+
+    /// Whether the owner's occurrences may have changed in this run: local edits were read, local
+    /// series were written, or everything was listed. A no-op run skips the detection (it costs a
+    /// window read of the owner's calendars).
+    fn time_may_have_changed(&self) -> bool {
+        const LOCAL_WRITES: [&str; 4] = [
+            "create_local",
+            "update_local",
+            "delete_local",
+            "copy_remote_as_new_local",
+        ];
+        self.local_changed
+            || self.full_listing
+            || LOCAL_WRITES
+                .iter()
+                .any(|k| self.counts.get(*k).is_some_and(|n| *n > 0))
+    }
+
+    /// Time conflicts of the owner after this run (see `time.rs`). A failure is reported; it does not
+    /// hold the cursors back (the next detection recomputes everything).
+    async fn detect_time_conflicts(&mut self) {
+        match crate::time::detect(
+            self.ctx.store,
+            self.ctx.tenant,
+            self.ctx.connection,
+            self.window,
+            self.options.conflicts,
+            self.ctx.now,
+        )
+        .await
+        {
+            Ok(counts) => {
+                for (key, n) in [
+                    ("time_conflicts", counts.detected),
+                    ("time_conflicts_settled", counts.settled),
+                    ("time_conflicts_closed", counts.closed),
+                ] {
+                    if n > 0 {
+                        *self.counts.entry(key.into()).or_default() += n;
+                    }
+                }
+            }
+            Err(e) => self.error("time", "detect_time_conflicts", e.into()),
+        }
     }
 
     async fn finish(
@@ -1387,6 +1367,10 @@ impl<'a> Runner<'a> {
                 }
             }
         };
+        if matches!(status, RunStatus::Succeeded | RunStatus::Partial) && self.time_may_have_changed()
+        {
+            self.detect_time_conflicts().await;
+        }
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut counts = self.counts.clone();
         counts.insert("duration_ms".into(), duration_ms);
@@ -1436,9 +1420,3 @@ fn item_content(parsed: &Parsed) -> Result<ItemContent, StepError> {
     ItemContent::from_calendar(parsed.calendar.clone()).map_err(StepError::from)
 }
 
-fn hex_sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}

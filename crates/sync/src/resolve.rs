@@ -12,7 +12,7 @@
 //! | deletion (deleted remotely) | `delete_everywhere` / `restore` | delete the local series / recreate the provider's item from it |
 //! | identity | `keep_local` | the linked pair stays; the newcomer claiming its UID is deleted on the provider |
 //! | identity | `keep_remote` | the local series takes the newcomer's version and is linked to it; the item it was linked to is deleted |
-//! | identity | `keep_both` | the newcomer takes a new UID on the provider and becomes a new local series, linked |
+//! | identity | `keep_both` | the newcomer becomes a new series under a new UID on both sides, linked (re-created on the provider, since providers refuse a UID change in place; the newcomer is then deleted with `If-Match`) |
 //! | time | `keep_both` | both events stay: the overlap is accepted and not reported again while their times stay |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,8 +80,8 @@ pub enum Step {
     /// `keep_both`: the provider's version becomes a new series under [`copy_uid`], created locally and on
     /// the provider (idempotently), and linked.
     CopyRemoteAsNew,
-    /// Identity `keep_both`: the newcomer takes a new UID on the provider (`If-Match`), and a new local
-    /// series is created from it and linked.
+    /// Identity `keep_both`: the newcomer is re-created under a new UID ([`copy_uid`]) locally and on the
+    /// provider, linked, and the newcomer itself is deleted (`If-Match`).
     RenameRemoteAsNew,
     /// The provider's item is deleted (`If-Match`); the pair is forgotten with a tombstone.
     DeleteRemote,
