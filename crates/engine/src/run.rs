@@ -352,7 +352,7 @@ impl<'a> Runner<'a> {
         }
 
         // --- read: local changes since the local change mark ---
-        let (local_changes, local_cursor) = self.read_local().await?;
+        let (mut local_changes, local_cursor) = self.read_local().await?;
         self.local_changed = !local_changes.is_empty();
 
         // --- read: remote changes since the provider cursor ---
@@ -447,7 +447,7 @@ impl<'a> Runner<'a> {
                 certain: false,
             });
         }
-        let remote = RemoteChanges {
+        let mut remote = RemoteChanges {
             changes: remote_changes,
             listing: match changes.full_listing {
                 Some(_) => Listing::Complete {
@@ -509,6 +509,16 @@ impl<'a> Runner<'a> {
             )
             .await?;
         for c in open.iter().filter(|c| c.link_id == Some(link.id)) {
+            if Self::superseded(c, &local_changes, &remote)
+                && self
+                    .refresh_pair(c, &mut local_changes, &mut remote)
+                    .await
+            {
+                // A side moved on since the conflict was recorded: the pair is planned again with both
+                // sides' versions of now (and recorded again if it still conflicts).
+                self.close_superseded(c, "a side changed again").await?;
+                continue;
+            }
             if let Some(s) = c.series_id {
                 parked_local.insert(LocalId::new(s.to_string()));
             }
@@ -568,6 +578,173 @@ impl<'a> Runner<'a> {
             remote_cursor: changes.cursor,
             local_cursor,
         })
+    }
+
+    /// Whether an open update or deletion conflict is out of date because one of its sides changed
+    /// again since it was recorded; such a conflict is closed as `superseded` (audited) and the pair is
+    /// planned again, instead of staying parked on versions nobody can resolve any more.
+    fn superseded(
+        c: &calbridge_store::Conflict,
+        local_changes: &[LocalChange],
+        remote: &RemoteChanges,
+    ) -> bool {
+        if !matches!(
+            c.kind,
+            StoreConflictKind::Update | StoreConflictKind::Deletion
+        ) {
+            return false;
+        }
+        let side = |json: Option<&str>| {
+            json.and_then(|j| serde_json::from_str::<ConflictSide>(j).ok())
+                .unwrap_or(ConflictSide {
+                    id: None,
+                    version: None,
+                    state: None,
+                })
+        };
+        let (local_side, remote_side) = (side(c.local_json.as_deref()), side(c.remote_json.as_deref()));
+        let series = c.series_id.map(|s| s.to_string());
+        let local_moved = local_changes.iter().any(|change| match change {
+            LocalChange::Upsert { id, state, .. } => {
+                Some(id.as_str()) == series.as_deref() && local_side.state.as_ref() != Some(state)
+            }
+            LocalChange::Deleted { id, .. } => {
+                Some(id.as_str()) == series.as_deref() && local_side.state.is_some()
+            }
+        });
+        let remote_moved = remote.changes.iter().any(|change| match change {
+            RemoteChange::Upsert { id, version, .. } => {
+                Some(id.as_str()) == remote_side.id.as_deref()
+                    && remote_side.version.as_deref() != Some(version.as_str())
+            }
+            RemoteChange::Deleted { id, certain } => {
+                *certain
+                    && Some(id.as_str()) == remote_side.id.as_deref()
+                    && remote_side.state.is_some()
+            }
+        });
+        local_moved || remote_moved
+    }
+
+    async fn close_superseded(
+        &mut self,
+        c: &calbridge_store::Conflict,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let store = self.ctx.store;
+        let actor = format!("sync:{}", self.ctx.connection.id);
+        let resolution = serde_json::json!({"superseded": why}).to_string();
+        store
+            .resolve_conflict(self.ctx.tenant, c.id, &resolution, &actor, self.ctx.now)
+            .await?;
+        store
+            .append_audit(
+                self.ctx.tenant,
+                NewAuditEntry {
+                    actor,
+                    action: "conflict.superseded".into(),
+                    subject: c.id.to_string(),
+                    details_json: serde_json::json!({
+                        "kind": c.kind.to_string(),
+                        "uid": c.event_uid,
+                        "reason": why,
+                    })
+                    .to_string(),
+                },
+            )
+            .await?;
+        *self.counts.entry("conflicts_superseded".into()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Puts both sides of a superseded conflict's pair in front of the plan as changes, the side that
+    /// did not move too (its earlier edit is part of the conflict and must not be overwritten as if it
+    /// were the base). `false` when a side cannot be read now (the conflict then stays parked).
+    async fn refresh_pair(
+        &mut self,
+        c: &calbridge_store::Conflict,
+        local_changes: &mut Vec<LocalChange>,
+        remote: &mut RemoteChanges,
+    ) -> bool {
+        if let Some(series) = c.series_id {
+            let id = LocalId::new(series.to_string());
+            let listed = local_changes.iter().any(|change| match change {
+                LocalChange::Upsert { id: l, .. } | LocalChange::Deleted { id: l, .. } => *l == id,
+            });
+            if !listed {
+                let Ok(row) = self.ctx.store.get_series(self.ctx.tenant, series).await else {
+                    return false;
+                };
+                if row.deleted_at.is_some() {
+                    local_changes.push(LocalChange::Deleted {
+                        id: id.clone(),
+                        at: row.deleted_at,
+                    });
+                    self.local.insert(id, LocalEntry { row, parsed: None });
+                } else {
+                    let Ok(parsed) = Parsed::from_stored(&row) else {
+                        return false;
+                    };
+                    local_changes.push(LocalChange::Upsert {
+                        id: id.clone(),
+                        uid: Uid::new(&row.uid),
+                        state: parsed.state(&self.floating),
+                    });
+                    self.local.insert(
+                        id,
+                        LocalEntry {
+                            row,
+                            parsed: Some(parsed),
+                        },
+                    );
+                }
+            }
+        }
+        let remote_id = c
+            .remote_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<ConflictSide>(j).ok())
+            .and_then(|side| side.id);
+        if let Some(rid) = remote_id {
+            let listed = remote.changes.iter().any(|change| match change {
+                RemoteChange::Upsert { id, .. } | RemoteChange::Deleted { id, .. } => {
+                    id.as_str() == rid
+                }
+            });
+            if !listed {
+                let Ok(pid) = ProviderRemoteId::parse(rid.clone()) else {
+                    return false;
+                };
+                self.requests += 1;
+                let read = self
+                    .ctx
+                    .provider
+                    .read(&self.calendar, std::slice::from_ref(&pid))
+                    .await;
+                match read.map(|items| items.into_iter().next()) {
+                    Ok(Some(ReadItem::Found(item))) => {
+                        let Ok(parsed) = Parsed::from_calendar(item.content.calendar().clone())
+                        else {
+                            return false;
+                        };
+                        let id = RemoteId::new(rid);
+                        remote.changes.push(RemoteChange::Upsert {
+                            id: id.clone(),
+                            version: RemoteVersion::new(item.etag.as_str()),
+                            uid: Uid::new(parsed.series.uid()),
+                            state: parsed.state(&self.floating),
+                        });
+                        self.remote.insert(id, item.content);
+                    }
+                    Ok(Some(ReadItem::Missing(_))) => remote.changes.push(RemoteChange::Deleted {
+                        id: RemoteId::new(rid),
+                        certain: true,
+                    }),
+                    _ => return false,
+                }
+            }
+        }
+        true
     }
 
     /// Local changes since the link's local change mark, and the mark to save when the run commits. On a

@@ -127,7 +127,16 @@ pub(crate) async fn detect(
             }
         }
     }
-    let pairs = overlapping_pairs(&blocks);
+    let uids: HashMap<&str, &str> = blocks
+        .iter()
+        .zip(&seen)
+        .map(|(b, s)| (b.series.as_str(), s.uid.as_str()))
+        .collect();
+    let uid_of = |series: &str| uids.get(series).copied().unwrap_or_default();
+    let pairs: Vec<PairOverlap> = overlapping_pairs(&blocks)
+        .into_iter()
+        .filter(|p| !calbridge_sync::resolve::is_copy_pair(uid_of(&p.first), uid_of(&p.second)))
+        .collect();
 
     let stored = store
         .list_conflicts(

@@ -394,6 +394,18 @@ pub fn copy_uid(uid: &Uid, link: &str, remote: &RemoteId, remote_snapshot: &Snap
     format!("{uid}-copy-{:08x}{:04x}", a as u32, (b & 0xffff) as u16)
 }
 
+/// Whether one of two UIDs is the other's `keep_both` copy ([`copy_uid`]). Such a pair overlaps by
+/// construction (the copy keeps the loser's times), and keeping both was the person's (or the policy's)
+/// decision, so it is no time conflict.
+pub fn is_copy_pair(a: &str, b: &str) -> bool {
+    let copy_of = |copy: &str, original: &str| {
+        copy.strip_prefix(original)
+            .and_then(|rest| rest.strip_prefix("-copy-"))
+            .is_some_and(|suffix| suffix.len() == 12 && suffix.bytes().all(|c| c.is_ascii_hexdigit()))
+    };
+    copy_of(a, b) || copy_of(b, a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,5 +683,7 @@ mod tests {
         assert!(first.starts_with("u1-copy-") && first.len() == "u1-copy-".len() + 12);
         assert_ne!(first, copy_uid(&uid, "link-1", &remote, &b));
         assert_ne!(first, copy_uid(&uid, "link-2", &remote, &a));
+        assert!(is_copy_pair("u1", &first) && is_copy_pair(&first, "u1"));
+        assert!(!is_copy_pair("u2", &first) && !is_copy_pair("u1", "u1-copy-nothex"));
     }
 }

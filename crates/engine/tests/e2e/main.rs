@@ -9,7 +9,38 @@ mod harness;
 #[path = "../../../providers/tests/support/mod.rs"]
 mod support;
 
+mod resolution;
 mod scenarios;
+
+/// Every conflict kind under every policy, each applicable option applied and the others refused
+/// (`resolution.rs`), on SQLite; one Radicale process for all five worlds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_matrix_every_policy_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let radicale = std::sync::Arc::new(radicale);
+    for policy in resolution::POLICIES {
+        let db = harness::sqlite().await;
+        resolution::policy_world(db, radicale.clone(), policy).await;
+    }
+}
+
+/// The representative subset on PostgreSQL: `ask` (every option) and `keep_both` (the policy that
+/// must agree with the option).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_matrix_ask_and_keep_both_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let radicale = std::sync::Arc::new(radicale);
+    for policy in ["ask", "keep_both"] {
+        let Some(db) = harness::postgres().await else {
+            return;
+        };
+        resolution::policy_world(db, radicale.clone(), policy).await;
+    }
+}
 
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {

@@ -566,12 +566,25 @@ pub async fn update_conflict_under_ask_is_stored_and_parked(db: TestDb) {
             .iter()
             .any(|e| e.action == "conflict.detected" && e.subject == c.id.to_string())
     );
-    // Parked: later runs neither write it nor record it again.
+    // Parked: a run with nothing new neither writes it nor records it again.
+    let quiet = w.sync().await;
+    assert!(quiet.counts.is_empty(), "{:?}", quiet.counts);
+    assert_eq!(w.all_conflicts().await.len(), 1);
+    // A side that moves on supersedes it: recorded again with the versions of now, nothing written.
     w.local_edit("x", &event("x", "Local title 2", 2)).await;
     let again = w.sync().await;
-    assert!(again.counts.is_empty(), "{:?}", again.counts);
-    assert_eq!(w.all_conflicts().await.len(), 1);
+    assert_eq!(again.counts.get("conflicts_superseded"), Some(&1), "{:?}", again.counts);
+    assert_eq!(again.counts.get("conflicts"), Some(&1), "{:?}", again.counts);
+    let open = w.open_conflicts().await;
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0].id, c.id);
+    assert!(open[0].local_json.as_deref().unwrap().contains("Local title 2"));
+    assert!(open[0].remote_json.as_deref().unwrap().contains("Remote title"));
+    assert_eq!(w.all_conflicts().await.len(), 2);
     assert_eq!(one(&w.remote_all().await, "x"), "Remote title");
+    assert_eq!(one(&w.local_all().await, "x"), "Local title 2");
+    let later = w.sync().await;
+    assert!(later.counts.is_empty(), "{:?}", later.counts);
 }
 
 pub async fn update_conflict_under_each_automatic_policy(db: TestDb) {
@@ -596,10 +609,12 @@ pub async fn update_conflict_under_each_automatic_policy(db: TestDb) {
         w.set_options(&format!(r#"{{"conflict_resolution":"{policy}"}}"#))
             .await;
         let uid = format!("p{n}");
-        w.local_create(&event(&uid, "Base", 2)).await;
+        // A day each: events at one time would (rightly) be time conflicts of their own.
+        let day = 2 + n as i64;
+        w.local_create(&event(&uid, "Base", day)).await;
         w.settle().await;
-        w.local_edit(&uid, &event(&uid, "Local title", 2)).await;
-        let start = at(2);
+        w.local_edit(&uid, &event(&uid, "Local title", day)).await;
+        let start = at(day);
         let mut props = vec![
             ("DTSTART", start.as_str()),
             ("DURATION", "PT1H"),
