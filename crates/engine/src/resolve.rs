@@ -218,7 +218,13 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
     let steps_done: Vec<&str> = plan.iter().map(step_name).collect();
     let resolution = json!({"option": option, "steps": steps_done, "confirmed": confirmed});
     let resolved = store
-        .resolve_conflict(r.tenant, conflict.id, &resolution.to_string(), r.actor, r.now)
+        .resolve_conflict(
+            r.tenant,
+            conflict.id,
+            &resolution.to_string(),
+            r.actor,
+            r.now,
+        )
         .await?;
     store
         .append_audit(
@@ -338,9 +344,11 @@ impl<'a> Exec<'a> {
                 Ok(Some((item.etag, parsed)))
             }
             Some(ReadItem::Missing(_)) | None => Ok(None),
-            Some(ReadItem::Failed(_, why)) => Err(ResolveFailure::Provider(ProviderError::Protocol {
-                detail: format!("the item cannot be read: {why}"),
-            })),
+            Some(ReadItem::Failed(_, why)) => {
+                Err(ResolveFailure::Provider(ProviderError::Protocol {
+                    detail: format!("the item cannot be read: {why}"),
+                }))
+            }
         }
     }
 
@@ -552,7 +560,9 @@ impl<'a> Exec<'a> {
             .await?;
         let back = self.store.get_series(self.tenant, row.id).await?;
         if back.hash != hash || back.deleted_at.is_some() {
-            return Err(ResolveFailure::ReadBack("the created series differs".into()));
+            return Err(ResolveFailure::ReadBack(
+                "the created series differs".into(),
+            ));
         }
         self.confirmed.push(
             json!({"side": "local", "series_id": row.id.to_string(), "version": back.version, "uid": back.uid}),
@@ -650,7 +660,10 @@ impl<'a> Exec<'a> {
                 }
                 self.confirmed.push(json!({"side": "local", "series_id": back.id.to_string(), "version": back.version}));
                 self.local_row = Some(back);
-                let remote = self.remote_id.clone().ok_or(ResolveFailure::Changed("remote"))?;
+                let remote = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
                 let version = self
                     .remote_version
                     .clone()
@@ -667,7 +680,10 @@ impl<'a> Exec<'a> {
             }
             Step::CopyRemoteAsNew => {
                 let remote = self.remote()?.clone();
-                let remote_id = self.remote_id.clone().ok_or(ResolveFailure::Changed("remote"))?;
+                let remote_id = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
                 let uid = copy_uid(
                     &Uid::new(remote.series.uid()),
                     &self.link.id.to_string(),
@@ -693,7 +709,10 @@ impl<'a> Exec<'a> {
                 // Providers refuse a UID change in place (CalDAV `no-uid-conflict`), so the newcomer is
                 // re-created under the new UID and then deleted (`If-Match`, checked just before).
                 let remote = self.remote()?.clone();
-                let remote_id = self.remote_id.clone().ok_or(ResolveFailure::Changed("remote"))?;
+                let remote_id = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
                 let uid = copy_uid(
                     &Uid::new(remote.series.uid()),
                     &self.link.id.to_string(),
@@ -764,7 +783,10 @@ impl<'a> Exec<'a> {
                 self.confirmed.push(
                     json!({"side": "local", "series_id": row.id.to_string(), "deleted": true}),
                 );
-                let remote = self.remote_id.clone().ok_or(ResolveFailure::Changed("remote"))?;
+                let remote = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
                 forget_pair(
                     self.store,
                     self.tenant,
@@ -778,7 +800,10 @@ impl<'a> Exec<'a> {
             Step::RecreateLocal => {
                 let remote = self.remote()?.clone();
                 let row = self.create_local(&remote).await?;
-                let remote_id = self.remote_id.clone().ok_or(ResolveFailure::Changed("remote"))?;
+                let remote_id = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
                 let version = self
                     .remote_version
                     .clone()

@@ -10,12 +10,12 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
-    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, NewSeries,
-    SeriesId, SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
+    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, NewSeries, SeriesId, SeriesUpdate, Store,
+    StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
 };
 use calbridge_sync::{
-    Action, Conflict, ConflictKind, Content, Listing, LocalChange, LocalId, LocalSeries,
-    Mapping, PlanInput, RemoteChange, RemoteChanges, RemoteId, RemoteVersion, Uid, Window, plan,
+    Action, Conflict, ConflictKind, Content, Listing, LocalChange, LocalId, LocalSeries, Mapping,
+    PlanInput, RemoteChange, RemoteChanges, RemoteId, RemoteVersion, Uid, Window, plan,
 };
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -84,7 +84,6 @@ pub struct RunReport {
     pub full_listing: bool,
     pub duration_ms: u64,
 }
-
 
 /// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
 /// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
@@ -166,7 +165,6 @@ enum Outcome {
     Suspect(String),
     Failed(EngineError),
 }
-
 
 #[derive(Debug)]
 struct StepError {
@@ -261,7 +259,6 @@ fn store_kind(kind: ConflictKind) -> StoreConflictKind {
         ConflictKind::Time => StoreConflictKind::Time,
     }
 }
-
 
 fn parse_series_id(id: &LocalId) -> Result<SeriesId, StepError> {
     SeriesId::parse(id.as_str()).map_err(|e| step("content", e.to_string()))
@@ -510,9 +507,7 @@ impl<'a> Runner<'a> {
             .await?;
         for c in open.iter().filter(|c| c.link_id == Some(link.id)) {
             if Self::superseded(c, &local_changes, &remote)
-                && self
-                    .refresh_pair(c, &mut local_changes, &mut remote)
-                    .await
+                && self.refresh_pair(c, &mut local_changes, &mut remote).await
             {
                 // A side moved on since the conflict was recorded: the pair is planned again with both
                 // sides' versions of now (and recorded again if it still conflicts).
@@ -602,7 +597,10 @@ impl<'a> Runner<'a> {
                     state: None,
                 })
         };
-        let (local_side, remote_side) = (side(c.local_json.as_deref()), side(c.remote_json.as_deref()));
+        let (local_side, remote_side) = (
+            side(c.local_json.as_deref()),
+            side(c.remote_json.as_deref()),
+        );
         let series = c.series_id.map(|s| s.to_string());
         let local_moved = local_changes.iter().any(|change| match change {
             LocalChange::Upsert { id, state, .. } => {
@@ -653,7 +651,10 @@ impl<'a> Runner<'a> {
                 },
             )
             .await?;
-        *self.counts.entry("conflicts_superseded".into()).or_default() += 1;
+        *self
+            .counts
+            .entry("conflicts_superseded".into())
+            .or_default() += 1;
         Ok(())
     }
 
@@ -1544,7 +1545,8 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        if matches!(status, RunStatus::Succeeded | RunStatus::Partial) && self.time_may_have_changed()
+        if matches!(status, RunStatus::Succeeded | RunStatus::Partial)
+            && self.time_may_have_changed()
         {
             self.detect_time_conflicts().await;
         }
@@ -1596,4 +1598,3 @@ impl<'a> Runner<'a> {
 fn item_content(parsed: &Parsed) -> Result<ItemContent, StepError> {
     ItemContent::from_calendar(parsed.calendar.clone()).map_err(StepError::from)
 }
-

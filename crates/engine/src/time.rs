@@ -117,7 +117,10 @@ pub(crate) async fn detect(
                     summary: data_field(&data, "summary"),
                 });
                 if blocks.len() >= MAX_BLOCKS {
-                    tracing::warn!(owner, "time-conflict detection stopped at {MAX_BLOCKS} occurrences");
+                    tracing::warn!(
+                        owner,
+                        "time-conflict detection stopped at {MAX_BLOCKS} occurrences"
+                    );
                     break 'calendars;
                 }
             }
@@ -175,7 +178,10 @@ pub(crate) async fn detect(
 
     for &i in &decision.report {
         let pair = &pairs[i];
-        let settled = report(store, tenant, connection, &owner, pair, &blocks, &seen, policy, &actor, now).await?;
+        let settled = report(
+            store, tenant, connection, &owner, pair, &blocks, &seen, policy, &actor, now,
+        )
+        .await?;
         counts.detected += 1;
         counts.settled += u64::from(settled);
     }
@@ -283,8 +289,7 @@ async fn report(
         )
         .await?;
     if let Some(policy) = settled_by {
-        let resolution =
-            json!({"policy": policy, "accepted": pair.fingerprint()}).to_string();
+        let resolution = json!({"policy": policy, "accepted": pair.fingerprint()}).to_string();
         store
             .resolve_conflict(tenant, record.id, &resolution, actor, now)
             .await?;

@@ -328,6 +328,10 @@ mod tests {
         // The overlap disappeared: the open conflict closes (only the owner's).
         let r = reconcile_time("ann", &[], &[known(true, false, "x")]);
         assert_eq!(r.close, vec!["c1".to_owned()]);
-        assert!(reconcile_time("bob", &[], &[known(true, false, "x")]).close.is_empty());
+        assert!(
+            reconcile_time("bob", &[], &[known(true, false, "x")])
+                .close
+                .is_empty()
+        );
     }
 }

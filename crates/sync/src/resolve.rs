@@ -190,10 +190,9 @@ pub fn steps(
             vec![Step::WriteLocal(Version::Remote)]
         }
         // The conditional overwrite goes first: when it is refused, nothing was written.
-        (ConflictKind::Update, KeepBoth) if local && remote => vec![
-            Step::WriteRemote(Version::Local),
-            Step::CopyRemoteAsNew,
-        ],
+        (ConflictKind::Update, KeepBoth) if local && remote => {
+            vec![Step::WriteRemote(Version::Local), Step::CopyRemoteAsNew]
+        }
         (ConflictKind::Update, Merge) => {
             let merged = merged.ok_or_else(|| {
                 ResolveError::MergedMissing(
@@ -291,7 +290,9 @@ pub fn merged_version(
     let known = |path: &FieldPath| {
         local.snapshot.get(path).is_some()
             || remote.snapshot.get(path).is_some()
-            || recorded.base.is_some_and(|b| b.snapshot.get(path).is_some())
+            || recorded
+                .base
+                .is_some_and(|b| b.snapshot.get(path).is_some())
     };
     let mut version = MergedVersion {
         from_remote: merge.from_remote.clone(),
@@ -342,10 +343,8 @@ pub fn merged_version(
                     if v.len() > 64 * 1024 {
                         return Err(ResolveError::MergedInvalid(format!("`{key}` is too long")));
                     }
-                    let keyword = v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
-                        && !v.is_empty();
+                    let keyword =
+                        v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !v.is_empty();
                     if !text && !keyword {
                         return Err(ResolveError::MergedInvalid(format!(
                             "`{key}` must be a keyword (letters, digits, `-`)"
@@ -401,7 +400,9 @@ pub fn is_copy_pair(a: &str, b: &str) -> bool {
     let copy_of = |copy: &str, original: &str| {
         copy.strip_prefix(original)
             .and_then(|rest| rest.strip_prefix("-copy-"))
-            .is_some_and(|suffix| suffix.len() == 12 && suffix.bytes().all(|c| c.is_ascii_hexdigit()))
+            .is_some_and(|suffix| {
+                suffix.len() == 12 && suffix.bytes().all(|c| c.is_ascii_hexdigit())
+            })
     };
     copy_of(a, b) || copy_of(b, a)
 }
@@ -516,13 +517,8 @@ mod tests {
             steps(&deleted_locally, Restore, None),
             Ok(vec![Step::RecreateLocal])
         );
-        let deleted_remotely = recorded(
-            ConflictKind::Deletion,
-            Some(&base),
-            Some(&local),
-            None,
-            &[],
-        );
+        let deleted_remotely =
+            recorded(ConflictKind::Deletion, Some(&base), Some(&local), None, &[]);
         assert_eq!(
             steps(&deleted_remotely, DeleteEverywhere, None),
             Ok(vec![Step::DeleteLocal])
@@ -564,10 +560,7 @@ mod tests {
         assert!(steps(&identity, Restore, None).is_err());
 
         let time = recorded(ConflictKind::Time, None, None, None, &[]);
-        assert_eq!(
-            steps(&time, KeepBoth, None),
-            Ok(vec![Step::AcceptOverlap])
-        );
+        assert_eq!(steps(&time, KeepBoth, None), Ok(vec![Step::AcceptOverlap]));
         for option in [KeepLocal, KeepRemote, Merge, DeleteEverywhere, Restore] {
             assert!(steps(&time, option, None).is_err(), "{option:?}");
         }
@@ -646,7 +639,10 @@ mod tests {
             &fields,
         );
         let cases = [
-            (serde_json::json!({"summary": "x"}), "missing: master/DTSTART"),
+            (
+                serde_json::json!({"summary": "x"}),
+                "missing: master/DTSTART",
+            ),
             (
                 serde_json::json!({"summary": "x", "start": "20260101T000000Z"}),
                 "cannot be set to a value",

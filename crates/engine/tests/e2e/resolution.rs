@@ -20,7 +20,13 @@ use crate::harness::TestDb;
 use crate::scenarios::{World, at, ics, one, prop};
 use crate::support::Radicale;
 
-pub const POLICIES: [&str; 5] = ["ask", "local_wins", "remote_wins", "newest_wins", "keep_both"];
+pub const POLICIES: [&str; 5] = [
+    "ask",
+    "local_wins",
+    "remote_wins",
+    "newest_wins",
+    "keep_both",
+];
 const OPTIONS: [&str; 6] = [
     "keep_local",
     "keep_remote",
@@ -160,10 +166,22 @@ async fn assert_refused(w: &World, conflict: ConflictId, options: &[&str]) {
 /// with each option.
 pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
     let options = json!({ "conflict_resolution": policy }).to_string();
-    let w = World::on(db, radicale, &format!("m-{}", policy.replace('_', "-")), &options).await;
+    let w = World::on(
+        db,
+        radicale,
+        &format!("m-{}", policy.replace('_', "-")),
+        &options,
+    )
+    .await;
 
     // --- the events: one per case, each on a day of its own (so only the time cases overlap) ---
-    let update_cases = ["u-keep_local", "u-keep_remote", "u-keep_both", "u-merge", "u-stale"];
+    let update_cases = [
+        "u-keep_local",
+        "u-keep_remote",
+        "u-keep_both",
+        "u-merge",
+        "u-stale",
+    ];
     for (i, uid) in update_cases.iter().enumerate() {
         w.put_local(&ev(uid, uid, 1 + i as i64, 0, &[])).await;
     }
@@ -196,11 +214,11 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
     let time = w.time_conflicts().await;
     assert_eq!(time.len(), 2, "{time:?}");
     let uids: Vec<&str> = time.iter().map(|c| c.event_uid.as_str()).collect();
-    assert!(!time.iter().any(|c| c
-        .local_json
-        .as_deref()
-        .unwrap()
-        .contains("\"Free\"")));
+    assert!(
+        !time
+            .iter()
+            .any(|c| c.local_json.as_deref().unwrap().contains("\"Free\""))
+    );
     let pair_ab = time
         .iter()
         .find(|c| c.local_json.as_deref().unwrap().contains("\"B\""))
@@ -215,9 +233,18 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
     if policy == "keep_both" {
         // The policy accepts overlaps at once, as the option does.
         assert!(time.iter().all(|c| c.state == ConflictState::Resolved));
-        assert!(pair_ab.resolution_json.as_deref().unwrap().contains("keep_both"));
+        assert!(
+            pair_ab
+                .resolution_json
+                .as_deref()
+                .unwrap()
+                .contains("keep_both")
+        );
         assert_eq!(
-            w.resolve(pair_ab.id, "keep_both", None).await.unwrap_err().code(),
+            w.resolve(pair_ab.id, "keep_both", None)
+                .await
+                .unwrap_err()
+                .code(),
             "already_resolved"
         );
     } else {
@@ -226,7 +253,13 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
         assert_refused(
             &w,
             pair_ab.id,
-            &["keep_local", "keep_remote", "merge", "delete_everywhere", "restore"],
+            &[
+                "keep_local",
+                "keep_remote",
+                "merge",
+                "delete_everywhere",
+                "restore",
+            ],
         )
         .await;
         let accepted = w.resolve(pair_ab.id, "keep_both", None).await.unwrap();
@@ -243,15 +276,24 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
         if *uid == "u-merge" {
             extra.push(("LOCATION", "Remote room"));
         }
-        w.remote_edit(uid, &ev(uid, &format!("{uid} remote"), 1 + i as i64, 0, &extra))
-            .await;
+        w.remote_edit(
+            uid,
+            &ev(uid, &format!("{uid} remote"), 1 + i as i64, 0, &extra),
+        )
+        .await;
     }
     w.local_delete("dl-delete").await;
     w.local_delete("dl-restore").await;
-    w.remote_edit("dl-delete", &ev("dl-delete", "dl-delete remote", 8, 0, &[NEWER]))
-        .await;
-    w.remote_edit("dl-restore", &ev("dl-restore", "dl-restore remote", 9, 0, &[NEWER]))
-        .await;
+    w.remote_edit(
+        "dl-delete",
+        &ev("dl-delete", "dl-delete remote", 8, 0, &[NEWER]),
+    )
+    .await;
+    w.remote_edit(
+        "dl-restore",
+        &ev("dl-restore", "dl-restore remote", 9, 0, &[NEWER]),
+    )
+    .await;
     w.put_local(&ev("dr-delete", "dr-delete local", 10, 0, &[OLDER]))
         .await;
     w.put_local(&ev("dr-restore", "dr-restore local", 11, 0, &[OLDER]))
@@ -260,13 +302,19 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
     w.remote_delete("dr-restore").await;
     let report = w.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.counts.get("conflicts"), Some(&9), "{:?}", report.counts);
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&9),
+        "{:?}",
+        report.counts
+    );
 
     let conflicts: Vec<(&str, Conflict)> = {
         let mut out = Vec::new();
-        for uid in update_cases
-            .iter()
-            .chain(&["dl-delete", "dl-restore", "dr-delete", "dr-restore"])
+        for uid in
+            update_cases
+                .iter()
+                .chain(&["dl-delete", "dl-restore", "dr-delete", "dr-restore"])
         {
             out.push((*uid, w.conflict_of(uid).await));
         }
@@ -287,7 +335,10 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
         // Settled by the policy at once: closed, audited, and no longer resolvable.
         for (uid, c) in &conflicts {
             assert_eq!(c.state, ConflictState::Resolved, "{uid}");
-            assert!(c.resolution_json.as_deref().unwrap().contains(policy), "{uid}");
+            assert!(
+                c.resolution_json.as_deref().unwrap().contains(policy),
+                "{uid}"
+            );
         }
         let err = w
             .resolve(conflicts[0].1.id, "keep_local", None)
@@ -346,7 +397,10 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
         assert!(cd.resolution_json.as_deref().unwrap().contains("keep_both"));
     } else {
         assert!(
-            cd.resolution_json.as_deref().unwrap().contains("overlap_gone"),
+            cd.resolution_json
+                .as_deref()
+                .unwrap()
+                .contains("overlap_gone"),
             "{cd:?}"
         );
     }
@@ -358,7 +412,10 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
     let audit = w.audit_actions().await;
     assert!(audit.iter().any(|a| a == "conflict.detected"));
     if policy == "ask" {
-        assert!(audit.iter().filter(|a| *a == "conflict.resolved").count() >= 9, "{audit:?}");
+        assert!(
+            audit.iter().filter(|a| *a == "conflict.resolved").count() >= 9,
+            "{audit:?}"
+        );
         assert!(audit.iter().any(|a| a == "conflict.closed"), "{audit:?}");
     } else {
         assert!(audit.iter().any(|a| a == "conflict.settled"), "{audit:?}");
@@ -385,8 +442,11 @@ async fn resolve_each_option(w: &World, conflicts: &[(&str, Conflict)]) {
     }
 
     // A side that moved on: refused, nothing written (no copy made, no side overwritten).
-    w.remote_edit("u-stale", &ev("u-stale", "u-stale remote again", 5, 0, &[NEWER]))
-        .await;
+    w.remote_edit(
+        "u-stale",
+        &ev("u-stale", "u-stale remote again", 5, 0, &[NEWER]),
+    )
+    .await;
     let stale = conflict("u-stale");
     for option in ["keep_both", "keep_local"] {
         let err = w.resolve(stale.id, option, None).await.unwrap_err();
@@ -394,13 +454,23 @@ async fn resolve_each_option(w: &World, conflicts: &[(&str, Conflict)]) {
     }
     assert!(w.local_by_uid(&expected_copy(w, &stale)).await.is_none());
     assert_eq!(one(&w.local_all().await, "u-stale"), "u-stale local");
-    assert_eq!(one(&w.remote_all().await, "u-stale"), "u-stale remote again");
+    assert_eq!(
+        one(&w.remote_all().await, "u-stale"),
+        "u-stale remote again"
+    );
 
     // keep_local / keep_remote.
-    w.resolve(id("u-keep_local"), "keep_local", None).await.unwrap();
-    w.resolve(id("u-keep_remote"), "keep_remote", None).await.unwrap();
+    w.resolve(id("u-keep_local"), "keep_local", None)
+        .await
+        .unwrap();
+    w.resolve(id("u-keep_remote"), "keep_remote", None)
+        .await
+        .unwrap();
     // keep_both: the local version stays on both sides, the remote one becomes a new linked event.
-    let resolved = w.resolve(id("u-keep_both"), "keep_both", None).await.unwrap();
+    let resolved = w
+        .resolve(id("u-keep_both"), "keep_both", None)
+        .await
+        .unwrap();
     assert_eq!(resolved.state, ConflictState::Resolved);
     let copy = expected_copy(w, &conflict("u-keep_both"));
     // merge: refused without decisions, or with a conflicting field left undecided.
@@ -419,11 +489,21 @@ async fn resolve_each_option(w: &World, conflicts: &[(&str, Conflict)]) {
         )
         .await
         .unwrap();
-    assert!(merged.resolution_json.as_deref().unwrap().contains("write_remote"));
+    assert!(
+        merged
+            .resolution_json
+            .as_deref()
+            .unwrap()
+            .contains("write_remote")
+    );
     // Deletions.
-    w.resolve(id("dl-delete"), "delete_everywhere", None).await.unwrap();
+    w.resolve(id("dl-delete"), "delete_everywhere", None)
+        .await
+        .unwrap();
     w.resolve(id("dl-restore"), "restore", None).await.unwrap();
-    w.resolve(id("dr-delete"), "delete_everywhere", None).await.unwrap();
+    w.resolve(id("dr-delete"), "delete_everywhere", None)
+        .await
+        .unwrap();
     w.resolve(id("dr-restore"), "restore", None).await.unwrap();
 
     // Both systems hold the result at once (confirmed by read-back), and the next runs change
@@ -442,20 +522,44 @@ async fn resolve_each_option(w: &World, conflicts: &[(&str, Conflict)]) {
     let remote = w.remote_all().await;
     check(&remote);
     let (_, merged_remote) = w.remote_item("u-merge").await.unwrap();
-    assert_eq!(prop(&merged_remote, "LOCATION").as_deref(), Some("Remote room"));
+    assert_eq!(
+        prop(&merged_remote, "LOCATION").as_deref(),
+        Some("Remote room")
+    );
     let report = w.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    for key in ["update_local", "update_remote", "create_local", "create_remote"] {
+    for key in [
+        "update_local",
+        "update_remote",
+        "create_local",
+        "create_remote",
+    ] {
         assert_eq!(report.counts.get(key), None, "{key}: {:?}", report.counts);
     }
     // The stale conflict is superseded: recorded again with both sides' versions of now (neither
     // side's edit overwritten), and that one resolves.
-    assert_eq!(report.counts.get("conflicts_superseded"), Some(&1), "{:?}", report.counts);
-    assert_eq!(report.counts.get("conflicts"), Some(&1), "{:?}", report.counts);
+    assert_eq!(
+        report.counts.get("conflicts_superseded"),
+        Some(&1),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&1),
+        "{:?}",
+        report.counts
+    );
     let again = w.conflict_of("u-stale").await;
     assert_ne!(again.id, stale.id);
     assert_eq!(again.state, ConflictState::Open);
-    assert!(again.remote_json.as_deref().unwrap().contains("remote again"));
+    assert!(
+        again
+            .remote_json
+            .as_deref()
+            .unwrap()
+            .contains("remote again")
+    );
     assert_eq!(one(&w.local_all().await, "u-stale"), "u-stale local");
     w.resolve(again.id, "keep_remote", None).await.unwrap();
     w.settle().await;

@@ -150,7 +150,11 @@ impl World {
         self.db.store.as_ref()
     }
 
-    pub(crate) async fn sync_with(&self, provider: &dyn CalendarProvider, config: &EngineConfig) -> RunReport {
+    pub(crate) async fn sync_with(
+        &self,
+        provider: &dyn CalendarProvider,
+        config: &EngineConfig,
+    ) -> RunReport {
         self.sync_full(provider, config, false).await
     }
 
@@ -573,13 +577,35 @@ pub async fn update_conflict_under_ask_is_stored_and_parked(db: TestDb) {
     // A side that moves on supersedes it: recorded again with the versions of now, nothing written.
     w.local_edit("x", &event("x", "Local title 2", 2)).await;
     let again = w.sync().await;
-    assert_eq!(again.counts.get("conflicts_superseded"), Some(&1), "{:?}", again.counts);
-    assert_eq!(again.counts.get("conflicts"), Some(&1), "{:?}", again.counts);
+    assert_eq!(
+        again.counts.get("conflicts_superseded"),
+        Some(&1),
+        "{:?}",
+        again.counts
+    );
+    assert_eq!(
+        again.counts.get("conflicts"),
+        Some(&1),
+        "{:?}",
+        again.counts
+    );
     let open = w.open_conflicts().await;
     assert_eq!(open.len(), 1);
     assert_ne!(open[0].id, c.id);
-    assert!(open[0].local_json.as_deref().unwrap().contains("Local title 2"));
-    assert!(open[0].remote_json.as_deref().unwrap().contains("Remote title"));
+    assert!(
+        open[0]
+            .local_json
+            .as_deref()
+            .unwrap()
+            .contains("Local title 2")
+    );
+    assert!(
+        open[0]
+            .remote_json
+            .as_deref()
+            .unwrap()
+            .contains("Remote title")
+    );
     assert_eq!(w.all_conflicts().await.len(), 2);
     assert_eq!(one(&w.remote_all().await, "x"), "Remote title");
     assert_eq!(one(&w.local_all().await, "x"), "Local title 2");

@@ -250,7 +250,10 @@ pub async fn resolve(
         .get_conflict(tenant, id)
         .await
         .map_err(|e| store_error("conflict", e))?;
-    let provider = match (calbridge_engine::needs_provider(&conflict), conflict.connection_id) {
+    let provider = match (
+        calbridge_engine::needs_provider(&conflict),
+        conflict.connection_id,
+    ) {
         (true, Some(connection_id)) if conflict.state == ConflictState::Open => {
             let connection = state
                 .store
