@@ -68,7 +68,8 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
         let scheduler = Scheduler::new(
             ctx,
             SchedulerConfig::from_config(&state.config, scheduler::default_owner()),
-        );
+        )
+        .with_hub(state.realtime.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let workers = tokio::spawn(scheduler.run(stop_rx));
         calbridge_server::serve(listener, state, calbridge_server::shutdown_signal()).await?;

@@ -6,6 +6,7 @@
 //! number, and the bell only says "read now". A lost ring therefore delays a message (until the periodic
 //! re-read) but never loses it.
 
+pub mod channels;
 pub mod push;
 
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct Hub {
     pg: OnceCell<Option<sqlx::PgPool>>,
     listening: OnceCell<()>,
     rescan: Duration,
+    /// Wakes this process's idle scheduler workers when a job was enqueued here (a provider
+    /// notification), so the sync starts now rather than at the workers' next poll of the queue.
+    work: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -46,6 +50,7 @@ impl Hub {
             pg: OnceCell::new(),
             listening: OnceCell::new(),
             rescan: RESCAN_INTERVAL,
+            work: tokio::sync::Notify::new(),
         }
     }
 
@@ -57,6 +62,16 @@ impl Hub {
 
     pub fn rescan_interval(&self) -> Duration {
         self.rescan
+    }
+
+    /// Tells idle scheduler workers of this process that a job is due now.
+    pub fn wake_workers(&self) {
+        self.work.notify_waiters();
+    }
+
+    /// Resolves at the next [`Hub::wake_workers`] (enable it before looking at the queue).
+    pub fn work_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.work.notified()
     }
 
     /// A receiver that sees every later ring.
