@@ -416,9 +416,13 @@ impl Scheduler {
         if connection.status != ConnectionStatus::Active || link.status != LinkStatus::Active {
             return Ok(None);
         }
-        let provider = syncing::open(&self.ctx.master_key, &connection)
-            .and_then(|c| syncing::provider_for(&self.ctx.http, connection.provider, &c))
-            .map_err(|e| e.to_string())?;
+        let provider = match syncing::open_provider(&self.ctx, &connection).await {
+            Ok(p) => p,
+            // A grant that is gone ends the link's job; the OAuth callback re-arms it.
+            Err(syncing::SyncServiceError::NotAuthorized { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let connection = syncing::effective_connection(&self.ctx.master_key, &connection);
         let now = Timestamp::now();
         let slot = last_full_slot(now, self.config.full_sync_at, &self.config.time_zone);
         let full = match (slot, link.last_full_sync_at) {

@@ -260,11 +260,15 @@ pub async fn resolve(
                 .get_connection(tenant, connection_id)
                 .await
                 .map_err(|e| store_error("connection", e))?;
-            let http = syncing::http_client(state.config.network.allow_private_networks)
-                .map_err(ApiError::internal)?;
-            let provider = syncing::open(&state.master_key, &connection)
-                .and_then(|c| syncing::provider_for(&http, connection.provider, &c))
-                .map_err(ApiError::internal)?;
+            let ctx = super::sync::context(state)?;
+            let provider = syncing::open_provider(&ctx, &connection)
+                .await
+                .map_err(|e| match e {
+                    e @ syncing::SyncServiceError::NotAuthorized { .. } => {
+                        ApiError::unprocessable("connection_not_authorized", e.to_string())
+                    }
+                    e => ApiError::internal(e),
+                })?;
             Some(provider)
         }
         _ => None,
