@@ -9,11 +9,8 @@ mod harness;
 #[path = "../../../providers/tests/support/mod.rs"]
 mod support;
 
-<<<<<<< HEAD
-mod resolution;
-=======
 mod cloud;
->>>>>>> main
+mod resolution;
 mod scenarios;
 
 /// Every conflict kind under every policy, each applicable option applied and the others refused

@@ -261,14 +261,15 @@ pub async fn resolve(
                 .await
                 .map_err(|e| store_error("connection", e))?;
             let ctx = super::sync::context(state)?;
-            let provider = syncing::open_provider(&ctx, &connection)
-                .await
-                .map_err(|e| match e {
-                    e @ syncing::SyncServiceError::NotAuthorized { .. } => {
-                        ApiError::unprocessable("connection_not_authorized", e.to_string())
-                    }
-                    e => ApiError::internal(e),
-                })?;
+            let provider =
+                syncing::open_provider(&ctx, &connection)
+                    .await
+                    .map_err(|e| match e {
+                        e @ syncing::SyncServiceError::NotAuthorized { .. } => {
+                            ApiError::unprocessable("connection_not_authorized", e.to_string())
+                        }
+                        e => ApiError::internal(e),
+                    })?;
             Some(provider)
         }
         _ => None,
