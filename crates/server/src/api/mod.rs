@@ -10,6 +10,7 @@ pub mod keys;
 pub mod notifications;
 pub mod stream;
 pub mod sync;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(connections::routes())
         .merge(sync::routes())
         .merge(conflicts::routes())
+        .merge(webhooks::routes())
 }
 
 /// Operational endpoints at the root, outside the versioned API and without authentication.
