@@ -92,6 +92,12 @@ mod cloud_sqlite {
     async fn google_story() {
         crate::cloud::cloud_story(crate::harness::sqlite().await, Flavor::Google).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identity_conflicts_google() {
+        crate::cloud::identity_conflicts_resolve_on_both_systems(crate::harness::sqlite().await)
+            .await;
+    }
 }
 
 mod cloud_postgres {

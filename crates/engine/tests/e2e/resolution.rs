@@ -5,7 +5,8 @@
 //! calendar each); the data is a dozen small events per world.
 //!
 //! Identity conflicts cannot be produced against Radicale (it refuses a second item with a UID and a
-//! UID change in place with `no-uid-conflict`); their steps are unit-tested in `calbridge_sync::resolve`.
+//! UID change in place with `no-uid-conflict`); they run against the Google emulator
+//! (`cloud::identity_conflicts_resolve_on_both_systems`).
 
 use std::sync::Arc;
 
