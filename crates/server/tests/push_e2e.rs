@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use calbridge_emulators::{Action, Flavor};
 use calbridge_server::config::HumanDuration;
-use push_rig::{graph_event, local_summary, next_message, rig, stream};
+use common::Backend;
+use push_rig::{graph_event, local_summary, next_message, rig, rig_on, stream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -124,7 +125,20 @@ async fn google_channel_is_replaced_before_expiry_under_a_fast_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_in_graph_reaches_a_websocket_client_and_forgeries_change_nothing() {
-    let rig = rig(Flavor::Microsoft, |_| {}).await;
+    graph_edit_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_graph_reaches_a_websocket_client_on_postgres() {
+    // Absent PostgreSQL fails under CALBRIDGE_REQUIRE_PEERS=1 (inside postgres_url), else skips.
+    if common::postgres_url().is_none() {
+        return;
+    }
+    graph_edit_story(Backend::Postgres).await;
+}
+
+async fn graph_edit_story(backend: Backend) {
+    let rig = rig_on(backend, Flavor::Microsoft, |_| {}).await;
     let created = rig
         .emu
         .act(Action::Create {
@@ -214,6 +228,163 @@ async fn an_edit_in_graph_reaches_a_websocket_client_and_forgeries_change_nothin
     assert_eq!(
         local_summary(&rig.server, &calendar).await,
         ["Standup (moved)"]
+    );
+    // A burst: 20 edits in a row → 20 notifications; they coalesce into the link's one job, so far
+    // fewer runs than notifications (without coalescing every notification would be a run).
+    let connection_id: calbridge_store::ConnectionId =
+        connection["id"].as_str().unwrap().parse().unwrap();
+    let tenant = rig.server.store.list_tenants().await.unwrap()[0].id;
+    let runs = |store: std::sync::Arc<dyn calbridge_store::Store>| async move {
+        store
+            .list_sync_runs(tenant, Some(connection_id), 1000)
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = runs(rig.server.store.clone()).await;
+    for n in 0..20 {
+        rig.emu
+            .act(Action::Edit {
+                user: None,
+                calendar: None,
+                event_id: remote_id.clone(),
+                changes: json!({"subject": format!("Burst {n}")}),
+            })
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    while local_summary(&rig.server, &calendar).await != ["Burst 19"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the burst never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let burst_runs = runs(rig.server.store.clone()).await - before;
+    eprintln!("20 notifications → {burst_runs} sync runs");
+    assert!(
+        (1..=10).contains(&burst_runs),
+        "20 notifications made {burst_runs} runs"
+    );
+    rig.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_google_reaches_a_websocket_client_and_duplicates_change_nothing() {
+    let rig = rig(Flavor::Google, |_| {}).await;
+    let day = push_rig::day(2);
+    let created = rig
+        .emu
+        .act(Action::Create {
+            user: None,
+            calendar: None,
+            event: json!({"summary": "Review",
+                "start": {"dateTime": format!("{day}T09:00:00Z")},
+                "end": {"dateTime": format!("{day}T10:00:00Z")}}),
+        })
+        .await
+        .unwrap();
+    let remote_id = created["id"].as_str().unwrap().to_owned();
+    let connection = rig.connect().await;
+    let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
+    rig.wait_watches(|live| live.len() == 1).await;
+    let started = Instant::now();
+    while local_summary(&rig.server, &calendar).await != ["Review"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never imported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut socket = stream(&rig.server, &calendar).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while next_message(&mut socket, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+
+    let edited = Instant::now();
+    rig.emu
+        .act(Action::Edit {
+            user: None,
+            calendar: None,
+            event_id: remote_id,
+            changes: json!({"summary": "Review (moved)"}),
+        })
+        .await
+        .unwrap();
+    let message = next_message(&mut socket, Duration::from_secs(10))
+        .await
+        .expect("an event message after the edit");
+    eprintln!("edit → WebSocket: {:?}", edited.elapsed());
+    assert_eq!(message["type"], "event.updated", "{message}");
+    assert_eq!(
+        local_summary(&rig.server, &calendar).await,
+        ["Review (moved)"]
+    );
+
+    // The `exists` message that carried the edit, sent again (a Google retry): dropped by its number.
+    let genuine = rig
+        .recorder
+        .goog_headers
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|h| {
+            h.iter()
+                .any(|(n, v)| n == "x-goog-resource-state" && v == "exists")
+        })
+        .cloned()
+        .expect("an exists message went through the pass-through");
+    let hook = rig.server.url("/v1/calendar/notifications/google");
+    let http = reqwest::Client::new();
+    let mut replay = http.post(&hook);
+    for (name, value) in &genuine {
+        replay = replay.header(name.as_str(), value.as_str());
+    }
+    let answer = replay.send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let jobs = rig
+        .server
+        .store
+        .lease_next(
+            "test-peek",
+            &[calbridge_server::scheduler::JOB_KIND],
+            Duration::from_secs(1),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        jobs.is_none(),
+        "a duplicate message enqueued a sync: {jobs:?}"
+    );
+    // A forged token is refused.
+    let mut forged = http.post(&hook);
+    for (name, value) in &genuine {
+        let value = if name == "x-goog-channel-token" {
+            "guessed"
+        } else {
+            value.as_str()
+        };
+        let value = if name == "x-goog-message-number" {
+            "999999"
+        } else {
+            value
+        };
+        forged = forged.header(name.as_str(), value);
+    }
+    assert_eq!(
+        forged.send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let after = next_message(&mut socket, Duration::from_secs(2)).await;
+    assert!(
+        after.is_none(),
+        "duplicate/forged messages changed something: {after:?}"
     );
     rig.finish().await;
 }

@@ -76,25 +76,41 @@ async fn refresh_token_from(emu: &Emulator) -> String {
     tokens.refresh_token.unwrap().expose().to_owned()
 }
 
-/// Forwards everything to the server and keeps the bodies of notifications (not handshakes).
+/// One Google message's `X-Goog-*` headers.
+pub type Headers = Vec<(String, String)>;
+
+/// Forwards everything to the server and keeps the notifications (not handshakes): Graph's bodies, and
+/// Google's `X-Goog-*` headers (its messages have no body).
 #[derive(Clone)]
 pub struct Recorder {
     upstream: Arc<Mutex<String>>,
     client: reqwest::Client,
     pub bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub goog_headers: Arc<Mutex<Vec<Headers>>>,
 }
 
 async fn forward(State(rec): State<Recorder>, request: Request) -> axum::response::Response {
     let (parts, body) = request.into_parts();
     let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     let path = parts.uri.path_and_query().unwrap().as_str().to_owned();
-    if !path.contains("validationToken") {
+    let goog: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-goog-"))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    if !goog.is_empty() {
+        rec.goog_headers.lock().unwrap().push(goog.clone());
+    } else if !path.contains("validationToken") {
         rec.bodies.lock().unwrap().push(body.to_vec());
     }
     let url = format!("{}{path}", rec.upstream.lock().unwrap());
     let mut out = rec.client.post(url).body(body.to_vec());
     if let Some(ct) = parts.headers.get("content-type") {
         out = out.header("content-type", ct.as_bytes());
+    }
+    for (name, value) in &goog {
+        out = out.header(name.as_str(), value.as_str());
     }
     let answer = out.send().await.unwrap();
     let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
@@ -122,6 +138,15 @@ pub struct Rig {
 
 /// Emulator, recording pass-through, server (whose public URL is the pass-through), scheduler.
 pub async fn rig(flavor: Flavor, tune: impl FnOnce(&mut calbridge_server::Config)) -> Rig {
+    rig_on(Backend::Sqlite, flavor, tune).await
+}
+
+/// The rig on a backend of choice (PostgreSQL: a fresh database, dropped after).
+pub async fn rig_on(
+    backend: Backend,
+    flavor: Flavor,
+    tune: impl FnOnce(&mut calbridge_server::Config),
+) -> Rig {
     let emu = Emulator::start(flavor, EmulatorConfig::default())
         .await
         .unwrap();
@@ -129,6 +154,7 @@ pub async fn rig(flavor: Flavor, tune: impl FnOnce(&mut calbridge_server::Config
         upstream: Arc::default(),
         client: reqwest::Client::new(),
         bodies: Arc::default(),
+        goog_headers: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = format!("http://{}", listener.local_addr().unwrap());
@@ -151,9 +177,7 @@ pub async fn rig(flavor: Flavor, tune: impl FnOnce(&mut calbridge_server::Config
         Flavor::Google => format!("{}/calendar/v3", emu.base_url()),
     });
     tune(&mut config);
-    let server = TestServer::start_with(Backend::Sqlite, config)
-        .await
-        .unwrap();
+    let server = TestServer::start_with(backend, config).await.unwrap();
     *recorder.upstream.lock().unwrap() = server.base.clone();
 
     let store = bootstrap::open_store(&server.config).await.unwrap();
