@@ -157,9 +157,10 @@ pub enum SyncServiceError {
     },
 }
 
-/// The outgoing HTTP client connections use; private networks only when the operator allows them.
-pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderError> {
-    let address_policy = if allow_private_networks {
+/// Where outgoing requests (connections, webhooks) may go: public addresses, plus loopback and RFC 1918
+/// when the operator allows private networks; never link-local (cloud metadata).
+pub fn address_policy(allow_private_networks: bool) -> AddressPolicy {
+    if allow_private_networks {
         AddressPolicy {
             allow_loopback: true,
             allow_private: true,
@@ -167,9 +168,13 @@ pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderE
         }
     } else {
         AddressPolicy::public_only()
-    };
+    }
+}
+
+/// The outgoing HTTP client connections use; private networks only when the operator allows them.
+pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderError> {
     HttpClient::new(HttpConfig {
-        address_policy,
+        address_policy: address_policy(allow_private_networks),
         ..HttpConfig::default()
     })
 }

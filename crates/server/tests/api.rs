@@ -455,6 +455,56 @@ mod matrix {
                 "",
                 Some(json!({"option": "keep_local"})),
             ),
+            r(
+                "get",
+                "/v1/calendar/webhooks",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/webhooks",
+                Scope::ConnectionsManage,
+                "",
+                // A public address literal (no DNS), for a message type nothing here produces.
+                Some(json!({"url": "https://93.184.215.14/hook", "events": ["conflict.resolved"]})),
+            ),
+            r(
+                "get",
+                "/v1/calendar/webhooks/{id}",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "patch",
+                "/v1/calendar/webhooks/{id}",
+                Scope::ConnectionsManage,
+                "",
+                Some(json!({"enabled": true})),
+            ),
+            r(
+                "delete",
+                "/v1/calendar/webhooks/{id}",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/webhooks/{id}/rotate-secret",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "get",
+                "/v1/calendar/webhooks/{id}/deliveries",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
         ]
     }
 
@@ -528,6 +578,16 @@ mod matrix {
                 .await,
         )
         .await;
+        let a_webhook = json_of(
+            server
+                .post_json(
+                    &server.admin,
+                    "/v1/calendar/webhooks",
+                    json!({"url": "https://93.184.215.14/a", "events": ["conflict.resolved"]}),
+                )
+                .await,
+        )
+        .await;
         let cal_id = calendar["id"].as_str().unwrap().to_owned();
         let id_for = |path: &str| -> String {
             if path.starts_with("/v1/calendar/calendars/") {
@@ -538,6 +598,8 @@ mod matrix {
                 a_key["id"].as_str().unwrap().to_owned()
             } else if path.starts_with("/v1/calendar/connections/") {
                 a_connection["id"].as_str().unwrap().to_owned()
+            } else if path.starts_with("/v1/calendar/webhooks/") {
+                a_webhook["id"].as_str().unwrap().to_owned()
             } else if path.starts_with("/v1/calendar/sync/runs/") {
                 a_run["run_id"].as_str().unwrap().to_owned()
             } else if path.contains("{id}") {
@@ -657,9 +719,21 @@ mod matrix {
                     "B sees A's key: {label}"
                 );
                 assert!(!text.contains("A's secret"), "B sees A's event: {label}");
+                assert!(
+                    !text.contains(a_webhook["id"].as_str().unwrap()),
+                    "B sees A's webhook: {label}"
+                );
             }
         }
-        // Tenant A's calendar, event and key survived all of that.
+        // Tenant A's calendar, event, webhook and key survived all of that.
+        let hook_path = format!(
+            "/v1/calendar/webhooks/{}",
+            a_webhook["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            server.get(&server.admin, &hook_path).await.status(),
+            StatusCode::OK
+        );
         let event_path = format!("/v1/calendar/events/{}", event["id"].as_str().unwrap());
         assert_eq!(
             json_of(server.get(&server.admin, &event_path).await).await["summary"],

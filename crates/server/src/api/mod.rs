@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod oauth;
 pub mod stream;
 pub mod sync;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -70,6 +71,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(oauth::routes())
         .merge(sync::routes())
         .merge(conflicts::routes())
+        .merge(webhooks::routes())
 }
 
 /// Operational endpoints at the root, outside the versioned API and without authentication.
