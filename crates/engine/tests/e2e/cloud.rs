@@ -443,3 +443,136 @@ pub async fn cloud_story(db: TestDb, flavor: Flavor) {
     let remote = w.remote_all().await;
     assert_eq!(remote.len(), 2, "{remote:?}");
 }
+
+/// Identity conflicts, which Radicale cannot produce (it refuses a second item with one UID): on the
+/// Google emulator a second event claims the UID of a linked one. Each identity option is applied on
+/// both systems; the next runs converge with every UID once.
+pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
+    let cloud = Cloud::new(db, Flavor::Google).await;
+    let with_uid = |summary: &str, days: i64, uid: &str| {
+        let mut event = cloud.single(summary, days);
+        event["extendedProperties"] = json!({"private": {"calbridgeUid": uid}});
+        event
+    };
+    let options = ["keep_local", "keep_remote", "keep_both"];
+    for (i, option) in options.iter().enumerate() {
+        cloud
+            .remote_create(with_uid(
+                &format!("{option} original"),
+                2 + 2 * i as i64,
+                &format!("id-{option}"),
+            ))
+            .await;
+    }
+    cloud.settle().await;
+    for (i, option) in options.iter().enumerate() {
+        cloud
+            .remote_create(with_uid(
+                &format!("{option} newcomer"),
+                3 + 2 * i as i64,
+                &format!("id-{option}"),
+            ))
+            .await;
+    }
+    let report = cloud.sync().await;
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&3),
+        "{:?}",
+        report.counts
+    );
+    let conflicts = cloud
+        .store()
+        .list_conflicts(
+            cloud.tenant,
+            &ConflictFilter {
+                state: Some(ConflictState::Open),
+                connection_id: Some(cloud.connection),
+                kind: Some(ConflictKind::Identity),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+    for option in options {
+        let c = conflicts
+            .iter()
+            .find(|c| c.event_uid == format!("id-{option}"))
+            .unwrap();
+        let refused = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option: "restore",
+            merged: None,
+            actor: "key:test",
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), "option_not_applicable");
+        let resolved = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option,
+            merged: None,
+            actor: "key:test",
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{option}: {e}"));
+        assert_eq!(resolved.state, ConflictState::Resolved);
+    }
+    cloud.settle().await;
+    // UID → summary on both sides.
+    let local: BTreeMap<String, String> = cloud
+        .store()
+        .list_series(cloud.tenant, cloud.local_calendar, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.uid.clone(), prop(&s.ical, "SUMMARY").unwrap_or_default()))
+        .collect();
+    let remote: BTreeMap<String, String> = cloud
+        .remote_all()
+        .await
+        .into_values()
+        .map(|ical| {
+            (
+                prop(&ical, "UID").unwrap(),
+                prop(&ical, "SUMMARY").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(local, remote);
+    assert_eq!(local["id-keep_local"], "keep_local original");
+    assert_eq!(local["id-keep_remote"], "keep_remote newcomer");
+    assert_eq!(local["id-keep_both"], "keep_both original");
+    let copies: Vec<(&String, &String)> = local
+        .iter()
+        .filter(|(uid, _)| uid.starts_with("id-keep_both-copy-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{local:?}");
+    assert_eq!(copies[0].1, "keep_both newcomer");
+    assert_eq!(local.len(), 4, "{local:?}");
+    assert!(
+        cloud
+            .store()
+            .list_conflicts(
+                cloud.tenant,
+                &ConflictFilter {
+                    state: Some(ConflictState::Open),
+                    connection_id: None,
+                    kind: Some(ConflictKind::Identity)
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
