@@ -419,6 +419,13 @@ mod matrix {
                 None,
             ),
             r(
+                "get",
+                "/v1/calendar/oauth/{provider}/authorize",
+                Scope::ConnectionsManage,
+                "connection_id={conn}",
+                None,
+            ),
+            r(
                 "post",
                 "/v1/calendar/sync",
                 Scope::ConnectionsManage,
@@ -518,6 +525,9 @@ mod matrix {
                 // (tests/realtime.rs), so they are outside this key/scope/tenant matrix.
                 if ["get", "post", "put", "delete", "patch"].contains(&method.as_str())
                     && !path.starts_with("/v1/calendar/notifications/")
+                    // The OAuth callback is the person's browser: trusted by its one-time state
+                    // (tests/oauth.rs).
+                    && !path.ends_with("/callback")
                 {
                     documented.push((method.clone(), path.clone()));
                 }
@@ -622,9 +632,16 @@ mod matrix {
         assert_eq!(gone.status(), StatusCode::OK);
 
         let send = |route: &Route, key: Option<&str>| {
-            let mut path = route.path.replace("{id}", &id_for(route.path));
+            let mut path = route
+                .path
+                .replace("{id}", &id_for(route.path))
+                .replace("{provider}", "microsoft");
             if !route.query.is_empty() {
-                path = format!("{path}?{}", route.query.replace("{cal}", &cal_id));
+                let query = route
+                    .query
+                    .replace("{cal}", &cal_id)
+                    .replace("{conn}", a_connection["id"].as_str().unwrap());
+                path = format!("{path}?{query}");
             }
             let method =
                 reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
@@ -676,6 +693,7 @@ mod matrix {
             let response = send(&route, Some(&other_tenant)).await.unwrap();
             let names_a = route.path.contains("{id}")
                 || route.query.contains("{cal}")
+                || route.query.contains("{conn}")
                 || route
                     .body
                     .as_ref()

@@ -2861,6 +2861,64 @@ impl Store for Backend {
         Ok(done.rows_affected())
     }
 
+    async fn put_oauth_state(&self, tenant: TenantId, state: NewOAuthState) -> Result<()> {
+        non_empty("oauth state hash", &state.state_hash)?;
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "connections",
+            "connection",
+            &state.connection_id.to_string(),
+            tenant,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (id, tenant_id, connection_id, provider, verifier, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&state.state_hash)
+        .bind(tenant.to_string())
+        .bind(state.connection_id.to_string())
+        .bind(&state.provider)
+        .bind(state.verifier.as_bytes().to_vec())
+        .bind(ms(now()))
+        .bind(ms(state.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>> {
+        let row = sqlx::query(
+            "DELETE FROM oauth_states WHERE id = $1 RETURNING id, tenant_id, connection_id, provider, \
+             verifier, created_at, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(self.w())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(OAuthState {
+            state_hash: row.try_get("id")?,
+            tenant_id: id(row.try_get("tenant_id")?)?,
+            connection_id: id(row.try_get("connection_id")?)?,
+            provider: row.try_get("provider")?,
+            verifier: Sealed::from_stored(row.try_get("verifier")?),
+            created_at: ts(row.try_get("created_at")?)?,
+            expires_at: ts(row.try_get("expires_at")?)?,
+        }))
+    }
+
+    async fn purge_oauth_states(&self, now: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(ms(now))
+            .execute(self.w())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn change_stream_floor(&self, tenant: TenantId) -> Result<i64> {
         let row = sqlx::query("SELECT changes_purged_through FROM tenants WHERE id = $1")
             .bind(tenant.to_string())
@@ -2875,9 +2933,10 @@ impl Store for Backend {
     async fn rotate_master(&self, old: &MasterKey, new: &MasterKey) -> Result<u64> {
         let mut tx = self.wtx().await?;
         let mut count = 0u64;
-        let targets: [(&str, &str, Purpose); 2] = [
+        let targets: [(&str, &str, Purpose); 3] = [
             ("connections", "credentials", Purpose::ConnectionCredentials),
             ("webhook_subscriptions", "secret", Purpose::WebhookSecret),
+            ("oauth_states", "verifier", Purpose::OAuthVerifier),
         ];
         for (table, column, purpose) in targets {
             let select =

@@ -683,3 +683,27 @@ pub struct PushChannel {
     pub last_message: Option<i64>,
     pub created_at: Timestamp,
 }
+
+/// A pending OAuth sign-in: the hash of the `state` sent to the provider and the sealed PKCE verifier.
+#[derive(Clone, Debug)]
+pub struct NewOAuthState {
+    /// SHA-256 (hex) of the `state`; the state itself is never stored.
+    pub state_hash: String,
+    pub connection_id: ConnectionId,
+    /// `microsoft` or `google`.
+    pub provider: String,
+    /// The PKCE verifier, sealed with `Purpose::OAuthVerifier`.
+    pub verifier: Sealed,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct OAuthState {
+    pub state_hash: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    pub verifier: Sealed,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}

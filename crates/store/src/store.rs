@@ -375,6 +375,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn accept_push_message(&self, provider: &str, id: &str, number: i64) -> Result<bool>;
     async fn delete_push_channel(&self, tenant: TenantId, provider: &str, id: &str) -> Result<()>;
 
+    // --- pending OAuth sign-ins (authorize → callback) ---
+    /// Keeps a pending sign-in until its callback; `state_hash` is the SHA-256 (hex) of the `state`.
+    async fn put_oauth_state(&self, tenant: TenantId, state: NewOAuthState) -> Result<()>;
+    /// Takes (deletes and returns) the pending sign-in whose state hashes to `state_hash`: a state can be
+    /// used once. Like API keys, the state names its tenant, so this takes no tenant id. An expired row is
+    /// returned too (and deleted), so the caller can say "expired" rather than "unknown".
+    async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>>;
+    /// Drops pending sign-ins that expired before `now`, any tenant; returns how many.
+    async fn purge_oauth_states(&self, now: Timestamp) -> Result<u64>;
+
     // --- secrets at rest ---
     /// Re-seals every encrypted column under `new` in one transaction; values already under `new` are left.
     /// Returns how many values were re-sealed. Fails without changing anything if any value does not open.

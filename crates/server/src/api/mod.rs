@@ -8,6 +8,7 @@ pub mod connections;
 pub mod events;
 pub mod keys;
 pub mod notifications;
+pub mod oauth;
 pub mod stream;
 pub mod sync;
 pub mod webhooks;
@@ -67,6 +68,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(stream::routes())
         .merge(notifications::routes())
         .merge(connections::routes())
+        .merge(oauth::routes())
         .merge(sync::routes())
         .merge(conflicts::routes())
         .merge(webhooks::routes())

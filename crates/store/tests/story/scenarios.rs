@@ -2344,3 +2344,92 @@ pub async fn bad_input_is_refused_and_changes_nothing(db: &TestDb) {
         Err(StoreError::Invalid(_))
     ));
 }
+
+pub async fn oauth_states_are_single_use_and_tenant_checked(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = MasterKey::generate();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Google,
+                name: "g".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::NeedsAuth,
+            },
+        )
+        .await
+        .unwrap();
+    let pending = |hash: &str, expires_at: Timestamp| NewOAuthState {
+        state_hash: hash.into(),
+        connection_id: conn.id,
+        provider: "google".into(),
+        verifier: key.seal(Purpose::OAuthVerifier, b"verifier-1").unwrap(),
+        expires_at,
+    };
+    let later = Timestamp::now() + 10.minutes();
+    // Another tenant cannot start a sign-in for this connection.
+    assert!(is_not_found(
+        store.put_oauth_state(b, pending("h1", later)).await
+    ));
+    store
+        .put_oauth_state(a, pending("h1", later))
+        .await
+        .unwrap();
+    store
+        .put_oauth_state(a, pending("h2", Timestamp::now() - 1.minutes()))
+        .await
+        .unwrap();
+    // A state hash is unique.
+    assert!(
+        store
+            .put_oauth_state(a, pending("h1", later))
+            .await
+            .is_err()
+    );
+
+    let taken = store.take_oauth_state("h1").await.unwrap().unwrap();
+    assert_eq!(taken.tenant_id, a);
+    assert_eq!(taken.connection_id, conn.id);
+    assert_eq!(taken.provider, "google");
+    assert_eq!(
+        key.open(Purpose::OAuthVerifier, &taken.verifier).unwrap(),
+        b"verifier-1"
+    );
+    assert!(
+        key.open(Purpose::ConnectionCredentials, &taken.verifier)
+            .is_err(),
+        "the verifier is bound to its purpose"
+    );
+    // Single use.
+    assert!(store.take_oauth_state("h1").await.unwrap().is_none());
+    assert!(store.take_oauth_state("unknown").await.unwrap().is_none());
+
+    // Expired ones are purged; live ones stay.
+    store
+        .put_oauth_state(a, pending("h3", later))
+        .await
+        .unwrap();
+    assert_eq!(store.purge_oauth_states(Timestamp::now()).await.unwrap(), 1);
+    assert!(store.take_oauth_state("h2").await.unwrap().is_none());
+    // A master-key rotation re-seals pending verifiers too.
+    let new = MasterKey::generate();
+    store.rotate_master(&key, &new).await.unwrap();
+    let taken = store.take_oauth_state("h3").await.unwrap().unwrap();
+    assert_eq!(
+        new.open(Purpose::OAuthVerifier, &taken.verifier).unwrap(),
+        b"verifier-1"
+    );
+    // Deleting the connection drops its pending sign-ins.
+    store
+        .put_oauth_state(a, pending("h4", later))
+        .await
+        .unwrap();
+    store.delete_connection(a, conn.id).await.unwrap();
+    assert!(store.take_oauth_state("h4").await.unwrap().is_none());
+}
