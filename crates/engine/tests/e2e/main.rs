@@ -98,6 +98,10 @@ mod cloud_sqlite {
         crate::cloud::identity_conflicts_resolve_on_both_systems(crate::harness::sqlite().await)
             .await;
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_calendar_three_providers() {
+        crate::cloud::one_calendar_three_providers(crate::harness::sqlite().await).await;
+    }
 }
 
 mod cloud_postgres {
@@ -117,5 +121,13 @@ mod cloud_postgres {
             return;
         };
         crate::cloud::cloud_story(db, Flavor::Google).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_calendar_three_providers() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::one_calendar_three_providers(db).await;
     }
 }
