@@ -91,7 +91,8 @@ impl Service {
         let scheduler = Scheduler::new(
             ctx,
             SchedulerConfig::from_config(&state.config, scheduler::default_owner()),
-        );
+        )
+        .with_hub(state.realtime.clone());
         let task = tokio::spawn(async move {
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let workers = tokio::spawn(scheduler.run(stop_rx));

@@ -558,6 +558,25 @@ impl Emulator {
             .collect()
     }
 
+    /// The unexpired Graph subscriptions / Google channels with their expiry, soonest first.
+    pub fn live_watches(&self) -> Vec<(String, jiff::Timestamp)> {
+        let now = jiff::Timestamp::now();
+        let registry = lock(&self.shared.subscriptions);
+        let mut out: Vec<(String, jiff::Timestamp)> = registry
+            .subscriptions
+            .values()
+            .map(|s| (s.id.clone(), s.expiration))
+            .chain(registry.channels.values().filter_map(|c| {
+                jiff::Timestamp::from_millisecond(c.expiration)
+                    .ok()
+                    .map(|t| (c.id.clone(), t))
+            }))
+            .filter(|(_, t)| *t > now)
+            .collect();
+        out.sort_by_key(|(_, t)| *t);
+        out
+    }
+
     pub fn reset_throttling(&self) {
         self.shared.reset_budgets();
     }

@@ -230,7 +230,33 @@ pub struct Config {
     pub network: NetworkConfig,
     pub providers: ProvidersConfig,
     pub sync: SyncConfig,
+    pub push: PushConfig,
     pub optimizations: OptimizationsConfig,
+}
+
+/// Provider push channels (Graph subscriptions, Google watch channels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// A channel is renewed this long before it expires.
+    pub renew_before: HumanDuration,
+    /// Lifetime asked for a Graph subscription (Graph's maximum for calendars is 4230 minutes).
+    pub microsoft_lifetime: HumanDuration,
+    /// Lifetime asked for a Google channel (Google may grant less; its answer is used).
+    pub google_lifetime: HumanDuration,
+    /// Wait before retrying channel work that failed (provider down, token refused).
+    pub retry: HumanDuration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            renew_before: HumanDuration::from_secs(3600),
+            microsoft_lifetime: HumanDuration::from_secs(4200 * 60),
+            google_lifetime: HumanDuration::from_secs(7 * 24 * 3600),
+            retry: HumanDuration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +266,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: HumanDuration,
+    /// The address people's browsers reach this server at (behind a proxy: the proxy's https URL);
+    /// OAuth redirect URIs are built from it. Default: `http://{listen}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -247,7 +277,35 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: HumanDuration::from_secs(30),
+            public_url: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::public_url`], or `http://{listen}` (an unspecified listen address becomes
+    /// loopback, since a browser cannot reach `0.0.0.0`). Always ends with `/`.
+    pub fn public_base(&self) -> Result<url::Url, String> {
+        let text = match &self.public_url {
+            Some(u) => u.trim().to_owned(),
+            None => {
+                let mut addr = self.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+                }
+                format!("http://{addr}")
+            }
+        };
+        let mut url = url::Url::parse(&text)
+            .map_err(|e| format!("server.public_url `{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("server.public_url `{text}` must be an http(s) URL"));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
     }
 }
 
@@ -425,6 +483,9 @@ pub struct SyncConfig {
     pub conflict_resolution: ConflictResolution,
     /// Local time of day of the periodic full reconciliation (off-peak).
     pub full_sync_at: jiff::civil::Time,
+    /// CalDAV and ICS links are probed this often (one sync-token/ctag request or one conditional
+    /// GET); a sync runs only when the probe sees a change, a local change waits, or `frequency` passed.
+    pub poll_interval: HumanDuration,
 }
 
 impl Default for SyncConfig {
@@ -439,6 +500,7 @@ impl Default for SyncConfig {
                 .hour(3)
                 .build()
                 .unwrap_or_default(),
+            poll_interval: HumanDuration::from_secs(120),
         }
     }
 }
@@ -641,6 +703,8 @@ pub const EXAMPLE: &str = r#"# calbridge configuration. Every key is optional; t
 listen = "127.0.0.1:8080"
 # After SIGINT/SIGTERM, in-flight requests get this long to finish.
 shutdown_grace = "30s"
+# Where browsers reach this server (OAuth redirect URIs are built from it); default http://{listen}.
+# public_url = "https://calendar.example.org"
 
 [database]
 # Embedded SQLite (created and migrated on first start) or PostgreSQL: "postgres://user:pass@host/db".
@@ -703,11 +767,24 @@ direction = "bidirectional"
 conflict_resolution = "ask"
 # Local time of the daily full reconciliation (off-peak).
 full_sync_at = "03:00"
+# CalDAV and ICS: one cheap request (sync-token/ctag, conditional GET) this often; a sync only on change.
+poll_interval = "2m"
 
 [sync.range]
 # How far back and ahead events are synced (ISO 8601 spans).
 past = "P3M"
 future = "P3M"
+
+[push]
+# Graph subscriptions and Google watch channels. Only with an explicit server.public_url that Microsoft
+# and Google can reach (the http://{listen} default cannot be); without it those connections are polled.
+# Renew a channel this long before it expires.
+renew_before = "1h"
+# Lifetime asked for (Graph allows at most 4230 minutes for calendars).
+microsoft_lifetime = "70h"
+google_lifetime = "168h"
+# Wait before retrying failed channel work.
+retry = "1m"
 
 [optimizations]
 # Items per provider batch (capped by each provider's limit, e.g. Graph $batch takes 20).

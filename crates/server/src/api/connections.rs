@@ -72,12 +72,99 @@ pub struct ConnectionView {
     #[schema(value_type = Object)]
     pub sync: serde_json::Value,
     pub links: Vec<LinkView>,
+    /// How remote changes reach calbridge: push notifications or polling, and why.
+    pub push: PushView,
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
 }
 
-fn view(connection: Connection, links: Vec<Link>) -> ConnectionView {
+/// How a connection learns about remote changes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PushView {
+    /// `notifications` (a provider push channel per link is open) or `polling`.
+    pub mode: String,
+    /// A sentence saying why, and how often a polled connection is read.
+    pub detail: String,
+    /// The soonest expiry of the open channels (they are renewed before it).
+    pub expires_at: Option<String>,
+}
+
+async fn push_view(
+    state: &AppState,
+    connection: &Connection,
+    links: &[Link],
+) -> Result<PushView, ApiError> {
+    use crate::realtime::channels;
+    let frequency = crate::scheduler::frequency_of(
+        &connection.sync_options_json,
+        state.config.sync.frequency.0,
+    );
+    if !channels::pushes(connection.provider) {
+        let every = crate::config::HumanDuration(frequency.min(state.config.sync.poll_interval.0));
+        return Ok(PushView {
+            mode: "polling".into(),
+            detail: format!(
+                "{} has no push notifications; one cheap change check every {every}, a sync when it sees a change",
+                connection.provider
+            ),
+            expires_at: None,
+        });
+    }
+    let mut open = Vec::new();
+    for link in links {
+        open.extend(
+            state
+                .store
+                .list_push_channels(connection.tenant_id, link.id)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+    }
+    let every = crate::config::HumanDuration(frequency);
+    let (mode, detail) = if state.config.server.public_url.is_none() {
+        (
+            "polling",
+            format!(
+                "no public URL is configured (server.public_url), so the provider cannot reach this server; polled every {every}"
+            ),
+        )
+    } else if !links.is_empty() && open.len() >= links.len() {
+        (
+            "notifications",
+            "a push channel is open for every linked calendar".to_owned(),
+        )
+    } else {
+        (
+            "polling",
+            format!(
+                "push channels are being opened ({} of {} so far); polled every {every} meanwhile",
+                open.len(),
+                links.len()
+            ),
+        )
+    };
+    Ok(PushView {
+        mode: mode.into(),
+        detail,
+        expires_at: open
+            .iter()
+            .map(|c| c.expires_at)
+            .min()
+            .map(|t| t.to_string()),
+    })
+}
+
+async fn full_view(
+    state: &AppState,
+    connection: Connection,
+    links: Vec<Link>,
+) -> Result<ConnectionView, ApiError> {
+    let push = push_view(state, &connection, &links).await?;
+    Ok(view(connection, links, push))
+}
+
+fn view(connection: Connection, links: Vec<Link>, push: PushView) -> ConnectionView {
     ConnectionView {
         id: connection.id.to_string(),
         provider: connection.provider.to_string(),
@@ -88,6 +175,7 @@ fn view(connection: Connection, links: Vec<Link>) -> ConnectionView {
         sync: serde_json::from_str(&connection.sync_options_json)
             .unwrap_or(serde_json::Value::Null),
         links: links.into_iter().map(LinkView::from).collect(),
+        push,
         version: connection.version,
         created_at: connection.created_at.to_string(),
         updated_at: connection.updated_at.to_string(),
@@ -251,7 +339,7 @@ pub async fn list_connections(
             .list_links(tenant, c.id)
             .await
             .map_err(ApiError::internal)?;
-        items.push(view(c, links));
+        items.push(full_view(&state, c, links).await?);
     }
     Ok(Json(ConnectionList { items }))
 }
@@ -388,7 +476,26 @@ pub async fn create_connection(
         serde_json::json!({"provider": provider.as_str(), "links": links.len()}),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view(connection, links))).into_response())
+    if crate::realtime::channels::pushes(connection.provider)
+        && state.config.server.public_url.is_some()
+    {
+        // Open each link's push channel now rather than at the scheduler's next look.
+        for link in &links {
+            crate::realtime::channels::enqueue(
+                state.store.as_ref(),
+                tenant,
+                link.id,
+                jiff::Timestamp::now(),
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, connection, links).await?),
+    )
+        .into_response())
 }
 
 /// One connection with its links.
@@ -408,7 +515,7 @@ pub async fn get_connection(
         .list_links(tenant, connection.id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(view(connection, links)))
+    Ok(Json(full_view(&state, connection, links).await?))
 }
 
 /// Rename a connection or change its sync options (`If-Match` optional).
@@ -462,7 +569,7 @@ pub async fn update_connection(
         .list_links(tenant, updated.id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(view(updated, links)))
+    Ok(Json(full_view(&state, updated, links).await?))
 }
 
 /// Delete a connection and its links (local events stay).
@@ -478,6 +585,10 @@ pub async fn delete_connection(
     let principal = auth.principal();
     let tenant = principal.tenant;
     let connection = find(&state, tenant, &id).await?;
+    // The links' channel rows, and the credentials to stop them, go with the connection.
+    if let Ok(ctx) = crate::api::sync::context(&state) {
+        crate::realtime::channels::stop_connection(&ctx, &connection).await;
+    }
     state
         .store
         .delete_connection(tenant, connection.id)

@@ -6,6 +6,7 @@
 //! number, and the bell only says "read now". A lost ring therefore delays a message (until the periodic
 //! re-read) but never loses it.
 
+pub mod channels;
 pub mod push;
 
 use std::sync::Arc;
