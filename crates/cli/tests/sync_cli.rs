@@ -58,6 +58,7 @@ async fn sync_imports_and_conflicts_commands_answer() {
         url: radicale.base(),
         username: Some(support::USER.into()),
         password: Some(support::PASSWORD.into()),
+        oauth: None,
     };
     let connection = store
         .create_connection(

@@ -519,6 +519,12 @@ impl Emulator {
         self.shared.expire_tokens();
     }
 
+    /// The person withdraws consent: every refresh token issued so far is refused with
+    /// `invalid_grant` (issued access tokens keep working until they expire, as with both providers).
+    pub fn revoke_grants(&self) {
+        lock(&self.shared.auth).refresh.clear();
+    }
+
     /// Every delta / sync token of the mailbox is answered with 410 from now on.
     pub fn invalidate_sync_state(&self, user: Option<&str>) -> Result<(), EmulatorError> {
         let m = self.mailbox_of(user)?;

@@ -437,6 +437,10 @@ pub struct OAuthProviderConfig {
     /// The API base (Graph for Microsoft, Calendar API for Google).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graph_url: Option<String>,
+    /// Google only: the token endpoint's base (`{token_url}/token`). Default
+    /// `https://oauth2.googleapis.com`, or `authority_url` when that is set (emulators serve both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -756,6 +760,7 @@ allow_private_networks = false
 # client_secret = "…"
 # authority_url = "https://accounts.google.com"
 # graph_url = "https://www.googleapis.com/calendar/v3"
+# token_url = "https://oauth2.googleapis.com"
 
 # Defaults for new connections; each connection may override them.
 [sync]

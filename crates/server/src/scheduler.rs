@@ -262,6 +262,12 @@ impl Scheduler {
             if *stop.borrow() {
                 return;
             }
+            // Listen for "a job was enqueued here" before looking, so a wake-up in between is kept.
+            let notified = self.hub.as_ref().map(|hub| hub.work_notified());
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
             let leased = self
                 .ctx
                 .store
@@ -275,8 +281,15 @@ impl Scheduler {
             match leased {
                 Ok(Some(lease)) => self.run_job(lease).await,
                 Ok(None) => {
+                    let wake = async {
+                        match notified.as_mut().as_pin_mut() {
+                            Some(n) => n.await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(self.config.tick) => {}
+                        _ = wake => {}
                         changed = stop.changed() => if changed.is_err() { return; }
                     }
                 }
@@ -403,9 +416,13 @@ impl Scheduler {
         if connection.status != ConnectionStatus::Active || link.status != LinkStatus::Active {
             return Ok(None);
         }
-        let provider = syncing::open(&self.ctx.master_key, &connection)
-            .and_then(|c| syncing::provider_for(&self.ctx.http, connection.provider, &c))
-            .map_err(|e| e.to_string())?;
+        let provider = match syncing::open_provider(&self.ctx, &connection).await {
+            Ok(p) => p,
+            // A grant that is gone ends the link's job; the OAuth callback re-arms it.
+            Err(syncing::SyncServiceError::NotAuthorized { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let connection = syncing::effective_connection(&self.ctx.master_key, &connection);
         let now = Timestamp::now();
         let slot = last_full_slot(now, self.config.full_sync_at, &self.config.time_zone);
         let full = match (slot, link.last_full_sync_at) {

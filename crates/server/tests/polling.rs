@@ -174,6 +174,7 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
         master_key: Arc::new(master.key),
         http: syncing::http_client(true).unwrap(),
         engine: calbridge_engine::EngineConfig::default(),
+        providers: syncing::ProviderSettings::from_config(&server.config),
     };
     let mut sc = SchedulerConfig::from_config(&server.config, "poller".into());
     sc.tick = Duration::from_millis(100);

@@ -164,7 +164,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     .await;
     assert_eq!(bad_diagnosis["kind"], "invalid_credentials");
 
-    // Microsoft without the connectors: a clear 422.
+    // Microsoft without an OAuth client configured by the operator: a clear 422.
     let microsoft = server
         .post_json(
             &server.admin,
@@ -173,7 +173,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
         )
         .await;
     assert_eq!(microsoft.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(json_of(microsoft).await["code"], "provider_not_supported");
+    assert_eq!(json_of(microsoft).await["code"], "provider_not_configured");
 
     // The first sync imports Radicale's event.
     let run = sync_and_wait(&server, &id).await;

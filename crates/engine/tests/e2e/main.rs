@@ -1,5 +1,5 @@
 //! The sync engine end to end with real parts only: a real store (a SQLite file, and a fresh PostgreSQL
-//! database) on one side and a real Radicale on the other. Every scenario runs on both backends
+//! database) on one side and a real Radicale (or the Graph and Google emulators, `cloud`) on the other. Every scenario runs on both backends
 //! (`sqlite::<name>`, `postgres::<name>`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,6 +9,7 @@ mod harness;
 #[path = "../../../providers/tests/support/mod.rs"]
 mod support;
 
+mod cloud;
 mod scenarios;
 
 macro_rules! both_backends {
@@ -47,3 +48,37 @@ both_backends!(
     one_way_links_never_write_the_other_side,
     an_occurrence_edit_merges_as_that_override,
 );
+
+mod cloud_sqlite {
+    use calbridge_emulators::Flavor;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graph_story() {
+        crate::cloud::cloud_story(crate::harness::sqlite().await, Flavor::Microsoft).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn google_story() {
+        crate::cloud::cloud_story(crate::harness::sqlite().await, Flavor::Google).await;
+    }
+}
+
+mod cloud_postgres {
+    use calbridge_emulators::Flavor;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graph_story() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::cloud_story(db, Flavor::Microsoft).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn google_story() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::cloud_story(db, Flavor::Google).await;
+    }
+}

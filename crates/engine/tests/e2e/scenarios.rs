@@ -14,7 +14,7 @@ use crate::harness::TestDb;
 use crate::support::{PASSWORD, Radicale, USER, budget, http_client, password};
 
 /// A date-time `days` from now at 10:00 UTC, in iCalendar form.
-fn at(days: i64) -> String {
+pub(crate) fn at(days: i64) -> String {
     let day = Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date()
@@ -23,7 +23,7 @@ fn at(days: i64) -> String {
     format!("{}T100000Z", day.strftime("%Y%m%d"))
 }
 
-fn ics(uid: &str, props: &[(&str, &str)]) -> String {
+pub(crate) fn ics(uid: &str, props: &[(&str, &str)]) -> String {
     let mut lines = vec![
         "BEGIN:VCALENDAR".to_owned(),
         "VERSION:2.0".to_owned(),
@@ -40,7 +40,7 @@ fn ics(uid: &str, props: &[(&str, &str)]) -> String {
     lines.join("\r\n") + "\r\n"
 }
 
-fn event(uid: &str, summary: &str, day: i64) -> String {
+pub(crate) fn event(uid: &str, summary: &str, day: i64) -> String {
     ics(
         uid,
         &[
@@ -51,7 +51,7 @@ fn event(uid: &str, summary: &str, day: i64) -> String {
     )
 }
 
-fn prop(ical: &str, name: &str) -> Option<String> {
+pub(crate) fn prop(ical: &str, name: &str) -> Option<String> {
     ical.replace("\r\n ", "")
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_owned))

@@ -301,11 +301,15 @@ pub async fn resolve(
         .await
         .map_err(|e| store_error("calendar", e))?;
     let floating = jiff::tz::TimeZone::get(&calendar.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let http = syncing::http_client(state.config.network.allow_private_networks)
-        .map_err(ApiError::internal)?;
-    let provider = syncing::open(&state.master_key, &connection)
-        .and_then(|c| syncing::provider_for(&http, connection.provider, &c))
-        .map_err(ApiError::internal)?;
+    let ctx = super::sync::context(state)?;
+    let provider = syncing::open_provider(&ctx, &connection)
+        .await
+        .map_err(|e| match e {
+            e @ syncing::SyncServiceError::NotAuthorized { .. } => {
+                ApiError::unprocessable("connection_not_authorized", e.to_string())
+            }
+            e => ApiError::internal(e),
+        })?;
     let remote_calendar =
         RemoteCalendarId::parse(link.remote_calendar_id.clone()).map_err(ApiError::internal)?;
     let remote_id = RemoteId::parse(remote_id).map_err(ApiError::internal)?;

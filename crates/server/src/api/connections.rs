@@ -21,7 +21,8 @@ use crate::AppState;
 use crate::auth::{Authorized, ConnectionsManage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::syncing::{self, StoredCredentials, SyncServiceError};
+use crate::syncing::{self, OAuthTokens, StoredCredentials, SyncServiceError};
+use calbridge_providers::oauth::Access;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -190,12 +191,22 @@ pub struct ConnectionList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsInput {
-    /// CalDAV server (root, principal, home or calendar) or ICS feed address.
-    pub url: String,
+    /// CalDAV server (root, principal, home or calendar) or ICS feed address (caldav, ics).
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// Microsoft/Google, for an application that obtained the grant itself: a refresh token issued
+    /// to this server's OAuth client (and optionally a current access token with its expiry).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// RFC 3339; when the access token expires.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -217,6 +228,10 @@ pub struct ConnectionInput {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub sync: Option<serde_json::Value>,
+    /// Microsoft/Google: `read_write` (default) or `read_only` (least privilege: `Calendars.Read`,
+    /// `calendar.readonly`; the connection then only imports).
+    #[serde(default)]
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -298,6 +313,12 @@ fn service_error(e: SyncServiceError) -> ApiError {
             "provider_not_supported",
             format!("the `{p}` provider is not supported by this server yet; use caldav or ics"),
         ),
+        e @ SyncServiceError::NotConfigured(_) => {
+            ApiError::unprocessable("provider_not_configured", e.to_string())
+        }
+        e @ SyncServiceError::NotAuthorized { .. } => {
+            ApiError::unprocessable("connection_not_authorized", e.to_string())
+        }
         SyncServiceError::Provider(e) => {
             ApiError::unprocessable("invalid_credentials", Diagnosis::from_error(&e).message)
         }
@@ -363,28 +384,108 @@ pub async fn create_connection(
             "provider must be caldav, ics, microsoft or google",
         )
     })?;
-    if matches!(provider, Provider::Microsoft | Provider::Google) {
-        return Err(service_error(SyncServiceError::Unsupported(
-            provider.as_str(),
-        )));
-    }
     let name = validate_name(&input.name)?;
-    let sync_json = validate_sync(input.sync)?;
-    let Some(credentials) = input.credentials else {
-        return Err(ApiError::unprocessable(
-            "missing_credentials",
-            "credentials.url is required for caldav and ics connections",
-        ));
+    let mut sync_json = validate_sync(input.sync)?;
+    let ctx = super::sync::context(&state)?;
+    // What to store, and (CalDAV/ICS) the provider, checked before anything is written.
+    let (credentials, remote, status) = match syncing::oauth_provider(provider) {
+        None => {
+            if input.access.is_some() {
+                return Err(ApiError::unprocessable(
+                    "invalid_access",
+                    "access applies to microsoft and google connections only",
+                ));
+            }
+            let url = input
+                .credentials
+                .as_ref()
+                .and_then(|c| c.url.as_deref())
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty());
+            let (Some(url), Some(credentials)) = (url, input.credentials) else {
+                return Err(ApiError::unprocessable(
+                    "missing_credentials",
+                    "credentials.url is required for caldav and ics connections",
+                ));
+            };
+            let credentials = StoredCredentials {
+                url,
+                username: credentials.username,
+                password: credentials.password,
+                oauth: None,
+            };
+            // Refuses malformed URLs before anything is stored.
+            let remote =
+                syncing::provider_for(&ctx.http, provider, &credentials).map_err(service_error)?;
+            (credentials, Some(remote), ConnectionStatus::Active)
+        }
+        Some(kind) => {
+            let access = match input.access.as_deref() {
+                None | Some("read_write") => Access::ReadWrite,
+                Some("read_only") => Access::ReadOnly,
+                Some(_) => {
+                    return Err(ApiError::unprocessable(
+                        "invalid_access",
+                        "access must be read_write or read_only",
+                    ));
+                }
+            };
+            if access == Access::ReadOnly {
+                let direction = SyncOptions::parse(&sync_json)
+                    .map(|o| o.direction)
+                    .map_err(|e| ApiError::unprocessable("invalid_sync_options", e.to_string()))?;
+                let asked = serde_json::from_str::<serde_json::Value>(&sync_json)
+                    .ok()
+                    .and_then(|v| v.get("direction").cloned());
+                if asked.is_some() && direction != calbridge_sync::Direction::Import {
+                    return Err(ApiError::unprocessable(
+                        "read_only_direction",
+                        "a read_only connection can only import: use sync.direction = import, or access = read_write",
+                    ));
+                }
+                sync_json = syncing::force_import(&sync_json);
+            }
+            // The operator's OAuth client must exist before a connection can use it.
+            ctx.providers
+                .oauth_config(kind, access)
+                .map_err(service_error)?;
+            let mut tokens = OAuthTokens::new(access);
+            let Some(given) = input.credentials else {
+                return Err(ApiError::unprocessable(
+                    "missing_credentials",
+                    "credentials.refresh_token is required for microsoft and google connections",
+                ));
+            };
+            if given.url.is_some() || given.username.is_some() || given.password.is_some() {
+                return Err(ApiError::unprocessable(
+                    "invalid_credentials",
+                    "microsoft and google connections take OAuth tokens, not a URL or password",
+                ));
+            }
+            tokens.refresh_token = given.refresh_token.filter(|t| !t.is_empty());
+            tokens.access_token = given.access_token.filter(|t| !t.is_empty());
+            tokens.expires_at = match given.expires_at.as_deref() {
+                None => None,
+                Some(text) => Some(text.parse::<jiff::Timestamp>().map_err(|_| {
+                    ApiError::unprocessable(
+                        "invalid_credentials",
+                        "credentials.expires_at must be an RFC 3339 time",
+                    )
+                })?),
+            };
+            if !tokens.is_authorized() {
+                return Err(ApiError::unprocessable(
+                    "missing_credentials",
+                    "credentials.refresh_token is required for microsoft and google connections",
+                ));
+            }
+            let credentials = StoredCredentials {
+                oauth: Some(tokens),
+                ..StoredCredentials::default()
+            };
+            (credentials, None, ConnectionStatus::Active)
+        }
     };
-    let credentials = StoredCredentials {
-        url: credentials.url.trim().to_owned(),
-        username: credentials.username,
-        password: credentials.password,
-    };
-    let http = syncing::http_client(state.config.network.allow_private_networks)
-        .map_err(ApiError::internal)?;
-    // Refuses malformed URLs before anything is stored.
-    let remote = syncing::provider_for(&http, provider, &credentials).map_err(service_error)?;
 
     let calendar_id = match input.calendar_id {
         Some(id) => {
@@ -413,6 +514,7 @@ pub async fn create_connection(
         }
     };
     let sealed = syncing::seal(&state.master_key, &credentials).map_err(ApiError::internal)?;
+    let remote = remote.ok_or(());
     let connection = state
         .store
         .create_connection(
@@ -423,14 +525,27 @@ pub async fn create_connection(
                 calendar_id,
                 credentials: Some(sealed),
                 sync_options_json: sync_json,
-                status: ConnectionStatus::Active,
+                status,
             },
         )
         .await
         .map_err(|e| store_error("connection", e))?;
 
+    let remote = match remote {
+        Ok(remote) => remote,
+        Err(()) => syncing::open_provider(&ctx, &connection)
+            .await
+            .map_err(service_error)?,
+    };
     let mut links = Vec::new();
-    let connection = match remote.list_calendars().await {
+    let listed = remote.list_calendars().await;
+    // A refused grant already moved the connection to needs_reauth: read it back.
+    let connection = state
+        .store
+        .get_connection(tenant, connection.id)
+        .await
+        .map_err(ApiError::internal)?;
+    let connection = match listed {
         Ok(calendars) => {
             let wanted = input.remote_calendars.as_deref();
             for calendar in calendars.into_iter().filter(|c| c.holds_events()) {
@@ -490,6 +605,7 @@ pub async fn create_connection(
             .await
             .map_err(ApiError::internal)?;
         }
+        state.realtime.wake_workers();
     }
     Ok((
         StatusCode::CREATED,
@@ -619,13 +735,20 @@ pub async fn test_connection(
     let principal = auth.principal();
     let tenant = principal.tenant;
     let connection = find(&state, tenant, &id).await?;
-    let http = syncing::http_client(state.config.network.allow_private_networks)
-        .map_err(ApiError::internal)?;
-    let diagnosis = match syncing::open(&state.master_key, &connection)
-        .and_then(|c| syncing::provider_for(&http, connection.provider, &c))
-    {
+    let ctx = super::sync::context(&state)?;
+    let mut keep_status = false;
+    let diagnosis = match syncing::open_provider(&ctx, &connection).await {
         Ok(provider) => provider.test_connection().await,
         Err(SyncServiceError::Provider(e)) => Diagnosis::from_error(&e),
+        Err(e @ SyncServiceError::NotAuthorized { .. }) => {
+            // Nothing to test with until the person signs in; the status already says so.
+            keep_status = true;
+            Diagnosis {
+                kind: DiagnosisKind::InvalidCredentials,
+                message: e.to_string(),
+                calendars: Vec::new(),
+            }
+        }
         Err(e) => return Err(service_error(e)),
     };
     let (status, reason) = match diagnosis.kind {
@@ -636,7 +759,7 @@ pub async fn test_connection(
         ),
         _ => (ConnectionStatus::Error, Some(diagnosis.message.as_str())),
     };
-    if connection.status != ConnectionStatus::Paused {
+    if connection.status != ConnectionStatus::Paused && !keep_status {
         state
             .store
             .set_connection_status(tenant, connection.id, status, reason)

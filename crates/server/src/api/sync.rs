@@ -34,6 +34,7 @@ pub fn context(state: &AppState) -> Result<SyncContext, ApiError> {
         http: syncing::http_client(state.config.network.allow_private_networks)
             .map_err(ApiError::internal)?,
         engine: EngineConfig::default(),
+        providers: syncing::ProviderSettings::from_config(&state.config),
     })
 }
 

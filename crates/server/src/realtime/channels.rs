@@ -158,8 +158,7 @@ pub async fn run(
     if !wanted && channels.is_empty() {
         return Ok(None);
     }
-    let provider = syncing::open(&ctx.master_key, &connection)
-        .and_then(|c| syncing::provider_for(&ctx.http, connection.provider, &c));
+    let provider = syncing::open_provider(ctx, &connection).await;
     let provider = match provider {
         Ok(p) => p,
         Err(e) if !wanted => {
@@ -370,9 +369,7 @@ pub async fn stop_connection(ctx: &SyncContext, connection: &Connection) {
     if all.is_empty() {
         return;
     }
-    let provider = match syncing::open(&ctx.master_key, connection)
-        .and_then(|c| syncing::provider_for(&ctx.http, connection.provider, &c))
-    {
+    let provider = match syncing::open_provider(ctx, connection).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(connection = %connection.id, error = %e, "push channels not stopped");

@@ -34,6 +34,9 @@ pub struct Hub {
     pg: OnceCell<Option<sqlx::PgPool>>,
     listening: OnceCell<()>,
     rescan: Duration,
+    /// Wakes this process's idle scheduler workers when a job was enqueued here (a provider
+    /// notification), so the sync starts now rather than at the workers' next poll of the queue.
+    work: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -47,6 +50,7 @@ impl Hub {
             pg: OnceCell::new(),
             listening: OnceCell::new(),
             rescan: RESCAN_INTERVAL,
+            work: tokio::sync::Notify::new(),
         }
     }
 
@@ -58,6 +62,16 @@ impl Hub {
 
     pub fn rescan_interval(&self) -> Duration {
         self.rescan
+    }
+
+    /// Tells idle scheduler workers of this process that a job is due now.
+    pub fn wake_workers(&self) {
+        self.work.notify_waiters();
+    }
+
+    /// Resolves at the next [`Hub::wake_workers`] (enable it before looking at the queue).
+    pub fn work_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.work.notified()
     }
 
     /// A receiver that sees every later ring.
