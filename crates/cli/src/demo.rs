@@ -50,7 +50,12 @@ struct Summary {
 }
 
 pub fn run(config_file: Option<&PathBuf>, args: DemoArgs) -> anyhow::Result<()> {
-    let base = load_config(config_file, Some(args.listen), None)?;
+    let mut base = load_config(config_file, Some(args.listen), None)?;
+    // The demo's own output is the summary it prints; request logs would bury it. A configured level
+    // (or RUST_LOG) still wins.
+    if base.log.level == "info" {
+        base.log.level = "warn,calbridge=info".into();
+    }
     calbridge_server::telemetry::init_logging(&base.log);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(demo(base, args))
@@ -75,7 +80,11 @@ async fn demo(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
 
     config.database.url =
         DatabaseUrl::parse(&format!("sqlite://{}", dir.join("calbridge-demo.db").display()))?;
-    config.secrets.master_key_file = Some(dir.join("calbridge-demo.key"));
+    let key_file = dir.join("calbridge-demo.key");
+    if !key_file.exists() {
+        calbridge_store::crypto::MasterKey::create_file(&key_file)?;
+    }
+    config.secrets.master_key_file = Some(key_file);
     // The emulators listen on loopback, which user-supplied URLs may not reach by default.
     config.network.allow_private_networks = true;
     point_at_emulator(&mut config.providers.microsoft, &microsoft, "/v1.0");
