@@ -232,6 +232,8 @@ pub struct Config {
     pub sync: SyncConfig,
     pub push: PushConfig,
     pub optimizations: OptimizationsConfig,
+    pub stream: StreamConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Provider push channels (Graph subscriptions, Google watch channels).
@@ -532,6 +534,55 @@ impl Default for OptimizationsConfig {
     }
 }
 
+/// The change stream (WebSocket `GET /v1/calendar/stream` and webhooks read it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// How long change-stream entries are kept: a client resuming with an older `since` gets a reset.
+    pub retention: HumanDuration,
+    /// How often expired entries (and old webhook delivery logs) are removed.
+    pub prune_interval: HumanDuration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            retention: HumanDuration::from_secs(7 * 24 * 3600),
+            prune_interval: HumanDuration::from_secs(3600),
+        }
+    }
+}
+
+/// Outbound webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Consecutive failed attempts after which a webhook is disabled (re-enable it with PATCH).
+    pub disable_after: u32,
+    /// Backoff after the first failure; it doubles per failure (with jitter) up to `retry_max`.
+    pub retry_base: HumanDuration,
+    pub retry_max: HumanDuration,
+    /// One delivery attempt (connect, send, answer) may take this long.
+    pub timeout: HumanDuration,
+    /// How often the delivery planner looks for pending messages (API writes also wake it at once).
+    pub poll_interval: HumanDuration,
+    /// How long delivery log entries are kept.
+    pub log_retention: HumanDuration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            disable_after: 10,
+            retry_base: HumanDuration::from_secs(60),
+            retry_max: HumanDuration::from_secs(6 * 3600),
+            timeout: HumanDuration::from_secs(10),
+            poll_interval: HumanDuration::from_secs(1),
+            log_retention: HumanDuration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 /// Environment variables with this prefix that belong to tooling, not to the configuration.
 const ENV_NOT_CONFIG: &[&str] = &["PYTHON", "TEST_POSTGRES_URL", "REQUIRE_PEERS", "LOG"];
 
@@ -640,6 +691,23 @@ impl Config {
         }
         if self.sync.frequency.0 < SignedDuration::from_secs(60) {
             return Err(invalid("sync.frequency must be at least 1m".into()));
+        }
+        if self.webhooks.disable_after == 0 {
+            return Err(invalid("webhooks.disable_after must be positive".into()));
+        }
+        let positive = [
+            ("stream.retention", self.stream.retention),
+            ("stream.prune_interval", self.stream.prune_interval),
+            ("webhooks.retry_base", self.webhooks.retry_base),
+            ("webhooks.retry_max", self.webhooks.retry_max),
+            ("webhooks.timeout", self.webhooks.timeout),
+            ("webhooks.poll_interval", self.webhooks.poll_interval),
+            ("webhooks.log_retention", self.webhooks.log_retention),
+        ];
+        for (name, value) in positive {
+            if !value.0.is_positive() {
+                return Err(invalid(format!("{name} must be positive")));
+            }
         }
         Ok(())
     }
@@ -800,6 +868,27 @@ parallel_sync = true
 cache_ttl = 3600
 # gzip/br on provider and API traffic.
 compression = true
+
+[stream]
+# Change-stream entries older than this are removed; a WebSocket client resuming with an older `since`
+# receives a `stream.reset` message (re-read the state through the API, then keep the stream).
+retention = "168h"
+# How often expired entries and old webhook delivery logs are removed.
+prune_interval = "1h"
+
+[webhooks]
+# A webhook is disabled after this many consecutive failed deliveries (the reason is shown on it).
+disable_after = 10
+# Retry backoff: doubles per failure from `retry_base` up to `retry_max`, with jitter; Retry-After on
+# 429/503 is honoured.
+retry_base = "1m"
+retry_max = "6h"
+# One attempt (connect, send, answer).
+timeout = "10s"
+# How often pending messages are looked for (API writes also wake delivery at once).
+poll_interval = "1s"
+# How long the delivery log keeps entries.
+log_retention = "720h"
 "#;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod scheduler;
 pub mod series;
 pub mod syncing;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::sync::Arc;
 

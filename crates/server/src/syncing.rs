@@ -70,6 +70,9 @@ pub struct OAuthTokens {
     /// The scopes granted (as the token endpoint answered them).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Until the first sign-in: the remote calendars the create request asked to link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_calendars: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for OAuthTokens {
@@ -91,6 +94,7 @@ impl OAuthTokens {
             expires_at: None,
             refresh_token: None,
             scopes: Vec::new(),
+            remote_calendars: None,
         }
     }
 
@@ -153,9 +157,10 @@ pub enum SyncServiceError {
     },
 }
 
-/// The outgoing HTTP client connections use; private networks only when the operator allows them.
-pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderError> {
-    let address_policy = if allow_private_networks {
+/// Where outgoing requests (connections, webhooks) may go: public addresses, plus loopback and RFC 1918
+/// when the operator allows private networks; never link-local (cloud metadata).
+pub fn address_policy(allow_private_networks: bool) -> AddressPolicy {
+    if allow_private_networks {
         AddressPolicy {
             allow_loopback: true,
             allow_private: true,
@@ -163,9 +168,13 @@ pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderE
         }
     } else {
         AddressPolicy::public_only()
-    };
+    }
+}
+
+/// The outgoing HTTP client connections use; private networks only when the operator allows them.
+pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderError> {
     HttpClient::new(HttpConfig {
-        address_policy,
+        address_policy: address_policy(allow_private_networks),
         ..HttpConfig::default()
     })
 }
@@ -605,6 +614,15 @@ pub async fn run_sync(
     let mut total_links = 0_usize;
     for (connection, links) in &plan {
         let provider = open_provider(ctx, connection).await;
+        if let (true, Err(e @ SyncServiceError::NotAuthorized { .. })) =
+            (links.is_empty(), &provider)
+        {
+            // Not signed in yet, so nothing is linked: still say why nothing synced.
+            total_links += 1;
+            failed_links += 1;
+            errors.push(link_error("connection", setup_class(e), e.to_string()));
+            continue;
+        }
         let connection = &effective_connection(&ctx.master_key, connection);
         for link in links {
             total_links += 1;

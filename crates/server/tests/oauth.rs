@@ -20,6 +20,7 @@ use common::{Backend, TestServer, test_config};
 use jiff::{Timestamp, ToSpan};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sha2::Digest;
 use url::Url;
 
 const CLIENT_ID: &str = "calbridge-test-client";
@@ -47,6 +48,17 @@ fn provider_name(flavor: Flavor) -> &'static str {
 
 /// A server whose operator configured the emulator as the provider (and allows loopback).
 async fn server_for(backend: Backend, emu: &Emulator) -> Option<TestServer> {
+    TestServer::start_with(backend, emulator_config(emu)).await
+}
+
+/// The same, with `server.public_url` set to where it really listens (OAuth redirects reach it).
+async fn server_for_public(backend: Backend, emu: &Emulator) -> Option<TestServer> {
+    let mut config = emulator_config(emu);
+    config.server.public_url = Some(common::SELF_URL.into());
+    TestServer::start_with(backend, config).await
+}
+
+fn emulator_config(emu: &Emulator) -> calbridge_server::Config {
     let mut config = test_config();
     config.network.allow_private_networks = true;
     let settings = match emu.flavor() {
@@ -59,7 +71,7 @@ async fn server_for(backend: Backend, emu: &Emulator) -> Option<TestServer> {
         Flavor::Microsoft => format!("{}/v1.0", emu.base_url()),
         Flavor::Google => format!("{}/calendar/v3", emu.base_url()),
     });
-    TestServer::start_with(backend, config).await
+    config
 }
 
 fn token_endpoint() -> Endpoint {
@@ -545,6 +557,282 @@ async fn read_only_story(backend: Backend, flavor: Flavor) {
     assert_eq!(remote_summaries(&emu).await, ["Board meeting"]);
 }
 
+/// Follows a provider authorize URL like a browser whose person consents; returns the callback URL
+/// the provider redirects to (on this server).
+async fn consent(authorize_url: &str) -> Url {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = browser.get(authorize_url).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::FOUND);
+    Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+async fn get_anonymous(url: &Url) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url.clone())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The sign-in as a person goes through it: create → authorize_url → consent at the provider → the
+/// callback on this server → active, calendars linked, events imported. Then the defences: a forged
+/// state, a replayed callback, an expired state, a declined consent, and `authorize` for re-consent.
+async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
+    let emu = Emulator::start(flavor, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let Some(server) = server_for_public(backend, &emu).await else {
+        return;
+    };
+    let name = provider_name(flavor);
+    create_remote(&emu, single(flavor, "Kick-off", 2)).await;
+
+    let created = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/connections",
+            json!({"provider": name, "name": "Cloud"}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let connection = json_of(created).await;
+    assert_eq!(connection["status"], "needs_auth", "{connection}");
+    assert!(connection["links"].as_array().unwrap().is_empty());
+    let id = connection["id"].as_str().unwrap().to_owned();
+    let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
+    let authorize_url = Url::parse(connection["authorize_url"].as_str().unwrap()).unwrap();
+    assert!(
+        authorize_url.as_str().starts_with(emu.base_url()),
+        "{authorize_url}"
+    );
+    let pairs: std::collections::HashMap<_, _> = authorize_url.query_pairs().into_owned().collect();
+    assert_eq!(pairs["code_challenge_method"], "S256");
+    assert!(pairs["state"].len() >= 43);
+    assert_eq!(
+        pairs["redirect_uri"],
+        server.url(&format!("/v1/calendar/oauth/{name}/callback"))
+    );
+    // Syncing before consent: a clear error, nothing else.
+    let run = sync_and_wait(&server, &id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["errors"][0]["class"], "needs_auth", "{run}");
+
+    // A forged state changes nothing.
+    let callback_base =
+        Url::parse(&server.url(&format!("/v1/calendar/oauth/{name}/callback"))).unwrap();
+    let mut forged = callback_base.clone();
+    forged.set_query(Some("code=abc&state=forged-state-value"));
+    let answer = get_anonymous(&forged).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(answer).await["code"], "invalid_oauth_state");
+    let mut missing = callback_base.clone();
+    missing.set_query(Some("code=abc"));
+    assert_eq!(
+        get_anonymous(&missing).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // The person consents; the provider sends the browser to the callback.
+    let callback = consent(authorize_url.as_str()).await;
+    assert!(
+        callback.as_str().starts_with(callback_base.as_str()),
+        "{callback}"
+    );
+    let answer = get_anonymous(&callback).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let done = json_of(answer).await;
+    assert_eq!(done["status"], "active", "{done}");
+    assert_eq!(done["links"].as_array().unwrap().len(), 1, "{done}");
+    let stored = stored_credentials(&server, &id).await.oauth.unwrap();
+    assert!(stored.refresh_token.is_some() && stored.access_token.is_some());
+
+    // Replaying the same callback: the state was single-use.
+    let replay = get_anonymous(&callback).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(replay).await["code"], "invalid_oauth_state");
+    let shown = json_of(
+        server
+            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(shown["status"], "active");
+    assert_eq!(
+        shown["links"].as_array().unwrap().len(),
+        1,
+        "no duplicate links"
+    );
+
+    let run = sync_and_wait(&server, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(local_summaries(&server, &calendar).await, ["Kick-off"]);
+
+    // `authorize` (API key) answers 302 to the provider, for a re-consent.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let again = no_redirect
+        .get(server.url(&format!(
+            "/v1/calendar/oauth/{name}/authorize?connection_id={id}"
+        )))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::FOUND);
+    let location = again.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(emu.base_url()), "{location}");
+    let other = match flavor {
+        Flavor::Microsoft => "google",
+        Flavor::Google => "microsoft",
+    };
+    let mismatch = no_redirect
+        .get(server.url(&format!(
+            "/v1/calendar/oauth/{other}/authorize?connection_id={id}"
+        )))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The person declines this time: still connected with the old grant? No: the state is spent and
+    // the connection says why it needs a new sign-in; its links and events stay.
+    let state = Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut denied = callback_base.clone();
+    denied
+        .query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("error_description", "The user declined.")
+        .append_pair("state", &state);
+    let answer = get_anonymous(&denied).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(answer).await["code"], "oauth_access_denied");
+    let shown = json_of(
+        server
+            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(shown["status"], "needs_reauth", "{shown}");
+    assert!(
+        shown["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("declined"),
+        "{shown}"
+    );
+    assert_eq!(local_summaries(&server, &calendar).await, ["Kick-off"]);
+
+    // A new connection whose person declines at once stays needs_auth, with the reason.
+    let second = json_of(
+        server
+            .post_json(
+                &server.admin,
+                "/v1/calendar/connections",
+                json!({"provider": name, "name": "Declined"}),
+            )
+            .await,
+    )
+    .await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let state = Url::parse(second["authorize_url"].as_str().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut denied = callback_base.clone();
+    denied
+        .query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("state", &state);
+    assert_eq!(
+        get_anonymous(&denied).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let shown = json_of(
+        server
+            .get(
+                &server.admin,
+                &format!("/v1/calendar/connections/{second_id}"),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(shown["status"], "needs_auth", "{shown}");
+    assert!(
+        shown["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("declined"),
+        "{shown}"
+    );
+
+    // An expired state: refused with its own message, nothing changed.
+    let third = json_of(
+        server
+            .post_json(
+                &server.admin,
+                "/v1/calendar/connections",
+                json!({"provider": name, "name": "Slow"}),
+            )
+            .await,
+    )
+    .await;
+    let third_callback = consent(third["authorize_url"].as_str().unwrap()).await;
+    let state = third_callback
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    // Ten minutes pass: the pending sign-in is put back with its expiry in the past.
+    let hash = hex::encode(sha2::Sha256::digest(state.as_bytes()));
+    let pending = server.store.take_oauth_state(&hash).await.unwrap().unwrap();
+    server
+        .store
+        .put_oauth_state(
+            pending.tenant_id,
+            calbridge_store::NewOAuthState {
+                state_hash: pending.state_hash,
+                connection_id: pending.connection_id,
+                provider: pending.provider,
+                verifier: pending.verifier,
+                expires_at: Timestamp::now() - 1.minutes(),
+            },
+        )
+        .await
+        .unwrap();
+    let answer = get_anonymous(&third_callback).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let problem = json_of(answer).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("expired"),
+        "{problem}"
+    );
+    let shown = json_of(
+        server
+            .get(
+                &server.admin,
+                &format!("/v1/calendar/connections/{}", third["id"].as_str().unwrap()),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(shown["status"], "needs_auth", "{shown}");
+}
+
 macro_rules! stories {
     ($($name:ident => $story:ident($flavor:expr)),* $(,)?) => {
         mod sqlite {
@@ -571,4 +859,6 @@ stories!(
     google_connection_lifecycle => connection_story(calbridge_emulators::Flavor::Google),
     microsoft_read_only_imports_only => read_only_story(calbridge_emulators::Flavor::Microsoft),
     google_read_only_imports_only => read_only_story(calbridge_emulators::Flavor::Google),
+    microsoft_oauth_sign_in => oauth_flow_story(calbridge_emulators::Flavor::Microsoft),
+    google_oauth_sign_in => oauth_flow_story(calbridge_emulators::Flavor::Google),
 );

@@ -78,6 +78,10 @@ pub struct ConnectionView {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// Microsoft/Google connections just created without a grant: where to send the person to consent
+    /// (valid 10 minutes, once; `GET /v1/calendar/oauth/{provider}/authorize` makes a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
 }
 
 /// How a connection learns about remote changes.
@@ -156,7 +160,7 @@ async fn push_view(
     })
 }
 
-async fn full_view(
+pub async fn full_view(
     state: &AppState,
     connection: Connection,
     links: Vec<Link>,
@@ -180,6 +184,7 @@ fn view(connection: Connection, links: Vec<Link>, push: PushView) -> ConnectionV
         version: connection.version,
         created_at: connection.created_at.to_string(),
         updated_at: connection.updated_at.to_string(),
+        authorize_url: None,
     }
 }
 
@@ -339,6 +344,41 @@ async fn find(
         .map_err(|e| store_error("connection", e))
 }
 
+/// The local calendar a new connection keeps in step: the one named, or a new one named after it.
+async fn local_calendar(
+    state: &AppState,
+    tenant: calbridge_store::TenantId,
+    given: Option<String>,
+    name: &str,
+) -> Result<CalendarId, ApiError> {
+    Ok(match given {
+        Some(id) => {
+            let id: CalendarId = parse_id(&id, "calendar")?;
+            state
+                .store
+                .get_calendar(tenant, id)
+                .await
+                .map_err(|e| store_error("calendar", e))?
+                .id
+        }
+        None => {
+            state
+                .store
+                .create_calendar(
+                    tenant,
+                    NewCalendar {
+                        name: name.to_owned(),
+                        time_zone: "UTC".into(),
+                        owner: None,
+                    },
+                )
+                .await
+                .map_err(|e| store_error("calendar", e))?
+                .id
+        }
+    })
+}
+
 /// List the tenant's connections.
 #[utoipa::path(get, path = "/v1/calendar/connections", tag = "connections",
     security(("api_key" = [])),
@@ -451,10 +491,42 @@ pub async fn create_connection(
                 .map_err(service_error)?;
             let mut tokens = OAuthTokens::new(access);
             let Some(given) = input.credentials else {
-                return Err(ApiError::unprocessable(
-                    "missing_credentials",
-                    "credentials.refresh_token is required for microsoft and google connections",
-                ));
+                // The usual way: the person signs in through authorize_url (DESIGN §4.1).
+                tokens.remote_calendars = input.remote_calendars.clone();
+                let credentials = StoredCredentials {
+                    oauth: Some(tokens),
+                    ..StoredCredentials::default()
+                };
+                let calendar_id = local_calendar(&state, tenant, input.calendar_id, &name).await?;
+                let sealed =
+                    syncing::seal(&state.master_key, &credentials).map_err(ApiError::internal)?;
+                let connection = state
+                    .store
+                    .create_connection(
+                        tenant,
+                        NewConnection {
+                            provider,
+                            name,
+                            calendar_id,
+                            credentials: Some(sealed),
+                            sync_options_json: sync_json,
+                            status: ConnectionStatus::NeedsAuth,
+                        },
+                    )
+                    .await
+                    .map_err(|e| store_error("connection", e))?;
+                let url = super::oauth::begin(&ctx, tenant, &connection).await?;
+                audit(
+                    &state,
+                    principal,
+                    "connection.created",
+                    connection.id,
+                    serde_json::json!({"provider": provider.as_str(), "links": 0}),
+                )
+                .await?;
+                let mut shown = full_view(&state, connection, Vec::new()).await?;
+                shown.authorize_url = Some(url.to_string());
+                return Ok((StatusCode::CREATED, Json(shown)).into_response());
             };
             if given.url.is_some() || given.username.is_some() || given.password.is_some() {
                 return Err(ApiError::unprocessable(
@@ -487,32 +559,7 @@ pub async fn create_connection(
         }
     };
 
-    let calendar_id = match input.calendar_id {
-        Some(id) => {
-            let id: CalendarId = parse_id(&id, "calendar")?;
-            state
-                .store
-                .get_calendar(tenant, id)
-                .await
-                .map_err(|e| store_error("calendar", e))?
-                .id
-        }
-        None => {
-            state
-                .store
-                .create_calendar(
-                    tenant,
-                    NewCalendar {
-                        name: name.clone(),
-                        time_zone: "UTC".into(),
-                        owner: None,
-                    },
-                )
-                .await
-                .map_err(|e| store_error("calendar", e))?
-                .id
-        }
-    };
+    let calendar_id = local_calendar(&state, tenant, input.calendar_id, &name).await?;
     let sealed = syncing::seal(&state.master_key, &credentials).map_err(ApiError::internal)?;
     let remote = remote.ok_or(());
     let connection = state

@@ -222,7 +222,10 @@ impl Drop for TestServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        if let (Some(name), Some(admin_url)) = (self.pg_database.take(), postgres_url()) {
+        // Only a PostgreSQL server asks for the admin URL (a SQLite one must not need it).
+        if let Some(name) = self.pg_database.take()
+            && let Some(admin_url) = postgres_url()
+        {
             // Dropping needs async I/O; Drop is sync and may run inside a runtime, so use a thread.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
