@@ -78,8 +78,10 @@ async fn demo(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let microsoft = start_emulator(Flavor::Microsoft, args.events, 11).await?;
     let google = start_emulator(Flavor::Google, args.events, 12).await?;
 
-    config.database.url =
-        DatabaseUrl::parse(&format!("sqlite://{}", dir.join("calbridge-demo.db").display()))?;
+    config.database.url = DatabaseUrl::parse(&format!(
+        "sqlite://{}",
+        dir.join("calbridge-demo.db").display()
+    ))?;
     let key_file = dir.join("calbridge-demo.key");
     if !key_file.exists() {
         calbridge_store::crypto::MasterKey::create_file(&key_file)?;
@@ -90,8 +92,14 @@ async fn demo(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     point_at_emulator(&mut config.providers.microsoft, &microsoft, "/v1.0");
     point_at_emulator(&mut config.providers.google, &google, "/calendar/v3");
 
+    // Bound first, so the public URL (OAuth redirects, the emulators' notifications) has the real port.
+    let listener = Service::bind(&config).await?;
+    let address = listener.local_addr()?;
+    config.server.listen = address;
+    config.server.public_url = Some(format!("http://{address}"));
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = Service::start(config, async move {
+    let service = Service::start(config, listener, async move {
         tokio::select! {
             _ = calbridge_server::shutdown_signal() => {}
             _ = stop_rx => {}
@@ -280,7 +288,12 @@ fn event_input(view: &Value) -> Value {
 
 /// Creates a connection and gives consent as the person would in the browser: follow `authorize_url`
 /// through the provider's consent page back to calbridge's callback.
-async fn connect(api: &Api, provider: &str, name: &str, calendar_id: &str) -> anyhow::Result<Value> {
+async fn connect(
+    api: &Api,
+    provider: &str,
+    name: &str,
+    calendar_id: &str,
+) -> anyhow::Result<Value> {
     let created = api
         .post(
             "/v1/calendar/connections",
@@ -344,7 +357,11 @@ impl Api {
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        Ok(self.send(self.http.post(url).json(&body)).await?.json().await?)
+        Ok(self
+            .send(self.http.post(url).json(&body))
+            .await?
+            .json()
+            .await?)
     }
 
     async fn get_event(&self, id: &str) -> anyhow::Result<(Value, String)> {
@@ -468,7 +485,9 @@ impl Api {
             .await?;
         let run_id = string_field(&started, "run_id")?;
         for _ in 0..600 {
-            let run = self.get(&format!("/v1/calendar/sync/runs/{run_id}")).await?;
+            let run = self
+                .get(&format!("/v1/calendar/sync/runs/{run_id}"))
+                .await?;
             match run.get("status").and_then(Value::as_str) {
                 Some("running") | Some("queued") | None => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -505,7 +524,9 @@ fn print_summary(summary: &Summary, dir: &std::path::Path, temporary: bool) {
         "Two calendars are connected and synced ({} events and occurrences in the ±90-day window);",
         summary.events_in_window
     );
-    println!("\"Quarterly planning\" was changed in Outlook and in calbridge at once, and waits for you:");
+    println!(
+        "\"Quarterly planning\" was changed in Outlook and in calbridge at once, and waits for you:"
+    );
     println!();
     println!("  export KEY={}", summary.api_key);
     println!("  curl -s -H \"Authorization: Bearer $KEY\" {api}/v1/calendar/conflicts");

@@ -46,7 +46,8 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
     telemetry::init_logging(&config.log);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let service = Service::start(config, calbridge_server::shutdown_signal()).await?;
+        let listener = Service::bind(&config).await?;
+        let service = Service::start(config, listener, calbridge_server::shutdown_signal()).await?;
         if let Some((tenant, token)) = &service.bootstrap_key {
             print_bootstrap_key(tenant, token);
         }
@@ -63,10 +64,18 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the store (creating and migrating it), makes the bootstrap key on a first start, binds the
-    /// listener and runs the API and the scheduler until `shutdown` completes.
+    /// Binds `server.listen`.
+    pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))
+    }
+
+    /// Opens the store (creating and migrating it), makes the bootstrap key on a first start, and runs
+    /// the API on `listener` and the scheduler until `shutdown` completes.
     pub async fn start(
-        config: Config,
+        mut config: Config,
+        listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
         tracing::info!(database = %config.database.url.redacted(), "opening the store");
@@ -80,14 +89,14 @@ impl Service {
         let bootstrap_key = bootstrap::bootstrap_admin(store.as_ref())
             .await?
             .map(|(tenant, token)| (tenant.name, token));
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let address = listener.local_addr()?;
+        // With port 0 the real port is known only now; the default public URL (OAuth redirects) uses it.
+        config.server.listen = address;
         tracing::info!(%address, "calbridge is listening");
         let state = AppState::new(config, store, master.key);
         // The sync workers run beside the API and stop with it.
-        let ctx = calbridge_server::api::sync::context(&state).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ctx =
+            calbridge_server::api::sync::context(&state).map_err(|e| anyhow::anyhow!("{e}"))?;
         let scheduler = Scheduler::new(
             ctx,
             SchedulerConfig::from_config(&state.config, scheduler::default_owner()),

@@ -115,7 +115,7 @@ async fn demo_comes_up_connected_with_a_conflict_to_resolve() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f == "summary"),
+            .any(|f| f.as_str().is_some_and(|f| f.ends_with("SUMMARY"))),
         "{conflict}"
     );
     let id = conflict["id"].as_str().unwrap();
