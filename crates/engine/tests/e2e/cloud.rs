@@ -443,3 +443,383 @@ pub async fn cloud_story(db: TestDb, flavor: Flavor) {
     let remote = w.remote_all().await;
     assert_eq!(remote.len(), 2, "{remote:?}");
 }
+
+/// Identity conflicts, which Radicale cannot produce (it refuses a second item with one UID): on the
+/// Google emulator a second event claims the UID of a linked one. Each identity option is applied on
+/// both systems; the next runs converge with every UID once.
+pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
+    let cloud = Cloud::new(db, Flavor::Google).await;
+    let with_uid = |summary: &str, days: i64, uid: &str| {
+        let mut event = cloud.single(summary, days);
+        event["extendedProperties"] = json!({"private": {"calbridgeUid": uid}});
+        event
+    };
+    let options = ["keep_local", "keep_remote", "keep_both"];
+    for (i, option) in options.iter().enumerate() {
+        cloud
+            .remote_create(with_uid(
+                &format!("{option} original"),
+                2 + 2 * i as i64,
+                &format!("id-{option}"),
+            ))
+            .await;
+    }
+    cloud.settle().await;
+    for (i, option) in options.iter().enumerate() {
+        cloud
+            .remote_create(with_uid(
+                &format!("{option} newcomer"),
+                3 + 2 * i as i64,
+                &format!("id-{option}"),
+            ))
+            .await;
+    }
+    let report = cloud.sync().await;
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&3),
+        "{:?}",
+        report.counts
+    );
+    let conflicts = cloud
+        .store()
+        .list_conflicts(
+            cloud.tenant,
+            &ConflictFilter {
+                state: Some(ConflictState::Open),
+                connection_id: Some(cloud.connection),
+                kind: Some(ConflictKind::Identity),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+    for option in options {
+        let c = conflicts
+            .iter()
+            .find(|c| c.event_uid == format!("id-{option}"))
+            .unwrap();
+        let refused = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option: "restore",
+            merged: None,
+            actor: "key:test",
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), "option_not_applicable");
+        let resolved = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option,
+            merged: None,
+            actor: "key:test",
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{option}: {e}"));
+        assert_eq!(resolved.state, ConflictState::Resolved);
+    }
+    cloud.settle().await;
+    // UID → summary on both sides.
+    let local: BTreeMap<String, String> = cloud
+        .store()
+        .list_series(cloud.tenant, cloud.local_calendar, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.uid.clone(), prop(&s.ical, "SUMMARY").unwrap_or_default()))
+        .collect();
+    let remote: BTreeMap<String, String> = cloud
+        .remote_all()
+        .await
+        .into_values()
+        .map(|ical| {
+            (
+                prop(&ical, "UID").unwrap(),
+                prop(&ical, "SUMMARY").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(local, remote);
+    assert_eq!(local["id-keep_local"], "keep_local original");
+    assert_eq!(local["id-keep_remote"], "keep_remote newcomer");
+    assert_eq!(local["id-keep_both"], "keep_both original");
+    let copies: Vec<(&String, &String)> = local
+        .iter()
+        .filter(|(uid, _)| uid.starts_with("id-keep_both-copy-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{local:?}");
+    assert_eq!(copies[0].1, "keep_both newcomer");
+    assert_eq!(local.len(), 4, "{local:?}");
+    assert!(
+        cloud
+            .store()
+            .list_conflicts(
+                cloud.tenant,
+                &ConflictFilter {
+                    state: Some(ConflictState::Open),
+                    connection_id: None,
+                    kind: Some(ConflictKind::Identity)
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn cloud_provider(emu: &Emulator, flavor: Flavor) -> Arc<dyn CalendarProvider> {
+    let token = Arc::new(StaticToken(Secret::new(emu.token(None).unwrap())));
+    let window = Window::parse(
+        Timestamp::now() - 24 * 100.hours(),
+        Timestamp::now() + 24 * 100.hours(),
+    )
+    .unwrap();
+    match flavor {
+        Flavor::Microsoft => {
+            let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
+            let mut config = GraphConfig::new(base, Access::ReadWrite);
+            config.read_window = Some(window);
+            Arc::new(GraphProvider::new(&http_client(), config, token))
+        }
+        Flavor::Google => {
+            let base = url::Url::parse(&format!("{}/calendar/v3/", emu.base_url())).unwrap();
+            let mut config = GoogleConfig::new(base, Access::ReadWrite);
+            config.read_window = Some(window);
+            Arc::new(GoogleProvider::new(&http_client(), config, token))
+        }
+    }
+}
+
+/// Remote id and summary of every series in a remote calendar.
+async fn listing(provider: &dyn CalendarProvider, calendar: &CalendarId) -> Vec<(String, String)> {
+    let window = Window::parse(
+        Timestamp::now() - 24 * 200.hours(),
+        Timestamp::now() + 24 * 200.hours(),
+    )
+    .unwrap();
+    let set = provider
+        .changes(calendar, None, &window, &KnownVersions::new())
+        .await
+        .unwrap();
+    let mut out: Vec<(String, String)> = set
+        .upserts
+        .into_iter()
+        .map(|i| {
+            let summary = prop(i.content.as_ical(), "SUMMARY").unwrap_or_default();
+            (i.id.as_str().to_owned(), summary)
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+/// One local calendar linked at once to the Graph emulator, the Google emulator and Radicale (issue #6):
+/// a local event reaches all three exactly once, an edit made on one provider reaches the other two
+/// through the local calendar, a deletion on another provider removes it everywhere; nothing doubles.
+pub async fn one_calendar_three_providers(db: TestDb) {
+    let Some(radicale) = crate::support::Radicale::start() else {
+        return;
+    };
+    let dav_url = radicale.calendar_url("work");
+    radicale.raw().mkcalendar(&dav_url, "work").await;
+    let graph_emu = Emulator::start(Flavor::Microsoft, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let google_emu = Emulator::start(Flavor::Google, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let dav: Arc<dyn CalendarProvider> = Arc::new(
+        calbridge_providers::caldav::CaldavProvider::new(
+            &http_client(),
+            &radicale.base(),
+            crate::support::password(crate::support::USER, crate::support::PASSWORD),
+            crate::support::budget(),
+        )
+        .unwrap(),
+    );
+    let graph = cloud_provider(&graph_emu, Flavor::Microsoft);
+    let google = cloud_provider(&google_emu, Flavor::Google);
+    let graph_cal = graph.list_calendars().await.unwrap().remove(0).id;
+    let google_cal = google.list_calendars().await.unwrap().remove(0).id;
+    let dav_cal = CalendarId::parse(format!("/{}/work/", crate::support::USER)).unwrap();
+
+    let store = db.store.clone();
+    let tenant = store.create_tenant("acme").await.unwrap().id;
+    let local_calendar = store
+        .create_calendar(
+            tenant,
+            NewCalendar {
+                name: "Shared".into(),
+                time_zone: "UTC".into(),
+                owner: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let mut links = Vec::new();
+    for (provider, kind, calendar) in [
+        (graph.clone(), Provider::Microsoft, graph_cal.clone()),
+        (google.clone(), Provider::Google, google_cal.clone()),
+        (dav.clone(), Provider::Caldav, dav_cal.clone()),
+    ] {
+        let connection = store
+            .create_connection(
+                tenant,
+                NewConnection {
+                    provider: kind,
+                    name: kind.as_str().into(),
+                    calendar_id: local_calendar,
+                    credentials: None,
+                    sync_options_json: "{}".into(),
+                    status: ConnectionStatus::Active,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let link = store
+            .create_link(
+                tenant,
+                NewLink {
+                    connection_id: connection,
+                    remote_calendar_id: calendar.as_str().to_owned(),
+                    remote_name: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        links.push((provider, connection, link));
+    }
+    // Every link, twice: a change pulled from one provider is pushed to the others in the next round.
+    let sync_all = || {
+        let store = store.clone();
+        let links = &links;
+        async move {
+            for _ in 0..2 {
+                for (provider, connection, link) in links {
+                    let connection = store.get_connection(tenant, *connection).await.unwrap();
+                    let link = store.get_link(tenant, *link).await.unwrap();
+                    let report = sync_link(LinkSync {
+                        store: store.as_ref(),
+                        provider: provider.as_ref(),
+                        tenant,
+                        connection: &connection,
+                        link: &link,
+                        config: &EngineConfig::default(),
+                        now: Timestamp::now(),
+                        full: false,
+                    })
+                    .await
+                    .unwrap();
+                    assert!(report.errors.is_empty(), "{:?}", report.errors);
+                }
+            }
+        }
+    };
+    let summaries = |items: Vec<(String, String)>| -> Vec<String> {
+        items.into_iter().map(|(_, s)| s).collect()
+    };
+    let local_summaries = || {
+        let store = store.clone();
+        async move {
+            let mut out: Vec<String> = store
+                .list_series(tenant, local_calendar, None, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| prop(&s.ical, "SUMMARY").unwrap_or_default())
+                .collect();
+            out.sort();
+            out
+        }
+    };
+
+    // --- a local event reaches all three, once each ---
+    store
+        .create_series(
+            tenant,
+            NewSeries {
+                calendar_id: local_calendar,
+                uid: "launch@calbridge.test".into(),
+                ical: event("launch@calbridge.test", "Launch", 4),
+                model_json: "{}".into(),
+                hash: "test".into(),
+                occurrences: OccurrenceSet::default(),
+            },
+        )
+        .await
+        .unwrap();
+    sync_all().await;
+    for (name, provider, calendar) in [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ] {
+        assert_eq!(
+            summaries(listing(provider.as_ref(), calendar).await),
+            ["Launch"],
+            "{name}"
+        );
+    }
+    assert_eq!(local_summaries().await, ["Launch"]);
+
+    // --- an edit on Google reaches Graph and Radicale through the local calendar ---
+    let google_id = listing(google.as_ref(), &google_cal).await.remove(0).0;
+    google_emu
+        .act(Action::Edit {
+            user: None,
+            calendar: Some(google_cal.as_str().to_owned()),
+            event_id: google_id,
+            changes: json!({"summary": "Launch (moved)"}),
+        })
+        .await
+        .unwrap();
+    sync_all().await;
+    assert_eq!(local_summaries().await, ["Launch (moved)"]);
+    for (name, provider, calendar) in [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ] {
+        assert_eq!(
+            summaries(listing(provider.as_ref(), calendar).await),
+            ["Launch (moved)"],
+            "{name}"
+        );
+    }
+
+    // --- a deletion on Graph removes it locally, from Google and from Radicale ---
+    let graph_id = listing(graph.as_ref(), &graph_cal).await.remove(0).0;
+    graph_emu
+        .act(Action::Delete {
+            user: None,
+            calendar: Some(graph_cal.as_str().to_owned()),
+            event_id: graph_id,
+        })
+        .await
+        .unwrap();
+    sync_all().await;
+    assert!(local_summaries().await.is_empty());
+    for (name, provider, calendar) in [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ] {
+        assert!(
+            listing(provider.as_ref(), calendar).await.is_empty(),
+            "{name}"
+        );
+    }
+}
