@@ -47,6 +47,7 @@ struct Summary {
     connections: Vec<Value>,
     events_in_window: usize,
     open_conflict: Value,
+    other_open_conflicts: usize,
 }
 
 pub fn run(config_file: Option<&PathBuf>, args: DemoArgs) -> anyhow::Result<()> {
@@ -214,11 +215,14 @@ async fn set_up(api: &Api, microsoft: &Emulator, google: &Emulator) -> anyhow::R
     api.sync_and_wait(&outlook_id).await?;
 
     let conflicts = api.get("/v1/calendar/conflicts").await?;
-    let open_conflict = conflicts["items"]
-        .as_array()
-        .and_then(|items| items.first())
+    let items = conflicts["items"].as_array().cloned().unwrap_or_default();
+    let open_conflict = items
+        .iter()
+        .find(|c| c["kind"] == "update" && c["event_uid"] == planning_uid.as_str())
         .cloned()
         .context("the demo expected an open conflict after both sides changed the same event")?;
+    // Seeded calendars are busy: overlapping meetings show up as time conflicts beside it.
+    let other_open_conflicts = items.len().saturating_sub(1);
 
     let events = api.events_in_window().await?;
     Ok(Summary {
@@ -235,6 +239,7 @@ async fn set_up(api: &Api, microsoft: &Emulator, google: &Emulator) -> anyhow::R
         ],
         events_in_window: events,
         open_conflict,
+        other_open_conflicts,
     })
 }
 
@@ -525,7 +530,11 @@ fn print_summary(summary: &Summary, dir: &std::path::Path, temporary: bool) {
         summary.events_in_window
     );
     println!(
-        "\"Quarterly planning\" was changed in Outlook and in calbridge at once, and waits for you:"
+        "\"Quarterly planning\" was changed in Outlook and in calbridge at once, and waits for you."
+    );
+    println!(
+        "Beside it, {} time conflicts: overlapping meetings found across each owner's calendars.",
+        summary.other_open_conflicts
     );
     println!();
     println!("  export KEY={}", summary.api_key);
