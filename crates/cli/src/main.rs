@@ -3,6 +3,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod bench_seed;
 mod config_cmd;
 mod demo;
 mod emulator;
@@ -51,6 +52,9 @@ enum Command {
     /// List, show and resolve sync conflicts.
     #[command(subcommand)]
     Conflicts(sync_cmd::ConflictsCommand),
+    /// Fill a database with deterministic benchmark events (scripts/bench-api.sh).
+    #[command(hide = true)]
+    BenchSeed(bench_seed::BenchSeedArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sync(args) => sync_cmd::sync(cli.config.as_ref(), args),
             Command::Conflicts(command) => sync_cmd::conflicts(cli.config.as_ref(), command),
             Command::Config(command) => config_cmd::run(command),
+            Command::BenchSeed(args) => bench_seed::run(cli.config.as_ref(), args),
             Command::Ics { command } => ics::run(command),
             Command::Emulator(args) => {
                 tokio::runtime::Runtime::new()?.block_on(emulator::run(args))

@@ -268,6 +268,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: HumanDuration,
+    /// How long an API key read from the database is reused for authentication (`0s`: never). A key
+    /// revoked through this node's API stops working at once; one revoked on another node or with
+    /// `calbridge keys revoke` within this time.
+    pub api_key_cache_ttl: HumanDuration,
     /// The address people's browsers reach this server at (behind a proxy: the proxy's https URL);
     /// OAuth redirect URIs are built from it. Default: `http://{listen}`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,6 +283,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: HumanDuration::from_secs(30),
+            api_key_cache_ttl: HumanDuration::from_secs(5),
             public_url: None,
         }
     }
@@ -775,6 +780,10 @@ pub const EXAMPLE: &str = r#"# calbridge configuration. Every key is optional; t
 listen = "127.0.0.1:8080"
 # After SIGINT/SIGTERM, in-flight requests get this long to finish.
 shutdown_grace = "30s"
+# An API key read from the database is reused this long ("0s": read it on every request). Revoking a key
+# through this server's API takes effect at once; on another node or with `calbridge keys revoke`, within
+# this time.
+api_key_cache_ttl = "5s"
 # Where browsers reach this server (OAuth redirect URIs are built from it); default http://{listen}.
 # public_url = "https://calendar.example.org"
 

@@ -1,6 +1,7 @@
 // Shared implementation of `Store`, included by `sqlite.rs` and `postgres.rs` after each defines `Db` (the sqlx
 // database), `Backend` (the store struct, with `r()` read pool and `wtx()` write transaction), `BACKEND`,
-// `LEASE_LOCK` (row-locking suffix of the job-lease subquery) and `lock_change_stream`. Both dialects accept
+// `LEASE_LOCK` (row-locking suffix of the job-lease subquery), `SPLIT_WINDOW_QUERY` (the shape of the window
+// query, see `list_occurrences`) and `lock_change_stream`. Both dialects accept
 // `$N` placeholders, `RETURNING`, `ON CONFLICT … DO UPDATE` and partial indexes, so the SQL is written once.
 
 use std::time::Duration as StdDuration;
@@ -881,10 +882,125 @@ impl Store for Backend {
         tenant: TenantId,
         batch: Vec<NewSeries>,
     ) -> Result<Vec<Series>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Checked before the transaction, so a bad item costs no write lock.
+        let mut longest = 0i64;
+        let mut uids = std::collections::HashSet::new();
+        for series in &batch {
+            non_empty("event uid", &series.uid)?;
+            check_json("event model", &series.model_json)?;
+            longest = longest.max(validate_occurrences(&series.occurrences)?);
+            if !uids.insert((series.calendar_id, series.uid.as_str())) {
+                return Err(StoreError::Conflict(format!(
+                    "the UID {:?} appears twice in the batch",
+                    series.uid
+                )));
+            }
+        }
+        drop(uids);
+        let at = now();
         let mut tx = self.wtx().await?;
+        let calendars: std::collections::BTreeSet<CalendarId> =
+            batch.iter().map(|s| s.calendar_id).collect();
+        for calendar in calendars {
+            ensure_owned(&mut tx, "calendars", "calendar", &calendar.to_string(), tenant).await?;
+        }
         let mut out = Vec::with_capacity(batch.len());
+        let mut occurrences = Vec::with_capacity(batch.len());
         for series in batch {
-            out.push(insert_series(&mut tx, tenant, series).await?);
+            out.push(Series {
+                id: SeriesId::new(),
+                tenant_id: tenant,
+                calendar_id: series.calendar_id,
+                uid: series.uid,
+                ical: series.ical,
+                model_json: series.model_json,
+                hash: series.hash,
+                version: 1,
+                expanded_until: series.occurrences.expanded_until,
+                created_at: at,
+                updated_at: at,
+                deleted_at: None,
+            });
+            occurrences.push(series.occurrences.rows);
+        }
+        let tenant_s = tenant.to_string();
+        // Multi-row statements: one round trip per chunk instead of five per series.
+        for chunk in out.chunks(INSERT_CHUNK / 2) {
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+                "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) ",
+            );
+            builder.push_values(chunk, |mut b, record| {
+                b.push_bind(record.id.to_string())
+                    .push_bind(tenant_s.clone())
+                    .push_bind(record.calendar_id.to_string())
+                    .push_bind(record.uid.clone())
+                    .push_bind(record.ical.clone())
+                    .push_bind(record.model_json.clone())
+                    .push_bind(record.hash.clone())
+                    .push_bind(1i64)
+                    .push_bind(record.expanded_until.map(ms))
+                    .push_bind(ms(at))
+                    .push_bind(ms(at));
+            });
+            builder
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(
+                        "an event with one of the batch's UIDs already exists in its calendar".into(),
+                    ),
+                    other => other,
+                })?;
+        }
+        let rows = out.iter().zip(&occurrences).flat_map(|(record, rows)| {
+            let (series_s, calendar_s) = (record.id.to_string(), record.calendar_id.to_string());
+            rows.iter().map(move |row| (series_s.clone(), calendar_s.clone(), row))
+        });
+        let rows: Vec<_> = rows.collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+                "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ",
+            );
+            builder.push_values(chunk, |mut b, (series_s, calendar_s, row)| {
+                b.push_bind(tenant_s.clone())
+                    .push_bind(ms(row.start))
+                    .push_bind(series_s.clone())
+                    .push_bind(rid_to_db(&row.recurrence_id))
+                    .push_bind(ms(row.end))
+                    .push_bind(calendar_s.clone())
+                    .push_bind(row.all_day)
+                    .push_bind(row.data.clone());
+            });
+            builder.build().execute(&mut *tx).await?;
+        }
+        drop(rows);
+        sqlx::query(
+            "UPDATE tenants SET max_occurrence_ms = $2 WHERE id = $1 AND max_occurrence_ms < $2",
+        )
+        .bind(&tenant_s)
+        .bind(longest)
+        .execute(&mut *tx)
+        .await?;
+        // Change-stream entries in batch order (multi-row VALUES are numbered in order on both backends).
+        lock_change_stream(&mut tx, tenant).await?;
+        for chunk in out.chunks(INSERT_CHUNK) {
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+                "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) ",
+            );
+            builder.push_values(chunk, |mut b, record| {
+                let change = series_change("event.created", record);
+                b.push_bind(tenant_s.clone())
+                    .push_bind(change.calendar_id.map(|c| c.to_string()))
+                    .push_bind(change.kind)
+                    .push_bind(change.subject_id)
+                    .push_bind(change.data_json)
+                    .push_bind(ms(at));
+            });
+            builder.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -1131,34 +1247,43 @@ impl Store for Backend {
             ));
         }
         let limit = page(query.limit);
-        let mut conn = self.r().acquire().await?;
-        // Rows starting more than the tenant's longest occurrence before the window cannot overlap it: this
-        // lower bound turns the overlap test into one bounded index range.
-        let longest: i64 = sqlx::query("SELECT max_occurrence_ms FROM tenants WHERE id = $1")
-            .bind(tenant.to_string())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get("max_occurrence_ms"))
-            .transpose()?
-            .unwrap_or(0);
         let window_start = ms(query.start);
-        let mut sql = String::from(
-            "SELECT series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data FROM occurrences \
-             WHERE tenant_id = $1 AND start_utc >= $2 AND start_utc < $3 AND (start_utc >= $4 OR end_utc > $4)",
-        );
+        // Rows starting more than the tenant's longest occurrence before the window cannot overlap it: this
+        // lower bound turns the overlap test into bounded index ranges. It is read in the same statement (a
+        // one-row subquery both planners evaluate once, before the range scan).
+        let mut filter = String::new();
         if query.calendar_id.is_some() {
-            sql.push_str(" AND calendar_id = $5");
+            filter.push_str(" AND calendar_id = $5");
         }
         if query.after.is_some() {
-            sql.push_str(
+            filter.push_str(
                 " AND start_utc >= $6 AND (start_utc > $6 OR (start_utc = $6 AND (series_id > $7 OR (series_id = $7 AND recurrence_id > $8))))",
             );
         }
-        sql.push_str(" ORDER BY start_utc, series_id, recurrence_id LIMIT $9");
+        const COLS: &str = "series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data";
+        const ORDER: &str = " ORDER BY start_utc, series_id, recurrence_id";
+        const BOUND: &str = "$2 - COALESCE((SELECT max_occurrence_ms FROM tenants WHERE id = $1), 0)";
+        let sql = if SPLIT_WINDOW_QUERY {
+            // Rows starting inside the window (a plain range of the primary key, read in order), and apart
+            // from them the few starting before it that still overlap it: those are found in the
+            // `occurrences_overlap` index (tenant, start, end), whose `end_utc > $4` is checked on index
+            // entries, so only matching rows are fetched.
+            format!(
+                "SELECT {COLS} FROM (SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= $4 AND start_utc < $3{filter}{ORDER} LIMIT $9) AS inside \
+                 UNION ALL \
+                 SELECT {COLS} FROM (SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $4 AND end_utc > $4{filter}{ORDER} LIMIT $9) AS before_window\
+                 {ORDER} LIMIT $9"
+            )
+        } else {
+            format!(
+                "SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $3 \
+                 AND (start_utc >= $4 OR end_utc > $4){filter}{ORDER} LIMIT $9"
+            )
+        };
         let after = query.after.as_ref();
         let rows = sqlx::query(&sql)
             .bind(tenant.to_string())
-            .bind(window_start.saturating_sub(longest))
+            .bind(window_start)
             .bind(ms(query.end))
             .bind(window_start)
             .bind(query.calendar_id.map(|c| c.to_string()))
@@ -1166,7 +1291,7 @@ impl Store for Backend {
             .bind(after.map(|c| c.series_id.to_string()))
             .bind(after.map(|c| rid_to_db(&c.recurrence_id)))
             .bind(limit + 1)
-            .fetch_all(&mut *conn)
+            .fetch_all(self.r())
             .await?;
         let mut items = rows.iter().map(occ_row).collect::<Result<Vec<_>>>()?;
         let more = items.len() as i64 > limit;

@@ -2106,9 +2106,134 @@ pub async fn series_batch_is_all_or_nothing(db: &TestDb) {
             .len(),
         50
     );
-    // Another tenant cannot import into this calendar.
+    // A UID twice in one batch is refused too, before anything is written.
+    let twice = vec![
+        new_series(cal.id, "twice", single(at(70), at(71))),
+        new_series(cal.id, "twice", single(at(72), at(73))),
+    ];
+    assert!(matches!(
+        store.create_series_batch(a, twice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .get_series_by_uid(a, cal.id, "twice")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another tenant cannot import into this calendar (nor into one of its own mixed with it).
     let intrusion = vec![new_series(cal.id, "x", OccurrenceSet::default())];
     assert!(is_not_found(store.create_series_batch(b, intrusion).await));
+    let own = calendar(store, b, "own").await;
+    let mixed = vec![
+        new_series(own.id, "fine", single(at(1), at(2))),
+        new_series(cal.id, "x", OccurrenceSet::default()),
+    ];
+    assert!(is_not_found(store.create_series_batch(b, mixed).await));
+    assert!(
+        store
+            .list_series(b, own.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A large batch over two calendars (more rows than one multi-row statement holds): every series, its
+    // occurrence rows and its change-stream entry, in batch order; a long occurrence widens the window
+    // bound, so a window starting inside it finds it.
+    let cal2 = calendar(store, a, "import 2").await;
+    let seq_before = store.latest_change_seq(a).await.unwrap();
+    let big: Vec<NewSeries> = (0..700)
+        .map(|i| {
+            let target = if i % 2 == 0 { cal.id } else { cal2.id };
+            let occurrences = if i == 699 {
+                // Ten days long, starting well before the window below.
+                single(at(-400), at(-160))
+            } else if i % 5 == 0 {
+                OccurrenceSet {
+                    rows: (0..4)
+                        .map(|k| NewOccurrence {
+                            recurrence_id: Some(format!("r{k}")),
+                            start: at(200 + k * 168),
+                            end: at(201 + k * 168),
+                            all_day: false,
+                            data: Some(format!(r#"{{"summary":"weekly {i}"}}"#)),
+                        })
+                        .collect(),
+                    expanded_until: Some(at(1000)),
+                }
+            } else {
+                single(at(200 + i), at(201 + i))
+            };
+            new_series(target, &format!("big-{i}"), occurrences)
+        })
+        .collect();
+    let created = store.create_series_batch(a, big).await.unwrap();
+    assert_eq!(created.len(), 700);
+    assert!(
+        created
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.uid == format!("big-{i}") && s.version == 1)
+    );
+    let weekly = store.get_series(a, created[5].id).await.unwrap();
+    assert_eq!(weekly, created[5]);
+    assert_eq!(weekly.expanded_until, Some(at(1000)));
+    let changes = store.list_changes(a, seq_before, None, 1000).await.unwrap();
+    assert_eq!(changes.len(), 700);
+    assert!(
+        changes
+            .iter()
+            .zip(&created)
+            .all(|(c, s)| c.subject_id == s.id.to_string()
+                && c.kind == "event.created"
+                && c.calendar_id == Some(s.calendar_id))
+    );
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_occurrences(
+                a,
+                &OccurrenceQuery {
+                    start: at(190),
+                    end: at(2000),
+                    calendar_id: Some(cal2.id),
+                    after,
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    // Odd indexes went to the second calendar: one row per single, four per weekly series.
+    let expected: usize = (0..699)
+        .filter(|i| i % 2 == 1)
+        .map(|i| if i % 5 == 0 { 4 } else { 1 })
+        .sum();
+    assert_eq!(all.len(), expected);
+    let long = store
+        .list_occurrences(
+            a,
+            &OccurrenceQuery {
+                start: at(-200),
+                end: at(-199),
+                calendar_id: None,
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(long.items.len(), 1);
+    assert_eq!(long.items[0].series_id, created[699].id);
     assert!(
         store
             .create_series_batch(a, Vec::new())
