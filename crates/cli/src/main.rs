@@ -5,6 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench_seed;
 mod config_cmd;
+mod demo;
 mod emulator;
 mod ics;
 mod keys;
@@ -27,8 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the API (and, later, the sync workers).
+    /// Run the API and the sync workers.
     Serve(serve::ServeArgs),
+    /// The service plus Microsoft and Google emulators, seeded, connected, synced, with a conflict to resolve.
+    Demo(demo::DemoArgs),
     /// Bring the database schema up to date and exit.
     Migrate(serve::MigrateArgs),
     /// Manage API keys and the master key.
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(command) => match command {
             Command::Serve(args) => serve::serve(cli.config.as_ref(), args),
+            Command::Demo(args) => demo::run(cli.config.as_ref(), args),
             Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
             Command::Keys(command) => keys::run(cli.config.as_ref(), command),
             Command::Sync(args) => sync_cmd::sync(cli.config.as_ref(), args),
