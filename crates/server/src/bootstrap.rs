@@ -91,8 +91,11 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, BootstrapErro
         let _ = std::fs::create_dir_all(dir);
     }
     let url = sqlite_create_mode(config.database.url.expose());
-    calbridge_store::open(&url)
-        .await
+    calbridge_store::open_with(
+        &url,
+        calbridge_store::PoolSize(config.database.max_connections),
+    )
+    .await
         .map_err(|source| BootstrapError::Database {
             url: config.database.url.redacted(),
             source,

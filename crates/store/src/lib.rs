@@ -27,10 +27,33 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://calbridge.db";
 /// Opens a store for `url`, choosing the backend from its scheme (`sqlite:` or `postgres:`/`postgresql:`).
 /// Does not migrate; see [`open`].
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(url, PoolSize::default()).await
+}
+
+/// How many database connections a store may hold open (`database.max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize(pub u32);
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        Self(16)
+    }
+}
+
+impl PoolSize {
+    /// At least one connection.
+    pub fn get(self) -> u32 {
+        self.0.max(1)
+    }
+}
+
+/// [`connect`] with a pool of at most `pool` connections. On PostgreSQL that is the pool; on SQLite it
+/// caps the readers (there is always exactly one writer).
+pub async fn connect_with(url: &str, pool: PoolSize) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::connect_with(url, pool).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect_pool(url, pool).await?))
     } else {
         Err(StoreError::Invalid(format!(
             "database URL must start with sqlite: or postgres:// (got {})",
@@ -41,7 +64,12 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 
 /// [`connect`], then bring the schema up to date: what `serve` does on start.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let store = connect(url).await?;
+    open_with(url, PoolSize::default()).await
+}
+
+/// [`open`] with a pool of at most `pool` connections (see [`connect_with`]).
+pub async fn open_with(url: &str, pool: PoolSize) -> Result<Arc<dyn Store>> {
+    let store = connect_with(url, pool).await?;
     store.migrate().await?;
     Ok(store)
 }

@@ -23,19 +23,28 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_pool(url, crate::PoolSize::default()).await
+    }
+
+    /// [`PgStore::connect`] with at most `pool` connections.
+    pub async fn connect_pool(url: &str, pool: crate::PoolSize) -> Result<Self> {
         let options: PgConnectOptions = url.parse().map_err(|e| {
             StoreError::Invalid(format!(
                 "bad PostgreSQL URL {}: {e}",
                 crate::redact_url(url)
             ))
         })?;
-        Self::connect_with(options).await
+        Self::connect_options(options, pool).await
     }
 
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        Self::connect_options(options, crate::PoolSize::default()).await
+    }
+
+    async fn connect_options(options: PgConnectOptions, size: crate::PoolSize) -> Result<Self> {
         let options = options.application_name("calbridge");
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(size.get())
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;

@@ -32,6 +32,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if absent) the database at `url` (`sqlite://path`, `sqlite:path` or `sqlite::memory:`).
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, crate::PoolSize::default()).await
+    }
+
+    /// [`SqliteStore::connect`] with at most `pool` reader connections (one per core, 2 to 8, by default).
+    pub async fn connect_with(url: &str, pool: crate::PoolSize) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("bad SQLite URL {url:?}: {e}")))?
             .create_if_missing(true)
@@ -59,7 +64,8 @@ impl SqliteStore {
             let readers = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
-                .clamp(2, 8);
+                .clamp(2, 8)
+                .min(usize::try_from(pool.get()).unwrap_or(8));
             SqlitePoolOptions::new()
                 .max_connections(u32::try_from(readers).unwrap_or(4))
                 .acquire_timeout(Duration::from_secs(30))
