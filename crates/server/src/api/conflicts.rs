@@ -301,8 +301,7 @@ pub async fn resolve(
         .await
         .map_err(|e| store_error("calendar", e))?;
     let floating = jiff::tz::TimeZone::get(&calendar.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let http = syncing::http_client(state.config.network.allow_private_networks)
-        .map_err(ApiError::internal)?;
+    let http = syncing::http_client(&state.config).map_err(ApiError::internal)?;
     let provider = syncing::open(&state.master_key, &connection)
         .and_then(|c| syncing::provider_for(&http, connection.provider, &c))
         .map_err(ApiError::internal)?;

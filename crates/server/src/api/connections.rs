@@ -293,8 +293,7 @@ pub async fn create_connection(
         username: credentials.username,
         password: credentials.password,
     };
-    let http = syncing::http_client(state.config.network.allow_private_networks)
-        .map_err(ApiError::internal)?;
+    let http = syncing::http_client(&state.config).map_err(ApiError::internal)?;
     // Refuses malformed URLs before anything is stored.
     let remote = syncing::provider_for(&http, provider, &credentials).map_err(service_error)?;
 
@@ -508,8 +507,7 @@ pub async fn test_connection(
     let principal = auth.principal();
     let tenant = principal.tenant;
     let connection = find(&state, tenant, &id).await?;
-    let http = syncing::http_client(state.config.network.allow_private_networks)
-        .map_err(ApiError::internal)?;
+    let http = syncing::http_client(&state.config).map_err(ApiError::internal)?;
     let diagnosis = match syncing::open(&state.master_key, &connection)
         .and_then(|c| syncing::provider_for(&http, connection.provider, &c))
     {
