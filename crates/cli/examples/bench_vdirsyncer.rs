@@ -244,6 +244,7 @@ fn calbridge_setup(dir: &Path, port: u16) -> Calbridge {
             url: format!("http://127.0.0.1:{port}/"),
             username: Some(USER.into()),
             password: Some(PASSWORD.into()),
+            oauth: None,
         };
         let connection = store
             .create_connection(

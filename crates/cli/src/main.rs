@@ -3,7 +3,9 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod bench_seed;
 mod config_cmd;
+mod demo;
 mod emulator;
 mod ics;
 mod keys;
@@ -26,8 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the API (and, later, the sync workers).
+    /// Run the API and the sync workers.
     Serve(serve::ServeArgs),
+    /// The service plus Microsoft and Google emulators, seeded, connected, synced, with a conflict to resolve.
+    Demo(demo::DemoArgs),
     /// Bring the database schema up to date and exit.
     Migrate(serve::MigrateArgs),
     /// Manage API keys and the master key.
@@ -48,6 +52,9 @@ enum Command {
     /// List, show and resolve sync conflicts.
     #[command(subcommand)]
     Conflicts(sync_cmd::ConflictsCommand),
+    /// Fill a database with deterministic benchmark events (scripts/bench-api.sh).
+    #[command(hide = true)]
+    BenchSeed(bench_seed::BenchSeedArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,11 +66,13 @@ fn main() -> anyhow::Result<()> {
         }
         Some(command) => match command {
             Command::Serve(args) => serve::serve(cli.config.as_ref(), args),
+            Command::Demo(args) => demo::run(cli.config.as_ref(), args),
             Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
             Command::Keys(command) => keys::run(cli.config.as_ref(), command),
             Command::Sync(args) => sync_cmd::sync(cli.config.as_ref(), args),
             Command::Conflicts(command) => sync_cmd::conflicts(cli.config.as_ref(), command),
             Command::Config(command) => config_cmd::run(command),
+            Command::BenchSeed(args) => bench_seed::run(cli.config.as_ref(), args),
             Command::Ics { command } => ics::run(command),
             Command::Emulator(args) => {
                 tokio::runtime::Runtime::new()?.block_on(emulator::run(args))

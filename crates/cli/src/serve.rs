@@ -46,6 +46,38 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
     telemetry::init_logging(&config.log);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let listener = Service::bind(&config).await?;
+        let service = Service::start(config, listener, calbridge_server::shutdown_signal()).await?;
+        if let Some((tenant, token)) = &service.bootstrap_key {
+            print_bootstrap_key(tenant, token);
+        }
+        service.finished().await
+    })
+}
+
+/// The API and the sync workers of one process, as `serve` and `demo` run them.
+pub struct Service {
+    pub address: SocketAddr,
+    /// The tenant name and the admin key created by a first start (shown once).
+    pub bootstrap_key: Option<(String, String)>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Binds `server.listen`.
+    pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))
+    }
+
+    /// Opens the store (creating and migrating it), makes the bootstrap key on a first start, and runs
+    /// the API on `listener` and the scheduler until `shutdown` completes.
+    pub async fn start(
+        mut config: Config,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<Self> {
         tracing::info!(database = %config.database.url.redacted(), "opening the store");
         let master = bootstrap::master_key(&config)?;
         if master.created
@@ -54,33 +86,46 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
             tracing::warn!(path = %path.display(), "created a new master key file; back it up: secrets sealed with it are lost without it");
         }
         let store = bootstrap::open_store(&config).await?;
-        if let Some((tenant, token)) = bootstrap::bootstrap_admin(store.as_ref()).await? {
-            print_bootstrap_key(&tenant.name, &token);
-        }
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let bootstrap_key = bootstrap::bootstrap_admin(store.as_ref())
+            .await?
+            .map(|(tenant, token)| (tenant.name, token));
         let address = listener.local_addr()?;
+        // With port 0 the real port is known only now; the default public URL (OAuth redirects) uses it.
+        config.server.listen = address;
         tracing::info!(%address, "calbridge is listening");
         let state = AppState::new(config, store, master.key);
         // The sync workers run beside the API and stop with it.
-        let ctx = calbridge_server::api::sync::context(&state).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ctx =
+            calbridge_server::api::sync::context(&state).map_err(|e| anyhow::anyhow!("{e}"))?;
         let scheduler = Scheduler::new(
             ctx,
             SchedulerConfig::from_config(&state.config, scheduler::default_owner()),
-        );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let workers = tokio::spawn(scheduler.run(stop_rx));
-        calbridge_server::serve(listener, state, calbridge_server::shutdown_signal()).await?;
-        let _ = stop_tx.send(true);
-        let _ = workers.await;
-        tracing::info!("stopped");
-        anyhow::Ok(())
-    })
+        )
+        .with_hub(state.realtime.clone());
+        let task = tokio::spawn(async move {
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let workers = tokio::spawn(scheduler.run(stop_rx));
+            calbridge_server::serve(listener, state, shutdown).await?;
+            let _ = stop_tx.send(true);
+            let _ = workers.await;
+            tracing::info!("stopped");
+            anyhow::Ok(())
+        });
+        Ok(Self {
+            address,
+            bootstrap_key,
+            task,
+        })
+    }
+
+    /// Waits until the service has shut down (in-flight requests finished, workers stopped).
+    pub async fn finished(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
 }
 
 #[allow(clippy::print_stdout)]
-fn print_bootstrap_key(tenant: &str, token: &str) {
+pub fn print_bootstrap_key(tenant: &str, token: &str) {
     println!("First start: created tenant `{tenant}` and an admin API key with every scope.");
     println!("It is shown this once; store it now:");
     println!();

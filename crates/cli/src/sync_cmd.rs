@@ -47,11 +47,15 @@ pub enum ConflictsCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
-    /// Apply an option (keep_local, keep_remote…) to both systems.
+    /// Apply an option (keep_local, keep_remote, keep_both, merge, delete_everywhere, restore) to both
+    /// systems.
     Resolve {
         id: String,
         #[arg(long)]
         option: String,
+        /// For `merge`: the merged fields as JSON, e.g. `{"summary": "Title", "start": {"from": "remote"}}`.
+        #[arg(long)]
+        merged: Option<String>,
         #[arg(long, default_value = bootstrap::DEFAULT_TENANT)]
         tenant: String,
         #[arg(long)]
@@ -177,15 +181,21 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
             ConflictsCommand::Resolve {
                 id,
                 option,
+                merged,
                 tenant,
                 database_url,
             } => {
+                let merged: Option<serde_json::Value> = merged
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .context("--merged is not JSON")?;
                 let state = state_for(config_file, database_url.as_deref()).await?;
                 let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
                 let id = id
                     .parse()
                     .with_context(|| format!("`{id}` is not a conflict id"))?;
-                let resolved = resolve(&state, tenant.id, "cli", id, &option)
+                let resolved = resolve(&state, tenant.id, "cli", id, &option, merged.as_ref())
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("resolved {} with {option}", resolved.id);

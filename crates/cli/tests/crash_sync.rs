@@ -300,6 +300,7 @@ async fn world() -> Option<World> {
         url: radicale.base(),
         username: Some(support::USER.into()),
         password: Some(support::PASSWORD.into()),
+        oauth: None,
     };
     let connection = store
         .create_connection(

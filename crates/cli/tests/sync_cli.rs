@@ -24,7 +24,12 @@ async fn sync_imports_and_conflicts_commands_answer() {
         let put = raw
             .put(
                 &format!("{calendar_url}e{n}.ics"),
-                &support::event(&format!("cli-{n}"), &format!("E {n}"), "20261125T090000Z"),
+                // An hour each: events at one time would be time conflicts.
+                &support::event(
+                    &format!("cli-{n}"),
+                    &format!("E {n}"),
+                    &format!("20261125T{:02}0000Z", 9 + 2 * n),
+                ),
             )
             .await;
         assert!(put.status().is_success());
@@ -58,6 +63,7 @@ async fn sync_imports_and_conflicts_commands_answer() {
         url: radicale.base(),
         username: Some(support::USER.into()),
         password: Some(support::PASSWORD.into()),
+        oauth: None,
     };
     let connection = store
         .create_connection(

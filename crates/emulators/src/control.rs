@@ -519,6 +519,12 @@ impl Emulator {
         self.shared.expire_tokens();
     }
 
+    /// The person withdraws consent: every refresh token issued so far is refused with
+    /// `invalid_grant` (issued access tokens keep working until they expire, as with both providers).
+    pub fn revoke_grants(&self) {
+        lock(&self.shared.auth).refresh.clear();
+    }
+
     /// Every delta / sync token of the mailbox is answered with 410 from now on.
     pub fn invalidate_sync_state(&self, user: Option<&str>) -> Result<(), EmulatorError> {
         let m = self.mailbox_of(user)?;
@@ -556,6 +562,25 @@ impl Emulator {
             .chain(registry.channels.keys())
             .cloned()
             .collect()
+    }
+
+    /// The unexpired Graph subscriptions / Google channels with their expiry, soonest first.
+    pub fn live_watches(&self) -> Vec<(String, jiff::Timestamp)> {
+        let now = jiff::Timestamp::now();
+        let registry = lock(&self.shared.subscriptions);
+        let mut out: Vec<(String, jiff::Timestamp)> = registry
+            .subscriptions
+            .values()
+            .map(|s| (s.id.clone(), s.expiration))
+            .chain(registry.channels.values().filter_map(|c| {
+                jiff::Timestamp::from_millisecond(c.expiration)
+                    .ok()
+                    .map(|t| (c.id.clone(), t))
+            }))
+            .filter(|(_, t)| *t > now)
+            .collect();
+        out.sort_by_key(|(_, t)| *t);
+        out
     }
 
     pub fn reset_throttling(&self) {

@@ -13,7 +13,10 @@
 
 mod local;
 mod options;
+mod pairs;
+mod resolve;
 mod run;
+mod time;
 
 use calbridge_providers::ProviderError;
 use calbridge_store::StoreError;
@@ -21,6 +24,7 @@ use calbridge_store::StoreError;
 /// For the API's conflict resolution, which reads and writes series the way the engine does.
 pub use local::{Parsed, Storable, storable};
 pub use options::{EngineConfig, SyncOptions};
+pub use resolve::{Resolve, ResolveFailure, needs_provider, resolve_conflict};
 pub use run::{LinkSync, RunError, RunReport, RunStatus, sync_link};
 
 /// Why a run could not be carried out at all (a failing item is not an error: it is reported in

@@ -226,6 +226,39 @@ fn fields_json(series: &EventSeries) -> serde_json::Value {
     })
 }
 
+/// Overrides by the instant (or date) their RECURRENCE-ID names. Same rule as the server's
+/// `series::override_fields` (this module is the engine's copy of the server's series code).
+fn override_events<'a>(
+    series: &'a EventSeries,
+    resolver: &calbridge_model::tz::TzResolver,
+    floating: &TimeZone,
+) -> std::collections::HashMap<OccurrenceTime, &'a calbridge_model::Event> {
+    let mut map = std::collections::HashMap::new();
+    for event in series.overrides() {
+        let Some(rid) = &event.recurrence_id else {
+            continue;
+        };
+        let key = match &rid.value {
+            CalDateTime::Date(d) => Some(OccurrenceTime::Date(*d)),
+            CalDateTime::Utc(ts) => Some(OccurrenceTime::At(*ts)),
+            CalDateTime::Floating(local) => floating
+                .to_ambiguous_timestamp(*local)
+                .compatible()
+                .ok()
+                .map(OccurrenceTime::At),
+            CalDateTime::Zoned { local, tzid } => resolver
+                .resolve(tzid)
+                .ok()
+                .and_then(|z| z.zone.to_ambiguous_timestamp(*local).compatible().ok())
+                .map(OccurrenceTime::At),
+        };
+        if let Some(key) = key {
+            map.insert(key, event);
+        }
+    }
+    map
+}
+
 fn occurrence_rows(
     calendar: &Calendar,
     series: &EventSeries,
@@ -246,6 +279,7 @@ fn occurrence_rows(
     let iter = series_occurrences(series, &resolver, window, &options)
         .map_err(|e| EngineError::Content(format!("the event cannot be expanded: {e}")))?;
     let master = series.master();
+    let overrides = override_events(series, &resolver, floating);
     let mut rows = Vec::new();
     let mut recurring = false;
     let mut cut_short = false;
@@ -257,7 +291,12 @@ fn occurrence_rows(
             break;
         }
         recurring |= occurrence.recurrence_id.is_some();
-        let event = master.or_else(|| series.overrides().first());
+        // An occurrence an override replaces shows the override's fields (as the API's own writes do).
+        let event = occurrence
+            .recurrence_id
+            .and_then(|rid| overrides.get(&rid).copied())
+            .or(master)
+            .or_else(|| series.overrides().first());
         let data = serde_json::json!({
             "uid": series.uid(),
             "summary": event.and_then(|e| e.summary.as_ref()).map(|p| p.value.clone()),

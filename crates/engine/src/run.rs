@@ -11,8 +11,8 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
-    LinkCursors, LinkStatus, MappingUpsert, NewAuditEntry, NewConflict, NewSeries, NewTombstone,
-    SeriesId, SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
+    LinkCursors, LinkStatus, MappingUpsert, NewAuditEntry, NewConflict, NewSeries, SeriesId,
+    SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
 };
 use calbridge_sync::{
     Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
@@ -20,10 +20,13 @@ use calbridge_sync::{
 };
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
+use crate::pairs::{
+    ConflictSide, Intent, IntentSide, Pending, StoredBase, TombstoneAt, create_key, forget_pair,
+    hex_sha256, record_pair, to_json,
+};
 use crate::{EngineConfig, EngineError, SyncOptions};
 
 /// Change-stream entries read per page.
@@ -90,46 +93,8 @@ pub struct RunReport {
     pub duration_ms: u64,
 }
 
-/// What the mapping's `base_json` holds: the UID and the state both sides last agreed on.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredBase {
-    uid: Uid,
-    state: ItemState,
-    /// A write begun but not known to be finished (written just before it, cleared when the pair is
-    /// recorded). A run killed between the write and its record leaves it, and the next run uses it
-    /// to recognise its own write instead of taking it for someone else's change (see `Intent`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    intent: Option<Intent>,
-}
-
-/// What a write in flight was going to leave: `state` on `side`. Only recorded for writes that copy
-/// one side's whole state to the other (so the copied side held `state` when the write began).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Intent {
-    side: IntentSide,
-    state: ItemState,
-    /// For a local write: the remote version the copied state had.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum IntentSide {
-    Local,
-    Remote,
-}
-
 /// Remote ids of write-ahead rows for remote creates (the real id is known only after the create).
 const PENDING_CREATE: &str = "pending-create:";
-
-/// One side of a conflict as stored (`local_json` / `remote_json`): enough to park it and to show it.
-#[derive(Debug, Serialize, Deserialize)]
-struct ConflictSide {
-    id: Option<String>,
-    version: Option<String>,
-    state: Option<ItemState>,
-}
 
 /// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
 /// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
@@ -209,6 +174,9 @@ struct Runner<'a> {
     full_listing: bool,
     interrupted: bool,
     executed: usize,
+    /// Local series changed since the last run (the application's edits): time conflicts may have
+    /// appeared or gone.
+    local_changed: bool,
 }
 
 enum Outcome {
@@ -218,15 +186,6 @@ enum Outcome {
     },
     Suspect(String),
     Failed(EngineError),
-}
-
-/// A pair to record once the series' last action succeeded.
-struct Pending {
-    local: LocalId,
-    remote: RemoteId,
-    version: RemoteVersion,
-    state: ItemState,
-    uid: Uid,
 }
 
 #[derive(Debug)]
@@ -323,10 +282,6 @@ fn store_kind(kind: ConflictKind) -> StoreConflictKind {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, EngineError> {
-    serde_json::to_string(value).map_err(|e| EngineError::Content(e.to_string()))
-}
-
 fn parse_series_id(id: &LocalId) -> Result<SeriesId, StepError> {
     SeriesId::parse(id.as_str()).map_err(|e| step("content", e.to_string()))
 }
@@ -362,6 +317,7 @@ impl<'a> Runner<'a> {
             full_listing: false,
             interrupted: false,
             executed: 0,
+            local_changed: false,
         })
     }
 
@@ -450,7 +406,8 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|(_, local, _)| local.clone())
             .collect();
-        let (local_changes, local_cursor) = self.read_local(&pending_locals).await?;
+        let (mut local_changes, local_cursor) = self.read_local(&pending_locals).await?;
+        self.local_changed = !local_changes.is_empty();
 
         // --- read: remote changes since the provider cursor ---
         let cursor = match &link.cursor {
@@ -550,7 +507,7 @@ impl<'a> Runner<'a> {
             &remote_changes,
         )
         .await?;
-        let remote = RemoteChanges {
+        let mut remote = RemoteChanges {
             changes: remote_changes,
             listing: match changes.full_listing {
                 Some(_) => Listing::Complete {
@@ -612,6 +569,14 @@ impl<'a> Runner<'a> {
             )
             .await?;
         for c in open.iter().filter(|c| c.link_id == Some(link.id)) {
+            if Self::superseded(c, &local_changes, &remote)
+                && self.refresh_pair(c, &mut local_changes, &mut remote).await
+            {
+                // A side moved on since the conflict was recorded: the pair is planned again with both
+                // sides' versions of now (and recorded again if it still conflicts).
+                self.close_superseded(c, "a side changed again").await?;
+                continue;
+            }
             if let Some(s) = c.series_id {
                 parked_local.insert(LocalId::new(s.to_string()));
             }
@@ -868,6 +833,178 @@ impl<'a> Runner<'a> {
             &base,
         )
         .await
+    }
+
+    /// Whether an open update or deletion conflict is out of date because one of its sides changed
+    /// again since it was recorded; such a conflict is closed as `superseded` (audited) and the pair is
+    /// planned again, instead of staying parked on versions nobody can resolve any more.
+    fn superseded(
+        c: &calbridge_store::Conflict,
+        local_changes: &[LocalChange],
+        remote: &RemoteChanges,
+    ) -> bool {
+        if !matches!(
+            c.kind,
+            StoreConflictKind::Update | StoreConflictKind::Deletion
+        ) {
+            return false;
+        }
+        let side = |json: Option<&str>| {
+            json.and_then(|j| serde_json::from_str::<ConflictSide>(j).ok())
+                .unwrap_or(ConflictSide {
+                    id: None,
+                    version: None,
+                    state: None,
+                })
+        };
+        let (local_side, remote_side) = (
+            side(c.local_json.as_deref()),
+            side(c.remote_json.as_deref()),
+        );
+        let series = c.series_id.map(|s| s.to_string());
+        let local_moved = local_changes.iter().any(|change| match change {
+            LocalChange::Upsert { id, state, .. } => {
+                Some(id.as_str()) == series.as_deref() && local_side.state.as_ref() != Some(state)
+            }
+            LocalChange::Deleted { id, .. } => {
+                Some(id.as_str()) == series.as_deref() && local_side.state.is_some()
+            }
+        });
+        let remote_moved = remote.changes.iter().any(|change| match change {
+            RemoteChange::Upsert { id, version, .. } => {
+                Some(id.as_str()) == remote_side.id.as_deref()
+                    && remote_side.version.as_deref() != Some(version.as_str())
+            }
+            RemoteChange::Deleted { id, certain } => {
+                *certain
+                    && Some(id.as_str()) == remote_side.id.as_deref()
+                    && remote_side.state.is_some()
+            }
+        });
+        local_moved || remote_moved
+    }
+
+    async fn close_superseded(
+        &mut self,
+        c: &calbridge_store::Conflict,
+        why: &str,
+    ) -> Result<(), EngineError> {
+        let store = self.ctx.store;
+        let actor = format!("sync:{}", self.ctx.connection.id);
+        let resolution = serde_json::json!({"superseded": why}).to_string();
+        store
+            .resolve_conflict(self.ctx.tenant, c.id, &resolution, &actor, self.ctx.now)
+            .await?;
+        store
+            .append_audit(
+                self.ctx.tenant,
+                NewAuditEntry {
+                    actor,
+                    action: "conflict.superseded".into(),
+                    subject: c.id.to_string(),
+                    details_json: serde_json::json!({
+                        "kind": c.kind.to_string(),
+                        "uid": c.event_uid,
+                        "reason": why,
+                    })
+                    .to_string(),
+                },
+            )
+            .await?;
+        *self
+            .counts
+            .entry("conflicts_superseded".into())
+            .or_default() += 1;
+        Ok(())
+    }
+
+    /// Puts both sides of a superseded conflict's pair in front of the plan as changes, the side that
+    /// did not move too (its earlier edit is part of the conflict and must not be overwritten as if it
+    /// were the base). `false` when a side cannot be read now (the conflict then stays parked).
+    async fn refresh_pair(
+        &mut self,
+        c: &calbridge_store::Conflict,
+        local_changes: &mut Vec<LocalChange>,
+        remote: &mut RemoteChanges,
+    ) -> bool {
+        if let Some(series) = c.series_id {
+            let id = LocalId::new(series.to_string());
+            let listed = local_changes.iter().any(|change| match change {
+                LocalChange::Upsert { id: l, .. } | LocalChange::Deleted { id: l, .. } => *l == id,
+            });
+            if !listed {
+                let Ok(row) = self.ctx.store.get_series(self.ctx.tenant, series).await else {
+                    return false;
+                };
+                if row.deleted_at.is_some() {
+                    local_changes.push(LocalChange::Deleted {
+                        id: id.clone(),
+                        at: row.deleted_at,
+                    });
+                    self.local.insert(id, LocalEntry { row, parsed: None });
+                } else {
+                    let Ok(parsed) = Parsed::from_stored(&row) else {
+                        return false;
+                    };
+                    local_changes.push(LocalChange::Upsert {
+                        id: id.clone(),
+                        uid: Uid::new(&row.uid),
+                        state: parsed.state(&self.floating),
+                    });
+                    self.local.insert(
+                        id,
+                        LocalEntry {
+                            row,
+                            parsed: Some(parsed),
+                        },
+                    );
+                }
+            }
+        }
+        let remote_id = c
+            .remote_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<ConflictSide>(j).ok())
+            .and_then(|side| side.id);
+        if let Some(rid) = remote_id {
+            let listed = remote.changes.iter().any(|change| match change {
+                RemoteChange::Upsert { id, .. } | RemoteChange::Deleted { id, .. } => {
+                    id.as_str() == rid
+                }
+            });
+            if !listed {
+                let Ok(pid) = ProviderRemoteId::parse(rid.clone()) else {
+                    return false;
+                };
+                let read = self
+                    .ctx
+                    .provider
+                    .read(&self.calendar, std::slice::from_ref(&pid))
+                    .await;
+                match read.map(|items| items.into_iter().next()) {
+                    Ok(Some(ReadItem::Found(item))) => {
+                        let Ok(parsed) = Parsed::from_calendar(item.content.calendar().clone())
+                        else {
+                            return false;
+                        };
+                        let id = RemoteId::new(rid);
+                        remote.changes.push(RemoteChange::Upsert {
+                            id: id.clone(),
+                            version: RemoteVersion::new(item.etag.as_str()),
+                            uid: Uid::new(parsed.series.uid()),
+                            state: parsed.state(&self.floating),
+                        });
+                        self.remote.insert(id, item.content);
+                    }
+                    Ok(Some(ReadItem::Missing(_))) => remote.changes.push(RemoteChange::Deleted {
+                        id: RemoteId::new(rid),
+                        certain: true,
+                    }),
+                    _ => return false,
+                }
+            }
+        }
+        true
     }
 
     /// Local changes since the link's local change mark, and the mark to save when the run commits. On a
@@ -1272,10 +1409,7 @@ impl<'a> Runner<'a> {
     }
 
     fn create_key(&self, local: &LocalId) -> CreateKey {
-        let digest = Sha256::digest(format!("{}\n{}", self.ctx.link.id, local).as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        CreateKey::from_bytes(bytes)
+        create_key(self.ctx.link.id, local)
     }
 
     /// The version a write left: the one the provider answered, or read back when it sent none (a
@@ -1576,18 +1710,14 @@ impl<'a> Runner<'a> {
             }
             Action::CopyRemoteAsNewLocal { remote } => {
                 let parsed = self.remote_parsed(remote)?;
-                // Derived, so a rerun after a crash finds the copy it already made.
-                let digest = Sha256::digest(
-                    format!(
-                        "{}\n{}\n{}",
-                        self.ctx.link.id,
-                        remote,
-                        parsed.state(&self.floating).snapshot.fields().count()
-                    )
-                    .as_bytes(),
+                // Derived, so a rerun after a crash finds the copy it already made, and a resolution
+                // with `keep_both` names the same copy.
+                let uid = calbridge_sync::resolve::copy_uid(
+                    &Uid::new(parsed.series.uid()),
+                    &self.ctx.link.id.to_string(),
+                    remote,
+                    &parsed.state(&self.floating).snapshot,
                 );
-                let suffix: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-                let uid = format!("{}-copy-{suffix}", parsed.series.uid());
                 let exists = self
                     .ctx
                     .store
@@ -1621,73 +1751,77 @@ impl<'a> Runner<'a> {
 
     /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
     async fn record_pair(&mut self, p: Pending) -> Result<(), StepError> {
-        let store = self.ctx.store;
-        let tenant = self.ctx.tenant;
-        let series = parse_series_id(&p.local)?;
-        for old in store.mappings_for_series(tenant, series).await? {
-            if old.link_id == self.ctx.link.id && old.remote_id != p.remote.as_str() {
-                store.delete_mapping(tenant, old.id).await?;
-            }
-        }
-        let base = StoredBase {
-            uid: p.uid.clone(),
-            state: p.state.clone(),
-            intent: None,
-        };
-        let base_json = to_json(&base)?;
-        let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);
-        store
-            .upsert_mapping(
-                tenant,
-                MappingUpsert {
-                    link_id: self.ctx.link.id,
-                    remote_id: p.remote.to_string(),
-                    series_id: Some(series),
-                    remote_version: Some(p.version.to_string()),
-                    base_json: Some(base_json),
-                    base_hash: Some(base_hash),
-                    last_seen_at: Some(self.ctx.now),
-                },
-            )
-            .await?;
+        record_pair(
+            self.ctx.store,
+            self.ctx.tenant,
+            self.ctx.link.id,
+            self.ctx.now,
+            &p,
+        )
+        .await?;
         Ok(())
     }
 
     /// Drops the pair and leaves a tombstone of the deletion.
     async fn forget_pair(&mut self, local: &LocalId, remote: &RemoteId) -> Result<(), StepError> {
-        let store = self.ctx.store;
-        let tenant = self.ctx.tenant;
-        let mapping = store
-            .get_mapping(tenant, self.ctx.link.id, remote.as_str())
-            .await?;
         let uid = self
             .mappings
             .iter()
             .find(|m| &m.remote == remote)
             .map(|m| m.uid.to_string());
-        let expires = self
-            .ctx
-            .now
-            .checked_add(self.ctx.config.tombstone_retention)
-            .map_err(|e| step("content", e.to_string()))?;
-        store
-            .put_tombstone(
-                tenant,
-                NewTombstone {
-                    calendar_id: Some(self.ctx.connection.calendar_id),
-                    series_id: SeriesId::parse(local.as_str()).ok(),
-                    link_id: Some(self.ctx.link.id),
-                    remote_id: Some(remote.to_string()),
-                    uid,
-                    deleted_at: self.ctx.now,
-                    expires_at: expires,
-                },
-            )
-            .await?;
-        if let Some(m) = mapping {
-            store.delete_mapping(tenant, m.id).await?;
-        }
+        let at = TombstoneAt {
+            link: self.ctx.link.id,
+            calendar: self.ctx.connection.calendar_id,
+            now: self.ctx.now,
+            retention: self.ctx.config.tombstone_retention,
+        };
+        forget_pair(self.ctx.store, self.ctx.tenant, at, local, remote, uid).await?;
         Ok(())
+    }
+
+    /// Whether the owner's occurrences may have changed in this run: local edits were read, local
+    /// series were written, or everything was listed. A no-op run skips the detection (it costs a
+    /// window read of the owner's calendars).
+    fn time_may_have_changed(&self) -> bool {
+        const LOCAL_WRITES: [&str; 4] = [
+            "create_local",
+            "update_local",
+            "delete_local",
+            "copy_remote_as_new_local",
+        ];
+        self.local_changed
+            || self.full_listing
+            || LOCAL_WRITES
+                .iter()
+                .any(|k| self.counts.get(*k).is_some_and(|n| *n > 0))
+    }
+
+    /// Time conflicts of the owner after this run (see `time.rs`). A failure is reported; it does not
+    /// hold the cursors back (the next detection recomputes everything).
+    async fn detect_time_conflicts(&mut self) {
+        match crate::time::detect(
+            self.ctx.store,
+            self.ctx.tenant,
+            self.ctx.connection,
+            self.window,
+            self.options.conflicts,
+            self.ctx.now,
+        )
+        .await
+        {
+            Ok(counts) => {
+                for (key, n) in [
+                    ("time_conflicts", counts.detected),
+                    ("time_conflicts_settled", counts.settled),
+                    ("time_conflicts_closed", counts.closed),
+                ] {
+                    if n > 0 {
+                        *self.counts.entry(key.into()).or_default() += n;
+                    }
+                }
+            }
+            Err(e) => self.error("time", "detect_time_conflicts", e.into()),
+        }
     }
 
     async fn finish(
@@ -1740,6 +1874,11 @@ impl<'a> Runner<'a> {
                 }
             }
         };
+        if matches!(status, RunStatus::Succeeded | RunStatus::Partial)
+            && self.time_may_have_changed()
+        {
+            self.detect_time_conflicts().await;
+        }
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut counts = self.counts.clone();
         counts.insert("duration_ms".into(), duration_ms);
@@ -1792,11 +1931,4 @@ impl<'a> Runner<'a> {
 
 fn item_content(parsed: &Parsed) -> Result<ItemContent, StepError> {
     ItemContent::from_calendar(parsed.calendar.clone()).map_err(StepError::from)
-}
-
-fn hex_sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -18,7 +18,7 @@ use crate::http::{Budget, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
 use crate::types::{
     BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag, FullListingReason,
-    KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window, Written,
+    KnownVersions, Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window, Written,
 };
 
 /// Largest feed accepted.
@@ -144,6 +144,44 @@ impl IcsProvider {
 
 #[async_trait]
 impl CalendarProvider for IcsProvider {
+    /// One conditional GET with the cursor's validators: 304, or a 200 carrying the same strong ETag,
+    /// is "unchanged" (some servers, Radicale among them, never answer 304). The body is not parsed.
+    async fn probe(
+        &self,
+        calendar: &CalendarId,
+        cursor: Option<&Cursor>,
+    ) -> Result<Probe, ProviderError> {
+        self.check_calendar(calendar)?;
+        let Some(validators) = cursor.and_then(Validators::decode) else {
+            return Ok(Probe::Changed);
+        };
+        if validators.etag.is_none() && validators.last_modified.is_none() {
+            return Ok(Probe::Unknown);
+        }
+        let mut request = Request::new(Method::GET, self.url.clone())
+            .header(http::header::ACCEPT, "text/calendar, */*;q=0.5")?;
+        if let Some(etag) = &validators.etag {
+            request = request.header(IF_NONE_MATCH, etag)?;
+        }
+        if let Some(date) = &validators.last_modified {
+            request = request.header(IF_MODIFIED_SINCE, date)?;
+        }
+        let response = self.endpoint.send(request).await?;
+        match response.status {
+            StatusCode::NOT_MODIFIED => Ok(Probe::Unchanged),
+            StatusCode::OK => {
+                let now = Validators::from_response(&response);
+                let strong =
+                    |e: &Option<String>| e.as_ref().filter(|t| !t.starts_with("W/")).cloned();
+                Ok(match (strong(&now.etag), strong(&validators.etag)) {
+                    (Some(a), Some(b)) if a == b => Probe::Unchanged,
+                    _ => Probe::Changed,
+                })
+            }
+            _ => Err(response.error()),
+        }
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Ics
     }

@@ -19,6 +19,6 @@ pub use error::{ProviderError, Unavailability};
 pub use provider::{CalendarProvider, Diagnosis, DiagnosisKind, ProviderKind};
 pub use types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
-    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window,
-    Written,
+    FullListingReason, KnownVersions, Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem,
+    WatchChannel, WatchRequest, Window, Written,
 };

@@ -392,8 +392,20 @@ impl TokenSource for StaticToken {
     async fn invalidate(&self) {}
 }
 
+/// Where a session's tokens live between runs (the server: the connection's sealed credentials).
+/// The session calls it under its refresh lock, so calls never overlap within one session.
+#[async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// Keep a freshly refreshed set; a rotated refresh token is only valid from now on.
+    async fn save(&self, tokens: &TokenSet) -> Result<(), ProviderError>;
+    /// The set stored now (another process may have refreshed and rotated meanwhile).
+    async fn load(&self) -> Result<Option<TokenSet>, ProviderError>;
+    /// The grant is gone (`invalid_grant`): the person must sign in again.
+    async fn revoked(&self, detail: &str);
+}
+
 /// A connection's tokens, refreshed `margin` before they expire. Refreshed (and rotated) token sets
-/// are kept for the caller to persist with [`OAuthSession::take_updated`].
+/// go to the [`TokenStore`] when there is one, and are also kept for [`OAuthSession::take_updated`].
 #[derive(Debug)]
 pub struct OAuthSession {
     config: OAuthConfig,
@@ -401,6 +413,9 @@ pub struct OAuthSession {
     tokens: Mutex<TokenSet>,
     updated: std::sync::Mutex<Option<TokenSet>>,
     margin: Duration,
+    store: Option<std::sync::Arc<dyn TokenStore>>,
+    /// Set once the grant was found revoked: later requests fail at once, without a token request.
+    revoked: std::sync::Mutex<Option<String>>,
 }
 
 impl OAuthSession {
@@ -412,7 +427,15 @@ impl OAuthSession {
             tokens: Mutex::new(tokens),
             updated: std::sync::Mutex::new(None),
             margin: Duration::from_secs(300),
+            store: None,
+            revoked: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Persist every refresh through `store`, and consult it before declaring the grant revoked.
+    pub fn with_store(mut self, store: std::sync::Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     pub fn with_margin(mut self, margin: Duration) -> Self {
@@ -431,17 +454,71 @@ impl OAuthSession {
     }
 
     async fn refresh_locked(&self, tokens: &mut TokenSet) -> Result<(), ProviderError> {
+        if let Some(detail) = self.revoked.lock().ok().and_then(|r| r.clone()) {
+            return Err(ProviderError::NeedsReauthorization { detail });
+        }
         let Some(refresh) = tokens.refresh_token.clone() else {
-            return Err(ProviderError::NeedsReauthorization {
-                detail: "the access token expired and no refresh token was granted".into(),
-            });
+            let detail = "the access token expired and no refresh token was granted".to_owned();
+            self.mark_revoked(&detail).await;
+            return Err(ProviderError::NeedsReauthorization { detail });
         };
-        let fresh = self.config.refresh(&self.http, &refresh).await?;
+        let fresh = match self.config.refresh(&self.http, &refresh).await {
+            Ok(fresh) => fresh,
+            Err(ProviderError::NeedsReauthorization { detail }) => {
+                // Another session (the scheduler, another node) may have refreshed first and rotated
+                // the token we hold away: adopt the stored set rather than calling the grant revoked.
+                if let Some(stored) = self.stored_if_newer(&refresh).await {
+                    let margin =
+                        SignedDuration::try_from(self.margin).unwrap_or(SignedDuration::ZERO);
+                    let due = stored
+                        .expires_at
+                        .checked_sub(margin)
+                        .unwrap_or(Timestamp::MIN);
+                    *tokens = stored;
+                    if Timestamp::now() < due {
+                        return Ok(());
+                    }
+                    return Box::pin(self.refresh_locked(tokens)).await;
+                }
+                self.mark_revoked(&detail).await;
+                return Err(ProviderError::NeedsReauthorization { detail });
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(store) = &self.store {
+            // A rotated refresh token exists only here until it is saved: try twice, then carry on
+            // with the fresh access token (the next run will need a new sign-in if both failed).
+            let mut saved = store.save(&fresh).await;
+            if saved.is_err() {
+                saved = store.save(&fresh).await;
+            }
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "refreshed OAuth tokens could not be persisted");
+            }
+        }
         *tokens = fresh.clone();
         if let Ok(mut updated) = self.updated.lock() {
             *updated = Some(fresh);
         }
         Ok(())
+    }
+
+    async fn stored_if_newer(&self, used: &Secret) -> Option<TokenSet> {
+        let store = self.store.as_ref()?;
+        let stored = store.load().await.ok()??;
+        match &stored.refresh_token {
+            Some(r) if r != used => Some(stored),
+            _ => None,
+        }
+    }
+
+    async fn mark_revoked(&self, detail: &str) {
+        if let Ok(mut revoked) = self.revoked.lock() {
+            *revoked = Some(detail.to_owned());
+        }
+        if let Some(store) = &self.store {
+            store.revoked(detail).await;
+        }
     }
 }
 

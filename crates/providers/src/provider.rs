@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::content::ItemContent;
 use crate::error::{ProviderError, Unavailability};
 use crate::types::{
-    BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag, KnownVersions,
-    ReadItem, RemoteCalendar, RemoteId, Window, Written,
+    BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag, KnownVersions, Probe,
+    ReadItem, RemoteCalendar, RemoteId, WatchChannel, WatchRequest, Window, Written,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,4 +188,46 @@ pub trait CalendarProvider: Send + Sync + std::fmt::Debug {
         calendar: &CalendarId,
         window: &Window,
     ) -> Result<Vec<BusyPeriod>, ProviderError>;
+
+    /// One cheap request saying whether `calendar` changed since `cursor` (CalDAV: the collection's
+    /// sync-token / ctag; ICS: a conditional GET), so a poll can skip the sync when nothing changed.
+    async fn probe(
+        &self,
+        _calendar: &CalendarId,
+        _cursor: Option<&Cursor>,
+    ) -> Result<Probe, ProviderError> {
+        Ok(Probe::Unknown)
+    }
+
+    /// Opens a push channel on `calendar` (Graph subscription, Google watch channel).
+    async fn watch(
+        &self,
+        _calendar: &CalendarId,
+        _request: &WatchRequest,
+    ) -> Result<WatchChannel, ProviderError> {
+        Err(ProviderError::Unsupported {
+            what: "push notifications".into(),
+        })
+    }
+
+    /// Extends a channel to `request.expires_at`. Graph renews in place (same id); Google cannot
+    /// extend a channel, so a new one is opened with `request` and the old one stopped. A channel the
+    /// provider no longer knows is [`ProviderError::NotFound`]: open a new one.
+    async fn renew_watch(
+        &self,
+        _calendar: &CalendarId,
+        _channel: &WatchChannel,
+        _request: &WatchRequest,
+    ) -> Result<WatchChannel, ProviderError> {
+        Err(ProviderError::Unsupported {
+            what: "push notifications".into(),
+        })
+    }
+
+    /// Stops a channel; one the provider no longer knows counts as stopped.
+    async fn stop_watch(&self, _channel: &WatchChannel) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            what: "push notifications".into(),
+        })
+    }
 }

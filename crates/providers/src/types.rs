@@ -353,3 +353,53 @@ mod tests {
         assert!(Window::parse(a, a).is_err());
     }
 }
+
+/// What to ask a provider for when opening a push channel (a Graph subscription, a Google watch
+/// channel) on one calendar. The caller chooses the id (Google; Graph assigns its own) and the secret
+/// the provider echoes with every notification (Graph `clientState`, Google channel `token`).
+#[derive(Clone)]
+pub struct WatchRequest {
+    /// Google channel id (ignored by Graph, which assigns one).
+    pub id: String,
+    /// Graph `clientState` / Google channel `token`; at most 128 characters (Graph's limit).
+    pub secret: String,
+    /// Where change notifications are posted.
+    pub notification_url: url::Url,
+    /// Where Graph posts lifecycle notifications (ignored by Google).
+    pub lifecycle_url: Option<url::Url>,
+    /// The expiry asked for; the provider may grant less (the answer says).
+    pub expires_at: jiff::Timestamp,
+}
+
+impl std::fmt::Debug for WatchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchRequest")
+            .field("id", &self.id)
+            .field("notification_url", &self.notification_url)
+            .field("lifecycle_url", &self.lifecycle_url)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open push channel as the provider granted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchChannel {
+    /// Graph subscription id / Google channel id.
+    pub id: String,
+    /// Google's `resourceId` (needed to stop the channel and checked on every message); Graph: none.
+    pub resource_id: Option<String>,
+    pub expires_at: jiff::Timestamp,
+}
+
+/// What a cheap change probe found: whether a calendar changed since the state a cursor records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// The collection's change tag equals the cursor's: nothing to read.
+    Unchanged,
+    /// It differs (or the cursor records none): a sync will find something.
+    Changed,
+    /// The provider has no cheap probe (or the cursor is of another kind): sync to find out.
+    Unknown,
+}

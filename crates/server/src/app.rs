@@ -158,6 +158,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace.to_std();
+    let (stop_background, mut background) = start_background(&state)?;
     let app = router(state);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -167,18 +168,63 @@ pub async fn serve(
     });
     let server = tokio::spawn(async move { graceful.await });
     tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return flatten(result),
-        _ = signalled_rx => {}
-    }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => flatten(result),
-        Err(_) => {
-            tracing::warn!(grace = ?grace, "in-flight requests did not finish within the grace period; stopping");
-            server.abort();
-            Ok(())
+    let result = tokio::select! {
+        result = &mut server => flatten(result),
+        _ = signalled_rx => match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => flatten(result),
+            Err(_) => {
+                tracing::warn!(grace = ?grace, "in-flight requests did not finish within the grace period; stopping");
+                server.abort();
+                Ok(())
+            }
+        },
+    };
+    let _ = stop_background.send(true);
+    for task in background.0.iter_mut() {
+        // A delivery in flight finishes within its timeout; do not wait longer than the grace period.
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("a background task did not stop within the grace period");
         }
     }
+    result
+}
+
+/// Background tasks that die with the serve future, even when it is dropped instead of shut down.
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The tasks that run beside the API in every process: webhook delivery (planner and worker over leased
+/// jobs) and the change stream's retention pruning.
+fn start_background(
+    state: &AppState,
+) -> std::io::Result<(tokio::sync::watch::Sender<bool>, Background)> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = &state.config;
+    let deliverer = crate::webhooks::Deliverer::new(
+        Arc::clone(&state.store),
+        Arc::clone(&state.master_key),
+        Arc::clone(&state.realtime),
+        config.webhooks.clone(),
+        config.network.allow_private_networks,
+        crate::scheduler::default_owner(),
+    )
+    .map_err(std::io::Error::other)?;
+    let deliveries = tokio::spawn(deliverer.run(stop_rx.clone()));
+    let pruner = tokio::spawn(crate::realtime::prune(
+        Arc::clone(&state.store),
+        config.stream.retention.0,
+        config.webhooks.log_retention.0,
+        config.stream.prune_interval.to_std(),
+        stop_rx,
+    ));
+    Ok((stop_tx, Background(vec![deliveries, pruner])))
 }
 
 fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Result<()> {

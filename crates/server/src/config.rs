@@ -230,7 +230,35 @@ pub struct Config {
     pub network: NetworkConfig,
     pub providers: ProvidersConfig,
     pub sync: SyncConfig,
+    pub push: PushConfig,
     pub optimizations: OptimizationsConfig,
+    pub stream: StreamConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Provider push channels (Graph subscriptions, Google watch channels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// A channel is renewed this long before it expires.
+    pub renew_before: HumanDuration,
+    /// Lifetime asked for a Graph subscription (Graph's maximum for calendars is 4230 minutes).
+    pub microsoft_lifetime: HumanDuration,
+    /// Lifetime asked for a Google channel (Google may grant less; its answer is used).
+    pub google_lifetime: HumanDuration,
+    /// Wait before retrying channel work that failed (provider down, token refused).
+    pub retry: HumanDuration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            renew_before: HumanDuration::from_secs(3600),
+            microsoft_lifetime: HumanDuration::from_secs(4200 * 60),
+            google_lifetime: HumanDuration::from_secs(7 * 24 * 3600),
+            retry: HumanDuration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +268,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: HumanDuration,
+    /// How long an API key read from the database is reused for authentication (`0s`: never). A key
+    /// revoked through this node's API stops working at once; one revoked on another node or with
+    /// `calbridge keys revoke` within this time.
+    pub api_key_cache_ttl: HumanDuration,
+    /// The address people's browsers reach this server at (behind a proxy: the proxy's https URL);
+    /// OAuth redirect URIs are built from it. Default: `http://{listen}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -247,7 +283,36 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: HumanDuration::from_secs(30),
+            api_key_cache_ttl: HumanDuration::from_secs(5),
+            public_url: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::public_url`], or `http://{listen}` (an unspecified listen address becomes
+    /// loopback, since a browser cannot reach `0.0.0.0`). Always ends with `/`.
+    pub fn public_base(&self) -> Result<url::Url, String> {
+        let text = match &self.public_url {
+            Some(u) => u.trim().to_owned(),
+            None => {
+                let mut addr = self.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+                }
+                format!("http://{addr}")
+            }
+        };
+        let mut url = url::Url::parse(&text)
+            .map_err(|e| format!("server.public_url `{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("server.public_url `{text}` must be an http(s) URL"));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
     }
 }
 
@@ -379,6 +444,10 @@ pub struct OAuthProviderConfig {
     /// The API base (Graph for Microsoft, Calendar API for Google).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graph_url: Option<String>,
+    /// Google only: the token endpoint's base (`{token_url}/token`). Default
+    /// `https://oauth2.googleapis.com`, or `authority_url` when that is set (emulators serve both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +494,9 @@ pub struct SyncConfig {
     pub conflict_resolution: ConflictResolution,
     /// Local time of day of the periodic full reconciliation (off-peak).
     pub full_sync_at: jiff::civil::Time,
+    /// CalDAV and ICS links are probed this often (one sync-token/ctag request or one conditional
+    /// GET); a sync runs only when the probe sees a change, a local change waits, or `frequency` passed.
+    pub poll_interval: HumanDuration,
 }
 
 impl Default for SyncConfig {
@@ -439,6 +511,7 @@ impl Default for SyncConfig {
                 .hour(3)
                 .build()
                 .unwrap_or_default(),
+            poll_interval: HumanDuration::from_secs(120),
         }
     }
 }
@@ -462,6 +535,55 @@ impl Default for OptimizationsConfig {
             parallel_sync: true,
             cache_ttl: 3600,
             compression: true,
+        }
+    }
+}
+
+/// The change stream (WebSocket `GET /v1/calendar/stream` and webhooks read it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// How long change-stream entries are kept: a client resuming with an older `since` gets a reset.
+    pub retention: HumanDuration,
+    /// How often expired entries (and old webhook delivery logs) are removed.
+    pub prune_interval: HumanDuration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            retention: HumanDuration::from_secs(7 * 24 * 3600),
+            prune_interval: HumanDuration::from_secs(3600),
+        }
+    }
+}
+
+/// Outbound webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Consecutive failed attempts after which a webhook is disabled (re-enable it with PATCH).
+    pub disable_after: u32,
+    /// Backoff after the first failure; it doubles per failure (with jitter) up to `retry_max`.
+    pub retry_base: HumanDuration,
+    pub retry_max: HumanDuration,
+    /// One delivery attempt (connect, send, answer) may take this long.
+    pub timeout: HumanDuration,
+    /// How often the delivery planner looks for pending messages (API writes also wake it at once).
+    pub poll_interval: HumanDuration,
+    /// How long delivery log entries are kept.
+    pub log_retention: HumanDuration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            disable_after: 10,
+            retry_base: HumanDuration::from_secs(60),
+            retry_max: HumanDuration::from_secs(6 * 3600),
+            timeout: HumanDuration::from_secs(10),
+            poll_interval: HumanDuration::from_secs(1),
+            log_retention: HumanDuration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -575,6 +697,23 @@ impl Config {
         if self.sync.frequency.0 < SignedDuration::from_secs(60) {
             return Err(invalid("sync.frequency must be at least 1m".into()));
         }
+        if self.webhooks.disable_after == 0 {
+            return Err(invalid("webhooks.disable_after must be positive".into()));
+        }
+        let positive = [
+            ("stream.retention", self.stream.retention),
+            ("stream.prune_interval", self.stream.prune_interval),
+            ("webhooks.retry_base", self.webhooks.retry_base),
+            ("webhooks.retry_max", self.webhooks.retry_max),
+            ("webhooks.timeout", self.webhooks.timeout),
+            ("webhooks.poll_interval", self.webhooks.poll_interval),
+            ("webhooks.log_retention", self.webhooks.log_retention),
+        ];
+        for (name, value) in positive {
+            if !value.0.is_positive() {
+                return Err(invalid(format!("{name} must be positive")));
+            }
+        }
         Ok(())
     }
 }
@@ -641,6 +780,12 @@ pub const EXAMPLE: &str = r#"# calbridge configuration. Every key is optional; t
 listen = "127.0.0.1:8080"
 # After SIGINT/SIGTERM, in-flight requests get this long to finish.
 shutdown_grace = "30s"
+# An API key read from the database is reused this long ("0s": read it on every request). Revoking a key
+# through this server's API takes effect at once; on another node or with `calbridge keys revoke`, within
+# this time.
+api_key_cache_ttl = "5s"
+# Where browsers reach this server (OAuth redirect URIs are built from it); default http://{listen}.
+# public_url = "https://calendar.example.org"
 
 [database]
 # Embedded SQLite (created and migrated on first start) or PostgreSQL: "postgres://user:pass@host/db".
@@ -692,6 +837,7 @@ allow_private_networks = false
 # client_secret = "…"
 # authority_url = "https://accounts.google.com"
 # graph_url = "https://www.googleapis.com/calendar/v3"
+# token_url = "https://oauth2.googleapis.com"
 
 # Defaults for new connections; each connection may override them.
 [sync]
@@ -703,11 +849,24 @@ direction = "bidirectional"
 conflict_resolution = "ask"
 # Local time of the daily full reconciliation (off-peak).
 full_sync_at = "03:00"
+# CalDAV and ICS: one cheap request (sync-token/ctag, conditional GET) this often; a sync only on change.
+poll_interval = "2m"
 
 [sync.range]
 # How far back and ahead events are synced (ISO 8601 spans).
 past = "P3M"
 future = "P3M"
+
+[push]
+# Graph subscriptions and Google watch channels. Only with an explicit server.public_url that Microsoft
+# and Google can reach (the http://{listen} default cannot be); without it those connections are polled.
+# Renew a channel this long before it expires.
+renew_before = "1h"
+# Lifetime asked for (Graph allows at most 4230 minutes for calendars).
+microsoft_lifetime = "70h"
+google_lifetime = "168h"
+# Wait before retrying failed channel work.
+retry = "1m"
 
 [optimizations]
 # Items per provider batch (capped by each provider's limit, e.g. Graph $batch takes 20).
@@ -718,6 +877,27 @@ parallel_sync = true
 cache_ttl = 3600
 # gzip/br on provider and API traffic.
 compression = true
+
+[stream]
+# Change-stream entries older than this are removed; a WebSocket client resuming with an older `since`
+# receives a `stream.reset` message (re-read the state through the API, then keep the stream).
+retention = "168h"
+# How often expired entries and old webhook delivery logs are removed.
+prune_interval = "1h"
+
+[webhooks]
+# A webhook is disabled after this many consecutive failed deliveries (the reason is shown on it).
+disable_after = 10
+# Retry backoff: doubles per failure from `retry_base` up to `retry_max`, with jitter; Retry-After on
+# 429/503 is honoured.
+retry_base = "1m"
+retry_max = "6h"
+# One attempt (connect, send, answer).
+timeout = "10s"
+# How often pending messages are looked for (API writes also wake delivery at once).
+poll_interval = "1s"
+# How long the delivery log keeps entries.
+log_retention = "720h"
 "#;
 
 #[cfg(test)]

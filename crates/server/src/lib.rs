@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod benchseed;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod scheduler;
 pub mod series;
 pub mod syncing;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -29,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn calbridge_store::Store>,
     pub limiter: Arc<ratelimit::RateLimiter>,
+    /// API keys read in the last `server.api_key_cache_ttl`.
+    pub keys: Arc<auth::KeyCache>,
     /// Seals credentials and webhook secrets at rest.
     pub master_key: Arc<calbridge_store::crypto::MasterKey>,
     /// Wakes WebSocket streams when the change stream moves (and fans out across nodes on PostgreSQL).
@@ -51,7 +55,11 @@ impl AppState {
     ) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(&config.rate_limit));
         let realtime = Arc::new(realtime::Hub::new(config.database.url.expose()));
+        let keys = Arc::new(auth::KeyCache::new(
+            config.server.api_key_cache_ttl.to_std(),
+        ));
         Self {
+            keys,
             config: Arc::new(config),
             store,
             limiter,

@@ -8,17 +8,23 @@
 //! A worker that loses its lease (it could not renew it in time) abandons its run; the engine is
 //! resumable at any point, so the next holder converges.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use calbridge_engine::{LinkSync, sync_link};
-use calbridge_store::{ConnectionStatus, Lease, LinkId, LinkStatus, NewJob, StoreError, TenantId};
+use calbridge_providers::{CalendarId, Probe};
+use calbridge_store::{
+    Connection, ConnectionStatus, Lease, Link, LinkId, LinkStatus, NewJob, Provider, StoreError,
+    TenantId,
+};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::HumanDuration;
+use crate::realtime::channels::{self, ChannelConfig, ChannelPayload};
+use crate::realtime::push::CHANNEL_JOB;
 use crate::syncing::{self, SyncContext};
 
 pub const JOB_KIND: &str = "sync.link";
@@ -37,6 +43,10 @@ pub struct SchedulerConfig {
     /// Local time of the daily full reconciliation.
     pub full_sync_at: jiff::civil::Time,
     pub time_zone: jiff::tz::TimeZone,
+    /// CalDAV / ICS links are probed this often (`sync.poll_interval`).
+    pub poll_interval: SignedDuration,
+    /// Push channels of Microsoft / Google links.
+    pub channels: ChannelConfig,
 }
 
 impl SchedulerConfig {
@@ -53,6 +63,8 @@ impl SchedulerConfig {
             default_frequency: config.sync.frequency.0,
             full_sync_at: config.sync.full_sync_at,
             time_zone: jiff::tz::TimeZone::system(),
+            poll_interval: config.sync.poll_interval.0,
+            channels: ChannelConfig::from_config(config),
         }
     }
 }
@@ -111,6 +123,12 @@ pub fn last_full_slot(
 pub struct Scheduler {
     ctx: SyncContext,
     config: Arc<SchedulerConfig>,
+    /// When this process last ran a real sync of each polled link (a probe that saw nothing is not
+    /// one); after `frequency` a link syncs even when its probe says unchanged.
+    synced: Arc<Mutex<HashMap<LinkId, Timestamp>>>,
+    /// Rung after every sync run, so WebSocket streams (of this node, and of the others through
+    /// PostgreSQL NOTIFY) read what the run wrote at once instead of at their next rescan.
+    hub: Option<Arc<crate::realtime::Hub>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -126,7 +144,15 @@ impl Scheduler {
         Self {
             ctx,
             config: Arc::new(config),
+            synced: Arc::default(),
+            hub: None,
         }
+    }
+
+    /// Rings `hub` after each sync run (`calbridge serve` passes the API's hub).
+    pub fn with_hub(mut self, hub: Arc<crate::realtime::Hub>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// Runs until `stop` turns true: one planner and `concurrency` workers.
@@ -150,8 +176,9 @@ impl Scheduler {
     /// Gives every active link a job, once per process (the job then re-arms itself).
     async fn plan(&self, mut stop: watch::Receiver<bool>) {
         let mut seeded: HashSet<LinkId> = HashSet::new();
+        let mut watched: HashSet<LinkId> = HashSet::new();
         loop {
-            if let Err(e) = self.seed(&mut seeded).await {
+            if let Err(e) = self.seed(&mut seeded, &mut watched).await {
                 tracing::warn!(error = %e, "scheduler could not list links");
             }
             tokio::select! {
@@ -164,14 +191,47 @@ impl Scheduler {
         }
     }
 
-    async fn seed(&self, seeded: &mut HashSet<LinkId>) -> Result<(), StoreError> {
+    /// Seeds `sync.link` jobs, and `push.channel` jobs: once per process for links that should have a
+    /// channel (this opens channels for new links and after `server.public_url` is set), and whenever a
+    /// link that should have none still has one (a paused connection: the job stops it).
+    async fn seed(
+        &self,
+        seeded: &mut HashSet<LinkId>,
+        watched: &mut HashSet<LinkId>,
+    ) -> Result<(), StoreError> {
         let store = self.ctx.store.as_ref();
+        let push_on = self.config.channels.public_url.is_some();
         for tenant in store.list_tenants().await? {
             for connection in store.list_connections(tenant.id).await? {
+                let pushes = channels::pushes(connection.provider);
                 if connection.status != ConnectionStatus::Active {
+                    if pushes {
+                        for link in store.list_links(tenant.id, connection.id).await? {
+                            if !store
+                                .list_push_channels(tenant.id, link.id)
+                                .await?
+                                .is_empty()
+                            {
+                                channels::enqueue(store, tenant.id, link.id, Timestamp::now())
+                                    .await?;
+                            }
+                        }
+                    }
                     continue;
                 }
                 for link in store.list_links(tenant.id, connection.id).await? {
+                    if pushes && !watched.contains(&link.id) {
+                        let active = link.status == LinkStatus::Active;
+                        if (active && push_on)
+                            || !store
+                                .list_push_channels(tenant.id, link.id)
+                                .await?
+                                .is_empty()
+                        {
+                            channels::enqueue(store, tenant.id, link.id, Timestamp::now()).await?;
+                        }
+                        watched.insert(link.id);
+                    }
                     if link.status != LinkStatus::Active || seeded.contains(&link.id) {
                         continue;
                     }
@@ -202,16 +262,34 @@ impl Scheduler {
             if *stop.borrow() {
                 return;
             }
+            // Listen for "a job was enqueued here" before looking, so a wake-up in between is kept.
+            let notified = self.hub.as_ref().map(|hub| hub.work_notified());
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
             let leased = self
                 .ctx
                 .store
-                .lease_next(&owner, &[JOB_KIND], self.config.lease_ttl, Timestamp::now())
+                .lease_next(
+                    &owner,
+                    &[JOB_KIND, CHANNEL_JOB],
+                    self.config.lease_ttl,
+                    Timestamp::now(),
+                )
                 .await;
             match leased {
                 Ok(Some(lease)) => self.run_job(lease).await,
                 Ok(None) => {
+                    let wake = async {
+                        match notified.as_mut().as_pin_mut() {
+                            Some(n) => n.await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(self.config.tick) => {}
+                        _ = wake => {}
                         changed = stop.changed() => if changed.is_err() { return; }
                     }
                 }
@@ -225,6 +303,9 @@ impl Scheduler {
 
     /// Runs one leased link, renewing the lease meanwhile; abandons the run if the lease is lost.
     async fn run_job(&self, lease: Lease) {
+        if lease.job.kind == CHANNEL_JOB {
+            return self.run_channel_job(lease).await;
+        }
         let store = self.ctx.store.as_ref();
         let payload: Payload = match serde_json::from_str(&lease.job.payload_json) {
             Ok(p) => p,
@@ -258,6 +339,42 @@ impl Scheduler {
             }
             Err(e) => {
                 let retry = now.checked_add(SignedDuration::from_secs(60)).ok();
+                let _ = store.fail_job(&lease, &e, retry, now).await;
+            }
+        }
+    }
+
+    /// Runs a link's `push.channel` job (open / renew / stop its channel) under the same lease rules.
+    async fn run_channel_job(&self, lease: Lease) {
+        let store = self.ctx.store.as_ref();
+        let payload: ChannelPayload = match serde_json::from_str(&lease.job.payload_json) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = store
+                    .fail_job(&lease, &format!("bad payload: {e}"), None, Timestamp::now())
+                    .await;
+                return;
+            }
+        };
+        let renewer = self.renew(lease.clone());
+        let work = channels::run(&self.ctx, &self.config.channels, &payload, Timestamp::now());
+        tokio::pin!(renewer);
+        tokio::pin!(work);
+        let outcome = tokio::select! {
+            outcome = &mut work => outcome,
+            lost = &mut renewer => {
+                tracing::warn!(link = %payload.link, error = %lost, "channel job lease lost");
+                return;
+            }
+        };
+        let now = Timestamp::now();
+        match outcome {
+            Ok(next) => {
+                let _ = store.complete_job(&lease, next, now).await;
+            }
+            Err(e) => {
+                tracing::warn!(link = %payload.link, error = %e, "push channel work failed; links are polled meanwhile");
+                let retry = now.checked_add(self.config.channels.retry).ok();
                 let _ = store.fail_job(&lease, &e, retry, now).await;
             }
         }
@@ -299,9 +416,13 @@ impl Scheduler {
         if connection.status != ConnectionStatus::Active || link.status != LinkStatus::Active {
             return Ok(None);
         }
-        let provider = syncing::open(&self.ctx.master_key, &connection)
-            .and_then(|c| syncing::provider_for(&self.ctx.http, connection.provider, &c))
-            .map_err(|e| e.to_string())?;
+        let provider = match syncing::open_provider(&self.ctx, &connection).await {
+            Ok(p) => p,
+            // A grant that is gone ends the link's job; the OAuth callback re-arms it.
+            Err(syncing::SyncServiceError::NotAuthorized { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let connection = syncing::effective_connection(&self.ctx.master_key, &connection);
         let now = Timestamp::now();
         let slot = last_full_slot(now, self.config.full_sync_at, &self.config.time_zone);
         let full = match (slot, link.last_full_sync_at) {
@@ -309,6 +430,23 @@ impl Scheduler {
             (Some(slot), Some(last)) => last < slot,
             (None, Some(_)) => false,
         };
+        let frequency = frequency_of(&connection.sync_options_json, self.config.default_frequency);
+        let polled = matches!(connection.provider, Provider::Caldav | Provider::Ics);
+        // CalDAV and ICS come back every `poll_interval` (never later than `frequency`).
+        let interval = if polled {
+            frequency.min(self.config.poll_interval)
+        } else {
+            frequency
+        };
+        if polled
+            && !full
+            && self
+                .quiet(&connection, &link, provider.as_ref(), frequency, now)
+                .await
+        {
+            let next = now.checked_add(interval).map_err(|e| e.to_string())?;
+            return Ok(Some(next));
+        }
         sync_link(LinkSync {
             store,
             provider: provider.as_ref(),
@@ -322,11 +460,63 @@ impl Scheduler {
         })
         .await
         .map_err(|e| e.to_string())?;
-        let frequency = frequency_of(&connection.sync_options_json, self.config.default_frequency);
+        if let Ok(mut synced) = self.synced.lock() {
+            synced.insert(link.id, now);
+        }
+        if let Some(hub) = &self.hub {
+            hub.ring().await;
+        }
         let next = Timestamp::now()
-            .checked_add(frequency)
+            .checked_add(interval)
             .map_err(|e| e.to_string())?;
         Ok(Some(next))
+    }
+
+    /// May a polled link skip this run? Only when its one probe request says the remote calendar is
+    /// unchanged, no local change waits for it, and this process synced it within `frequency`. Any
+    /// doubt (probe failed or unknown, first run here) means sync.
+    async fn quiet(
+        &self,
+        connection: &Connection,
+        link: &Link,
+        provider: &dyn calbridge_providers::CalendarProvider,
+        frequency: SignedDuration,
+        now: Timestamp,
+    ) -> bool {
+        let recent = self
+            .synced
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&link.id).copied())
+            .is_some_and(|at| now.duration_since(at) < frequency);
+        let (Some(local), Some(cursor)) = (link.local_cursor, link.cursor.as_deref()) else {
+            return false;
+        };
+        if !recent {
+            return false;
+        }
+        let local_waiting = self
+            .ctx
+            .store
+            .list_changes(link.tenant_id, local, Some(connection.calendar_id), 100)
+            .await
+            // Only event changes are the engine's business (it skips the rest too); a full page
+            // of other entries counts as "maybe".
+            .map(|page| page.len() == 100 || page.iter().any(|c| c.kind.starts_with("event.")))
+            .unwrap_or(true);
+        if local_waiting {
+            return false;
+        }
+        let (Ok(calendar), Ok(cursor)) = (
+            CalendarId::parse(&link.remote_calendar_id),
+            calbridge_providers::Cursor::parse(cursor),
+        ) else {
+            return false;
+        };
+        matches!(
+            provider.probe(&calendar, Some(&cursor)).await,
+            Ok(Probe::Unchanged)
+        )
     }
 }
 

@@ -419,6 +419,13 @@ mod matrix {
                 None,
             ),
             r(
+                "get",
+                "/v1/calendar/oauth/{provider}/authorize",
+                Scope::ConnectionsManage,
+                "connection_id={conn}",
+                None,
+            ),
+            r(
                 "post",
                 "/v1/calendar/sync",
                 Scope::ConnectionsManage,
@@ -448,6 +455,56 @@ mod matrix {
                 "",
                 Some(json!({"option": "keep_local"})),
             ),
+            r(
+                "get",
+                "/v1/calendar/webhooks",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/webhooks",
+                Scope::ConnectionsManage,
+                "",
+                // A public address literal (no DNS), for a message type nothing here produces.
+                Some(json!({"url": "https://93.184.215.14/hook", "events": ["conflict.resolved"]})),
+            ),
+            r(
+                "get",
+                "/v1/calendar/webhooks/{id}",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "patch",
+                "/v1/calendar/webhooks/{id}",
+                Scope::ConnectionsManage,
+                "",
+                Some(json!({"enabled": true})),
+            ),
+            r(
+                "delete",
+                "/v1/calendar/webhooks/{id}",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "post",
+                "/v1/calendar/webhooks/{id}/rotate-secret",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
+            r(
+                "get",
+                "/v1/calendar/webhooks/{id}/deliveries",
+                Scope::ConnectionsManage,
+                "",
+                None,
+            ),
         ]
     }
 
@@ -468,6 +525,9 @@ mod matrix {
                 // (tests/realtime.rs), so they are outside this key/scope/tenant matrix.
                 if ["get", "post", "put", "delete", "patch"].contains(&method.as_str())
                     && !path.starts_with("/v1/calendar/notifications/")
+                    // The OAuth callback is the person's browser: trusted by its one-time state
+                    // (tests/oauth.rs).
+                    && !path.ends_with("/callback")
                 {
                     documented.push((method.clone(), path.clone()));
                 }
@@ -518,6 +578,16 @@ mod matrix {
                 .await,
         )
         .await;
+        let a_webhook = json_of(
+            server
+                .post_json(
+                    &server.admin,
+                    "/v1/calendar/webhooks",
+                    json!({"url": "https://93.184.215.14/a", "events": ["conflict.resolved"]}),
+                )
+                .await,
+        )
+        .await;
         let cal_id = calendar["id"].as_str().unwrap().to_owned();
         let id_for = |path: &str| -> String {
             if path.starts_with("/v1/calendar/calendars/") {
@@ -528,6 +598,8 @@ mod matrix {
                 a_key["id"].as_str().unwrap().to_owned()
             } else if path.starts_with("/v1/calendar/connections/") {
                 a_connection["id"].as_str().unwrap().to_owned()
+            } else if path.starts_with("/v1/calendar/webhooks/") {
+                a_webhook["id"].as_str().unwrap().to_owned()
             } else if path.starts_with("/v1/calendar/sync/runs/") {
                 a_run["run_id"].as_str().unwrap().to_owned()
             } else if path.contains("{id}") {
@@ -560,9 +632,16 @@ mod matrix {
         assert_eq!(gone.status(), StatusCode::OK);
 
         let send = |route: &Route, key: Option<&str>| {
-            let mut path = route.path.replace("{id}", &id_for(route.path));
+            let mut path = route
+                .path
+                .replace("{id}", &id_for(route.path))
+                .replace("{provider}", "microsoft");
             if !route.query.is_empty() {
-                path = format!("{path}?{}", route.query.replace("{cal}", &cal_id));
+                let query = route
+                    .query
+                    .replace("{cal}", &cal_id)
+                    .replace("{conn}", a_connection["id"].as_str().unwrap());
+                path = format!("{path}?{query}");
             }
             let method =
                 reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
@@ -614,6 +693,7 @@ mod matrix {
             let response = send(&route, Some(&other_tenant)).await.unwrap();
             let names_a = route.path.contains("{id}")
                 || route.query.contains("{cal}")
+                || route.query.contains("{conn}")
                 || route
                     .body
                     .as_ref()
@@ -639,9 +719,21 @@ mod matrix {
                     "B sees A's key: {label}"
                 );
                 assert!(!text.contains("A's secret"), "B sees A's event: {label}");
+                assert!(
+                    !text.contains(a_webhook["id"].as_str().unwrap()),
+                    "B sees A's webhook: {label}"
+                );
             }
         }
-        // Tenant A's calendar, event and key survived all of that.
+        // Tenant A's calendar, event, webhook and key survived all of that.
+        let hook_path = format!(
+            "/v1/calendar/webhooks/{}",
+            a_webhook["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            server.get(&server.admin, &hook_path).await.status(),
+            StatusCode::OK
+        );
         let event_path = format!("/v1/calendar/events/{}", event["id"].as_str().unwrap());
         assert_eq!(
             json_of(server.get(&server.admin, &event_path).await).await["summary"],

@@ -336,6 +336,40 @@ both_backends! {
         assert_eq!(after["items"].as_array().unwrap().len(), before_items + 1, "only the one valid `dup` event was added");
         assert_eq!(json_of(server.get(&server.admin, &format!("/v1/calendar/events/{id}")).await).await["version"], 1);
     }
+
+    async fn bench_seed_writes_what_the_api_reads(server) {
+        use calbridge_server::benchseed::{SeedOptions, seed};
+        let options = SeedOptions { events: 200, seed: 7, batch: 64 };
+        let report = seed(std::sync::Arc::clone(&server.store), "bench", &options).await.unwrap();
+        assert_eq!((report.series, report.recurring), (200, 40));
+        assert!(report.occurrences > 200 + 40 * 5, "{report:?}");
+        // The key reads, and only reads.
+        let refused = server.post_json(&report.token, "/v1/calendar/calendars", json!({"name": "x"})).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/v1/calendar/events?start=2026-01-01&end=2027-01-01&tz=Europe/Berlin&limit=1000".to_owned();
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = json_of(server.get(&report.token, &path).await).await;
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert!(items.len() > 200, "{}", items.len());
+        assert!(items.iter().all(|i| i["uid"].as_str().unwrap().starts_with("bench-7-")));
+        let series: std::collections::BTreeSet<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+        assert_eq!(series.len(), 200, "every seeded series has an occurrence in 2026");
+        assert!(items.iter().any(|i| i["all_day"] == true));
+        assert!(items.iter().any(|i| i["recurrence_id"].is_string()));
+        assert!(items.iter().any(|i| i["summary"].as_str().unwrap().ends_with("(moved)")), "an override shows its own summary");
+        let zones: std::collections::BTreeSet<&str> = items.iter().filter_map(|i| i["time_zone"].as_str()).collect();
+        assert!(zones.len() >= 5, "{zones:?}");
+    }
 }
 
 async fn window_of(server: &TestServer) -> Value {

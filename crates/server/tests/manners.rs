@@ -179,3 +179,82 @@ async fn slow_requests_time_out_sqlite() {
 async fn slow_requests_time_out_postgres() {
     slow_requests_time_out(Backend::Postgres).await;
 }
+
+/// API keys are cached for `server.api_key_cache_ttl`: the secret is still checked on every request, a
+/// revocation through this server's API holds at once (even with a long TTL), and one made elsewhere
+/// (another node, `calbridge keys revoke`: straight in the store) holds once the TTL has passed.
+async fn key_cache_keeps_revocation(backend: Backend) {
+    let mut config = test_config();
+    config.server.api_key_cache_ttl = HumanDuration::from_secs(3600);
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let path = "/v1/calendar/calendars";
+    let key = server.key(None, &[Scope::EventsRead]).await;
+    assert_eq!(server.get(&key, path).await.status(), StatusCode::OK);
+    // Same prefix (so the cached entry is found), another secret.
+    let last = key.chars().last().unwrap();
+    let forged = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    assert_eq!(
+        server.get(&forged, path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(server.get(&key, path).await.status(), StatusCode::OK);
+    let stored = server
+        .store
+        .find_api_key_by_prefix(&key[4..20])
+        .await
+        .unwrap()
+        .unwrap();
+    let revoked = server
+        .client
+        .delete(server.url(&format!("/v1/calendar/keys/{}", stored.id)))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(
+        server.get(&key, path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A short TTL, and a revocation the server does not see.
+    let mut config = test_config();
+    config.server.api_key_cache_ttl = HumanDuration(jiff::SignedDuration::from_millis(300));
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let key = server.key(None, &[Scope::EventsRead]).await;
+    assert_eq!(server.get(&key, path).await.status(), StatusCode::OK);
+    let stored = server
+        .store
+        .find_api_key_by_prefix(&key[4..20])
+        .await
+        .unwrap()
+        .unwrap();
+    server
+        .store
+        .revoke_api_key(stored.tenant_id, stored.id)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        server.get(&key, path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_cache_keeps_revocation_sqlite() {
+    key_cache_keeps_revocation(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_cache_keeps_revocation_postgres() {
+    key_cache_keeps_revocation(Backend::Postgres).await;
+}

@@ -250,9 +250,17 @@ async fn run_graph_story(server: &TestServer) {
         .await
         .unwrap()
         .expect("a channel job for the reauthorization");
+    // The link's channel job runs now, and the channel is marked due, so the job renews it.
     let payload: Value = serde_json::from_str(&renew.job.payload_json).unwrap();
-    assert_eq!(payload["action"], "renew");
-    assert_eq!(payload["channel_id"], sub_id.as_str());
+    assert_eq!(renew.job.key, link.to_string());
+    assert_eq!(payload["link"], link.to_string());
+    let channel = server
+        .store
+        .find_push_channel("microsoft", &sub_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(channel.expires_at <= jiff::Timestamp::now());
     emu.stop().await;
 }
 

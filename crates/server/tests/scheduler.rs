@@ -88,6 +88,7 @@ async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
             master_key: std::sync::Arc::new(master.key),
             http: syncing::http_client(&server.config).unwrap(),
             engine: calbridge_engine::EngineConfig::default(),
+            providers: syncing::ProviderSettings::from_config(&server.config),
         };
         let mut sc = SchedulerConfig::from_config(&server.config, node.to_owned());
         sc.tick = Duration::from_millis(100);

@@ -164,7 +164,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     .await;
     assert_eq!(bad_diagnosis["kind"], "invalid_credentials");
 
-    // Microsoft without the connectors: a clear 422.
+    // Microsoft without an OAuth client configured by the operator: a clear 422.
     let microsoft = server
         .post_json(
             &server.admin,
@@ -173,7 +173,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
         )
         .await;
     assert_eq!(microsoft.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(json_of(microsoft).await["code"], "provider_not_supported");
+    assert_eq!(json_of(microsoft).await["code"], "provider_not_configured");
 
     // The first sync imports Radicale's event.
     let run = sync_and_wait(&server, &id).await;
@@ -243,9 +243,43 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     }
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "failed", "{run}");
-    let conflicts = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let conflicts = json_of(
+        server
+            .get(&server.admin, "/v1/calendar/conflicts?kind=update")
+            .await,
+    )
+    .await;
     let items = conflicts["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 3, "{conflicts}");
+    // The three events now share one hour: time conflicts, one per pair, that only `keep_both` resolves.
+    let time = json_of(
+        server
+            .get(&server.admin, "/v1/calendar/conflicts?kind=time")
+            .await,
+    )
+    .await;
+    let time = time["items"].as_array().unwrap().clone();
+    assert_eq!(time.len(), 3, "{time:?}");
+    assert!(time.iter().all(|c| c["options"] == json!(["keep_both"])));
+    let time_id = time[0]["id"].as_str().unwrap().to_owned();
+    let refused = server
+        .post_json(
+            &server.admin,
+            &format!("/v1/calendar/conflicts/{time_id}/resolve"),
+            json!({"option": "keep_local"}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(refused).await["code"], "option_not_applicable");
+    let accepted = server
+        .post_json(
+            &server.admin,
+            &format!("/v1/calendar/conflicts/{time_id}/resolve"),
+            json!({"option": "keep_both"}),
+        )
+        .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(json_of(accepted).await["state"], "resolved");
     for conflict in &items {
         assert_eq!(conflict["kind"], "update");
         assert_eq!(conflict["connection_id"], id.as_str());
@@ -374,11 +408,16 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
         .iter()
         .filter(|e| e["action"] == "conflict.resolved")
         .count();
-    assert_eq!(resolved, 2, "{audit}");
+    assert_eq!(resolved, 3, "{audit}");
     // The next sync settles quietly: no new conflict for the resolved events, both sides agree.
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "failed", "{run}");
-    let open = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let open = json_of(
+        server
+            .get(&server.admin, "/v1/calendar/conflicts?kind=update")
+            .await,
+    )
+    .await;
     let open_uids: Vec<&str> = open["items"]
         .as_array()
         .unwrap()
@@ -393,6 +432,49 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     assert_eq!(summary_of("standup-2").await, "Remote 2");
     assert!(remote_text(1).await.contains("Local 1"));
     assert!(remote_text(2).await.contains("Remote 2"));
+    // The stale conflict was superseded by that sync and recorded again with both sides' versions of
+    // now; a merged version decided field by field resolves it on both systems.
+    let again = open["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["event_uid"] == "standup-3" && c["kind"] == "update")
+        .unwrap_or_else(|| panic!("{open}"))
+        .clone();
+    // Every conflicting field is decided: the title by hand, anything else from the local side.
+    let mut decisions = serde_json::Map::new();
+    for field in again["fields"].as_array().unwrap() {
+        let field = field.as_str().unwrap();
+        if field != "master/SUMMARY" {
+            decisions.insert(field.to_owned(), json!({"from": "local"}));
+        }
+    }
+    decisions.insert("summary".into(), json!("Merged 3"));
+    let again = again["id"].as_str().unwrap().to_owned();
+    let missing = server
+        .post_json(
+            &server.admin,
+            &format!("/v1/calendar/conflicts/{again}/resolve"),
+            json!({"option": "merge"}),
+        )
+        .await;
+    assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(missing).await["code"], "merged_required");
+    let merged = server
+        .post_json(
+            &server.admin,
+            &format!("/v1/calendar/conflicts/{again}/resolve"),
+            json!({"option": "merge", "merged": decisions}),
+        )
+        .await;
+    assert_eq!(
+        merged.status(),
+        StatusCode::OK,
+        "{}",
+        merged.text().await.unwrap()
+    );
+    assert_eq!(summary_of("standup-3").await, "Merged 3");
+    assert!(remote_text(3).await.contains("SUMMARY:Merged 3"));
 
     // Another tenant sees none of it.
     let stranger = server

@@ -1,6 +1,7 @@
 // Shared implementation of `Store`, included by `sqlite.rs` and `postgres.rs` after each defines `Db` (the sqlx
 // database), `Backend` (the store struct, with `r()` read pool and `wtx()` write transaction), `BACKEND`,
-// `LEASE_LOCK` (row-locking suffix of the job-lease subquery) and `lock_change_stream`. Both dialects accept
+// `LEASE_LOCK` (row-locking suffix of the job-lease subquery), `SPLIT_WINDOW_QUERY` (the shape of the window
+// query, see `list_occurrences`) and `lock_change_stream`. Both dialects accept
 // `$N` placeholders, `RETURNING`, `ON CONFLICT … DO UPDATE` and partial indexes, so the SQL is written once.
 
 use std::time::Duration as StdDuration;
@@ -32,8 +33,8 @@ const AUDIT_COLS: &str = "seq, tenant_id, actor, action, subject, details, at";
 const TOMB_COLS: &str =
     "id, tenant_id, calendar_id, series_id, link_id, remote_id, uid, deleted_at, expires_at";
 const JOB_COLS: &str = "id, tenant_id, kind, key, payload, state, run_at, attempts, last_error, lease_owner, lease_expires_at, fencing_token";
-const HOOK_COLS: &str = "id, tenant_id, url, secret, events, calendar_id, enabled, disabled_reason, consecutive_failures, created_at, updated_at";
-const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, at";
+const HOOK_COLS: &str = "id, tenant_id, url, secret, events, calendar_id, enabled, disabled_reason, consecutive_failures, delivered_seq, retry_at, created_at, updated_at";
+const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, latency_ms, at";
 const CHANGE_COLS: &str = "seq, tenant_id, calendar_id, kind, subject_id, data, at";
 const PUSH_COLS: &str =
     "provider, id, tenant_id, link_id, secret_hash, resource_id, expires_at, last_message, created_at";
@@ -267,6 +268,11 @@ fn hook_row(row: &DbRow) -> Result<Webhook> {
         enabled: row.try_get("enabled")?,
         disabled_reason: row.try_get("disabled_reason")?,
         consecutive_failures: row.try_get("consecutive_failures")?,
+        delivered_seq: row.try_get("delivered_seq")?,
+        retry_at: row
+            .try_get::<Option<i64>, _>("retry_at")?
+            .map(ts)
+            .transpose()?,
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
     })
@@ -283,6 +289,7 @@ fn delivery_row(row: &DbRow) -> Result<Delivery> {
         status: row.try_get("status")?,
         response_status: row.try_get("response_status")?,
         error: row.try_get("error")?,
+        latency_ms: row.try_get("latency_ms")?,
         at: ts(row.try_get("at")?)?,
     })
 }
@@ -467,6 +474,56 @@ async fn insert_change(
         .fetch_one(&mut **tx)
         .await?;
     change_row(&row)
+}
+
+/// Appends a non-series message (conflicts, connection status, finished runs) to the change stream inside the
+/// caller's transaction, so the message exists exactly when the state it announces does. The calendar is
+/// the connection's, so a stream filtered by calendar sees its connections' messages.
+async fn announce(
+    tx: &mut Tx,
+    tenant: TenantId,
+    connection: Option<ConnectionId>,
+    kind: &str,
+    subject_id: String,
+    data: serde_json::Value,
+) -> Result<Change> {
+    let calendar_id = match connection {
+        Some(c) => {
+            let row = sqlx::query("SELECT calendar_id FROM connections WHERE id = $1 AND tenant_id = $2")
+                .bind(c.to_string())
+                .bind(tenant.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+            match row {
+                Some(row) => oid(row.try_get("calendar_id")?)?,
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let change = NewChange {
+        calendar_id,
+        kind: kind.to_owned(),
+        subject_id,
+        data_json: data.to_string(),
+    };
+    insert_change(tx, tenant, &change, now()).await
+}
+
+/// A tenant's stream head: its newest entry's seq, or, once retention removed every entry, the highest
+/// seq removed (a head never moves back, so marks taken from it stay valid).
+const HEAD_SQL: &str = "SELECT COALESCE((SELECT MAX(seq) FROM changes WHERE tenant_id = $1), 0) AS head, \
+     COALESCE((SELECT changes_purged_through FROM tenants WHERE id = $1), 0) AS floor";
+
+fn head_of(row: &DbRow) -> Result<i64> {
+    let head: i64 = row.try_get("head")?;
+    let floor: i64 = row.try_get("floor")?;
+    Ok(head.max(floor))
+}
+
+fn json_or_null(text: Option<&str>) -> serde_json::Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn series_change(kind: &str, series: &Series) -> NewChange {
@@ -825,10 +882,125 @@ impl Store for Backend {
         tenant: TenantId,
         batch: Vec<NewSeries>,
     ) -> Result<Vec<Series>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Checked before the transaction, so a bad item costs no write lock.
+        let mut longest = 0i64;
+        let mut uids = std::collections::HashSet::new();
+        for series in &batch {
+            non_empty("event uid", &series.uid)?;
+            check_json("event model", &series.model_json)?;
+            longest = longest.max(validate_occurrences(&series.occurrences)?);
+            if !uids.insert((series.calendar_id, series.uid.as_str())) {
+                return Err(StoreError::Conflict(format!(
+                    "the UID {:?} appears twice in the batch",
+                    series.uid
+                )));
+            }
+        }
+        drop(uids);
+        let at = now();
         let mut tx = self.wtx().await?;
+        let calendars: std::collections::BTreeSet<CalendarId> =
+            batch.iter().map(|s| s.calendar_id).collect();
+        for calendar in calendars {
+            ensure_owned(&mut tx, "calendars", "calendar", &calendar.to_string(), tenant).await?;
+        }
         let mut out = Vec::with_capacity(batch.len());
+        let mut occurrences = Vec::with_capacity(batch.len());
         for series in batch {
-            out.push(insert_series(&mut tx, tenant, series).await?);
+            out.push(Series {
+                id: SeriesId::new(),
+                tenant_id: tenant,
+                calendar_id: series.calendar_id,
+                uid: series.uid,
+                ical: series.ical,
+                model_json: series.model_json,
+                hash: series.hash,
+                version: 1,
+                expanded_until: series.occurrences.expanded_until,
+                created_at: at,
+                updated_at: at,
+                deleted_at: None,
+            });
+            occurrences.push(series.occurrences.rows);
+        }
+        let tenant_s = tenant.to_string();
+        // Multi-row statements: one round trip per chunk instead of five per series.
+        for chunk in out.chunks(INSERT_CHUNK / 2) {
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+                "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) ",
+            );
+            builder.push_values(chunk, |mut b, record| {
+                b.push_bind(record.id.to_string())
+                    .push_bind(tenant_s.clone())
+                    .push_bind(record.calendar_id.to_string())
+                    .push_bind(record.uid.clone())
+                    .push_bind(record.ical.clone())
+                    .push_bind(record.model_json.clone())
+                    .push_bind(record.hash.clone())
+                    .push_bind(1i64)
+                    .push_bind(record.expanded_until.map(ms))
+                    .push_bind(ms(at))
+                    .push_bind(ms(at));
+            });
+            builder
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(
+                        "an event with one of the batch's UIDs already exists in its calendar".into(),
+                    ),
+                    other => other,
+                })?;
+        }
+        let rows = out.iter().zip(&occurrences).flat_map(|(record, rows)| {
+            let (series_s, calendar_s) = (record.id.to_string(), record.calendar_id.to_string());
+            rows.iter().map(move |row| (series_s.clone(), calendar_s.clone(), row))
+        });
+        let rows: Vec<_> = rows.collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+                "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ",
+            );
+            builder.push_values(chunk, |mut b, (series_s, calendar_s, row)| {
+                b.push_bind(tenant_s.clone())
+                    .push_bind(ms(row.start))
+                    .push_bind(series_s.clone())
+                    .push_bind(rid_to_db(&row.recurrence_id))
+                    .push_bind(ms(row.end))
+                    .push_bind(calendar_s.clone())
+                    .push_bind(row.all_day)
+                    .push_bind(row.data.clone());
+            });
+            builder.build().execute(&mut *tx).await?;
+        }
+        drop(rows);
+        sqlx::query(
+            "UPDATE tenants SET max_occurrence_ms = $2 WHERE id = $1 AND max_occurrence_ms < $2",
+        )
+        .bind(&tenant_s)
+        .bind(longest)
+        .execute(&mut *tx)
+        .await?;
+        // Change-stream entries in batch order (multi-row VALUES are numbered in order on both backends).
+        lock_change_stream(&mut tx, tenant).await?;
+        for chunk in out.chunks(INSERT_CHUNK) {
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
+                "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) ",
+            );
+            builder.push_values(chunk, |mut b, record| {
+                let change = series_change("event.created", record);
+                b.push_bind(tenant_s.clone())
+                    .push_bind(change.calendar_id.map(|c| c.to_string()))
+                    .push_bind(change.kind)
+                    .push_bind(change.subject_id)
+                    .push_bind(change.data_json)
+                    .push_bind(ms(at));
+            });
+            builder.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -1075,34 +1247,43 @@ impl Store for Backend {
             ));
         }
         let limit = page(query.limit);
-        let mut conn = self.r().acquire().await?;
-        // Rows starting more than the tenant's longest occurrence before the window cannot overlap it: this
-        // lower bound turns the overlap test into one bounded index range.
-        let longest: i64 = sqlx::query("SELECT max_occurrence_ms FROM tenants WHERE id = $1")
-            .bind(tenant.to_string())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get("max_occurrence_ms"))
-            .transpose()?
-            .unwrap_or(0);
         let window_start = ms(query.start);
-        let mut sql = String::from(
-            "SELECT series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data FROM occurrences \
-             WHERE tenant_id = $1 AND start_utc >= $2 AND start_utc < $3 AND (start_utc >= $4 OR end_utc > $4)",
-        );
+        // Rows starting more than the tenant's longest occurrence before the window cannot overlap it: this
+        // lower bound turns the overlap test into bounded index ranges. It is read in the same statement (a
+        // one-row subquery both planners evaluate once, before the range scan).
+        let mut filter = String::new();
         if query.calendar_id.is_some() {
-            sql.push_str(" AND calendar_id = $5");
+            filter.push_str(" AND calendar_id = $5");
         }
         if query.after.is_some() {
-            sql.push_str(
+            filter.push_str(
                 " AND start_utc >= $6 AND (start_utc > $6 OR (start_utc = $6 AND (series_id > $7 OR (series_id = $7 AND recurrence_id > $8))))",
             );
         }
-        sql.push_str(" ORDER BY start_utc, series_id, recurrence_id LIMIT $9");
+        const COLS: &str = "series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data";
+        const ORDER: &str = " ORDER BY start_utc, series_id, recurrence_id";
+        const BOUND: &str = "$2 - COALESCE((SELECT max_occurrence_ms FROM tenants WHERE id = $1), 0)";
+        let sql = if SPLIT_WINDOW_QUERY {
+            // Rows starting inside the window (a plain range of the primary key, read in order), and apart
+            // from them the few starting before it that still overlap it: those are found in the
+            // `occurrences_overlap` index (tenant, start, end), whose `end_utc > $4` is checked on index
+            // entries, so only matching rows are fetched.
+            format!(
+                "SELECT {COLS} FROM (SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= $4 AND start_utc < $3{filter}{ORDER} LIMIT $9) AS inside \
+                 UNION ALL \
+                 SELECT {COLS} FROM (SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $4 AND end_utc > $4{filter}{ORDER} LIMIT $9) AS before_window\
+                 {ORDER} LIMIT $9"
+            )
+        } else {
+            format!(
+                "SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $3 \
+                 AND (start_utc >= $4 OR end_utc > $4){filter}{ORDER} LIMIT $9"
+            )
+        };
         let after = query.after.as_ref();
         let rows = sqlx::query(&sql)
             .bind(tenant.to_string())
-            .bind(window_start.saturating_sub(longest))
+            .bind(window_start)
             .bind(ms(query.end))
             .bind(window_start)
             .bind(query.calendar_id.map(|c| c.to_string()))
@@ -1110,7 +1291,7 @@ impl Store for Backend {
             .bind(after.map(|c| c.series_id.to_string()))
             .bind(after.map(|c| rid_to_db(&c.recurrence_id)))
             .bind(limit + 1)
-            .fetch_all(&mut *conn)
+            .fetch_all(self.r())
             .await?;
         let mut items = rows.iter().map(occ_row).collect::<Result<Vec<_>>>()?;
         let more = items.len() as i64 > limit;
@@ -1279,6 +1460,20 @@ impl Store for Backend {
         status: ConnectionStatus,
         reason: Option<&str>,
     ) -> Result<Connection> {
+        let mut tx = self.wtx().await?;
+        let previous: Option<String> =
+            sqlx::query("SELECT status FROM connections WHERE id = $1 AND tenant_id = $2")
+                .bind(connection.to_string())
+                .bind(tenant.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("status"))
+                .transpose()?;
+        let Some(previous) = previous else {
+            return Err(StoreError::NotFound {
+                entity: "connection",
+            });
+        };
         let sql = format!(
             "UPDATE connections SET status = $3, status_reason = $4, version = version + 1, updated_at = $5 \
              WHERE id = $1 AND tenant_id = $2 RETURNING {CONN_COLS}"
@@ -1289,14 +1484,32 @@ impl Store for Backend {
             .bind(status.as_str())
             .bind(reason)
             .bind(ms(now()))
-            .fetch_optional(self.w())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.as_ref()
+        let record = row
+            .as_ref()
             .map(conn_row)
             .transpose()?
             .ok_or(StoreError::NotFound {
                 entity: "connection",
-            })
+            })?;
+        if previous != status.as_str() {
+            announce(
+                &mut tx,
+                tenant,
+                Some(connection),
+                "connection.status",
+                connection.to_string(),
+                serde_json::json!({
+                    "status": status.as_str(),
+                    "previous": previous,
+                    "reason": reason,
+                }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(record)
     }
 
     async fn delete_connection(&self, tenant: TenantId, connection: ConnectionId) -> Result<()> {
@@ -1629,6 +1842,22 @@ impl Store for Backend {
         .bind(ms(record.detected_at))
         .execute(&mut *tx)
         .await?;
+        announce(
+            &mut tx,
+            tenant,
+            record.connection_id,
+            "conflict.detected",
+            record.id.to_string(),
+            serde_json::json!({
+                "kind": record.kind.as_str(),
+                "event_uid": record.event_uid,
+                "series_id": record.series_id,
+                "connection_id": record.connection_id,
+                "link_id": record.link_id,
+                "fields": json_or_null(Some(&record.fields_json)),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -1704,6 +1933,23 @@ impl Store for Backend {
             ));
         };
         let record = conflict_row(&row)?;
+        announce(
+            &mut tx,
+            tenant,
+            record.connection_id,
+            "conflict.resolved",
+            record.id.to_string(),
+            serde_json::json!({
+                "kind": record.kind.as_str(),
+                "event_uid": record.event_uid,
+                "series_id": record.series_id,
+                "connection_id": record.connection_id,
+                "link_id": record.link_id,
+                "resolution": json_or_null(record.resolution_json.as_deref()),
+                "resolved_by": record.resolved_by,
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -1760,6 +2006,18 @@ impl Store for Backend {
     ) -> Result<SyncRun> {
         check_json("run counts", &update.counts_json)?;
         check_json("run errors", &update.errors_json)?;
+        let mut tx = self.wtx().await?;
+        let finished_before: Option<Option<i64>> =
+            sqlx::query("SELECT finished_at FROM sync_runs WHERE id = $1 AND tenant_id = $2")
+                .bind(run.to_string())
+                .bind(tenant.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("finished_at"))
+                .transpose()?;
+        let Some(finished_before) = finished_before else {
+            return Err(StoreError::NotFound { entity: "sync run" });
+        };
         let sql = format!(
             "UPDATE sync_runs SET status = $3, counts = $4, requests = $5, bytes = $6, errors = $7, finished_at = $8 \
              WHERE id = $1 AND tenant_id = $2 RETURNING {RUN_COLS}"
@@ -1773,12 +2031,35 @@ impl Store for Backend {
             .bind(update.bytes)
             .bind(&update.errors_json)
             .bind(update.finished_at.map(ms))
-            .fetch_optional(self.w())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.as_ref()
+        let record = row
+            .as_ref()
             .map(run_row)
             .transpose()?
-            .ok_or(StoreError::NotFound { entity: "sync run" })
+            .ok_or(StoreError::NotFound { entity: "sync run" })?;
+        if finished_before.is_none() && record.finished_at.is_some() {
+            let errors = serde_json::from_str::<Vec<serde_json::Value>>(&record.errors_json)
+                .map_or(0, |e| e.len());
+            announce(
+                &mut tx,
+                tenant,
+                record.connection_id,
+                "sync.finished",
+                record.id.to_string(),
+                serde_json::json!({
+                    "connection_id": record.connection_id,
+                    "status": record.status.as_str(),
+                    "full": record.full,
+                    "counts": json_or_null(Some(&record.counts_json)),
+                    "requests": record.requests,
+                    "errors": errors,
+                }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(record)
     }
 
     async fn get_sync_run(&self, tenant: TenantId, run: SyncRunId) -> Result<SyncRun> {
@@ -2120,17 +2401,27 @@ impl Store for Backend {
             enabled: true,
             disabled_reason: None,
             consecutive_failures: 0,
+            delivered_seq: 0,
+            retry_at: None,
             created_at: at,
             updated_at: at,
         };
+        let mut record = record;
         let mut tx = self.wtx().await?;
         ensure_tenant(&mut tx, tenant).await?;
         if let Some(c) = record.calendar_id {
             ensure_owned(&mut tx, "calendars", "calendar", &c.to_string(), tenant).await?;
         }
+        // A new webhook receives what happens from now on: its mark starts at the tenant's head.
+        lock_change_stream(&mut tx, tenant).await?;
+        let head = sqlx::query(HEAD_SQL)
+            .bind(tenant.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        record.delivered_seq = head_of(&head)?;
         sqlx::query(
-            "INSERT INTO webhook_subscriptions (id, tenant_id, url, secret, events, calendar_id, enabled, consecutive_failures, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, TRUE, 0, $7, $7)",
+            "INSERT INTO webhook_subscriptions (id, tenant_id, url, secret, events, calendar_id, enabled, consecutive_failures, delivered_seq, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, TRUE, 0, $8, $7, $7)",
         )
         .bind(record.id.to_string())
         .bind(tenant.to_string())
@@ -2139,6 +2430,7 @@ impl Store for Backend {
         .bind(&record.events_json)
         .bind(record.calendar_id.map(|c| c.to_string()))
         .bind(ms(at))
+        .bind(record.delivered_seq)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -2189,6 +2481,7 @@ impl Store for Backend {
             status: delivery.status,
             response_status: delivery.response_status,
             error: delivery.error,
+            latency_ms: delivery.latency_ms,
             at: now(),
         };
         let succeeded = record.status == "delivered";
@@ -2202,8 +2495,8 @@ impl Store for Backend {
         )
         .await?;
         sqlx::query(
-            "INSERT INTO webhook_deliveries (id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO webhook_deliveries (id, tenant_id, subscription_id, change_seq, event, attempt, status, response_status, error, at, latency_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(record.id.to_string())
         .bind(tenant.to_string())
@@ -2215,12 +2508,17 @@ impl Store for Backend {
         .bind(record.response_status)
         .bind(&record.error)
         .bind(ms(record.at))
+        .bind(record.latency_ms)
         .execute(&mut *tx)
         .await?;
-        let reason = format!("disabled after {disable_after} consecutive failed deliveries");
+        let reason = format!(
+            "disabled after {disable_after} consecutive failed deliveries; the last: {}",
+            record.error.as_deref().unwrap_or("failed")
+        );
         sqlx::query(
             "UPDATE webhook_subscriptions SET \
              consecutive_failures = CASE WHEN $3 THEN 0 ELSE consecutive_failures + 1 END, \
+             retry_at = CASE WHEN $3 THEN NULL ELSE retry_at END, \
              enabled = CASE WHEN NOT $3 AND consecutive_failures + 1 >= $4 THEN FALSE ELSE enabled END, \
              disabled_reason = CASE WHEN NOT $3 AND consecutive_failures + 1 >= $4 AND enabled THEN $5 ELSE disabled_reason END, \
              updated_at = $6 WHERE id = $1 AND tenant_id = $2",
@@ -2246,7 +2544,8 @@ impl Store for Backend {
     ) -> Result<Webhook> {
         let sql = format!(
             "UPDATE webhook_subscriptions SET enabled = $3, disabled_reason = $4, \
-             consecutive_failures = CASE WHEN $3 THEN 0 ELSE consecutive_failures END, updated_at = $5 \
+             consecutive_failures = CASE WHEN $3 THEN 0 ELSE consecutive_failures END, \
+             retry_at = CASE WHEN $3 THEN NULL ELSE retry_at END, updated_at = $5 \
              WHERE id = $1 AND tenant_id = $2 RETURNING {HOOK_COLS}"
         );
         let row = sqlx::query(&sql)
@@ -2294,6 +2593,107 @@ impl Store for Backend {
             return Err(StoreError::NotFound { entity: "webhook" });
         }
         Ok(())
+    }
+
+    async fn update_webhook(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        update: WebhookUpdate,
+    ) -> Result<Webhook> {
+        if let Some(url) = &update.url {
+            non_empty("webhook url", url)?;
+        }
+        if let Some(events) = &update.events_json {
+            check_json("webhook events", events)?;
+        }
+        let mut tx = self.wtx().await?;
+        if let Some(Some(c)) = update.calendar_id {
+            ensure_owned(&mut tx, "calendars", "calendar", &c.to_string(), tenant).await?;
+        }
+        let sql = format!(
+            "UPDATE webhook_subscriptions SET url = COALESCE($3, url), events = COALESCE($4, events), \
+             calendar_id = CASE WHEN $5 THEN $6 ELSE calendar_id END, secret = COALESCE($7, secret), updated_at = $8 \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {HOOK_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(webhook.to_string())
+            .bind(tenant.to_string())
+            .bind(update.url)
+            .bind(update.events_json)
+            .bind(update.calendar_id.is_some())
+            .bind(update.calendar_id.flatten().map(|c| c.to_string()))
+            .bind(update.secret.map(|s| s.as_bytes().to_vec()))
+            .bind(ms(now()))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let record = row
+            .as_ref()
+            .map(hook_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound { entity: "webhook" })?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn advance_webhook(&self, tenant: TenantId, webhook: WebhookId, seq: i64) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE webhook_subscriptions SET delivered_seq = CASE WHEN delivered_seq < $3 THEN $3 ELSE delivered_seq END \
+             WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(webhook.to_string())
+        .bind(tenant.to_string())
+        .bind(seq)
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "webhook" });
+        }
+        Ok(())
+    }
+
+    async fn set_webhook_retry(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        at: Option<Timestamp>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE webhook_subscriptions SET retry_at = $3 WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(webhook.to_string())
+        .bind(tenant.to_string())
+        .bind(at.map(ms))
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "webhook" });
+        }
+        Ok(())
+    }
+
+    async fn webhooks_due(&self, now: Timestamp, limit: u32) -> Result<Vec<Webhook>> {
+        let sql = format!(
+            "SELECT {HOOK_COLS} FROM webhook_subscriptions w WHERE enabled AND (retry_at IS NULL OR retry_at <= $1) \
+             AND delivered_seq < (SELECT COALESCE(MAX(seq), 0) FROM changes c WHERE c.tenant_id = w.tenant_id) \
+             ORDER BY id LIMIT $2"
+        );
+        sqlx::query(&sql)
+            .bind(ms(now))
+            .bind(page(limit))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(hook_row)
+            .collect()
+    }
+
+    async fn purge_deliveries(&self, before: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
+            .bind(ms(before))
+            .execute(self.w())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn put_push_channel(
@@ -2435,27 +2835,108 @@ impl Store for Backend {
     }
 
     async fn latest_change_seq(&self, tenant: TenantId) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head FROM changes WHERE tenant_id = $1")
+        let row = sqlx::query(HEAD_SQL)
             .bind(tenant.to_string())
             .fetch_one(self.r())
             .await?;
-        Ok(row.try_get("head")?)
+        head_of(&row)
     }
 
     async fn purge_changes(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.wtx().await?;
+        // The floor first, in the same transaction: a reader never sees entries gone without the floor.
+        sqlx::query(
+            "UPDATE tenants SET changes_purged_through = \
+             (SELECT MAX(seq) FROM changes WHERE changes.tenant_id = tenants.id AND changes.at < $1) \
+             WHERE EXISTS (SELECT 1 FROM changes WHERE changes.tenant_id = tenants.id AND changes.at < $1)",
+        )
+        .bind(ms(before))
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("DELETE FROM changes WHERE at < $1")
             .bind(ms(before))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn put_oauth_state(&self, tenant: TenantId, state: NewOAuthState) -> Result<()> {
+        non_empty("oauth state hash", &state.state_hash)?;
+        let mut tx = self.wtx().await?;
+        ensure_owned(
+            &mut tx,
+            "connections",
+            "connection",
+            &state.connection_id.to_string(),
+            tenant,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (id, tenant_id, connection_id, provider, verifier, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&state.state_hash)
+        .bind(tenant.to_string())
+        .bind(state.connection_id.to_string())
+        .bind(&state.provider)
+        .bind(state.verifier.as_bytes().to_vec())
+        .bind(ms(now()))
+        .bind(ms(state.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>> {
+        let row = sqlx::query(
+            "DELETE FROM oauth_states WHERE id = $1 RETURNING id, tenant_id, connection_id, provider, \
+             verifier, created_at, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(self.w())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(OAuthState {
+            state_hash: row.try_get("id")?,
+            tenant_id: id(row.try_get("tenant_id")?)?,
+            connection_id: id(row.try_get("connection_id")?)?,
+            provider: row.try_get("provider")?,
+            verifier: Sealed::from_stored(row.try_get("verifier")?),
+            created_at: ts(row.try_get("created_at")?)?,
+            expires_at: ts(row.try_get("expires_at")?)?,
+        }))
+    }
+
+    async fn purge_oauth_states(&self, now: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(ms(now))
             .execute(self.w())
             .await?;
         Ok(done.rows_affected())
     }
 
+    async fn change_stream_floor(&self, tenant: TenantId) -> Result<i64> {
+        let row = sqlx::query("SELECT changes_purged_through FROM tenants WHERE id = $1")
+            .bind(tenant.to_string())
+            .fetch_optional(self.r())
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get("changes_purged_through")?),
+            None => Err(StoreError::NotFound { entity: "tenant" }),
+        }
+    }
+
     async fn rotate_master(&self, old: &MasterKey, new: &MasterKey) -> Result<u64> {
         let mut tx = self.wtx().await?;
         let mut count = 0u64;
-        let targets: [(&str, &str, Purpose); 2] = [
+        let targets: [(&str, &str, Purpose); 3] = [
             ("connections", "credentials", Purpose::ConnectionCredentials),
             ("webhook_subscriptions", "secret", Purpose::WebhookSecret),
+            ("oauth_states", "verifier", Purpose::OAuthVerifier),
         ];
         for (table, column, purpose) in targets {
             let select =

@@ -46,6 +46,8 @@ pub enum Purpose {
     ConnectionCredentials,
     /// `webhook_subscriptions.secret`: HMAC signing secrets.
     WebhookSecret,
+    /// `oauth_states.verifier`: the PKCE verifier of a pending OAuth sign-in.
+    OAuthVerifier,
 }
 
 impl Purpose {
@@ -53,6 +55,7 @@ impl Purpose {
         match self {
             Purpose::ConnectionCredentials => b"calbridge/connection-credentials",
             Purpose::WebhookSecret => b"calbridge/webhook-secret",
+            Purpose::OAuthVerifier => b"calbridge/oauth-verifier",
         }
     }
 }

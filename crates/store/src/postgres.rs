@@ -12,6 +12,9 @@ type Backend = PgStore;
 const BACKEND: &str = "postgres";
 /// Concurrent leasers skip rows another transaction is leasing instead of queueing behind it.
 const LEASE_LOCK: &str = " FOR UPDATE SKIP LOCKED";
+/// Rows are fetched from the heap one by one, so the window query skips rows starting before the window
+/// in an index instead of reading them (migration 0006, see `list_occurrences`).
+const SPLIT_WINDOW_QUERY: bool = true;
 
 #[derive(Clone, Debug)]
 pub struct PgStore {

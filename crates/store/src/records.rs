@@ -585,8 +585,23 @@ pub struct Webhook {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub consecutive_failures: i64,
+    /// The change-stream seq up to which this webhook's messages are settled (delivered or not matching).
+    pub delivered_seq: i64,
+    /// No attempt before this time (backing off after a failure).
+    pub retry_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A change to a webhook's target or filters; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookUpdate {
+    pub url: Option<String>,
+    pub events_json: Option<String>,
+    /// `Some(None)` removes the calendar filter.
+    pub calendar_id: Option<Option<CalendarId>>,
+    /// A new signing secret (rotation).
+    pub secret: Option<Sealed>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -599,6 +614,8 @@ pub struct NewDelivery {
     pub status: String,
     pub response_status: Option<i64>,
     pub error: Option<String>,
+    /// Wall time of the attempt in milliseconds (request sent to answer or error).
+    pub latency_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -612,6 +629,7 @@ pub struct Delivery {
     pub status: String,
     pub response_status: Option<i64>,
     pub error: Option<String>,
+    pub latency_ms: Option<i64>,
     pub at: Timestamp,
 }
 
@@ -664,4 +682,28 @@ pub struct PushChannel {
     /// The highest message number accepted (Google), for dropping duplicates.
     pub last_message: Option<i64>,
     pub created_at: Timestamp,
+}
+
+/// A pending OAuth sign-in: the hash of the `state` sent to the provider and the sealed PKCE verifier.
+#[derive(Clone, Debug)]
+pub struct NewOAuthState {
+    /// SHA-256 (hex) of the `state`; the state itself is never stored.
+    pub state_hash: String,
+    pub connection_id: ConnectionId,
+    /// `microsoft` or `google`.
+    pub provider: String,
+    /// The PKCE verifier, sealed with `Purpose::OAuthVerifier`.
+    pub verifier: Sealed,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct OAuthState {
+    pub state_hash: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    pub verifier: Sealed,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }

@@ -19,6 +19,9 @@ type Backend = SqliteStore;
 const BACKEND: &str = "sqlite";
 /// SQLite runs one write statement at a time, so the lease subquery needs no row lock.
 const LEASE_LOCK: &str = "";
+/// The window query is one range of the clustered primary key: rows starting shortly before the window are
+/// read in sequence and dropped, which measured faster here than splitting the query (see `list_occurrences`).
+const SPLIT_WINDOW_QUERY: bool = false;
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -37,6 +40,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
+            // Page cache per connection (negative = KiB; SQLite's default is 2 MiB). A window read walks a
+            // few hundred pages of the occurrence table; with the default they were re-read from the OS on
+            // every request (pread + copy: ~15 % of the server's CPU samples at 100,000 events).
+            .pragma("cache_size", "-32768")
             // Keeps planner statistics fresh (cheap: only analyzes tables whose stats drifted).
             .optimize_on_close(true, None);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");

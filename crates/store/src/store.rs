@@ -312,6 +312,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<Delivery>>;
     async fn delete_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<()>;
+    /// Changes a webhook's target, filters or secret.
+    async fn update_webhook(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        update: WebhookUpdate,
+    ) -> Result<Webhook>;
+    /// Moves the webhook's delivery mark forward to `seq` (never back).
+    async fn advance_webhook(&self, tenant: TenantId, webhook: WebhookId, seq: i64) -> Result<()>;
+    /// Sets (or clears) the time before which no delivery is attempted (backoff after a failure).
+    async fn set_webhook_retry(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        at: Option<Timestamp>,
+    ) -> Result<()>;
+    /// Enabled webhooks of any tenant with change-stream entries after their mark and no backoff pending.
+    async fn webhooks_due(&self, now: Timestamp, limit: u32) -> Result<Vec<Webhook>>;
+    /// Drops delivery log entries older than `before`, any tenant.
+    async fn purge_deliveries(&self, before: Timestamp) -> Result<u64>;
     /// Appends to the change stream (series writes append their own entries in the same transaction).
     async fn append_change(&self, tenant: TenantId, change: NewChange) -> Result<Change>;
     /// Entries with `seq > after`, oldest first.
@@ -322,11 +342,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         calendar: Option<CalendarId>,
         limit: u32,
     ) -> Result<Vec<Change>>;
-    /// The seq of the tenant's newest change-stream entry (0 when there is none): a reader that lists
+    /// The seq of the tenant's newest change-stream entry (or, when retention removed them all, the
+    /// highest seq removed; 0 when there never was one): a reader that lists
     /// everything after taking it, then resumes after it, misses nothing.
     async fn latest_change_seq(&self, tenant: TenantId) -> Result<i64>;
-    /// Drops entries older than `before`, any tenant (the stream's retention window).
+    /// Drops entries older than `before`, any tenant (the stream's retention window), and records per tenant
+    /// the highest seq dropped (see [`Store::change_stream_floor`]).
     async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
+    /// The highest seq of the tenant's stream removed by retention (0 when nothing was): a reader resuming
+    /// after a seq below it may have missed entries.
+    async fn change_stream_floor(&self, tenant: TenantId) -> Result<i64>;
 
     // --- provider push channels (Graph subscriptions, Google watch channels) ---
     /// Creates or replaces (same provider and id) a push channel of a link.
@@ -349,6 +374,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// or replayed (or out of order older) message.
     async fn accept_push_message(&self, provider: &str, id: &str, number: i64) -> Result<bool>;
     async fn delete_push_channel(&self, tenant: TenantId, provider: &str, id: &str) -> Result<()>;
+
+    // --- pending OAuth sign-ins (authorize → callback) ---
+    /// Keeps a pending sign-in until its callback; `state_hash` is the SHA-256 (hex) of the `state`.
+    async fn put_oauth_state(&self, tenant: TenantId, state: NewOAuthState) -> Result<()>;
+    /// Takes (deletes and returns) the pending sign-in whose state hashes to `state_hash`: a state can be
+    /// used once. Like API keys, the state names its tenant, so this takes no tenant id. An expired row is
+    /// returned too (and deleted), so the caller can say "expired" rather than "unknown".
+    async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>>;
+    /// Drops pending sign-ins that expired before `now`, any tenant; returns how many.
+    async fn purge_oauth_states(&self, now: Timestamp) -> Result<u64>;
 
     // --- secrets at rest ---
     /// Re-seals every encrypted column under `new` in one transaction; values already under `new` are left.

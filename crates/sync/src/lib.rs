@@ -5,11 +5,13 @@
 //! - [`plan`]: from both sides' changes, the stored bases and the link's policy to actions and conflicts.
 //! - [`series`]: model series → snapshot, and the merged series composed from two versions.
 //! - [`overlap`]: time conflicts between busy occurrences of one owner.
+//! - [`resolve`]: a recorded conflict and the option an admin chose → the writes on each side.
 
 pub mod ids;
 pub mod merge;
 pub mod overlap;
 pub mod plan;
+pub mod resolve;
 pub mod series;
 pub mod snapshot;
 

@@ -61,6 +61,127 @@ pub fn find_overlaps(blocks: &[BusyBlock]) -> Vec<Overlap> {
     out
 }
 
+/// Every overlap between two series of one owner, grouped: a weekly meeting overlapping another weekly
+/// meeting is one time conflict, not one per week.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairOverlap {
+    pub owner: String,
+    /// The two series, `first < second`.
+    pub first: String,
+    pub second: String,
+    /// Indices of one overlapping block of each series (the earliest overlap), for display.
+    pub example: (usize, usize),
+    /// The overlapping spans (intersection of the two occurrences), sorted.
+    pub spans: Vec<(Timestamp, Timestamp)>,
+}
+
+impl PairOverlap {
+    /// Identifies the pair, whatever the times: an open conflict for it is not reported again.
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.first, self.second)
+    }
+
+    /// Identifies the pair *and* where they overlap: an accepted overlap is reported again only when
+    /// this changes (one of the events moved).
+    pub fn fingerprint(&self) -> String {
+        let text: String = self
+            .spans
+            .iter()
+            .map(|(a, b)| format!("{}-{};", a.as_second(), b.as_second()))
+            .collect();
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{}:{hash:016x}", self.spans.len())
+    }
+}
+
+/// The overlaps of [`find_overlaps`], grouped by pair of series.
+pub fn overlapping_pairs(blocks: &[BusyBlock]) -> Vec<PairOverlap> {
+    let mut pairs: std::collections::BTreeMap<(String, String, String), PairOverlap> =
+        std::collections::BTreeMap::new();
+    for o in find_overlaps(blocks) {
+        let (a, b) = (&blocks[o.first], &blocks[o.second]);
+        let (x, y, ix, iy) = if a.series <= b.series {
+            (a, b, o.first, o.second)
+        } else {
+            (b, a, o.second, o.first)
+        };
+        let span = (x.start.max(y.start), x.end.min(y.end));
+        let entry = pairs
+            .entry((x.owner.clone(), x.series.clone(), y.series.clone()))
+            .or_insert_with(|| PairOverlap {
+                owner: x.owner.clone(),
+                first: x.series.clone(),
+                second: y.series.clone(),
+                example: (ix, iy),
+                spans: Vec::new(),
+            });
+        if span.0 < entry.spans.first().map_or(span.0, |s| s.0) {
+            entry.example = (ix, iy);
+        }
+        entry.spans.push(span);
+    }
+    pairs
+        .into_values()
+        .map(|mut p| {
+            p.spans.sort();
+            p.spans.dedup();
+            p
+        })
+        .collect()
+}
+
+/// A time conflict already stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownTimeConflict {
+    pub id: String,
+    pub owner: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub open: bool,
+    /// Resolved by accepting the overlap (`keep_both`, by an admin or by the policy).
+    pub accepted: bool,
+}
+
+/// What a detection run does with the stored time conflicts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimeReconciliation {
+    /// Indices into the pairs: overlaps to report as new conflicts.
+    pub report: Vec<usize>,
+    /// Ids of open conflicts of this owner whose overlap is gone: they close.
+    pub close: Vec<String>,
+}
+
+/// Deduplicates detection: a pair with an open conflict is not reported again, an accepted overlap is
+/// reported again only when its fingerprint changed, and an open conflict of `owner` whose pair no
+/// longer overlaps closes.
+pub fn reconcile_time(
+    owner: &str,
+    pairs: &[PairOverlap],
+    known: &[KnownTimeConflict],
+) -> TimeReconciliation {
+    let mut out = TimeReconciliation::default();
+    for (i, pair) in pairs.iter().enumerate() {
+        let key = pair.key();
+        let fingerprint = pair.fingerprint();
+        let open = known.iter().any(|k| k.open && k.key == key);
+        let accepted = known
+            .iter()
+            .any(|k| k.accepted && k.key == key && k.fingerprint == fingerprint);
+        if !open && !accepted {
+            out.report.push(i);
+        }
+    }
+    let current: std::collections::BTreeSet<String> = pairs.iter().map(PairOverlap::key).collect();
+    out.close = known
+        .iter()
+        .filter(|k| k.open && k.owner == owner && !current.contains(&k.key))
+        .map(|k| k.id.clone())
+        .collect();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +275,63 @@ mod tests {
             }
         }
         assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn overlaps_group_by_pair_and_deduplicate() {
+        // A weekly series "w" overlapping a daily series "d" on three days, and a one-off "o".
+        let mut blocks = Vec::new();
+        for week in 0..3 {
+            blocks.push(block("ann", "w", week * 168 + 9, week * 168 + 11, false));
+        }
+        for day in 0..21 {
+            blocks.push(block("ann", "d", day * 24 + 10, day * 24 + 12, false));
+        }
+        blocks.push(block("ann", "o", 500, 501, false));
+        let pairs = overlapping_pairs(&blocks);
+        assert_eq!(pairs.len(), 1, "{pairs:?}");
+        let pair = &pairs[0];
+        assert_eq!((pair.first.as_str(), pair.second.as_str()), ("d", "w"));
+        assert_eq!(pair.spans.len(), 3);
+        assert_eq!(pair.spans[0], (at(10), at(11)));
+        assert_eq!(blocks[pair.example.0].series, "d");
+        assert_eq!(blocks[pair.example.1].start, at(9));
+
+        let known = |open: bool, accepted: bool, fingerprint: &str| KnownTimeConflict {
+            id: "c1".into(),
+            owner: "ann".into(),
+            key: pair.key(),
+            fingerprint: fingerprint.into(),
+            open,
+            accepted,
+        };
+        // New: reported.
+        assert_eq!(reconcile_time("ann", &pairs, &[]).report, vec![0]);
+        // Open: not reported again, not closed.
+        let r = reconcile_time("ann", &pairs, &[known(true, false, "x")]);
+        assert!(r.report.is_empty() && r.close.is_empty());
+        // Accepted with the same fingerprint: quiet; after one event moved: reported again.
+        assert!(
+            reconcile_time("ann", &pairs, &[known(false, true, &pair.fingerprint())])
+                .report
+                .is_empty()
+        );
+        assert_eq!(
+            reconcile_time("ann", &pairs, &[known(false, true, "moved")]).report,
+            vec![0]
+        );
+        // Closed because the overlap was gone earlier: an overlap again is a new conflict.
+        assert_eq!(
+            reconcile_time("ann", &pairs, &[known(false, false, &pair.fingerprint())]).report,
+            vec![0]
+        );
+        // The overlap disappeared: the open conflict closes (only the owner's).
+        let r = reconcile_time("ann", &[], &[known(true, false, "x")]);
+        assert_eq!(r.close, vec!["c1".to_owned()]);
+        assert!(
+            reconcile_time("bob", &[], &[known(true, false, "x")])
+                .close
+                .is_empty()
+        );
     }
 }

@@ -275,7 +275,9 @@ impl ConflictKind {
             ConflictKind::Update => &[KeepLocal, KeepRemote, KeepBoth, Merge],
             ConflictKind::Deletion => &[DeleteEverywhere, Restore],
             ConflictKind::Identity => &[KeepLocal, KeepRemote, KeepBoth],
-            ConflictKind::Time => &[KeepBoth, DeleteEverywhere],
+            // Two different events overlap: there is no losing version. `keep_both` accepts the overlap;
+            // removing or moving one of them is an ordinary edit, after which the conflict closes itself.
+            ConflictKind::Time => &[KeepBoth],
         }
     }
 }

@@ -77,7 +77,81 @@ pub fn compose(
         };
         added.map_err(|e| ComposeError::Invalid(e.to_string()))?;
     }
+    validate(&merged)?;
     Ok(merged)
+}
+
+/// The series with explicit values set (a `merge` resolution): each path `<component>/<NAME>` gets one
+/// `NAME` property with the value (`text` ones escaped as TEXT), or none when the value is `None`.
+/// `text_names` lists the TEXT properties; any other name is written as given (a keyword).
+pub fn with_values(
+    series: &EventSeries,
+    values: &BTreeMap<FieldPath, Option<String>>,
+    text_names: &[&str],
+) -> Result<EventSeries, ComposeError> {
+    let mut components = components_by_key(series);
+    for (path, value) in values {
+        let Some((key, name)) = path.as_str().rsplit_once('/') else {
+            return Err(ComposeError::Invalid(format!("{path} is not a field")));
+        };
+        let Some(component) = components.get_mut(key) else {
+            return Err(ComposeError::Invalid(format!("the series has no {key}")));
+        };
+        let position = component.properties.iter().position(|p| p.name == name);
+        component.properties.retain(|p| p.name != name);
+        if let Some(value) = value {
+            let property = if text_names.contains(&name) {
+                Property::text(name, value)
+            } else {
+                Property::new(name, value.clone())
+            };
+            let at = position
+                .unwrap_or(component.properties.len())
+                .min(component.properties.len());
+            component.properties.insert(at, property);
+        }
+    }
+    let mut out = EventSeries::new(series.uid());
+    for component in components.values() {
+        let event =
+            Event::from_component(component).map_err(|e| ComposeError::Invalid(e.to_string()))?;
+        let added = if event.recurrence_id.is_some() {
+            out.insert_override(event).map(|_| ())
+        } else {
+            out.set_master(Some(event)).map(|_| ())
+        };
+        added.map_err(|e| ComposeError::Invalid(e.to_string()))?;
+    }
+    validate(&out)?;
+    Ok(out)
+}
+
+/// Checks what a merge can break that the parser does not: every component starts before it ends
+/// (compared when start and end are written the same way; zone-dependent pairs are left to expansion).
+pub fn validate(series: &EventSeries) -> Result<(), ComposeError> {
+    use calbridge_model::datetime::CalDateTime;
+    use calbridge_model::event::EventEnd;
+    for event in series.events() {
+        let (Some(start), Some(EventEnd::End(end))) = (&event.dtstart, &event.end) else {
+            continue;
+        };
+        let backwards = match (&start.value, &end.value) {
+            (CalDateTime::Date(a), CalDateTime::Date(b)) => b < a,
+            (CalDateTime::Utc(a), CalDateTime::Utc(b)) => b < a,
+            (CalDateTime::Floating(a), CalDateTime::Floating(b)) => b < a,
+            (
+                CalDateTime::Zoned { local: a, tzid: x },
+                CalDateTime::Zoned { local: b, tzid: y },
+            ) if x == y => b < a,
+            _ => false,
+        };
+        if backwards {
+            return Err(ComposeError::Invalid(
+                "the merged version ends before it starts".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn components_by_key(series: &EventSeries) -> BTreeMap<String, Component> {
@@ -247,6 +321,45 @@ mod tests {
         );
         let merged = compose(&remote, &base, &merge.from_remote).unwrap();
         assert!(merged.overrides().is_empty());
+    }
+
+    #[test]
+    fn explicit_values_are_set_escaped_and_validated() {
+        let base = series(BASE);
+        let values: BTreeMap<FieldPath, Option<String>> = [
+            (
+                FieldPath::new("master/SUMMARY"),
+                Some("Standup, merged; ok".to_owned()),
+            ),
+            (FieldPath::new("master/LOCATION"), None),
+        ]
+        .into_iter()
+        .collect();
+        let out = with_values(&base, &values, &["SUMMARY", "LOCATION"]).unwrap();
+        let master = out.master().unwrap();
+        assert_eq!(
+            master.summary.as_ref().unwrap().value,
+            "Standup, merged; ok"
+        );
+        assert!(master.location.is_none());
+        let text = String::from_utf8(calbridge_model::ical::write(&{
+            let mut c = calbridge_model::Calendar::new("-//t//t//EN");
+            c.insert_series(out.clone());
+            c
+        }))
+        .unwrap();
+        assert!(text.contains("SUMMARY:Standup\\, merged\\; ok"), "{text}");
+        // A start taken from one side and an end from the other may end before it starts: refused.
+        let remote = series(
+            &BASE
+                .replace("DTSTART:20250301T090000Z", "DTSTART:20250301T150000Z")
+                .replace("DTEND:20250301T100000Z", "DTEND:20250301T160000Z"),
+        );
+        let from_remote: BTreeSet<FieldPath> = [FieldPath::new("master/DTSTART")].into();
+        assert!(compose(&base, &remote, &from_remote).is_err());
+        let unknown: BTreeMap<FieldPath, Option<String>> =
+            [(FieldPath::new("override/x/SUMMARY"), Some("y".to_owned()))].into();
+        assert!(with_values(&base, &unknown, &["SUMMARY"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The sync engine end to end with real parts only: a real store (a SQLite file, and a fresh PostgreSQL
-//! database) on one side and a real Radicale on the other. Every scenario runs on both backends
+//! database) on one side and a real Radicale (or the Graph and Google emulators, `cloud`) on the other. Every scenario runs on both backends
 //! (`sqlite::<name>`, `postgres::<name>`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,7 +9,39 @@ mod harness;
 #[path = "../../../providers/tests/support/mod.rs"]
 mod support;
 
+mod cloud;
+mod resolution;
 mod scenarios;
+
+/// Every conflict kind under every policy, each applicable option applied and the others refused
+/// (`resolution.rs`), on SQLite; one Radicale process for all five worlds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_matrix_every_policy_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let radicale = std::sync::Arc::new(radicale);
+    for policy in resolution::POLICIES {
+        let db = harness::sqlite().await;
+        resolution::policy_world(db, radicale.clone(), policy).await;
+    }
+}
+
+/// The representative subset on PostgreSQL: `ask` (every option) and `keep_both` (the policy that
+/// must agree with the option).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_matrix_ask_and_keep_both_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let radicale = std::sync::Arc::new(radicale);
+    for policy in ["ask", "keep_both"] {
+        let Some(db) = harness::postgres().await else {
+            return;
+        };
+        resolution::policy_world(db, radicale.clone(), policy).await;
+    }
+}
 
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -48,3 +80,55 @@ both_backends!(
     an_occurrence_edit_merges_as_that_override,
     writes_of_a_killed_run_are_recognised_as_its_own,
 );
+
+mod cloud_sqlite {
+    use calbridge_emulators::Flavor;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graph_story() {
+        crate::cloud::cloud_story(crate::harness::sqlite().await, Flavor::Microsoft).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn google_story() {
+        crate::cloud::cloud_story(crate::harness::sqlite().await, Flavor::Google).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identity_conflicts_google() {
+        crate::cloud::identity_conflicts_resolve_on_both_systems(crate::harness::sqlite().await)
+            .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_calendar_three_providers() {
+        crate::cloud::one_calendar_three_providers(crate::harness::sqlite().await).await;
+    }
+}
+
+mod cloud_postgres {
+    use calbridge_emulators::Flavor;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graph_story() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::cloud_story(db, Flavor::Microsoft).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn google_story() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::cloud_story(db, Flavor::Google).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_calendar_three_providers() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::one_calendar_three_providers(db).await;
+    }
+}

@@ -14,7 +14,7 @@ use crate::harness::TestDb;
 use crate::support::{PASSWORD, Radicale, USER, budget, http_client, password};
 
 /// A date-time `days` from now at 10:00 UTC, in iCalendar form.
-fn at(days: i64) -> String {
+pub(crate) fn at(days: i64) -> String {
     let day = Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date()
@@ -23,7 +23,7 @@ fn at(days: i64) -> String {
     format!("{}T100000Z", day.strftime("%Y%m%d"))
 }
 
-fn ics(uid: &str, props: &[(&str, &str)]) -> String {
+pub(crate) fn ics(uid: &str, props: &[(&str, &str)]) -> String {
     let mut lines = vec![
         "BEGIN:VCALENDAR".to_owned(),
         "VERSION:2.0".to_owned(),
@@ -40,7 +40,7 @@ fn ics(uid: &str, props: &[(&str, &str)]) -> String {
     lines.join("\r\n") + "\r\n"
 }
 
-fn event(uid: &str, summary: &str, day: i64) -> String {
+pub(crate) fn event(uid: &str, summary: &str, day: i64) -> String {
     ics(
         uid,
         &[
@@ -51,28 +51,40 @@ fn event(uid: &str, summary: &str, day: i64) -> String {
     )
 }
 
-fn prop(ical: &str, name: &str) -> Option<String> {
+pub(crate) fn prop(ical: &str, name: &str) -> Option<String> {
     ical.replace("\r\n ", "")
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_owned))
 }
 
-struct World {
-    db: TestDb,
-    radicale: Radicale,
-    provider: CaldavProvider,
-    tenant: TenantId,
-    calendar: CalendarId,
-    local_calendar: calbridge_store::CalendarId,
-    connection: ConnectionId,
-    link: LinkId,
+pub(crate) struct World {
+    pub(crate) db: TestDb,
+    pub(crate) radicale: std::sync::Arc<Radicale>,
+    /// The Radicale calendar (collection) of this world.
+    pub(crate) name: String,
+    pub(crate) provider: CaldavProvider,
+    pub(crate) tenant: TenantId,
+    pub(crate) calendar: CalendarId,
+    pub(crate) local_calendar: calbridge_store::CalendarId,
+    pub(crate) connection: ConnectionId,
+    pub(crate) link: LinkId,
 }
 
 impl World {
     async fn new(db: TestDb, options: &str) -> Option<Self> {
-        let radicale = Radicale::start()?;
-        let url = radicale.calendar_url("work");
-        radicale.raw().mkcalendar(&url, "work").await;
+        let radicale = std::sync::Arc::new(Radicale::start()?);
+        Some(Self::on(db, radicale, "work", options).await)
+    }
+
+    /// A world on a calendar of its own in a shared Radicale (one process for many scenarios).
+    pub(crate) async fn on(
+        db: TestDb,
+        radicale: std::sync::Arc<Radicale>,
+        name: &str,
+        options: &str,
+    ) -> Self {
+        let url = radicale.calendar_url(name);
+        radicale.raw().mkcalendar(&url, name).await;
         let provider = CaldavProvider::new(
             &http_client(),
             &radicale.base(),
@@ -114,34 +126,39 @@ impl World {
                 tenant,
                 NewLink {
                     connection_id: connection,
-                    remote_calendar_id: format!("/{USER}/work/"),
-                    remote_name: Some("work".into()),
+                    remote_calendar_id: format!("/{USER}/{name}/"),
+                    remote_name: Some(name.into()),
                 },
             )
             .await
             .unwrap()
             .id;
-        Some(Self {
-            calendar: CalendarId::parse(format!("/{USER}/work/")).unwrap(),
+        Self {
+            calendar: CalendarId::parse(format!("/{USER}/{name}/")).unwrap(),
             db,
             radicale,
+            name: name.to_owned(),
             provider,
             tenant,
             local_calendar,
             connection,
             link,
-        })
+        }
     }
 
-    fn store(&self) -> &dyn Store {
+    pub(crate) fn store(&self) -> &dyn Store {
         self.db.store.as_ref()
     }
 
-    async fn sync_with(&self, provider: &dyn CalendarProvider, config: &EngineConfig) -> RunReport {
+    pub(crate) async fn sync_with(
+        &self,
+        provider: &dyn CalendarProvider,
+        config: &EngineConfig,
+    ) -> RunReport {
         self.sync_full(provider, config, false).await
     }
 
-    async fn sync_full(
+    pub(crate) async fn sync_full(
         &self,
         provider: &dyn CalendarProvider,
         config: &EngineConfig,
@@ -168,13 +185,13 @@ impl World {
         .unwrap()
     }
 
-    async fn sync(&self) -> RunReport {
+    pub(crate) async fn sync(&self) -> RunReport {
         self.sync_with(&self.provider, &EngineConfig::default())
             .await
     }
 
     /// Syncs until a run has nothing to do (bounded).
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         for _ in 0..4 {
             let report = self.sync().await;
             assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -185,7 +202,7 @@ impl World {
         panic!("sync did not settle");
     }
 
-    async fn set_options(&self, options: &str) {
+    pub(crate) async fn set_options(&self, options: &str) {
         self.store()
             .update_connection(
                 self.tenant,
@@ -202,7 +219,7 @@ impl World {
 
     // --- the local side, written as an application would ---
 
-    async fn local_create(&self, ical: &str) -> SeriesId {
+    pub(crate) async fn local_create(&self, ical: &str) -> SeriesId {
         let uid = prop(ical, "UID").unwrap();
         self.store()
             .create_series(
@@ -221,14 +238,14 @@ impl World {
             .id
     }
 
-    async fn local_by_uid(&self, uid: &str) -> Option<Series> {
+    pub(crate) async fn local_by_uid(&self, uid: &str) -> Option<Series> {
         self.store()
             .get_series_by_uid(self.tenant, self.local_calendar, uid)
             .await
             .unwrap()
     }
 
-    async fn local_edit(&self, uid: &str, ical: &str) {
+    pub(crate) async fn local_edit(&self, uid: &str, ical: &str) {
         let series = self.local_by_uid(uid).await.unwrap();
         self.store()
             .update_series(
@@ -246,7 +263,7 @@ impl World {
             .unwrap();
     }
 
-    async fn local_delete(&self, uid: &str) {
+    pub(crate) async fn local_delete(&self, uid: &str) {
         let series = self.local_by_uid(uid).await.unwrap();
         self.store()
             .delete_series(self.tenant, series.id, series.version)
@@ -255,7 +272,7 @@ impl World {
     }
 
     /// UID → summaries of the live local series (a UID twice would show two entries).
-    async fn local_all(&self) -> BTreeMap<String, Vec<String>> {
+    pub(crate) async fn local_all(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in self
             .store()
@@ -272,11 +289,11 @@ impl World {
 
     // --- the remote side, written by "another calendar app" on the same account ---
 
-    fn href(&self, name: &str) -> String {
-        format!("{}{name}.ics", self.radicale.calendar_url("work"))
+    pub(crate) fn href(&self, name: &str) -> String {
+        format!("{}{name}.ics", self.radicale.calendar_url(&self.name))
     }
 
-    async fn remote_put(&self, name: &str, ical: &str) {
+    pub(crate) async fn remote_put(&self, name: &str, ical: &str) {
         let response = self.radicale.raw().put(&self.href(name), ical).await;
         assert!(
             response.status().is_success(),
@@ -286,19 +303,19 @@ impl World {
     }
 
     /// Overwrites the remote item holding `uid`, wherever it lives.
-    async fn remote_edit(&self, uid: &str, ical: &str) {
+    pub(crate) async fn remote_edit(&self, uid: &str, ical: &str) {
         let (url, _) = self.remote_item(uid).await.unwrap();
         let response = self.radicale.raw().put(&url, ical).await;
         assert!(response.status().is_success());
     }
 
-    async fn remote_delete(&self, uid: &str) {
+    pub(crate) async fn remote_delete(&self, uid: &str) {
         let (url, _) = self.remote_item(uid).await.unwrap();
         let response = self.radicale.raw().request("DELETE", &url, &[], None).await;
         assert!(response.status().is_success());
     }
 
-    async fn remote_items(&self) -> Vec<(String, String)> {
+    pub(crate) async fn remote_items(&self) -> Vec<(String, String)> {
         let window = Window::parse(
             "2000-01-01T00:00:00Z".parse().unwrap(),
             "2100-01-01T00:00:00Z".parse().unwrap(),
@@ -320,14 +337,14 @@ impl World {
             .collect()
     }
 
-    async fn remote_item(&self, uid: &str) -> Option<(String, String)> {
+    pub(crate) async fn remote_item(&self, uid: &str) -> Option<(String, String)> {
         self.remote_items()
             .await
             .into_iter()
             .find(|(_, ical)| prop(ical, "UID").as_deref() == Some(uid))
     }
 
-    async fn remote_all(&self) -> BTreeMap<String, Vec<String>> {
+    pub(crate) async fn remote_all(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (_, ical) in self.remote_items().await {
             out.entry(prop(&ical, "UID").unwrap())
@@ -337,7 +354,7 @@ impl World {
         out
     }
 
-    async fn open_conflicts(&self) -> Vec<Conflict> {
+    pub(crate) async fn open_conflicts(&self) -> Vec<Conflict> {
         self.store()
             .list_conflicts(
                 self.tenant,
@@ -351,7 +368,7 @@ impl World {
             .unwrap()
     }
 
-    async fn all_conflicts(&self) -> Vec<Conflict> {
+    pub(crate) async fn all_conflicts(&self) -> Vec<Conflict> {
         self.store()
             .list_conflicts(self.tenant, &ConflictFilter::default())
             .await
@@ -359,7 +376,7 @@ impl World {
     }
 
     /// Both sides hold the same UIDs with the same summaries, each exactly once.
-    async fn assert_converged(&self) -> BTreeMap<String, Vec<String>> {
+    pub(crate) async fn assert_converged(&self) -> BTreeMap<String, Vec<String>> {
         let local = self.local_all().await;
         let remote = self.remote_all().await;
         assert_eq!(local, remote, "local and remote differ");
@@ -370,7 +387,7 @@ impl World {
     }
 }
 
-fn one(map: &BTreeMap<String, Vec<String>>, uid: &str) -> String {
+pub(crate) fn one(map: &BTreeMap<String, Vec<String>>, uid: &str) -> String {
     map.get(uid)
         .and_then(|v| v.first())
         .cloned()
@@ -554,12 +571,47 @@ pub async fn update_conflict_under_ask_is_stored_and_parked(db: TestDb) {
             .iter()
             .any(|e| e.action == "conflict.detected" && e.subject == c.id.to_string())
     );
-    // Parked: later runs neither write it nor record it again.
+    // Parked: a run with nothing new neither writes it nor records it again.
+    let quiet = w.sync().await;
+    assert!(quiet.counts.is_empty(), "{:?}", quiet.counts);
+    assert_eq!(w.all_conflicts().await.len(), 1);
+    // A side that moves on supersedes it: recorded again with the versions of now, nothing written.
     w.local_edit("x", &event("x", "Local title 2", 2)).await;
     let again = w.sync().await;
-    assert!(again.counts.is_empty(), "{:?}", again.counts);
-    assert_eq!(w.all_conflicts().await.len(), 1);
+    assert_eq!(
+        again.counts.get("conflicts_superseded"),
+        Some(&1),
+        "{:?}",
+        again.counts
+    );
+    assert_eq!(
+        again.counts.get("conflicts"),
+        Some(&1),
+        "{:?}",
+        again.counts
+    );
+    let open = w.open_conflicts().await;
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0].id, c.id);
+    assert!(
+        open[0]
+            .local_json
+            .as_deref()
+            .unwrap()
+            .contains("Local title 2")
+    );
+    assert!(
+        open[0]
+            .remote_json
+            .as_deref()
+            .unwrap()
+            .contains("Remote title")
+    );
+    assert_eq!(w.all_conflicts().await.len(), 2);
     assert_eq!(one(&w.remote_all().await, "x"), "Remote title");
+    assert_eq!(one(&w.local_all().await, "x"), "Local title 2");
+    let later = w.sync().await;
+    assert!(later.counts.is_empty(), "{:?}", later.counts);
 }
 
 pub async fn update_conflict_under_each_automatic_policy(db: TestDb) {
@@ -584,10 +636,12 @@ pub async fn update_conflict_under_each_automatic_policy(db: TestDb) {
         w.set_options(&format!(r#"{{"conflict_resolution":"{policy}"}}"#))
             .await;
         let uid = format!("p{n}");
-        w.local_create(&event(&uid, "Base", 2)).await;
+        // A day each: events at one time would (rightly) be time conflicts of their own.
+        let day = 2 + n as i64;
+        w.local_create(&event(&uid, "Base", day)).await;
         w.settle().await;
-        w.local_edit(&uid, &event(&uid, "Local title", 2)).await;
-        let start = at(2);
+        w.local_edit(&uid, &event(&uid, "Local title", day)).await;
+        let start = at(day);
         let mut props = vec![
             ("DTSTART", start.as_str()),
             ("DURATION", "PT1H"),

@@ -35,8 +35,8 @@ use crate::http::{Budget, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
-    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window,
-    Written,
+    FullListingReason, KnownVersions, Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem,
+    Window, Written,
 };
 use xml::{APPLE, CALDAV, CALSERVER, DAV, DavResponse, Multistatus};
 
@@ -660,6 +660,41 @@ pub fn parse_free_busy(ical: &str) -> Result<Vec<BusyPeriod>, ProviderError> {
 
 #[async_trait]
 impl CalendarProvider for CaldavProvider {
+    /// One `PROPFIND Depth: 0` for `DAV:sync-token` and `CS:getctag`, compared with the token the
+    /// cursor holds (a sync-token cursor with the sync-token, a ctag cursor with what `changes` read).
+    async fn probe(
+        &self,
+        calendar: &CalendarId,
+        cursor: Option<&Cursor>,
+    ) -> Result<Probe, ProviderError> {
+        let Some(previous) = cursor.and_then(CaldavCursor::decode) else {
+            return Ok(Probe::Changed);
+        };
+        let url = self.calendar_url(calendar)?;
+        let (ms, _) = self
+            .propfind(url, "0", &["CS:getctag", "D:sync-token"])
+            .await?;
+        let Some(props) = ms.responses.first() else {
+            return Ok(Probe::Unknown);
+        };
+        let current = match &previous {
+            CaldavCursor::SyncToken(_) => props.prop_text(DAV, "sync-token"),
+            CaldavCursor::Ctag(Some(_)) => props
+                .prop_text(CALSERVER, "getctag")
+                .or_else(|| props.prop_text(DAV, "sync-token")),
+            CaldavCursor::Ctag(None) => None,
+        };
+        let recorded = match &previous {
+            CaldavCursor::SyncToken(token) => Some(token),
+            CaldavCursor::Ctag(ctag) => ctag.as_ref(),
+        };
+        Ok(match (current, recorded) {
+            (Some(now), Some(then)) if &now == then => Probe::Unchanged,
+            (Some(_), Some(_)) => Probe::Changed,
+            _ => Probe::Unknown,
+        })
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Caldav
     }

@@ -26,8 +26,8 @@ use crate::oauth::{Access, TokenSource};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
-    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window,
-    Written,
+    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, WatchChannel,
+    WatchRequest, Window, Written,
 };
 
 const ETAG_SEP: &str = " ~x:";
@@ -831,8 +831,84 @@ impl GoogleProvider {
     }
 }
 
+impl GoogleProvider {
+    async fn post_json(&self, url: Url, body: &Value) -> Result<Response, ProviderError> {
+        let request = Request::new(Method::POST, url)
+            .header(CONTENT_TYPE, "application/json")?
+            .body(serde_json::to_vec(body).map_err(|e| ProviderError::invalid(e.to_string()))?);
+        self.send(request).await
+    }
+}
+
 #[async_trait]
 impl CalendarProvider for GoogleProvider {
+    /// `events.watch`: a `web_hook` channel with our id, token and expiry (ms since the epoch).
+    async fn watch(
+        &self,
+        calendar: &CalendarId,
+        request: &WatchRequest,
+    ) -> Result<WatchChannel, ProviderError> {
+        let body = json!({
+            "id": request.id,
+            "type": "web_hook",
+            "address": request.notification_url.as_str(),
+            "token": request.secret,
+            "expiration": request.expires_at.as_millisecond().to_string(),
+        });
+        let url = self.url(&format!(
+            "calendars/{}/events/watch",
+            seg(calendar.as_str())
+        ))?;
+        let response = self.post_json(url, &body).await?;
+        if !response.status.is_success() {
+            return Err(google_error(&response));
+        }
+        let answer = parse_json(&response)?;
+        let id = s(&answer, "id").unwrap_or(&request.id).to_owned();
+        let resource_id = s(&answer, "resourceId")
+            .ok_or_else(|| ProviderError::protocol("watch answer without a resourceId"))?
+            .to_owned();
+        let expiration = answer
+            .get("expiration")
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+            })
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            // Google sets no expiry only when none was asked for; ours was.
+            .unwrap_or(request.expires_at);
+        Ok(WatchChannel {
+            id,
+            resource_id: Some(resource_id),
+            expires_at: expiration,
+        })
+    }
+
+    /// Channels cannot be extended: open a new one, then stop the old (notifications from both during
+    /// the overlap are harmless).
+    async fn renew_watch(
+        &self,
+        calendar: &CalendarId,
+        channel: &WatchChannel,
+        request: &WatchRequest,
+    ) -> Result<WatchChannel, ProviderError> {
+        let fresh = self.watch(calendar, request).await?;
+        if let Err(e) = self.stop_watch(channel).await {
+            tracing::warn!(channel = %channel.id, error = %e, "old Google channel not stopped; it expires on its own");
+        }
+        Ok(fresh)
+    }
+
+    /// `channels.stop`; 404 means already gone.
+    async fn stop_watch(&self, channel: &WatchChannel) -> Result<(), ProviderError> {
+        let body = json!({"id": channel.id, "resourceId": channel.resource_id.as_deref().unwrap_or_default()});
+        let response = self.post_json(self.url("channels/stop")?, &body).await?;
+        match response.status.as_u16() {
+            200..=299 | 404 => Ok(()),
+            _ => Err(google_error(&response)),
+        }
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Google
     }

@@ -22,8 +22,8 @@ use crate::oauth::{Access, TokenSource};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
-    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window,
-    Written,
+    FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, WatchChannel,
+    WatchRequest, Window, Written,
 };
 
 /// Most requests one `$batch` may carry (documented limit).
@@ -664,8 +664,111 @@ fn occurrence_instant(t: &calbridge_model::expand::OccurrenceTime) -> Option<Tim
     })
 }
 
+fn json_request(method: Method, url: Url, body: &Value) -> Result<Request, ProviderError> {
+    Ok(Request::new(method, url)
+        .header(CONTENT_TYPE, "application/json")?
+        .body(serde_json::to_vec(body).map_err(|e| ProviderError::invalid(e.to_string()))?))
+}
+
+/// A subscription resource → the channel it describes.
+fn subscription_of(body: &Value) -> Result<WatchChannel, ProviderError> {
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProviderError::protocol("subscription without an id"))?;
+    let expires = body
+        .get("expirationDateTime")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .ok_or_else(|| {
+            ProviderError::protocol("subscription without a valid expirationDateTime")
+        })?;
+    Ok(WatchChannel {
+        id: id.to_owned(),
+        resource_id: None,
+        expires_at: expires,
+    })
+}
+
+impl GraphProvider {
+    fn subscription_url(&self, id: &str) -> Result<Url, ProviderError> {
+        self.config
+            .api_base
+            .join(&format!("subscriptions/{}", seg(id)))
+            .map_err(|e| ProviderError::invalid(format!("Graph URL: {e}")))
+    }
+}
+
 #[async_trait]
 impl CalendarProvider for GraphProvider {
+    /// `POST /subscriptions` on the calendar's events (created, updated, deleted) with a lifecycle URL;
+    /// Graph validates both URLs with its handshake before answering.
+    async fn watch(
+        &self,
+        calendar: &CalendarId,
+        request: &WatchRequest,
+    ) -> Result<WatchChannel, ProviderError> {
+        let mut body = json!({
+            "changeType": "created,updated,deleted",
+            "notificationUrl": request.notification_url.as_str(),
+            // A JSON string, not a URL: the id goes in as Graph gave it.
+            "resource": match &self.config.user {
+                None => format!("me/calendars/{}/events", calendar.as_str()),
+                Some(user) => format!("users/{user}/calendars/{}/events", calendar.as_str()),
+            },
+            "expirationDateTime": ts_param(request.expires_at),
+            "clientState": request.secret,
+            "latestSupportedTlsVersion": "v1_2",
+        });
+        if let Some(lifecycle) = &request.lifecycle_url {
+            body["lifecycleNotificationUrl"] = Value::String(lifecycle.as_str().to_owned());
+        }
+        let url = self
+            .config
+            .api_base
+            .join("subscriptions")
+            .map_err(|e| ProviderError::invalid(format!("Graph URL: {e}")))?;
+        let response = self.send(json_request(Method::POST, url, &body)?).await?;
+        if !response.status.is_success() {
+            return Err(response.error());
+        }
+        subscription_of(&parse_json(&response)?)
+    }
+
+    /// `PATCH /subscriptions/{id}` with the new expiry (this also reauthorizes it).
+    async fn renew_watch(
+        &self,
+        _calendar: &CalendarId,
+        channel: &WatchChannel,
+        request: &WatchRequest,
+    ) -> Result<WatchChannel, ProviderError> {
+        let body = json!({"expirationDateTime": ts_param(request.expires_at)});
+        let response = self
+            .send(json_request(
+                Method::PATCH,
+                self.subscription_url(&channel.id)?,
+                &body,
+            )?)
+            .await?;
+        if !response.status.is_success() {
+            return Err(response.error());
+        }
+        subscription_of(&parse_json(&response)?)
+    }
+
+    /// `DELETE /subscriptions/{id}`; 404 means already gone.
+    async fn stop_watch(&self, channel: &WatchChannel) -> Result<(), ProviderError> {
+        let response = self
+            .send(
+                Request::new(Method::DELETE, self.subscription_url(&channel.id)?).idempotent(true),
+            )
+            .await?;
+        match response.status.as_u16() {
+            200..=299 | 404 => Ok(()),
+            _ => Err(response.error()),
+        }
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Microsoft
     }

@@ -178,40 +178,23 @@ pub struct ResolveInput {
     /// `keep_local`, `keep_remote`, `keep_both`, `merge`, `delete_everywhere` or `restore`; it must be one
     /// of the conflict's `options`.
     pub option: String,
-    /// The merged version, for `merge`.
+    /// For `merge`: each conflicting field decided, keyed by field name (`summary`, `description`,
+    /// `location`, `status`, `transparency`, `start`, `end`, `rrule`) or by path as `fields` lists it
+    /// (`master/SUMMARY`); the value is a new text (only for summary, description, location, comment,
+    /// status, transparency, class), `null` to remove it, or `{"from": "local"}` / `{"from": "remote"}`.
+    /// Fields changed on one side only merge as they are.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub merged: Option<serde_json::Value>,
 }
 
-/// The side of a conflict as the engine stored it.
-#[derive(Debug, Deserialize)]
-struct StoredSide {
-    id: Option<String>,
-    version: Option<String>,
-    state: Option<serde_json::Value>,
-}
-
-fn side(json: Option<&str>) -> Option<StoredSide> {
-    json.and_then(|j| serde_json::from_str(j).ok())
-}
-
-fn changed(what: &str) -> ApiError {
-    ApiError::ConflictChanged(format!(
-        "the {what} version changed again after this conflict was recorded; nothing was overwritten. Sync again and resolve the conflict it records"
-    ))
-}
-
-fn unsupported(option: &str) -> ApiError {
-    ApiError::unprocessable(
-        "option_not_supported",
-        format!("`{option}` cannot be applied by this server yet; keep_local and keep_remote can"),
-    )
-}
-
-/// Apply a resolution to both systems: the local series and the provider's item are written
-/// conditionally (the provider with `If-Match`), then read back. When either side changed after the
-/// conflict was recorded the answer is 409 `conflict_changed` and nothing is written.
+/// Apply a resolution to both systems: `keep_local`, `keep_remote`, `keep_both` (the remote version
+/// becomes a new event on both sides, linked), `merge` (the clean merge with each conflicting field
+/// decided by `merged`), `delete_everywhere` and `restore` (deletion conflicts); for time conflicts
+/// `keep_both` accepts the overlap. Writes are conditional (`If-Match` on the provider, the series
+/// version locally) and read back; the conflict closes only then. When either side changed after the
+/// conflict was recorded the answer is 409 `conflict_changed` and nothing is overwritten; an option the
+/// conflict does not offer is 422 `option_not_applicable`.
 #[utoipa::path(post, path = "/v1/calendar/conflicts/{id}/resolve", tag = "conflicts",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Conflict id")),
@@ -231,201 +214,78 @@ pub async fn resolve_conflict(
         &principal.actor(),
         id,
         &input.option,
+        input.merged.as_ref(),
     )
     .await?;
     Ok(Json(conflict_view(resolved)))
 }
 
-/// Applies `option` to a conflict (the API's and the CLI's one implementation); see [`resolve_conflict`].
+fn failure(e: calbridge_engine::ResolveFailure) -> ApiError {
+    use calbridge_engine::ResolveFailure as F;
+    let detail = e.to_string();
+    match e {
+        F::Refused(_) => ApiError::unprocessable(e.code(), detail),
+        F::Changed(_) => ApiError::ConflictChanged(detail),
+        F::AlreadyResolved => ApiError::Conflict(detail),
+        F::Provider(_) => ApiError::Unavailable(detail),
+        F::Store(calbridge_store::StoreError::NotFound { .. }) => {
+            ApiError::NotFound("conflict".into())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// Applies `option` to a conflict (the API's and the CLI's one implementation): opens the conflict's
+/// provider when it needs one and hands over to the engine's resolution.
 pub async fn resolve(
     state: &AppState,
     tenant: calbridge_store::TenantId,
     actor: &str,
     id: ConflictId,
     option: &str,
+    merged: Option<&serde_json::Value>,
 ) -> Result<Conflict, ApiError> {
-    use calbridge_providers::{CalendarId as RemoteCalendarId, ItemContent, ReadItem, RemoteId};
-
-    let input = ResolveInput {
-        option: option.to_owned(),
-        merged: None,
-    };
     let conflict = state
         .store
         .get_conflict(tenant, id)
         .await
         .map_err(|e| store_error("conflict", e))?;
-    if conflict.state != ConflictState::Open {
-        return Err(ApiError::Conflict(
-            "this conflict is already resolved".into(),
-        ));
-    }
-    let options: Vec<String> = serde_json::from_str(&conflict.options_json).unwrap_or_default();
-    if !options.iter().any(|o| o == &input.option) {
-        return Err(ApiError::unprocessable(
-            "option_not_applicable",
-            format!(
-                "`{}` does not apply to this conflict; it offers {options:?}",
-                input.option
-            ),
-        ));
-    }
-    if !matches!(input.option.as_str(), "keep_local" | "keep_remote") {
-        return Err(unsupported(&input.option));
-    }
-    let (Some(connection_id), Some(link_id), Some(series_id)) =
-        (conflict.connection_id, conflict.link_id, conflict.series_id)
-    else {
-        return Err(unsupported(&input.option));
-    };
-    let local_side = side(conflict.local_json.as_deref());
-    let remote_side = side(conflict.remote_json.as_deref());
-    let (Some(local_side), Some(remote_side)) = (local_side, remote_side) else {
-        return Err(unsupported(&input.option));
-    };
-    let (Some(remote_id), Some(remote_version)) = (remote_side.id, remote_side.version) else {
-        return Err(unsupported(&input.option));
-    };
-
-    let store = state.store.as_ref();
-    let connection = store
-        .get_connection(tenant, connection_id)
-        .await
-        .map_err(|e| store_error("connection", e))?;
-    let link = store
-        .get_link(tenant, link_id)
-        .await
-        .map_err(|e| store_error("link", e))?;
-    let calendar = store
-        .get_calendar(tenant, connection.calendar_id)
-        .await
-        .map_err(|e| store_error("calendar", e))?;
-    let floating = jiff::tz::TimeZone::get(&calendar.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let http = syncing::http_client(&state.config).map_err(ApiError::internal)?;
-    let provider = syncing::open(&state.master_key, &connection)
-        .and_then(|c| syncing::provider_for(&http, connection.provider, &c))
-        .map_err(ApiError::internal)?;
-    let remote_calendar =
-        RemoteCalendarId::parse(link.remote_calendar_id.clone()).map_err(ApiError::internal)?;
-    let remote_id = RemoteId::parse(remote_id).map_err(ApiError::internal)?;
-    let unavailable = |e: calbridge_providers::ProviderError| {
-        ApiError::Unavailable(format!("the provider could not be reached: {e}"))
-    };
-
-    // Both sides must still be what the conflict recorded.
-    let read_remote = |provider: std::sync::Arc<dyn calbridge_providers::CalendarProvider>| {
-        let remote_calendar = remote_calendar.clone();
-        let remote_id = remote_id.clone();
-        async move {
-            let items = provider.read(&remote_calendar, &[remote_id]).await?;
-            Ok::<_, calbridge_providers::ProviderError>(items.into_iter().next())
-        }
-    };
-    let current_remote = match read_remote(provider.clone()).await.map_err(unavailable)? {
-        Some(ReadItem::Found(item)) => item,
-        _ => return Err(changed("remote")),
-    };
-    if current_remote.etag.as_str() != remote_version {
-        return Err(changed("remote"));
-    }
-    let series = store
-        .get_series(tenant, series_id)
-        .await
-        .map_err(|e| store_error("event", e))?;
-    if series.deleted_at.is_some() {
-        return Err(changed("local"));
-    }
-    let parsed = calbridge_engine::Parsed::from_stored(&series).map_err(ApiError::internal)?;
-    let local_now = serde_json::to_value(parsed.state(&floating)).map_err(ApiError::internal)?;
-    if local_side.state.as_ref() != Some(&local_now) {
-        return Err(changed("local"));
-    }
-
-    let confirmation = match input.option.as_str() {
-        "keep_local" => {
-            let content = ItemContent::parse(series.ical.clone()).map_err(ApiError::internal)?;
-            let written = provider
-                .update(&remote_calendar, &remote_id, &current_remote.etag, &content)
+    let provider = match (
+        calbridge_engine::needs_provider(&conflict),
+        conflict.connection_id,
+    ) {
+        (true, Some(connection_id)) if conflict.state == ConflictState::Open => {
+            let connection = state
+                .store
+                .get_connection(tenant, connection_id)
                 .await
-                .map_err(|e| match e {
-                    calbridge_providers::ProviderError::PreconditionFailed => changed("remote"),
-                    other => unavailable(other),
-                })?;
-            // Read back: the provider now holds the local version.
-            let back = match read_remote(provider.clone()).await.map_err(unavailable)? {
-                Some(ReadItem::Found(item)) => item,
-                _ => return Err(ApiError::internal("the written item is gone on read-back")),
-            };
-            let back_state =
-                calbridge_engine::Parsed::from_calendar(back.content.calendar().clone())
-                    .map_err(ApiError::internal)?
-                    .state(&floating);
-            if back_state.snapshot != parsed.state(&floating).snapshot {
-                return Err(ApiError::internal(
-                    "read-back differs from what was written",
-                ));
-            }
-            serde_json::json!({"remote_etag": written.etag.map(|e| e.as_str().to_owned())})
+                .map_err(|e| store_error("connection", e))?;
+            let ctx = super::sync::context(state)?;
+            let provider =
+                syncing::open_provider(&ctx, &connection)
+                    .await
+                    .map_err(|e| match e {
+                        e @ syncing::SyncServiceError::NotAuthorized { .. } => {
+                            ApiError::unprocessable("connection_not_authorized", e.to_string())
+                        }
+                        e => ApiError::internal(e),
+                    })?;
+            Some(provider)
         }
-        _ => {
-            // keep_remote: the local series takes the provider's version.
-            let remote_parsed =
-                calbridge_engine::Parsed::from_calendar(current_remote.content.calendar().clone())
-                    .map_err(ApiError::internal)?;
-            let storable = calbridge_engine::storable(&remote_parsed.calendar, &floating)
-                .map_err(ApiError::internal)?;
-            let updated = store
-                .update_series(
-                    tenant,
-                    series.id,
-                    series.version,
-                    calbridge_store::SeriesUpdate {
-                        ical: storable.ical,
-                        model_json: storable.model_json,
-                        hash: storable.hash.clone(),
-                        occurrences: storable.occurrences,
-                    },
-                )
-                .await
-                .map_err(|e| match e {
-                    calbridge_store::StoreError::PreconditionFailed { .. } => changed("local"),
-                    other => ApiError::internal(other),
-                })?;
-            let back = store
-                .get_series(tenant, updated.id)
-                .await
-                .map_err(ApiError::internal)?;
-            if back.hash != storable.hash {
-                return Err(ApiError::internal(
-                    "read-back differs from what was written",
-                ));
-            }
-            serde_json::json!({"local_version": back.version})
-        }
+        _ => None,
     };
-
-    let resolution = serde_json::json!({"option": input.option, "confirmed": confirmation});
-    let resolved = store
-        .resolve_conflict(
-            tenant,
-            conflict.id,
-            &resolution.to_string(),
-            actor,
-            jiff::Timestamp::now(),
-        )
-        .await
-        .map_err(|e| store_error("conflict", e))?;
-    store
-        .append_audit(
-            tenant,
-            calbridge_store::NewAuditEntry {
-                actor: actor.to_owned(),
-                action: "conflict.resolved".into(),
-                subject: conflict.id.to_string(),
-                details_json: serde_json::json!({"option": input.option, "event_uid": conflict.event_uid, "confirmed": confirmation}).to_string(),
-            },
-        )
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(resolved)
+    let config = calbridge_engine::EngineConfig::default();
+    calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+        store: state.store.as_ref(),
+        provider: provider.as_deref(),
+        tenant,
+        conflict: id,
+        option,
+        merged,
+        actor,
+        config: &config,
+        now: jiff::Timestamp::now(),
+    })
+    .await
+    .map_err(failure)
 }

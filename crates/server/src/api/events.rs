@@ -66,6 +66,20 @@ pub struct OccurrenceView {
     pub transparency: Option<String>,
 }
 
+/// The per-occurrence fields the index keeps in its `data` column (see `series::prepare`), read straight
+/// into their typed form (no intermediate JSON value per row).
+#[derive(Debug, Default, Deserialize)]
+struct OccurrenceData {
+    uid: Option<String>,
+    summary: Option<String>,
+    location: Option<String>,
+    status: Option<String>,
+    transparency: Option<String>,
+    time_zone: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OccurrencePage {
     pub items: Vec<OccurrenceView>,
@@ -554,17 +568,18 @@ pub async fn list_occurrences(
         .items
         .into_iter()
         .map(|o| {
-            let data: serde_json::Value = o
+            // Written by `series::prepare` (and the engine's copy of it); a row that does not read shows
+            // what the index itself knows.
+            let data: OccurrenceData = o
                 .data
                 .as_deref()
                 .and_then(|d| serde_json::from_str(d).ok())
-                .unwrap_or(serde_json::Value::Null);
-            let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+                .unwrap_or_default();
             let (start, end) = if o.all_day {
                 (
-                    text("start_date")
+                    data.start_date
                         .unwrap_or_else(|| o.start.to_zoned(zone.clone()).date().to_string()),
-                    text("end_date")
+                    data.end_date
                         .unwrap_or_else(|| o.end.to_zoned(zone.clone()).date().to_string()),
                 )
             } else {
@@ -573,16 +588,16 @@ pub async fn list_occurrences(
             OccurrenceView {
                 id: o.series_id.to_string(),
                 calendar_id: o.calendar_id.to_string(),
-                uid: text("uid").unwrap_or_default(),
+                uid: data.uid.unwrap_or_default(),
                 recurrence_id: o.recurrence_id,
-                summary: text("summary"),
+                summary: data.summary,
                 start,
                 end,
                 all_day: o.all_day,
-                time_zone: text("time_zone"),
-                status: text("status"),
-                location: text("location"),
-                transparency: text("transparency"),
+                time_zone: data.time_zone,
+                status: data.status,
+                location: data.location,
+                transparency: data.transparency,
             }
         })
         .collect();

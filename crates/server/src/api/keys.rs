@@ -163,7 +163,8 @@ pub async fn create_key(
     ))
 }
 
-/// Revoke a key of this tenant; it stops working at once.
+/// Revoke a key of this tenant; it stops working at once on this node (on other nodes sharing the
+/// database within `server.api_key_cache_ttl`).
 #[utoipa::path(delete, path = "/v1/calendar/keys/{id}", tag = "keys",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Key id")),
@@ -180,6 +181,7 @@ pub async fn revoke_key(
         .revoke_api_key(principal.tenant, id)
         .await
         .map_err(|e| store_error("key", e))?;
+    state.keys.forget(&key.prefix);
     audit(
         &state,
         principal,

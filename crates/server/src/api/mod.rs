@@ -8,8 +8,10 @@ pub mod connections;
 pub mod events;
 pub mod keys;
 pub mod notifications;
+pub mod oauth;
 pub mod stream;
 pub mod sync;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -66,8 +68,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(stream::routes())
         .merge(notifications::routes())
         .merge(connections::routes())
+        .merge(oauth::routes())
         .merge(sync::routes())
         .merge(conflicts::routes())
+        .merge(webhooks::routes())
 }
 
 /// Operational endpoints at the root, outside the versioned API and without authentication.

@@ -137,6 +137,9 @@ async fn microsoft(
     if accepted == 0 && !collection.value.is_empty() {
         return Err(forged());
     }
+    if accepted > 0 {
+        state.realtime.wake_workers();
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -205,9 +208,12 @@ async fn google(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     match resource_state {
         // `sync` only confirms the channel; there is nothing new to read.
         "sync" => {}
-        _ => push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "notification")
-            .await
-            .map_err(ApiError::internal)?,
+        _ => {
+            push::enqueue_link_sync(store, channel.tenant_id, channel.link_id, "notification")
+                .await
+                .map_err(ApiError::internal)?;
+            state.realtime.wake_workers();
+        }
     }
     Ok(StatusCode::OK.into_response())
 }

@@ -45,7 +45,10 @@ pub struct StreamQuery {
 
 /// Live change stream (WebSocket). Messages are JSON: `{"seq", "type", "calendar_id", "subject_id",
 /// "data", "at"}` with `type` one of `event.created`, `event.updated`, `event.deleted`,
-/// `conflict.detected`, `conflict.resolved`, `connection.status`, `sync.finished`.
+/// `conflict.detected`, `conflict.resolved`, `connection.status`, `sync.finished`. A `since` older than
+/// the retention window (`stream.retention`, 7 days by default) starts the stream with one
+/// `stream.reset` message (`data.reason = "since_expired"`): re-read the state through the API, then keep
+/// applying the messages that follow it.
 #[utoipa::path(
     get,
     path = "/v1/calendar/stream",
@@ -94,19 +97,34 @@ async fn stream(
         None => None,
     };
     // The starting point is fixed before the upgrade: a change committed after this answer is never missed.
+    let head = state
+        .store
+        .latest_change_seq(tenant)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut reset = None;
     let start = match query.since {
-        Some(seq) if seq >= 0 => seq,
+        Some(seq) if seq >= 0 => {
+            let floor = state
+                .store
+                .change_stream_floor(tenant)
+                .await
+                .map_err(ApiError::internal)?;
+            if seq < floor {
+                // Entries after `seq` may have been removed by retention: say so instead of a silent gap.
+                reset = Some(reset_message(seq, floor, head));
+                head
+            } else {
+                seq
+            }
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_since",
                 "since must be a sequence number ≥ 0",
             ));
         }
-        None => state
-            .store
-            .latest_change_seq(tenant)
-            .await
-            .map_err(ApiError::internal)?,
+        None => head,
     };
     // A plain HTTP request (no upgrade) gets a problem document like every other bad request.
     let ws = ws.map_err(|rejection| {
@@ -121,19 +139,27 @@ async fn stream(
     let hub = Arc::clone(&state.realtime);
     hub.ensure_listening().await;
     let store = Arc::clone(&state.store);
-    Ok(ws.on_upgrade(move |socket| run(socket, store, hub, tenant, calendar, start)))
+    Ok(ws.on_upgrade(move |socket| run(socket, store, hub, tenant, calendar, start, reset)))
 }
 
 fn message(change: &Change) -> String {
-    let data: serde_json::Value =
-        serde_json::from_str(&change.data_json).unwrap_or(serde_json::Value::Null);
+    crate::realtime::message_json(change).to_string()
+}
+
+/// The first message of a stream whose `since` is older than the retention window: entries after it may
+/// be gone, so the client must re-read its state through the API; the stream continues after `seq`.
+fn reset_message(since: i64, floor: i64, head: i64) -> String {
     serde_json::json!({
-        "seq": change.seq,
-        "type": change.kind,
-        "calendar_id": change.calendar_id,
-        "subject_id": change.subject_id,
-        "data": data,
-        "at": change.at.to_string(),
+        "seq": head,
+        "type": "stream.reset",
+        "calendar_id": null,
+        "subject_id": null,
+        "data": {
+            "reason": "since_expired",
+            "since": since,
+            "purged_through": floor,
+        },
+        "at": jiff::Timestamp::now().to_string(),
     })
     .to_string()
 }
@@ -145,7 +171,13 @@ async fn run(
     tenant: TenantId,
     calendar: Option<CalendarId>,
     mut last: i64,
+    reset: Option<String>,
 ) {
+    if let Some(reset) = reset
+        && socket.send(Message::Text(reset.into())).await.is_err()
+    {
+        return;
+    }
     let mut bell = hub.subscribe();
     let mut rescan = tokio::time::interval(hub.rescan_interval());
     loop {

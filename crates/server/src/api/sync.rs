@@ -33,6 +33,7 @@ pub fn context(state: &AppState) -> Result<SyncContext, ApiError> {
         master_key: state.master_key.clone(),
         http: syncing::http_client(&state.config).map_err(ApiError::internal)?,
         engine: EngineConfig::default(),
+        providers: syncing::ProviderSettings::from_config(&state.config),
     })
 }
 
@@ -132,11 +133,15 @@ pub async fn start_sync(
         })?;
     let run_id = run.id;
     let full = request.full;
+    let hub = std::sync::Arc::clone(&state.realtime);
     tokio::spawn(async move {
         if let Err(e) = syncing::run_sync(&ctx, tenant, run_id, connection, full, &()).await {
             tracing::warn!(run = %run_id, error = %e, "sync run failed");
             syncing::fail_run(ctx.store.as_ref(), tenant, run_id, &e.to_string()).await;
         }
+        // The run appended to the change stream (imports, conflicts, `sync.finished`): wake the streams
+        // and the webhook planner now rather than at their next rescan.
+        hub.ring().await;
     });
     Ok((
         StatusCode::ACCEPTED,

@@ -6,6 +6,7 @@
 //! number, and the bell only says "read now". A lost ring therefore delays a message (until the periodic
 //! re-read) but never loses it.
 
+pub mod channels;
 pub mod push;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use calbridge_store::{Change, Store};
 use tokio::sync::{OnceCell, watch};
 
 /// PostgreSQL notification channel carrying "the change stream moved".
@@ -33,6 +35,9 @@ pub struct Hub {
     pg: OnceCell<Option<sqlx::PgPool>>,
     listening: OnceCell<()>,
     rescan: Duration,
+    /// Wakes this process's idle scheduler workers when a job was enqueued here (a provider
+    /// notification), so the sync starts now rather than at the workers' next poll of the queue.
+    work: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -46,6 +51,7 @@ impl Hub {
             pg: OnceCell::new(),
             listening: OnceCell::new(),
             rescan: RESCAN_INTERVAL,
+            work: tokio::sync::Notify::new(),
         }
     }
 
@@ -57,6 +63,16 @@ impl Hub {
 
     pub fn rescan_interval(&self) -> Duration {
         self.rescan
+    }
+
+    /// Tells idle scheduler workers of this process that a job is due now.
+    pub fn wake_workers(&self) {
+        self.work.notify_waiters();
+    }
+
+    /// Resolves at the next [`Hub::wake_workers`] (enable it before looking at the queue).
+    pub fn work_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.work.notified()
     }
 
     /// A receiver that sees every later ring.
@@ -152,4 +168,50 @@ pub async fn ring_after_writes(hub: Arc<Hub>, request: Request, next: Next) -> R
         hub.ring().await;
     }
     response
+}
+
+/// One change-stream entry as clients see it, on the WebSocket and in webhook bodies alike:
+/// `{"seq", "type", "calendar_id", "subject_id", "data", "at"}`.
+pub fn message_json(change: &Change) -> serde_json::Value {
+    let data: serde_json::Value =
+        serde_json::from_str(&change.data_json).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "seq": change.seq,
+        "type": change.kind,
+        "calendar_id": change.calendar_id,
+        "subject_id": change.subject_id,
+        "data": data,
+        "at": change.at.to_string(),
+    })
+}
+
+/// Removes change-stream entries older than `retention` and delivery log entries older than
+/// `log_retention`, every `every`, until `stop` turns true. Several nodes may run it: the deletes are
+/// idempotent.
+pub async fn prune(
+    store: Arc<dyn Store>,
+    retention: jiff::SignedDuration,
+    log_retention: jiff::SignedDuration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let now = jiff::Timestamp::now();
+        if let Ok(before) = now.checked_sub(retention) {
+            match store.purge_changes(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "change stream: expired entries removed"),
+                Err(e) => tracing::warn!(error = %e, "change stream: pruning failed"),
+            }
+        }
+        if let Ok(before) = now.checked_sub(log_retention)
+            && let Err(e) = store.purge_deliveries(before).await
+        {
+            tracing::warn!(error = %e, "webhook delivery log: pruning failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { return; },
+        }
+    }
 }

@@ -2,14 +2,14 @@
 //! stored only as SHA-256 digests and compared in constant time, and a verified notification becomes a
 //! coalescing `sync.link` job for its link.
 
-use calbridge_store::{LinkId, NewJob, PushChannel, Store, StoreError, TenantId};
+use calbridge_store::{LinkId, NewJob, NewPushChannel, PushChannel, Store, StoreError, TenantId};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Job kind a verified notification enqueues: the scheduler's per-link job, keyed by link id, so a burst
 /// leaves one pending job and a notification only brings that link's next run forward.
 pub const SYNC_LINK_JOB: &str = crate::scheduler::JOB_KIND;
-/// Job kind for lifecycle work on a channel (`reauthorizationRequired`, `subscriptionRemoved`).
+/// Job kind of a link's channel lifecycle (open, renew, replace, stop): see [`super::channels`].
 pub const CHANNEL_JOB: &str = "push.channel";
 
 /// The stored form of a clientState / channel token.
@@ -49,24 +49,34 @@ pub async fn enqueue_link_sync(
         .map(|_| ())
 }
 
-/// Enqueue lifecycle work on a channel (`renew`, `recreate`).
+/// Lifecycle work on a channel: `renew` marks it due (Graph's PATCH also reauthorizes it), `recreate`
+/// forgets it (the provider already removed it); either way the link's `push.channel` job runs now.
 pub async fn enqueue_channel_work(
     store: &dyn Store,
     channel: &PushChannel,
     action: &str,
 ) -> Result<(), StoreError> {
-    store
-        .enqueue_job(NewJob {
-            tenant_id: Some(channel.tenant_id),
-            kind: CHANNEL_JOB.to_owned(),
-            key: format!("{}:{}", channel.provider, channel.id),
-            payload_json: serde_json::json!({
-                "tenant_id": channel.tenant_id, "link_id": channel.link_id,
-                "provider": channel.provider, "channel_id": channel.id, "action": action,
-            })
-            .to_string(),
-            run_at: jiff::Timestamp::now(),
-        })
-        .await
-        .map(|_| ())
+    let now = jiff::Timestamp::now();
+    match action {
+        "recreate" => {
+            store
+                .delete_push_channel(channel.tenant_id, &channel.provider, &channel.id)
+                .await?
+        }
+        _ => store
+            .put_push_channel(
+                channel.tenant_id,
+                NewPushChannel {
+                    provider: channel.provider.clone(),
+                    id: channel.id.clone(),
+                    link_id: channel.link_id,
+                    secret_hash: channel.secret_hash.clone(),
+                    resource_id: channel.resource_id.clone(),
+                    expires_at: now.min(channel.expires_at),
+                },
+            )
+            .await
+            .map(|_| ())?,
+    }
+    super::channels::enqueue(store, channel.tenant_id, channel.link_id, now).await
 }

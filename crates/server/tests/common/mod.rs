@@ -25,6 +25,8 @@ pub struct TestServer {
     pub backend: Backend,
     /// The configuration the server runs with (its database URL included).
     pub config: Config,
+    /// The server's change bell: a scheduler run beside the test server rings it, as `serve` does.
+    pub hub: Arc<calbridge_server::realtime::Hub>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -61,6 +63,9 @@ fn database_url_with(url: &str, database: &str) -> String {
         None => format!("{host}/{database}"),
     }
 }
+
+/// `server.public_url` placeholder that `start_with` replaces with the server's own address.
+pub const SELF_URL: &str = "http://self.invalid";
 
 pub fn test_config() -> Config {
     let mut config = Config::default();
@@ -122,8 +127,13 @@ impl TestServer {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        if config.server.public_url.as_deref() == Some(SELF_URL) {
+            // Providers (the emulators) post notifications to this very server.
+            config.server.public_url = Some(format!("http://{addr}"));
+        }
         let config_copy = config.clone();
         let state = AppState::new(config, Arc::clone(&store), master.key);
+        let hub = Arc::clone(&state.realtime);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(calbridge_server::serve(listener, state, async move {
             let _ = rx.await;
@@ -136,6 +146,7 @@ impl TestServer {
             store,
             backend,
             config: config_copy,
+            hub,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -211,7 +222,10 @@ impl Drop for TestServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        if let (Some(name), Some(admin_url)) = (self.pg_database.take(), postgres_url()) {
+        // Only a PostgreSQL server asks for the admin URL (a SQLite one must not need it).
+        if let Some(name) = self.pg_database.take()
+            && let Some(admin_url) = postgres_url()
+        {
             // Dropping needs async I/O; Drop is sync and may run inside a runtime, so use a thread.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()

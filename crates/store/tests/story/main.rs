@@ -44,4 +44,5 @@ story!(
     rotate_master_round_trip,
     series_batch_is_all_or_nothing,
     bad_input_is_refused_and_changes_nothing,
+    oauth_states_are_single_use_and_tenant_checked,
 );

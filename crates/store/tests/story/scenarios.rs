@@ -566,6 +566,11 @@ pub async fn series_crud_occurrences_and_change_stream(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
+    // The purge left its mark: a reader resuming before it knows it may have missed entries.
+    assert_eq!(store.change_stream_floor(a).await.unwrap(), custom.seq);
+    // The head does not move back when everything was removed.
+    assert_eq!(store.latest_change_seq(a).await.unwrap(), custom.seq);
+    assert_eq!(store.change_stream_floor(b).await.unwrap(), 0);
 }
 
 pub async fn concurrent_updates_lose_nothing(db: &TestDb) {
@@ -1191,7 +1196,10 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.list_conflicts(a, &open).await.unwrap(), vec![c2]);
+    assert_eq!(
+        store.list_conflicts(a, &open).await.unwrap(),
+        vec![c2.clone()]
+    );
 
     let run = store.create_sync_run(a, Some(conn.id), true).await.unwrap();
     assert_eq!(run.status, SyncRunStatus::Running);
@@ -1228,6 +1236,79 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
         vec![finished]
     );
     assert!(store.list_sync_runs(b, None, 10).await.unwrap().is_empty());
+
+    // Conflicts, finished runs and status changes are announced on the tenant's change stream, on the
+    // connection's calendar; a second update of a finished run or an unchanged status announces nothing.
+    store
+        .update_sync_run(
+            a,
+            run.id,
+            SyncRunUpdate {
+                status: SyncRunStatus::Partial,
+                counts_json: "{}".into(),
+                requests: 12,
+                bytes: 0,
+                errors_json: "[]".into(),
+                finished_at: Some(at),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_connection_status(a, conn.id, ConnectionStatus::Active, None)
+        .await
+        .unwrap();
+    store
+        .set_connection_status(a, conn.id, ConnectionStatus::Active, None)
+        .await
+        .unwrap();
+    let changes = store.list_changes(a, 0, Some(cal.id), 100).await.unwrap();
+    let kinds: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.subject_id.as_str()))
+        .collect();
+    let (c1_id, c2_id, run_id, conn_id) = (
+        c1.id.to_string(),
+        c2.id.to_string(),
+        run.id.to_string(),
+        conn.id.to_string(),
+    );
+    assert_eq!(
+        kinds,
+        [
+            ("conflict.detected", c1_id.as_str()),
+            ("conflict.detected", c2_id.as_str()),
+            ("conflict.resolved", c1_id.as_str()),
+            ("sync.finished", run_id.as_str()),
+            ("connection.status", conn_id.as_str()),
+        ]
+    );
+    let detected: serde_json::Value = serde_json::from_str(&changes[1].data_json).unwrap();
+    assert_eq!(
+        (detected["kind"].as_str(), detected["event_uid"].as_str()),
+        (Some("deletion"), Some("e2"))
+    );
+    let finished_msg: serde_json::Value = serde_json::from_str(&changes[3].data_json).unwrap();
+    assert_eq!(
+        (
+            finished_msg["status"].as_str(),
+            finished_msg["counts"]["created"].as_i64(),
+            finished_msg["errors"].as_i64()
+        ),
+        (Some("partial"), Some(3), Some(1))
+    );
+    let status: serde_json::Value = serde_json::from_str(&changes[4].data_json).unwrap();
+    assert_eq!(
+        (status["status"].as_str(), status["previous"].as_str()),
+        (Some("active"), Some("needs_auth"))
+    );
+    assert!(
+        store
+            .list_changes(b, 0, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let tomb = NewTombstone {
         calendar_id: Some(cal.id),
@@ -1666,6 +1747,7 @@ pub async fn webhooks_and_deliveries(db: &TestDb) {
         status: status.into(),
         response_status: Some(if status == "delivered" { 200 } else { 500 }),
         error: (status != "delivered").then(|| "HTTP 500".to_owned()),
+        latency_ms: Some(12),
     };
     assert!(is_not_found(
         store.record_delivery(b, delivery("failed", 1), 3).await
@@ -1722,6 +1804,133 @@ pub async fn webhooks_and_deliveries(db: &TestDb) {
             .set_webhook_enabled(b, hook.id, false, Some("x"))
             .await
     ));
+    assert_eq!(log[0].latency_ms, Some(12));
+
+    // The delivery mark starts at the tenant's head and only moves forward.
+    let cal = calendar(store, a, "hooked").await;
+    let head = store
+        .append_change(
+            a,
+            NewChange {
+                calendar_id: Some(cal.id),
+                kind: "event.created".into(),
+                subject_id: "s".into(),
+                data_json: "{}".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .seq;
+    let later = store.create_webhook(a, new.clone()).await.unwrap();
+    assert_eq!(later.delivered_seq, head);
+    assert_eq!(
+        store.get_webhook(a, hook.id).await.unwrap().delivered_seq,
+        0
+    );
+    // Due: enabled, behind the head, not backing off.
+    let due = |list: Vec<Webhook>| list.iter().map(|w| w.id).collect::<Vec<_>>();
+    let now = Timestamp::now();
+    assert_eq!(
+        due(store.webhooks_due(now, 100).await.unwrap()),
+        vec![hook.id]
+    );
+    let later_retry = now.checked_add(1.hour()).unwrap();
+    store
+        .set_webhook_retry(a, hook.id, Some(later_retry))
+        .await
+        .unwrap();
+    assert!(store.webhooks_due(now, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_webhook(a, hook.id).await.unwrap().retry_at,
+        Some(Timestamp::from_millisecond(later_retry.as_millisecond()).unwrap())
+    );
+    assert!(is_not_found(
+        store.set_webhook_retry(b, hook.id, None).await
+    ));
+    store.set_webhook_retry(a, hook.id, None).await.unwrap();
+    assert_eq!(
+        due(store.webhooks_due(now, 100).await.unwrap()),
+        vec![hook.id]
+    );
+    store.advance_webhook(a, hook.id, 5).await.unwrap();
+    store.advance_webhook(a, hook.id, 3).await.unwrap();
+    assert_eq!(
+        store.get_webhook(a, hook.id).await.unwrap().delivered_seq,
+        5
+    );
+    assert!(is_not_found(store.advance_webhook(b, hook.id, 9).await));
+    // Updates change target, filter and secret; another tenant's calendar is refused.
+    let other_secret = key.seal(Purpose::WebhookSecret, b"whsec_456").unwrap();
+    let updated = store
+        .update_webhook(
+            a,
+            hook.id,
+            WebhookUpdate {
+                url: Some("https://cms.example/v2".into()),
+                events_json: Some(r#"["event.created"]"#.into()),
+                calendar_id: Some(Some(cal.id)),
+                secret: Some(other_secret),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            updated.url.as_str(),
+            updated.events_json.as_str(),
+            updated.calendar_id
+        ),
+        (
+            "https://cms.example/v2",
+            r#"["event.created"]"#,
+            Some(cal.id)
+        )
+    );
+    assert_eq!(
+        key.open(Purpose::WebhookSecret, &updated.secret).unwrap(),
+        b"whsec_456"
+    );
+    let cleared = store
+        .update_webhook(
+            a,
+            hook.id,
+            WebhookUpdate {
+                calendar_id: Some(None),
+                ..WebhookUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (cleared.calendar_id, cleared.url.as_str()),
+        (None, "https://cms.example/v2")
+    );
+    let b_cal = calendar(store, b, "theirs").await;
+    assert!(
+        store
+            .update_webhook(
+                a,
+                hook.id,
+                WebhookUpdate {
+                    calendar_id: Some(Some(b_cal.id)),
+                    ..WebhookUpdate::default()
+                },
+            )
+            .await
+            .is_err()
+    );
+    assert!(is_not_found(
+        store
+            .update_webhook(b, hook.id, WebhookUpdate::default())
+            .await
+    ));
+    assert_eq!(
+        store
+            .purge_deliveries(Timestamp::now().checked_add(1.hour()).unwrap())
+            .await
+            .unwrap(),
+        6
+    );
     assert!(is_not_found(store.delete_webhook(b, hook.id).await));
     store.delete_webhook(a, hook.id).await.unwrap();
     assert!(is_not_found(store.get_webhook(a, hook.id).await));
@@ -1897,9 +2106,134 @@ pub async fn series_batch_is_all_or_nothing(db: &TestDb) {
             .len(),
         50
     );
-    // Another tenant cannot import into this calendar.
+    // A UID twice in one batch is refused too, before anything is written.
+    let twice = vec![
+        new_series(cal.id, "twice", single(at(70), at(71))),
+        new_series(cal.id, "twice", single(at(72), at(73))),
+    ];
+    assert!(matches!(
+        store.create_series_batch(a, twice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .get_series_by_uid(a, cal.id, "twice")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another tenant cannot import into this calendar (nor into one of its own mixed with it).
     let intrusion = vec![new_series(cal.id, "x", OccurrenceSet::default())];
     assert!(is_not_found(store.create_series_batch(b, intrusion).await));
+    let own = calendar(store, b, "own").await;
+    let mixed = vec![
+        new_series(own.id, "fine", single(at(1), at(2))),
+        new_series(cal.id, "x", OccurrenceSet::default()),
+    ];
+    assert!(is_not_found(store.create_series_batch(b, mixed).await));
+    assert!(
+        store
+            .list_series(b, own.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A large batch over two calendars (more rows than one multi-row statement holds): every series, its
+    // occurrence rows and its change-stream entry, in batch order; a long occurrence widens the window
+    // bound, so a window starting inside it finds it.
+    let cal2 = calendar(store, a, "import 2").await;
+    let seq_before = store.latest_change_seq(a).await.unwrap();
+    let big: Vec<NewSeries> = (0..700)
+        .map(|i| {
+            let target = if i % 2 == 0 { cal.id } else { cal2.id };
+            let occurrences = if i == 699 {
+                // Ten days long, starting well before the window below.
+                single(at(-400), at(-160))
+            } else if i % 5 == 0 {
+                OccurrenceSet {
+                    rows: (0..4)
+                        .map(|k| NewOccurrence {
+                            recurrence_id: Some(format!("r{k}")),
+                            start: at(200 + k * 168),
+                            end: at(201 + k * 168),
+                            all_day: false,
+                            data: Some(format!(r#"{{"summary":"weekly {i}"}}"#)),
+                        })
+                        .collect(),
+                    expanded_until: Some(at(1000)),
+                }
+            } else {
+                single(at(200 + i), at(201 + i))
+            };
+            new_series(target, &format!("big-{i}"), occurrences)
+        })
+        .collect();
+    let created = store.create_series_batch(a, big).await.unwrap();
+    assert_eq!(created.len(), 700);
+    assert!(
+        created
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.uid == format!("big-{i}") && s.version == 1)
+    );
+    let weekly = store.get_series(a, created[5].id).await.unwrap();
+    assert_eq!(weekly, created[5]);
+    assert_eq!(weekly.expanded_until, Some(at(1000)));
+    let changes = store.list_changes(a, seq_before, None, 1000).await.unwrap();
+    assert_eq!(changes.len(), 700);
+    assert!(
+        changes
+            .iter()
+            .zip(&created)
+            .all(|(c, s)| c.subject_id == s.id.to_string()
+                && c.kind == "event.created"
+                && c.calendar_id == Some(s.calendar_id))
+    );
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_occurrences(
+                a,
+                &OccurrenceQuery {
+                    start: at(190),
+                    end: at(2000),
+                    calendar_id: Some(cal2.id),
+                    after,
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    // Odd indexes went to the second calendar: one row per single, four per weekly series.
+    let expected: usize = (0..699)
+        .filter(|i| i % 2 == 1)
+        .map(|i| if i % 5 == 0 { 4 } else { 1 })
+        .sum();
+    assert_eq!(all.len(), expected);
+    let long = store
+        .list_occurrences(
+            a,
+            &OccurrenceQuery {
+                start: at(-200),
+                end: at(-199),
+                calendar_id: None,
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(long.items.len(), 1);
+    assert_eq!(long.items[0].series_id, created[699].id);
     assert!(
         store
             .create_series_batch(a, Vec::new())
@@ -2009,4 +2343,93 @@ pub async fn bad_input_is_refused_and_changes_nothing(db: &TestDb) {
         calbridge_store::connect("mysql://x").await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+pub async fn oauth_states_are_single_use_and_tenant_checked(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = MasterKey::generate();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Google,
+                name: "g".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::NeedsAuth,
+            },
+        )
+        .await
+        .unwrap();
+    let pending = |hash: &str, expires_at: Timestamp| NewOAuthState {
+        state_hash: hash.into(),
+        connection_id: conn.id,
+        provider: "google".into(),
+        verifier: key.seal(Purpose::OAuthVerifier, b"verifier-1").unwrap(),
+        expires_at,
+    };
+    let later = Timestamp::now() + 10.minutes();
+    // Another tenant cannot start a sign-in for this connection.
+    assert!(is_not_found(
+        store.put_oauth_state(b, pending("h1", later)).await
+    ));
+    store
+        .put_oauth_state(a, pending("h1", later))
+        .await
+        .unwrap();
+    store
+        .put_oauth_state(a, pending("h2", Timestamp::now() - 1.minutes()))
+        .await
+        .unwrap();
+    // A state hash is unique.
+    assert!(
+        store
+            .put_oauth_state(a, pending("h1", later))
+            .await
+            .is_err()
+    );
+
+    let taken = store.take_oauth_state("h1").await.unwrap().unwrap();
+    assert_eq!(taken.tenant_id, a);
+    assert_eq!(taken.connection_id, conn.id);
+    assert_eq!(taken.provider, "google");
+    assert_eq!(
+        key.open(Purpose::OAuthVerifier, &taken.verifier).unwrap(),
+        b"verifier-1"
+    );
+    assert!(
+        key.open(Purpose::ConnectionCredentials, &taken.verifier)
+            .is_err(),
+        "the verifier is bound to its purpose"
+    );
+    // Single use.
+    assert!(store.take_oauth_state("h1").await.unwrap().is_none());
+    assert!(store.take_oauth_state("unknown").await.unwrap().is_none());
+
+    // Expired ones are purged; live ones stay.
+    store
+        .put_oauth_state(a, pending("h3", later))
+        .await
+        .unwrap();
+    assert_eq!(store.purge_oauth_states(Timestamp::now()).await.unwrap(), 1);
+    assert!(store.take_oauth_state("h2").await.unwrap().is_none());
+    // A master-key rotation re-seals pending verifiers too.
+    let new = MasterKey::generate();
+    store.rotate_master(&key, &new).await.unwrap();
+    let taken = store.take_oauth_state("h3").await.unwrap().unwrap();
+    assert_eq!(
+        new.open(Purpose::OAuthVerifier, &taken.verifier).unwrap(),
+        b"verifier-1"
+    );
+    // Deleting the connection drops its pending sign-ins.
+    store
+        .put_oauth_state(a, pending("h4", later))
+        .await
+        .unwrap();
+    store.delete_connection(a, conn.id).await.unwrap();
+    assert!(store.take_oauth_state("h4").await.unwrap().is_none());
 }

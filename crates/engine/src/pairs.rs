@@ -1,0 +1,163 @@
+//! The stored state of a link's pairs, shared by sync runs and conflict resolutions: the create key of a
+//! series on a link, recording a pair with its new base, and forgetting one with a tombstone.
+
+use calbridge_providers::CreateKey;
+use calbridge_store::{LinkId, MappingUpsert, NewTombstone, SeriesId, Store, TenantId};
+use calbridge_sync::{ItemState, LocalId, RemoteId, RemoteVersion, Uid};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::EngineError;
+
+/// What the mapping's `base_json` holds: the UID and the state both sides last agreed on.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredBase {
+    pub uid: Uid,
+    pub state: ItemState,
+    /// A write begun but not known to be finished (written just before it, cleared when the pair is
+    /// recorded). A run killed between the write and its record leaves it, and the next run uses it
+    /// to recognise its own write instead of taking it for someone else's change (see `Intent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+/// What a write in flight was going to leave: `state` on `side`. Only recorded for writes that copy
+/// one side's whole state to the other (so the copied side held `state` when the write began).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    pub side: IntentSide,
+    pub state: ItemState,
+    /// For a local write: the remote version the copied state had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum IntentSide {
+    Local,
+    Remote,
+}
+
+/// One side of a conflict as stored (`local_json` / `remote_json`): enough to park it and to show it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ConflictSide {
+    pub id: Option<String>,
+    pub version: Option<String>,
+    pub state: Option<ItemState>,
+}
+
+/// A pair to record once the series' last action succeeded.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub local: LocalId,
+    pub remote: RemoteId,
+    pub version: RemoteVersion,
+    pub state: ItemState,
+    pub uid: Uid,
+}
+
+/// The idempotent create key of a local series on a link: a retried create lands on the same item.
+pub(crate) fn create_key(link: LinkId, local: &LocalId) -> CreateKey {
+    let digest = Sha256::digest(format!("{link}\n{local}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    CreateKey::from_bytes(bytes)
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String, EngineError> {
+    serde_json::to_string(value).map_err(|e| EngineError::Content(e.to_string()))
+}
+
+pub(crate) fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(crate) fn series_id(id: &LocalId) -> Result<SeriesId, EngineError> {
+    SeriesId::parse(id.as_str()).map_err(|e| EngineError::Content(e.to_string()))
+}
+
+/// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
+pub(crate) async fn record_pair(
+    store: &dyn Store,
+    tenant: TenantId,
+    link: LinkId,
+    now: Timestamp,
+    p: &Pending,
+) -> Result<(), EngineError> {
+    let series = series_id(&p.local)?;
+    for old in store.mappings_for_series(tenant, series).await? {
+        if old.link_id == link && old.remote_id != p.remote.as_str() {
+            store.delete_mapping(tenant, old.id).await?;
+        }
+    }
+    let base = StoredBase {
+        uid: p.uid.clone(),
+        state: p.state.clone(),
+        intent: None,
+    };
+    let base_json = to_json(&base)?;
+    let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);
+    store
+        .upsert_mapping(
+            tenant,
+            MappingUpsert {
+                link_id: link,
+                remote_id: p.remote.to_string(),
+                series_id: Some(series),
+                remote_version: Some(p.version.to_string()),
+                base_json: Some(base_json),
+                base_hash: Some(base_hash),
+                last_seen_at: Some(now),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Where a forgotten pair's tombstone goes and how long it stays.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TombstoneAt {
+    pub link: LinkId,
+    pub calendar: calbridge_store::CalendarId,
+    pub now: Timestamp,
+    pub retention: jiff::SignedDuration,
+}
+
+/// Drops the pair (if stored) and leaves a tombstone of the deletion.
+pub(crate) async fn forget_pair(
+    store: &dyn Store,
+    tenant: TenantId,
+    at: TombstoneAt,
+    local: &LocalId,
+    remote: &RemoteId,
+    uid: Option<String>,
+) -> Result<(), EngineError> {
+    let mapping = store.get_mapping(tenant, at.link, remote.as_str()).await?;
+    let expires = at
+        .now
+        .checked_add(at.retention)
+        .map_err(|e| EngineError::Content(e.to_string()))?;
+    store
+        .put_tombstone(
+            tenant,
+            NewTombstone {
+                calendar_id: Some(at.calendar),
+                series_id: SeriesId::parse(local.as_str()).ok(),
+                link_id: Some(at.link),
+                remote_id: Some(remote.to_string()),
+                uid,
+                deleted_at: at.now,
+                expires_at: expires,
+            },
+        )
+        .await?;
+    if let Some(m) = mapping {
+        store.delete_mapping(tenant, m.id).await?;
+    }
+    Ok(())
+}

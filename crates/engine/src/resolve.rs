@@ -1,0 +1,862 @@
+//! Applying an admin's resolution of a recorded conflict to both systems: the steps come from
+//! [`calbridge_sync::resolve`] (pure); here they are checked against both sides, carried out with
+//! conditional writes (`If-Match` on the provider, the series version locally), read back, and only then
+//! is the conflict closed and the audit entry written. The API's and the CLI's one implementation.
+
+use calbridge_providers::{
+    CalendarId as RemoteCalendarId, CalendarProvider, Etag, ItemContent, ProviderError, ReadItem,
+    RemoteId as ProviderRemoteId,
+};
+use calbridge_store::{
+    Conflict, ConflictId, ConflictKind as StoreConflictKind, ConflictState, Link, NewAuditEntry,
+    NewSeries, Series, SeriesUpdate, Store, StoreError, TenantId,
+};
+use calbridge_sync::resolve::{
+    MergedInput, Recorded, ResolveError, SETTABLE, Step, Version, copy_uid, steps,
+};
+use calbridge_sync::{ConflictKind, FieldPath, ItemState, LocalId, RemoteId, RemoteVersion, Uid};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+
+use crate::local::{Parsed, calendar_with, storable, with_uid};
+use crate::pairs::{ConflictSide, Pending, TombstoneAt, create_key, forget_pair, record_pair};
+use crate::{EngineConfig, EngineError};
+
+/// One resolution request.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolve<'a> {
+    pub store: &'a dyn Store,
+    /// The provider of the conflict's connection; `None` is enough for conflicts that write nothing to a
+    /// provider (time conflicts, see [`needs_provider`]).
+    pub provider: Option<&'a dyn CalendarProvider>,
+    pub tenant: TenantId,
+    pub conflict: ConflictId,
+    /// `keep_local`, `keep_remote`, `keep_both`, `merge`, `delete_everywhere` or `restore`.
+    pub option: &'a str,
+    /// The `merged` body of a `merge`.
+    pub merged: Option<&'a Value>,
+    /// Who resolves (audit actor).
+    pub actor: &'a str,
+    pub config: &'a EngineConfig,
+    pub now: Timestamp,
+}
+
+/// Why a resolution was not applied. Nothing was written unless the variant says so.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveFailure {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("this conflict is already resolved")]
+    AlreadyResolved,
+    /// The option does not apply (or is not an option at all), or `merged` is missing or invalid.
+    #[error("{0}")]
+    Refused(#[from] ResolveError),
+    /// A side changed again after the conflict was recorded (or refused a conditional write).
+    #[error(
+        "the {0} version changed again after this conflict was recorded; nothing was overwritten. Sync again and resolve the conflict it records"
+    )]
+    Changed(&'static str),
+    /// The provider could not be reached or refused the request.
+    #[error("the provider could not be reached: {0}")]
+    Provider(ProviderError),
+    /// Written, but reading back did not show what was written (the conflict stays open).
+    #[error("read-back after the write differs: {0}")]
+    ReadBack(String),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+}
+
+impl ResolveFailure {
+    /// The stable code an API answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResolveFailure::Refused(ResolveError::NotApplicable { .. }) => "option_not_applicable",
+            ResolveFailure::Refused(ResolveError::MergedMissing(_)) => "merged_required",
+            ResolveFailure::Refused(ResolveError::MergedInvalid(_)) => "invalid_merged",
+            ResolveFailure::Changed(_) => "conflict_changed",
+            ResolveFailure::AlreadyResolved => "already_resolved",
+            ResolveFailure::Provider(_) => "provider_unavailable",
+            ResolveFailure::ReadBack(_) => "read_back_failed",
+            ResolveFailure::Store(StoreError::NotFound { .. }) => "not_found",
+            ResolveFailure::Store(_) | ResolveFailure::Engine(_) => "internal",
+        }
+    }
+}
+
+/// Whether resolving this conflict talks to its provider (every kind but `time`).
+pub fn needs_provider(conflict: &Conflict) -> bool {
+    conflict.kind != StoreConflictKind::Time && conflict.link_id.is_some()
+}
+
+fn sync_kind(kind: StoreConflictKind) -> ConflictKind {
+    match kind {
+        StoreConflictKind::Update => ConflictKind::Update,
+        StoreConflictKind::Deletion => ConflictKind::Deletion,
+        StoreConflictKind::Identity => ConflictKind::Identity,
+        StoreConflictKind::Time => ConflictKind::Time,
+    }
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::WriteRemote(_) => "write_remote",
+        Step::WriteLocal(_) => "write_local",
+        Step::CopyRemoteAsNew => "copy_remote_as_new",
+        Step::RenameRemoteAsNew => "rename_remote_as_new",
+        Step::DeleteRemote => "delete_remote",
+        Step::DeleteLocal => "delete_local",
+        Step::RecreateLocal => "recreate_local",
+        Step::RecreateRemote => "recreate_remote",
+        Step::RelinkAndDeleteOther(_) => "relink_and_delete_other",
+        Step::AcceptOverlap => "accept_overlap",
+    }
+}
+
+fn provider_error(e: ProviderError) -> ResolveFailure {
+    match e {
+        ProviderError::PreconditionFailed => ResolveFailure::Changed("remote"),
+        other => ResolveFailure::Provider(other),
+    }
+}
+
+fn local_error(e: StoreError) -> ResolveFailure {
+    match e {
+        StoreError::PreconditionFailed { .. } => ResolveFailure::Changed("local"),
+        other => ResolveFailure::Store(other),
+    }
+}
+
+fn content_error(e: impl std::fmt::Display) -> ResolveFailure {
+    ResolveFailure::Refused(ResolveError::MergedInvalid(e.to_string()))
+}
+
+/// Applies the option to the conflict on both systems and closes it; see the module docs.
+pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure> {
+    let store = r.store;
+    let conflict = store.get_conflict(r.tenant, r.conflict).await?;
+    if conflict.state != ConflictState::Open {
+        return Err(ResolveFailure::AlreadyResolved);
+    }
+    let offered: Vec<calbridge_sync::ResolutionOption> =
+        serde_json::from_str(&conflict.options_json).unwrap_or_default();
+    let kind = sync_kind(conflict.kind);
+    let refuse = || {
+        ResolveFailure::Refused(ResolveError::NotApplicable {
+            option: r.option.to_owned(),
+            offered: conflict.options_json.clone(),
+        })
+    };
+    let option: calbridge_sync::ResolutionOption =
+        serde_json::from_value(json!(r.option)).map_err(|_| refuse())?;
+    let local_side: Option<ConflictSide> = conflict
+        .local_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let remote_side: Option<ConflictSide> = conflict
+        .remote_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let base: Option<ItemState> = conflict
+        .base_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let fields: Vec<FieldPath> = serde_json::from_str(&conflict.fields_json).unwrap_or_default();
+    let merged: Option<MergedInput> = match r.merged {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            ResolveFailure::Refused(ResolveError::MergedInvalid(format!(
+                "each field is a string, null, or {{\"from\": \"local\"|\"remote\"}}: {e}"
+            )))
+        })?),
+    };
+    let local_state = local_side.as_ref().and_then(|s| s.state.as_ref());
+    let remote_state = remote_side.as_ref().and_then(|s| s.state.as_ref());
+    let recorded = Recorded {
+        kind,
+        offered: &offered,
+        base: base.as_ref(),
+        local: local_state,
+        remote: remote_state,
+        fields: &fields,
+    };
+    let plan = steps(&recorded, option, merged.as_ref())?;
+
+    let confirmed = if plan == [Step::AcceptOverlap] {
+        // Nothing to write: the overlap is accepted as it stands (its fingerprint keeps it from being
+        // reported again while the two events keep their times).
+        let fingerprint = conflict
+            .local_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<Value>(j).ok())
+            .and_then(|v| v.get("fingerprint").cloned())
+            .unwrap_or(Value::Null);
+        json!({ "accepted": fingerprint })
+    } else {
+        let provider = r.provider.ok_or_else(|| {
+            ResolveFailure::Engine(EngineError::Content(
+                "this conflict needs its connection's provider".into(),
+            ))
+        })?;
+        let remote_ids = remote_side.as_ref().map(|side| {
+            (
+                side.id.clone().map(RemoteId::new),
+                side.version.clone().map(RemoteVersion::new),
+            )
+        });
+        let mut exec = Exec::open(&r, &conflict, provider, remote_ids).await?;
+        exec.check(&recorded, &plan).await?;
+        for step in &plan {
+            exec.apply(step).await?;
+        }
+        for pending in std::mem::take(&mut exec.pending) {
+            record_pair(store, r.tenant, exec.link.id, r.now, &pending).await?;
+        }
+        Value::Array(exec.confirmed)
+    };
+
+    let steps_done: Vec<&str> = plan.iter().map(step_name).collect();
+    let resolution = json!({"option": option, "steps": steps_done, "confirmed": confirmed});
+    let resolved = store
+        .resolve_conflict(
+            r.tenant,
+            conflict.id,
+            &resolution.to_string(),
+            r.actor,
+            r.now,
+        )
+        .await?;
+    store
+        .append_audit(
+            r.tenant,
+            NewAuditEntry {
+                actor: r.actor.to_owned(),
+                action: "conflict.resolved".into(),
+                subject: conflict.id.to_string(),
+                details_json: json!({
+                    "option": option,
+                    "kind": kind,
+                    "event_uid": conflict.event_uid,
+                    "steps": steps_done,
+                    "confirmed": confirmed,
+                })
+                .to_string(),
+            },
+        )
+        .await?;
+    Ok(resolved)
+}
+
+/// The state of one resolution being carried out.
+struct Exec<'a> {
+    store: &'a dyn Store,
+    provider: &'a dyn CalendarProvider,
+    tenant: TenantId,
+    config: &'a EngineConfig,
+    now: Timestamp,
+    link: Link,
+    local_calendar: calbridge_store::CalendarId,
+    calendar: RemoteCalendarId,
+    floating: TimeZone,
+    conflict: &'a Conflict,
+    /// The provider's item named by the conflict, and the version the conflict recorded.
+    remote_id: Option<RemoteId>,
+    remote_version: Option<RemoteVersion>,
+    /// Read in `check`.
+    remote_now: Option<Parsed>,
+    local_row: Option<Series>,
+    local_now: Option<Parsed>,
+    /// The merged version, composed once from the versions read (both sides get the same).
+    merged: Option<Parsed>,
+    pending: Vec<Pending>,
+    confirmed: Vec<Value>,
+}
+
+impl<'a> Exec<'a> {
+    async fn open(
+        r: &Resolve<'a>,
+        conflict: &'a Conflict,
+        provider: &'a dyn CalendarProvider,
+        remote: Option<(Option<RemoteId>, Option<RemoteVersion>)>,
+    ) -> Result<Self, ResolveFailure> {
+        let link_id = conflict.link_id.ok_or_else(|| {
+            ResolveFailure::Engine(EngineError::Content("the conflict names no link".into()))
+        })?;
+        let link = r.store.get_link(r.tenant, link_id).await?;
+        let connection = r.store.get_connection(r.tenant, link.connection_id).await?;
+        let local_calendar = r
+            .store
+            .get_calendar(r.tenant, connection.calendar_id)
+            .await?;
+        let floating = TimeZone::get(&local_calendar.time_zone).unwrap_or(TimeZone::UTC);
+        let calendar =
+            RemoteCalendarId::parse(link.remote_calendar_id.clone()).map_err(provider_error)?;
+        let (remote_id, remote_version) = remote.unwrap_or((None, None));
+        Ok(Self {
+            store: r.store,
+            provider,
+            tenant: r.tenant,
+            config: r.config,
+            now: r.now,
+            link,
+            local_calendar: local_calendar.id,
+            calendar,
+            floating,
+            conflict,
+            remote_id,
+            remote_version,
+            remote_now: None,
+            local_row: None,
+            local_now: None,
+            merged: None,
+            pending: Vec::new(),
+            confirmed: Vec::new(),
+        })
+    }
+
+    fn remote_id(&self) -> Result<ProviderRemoteId, ResolveFailure> {
+        let id = self.remote_id.as_ref().ok_or_else(|| {
+            ResolveFailure::Engine(EngineError::Content(
+                "the conflict names no remote item".into(),
+            ))
+        })?;
+        ProviderRemoteId::parse(id.as_str()).map_err(provider_error)
+    }
+
+    fn etag(&self) -> Result<Etag, ResolveFailure> {
+        let version = self.remote_version.as_ref().ok_or_else(|| {
+            ResolveFailure::Engine(EngineError::Content(
+                "the conflict recorded no remote version".into(),
+            ))
+        })?;
+        Etag::parse(version.as_str()).map_err(provider_error)
+    }
+
+    async fn read(&self, id: &ProviderRemoteId) -> Result<Option<(Etag, Parsed)>, ResolveFailure> {
+        let items = self
+            .provider
+            .read(&self.calendar, std::slice::from_ref(id))
+            .await
+            .map_err(ResolveFailure::Provider)?;
+        match items.into_iter().next() {
+            Some(ReadItem::Found(item)) => {
+                let parsed = Parsed::from_calendar(item.content.calendar().clone())?;
+                Ok(Some((item.etag, parsed)))
+            }
+            Some(ReadItem::Missing(_)) | None => Ok(None),
+            Some(ReadItem::Failed(_, why)) => {
+                Err(ResolveFailure::Provider(ProviderError::Protocol {
+                    detail: format!("the item cannot be read: {why}"),
+                }))
+            }
+        }
+    }
+
+    /// Both sides must still be what the conflict recorded; otherwise nothing is written.
+    async fn check(
+        &mut self,
+        recorded: &Recorded<'_>,
+        plan: &[Step],
+    ) -> Result<(), ResolveFailure> {
+        if self.remote_id.is_some() {
+            let id = self.remote_id()?;
+            let current = self.read(&id).await?;
+            match (recorded.remote, current) {
+                (Some(_), Some((etag, parsed))) => {
+                    let expected = self.remote_version.as_ref().map(RemoteVersion::as_str);
+                    if expected != Some(etag.as_str()) {
+                        return Err(ResolveFailure::Changed("remote"));
+                    }
+                    self.remote_now = Some(parsed);
+                }
+                (None, None) => {}
+                _ => return Err(ResolveFailure::Changed("remote")),
+            }
+        }
+        if let Some(series) = self.conflict.series_id {
+            let row = self.store.get_series(self.tenant, series).await?;
+            match (recorded.local, row.deleted_at) {
+                (Some(state), None) => {
+                    let parsed = Parsed::from_stored(&row)?;
+                    if &parsed.state(&self.floating) != state {
+                        return Err(ResolveFailure::Changed("local"));
+                    }
+                    self.local_now = Some(parsed);
+                }
+                (None, Some(_)) => {}
+                _ => return Err(ResolveFailure::Changed("local")),
+            }
+            self.local_row = Some(row);
+        }
+        // Identity `keep_remote` deletes the item the series was linked to: it must be unchanged too.
+        for step in plan {
+            if let Step::RelinkAndDeleteOther(other) = step {
+                let (_, version) = self.other_mapping(other).await?;
+                let id = ProviderRemoteId::parse(other.as_str()).map_err(provider_error)?;
+                match self.read(&id).await? {
+                    Some((etag, _)) if etag.as_str() == version.as_str() => {}
+                    _ => return Err(ResolveFailure::Changed("remote")),
+                }
+            }
+            if let Step::WriteRemote(Version::Merged(m)) | Step::WriteLocal(Version::Merged(m)) =
+                step
+                && self.merged.is_none()
+            {
+                self.merged = Some(self.compose_merged(m)?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn other_mapping(
+        &self,
+        other: &RemoteId,
+    ) -> Result<(calbridge_store::ItemMapping, RemoteVersion), ResolveFailure> {
+        let mapping = self
+            .store
+            .get_mapping(self.tenant, self.link.id, other.as_str())
+            .await?
+            .ok_or(ResolveFailure::Changed("local"))?;
+        let version = mapping
+            .remote_version
+            .clone()
+            .map(RemoteVersion::new)
+            .ok_or(ResolveFailure::Changed("remote"))?;
+        Ok((mapping, version))
+    }
+
+    fn local(&self) -> Result<&Parsed, ResolveFailure> {
+        self.local_now
+            .as_ref()
+            .ok_or(ResolveFailure::Changed("local"))
+    }
+
+    fn remote(&self) -> Result<&Parsed, ResolveFailure> {
+        self.remote_now
+            .as_ref()
+            .ok_or(ResolveFailure::Changed("remote"))
+    }
+
+    fn compose_merged(
+        &self,
+        m: &calbridge_sync::resolve::MergedVersion,
+    ) -> Result<Parsed, ResolveFailure> {
+        let (l, r) = (self.local()?, self.remote()?);
+        let merged = calbridge_sync::series::compose(&l.series, &r.series, &m.from_remote)
+            .map_err(content_error)?;
+        let text: Vec<&str> = SETTABLE
+            .iter()
+            .filter(|(_, text)| *text)
+            .map(|(name, _)| *name)
+            .collect();
+        let merged = calbridge_sync::series::with_values(&merged, &m.values, &text)
+            .map_err(content_error)?;
+        let parsed = Parsed::from_calendar(calendar_with(merged, &[&l.calendar, &r.calendar]))?;
+        // It must be storable (expandable) before anything is written.
+        storable(&parsed.calendar, &self.floating).map_err(content_error)?;
+        Ok(parsed)
+    }
+
+    fn version(&self, v: &Version) -> Result<Parsed, ResolveFailure> {
+        match v {
+            Version::Local => Ok(self.local()?.clone()),
+            Version::Remote => Ok(self.remote()?.clone()),
+            Version::Merged(_) => self
+                .merged
+                .clone()
+                .ok_or_else(|| content_error("the merged version was not composed")),
+        }
+    }
+
+    fn local_id(&self) -> Result<LocalId, ResolveFailure> {
+        self.conflict
+            .series_id
+            .map(|s| LocalId::new(s.to_string()))
+            .ok_or(ResolveFailure::Changed("local"))
+    }
+
+    fn tombstone_at(&self) -> TombstoneAt {
+        TombstoneAt {
+            link: self.link.id,
+            calendar: self.local_calendar,
+            now: self.now,
+            retention: self.config.tombstone_retention,
+        }
+    }
+
+    /// Writes `parsed` over the provider's item with `If-Match`, reads it back and returns its version.
+    async fn write_remote(
+        &mut self,
+        id: &ProviderRemoteId,
+        parsed: &Parsed,
+        check_uid: bool,
+    ) -> Result<RemoteVersion, ResolveFailure> {
+        let content = ItemContent::from_calendar(parsed.calendar.clone()).map_err(content_error)?;
+        let etag = self.etag()?;
+        self.provider
+            .update(&self.calendar, id, &etag, &content)
+            .await
+            .map_err(provider_error)?;
+        self.read_back_remote(id, parsed, check_uid).await
+    }
+
+    async fn read_back_remote(
+        &mut self,
+        id: &ProviderRemoteId,
+        parsed: &Parsed,
+        check_uid: bool,
+    ) -> Result<RemoteVersion, ResolveFailure> {
+        let Some((etag, back)) = self.read(id).await? else {
+            return Err(ResolveFailure::ReadBack(format!(
+                "{} is gone after the write",
+                id.as_str()
+            )));
+        };
+        let want = parsed.state(&self.floating).snapshot;
+        if back.state(&self.floating).snapshot != want
+            || (check_uid && back.series.uid() != parsed.series.uid())
+        {
+            return Err(ResolveFailure::ReadBack(format!(
+                "{} does not hold what was written",
+                id.as_str()
+            )));
+        }
+        self.confirmed.push(
+            json!({"side": "remote", "id": id.as_str(), "etag": etag.as_str(), "uid": back.series.uid()}),
+        );
+        Ok(RemoteVersion::new(etag.as_str()))
+    }
+
+    /// Creates a local series (or adopts a live one with the UID and the same content).
+    async fn create_local(&mut self, parsed: &Parsed) -> Result<Series, ResolveFailure> {
+        let s = storable(&parsed.calendar, &self.floating)?;
+        if let Some(row) = self
+            .store
+            .get_series_by_uid(self.tenant, self.local_calendar, &s.uid)
+            .await?
+        {
+            let same = Parsed::from_stored(&row).is_ok_and(|p| {
+                p.state(&self.floating).snapshot == parsed.state(&self.floating).snapshot
+            });
+            if !same {
+                return Err(ResolveFailure::Changed("local"));
+            }
+            return Ok(row);
+        }
+        let hash = s.hash.clone();
+        let row = self
+            .store
+            .create_series(
+                self.tenant,
+                NewSeries {
+                    calendar_id: self.local_calendar,
+                    uid: s.uid,
+                    ical: s.ical,
+                    model_json: s.model_json,
+                    hash: s.hash,
+                    occurrences: s.occurrences,
+                },
+            )
+            .await?;
+        let back = self.store.get_series(self.tenant, row.id).await?;
+        if back.hash != hash || back.deleted_at.is_some() {
+            return Err(ResolveFailure::ReadBack(
+                "the created series differs".into(),
+            ));
+        }
+        self.confirmed.push(
+            json!({"side": "local", "series_id": row.id.to_string(), "version": back.version, "uid": back.uid}),
+        );
+        Ok(row)
+    }
+
+    /// Creates the series on the provider (idempotent key of the link and the series), reads it back.
+    async fn create_remote(
+        &mut self,
+        local: &LocalId,
+        parsed: &Parsed,
+    ) -> Result<(RemoteId, RemoteVersion), ResolveFailure> {
+        let content = ItemContent::from_calendar(parsed.calendar.clone()).map_err(content_error)?;
+        let key = create_key(self.link.id, local);
+        let written = self
+            .provider
+            .create(&self.calendar, &key, &content)
+            .await
+            .map_err(provider_error)?;
+        let version = self.read_back_remote(&written.id, parsed, true).await?;
+        Ok((RemoteId::new(written.id.as_str()), version))
+    }
+
+    /// Deletes a provider item with `If-Match` and confirms it is gone.
+    async fn delete_remote_item(
+        &mut self,
+        id: &RemoteId,
+        etag: &Etag,
+    ) -> Result<(), ResolveFailure> {
+        let id = ProviderRemoteId::parse(id.as_str()).map_err(provider_error)?;
+        match self.provider.delete(&self.calendar, &id, etag).await {
+            Ok(()) | Err(ProviderError::NotFound { .. }) => {}
+            Err(e) => return Err(provider_error(e)),
+        }
+        if self.read(&id).await?.is_some() {
+            return Err(ResolveFailure::ReadBack(format!(
+                "{} is still there after the delete",
+                id.as_str()
+            )));
+        }
+        self.confirmed
+            .push(json!({"side": "remote", "id": id.as_str(), "deleted": true}));
+        Ok(())
+    }
+
+    async fn apply(&mut self, step: &Step) -> Result<(), ResolveFailure> {
+        match step {
+            Step::WriteRemote(v) => {
+                let parsed = self.version(v)?;
+                let id = self.remote_id()?;
+                let version = self.write_remote(&id, &parsed, false).await?;
+                self.pending.retain(|p| p.remote.as_str() != id.as_str());
+                self.pending.push(Pending {
+                    local: self.local_id()?,
+                    remote: RemoteId::new(id.as_str()),
+                    version,
+                    state: parsed.state(&self.floating),
+                    uid: Uid::new(parsed.series.uid()),
+                });
+            }
+            Step::WriteLocal(v) => {
+                let mut parsed = self.version(v)?;
+                let row = self
+                    .local_row
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("local"))?;
+                // The local UID stays (the pair is one series on both sides).
+                if parsed.series.uid() != row.uid {
+                    let series = with_uid(&parsed.series, &row.uid)?;
+                    parsed = Parsed::from_calendar(calendar_with(series, &[&parsed.calendar]))?;
+                }
+                let s = storable(&parsed.calendar, &self.floating)?;
+                let hash = s.hash.clone();
+                let updated = self
+                    .store
+                    .update_series(
+                        self.tenant,
+                        row.id,
+                        row.version,
+                        SeriesUpdate {
+                            ical: s.ical,
+                            model_json: s.model_json,
+                            hash: s.hash,
+                            occurrences: s.occurrences,
+                        },
+                    )
+                    .await
+                    .map_err(local_error)?;
+                let back = self.store.get_series(self.tenant, updated.id).await?;
+                if back.hash != hash {
+                    return Err(ResolveFailure::ReadBack(
+                        "the local series does not hold what was written".into(),
+                    ));
+                }
+                self.confirmed.push(json!({"side": "local", "series_id": back.id.to_string(), "version": back.version}));
+                self.local_row = Some(back);
+                let remote = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let version = self
+                    .remote_version
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                if !self.pending.iter().any(|p| p.remote == remote) {
+                    self.pending.push(Pending {
+                        local: self.local_id()?,
+                        remote,
+                        version,
+                        state: parsed.state(&self.floating),
+                        uid: Uid::new(parsed.series.uid()),
+                    });
+                }
+            }
+            Step::CopyRemoteAsNew => {
+                let remote = self.remote()?.clone();
+                let remote_id = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let uid = copy_uid(
+                    &Uid::new(remote.series.uid()),
+                    &self.link.id.to_string(),
+                    &remote_id,
+                    &remote.state(&self.floating).snapshot,
+                );
+                let copy = Parsed::from_calendar(calendar_with(
+                    with_uid(&remote.series, &uid)?,
+                    &[&remote.calendar],
+                ))?;
+                let row = self.create_local(&copy).await?;
+                let local = LocalId::new(row.id.to_string());
+                let (id, version) = self.create_remote(&local, &copy).await?;
+                self.pending.push(Pending {
+                    local,
+                    remote: id,
+                    version,
+                    state: copy.state(&self.floating),
+                    uid: Uid::new(uid),
+                });
+            }
+            Step::RenameRemoteAsNew => {
+                // Providers refuse a UID change in place (CalDAV `no-uid-conflict`), so the newcomer is
+                // re-created under the new UID and then deleted (`If-Match`, checked just before).
+                let remote = self.remote()?.clone();
+                let remote_id = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let uid = copy_uid(
+                    &Uid::new(remote.series.uid()),
+                    &self.link.id.to_string(),
+                    &remote_id,
+                    &remote.state(&self.floating).snapshot,
+                );
+                let renamed = Parsed::from_calendar(calendar_with(
+                    with_uid(&remote.series, &uid)?,
+                    &[&remote.calendar],
+                ))?;
+                let row = self.create_local(&renamed).await?;
+                let local = LocalId::new(row.id.to_string());
+                let (id, version) = self.create_remote(&local, &renamed).await?;
+                self.delete_remote_item(&remote_id, &self.etag()?).await?;
+                forget_pair(
+                    self.store,
+                    self.tenant,
+                    self.tombstone_at(),
+                    &LocalId::new(""),
+                    &remote_id,
+                    Some(self.conflict.event_uid.clone()),
+                )
+                .await?;
+                self.pending.push(Pending {
+                    local,
+                    remote: id,
+                    version,
+                    state: renamed.state(&self.floating),
+                    uid: Uid::new(uid),
+                });
+            }
+            Step::DeleteRemote => {
+                let id = self.remote_id()?;
+                let etag = self.etag()?;
+                self.delete_remote_item(&RemoteId::new(id.as_str()), &etag)
+                    .await?;
+                // Identity: the newcomer was never linked; the series keeps its own pair.
+                let local = match self.conflict.kind {
+                    StoreConflictKind::Identity => LocalId::new(""),
+                    _ => self.local_id()?,
+                };
+                let uid = Some(self.conflict.event_uid.clone());
+                forget_pair(
+                    self.store,
+                    self.tenant,
+                    self.tombstone_at(),
+                    &local,
+                    &RemoteId::new(id.as_str()),
+                    uid,
+                )
+                .await?;
+            }
+            Step::DeleteLocal => {
+                let row = self
+                    .local_row
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("local"))?;
+                self.store
+                    .delete_series(self.tenant, row.id, row.version)
+                    .await
+                    .map_err(local_error)?;
+                let back = self.store.get_series(self.tenant, row.id).await?;
+                if back.deleted_at.is_none() {
+                    return Err(ResolveFailure::ReadBack(
+                        "the local series is still there after the delete".into(),
+                    ));
+                }
+                self.confirmed.push(
+                    json!({"side": "local", "series_id": row.id.to_string(), "deleted": true}),
+                );
+                let remote = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                forget_pair(
+                    self.store,
+                    self.tenant,
+                    self.tombstone_at(),
+                    &self.local_id()?,
+                    &remote,
+                    Some(row.uid.clone()),
+                )
+                .await?;
+            }
+            Step::RecreateLocal => {
+                let remote = self.remote()?.clone();
+                let row = self.create_local(&remote).await?;
+                let remote_id = self
+                    .remote_id
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let version = self
+                    .remote_version
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                self.pending.push(Pending {
+                    local: LocalId::new(row.id.to_string()),
+                    remote: remote_id,
+                    version,
+                    state: remote.state(&self.floating),
+                    uid: Uid::new(remote.series.uid()),
+                });
+            }
+            Step::RecreateRemote => {
+                let local = self.local()?.clone();
+                let local_id = self.local_id()?;
+                let (id, version) = self.create_remote(&local_id, &local).await?;
+                let old = self.remote_id.clone();
+                if let Some(old) = old.filter(|old| *old != id) {
+                    // The pair moves to the recreated item; the deleted one leaves a tombstone.
+                    forget_pair(
+                        self.store,
+                        self.tenant,
+                        self.tombstone_at(),
+                        &LocalId::new(""),
+                        &old,
+                        Some(self.conflict.event_uid.clone()),
+                    )
+                    .await?;
+                }
+                self.pending.push(Pending {
+                    local: local_id,
+                    remote: id,
+                    version,
+                    state: local.state(&self.floating),
+                    uid: Uid::new(local.series.uid()),
+                });
+            }
+            Step::RelinkAndDeleteOther(other) => {
+                let (_, version) = self.other_mapping(other).await?;
+                let etag = Etag::parse(version.as_str()).map_err(provider_error)?;
+                self.delete_remote_item(other, &etag).await?;
+                forget_pair(
+                    self.store,
+                    self.tenant,
+                    self.tombstone_at(),
+                    &LocalId::new(""),
+                    other,
+                    Some(self.conflict.event_uid.clone()),
+                )
+                .await?;
+            }
+            Step::AcceptOverlap => {}
+        }
+        Ok(())
+    }
+}

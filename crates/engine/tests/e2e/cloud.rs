@@ -1,0 +1,827 @@
+//! The engine against the Microsoft Graph and Google Calendar emulators (real HTTP on loopback): one
+//! local calendar linked to one remote calendar, the same story on both providers and both backends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use calbridge_emulators::{Action, Emulator, EmulatorConfig, Flavor};
+use calbridge_engine::{EngineConfig, LinkSync, RunReport, sync_link};
+use calbridge_providers::google::{GoogleConfig, GoogleProvider};
+use calbridge_providers::graph::{GraphConfig, GraphProvider};
+use calbridge_providers::http::Secret;
+use calbridge_providers::oauth::{Access, StaticToken};
+use calbridge_providers::{CalendarId, CalendarProvider, KnownVersions, Window};
+use calbridge_store::*;
+use jiff::{Timestamp, ToSpan};
+use serde_json::{Value, json};
+
+use crate::harness::TestDb;
+use crate::scenarios::{event, prop};
+use crate::support::http_client;
+
+/// `YYYY-MM-DD` `days` from today (UTC).
+fn day(days: i64) -> jiff::civil::Date {
+    Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(days.days())
+        .unwrap()
+}
+
+pub struct Cloud {
+    db: TestDb,
+    pub emu: Emulator,
+    flavor: Flavor,
+    provider: Arc<dyn CalendarProvider>,
+    calendar: CalendarId,
+    tenant: TenantId,
+    local_calendar: calbridge_store::CalendarId,
+    connection: ConnectionId,
+    link: LinkId,
+}
+
+impl Cloud {
+    pub async fn new(db: TestDb, flavor: Flavor) -> Self {
+        let emu = Emulator::start(flavor, EmulatorConfig::default())
+            .await
+            .unwrap();
+        let token = Arc::new(StaticToken(Secret::new(emu.token(None).unwrap())));
+        let window = Window::parse(
+            Timestamp::now() - 24 * 100.hours(),
+            Timestamp::now() + 24 * 100.hours(),
+        )
+        .unwrap();
+        let provider: Arc<dyn CalendarProvider> = match flavor {
+            Flavor::Microsoft => {
+                let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
+                let mut config = GraphConfig::new(base, Access::ReadWrite);
+                config.read_window = Some(window);
+                Arc::new(GraphProvider::new(&http_client(), config, token))
+            }
+            Flavor::Google => {
+                let base = url::Url::parse(&format!("{}/calendar/v3/", emu.base_url())).unwrap();
+                let mut config = GoogleConfig::new(base, Access::ReadWrite);
+                config.read_window = Some(window);
+                Arc::new(GoogleProvider::new(&http_client(), config, token))
+            }
+        };
+        let calendar = provider.list_calendars().await.unwrap().remove(0).id;
+        let store = db.store.clone();
+        let tenant = store.create_tenant("acme").await.unwrap().id;
+        let local_calendar = store
+            .create_calendar(
+                tenant,
+                NewCalendar {
+                    name: "Work".into(),
+                    time_zone: "UTC".into(),
+                    owner: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let connection = store
+            .create_connection(
+                tenant,
+                NewConnection {
+                    provider: match flavor {
+                        Flavor::Microsoft => Provider::Microsoft,
+                        Flavor::Google => Provider::Google,
+                    },
+                    name: "cloud".into(),
+                    calendar_id: local_calendar,
+                    credentials: None,
+                    sync_options_json: "{}".into(),
+                    status: ConnectionStatus::Active,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let link = store
+            .create_link(
+                tenant,
+                NewLink {
+                    connection_id: connection,
+                    remote_calendar_id: calendar.as_str().to_owned(),
+                    remote_name: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        Self {
+            db,
+            emu,
+            flavor,
+            provider,
+            calendar,
+            tenant,
+            local_calendar,
+            connection,
+            link,
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.db.store.as_ref()
+    }
+
+    pub async fn sync(&self) -> RunReport {
+        let connection = self
+            .store()
+            .get_connection(self.tenant, self.connection)
+            .await
+            .unwrap();
+        let link = self.store().get_link(self.tenant, self.link).await.unwrap();
+        sync_link(LinkSync {
+            store: self.store(),
+            provider: self.provider.as_ref(),
+            tenant: self.tenant,
+            connection: &connection,
+            link: &link,
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+            full: false,
+            run: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Syncs until a run has nothing to do (bounded): no ping-pong of our own writes.
+    async fn settle(&self) {
+        for _ in 0..4 {
+            let report = self.sync().await;
+            assert!(report.errors.is_empty(), "{:?}", report.errors);
+            if report.counts.is_empty() {
+                return;
+            }
+        }
+        panic!("sync did not settle");
+    }
+
+    // --- the local side ---
+
+    async fn local_create(&self, ical: &str) {
+        self.store()
+            .create_series(
+                self.tenant,
+                NewSeries {
+                    calendar_id: self.local_calendar,
+                    uid: prop(ical, "UID").unwrap(),
+                    ical: ical.to_owned(),
+                    model_json: "{}".into(),
+                    hash: "test".into(),
+                    occurrences: OccurrenceSet::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn local_edit(&self, uid: &str, ical: &str) {
+        let series = self
+            .store()
+            .get_series_by_uid(self.tenant, self.local_calendar, uid)
+            .await
+            .unwrap()
+            .unwrap();
+        self.store()
+            .update_series(
+                self.tenant,
+                series.id,
+                series.version,
+                SeriesUpdate {
+                    ical: ical.to_owned(),
+                    model_json: "{}".into(),
+                    hash: "test".into(),
+                    occurrences: OccurrenceSet::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Master summary → the local series' iCalendar (a summary twice would panic: no duplicates).
+    async fn local_all(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for s in self
+            .store()
+            .list_series(self.tenant, self.local_calendar, None, 1000)
+            .await
+            .unwrap()
+        {
+            let summary = prop(&s.ical, "SUMMARY").unwrap_or_default();
+            assert!(
+                out.insert(summary.clone(), s.ical).is_none(),
+                "duplicate local {summary}"
+            );
+        }
+        out
+    }
+
+    // --- the remote side, as a person using the provider's own app ---
+
+    /// Master summary → iCalendar of every remote series (a summary twice would panic).
+    async fn remote_all(&self) -> BTreeMap<String, String> {
+        let window = Window::parse(
+            Timestamp::now() - 24 * 200.hours(),
+            Timestamp::now() + 24 * 200.hours(),
+        )
+        .unwrap();
+        let set = self
+            .provider
+            .changes(&self.calendar, None, &window, &KnownVersions::new())
+            .await
+            .unwrap();
+        let mut out = BTreeMap::new();
+        for item in set.upserts {
+            let ical = item.content.as_ical().to_owned();
+            let summary = prop(&ical, "SUMMARY").unwrap_or_default();
+            assert!(
+                out.insert(summary.clone(), ical).is_none(),
+                "duplicate remote {summary}"
+            );
+        }
+        out
+    }
+
+    fn single(&self, summary: &str, days: i64) -> Value {
+        let d = day(days);
+        match self.flavor {
+            Flavor::Microsoft => json!({
+                "subject": summary,
+                "start": {"dateTime": format!("{d}T09:00:00"), "timeZone": "UTC"},
+                "end": {"dateTime": format!("{d}T10:00:00"), "timeZone": "UTC"},
+            }),
+            Flavor::Google => json!({
+                "summary": summary,
+                "start": {"dateTime": format!("{d}T09:00:00Z")},
+                "end": {"dateTime": format!("{d}T10:00:00Z")},
+            }),
+        }
+    }
+
+    fn weekly(&self, summary: &str, days: i64) -> Value {
+        let d = day(days);
+        match self.flavor {
+            Flavor::Microsoft => {
+                let weekday = format!("{:?}", d.weekday()).to_lowercase();
+                json!({
+                    "subject": summary,
+                    "start": {"dateTime": format!("{d}T15:00:00"), "timeZone": "W. Europe Standard Time"},
+                    "end": {"dateTime": format!("{d}T16:00:00"), "timeZone": "W. Europe Standard Time"},
+                    "originalStartTimeZone": "W. Europe Standard Time",
+                    "originalEndTimeZone": "W. Europe Standard Time",
+                    "recurrence": {
+                        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
+                        "range": {"type": "numbered", "startDate": d.to_string(), "numberOfOccurrences": 4},
+                    },
+                })
+            }
+            Flavor::Google => json!({
+                "summary": summary,
+                "start": {"dateTime": format!("{d}T15:00:00+01:00"), "timeZone": "Europe/Berlin"},
+                "end": {"dateTime": format!("{d}T16:00:00+01:00"), "timeZone": "Europe/Berlin"},
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"],
+            }),
+        }
+    }
+
+    fn summary_change(&self, summary: &str) -> Value {
+        match self.flavor {
+            Flavor::Microsoft => json!({"subject": summary}),
+            Flavor::Google => json!({"summary": summary}),
+        }
+    }
+
+    async fn remote_create(&self, event: Value) -> String {
+        let created = self
+            .emu
+            .act(Action::Create {
+                user: None,
+                calendar: Some(self.calendar.as_str().to_owned()),
+                event,
+            })
+            .await
+            .unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn remote_edit(&self, id: &str, changes: Value) {
+        self.emu
+            .act(Action::Edit {
+                user: None,
+                calendar: Some(self.calendar.as_str().to_owned()),
+                event_id: id.to_owned(),
+                changes,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn remote_delete(&self, id: &str) {
+        self.emu
+            .act(Action::Delete {
+                user: None,
+                calendar: Some(self.calendar.as_str().to_owned()),
+                event_id: id.to_owned(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn instance_ids(&self, series: &str) -> Vec<String> {
+        let (from, to) = (day(-1), day(60));
+        let url = match self.flavor {
+            Flavor::Microsoft => format!(
+                "{}/v1.0/me/events/{series}/instances?startDateTime={from}T00:00:00Z&endDateTime={to}T00:00:00Z",
+                self.emu.base_url()
+            ),
+            Flavor::Google => format!(
+                "{}/calendar/v3/calendars/{}/events/{series}/instances",
+                self.emu.base_url(),
+                self.calendar.as_str()
+            ),
+        };
+        let body: Value = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(self.emu.token(None).unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list = body.get("value").or_else(|| body.get("items")).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Initial import both ways (a single event, a recurring series with one moved-and-renamed
+/// occurrence, a local event), then a local edit pushed, a remote edit pulled, a remote deletion
+/// removed locally; nothing duplicated, and each round settles without ping-pong.
+pub async fn cloud_story(db: TestDb, flavor: Flavor) {
+    let w = Cloud::new(db, flavor).await;
+    let single = w.remote_create(w.single("Remote single", 3)).await;
+    let series = w.remote_create(w.weekly("Weekly review", 7)).await;
+    let instances = w.instance_ids(&series).await;
+    assert_eq!(instances.len(), 4, "{instances:?}");
+    w.remote_edit(&instances[1], w.summary_change("Weekly review (special)"))
+        .await;
+    w.local_create(&event("local-1@calbridge.test", "Local event", 5))
+        .await;
+
+    // --- initial import, both ways ---
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let local = w.local_all().await;
+    assert_eq!(
+        local.keys().cloned().collect::<Vec<_>>(),
+        ["Local event", "Remote single", "Weekly review"],
+        "{local:?}"
+    );
+    let weekly = &local["Weekly review"];
+    assert!(weekly.contains("RRULE:"), "{weekly}");
+    assert!(weekly.contains("RECURRENCE-ID"), "{weekly}");
+    assert!(weekly.contains("Weekly review (special)"), "{weekly}");
+    let remote = w.remote_all().await;
+    assert_eq!(
+        remote.keys().cloned().collect::<Vec<_>>(),
+        ["Local event", "Remote single", "Weekly review"],
+        "{remote:?}"
+    );
+    w.settle().await;
+
+    // --- a local edit is pushed ---
+    w.local_edit(
+        "local-1@calbridge.test",
+        &event("local-1@calbridge.test", "Local event (edited)", 5),
+    )
+    .await;
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.counts.get("update_remote"), Some(&1), "{report:?}");
+    let remote = w.remote_all().await;
+    assert!(remote.contains_key("Local event (edited)"), "{remote:?}");
+    assert!(!remote.contains_key("Local event"), "{remote:?}");
+    w.settle().await;
+
+    // --- a remote edit is pulled ---
+    w.remote_edit(&single, w.summary_change("Remote single (edited)"))
+        .await;
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let local = w.local_all().await;
+    assert!(local.contains_key("Remote single (edited)"), "{local:?}");
+    assert!(!local.contains_key("Remote single"), "{local:?}");
+    w.settle().await;
+
+    // --- a remote deletion removes the local event (with a tombstone) ---
+    w.remote_delete(&single).await;
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let local = w.local_all().await;
+    assert_eq!(
+        local.keys().cloned().collect::<Vec<_>>(),
+        ["Local event (edited)", "Weekly review"],
+        "{local:?}"
+    );
+    assert_eq!(
+        w.store()
+            .list_tombstones(w.tenant, Some(w.link))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    w.settle().await;
+    let remote = w.remote_all().await;
+    assert_eq!(remote.len(), 2, "{remote:?}");
+}
+
+/// Identity conflicts, which Radicale cannot produce (it refuses a second item with one UID): on the
+/// Google emulator a second event claims the UID of a linked one. Each identity option is applied on
+/// both systems; the next runs converge with every UID once.
+pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
+    let cloud = Cloud::new(db, Flavor::Google).await;
+    let with_uid = |summary: &str, days: i64, uid: &str| {
+        let mut event = cloud.single(summary, days);
+        event["extendedProperties"] = json!({"private": {"calbridgeUid": uid}});
+        event
+    };
+    let options = ["keep_local", "keep_remote", "keep_both"];
+    for (i, option) in options.iter().enumerate() {
+        cloud
+            .remote_create(with_uid(
+                &format!("{option} original"),
+                2 + 2 * i as i64,
+                &format!("id-{option}"),
+            ))
+            .await;
+    }
+    cloud.settle().await;
+    for (i, option) in options.iter().enumerate() {
+        cloud
+            .remote_create(with_uid(
+                &format!("{option} newcomer"),
+                3 + 2 * i as i64,
+                &format!("id-{option}"),
+            ))
+            .await;
+    }
+    let report = cloud.sync().await;
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&3),
+        "{:?}",
+        report.counts
+    );
+    let conflicts = cloud
+        .store()
+        .list_conflicts(
+            cloud.tenant,
+            &ConflictFilter {
+                state: Some(ConflictState::Open),
+                connection_id: Some(cloud.connection),
+                kind: Some(ConflictKind::Identity),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+    for option in options {
+        let c = conflicts
+            .iter()
+            .find(|c| c.event_uid == format!("id-{option}"))
+            .unwrap();
+        let refused = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option: "restore",
+            merged: None,
+            actor: "key:test",
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), "option_not_applicable");
+        let resolved = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option,
+            merged: None,
+            actor: "key:test",
+            config: &EngineConfig::default(),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{option}: {e}"));
+        assert_eq!(resolved.state, ConflictState::Resolved);
+    }
+    cloud.settle().await;
+    // UID → summary on both sides.
+    let local: BTreeMap<String, String> = cloud
+        .store()
+        .list_series(cloud.tenant, cloud.local_calendar, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.uid.clone(), prop(&s.ical, "SUMMARY").unwrap_or_default()))
+        .collect();
+    let remote: BTreeMap<String, String> = cloud
+        .remote_all()
+        .await
+        .into_values()
+        .map(|ical| {
+            (
+                prop(&ical, "UID").unwrap(),
+                prop(&ical, "SUMMARY").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(local, remote);
+    assert_eq!(local["id-keep_local"], "keep_local original");
+    assert_eq!(local["id-keep_remote"], "keep_remote newcomer");
+    assert_eq!(local["id-keep_both"], "keep_both original");
+    let copies: Vec<(&String, &String)> = local
+        .iter()
+        .filter(|(uid, _)| uid.starts_with("id-keep_both-copy-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{local:?}");
+    assert_eq!(copies[0].1, "keep_both newcomer");
+    assert_eq!(local.len(), 4, "{local:?}");
+    assert!(
+        cloud
+            .store()
+            .list_conflicts(
+                cloud.tenant,
+                &ConflictFilter {
+                    state: Some(ConflictState::Open),
+                    connection_id: None,
+                    kind: Some(ConflictKind::Identity)
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn cloud_provider(emu: &Emulator, flavor: Flavor) -> Arc<dyn CalendarProvider> {
+    let token = Arc::new(StaticToken(Secret::new(emu.token(None).unwrap())));
+    let window = Window::parse(
+        Timestamp::now() - 24 * 100.hours(),
+        Timestamp::now() + 24 * 100.hours(),
+    )
+    .unwrap();
+    match flavor {
+        Flavor::Microsoft => {
+            let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
+            let mut config = GraphConfig::new(base, Access::ReadWrite);
+            config.read_window = Some(window);
+            Arc::new(GraphProvider::new(&http_client(), config, token))
+        }
+        Flavor::Google => {
+            let base = url::Url::parse(&format!("{}/calendar/v3/", emu.base_url())).unwrap();
+            let mut config = GoogleConfig::new(base, Access::ReadWrite);
+            config.read_window = Some(window);
+            Arc::new(GoogleProvider::new(&http_client(), config, token))
+        }
+    }
+}
+
+/// Remote id and summary of every series in a remote calendar.
+async fn listing(provider: &dyn CalendarProvider, calendar: &CalendarId) -> Vec<(String, String)> {
+    let window = Window::parse(
+        Timestamp::now() - 24 * 200.hours(),
+        Timestamp::now() + 24 * 200.hours(),
+    )
+    .unwrap();
+    let set = provider
+        .changes(calendar, None, &window, &KnownVersions::new())
+        .await
+        .unwrap();
+    let mut out: Vec<(String, String)> = set
+        .upserts
+        .into_iter()
+        .map(|i| {
+            let summary = prop(i.content.as_ical(), "SUMMARY").unwrap_or_default();
+            (i.id.as_str().to_owned(), summary)
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+/// One local calendar linked at once to the Graph emulator, the Google emulator and Radicale (issue #6):
+/// a local event reaches all three exactly once, an edit made on one provider reaches the other two
+/// through the local calendar, a deletion on another provider removes it everywhere; nothing doubles.
+pub async fn one_calendar_three_providers(db: TestDb) {
+    let Some(radicale) = crate::support::Radicale::start() else {
+        return;
+    };
+    let dav_url = radicale.calendar_url("work");
+    radicale.raw().mkcalendar(&dav_url, "work").await;
+    let graph_emu = Emulator::start(Flavor::Microsoft, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let google_emu = Emulator::start(Flavor::Google, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let dav: Arc<dyn CalendarProvider> = Arc::new(
+        calbridge_providers::caldav::CaldavProvider::new(
+            &http_client(),
+            &radicale.base(),
+            crate::support::password(crate::support::USER, crate::support::PASSWORD),
+            crate::support::budget(),
+        )
+        .unwrap(),
+    );
+    let graph = cloud_provider(&graph_emu, Flavor::Microsoft);
+    let google = cloud_provider(&google_emu, Flavor::Google);
+    let graph_cal = graph.list_calendars().await.unwrap().remove(0).id;
+    let google_cal = google.list_calendars().await.unwrap().remove(0).id;
+    let dav_cal = CalendarId::parse(format!("/{}/work/", crate::support::USER)).unwrap();
+
+    let store = db.store.clone();
+    let tenant = store.create_tenant("acme").await.unwrap().id;
+    let local_calendar = store
+        .create_calendar(
+            tenant,
+            NewCalendar {
+                name: "Shared".into(),
+                time_zone: "UTC".into(),
+                owner: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let mut links = Vec::new();
+    for (provider, kind, calendar) in [
+        (graph.clone(), Provider::Microsoft, graph_cal.clone()),
+        (google.clone(), Provider::Google, google_cal.clone()),
+        (dav.clone(), Provider::Caldav, dav_cal.clone()),
+    ] {
+        let connection = store
+            .create_connection(
+                tenant,
+                NewConnection {
+                    provider: kind,
+                    name: kind.as_str().into(),
+                    calendar_id: local_calendar,
+                    credentials: None,
+                    sync_options_json: "{}".into(),
+                    status: ConnectionStatus::Active,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let link = store
+            .create_link(
+                tenant,
+                NewLink {
+                    connection_id: connection,
+                    remote_calendar_id: calendar.as_str().to_owned(),
+                    remote_name: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        links.push((provider, connection, link));
+    }
+    // Every link, twice: a change pulled from one provider is pushed to the others in the next round.
+    let sync_all = || {
+        let store = store.clone();
+        let links = &links;
+        async move {
+            for _ in 0..2 {
+                for (provider, connection, link) in links {
+                    let connection = store.get_connection(tenant, *connection).await.unwrap();
+                    let link = store.get_link(tenant, *link).await.unwrap();
+                    let report = sync_link(LinkSync {
+                        store: store.as_ref(),
+                        provider: provider.as_ref(),
+                        tenant,
+                        connection: &connection,
+                        link: &link,
+                        config: &EngineConfig::default(),
+                        now: Timestamp::now(),
+                        full: false,
+                        run: None,
+                    })
+                    .await
+                    .unwrap();
+                    assert!(report.errors.is_empty(), "{:?}", report.errors);
+                }
+            }
+        }
+    };
+    let summaries = |items: Vec<(String, String)>| -> Vec<String> {
+        items.into_iter().map(|(_, s)| s).collect()
+    };
+    let local_summaries = || {
+        let store = store.clone();
+        async move {
+            let mut out: Vec<String> = store
+                .list_series(tenant, local_calendar, None, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| prop(&s.ical, "SUMMARY").unwrap_or_default())
+                .collect();
+            out.sort();
+            out
+        }
+    };
+
+    // --- a local event reaches all three, once each ---
+    store
+        .create_series(
+            tenant,
+            NewSeries {
+                calendar_id: local_calendar,
+                uid: "launch@calbridge.test".into(),
+                ical: event("launch@calbridge.test", "Launch", 4),
+                model_json: "{}".into(),
+                hash: "test".into(),
+                occurrences: OccurrenceSet::default(),
+            },
+        )
+        .await
+        .unwrap();
+    sync_all().await;
+    for (name, provider, calendar) in [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ] {
+        assert_eq!(
+            summaries(listing(provider.as_ref(), calendar).await),
+            ["Launch"],
+            "{name}"
+        );
+    }
+    assert_eq!(local_summaries().await, ["Launch"]);
+
+    // --- an edit on Google reaches Graph and Radicale through the local calendar ---
+    let google_id = listing(google.as_ref(), &google_cal).await.remove(0).0;
+    google_emu
+        .act(Action::Edit {
+            user: None,
+            calendar: Some(google_cal.as_str().to_owned()),
+            event_id: google_id,
+            changes: json!({"summary": "Launch (moved)"}),
+        })
+        .await
+        .unwrap();
+    sync_all().await;
+    assert_eq!(local_summaries().await, ["Launch (moved)"]);
+    for (name, provider, calendar) in [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ] {
+        assert_eq!(
+            summaries(listing(provider.as_ref(), calendar).await),
+            ["Launch (moved)"],
+            "{name}"
+        );
+    }
+
+    // --- a deletion on Graph removes it locally, from Google and from Radicale ---
+    let graph_id = listing(graph.as_ref(), &graph_cal).await.remove(0).0;
+    graph_emu
+        .act(Action::Delete {
+            user: None,
+            calendar: Some(graph_cal.as_str().to_owned()),
+            event_id: graph_id,
+        })
+        .await
+        .unwrap();
+    sync_all().await;
+    assert!(local_summaries().await.is_empty());
+    for (name, provider, calendar) in [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ] {
+        assert!(
+            listing(provider.as_ref(), calendar).await.is_empty(),
+            "{name}"
+        );
+    }
+}

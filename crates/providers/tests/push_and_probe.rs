@@ -1,0 +1,332 @@
+//! Push channels (Graph subscriptions, Google watch channels) against the emulators, with a real
+//! receiver on loopback; cheap change probes (CalDAV sync-token/ctag, ICS conditional GET) against
+//! real Radicale.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use calbridge_emulators::{Action, Emulator, EmulatorConfig, Flavor};
+use calbridge_providers::caldav::CaldavProvider;
+use calbridge_providers::google::{GoogleConfig, GoogleProvider};
+use calbridge_providers::graph::{GraphConfig, GraphProvider};
+use calbridge_providers::http::Secret;
+use calbridge_providers::ics::IcsProvider;
+use calbridge_providers::oauth::{Access, StaticToken};
+use calbridge_providers::{
+    CalendarId, CalendarProvider, KnownVersions, Probe, ProviderError, WatchRequest, Window,
+};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use support::{PASSWORD, Peer, USER, budget, event, http_client, password};
+
+/// A webhook receiver: answers Graph's validation handshake, records everything else.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
+
+async fn hook(
+    State(seen): State<Received>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    if let Some(token) = query.get("validationToken") {
+        return ([("content-type", "text/plain")], token.clone()).into_response();
+    }
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    seen.0.lock().unwrap().push((headers, value));
+    axum::http::StatusCode::ACCEPTED.into_response()
+}
+
+async fn receiver() -> (url::Url, Received) {
+    let seen = Received::default();
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (
+        url::Url::parse(&format!("http://{addr}/hook")).unwrap(),
+        seen,
+    )
+}
+
+async fn wait_for(seen: &Received, what: impl Fn(&[(HeaderMap, Value)]) -> bool) {
+    for _ in 0..100 {
+        if what(&seen.0.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the receiver never saw it: {:?}", seen.0.lock().unwrap());
+}
+
+fn request(id: &str, url: &url::Url, minutes: i64) -> WatchRequest {
+    WatchRequest {
+        id: id.into(),
+        secret: format!("secret-{id}"),
+        notification_url: url.clone(),
+        lifecycle_url: Some(url.clone()),
+        expires_at: Timestamp::now() + SignedDuration::from_mins(minutes),
+    }
+}
+
+fn single(subject: &str) -> Value {
+    json!({
+        "subject": subject,
+        "start": {"dateTime": "2026-03-02T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-03-02T10:00:00", "timeZone": "UTC"},
+    })
+}
+
+#[tokio::test]
+async fn graph_subscription_is_created_notifies_renews_and_is_deleted() {
+    let emu = Emulator::start(Flavor::Microsoft, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
+    let provider = GraphProvider::new(
+        &http_client(),
+        GraphConfig::new(base, Access::ReadWrite),
+        Arc::new(StaticToken(Secret::new(emu.token(None).unwrap()))),
+    );
+    let calendar = provider.list_calendars().await.unwrap().remove(0).id;
+    let (url, seen) = receiver().await;
+
+    let channel = provider
+        .watch(&calendar, &request("a", &url, 60))
+        .await
+        .unwrap();
+    let live = emu.live_watches();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].0, channel.id);
+    let asked = Timestamp::now() + SignedDuration::from_mins(60);
+    assert!((asked - channel.expires_at).get_seconds().abs() < 10);
+
+    // A change in the calendar reaches the receiver with our clientState and the subscription id.
+    emu.act(Action::Create {
+        user: None,
+        calendar: Some(calendar.as_str().to_owned()),
+        event: single("Standup"),
+    })
+    .await
+    .unwrap();
+    wait_for(&seen, |s| {
+        s.iter().any(|(_, v)| {
+            v["value"][0]["subscriptionId"] == channel.id.as_str()
+                && v["value"][0]["clientState"] == "secret-a"
+                && v["value"][0]["changeType"] == "created"
+        })
+    })
+    .await;
+
+    // Renewal is a PATCH of the same subscription to the new expiry.
+    let renewed = provider
+        .renew_watch(&calendar, &channel, &request("a", &url, 120))
+        .await
+        .unwrap();
+    assert_eq!(renewed.id, channel.id);
+    assert!(renewed.expires_at > channel.expires_at + SignedDuration::from_mins(50));
+    assert_eq!(emu.live_watches()[0].1, renewed.expires_at);
+    assert_eq!(emu.counters().for_endpoint("PATCH /v1.0/subscriptions"), 1);
+
+    // More than Graph's maximum lifetime is refused, not silently shortened.
+    let too_long = provider
+        .renew_watch(&calendar, &channel, &request("a", &url, 5000))
+        .await;
+    assert!(too_long.is_err(), "{too_long:?}");
+
+    provider.stop_watch(&renewed).await.unwrap();
+    assert!(emu.live_watches().is_empty());
+    // Stopping again is fine; renewing a deleted subscription says NotFound (→ recreate).
+    provider.stop_watch(&renewed).await.unwrap();
+    let gone = provider
+        .renew_watch(&calendar, &renewed, &request("a", &url, 60))
+        .await;
+    assert!(
+        matches!(gone, Err(ProviderError::NotFound { .. })),
+        "{gone:?}"
+    );
+}
+
+#[tokio::test]
+async fn graph_subscription_fails_when_the_receiver_does_not_answer_the_handshake() {
+    let emu = Emulator::start(Flavor::Microsoft, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
+    let provider = GraphProvider::new(
+        &http_client(),
+        GraphConfig::new(base, Access::ReadWrite),
+        Arc::new(StaticToken(Secret::new(emu.token(None).unwrap()))),
+    );
+    let calendar = provider.list_calendars().await.unwrap().remove(0).id;
+    // Nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = url::Url::parse(&format!("http://{closed}/hook")).unwrap();
+    let result = provider.watch(&calendar, &request("x", &url, 60)).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(emu.live_watches().is_empty());
+}
+
+#[tokio::test]
+async fn google_channel_is_opened_notifies_renews_by_replacement_and_stops() {
+    let emu = Emulator::start(Flavor::Google, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let base = url::Url::parse(&format!("{}/calendar/v3/", emu.base_url())).unwrap();
+    let provider = GoogleProvider::new(
+        &http_client(),
+        GoogleConfig::new(base, Access::ReadWrite),
+        Arc::new(StaticToken(Secret::new(emu.token(None).unwrap()))),
+    );
+    let calendar = provider.list_calendars().await.unwrap().remove(0).id;
+    let (url, seen) = receiver().await;
+
+    let channel = provider
+        .watch(&calendar, &request("chan-1", &url, 60))
+        .await
+        .unwrap();
+    assert_eq!(channel.id, "chan-1");
+    let resource = channel.resource_id.clone().unwrap();
+    let header = |h: &HeaderMap, n: &str| h.get(n).unwrap().to_str().unwrap().to_owned();
+    // The channel opens with a `sync` message carrying our token.
+    wait_for(&seen, |s| {
+        s.iter().any(|(h, _)| {
+            header(h, "x-goog-resource-state") == "sync"
+                && header(h, "x-goog-channel-token") == "secret-chan-1"
+                && header(h, "x-goog-resource-id") == resource
+        })
+    })
+    .await;
+    emu.act(Action::Create {
+        user: None,
+        calendar: Some(calendar.as_str().to_owned()),
+        event: json!({"summary": "Review",
+            "start": {"dateTime": "2026-03-02T09:00:00Z"}, "end": {"dateTime": "2026-03-02T10:00:00Z"}}),
+    })
+    .await
+    .unwrap();
+    wait_for(&seen, |s| {
+        s.iter().any(|(h, _)| {
+            header(h, "x-goog-resource-state") == "exists"
+                && header(h, "x-goog-channel-id") == "chan-1"
+        })
+    })
+    .await;
+
+    // Renewal opens a new channel and stops the old one.
+    let renewed = provider
+        .renew_watch(&calendar, &channel, &request("chan-2", &url, 120))
+        .await
+        .unwrap();
+    assert_eq!(renewed.id, "chan-2");
+    let live: Vec<String> = emu.live_watches().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(live, vec!["chan-2".to_owned()]);
+
+    provider.stop_watch(&renewed).await.unwrap();
+    assert!(emu.live_watches().is_empty());
+    provider.stop_watch(&renewed).await.unwrap();
+}
+
+fn window() -> Window {
+    Window::parse(
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        "2027-01-01T00:00:00Z".parse().unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn caldav_probe_is_one_propfind_that_sees_a_change() {
+    let Some(peer) = Peer::radicale() else { return };
+    let raw = peer.raw();
+    raw.mkcalendar(&peer.calendar_url("probe"), "probe").await;
+    let provider =
+        CaldavProvider::new(&http_client(), &peer.base(), peer.credentials(), budget()).unwrap();
+    let calendar = CalendarId::parse(peer.calendar_path("probe")).unwrap();
+    assert_eq!(
+        provider.probe(&calendar, None).await.unwrap(),
+        Probe::Changed
+    );
+    let first = provider
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let cursor = first.cursor.unwrap();
+    assert_eq!(
+        provider.probe(&calendar, Some(&cursor)).await.unwrap(),
+        Probe::Unchanged
+    );
+    let put = raw
+        .put(
+            &format!("{}p1.ics", peer.calendar_url("probe")),
+            &event("p1@t", "Planning", "20260310T100000Z"),
+        )
+        .await;
+    assert!(put.status().is_success());
+    assert_eq!(
+        provider.probe(&calendar, Some(&cursor)).await.unwrap(),
+        Probe::Changed
+    );
+    let next = provider
+        .changes(&calendar, Some(&cursor), &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert_eq!(next.upserts.len(), 1);
+    assert_eq!(
+        provider
+            .probe(&calendar, next.cursor.as_ref())
+            .await
+            .unwrap(),
+        Probe::Unchanged
+    );
+}
+
+#[tokio::test]
+async fn ics_probe_compares_validators_even_without_304() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let raw = radicale.raw();
+    let cal = radicale.calendar_url("feed");
+    raw.mkcalendar(&cal, "Feed").await;
+    raw.put(
+        &format!("{cal}f1.ics"),
+        &event("f1@t", "One", "20260310T100000Z"),
+    )
+    .await;
+    let provider =
+        IcsProvider::new(&http_client(), &cal, password(USER, PASSWORD), budget()).unwrap();
+    let calendar = provider.calendar_id().unwrap();
+    let first = provider
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let cursor = first.cursor.unwrap();
+    assert_eq!(
+        provider.probe(&calendar, Some(&cursor)).await.unwrap(),
+        Probe::Unchanged
+    );
+    raw.put(
+        &format!("{cal}f2.ics"),
+        &event("f2@t", "Two", "20260311T100000Z"),
+    )
+    .await;
+    assert_eq!(
+        provider.probe(&calendar, Some(&cursor)).await.unwrap(),
+        Probe::Changed
+    );
+}

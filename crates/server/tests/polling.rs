@@ -1,0 +1,244 @@
+//! Cheap polling of CalDAV (and ICS) links: the scheduler probes a link every `sync.poll_interval` with
+//! one request and syncs only when the probe sees a change. Real server, real SQLite, real Radicale,
+//! reached through a counting pass-through proxy so the test sees every request the server makes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "../../providers/tests/support/mod.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use calbridge_server::config::HumanDuration;
+use calbridge_server::scheduler::{Scheduler, SchedulerConfig};
+use calbridge_server::{bootstrap, syncing};
+use common::{Backend, TestServer, test_config};
+use serde_json::{Value, json};
+
+/// Every request the server sent to Radicale: (method, Depth header).
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    client: reqwest::Client,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+async fn forward(State(proxy): State<Proxy>, request: Request) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+    let depth = parts
+        .headers
+        .get("depth")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    proxy
+        .seen
+        .lock()
+        .unwrap()
+        .push((parts.method.to_string(), depth));
+    let url = format!(
+        "{}{}",
+        proxy.upstream,
+        parts.uri.path_and_query().unwrap().as_str()
+    );
+    let mut out = proxy
+        .client
+        .request(
+            reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap(),
+            url,
+        )
+        .body(body.to_vec());
+    for (name, value) in &parts.headers {
+        if name != "host" {
+            out = out.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = out.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let headers: Vec<(String, Vec<u8>)> = answer
+        .headers()
+        .iter()
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "transfer-encoding" | "connection" | "content-length"
+            )
+        })
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let bytes = answer.bytes().await.unwrap();
+    let mut response = (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        bytes.to_vec(),
+    )
+        .into_response();
+    for (n, v) in headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_bytes(&v).unwrap(),
+        );
+    }
+    response
+}
+
+async fn proxy_to(upstream: &str) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let (scheme_host, _) = {
+        let url = url::Url::parse(upstream).unwrap();
+        (
+            format!(
+                "{}://{}:{}",
+                url.scheme(),
+                url.host_str().unwrap(),
+                url.port().unwrap()
+            ),
+            (),
+        )
+    };
+    let proxy = Proxy {
+        upstream: scheme_host,
+        client: reqwest::Client::new(),
+        seen: Arc::default(),
+    };
+    let seen = proxy.seen.clone();
+    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let path = url::Url::parse(upstream).unwrap().path().to_owned();
+    (format!("http://{addr}{path}"), seen)
+}
+
+async fn event_summaries(server: &TestServer, calendar: &str) -> Vec<String> {
+    let page: Value = server
+        .get(
+            &server.admin,
+            &format!("/v1/calendar/events?start=2026-11-01T00:00:00Z&end=2027-01-01T00:00:00Z&calendar_id={calendar}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["summary"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let raw = radicale.raw();
+    let calendar_url = radicale.calendar_url("work");
+    raw.mkcalendar(&calendar_url, "Work").await;
+    let put = raw
+        .put(
+            &format!("{calendar_url}a.ics"),
+            &support::event("a@t", "Alpha", "20261125T090000Z"),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let (proxied, seen) = proxy_to(&radicale.base()).await;
+
+    let mut config = test_config();
+    config.network.allow_private_networks = true;
+    config.sync.poll_interval = HumanDuration::from_secs(1);
+    let server = TestServer::start_with(Backend::Sqlite, config)
+        .await
+        .unwrap();
+    let created = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Radicale",
+                   "credentials": {"url": proxied, "username": support::USER, "password": support::PASSWORD},
+                   "sync": {"frequency": "1h"}}),
+        )
+        .await;
+    let connection: Value = created.json().await.unwrap();
+    assert_eq!(connection["status"], "active", "{connection}");
+    assert_eq!(connection["push"]["mode"], "polling", "{connection}");
+    let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
+
+    let store = bootstrap::open_store(&server.config).await.unwrap();
+    let master = bootstrap::master_key(&server.config).unwrap();
+    let ctx = syncing::SyncContext {
+        store,
+        master_key: Arc::new(master.key),
+        http: syncing::http_client(&server.config).unwrap(),
+        engine: calbridge_engine::EngineConfig::default(),
+        providers: syncing::ProviderSettings::from_config(&server.config),
+    };
+    let mut sc = SchedulerConfig::from_config(&server.config, "poller".into());
+    sc.tick = Duration::from_millis(100);
+    sc.concurrency = 1;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Scheduler::new(ctx, sc).run(stop_rx));
+
+    // The first sync imports the event.
+    let started = Instant::now();
+    while event_summaries(&server, &calendar).await != ["Alpha"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never imported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the sync after the import settle (it sees its own writes as local changes once).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Quiet collection: only one Depth-0 PROPFIND per poll.
+    seen.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let quiet: Vec<(String, String)> = seen.lock().unwrap().clone();
+    assert!(
+        (3..=6).contains(&quiet.len()),
+        "{} requests in 4.2 s at a 1 s poll interval: {quiet:?}",
+        quiet.len()
+    );
+    assert!(
+        quiet.iter().all(|(m, d)| m == "PROPFIND" && d == "0"),
+        "an unchanged collection cost more than one probe per poll: {quiet:?}"
+    );
+
+    // An item written on Radicale directly shows up within the poll interval (plus a sync).
+    let put = raw
+        .put(
+            &format!("{calendar_url}b.ics"),
+            &support::event("b@t", "Bravo", "20261126T090000Z"),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let written = Instant::now();
+    loop {
+        let mut summaries = event_summaries(&server, &calendar).await;
+        summaries.sort();
+        if summaries == ["Alpha", "Bravo"] {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(5),
+            "not picked up within 5 s: {summaries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let latency = written.elapsed();
+    eprintln!("picked up after {latency:?}");
+    assert!(
+        seen.lock().unwrap().iter().any(|(m, _)| m == "REPORT"),
+        "the change was read with a sync"
+    );
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
