@@ -504,7 +504,9 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
                     landed += 1;
                     eprintln!("round {round}: killed after {delay} ms, inside a sync ({landed})");
                 } else {
-                    lo = (delay + 10).min(hi.saturating_sub(20));
+                    // Also seen when the kill came just after the run closed its row (a fast
+                    // sync): `lo` stays in the lower half so the window never closes up on `hi`.
+                    lo = (delay + 10).min(hi / 2);
                     eprintln!("round {round}: killed after {delay} ms, before the sync began");
                 }
             }
@@ -554,8 +556,11 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
         )
         .await
         .unwrap();
+    // Time conflicts (overlapping meetings of one owner) come from the random event times, not from
+    // the crashes: only sync conflicts (update, deletion, identity) would mean a write was not recognised.
     let open: Vec<(String, String)> = open
         .iter()
+        .filter(|c| c.kind != calbridge_store::ConflictKind::Time)
         .map(|c| (c.kind.as_str().to_owned(), c.event_uid.clone()))
         .collect();
     assert!(open.is_empty(), "open conflicts: {open:?} (seed {seed})");
