@@ -15,6 +15,29 @@ use crate::EngineError;
 pub(crate) struct StoredBase {
     pub uid: Uid,
     pub state: ItemState,
+    /// A write begun but not known to be finished (written just before it, cleared when the pair is
+    /// recorded). A run killed between the write and its record leaves it, and the next run uses it
+    /// to recognise its own write instead of taking it for someone else's change (see `Intent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+/// What a write in flight was going to leave: `state` on `side`. Only recorded for writes that copy
+/// one side's whole state to the other (so the copied side held `state` when the write began).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    pub side: IntentSide,
+    pub state: ItemState,
+    /// For a local write: the remote version the copied state had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum IntentSide {
+    Local,
+    Remote,
 }
 
 /// One side of a conflict as stored (`local_json` / `remote_json`): enough to park it and to show it.
@@ -75,6 +98,7 @@ pub(crate) async fn record_pair(
     let base = StoredBase {
         uid: p.uid.clone(),
         state: p.state.clone(),
+        intent: None,
     };
     let base_json = to_json(&base)?;
     let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
+use calbridge_providers::http::{Traffic, metered};
 use calbridge_providers::{
     CalendarId as RemoteCalendarId, CalendarProvider, CreateKey, Cursor, Etag, ItemContent,
     KnownVersions, ProviderError, ReadItem, RemoteId as ProviderRemoteId, Window as ProviderWindow,
@@ -10,12 +11,12 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
-    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, NewSeries, SeriesId, SeriesUpdate, Store,
-    StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
+    LinkCursors, LinkStatus, MappingUpsert, NewAuditEntry, NewConflict, NewSeries, SeriesId,
+    SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
 };
 use calbridge_sync::{
-    Action, Conflict, ConflictKind, Content, Listing, LocalChange, LocalId, LocalSeries, Mapping,
-    PlanInput, RemoteChange, RemoteChanges, RemoteId, RemoteVersion, Uid, Window, plan,
+    Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
+    Mapping, PlanInput, RemoteChange, RemoteChanges, RemoteId, RemoteVersion, Uid, Window, plan,
 };
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -23,7 +24,8 @@ use serde::Serialize;
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
-    ConflictSide, Pending, StoredBase, TombstoneAt, create_key, forget_pair, record_pair, to_json,
+    ConflictSide, Intent, IntentSide, Pending, StoredBase, TombstoneAt, create_key, forget_pair,
+    hex_sha256, record_pair, to_json,
 };
 use crate::{EngineConfig, EngineError, SyncOptions};
 
@@ -44,6 +46,10 @@ pub struct LinkSync<'a> {
     /// A full reconciliation: both sides listed completely, ignoring both cursors (the daily
     /// `full_sync_at` run, and after the link's direction or range changed).
     pub full: bool,
+    /// The run this sync belongs to. `None`: the engine opens and closes a `sync_runs` row of its own
+    /// (the scheduler's one-link jobs). `Some`: the caller owns that run (one request over several
+    /// links) and records the totals of the returned reports; the engine writes no run row.
+    pub run: Option<SyncRunId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,53 +84,68 @@ pub struct RunReport {
     /// Executed actions by kind (`create_remote`, `update_local`...), plus `conflicts`.
     pub counts: BTreeMap<String, u64>,
     pub errors: Vec<RunError>,
-    /// Provider calls made (each at least one HTTP request).
+    /// HTTP requests made to the provider (retries and redirects included).
     pub requests: u64,
+    /// Bytes sent to and received from the provider (heads and decoded bodies).
+    pub bytes: u64,
     pub suspect_reason: Option<String>,
     pub full_listing: bool,
     pub duration_ms: u64,
 }
 
+/// Remote ids of write-ahead rows for remote creates (the real id is known only after the create).
+const PENDING_CREATE: &str = "pending-create:";
+
 /// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
 /// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
 pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
     let started = Instant::now();
-    let run = ctx
-        .store
-        .create_sync_run(
-            ctx.tenant,
-            Some(ctx.connection.id),
-            ctx.full || ctx.link.cursor.is_none(),
-        )
-        .await?;
-    let mut runner = match Runner::new(ctx, run.id).await {
-        Ok(runner) => runner,
-        Err(e) => {
-            let errors = vec![RunError {
-                item: "run".into(),
-                action: "start".into(),
-                class: "setup".into(),
-                cause: e.to_string(),
-            }];
-            ctx.store
-                .update_sync_run(
+    let (run_id, own_run) = match ctx.run {
+        Some(id) => (id, false),
+        None => {
+            let run = ctx
+                .store
+                .create_sync_run(
                     ctx.tenant,
-                    run.id,
-                    SyncRunUpdate {
-                        status: SyncRunStatus::Failed,
-                        counts_json: "{}".into(),
-                        requests: 0,
-                        bytes: 0,
-                        errors_json: to_json(&errors)?,
-                        finished_at: Some(Timestamp::now()),
-                    },
+                    Some(ctx.connection.id),
+                    ctx.full || ctx.link.cursor.is_none(),
                 )
                 .await?;
+            (run.id, true)
+        }
+    };
+    let mut runner = match Runner::new(ctx, run_id, own_run).await {
+        Ok(runner) => runner,
+        Err(e) => {
+            if own_run {
+                let errors = vec![RunError {
+                    item: "run".into(),
+                    action: "start".into(),
+                    class: "setup".into(),
+                    cause: e.to_string(),
+                }];
+                ctx.store
+                    .update_sync_run(
+                        ctx.tenant,
+                        run_id,
+                        SyncRunUpdate {
+                            status: SyncRunStatus::Failed,
+                            counts_json: "{}".into(),
+                            requests: 0,
+                            bytes: 0,
+                            errors_json: to_json(&errors)?,
+                            finished_at: Some(Timestamp::now()),
+                        },
+                    )
+                    .await?;
+            }
             return Err(e);
         }
     };
-    let outcome = runner.run().await;
-    let report = runner.finish(outcome, started).await?;
+    // Every HTTP request of this run, and only of this run, is counted here.
+    let traffic = Traffic::new();
+    let outcome = metered(traffic.clone(), runner.run()).await;
+    let report = runner.finish(outcome, started, &traffic).await?;
     Ok(report)
 }
 
@@ -147,7 +168,8 @@ struct Runner<'a> {
     mappings: Vec<Mapping>,
     counts: BTreeMap<String, u64>,
     errors: Vec<RunError>,
-    requests: u64,
+    /// Whether the engine opened the run row (and so closes it).
+    own_run: bool,
     suspect: Option<String>,
     full_listing: bool,
     interrupted: bool,
@@ -269,7 +291,7 @@ fn provider_id(id: &RemoteId) -> Result<ProviderRemoteId, StepError> {
 }
 
 impl<'a> Runner<'a> {
-    async fn new(ctx: LinkSync<'a>, run_id: SyncRunId) -> Result<Self, EngineError> {
+    async fn new(ctx: LinkSync<'a>, run_id: SyncRunId, own_run: bool) -> Result<Self, EngineError> {
         let options = SyncOptions::parse(&ctx.connection.sync_options_json)?;
         let window = options.window(ctx.now)?;
         let local_calendar = ctx
@@ -290,7 +312,7 @@ impl<'a> Runner<'a> {
             mappings: Vec::new(),
             counts: BTreeMap::new(),
             errors: Vec::new(),
-            requests: 0,
+            own_run,
             suspect: None,
             full_listing: false,
             interrupted: false,
@@ -324,15 +346,46 @@ impl<'a> Runner<'a> {
         // --- read: the stored pairs ---
         let stored = store.list_mappings(tenant, link.id).await?;
         let mut known = KnownVersions::new();
+        // Write-ahead rows of creates a killed run may or may not have made (see `Intent`).
+        let mut pending_remote_creates: Vec<(calbridge_store::MappingId, LocalId, StoredBase)> =
+            Vec::new();
+        let mut pending_local_creates: Vec<(
+            calbridge_store::MappingId,
+            RemoteId,
+            RemoteVersion,
+            StoredBase,
+        )> = Vec::new();
+        let mut intents: Vec<(usize, Intent)> = Vec::new();
         for m in &stored {
-            let (Some(series), Some(version), Some(base)) =
-                (m.series_id, &m.remote_version, &m.base_json)
+            let Some(base) = m
+                .base_json
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<StoredBase>(b).ok())
             else {
                 continue;
             };
-            let Ok(base) = serde_json::from_str::<StoredBase>(base) else {
+            match (m.series_id, &m.remote_version) {
+                (Some(series), None) if m.remote_id.starts_with(PENDING_CREATE) => {
+                    pending_remote_creates.push((m.id, LocalId::new(series.to_string()), base));
+                    continue;
+                }
+                (None, Some(version)) => {
+                    pending_local_creates.push((
+                        m.id,
+                        RemoteId::new(m.remote_id.clone()),
+                        RemoteVersion::new(version.clone()),
+                        base,
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
+            let (Some(series), Some(version)) = (m.series_id, &m.remote_version) else {
                 continue;
             };
+            if let Some(intent) = &base.intent {
+                intents.push((self.mappings.len(), intent.clone()));
+            }
             if let (Ok(id), Ok(etag)) = (
                 ProviderRemoteId::parse(m.remote_id.clone()),
                 Etag::parse(version.clone()),
@@ -349,7 +402,11 @@ impl<'a> Runner<'a> {
         }
 
         // --- read: local changes since the local change mark ---
-        let (mut local_changes, local_cursor) = self.read_local().await?;
+        let pending_locals: Vec<LocalId> = pending_remote_creates
+            .iter()
+            .map(|(_, local, _)| local.clone())
+            .collect();
+        let (mut local_changes, local_cursor) = self.read_local(&pending_locals).await?;
         self.local_changed = !local_changes.is_empty();
 
         // --- read: remote changes since the provider cursor ---
@@ -358,7 +415,6 @@ impl<'a> Runner<'a> {
             _ => None,
         };
         let provider_window = ProviderWindow::parse(self.window.start, self.window.end)?;
-        self.requests += 1;
         let mut listed = self
             .ctx
             .provider
@@ -366,7 +422,6 @@ impl<'a> Runner<'a> {
             .await;
         if matches!(listed, Err(ProviderError::CursorInvalid)) {
             // The provider forgot our cursor: list everything (the known versions keep it cheap).
-            self.requests += 1;
             listed = self
                 .ctx
                 .provider
@@ -444,6 +499,14 @@ impl<'a> Runner<'a> {
                 certain: false,
             });
         }
+        self.resolve_intents(
+            &intents,
+            &pending_remote_creates,
+            pending_local_creates,
+            &local_changes,
+            &remote_changes,
+        )
+        .await?;
         let mut remote = RemoteChanges {
             changes: remote_changes,
             listing: match changes.full_listing {
@@ -573,6 +636,203 @@ impl<'a> Runner<'a> {
             remote_cursor: changes.cursor,
             local_cursor,
         })
+    }
+
+    /// Recognises the writes of a run that was killed before recording them, so they are not taken
+    /// for changes someone else made (which would raise false conflicts, or bring back an event
+    /// deleted since):
+    /// - an update whose `Intent` state is found on the written side: that side is at the intent, so
+    ///   the intent becomes the base (with the version found, or the one copied);
+    /// - a remote create whose item is listed (same UID, the state we wrote): the pair is made;
+    /// - a local create whose series exists (same UID): the pair is made; otherwise its row goes.
+    async fn resolve_intents(
+        &mut self,
+        intents: &[(usize, Intent)],
+        pending_remote_creates: &[(calbridge_store::MappingId, LocalId, StoredBase)],
+        pending_local_creates: Vec<(
+            calbridge_store::MappingId,
+            RemoteId,
+            RemoteVersion,
+            StoredBase,
+        )>,
+        local_changes: &[LocalChange],
+        remote_changes: &[RemoteChange],
+    ) -> Result<(), EngineError> {
+        // Pairs recognised here are recorded at once: the plan may have nothing to do for them, and
+        // the next incremental listing will not show the written item again.
+        let mut recognised: Vec<usize> = Vec::new();
+        let remote_upsert = |wanted: &dyn Fn(&RemoteId, &Uid, &ItemState) -> bool| {
+            remote_changes.iter().find_map(|c| match c {
+                RemoteChange::Upsert {
+                    id,
+                    version,
+                    uid,
+                    state,
+                } if wanted(id, uid, state) => Some((id.clone(), version.clone())),
+                _ => None,
+            })
+        };
+        for (index, intent) in intents {
+            let Some(m) = self.mappings.get(*index).cloned() else {
+                continue;
+            };
+            match intent.side {
+                IntentSide::Remote => {
+                    if let Some((_, version)) = remote_upsert(&|id, _, state| {
+                        *id == m.remote && state.snapshot == intent.state.snapshot
+                    }) && let Some(target) = self.mappings.get_mut(*index)
+                    {
+                        target.base = intent.state.clone();
+                        target.remote_version = version;
+                        recognised.push(*index);
+                    }
+                }
+                IntentSide::Local => {
+                    let at_intent = local_changes.iter().any(|c| {
+                        matches!(c, LocalChange::Upsert { id, state, .. }
+                            if *id == m.local && state.snapshot == intent.state.snapshot)
+                    });
+                    if at_intent
+                        && let (Some(version), Some(target)) =
+                            (&intent.version, self.mappings.get_mut(*index))
+                    {
+                        target.base = intent.state.clone();
+                        target.remote_version = RemoteVersion::new(version.clone());
+                        recognised.push(*index);
+                    }
+                }
+            }
+        }
+        for (row, local, base) in pending_remote_creates {
+            if self.mappings.iter().any(|m| &m.local == local) {
+                continue;
+            }
+            let deleted = local_changes
+                .iter()
+                .any(|c| matches!(c, LocalChange::Deleted { id, .. } if id == local));
+            let linked: BTreeSet<RemoteId> =
+                self.mappings.iter().map(|m| m.remote.clone()).collect();
+            if let Some((remote, version)) = remote_upsert(&|id, uid, state| {
+                !linked.contains(id) && *uid == base.uid && state.snapshot == base.state.snapshot
+            }) {
+                recognised.push(self.mappings.len());
+                self.mappings.push(Mapping {
+                    uid: base.uid.clone(),
+                    local: local.clone(),
+                    remote,
+                    remote_version: version,
+                    base: base.state.clone(),
+                });
+            } else if deleted {
+                // Deleted before its create was seen remotely: nothing left to pair.
+                self.ctx.store.delete_mapping(self.ctx.tenant, *row).await?;
+            }
+        }
+        for (row, remote, version, base) in pending_local_creates {
+            if self.mappings.iter().any(|m| m.remote == remote) {
+                continue;
+            }
+            let found = self
+                .ctx
+                .store
+                .get_series_by_uid(
+                    self.ctx.tenant,
+                    self.ctx.connection.calendar_id,
+                    base.uid.as_str(),
+                )
+                .await?;
+            match found {
+                Some(series)
+                    if !self
+                        .mappings
+                        .iter()
+                        .any(|m| m.local.as_str() == series.id.to_string()) =>
+                {
+                    recognised.push(self.mappings.len());
+                    self.mappings.push(Mapping {
+                        uid: base.uid.clone(),
+                        local: LocalId::new(series.id.to_string()),
+                        remote,
+                        remote_version: version,
+                        base: base.state,
+                    });
+                }
+                Some(_) => {}
+                // The create never happened: the remote item is listed again and imported then.
+                None => self.ctx.store.delete_mapping(self.ctx.tenant, row).await?,
+            }
+        }
+        for index in recognised {
+            let Some(m) = self.mappings.get(index).cloned() else {
+                continue;
+            };
+            let pair = Pending {
+                local: m.local.clone(),
+                remote: m.remote.clone(),
+                version: m.remote_version,
+                state: m.base,
+                uid: m.uid,
+            };
+            if let Err(e) = self.record_pair(pair).await {
+                self.error(m.local.as_str(), "record", e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a write-ahead row (or a pair's intent) before a write, so a run killed right after the
+    /// write can recognise it next time.
+    async fn write_ahead(
+        &self,
+        remote_id: &str,
+        series: Option<SeriesId>,
+        version: Option<&RemoteVersion>,
+        base: &StoredBase,
+    ) -> Result<(), StepError> {
+        self.ctx
+            .store
+            .upsert_mapping(
+                self.ctx.tenant,
+                MappingUpsert {
+                    link_id: self.ctx.link.id,
+                    remote_id: remote_id.to_owned(),
+                    series_id: series,
+                    remote_version: version.map(ToString::to_string),
+                    base_json: Some(to_json(base)?),
+                    base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
+                    last_seen_at: Some(self.ctx.now),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the intent of an update that copies one side's state to the other on the pair's row.
+    async fn write_intent(
+        &self,
+        local: &LocalId,
+        remote: &RemoteId,
+        intent: Intent,
+    ) -> Result<(), StepError> {
+        let Some(m) = self
+            .mappings
+            .iter()
+            .find(|m| &m.local == local && &m.remote == remote)
+        else {
+            return Ok(());
+        };
+        let base = StoredBase {
+            uid: m.uid.clone(),
+            state: m.base.clone(),
+            intent: Some(intent),
+        };
+        self.write_ahead(
+            remote.as_str(),
+            Some(parse_series_id(local)?),
+            Some(&m.remote_version),
+            &base,
+        )
+        .await
     }
 
     /// Whether an open update or deletion conflict is out of date because one of its sides changed
@@ -716,7 +976,6 @@ impl<'a> Runner<'a> {
                 let Ok(pid) = ProviderRemoteId::parse(rid.clone()) else {
                     return false;
                 };
-                self.requests += 1;
                 let read = self
                     .ctx
                     .provider
@@ -750,7 +1009,14 @@ impl<'a> Runner<'a> {
 
     /// Local changes since the link's local change mark, and the mark to save when the run commits. On a
     /// first sync every live series is a change (the stream may have been purged past its beginning).
-    async fn read_local(&mut self) -> Result<(Vec<LocalChange>, i64), EngineError> {
+    ///
+    /// A complete listing holds live series only, so the series of known pairs (and of write-ahead
+    /// creates, `also`) that are not in it are read too: the deleted ones are deletions. Without that,
+    /// a deletion made before a first or full sync was never propagated (found by the crash test).
+    async fn read_local(
+        &mut self,
+        also: &[LocalId],
+    ) -> Result<(Vec<LocalChange>, i64), EngineError> {
         let store = self.ctx.store;
         let tenant = self.ctx.tenant;
         let calendar = self.ctx.connection.calendar_id;
@@ -772,6 +1038,26 @@ impl<'a> Runner<'a> {
                     if !full {
                         break;
                     }
+                }
+                let live: BTreeSet<SeriesId> = rows.iter().map(|r| r.id).collect();
+                let missing: Vec<SeriesId> = self
+                    .mappings
+                    .iter()
+                    .map(|m| &m.local)
+                    .chain(also)
+                    .filter_map(|l| SeriesId::parse(l.as_str()).ok())
+                    .filter(|id| !live.contains(id))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                for chunk in missing.chunks(SERIES_PAGE as usize) {
+                    rows.extend(
+                        store
+                            .get_series_many(tenant, chunk)
+                            .await?
+                            .into_iter()
+                            .filter(|r| r.deleted_at.is_some()),
+                    );
                 }
                 head
             }
@@ -1000,7 +1286,6 @@ impl<'a> Runner<'a> {
         local_by_uid: &BTreeMap<Uid, LocalSeries>,
     ) -> Result<Vec<Action>, StepError> {
         let _ = remote;
-        self.requests += 1;
         let read = self
             .ctx
             .provider
@@ -1136,7 +1421,6 @@ impl<'a> Runner<'a> {
         if let Some(etag) = &written.etag {
             return Ok((RemoteVersion::new(etag.as_str()), None));
         }
-        self.requests += 1;
         let read = self
             .ctx
             .provider
@@ -1157,18 +1441,27 @@ impl<'a> Runner<'a> {
                 let parsed = self.live_local(local)?.clone();
                 let content = item_content(&parsed)?;
                 let key = self.create_key(local);
-                self.requests += 1;
+                let state = parsed.state(&self.floating);
+                self.write_ahead(
+                    &format!("{PENDING_CREATE}{}", key.as_str()),
+                    Some(parse_series_id(local)?),
+                    None,
+                    &StoredBase {
+                        uid: Uid::new(parsed.series.uid()),
+                        state: state.clone(),
+                        intent: None,
+                    },
+                )
+                .await?;
                 let written = self
                     .ctx
                     .provider
                     .create(&self.calendar, &key, &content)
                     .await?;
                 let (version, read_back) = self.written_version(&written).await?;
-                let state = parsed.state(&self.floating);
                 if written.already_existed {
                     // Our own earlier create (a run that died before recording it): adopt it only if
                     // it still holds what we would write; otherwise the next listing pairs it.
-                    self.requests += 1;
                     let current = match read_back {
                         Some(c) => Some(c),
                         None => self
@@ -1209,7 +1502,18 @@ impl<'a> Runner<'a> {
                 let parsed = self.compose(local, remote, content).await?;
                 let body = item_content(&parsed)?;
                 let etag = Etag::parse(if_match.as_str())?;
-                self.requests += 1;
+                if matches!(content, Content::Local) {
+                    self.write_intent(
+                        local,
+                        remote,
+                        Intent {
+                            side: IntentSide::Remote,
+                            state: parsed.state(&self.floating),
+                            version: None,
+                        },
+                    )
+                    .await?;
+                }
                 let written = self
                     .ctx
                     .provider
@@ -1230,7 +1534,6 @@ impl<'a> Runner<'a> {
                 if_match,
             } => {
                 let etag = Etag::parse(if_match.as_str())?;
-                self.requests += 1;
                 match self
                     .ctx
                     .provider
@@ -1271,6 +1574,19 @@ impl<'a> Runner<'a> {
                         row.id
                     }
                     None => {
+                        if restore.is_none() {
+                            self.write_ahead(
+                                remote.as_str(),
+                                None,
+                                Some(version),
+                                &StoredBase {
+                                    uid: Uid::new(&uid),
+                                    state: state.clone(),
+                                    intent: None,
+                                },
+                            )
+                            .await?;
+                        }
                         let s = storable(&parsed.calendar, &self.floating)?;
                         let row = self
                             .ctx
@@ -1314,6 +1630,18 @@ impl<'a> Runner<'a> {
                 self.load_local(local).await?;
                 let expected = self.local_entry(local)?.row.version;
                 let parsed = self.compose(local, remote, content).await?;
+                if matches!(content, Content::Remote) {
+                    self.write_intent(
+                        local,
+                        remote,
+                        Intent {
+                            side: IntentSide::Local,
+                            state: parsed.state(&self.floating),
+                            version: Some(version.to_string()),
+                        },
+                    )
+                    .await?;
+                }
                 // The local UID stays (the pair is one series on both sides).
                 let s = storable(&parsed.calendar, &self.floating)?;
                 let row = self
@@ -1500,6 +1828,7 @@ impl<'a> Runner<'a> {
         &mut self,
         outcome: Outcome,
         started: Instant,
+        traffic: &Traffic,
     ) -> Result<RunReport, EngineError> {
         let store = self.ctx.store;
         let tenant = self.ctx.tenant;
@@ -1567,27 +1896,32 @@ impl<'a> Runner<'a> {
                 cause: reason.clone(),
             });
         }
-        store
-            .update_sync_run(
-                tenant,
-                self.run_id,
-                SyncRunUpdate {
-                    status: store_status,
-                    counts_json: to_json(&counts)?,
-                    requests: i64::try_from(self.requests).unwrap_or(i64::MAX),
-                    bytes: 0,
-                    errors_json: to_json(&errors)?,
-                    finished_at: Some(Timestamp::now()),
-                },
-            )
-            .await?;
+        let requests = traffic.requests();
+        let bytes = traffic.bytes();
+        if self.own_run {
+            store
+                .update_sync_run(
+                    tenant,
+                    self.run_id,
+                    SyncRunUpdate {
+                        status: store_status,
+                        counts_json: to_json(&counts)?,
+                        requests: i64::try_from(requests).unwrap_or(i64::MAX),
+                        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                        errors_json: to_json(&errors)?,
+                        finished_at: Some(Timestamp::now()),
+                    },
+                )
+                .await?;
+        }
         counts.remove("duration_ms");
         Ok(RunReport {
             run_id: self.run_id,
             status,
             counts,
             errors: self.errors.clone(),
-            requests: self.requests,
+            requests,
+            bytes,
             suspect_reason: self.suspect.clone(),
             full_listing: self.full_listing,
             duration_ms,

@@ -456,6 +456,7 @@ impl Scheduler {
             config: &self.ctx.engine,
             now,
             full,
+            run: None,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -1,8 +1,11 @@
 //! What the sync API, the scheduler and the CLI share: opening a connection's provider from its sealed
 //! credentials, and running the engine over a connection's links under one sync run.
 //!
-//! A run started here is the "request" run the API answers with; the engine records one run per link
-//! beside it (the system log keeps both: the request's totals and each link's own).
+//! A run started here is the one run of the request the API (or the CLI) answers with: the engine
+//! syncs each link under it without opening runs of its own, and the run holds the totals of every
+//! link (counts by action, requests, bytes, each error naming its link). The scheduler's jobs sync one
+//! link each and let the engine open that link's run. So each row of the system log is one sync that
+//! was asked for, and no request is counted twice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -172,9 +175,12 @@ pub fn address_policy(allow_private_networks: bool) -> AddressPolicy {
 }
 
 /// The outgoing HTTP client connections use; private networks only when the operator allows them.
-pub fn http_client(allow_private_networks: bool) -> Result<HttpClient, ProviderError> {
+/// `optimizations.batch_size` and `optimizations.cache_ttl` apply to every provider it serves.
+pub fn http_client(config: &Config) -> Result<HttpClient, ProviderError> {
     HttpClient::new(HttpConfig {
-        address_policy: address_policy(allow_private_networks),
+        address_policy: address_policy(config.network.allow_private_networks),
+        batch_size: usize::try_from(config.optimizations.batch_size).ok(),
+        cache_ttl: std::time::Duration::from_secs(config.optimizations.cache_ttl),
         ..HttpConfig::default()
     })
 }
@@ -609,6 +615,7 @@ pub async fn run_sync(
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: Vec<RunError> = Vec::new();
     let mut requests = 0_u64;
+    let mut bytes = 0_u64;
     let mut failed_links = 0_usize;
     let mut partial_links = 0_usize;
     let mut total_links = 0_usize;
@@ -648,6 +655,7 @@ pub async fn run_sync(
                 config: &ctx.engine,
                 now: jiff::Timestamp::now(),
                 full,
+                run: Some(run),
             })
             .await;
             let label = match outcome {
@@ -656,6 +664,7 @@ pub async fn run_sync(
                         *counts.entry(action).or_default() += n;
                     }
                     requests += report.requests;
+                    bytes += report.bytes;
                     errors.extend(report.errors);
                     if let Some(reason) = report.suspect_reason {
                         errors.push(link_error(&link.remote_calendar_id, "suspect", reason));
@@ -692,7 +701,7 @@ pub async fn run_sync(
         status,
         counts_json: serde_json::to_string(&counts).unwrap_or_else(|_| "{}".into()),
         requests: i64::try_from(requests).unwrap_or(i64::MAX),
-        bytes: 0,
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
         errors_json: serde_json::to_string(&errors).unwrap_or_else(|_| "[]".into()),
         finished_at: Some(jiff::Timestamp::now()),
     };

@@ -172,7 +172,7 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
     let ctx = syncing::SyncContext {
         store,
         master_key: Arc::new(master.key),
-        http: syncing::http_client(true).unwrap(),
+        http: syncing::http_client(&server.config).unwrap(),
         engine: calbridge_engine::EngineConfig::default(),
         providers: syncing::ProviderSettings::from_config(&server.config),
     };

@@ -86,7 +86,7 @@ async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
         let ctx = syncing::SyncContext {
             store,
             master_key: std::sync::Arc::new(master.key),
-            http: syncing::http_client(true).unwrap(),
+            http: syncing::http_client(&server.config).unwrap(),
             engine: calbridge_engine::EngineConfig::default(),
             providers: syncing::ProviderSettings::from_config(&server.config),
         };

@@ -190,14 +190,27 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     };
     assert!(listed.iter().any(|e| e["summary"] == "Standup 1"));
 
-    // The runs list shows it.
+    // Requests and bytes are measured on the wire: at least a listing, three items and their bodies.
+    assert!(run["bytes"].as_i64().unwrap() > 3 * 150, "{run}");
+    assert_eq!(run["counts"]["create_local"], 3, "{run}");
+
+    // The runs list shows it, and only it: one request is one run holding its links' totals (no
+    // second row per link counting the same work again).
     let runs = json_of(server.get(&server.admin, "/v1/calendar/sync/runs").await).await;
-    assert!(
-        runs["items"]
-            .as_array()
-            .unwrap()
+    let items = runs["items"].as_array().unwrap();
+    assert!(items.iter().any(|r| r["id"] == run["id"]));
+    let imports: i64 = items
+        .iter()
+        .filter_map(|r| r["counts"]["create_local"].as_i64())
+        .sum();
+    assert_eq!(imports, 3, "{runs}");
+    assert_eq!(
+        items
             .iter()
-            .any(|r| r["id"] == run["id"])
+            .filter(|r| r["connection_id"] == id.as_str())
+            .count(),
+        1,
+        "{runs}"
     );
 
     // The same field changed on both sides under `ask`: an update conflict per event, nothing overwritten.

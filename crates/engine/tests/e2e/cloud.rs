@@ -143,6 +143,7 @@ impl Cloud {
             config: &EngineConfig::default(),
             now: Timestamp::now(),
             full: false,
+            run: None,
         })
         .await
         .unwrap()
@@ -720,6 +721,7 @@ pub async fn one_calendar_three_providers(db: TestDb) {
                         config: &EngineConfig::default(),
                         now: Timestamp::now(),
                         full: false,
+                        run: None,
                     })
                     .await
                     .unwrap();

@@ -78,6 +78,7 @@ both_backends!(
     a_mass_deletion_marks_the_link_suspect_and_deletes_nothing,
     one_way_links_never_write_the_other_side,
     an_occurrence_edit_merges_as_that_override,
+    writes_of_a_killed_run_are_recognised_as_its_own,
 );
 
 mod cloud_sqlite {

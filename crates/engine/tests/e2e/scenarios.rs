@@ -179,6 +179,7 @@ impl World {
             config,
             now: Timestamp::now(),
             full,
+            run: None,
         })
         .await
         .unwrap()
@@ -1079,4 +1080,82 @@ pub async fn an_occurrence_edit_merges_as_that_override(db: TestDb) {
         assert!(side.contains("SUMMARY:Standup (moved)"), "{side}");
         assert_eq!(side.matches("BEGIN:VEVENT").count(), 2, "{side}");
     }
+}
+
+/// Regression (found by the `kill -9` crash test in `crates/cli/tests/crash_sync.rs`): a run that dies
+/// right after a write, before recording it, must not take its own write for someone else's change
+/// when the next run comes, even if the other side changed meanwhile.
+pub async fn writes_of_a_killed_run_are_recognised_as_its_own(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    let crash_after_one = EngineConfig {
+        crash_after_actions: Some(1),
+        ..EngineConfig::default()
+    };
+    // 1. A remote create (first sync, never finished), then the local event is deleted: the deletion
+    //    reaches Radicale (it was left there, or the event came back locally).
+    w.local_create(&event("gone", "Gone", 2)).await;
+    let report = w.sync_with(&w.provider, &crash_after_one).await;
+    assert_eq!(report.status, RunStatus::Interrupted);
+    assert!(w.remote_item("gone").await.is_some(), "the create happened");
+    w.local_delete("gone").await;
+    w.settle().await;
+    assert!(w.remote_item("gone").await.is_none(), "deletion lost");
+    assert!(w.local_by_uid("gone").await.is_none(), "event came back");
+
+    // 2. A remote create, then a local edit: an update, not a conflict with our own create.
+    w.local_create(&event("edited", "Before", 3)).await;
+    w.sync_with(&w.provider, &crash_after_one).await;
+    w.local_edit("edited", &event("edited", "After", 3)).await;
+    w.settle().await;
+
+    // 3. A remote update copied from local, then the local event is deleted: a deletion, not a
+    //    deletion conflict with our own update.
+    w.local_create(&event("updated", "One", 4)).await;
+    w.settle().await;
+    w.local_edit("updated", &event("updated", "Two", 4)).await;
+    w.sync_with(&w.provider, &crash_after_one).await;
+    assert_eq!(
+        prop(&w.remote_item("updated").await.unwrap().1, "SUMMARY").as_deref(),
+        Some("Two")
+    );
+    w.local_delete("updated").await;
+    w.settle().await;
+    assert!(w.remote_item("updated").await.is_none());
+
+    // 4. A local create of a remote event, then the remote event is deleted: the local copy goes
+    //    too (it was left behind, or pushed back to Radicale).
+    w.remote_put("r-gone", &event("r-gone", "Remote", 5)).await;
+    w.sync_with(&w.provider, &crash_after_one).await;
+    assert!(
+        w.local_by_uid("r-gone").await.is_some(),
+        "the create happened"
+    );
+    w.remote_delete("r-gone").await;
+    w.settle().await;
+    assert!(w.local_by_uid("r-gone").await.is_none(), "deletion lost");
+    assert!(w.remote_item("r-gone").await.is_none(), "event came back");
+
+    // 5. A local update copied from remote, then the remote event is deleted.
+    w.remote_put("r-upd", &event("r-upd", "One", 6)).await;
+    w.settle().await;
+    w.remote_edit("r-upd", &event("r-upd", "Two", 6)).await;
+    w.sync_with(&w.provider, &crash_after_one).await;
+    assert_eq!(
+        prop(&w.local_by_uid("r-upd").await.unwrap().ical, "SUMMARY").as_deref(),
+        Some("Two")
+    );
+    w.remote_delete("r-upd").await;
+    w.settle().await;
+    assert!(w.local_by_uid("r-upd").await.is_none());
+
+    assert!(
+        w.open_conflicts().await.is_empty(),
+        "{:?}",
+        w.open_conflicts().await
+    );
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, "edited"), "After");
+    assert_eq!(both.len(), 1, "{both:?}");
 }

@@ -171,10 +171,27 @@ impl CaldavProvider {
         depth_value: &'static str,
         body: String,
     ) -> Result<Response, ProviderError> {
-        let request = Request::new(method(verb), url)
+        self.xml_request_cached(verb, url, depth_value, body, false)
+            .await
+    }
+
+    /// `cacheable`: the answer may come from the `cache_ttl` cache (discovery and calendar lists
+    /// only; never a change listing).
+    async fn xml_request_cached(
+        &self,
+        verb: &'static str,
+        url: Url,
+        depth_value: &'static str,
+        body: String,
+        cacheable: bool,
+    ) -> Result<Response, ProviderError> {
+        let mut request = Request::new(method(verb), url)
             .header(DEPTH, depth_value)?
             .header(CONTENT_TYPE, XML_CONTENT_TYPE)?
             .body(body);
+        if cacheable {
+            request = request.cacheable();
+        }
         self.endpoint.send(request).await
     }
 
@@ -185,8 +202,24 @@ impl CaldavProvider {
         depth_value: &'static str,
         props: &[&str],
     ) -> Result<(Multistatus, Url), ProviderError> {
+        self.propfind_cached(url, depth_value, props, false).await
+    }
+
+    async fn propfind_cached(
+        &self,
+        url: Url,
+        depth_value: &'static str,
+        props: &[&str],
+        cacheable: bool,
+    ) -> Result<(Multistatus, Url), ProviderError> {
         let response = self
-            .xml_request("PROPFIND", url, depth_value, xml::propfind(props))
+            .xml_request_cached(
+                "PROPFIND",
+                url,
+                depth_value,
+                xml::propfind(props),
+                cacheable,
+            )
             .await?;
         if response.status != StatusCode::MULTI_STATUS {
             return Err(match response.status.as_u16() {
@@ -224,7 +257,7 @@ impl CaldavProvider {
         let mut last_error = None;
         let mut found = None;
         for candidate in candidates {
-            match self.propfind(candidate, "0", &props).await {
+            match self.propfind_cached(candidate, "0", &props, true).await {
                 Ok(found_here) => {
                     found = Some(found_here);
                     break;
@@ -261,7 +294,7 @@ impl CaldavProvider {
                 .join(&principal)
                 .map_err(|_| ProviderError::protocol("invalid principal href"))?;
             let (ms, principal_url) = self
-                .propfind(principal, "0", &["C:calendar-home-set"])
+                .propfind_cached(principal, "0", &["C:calendar-home-set"], true)
                 .await?;
             let home =
                 href_of(ms.responses.first(), CALDAV, "calendar-home-set").ok_or_else(|| {
@@ -383,7 +416,7 @@ impl CaldavProvider {
         paths: &[String],
     ) -> Result<Vec<ReadItem>, ProviderError> {
         let mut out = Vec::with_capacity(paths.len());
-        for batch in paths.chunks(MULTIGET_BATCH) {
+        for batch in paths.chunks(self.endpoint.batch_size(MULTIGET_BATCH)) {
             let response = self
                 .xml_request(
                     "REPORT",
@@ -696,7 +729,7 @@ impl CalendarProvider for CaldavProvider {
             "A:calendar-color",
             "D:current-user-privilege-set",
         ];
-        let (ms, home) = self.propfind(home, "1", &props).await?;
+        let (ms, home) = self.propfind_cached(home, "1", &props, true).await?;
         let mut calendars = Vec::new();
         for r in &ms.responses {
             let Some(kind) = r.prop(DAV, "resourcetype") else {

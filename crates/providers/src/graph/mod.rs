@@ -270,7 +270,8 @@ impl GraphProvider {
         idempotent: bool,
     ) -> Result<Vec<(u16, Value)>, ProviderError> {
         let mut results: Vec<Option<(u16, Value)>> = vec![None; items.len()];
-        for (chunk_index, chunk) in items.chunks(MAX_BATCH).enumerate() {
+        let per_batch = self.endpoint.batch_size(MAX_BATCH);
+        for (chunk_index, chunk) in items.chunks(per_batch).enumerate() {
             let mut pending: Vec<usize> = (0..chunk.len()).collect();
             for _round in 0..5 {
                 if pending.is_empty() {
@@ -332,7 +333,7 @@ impl GraphProvider {
                         still.push(i);
                         continue;
                     }
-                    if let Some(slot) = results.get_mut(chunk_index * MAX_BATCH + i) {
+                    if let Some(slot) = results.get_mut(chunk_index * per_batch + i) {
                         *slot = Some((status, r.get("body").cloned().unwrap_or(Value::Null)));
                     }
                 }

@@ -257,6 +257,28 @@ impl Authenticator {
         }
     }
 
+    /// Who these credentials are, as a digest (for cache keys): `None` when it cannot be told
+    /// (a refreshing token source).
+    pub(crate) fn fingerprint(&self) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        match &self.credentials {
+            Credentials::None => hash.update(b"none"),
+            Credentials::Password { username, password } => {
+                hash.update(b"password\0");
+                hash.update(username.as_bytes());
+                hash.update(b"\0");
+                hash.update(password.expose().as_bytes());
+            }
+            Credentials::Bearer(token) => {
+                hash.update(b"bearer\0");
+                hash.update(token.expose().as_bytes());
+            }
+            Credentials::OAuth(_) => return None,
+        }
+        Some(hash.finalize().into())
+    }
+
     pub(crate) fn has_password(&self) -> bool {
         matches!(self.credentials, Credentials::Password { .. })
     }

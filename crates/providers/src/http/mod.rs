@@ -3,8 +3,10 @@
 
 pub mod auth;
 pub mod budget;
+mod cache;
 pub mod retry;
 pub mod ssrf;
+mod traffic;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +24,7 @@ pub use auth::{Credentials, Secret, TokenSource};
 pub use budget::{Budget, BudgetConfig, Rate};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use ssrf::AddressPolicy;
+pub use traffic::{Traffic, metered};
 
 use crate::error::{ProviderError, Unavailability};
 use auth::{Authenticator, DigestChallenge};
@@ -40,6 +43,12 @@ pub struct HttpConfig {
     pub max_redirects: usize,
     pub address_policy: AddressPolicy,
     pub user_agent: String,
+    /// Items per provider batch (CalDAV multiget, Graph `$batch`), capped by each provider's own
+    /// limit; `None`: the provider's limit (`optimizations.batch_size`).
+    pub batch_size: Option<usize>,
+    /// How long an answer to a request marked [`Request::cacheable`] may be served again without
+    /// asking (`optimizations.cache_ttl`); zero turns the cache off.
+    pub cache_ttl: Duration,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +62,8 @@ impl Default for HttpConfig {
             max_redirects: 10,
             address_policy: AddressPolicy::public_only(),
             user_agent: concat!("calbridge/", env!("CARGO_PKG_VERSION")).to_owned(),
+            batch_size: None,
+            cache_ttl: Duration::ZERO,
         }
     }
 }
@@ -115,6 +126,9 @@ pub struct Request {
     /// Safe to repeat after a 5xx or a lost answer. Derived from the method; writes made
     /// idempotent by `If-Match`/`If-None-Match` or a client-chosen id may set it explicitly.
     pub idempotent: bool,
+    /// A read whose successful answer may be served from the cache for `cache_ttl` (discovery and
+    /// calendar lists: things that change rarely). Never set on change listings or item reads.
+    pub cacheable: bool,
 }
 
 impl Request {
@@ -128,7 +142,13 @@ impl Request {
             headers: HeaderMap::new(),
             body: None,
             idempotent,
+            cacheable: false,
         }
+    }
+
+    pub fn cacheable(mut self) -> Self {
+        self.cacheable = true;
+        self
     }
 
     pub fn header(mut self, name: HeaderName, value: &str) -> Result<Self, ProviderError> {
@@ -280,10 +300,46 @@ impl Endpoint {
         self.client.config.address_policy
     }
 
+    /// Items per batch for a provider whose own limit is `provider_max`.
+    pub fn batch_size(&self, provider_max: usize) -> usize {
+        self.client
+            .config
+            .batch_size
+            .map_or(provider_max, |n| n.min(provider_max))
+            .max(1)
+    }
+
+    /// Sends a request, or answers it from the cache when it is [`Request::cacheable`], the cache is
+    /// on, and a successful answer to the same request with the same credentials is younger than
+    /// `cache_ttl`. A cached answer makes no request (and is not counted as one).
+    pub async fn send(&self, request: Request) -> Result<Response, ProviderError> {
+        let ttl = self.client.config.cache_ttl;
+        let key = if request.cacheable && !ttl.is_zero() {
+            self.auth
+                .fingerprint()
+                .map(|who| cache::key(self.provider, &who, &request))
+        } else {
+            None
+        };
+        let Some(key) = key else {
+            return self.send_uncached(request).await;
+        };
+        if let Some(hit) = cache::get(&key, ttl) {
+            metrics::counter!("calbridge_provider_cache_hits_total", "provider" => self.provider)
+                .increment(1);
+            return Ok(hit);
+        }
+        let response = self.send_uncached(request).await?;
+        if response.status.is_success() {
+            cache::put(key, &response);
+        }
+        Ok(response)
+    }
+
     /// Sends a request and returns the final answer, whatever its status, after retrying what may
     /// be retried. Fails only when no usable answer came: transport failures, blocked addresses,
     /// bodies too large, or throttling longer than the retry policy waits out.
-    pub async fn send(&self, request: Request) -> Result<Response, ProviderError> {
+    async fn send_uncached(&self, request: Request) -> Result<Response, ProviderError> {
         let config = &self.client.config;
         let policy = config.retry;
         let provider = self.provider;
@@ -341,6 +397,14 @@ impl Endpoint {
             metrics::histogram!("calbridge_provider_request_duration_seconds", "provider" => provider)
                 .record(started.elapsed().as_secs_f64());
             drop(permit);
+            traffic::record(
+                traffic::request_size(&method, &url, &request.headers, body.as_deref()),
+                match &outcome {
+                    Ok((_, headers, Some(bytes))) => traffic::headers_size(headers) + bytes.len(),
+                    Ok((_, headers, None)) => traffic::headers_size(headers),
+                    Err(_) => 0,
+                },
+            );
             let (status, headers, bytes) = match outcome {
                 Ok(parts) => parts,
                 Err(error) => {

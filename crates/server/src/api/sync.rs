@@ -31,8 +31,7 @@ pub fn context(state: &AppState) -> Result<SyncContext, ApiError> {
     Ok(SyncContext {
         store: state.store.clone(),
         master_key: state.master_key.clone(),
-        http: syncing::http_client(state.config.network.allow_private_networks)
-            .map_err(ApiError::internal)?,
+        http: syncing::http_client(&state.config).map_err(ApiError::internal)?,
         engine: EngineConfig::default(),
         providers: syncing::ProviderSettings::from_config(&state.config),
     })
@@ -65,8 +64,9 @@ pub struct RunView {
     /// Executed actions by kind (`create_local`, `update_remote`…) and `conflicts`.
     #[schema(value_type = Object)]
     pub counts: serde_json::Value,
-    /// Provider calls made.
+    /// HTTP requests made to the providers (retries and redirects included).
     pub requests: i64,
+    /// Bytes sent to and received from the providers (headers and decoded bodies).
     pub bytes: i64,
     /// Each failing item or link with its cause.
     #[schema(value_type = Vec<Object>)]

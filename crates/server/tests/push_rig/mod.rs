@@ -185,7 +185,7 @@ pub async fn rig_on(
     let ctx = syncing::SyncContext {
         store,
         master_key: Arc::new(master.key),
-        http: syncing::http_client(true).unwrap(),
+        http: syncing::http_client(&server.config).unwrap(),
         engine: calbridge_engine::EngineConfig::default(),
         providers: syncing::ProviderSettings::from_config(&server.config),
     };

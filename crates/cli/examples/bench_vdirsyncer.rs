@@ -1,0 +1,486 @@
+//! calbridge against vdirsyncer on the same Radicale calendar, with Radicale's own time to answer the
+//! sync-collection REPORT measured beside them in the same run.
+//!
+//! For each size (default 1,000 and 10,000 events, `CALBRIDGE_BENCH_SIZES`): a fresh Radicale (the
+//! project's test configuration: htpasswd users, owner-only rights, default storage and limits) with
+//! one calendar, seeded by writing the items into its storage folder and warmed with one full REPORT
+//! (Radicale builds its item cache; not measured). Then, each as a separate process as a person runs
+//! it: initial import, no-op sync (median of 3), and an incremental sync after 10 edits and 5
+//! deletions made on the server. calbridge syncs Radicale with its own SQLite store; vdirsyncer
+//! (0.21, `scripts/requirements.txt`) syncs Radicale with a filesystem storage.
+//!
+//! Run: `scripts/bench-vdirsyncer.sh` (release build of `calbridge` and of this example).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::panic
+)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use calbridge_server::{Config, bootstrap, syncing};
+use calbridge_store::{ConnectionStatus, NewCalendar, NewConnection, NewLink, Provider};
+use jiff::{Timestamp, ToSpan};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "wonderland";
+
+struct Radicale {
+    child: Child,
+    port: u16,
+    collections: PathBuf,
+}
+
+impl Drop for Radicale {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var_os("CALBRIDGE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    if name == "python" {
+        return python;
+    }
+    python.parent().unwrap().join(name)
+}
+
+fn start_radicale(dir: &Path) -> Radicale {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let users = dir.join("users");
+    std::fs::write(&users, format!("{USER}:{PASSWORD}\n")).unwrap();
+    let collections = dir.join("collections");
+    let config = dir.join("radicale.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhosts = 127.0.0.1:{port}\n\n[auth]\ntype = htpasswd\nhtpasswd_filename = {}\nhtpasswd_encryption = plain\ndelay = 0\n\n[rights]\ntype = owner_only\n\n[storage]\nfilesystem_folder = {}\n\n[logging]\nlevel = warning\n",
+            users.display(),
+            collections.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(venv_bin("python"))
+        .args(["-m", "radicale", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Radicale did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Radicale {
+        child,
+        port,
+        collections,
+    }
+}
+
+fn day(offset: i64) -> String {
+    Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(offset.days())
+        .unwrap()
+        .strftime("%Y%m%d")
+        .to_string()
+}
+
+fn event(n: usize, summary: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//calbridge bench//EN\r\nBEGIN:VEVENT\r\nUID:bench-{n}\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:{}T{:02}0000Z\r\nDURATION:PT1H\r\nSUMMARY:{summary}\r\nLOCATION:Room {}\r\nDESCRIPTION:Benchmark event number {n}\\, seeded for the comparison.\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        day(1 + (n % 80) as i64),
+        8 + n % 9,
+        n % 40
+    )
+}
+
+struct Http {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    base: String,
+}
+
+impl Http {
+    fn calendar(&self) -> String {
+        format!("{}/{USER}/work/", self.base)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<String>,
+        depth: Option<&str>,
+    ) -> (u16, String) {
+        let mut request = self
+            .client
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+            .basic_auth(USER, Some(PASSWORD));
+        if let Some(depth) = depth {
+            request = request.header("Depth", depth);
+        }
+        if let Some(body) = body {
+            let kind = if method == "PUT" {
+                "text/calendar"
+            } else {
+                "application/xml; charset=utf-8"
+            };
+            request = request.header("Content-Type", kind).body(body);
+        }
+        self.runtime.block_on(async {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        })
+    }
+
+    /// The bare sync-collection REPORT (what Radicale alone needs); returns the new token.
+    fn sync_collection(&self, token: Option<&str>) -> (String, usize) {
+        let token = token.map_or("<D:sync-token/>".to_owned(), |t| {
+            format!("<D:sync-token>{t}</D:sync-token>")
+        });
+        let body = format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><D:sync-collection xmlns:D="DAV:">{token}<D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#
+        );
+        let (status, text) = self.send("REPORT", &self.calendar(), Some(body), Some("1"));
+        assert_eq!(status, 207, "{text}");
+        let token = text
+            .split("sync-token>")
+            .nth(1)
+            .and_then(|t| t.split("</").next())
+            .unwrap()
+            .to_owned();
+        (token, text.matches("response>").count() / 2)
+    }
+}
+
+fn timed(mut command: Command) -> Duration {
+    let t = Instant::now();
+    let out = command.output().unwrap();
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Calbridge {
+    bin: PathBuf,
+    db: String,
+    key_file: PathBuf,
+    connection: String,
+}
+
+impl Calbridge {
+    fn sync(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args([
+            "sync",
+            "--connection",
+            &self.connection,
+            "--database-url",
+            &self.db,
+        ])
+        .env("CALBRIDGE_SECRETS__MASTER_KEY_FILE", &self.key_file)
+        .env("CALBRIDGE_NETWORK__ALLOW_PRIVATE_NETWORKS", "true");
+        c
+    }
+}
+
+fn calbridge_setup(dir: &Path, port: u16) -> Calbridge {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = format!("sqlite://{}", dir.join("calbridge.db").display());
+    let key_file = dir.join("master.key");
+    calbridge_store::crypto::MasterKey::create_file(&key_file).unwrap();
+    let connection = runtime.block_on(async {
+        let mut config = Config::default();
+        config.database.url = calbridge_server::config::DatabaseUrl::parse(&db).unwrap();
+        config.secrets.master_key_file = Some(key_file.clone());
+        let master = bootstrap::master_key(&config).unwrap();
+        let store = bootstrap::open_store(&config).await.unwrap();
+        bootstrap::bootstrap_admin(store.as_ref()).await.unwrap();
+        let tenant = bootstrap::tenant_by_name_or_id(store.as_ref(), bootstrap::DEFAULT_TENANT)
+            .await
+            .unwrap();
+        let calendar = store
+            .create_calendar(
+                tenant.id,
+                NewCalendar {
+                    name: "Work".into(),
+                    time_zone: "UTC".into(),
+                    owner: None,
+                },
+            )
+            .await
+            .unwrap();
+        let credentials = syncing::StoredCredentials {
+            url: format!("http://127.0.0.1:{port}/"),
+            username: Some(USER.into()),
+            password: Some(PASSWORD.into()),
+            oauth: None,
+        };
+        let connection = store
+            .create_connection(
+                tenant.id,
+                NewConnection {
+                    provider: Provider::Caldav,
+                    name: "Radicale".into(),
+                    calendar_id: calendar.id,
+                    credentials: Some(syncing::seal(&master.key, &credentials).unwrap()),
+                    sync_options_json: "{}".into(),
+                    status: ConnectionStatus::Active,
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .create_link(
+                tenant.id,
+                NewLink {
+                    connection_id: connection.id,
+                    remote_calendar_id: format!("/{USER}/work/"),
+                    remote_name: Some("Work".into()),
+                },
+            )
+            .await
+            .unwrap();
+        connection.id.to_string()
+    });
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("calbridge");
+    assert!(
+        bin.exists(),
+        "build the calbridge binary first ({})",
+        bin.display()
+    );
+    Calbridge {
+        bin,
+        db,
+        key_file,
+        connection,
+    }
+}
+
+fn vdirsyncer_setup(dir: &Path, port: u16) -> PathBuf {
+    let local = dir.join("vdir-local");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::create_dir_all(dir.join("vdir-status")).unwrap();
+    let config = dir.join("vdirsyncer.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\nstatus_path = \"{}/\"\n\n[pair bench]\na = \"bench_remote\"\nb = \"bench_local\"\ncollections = null\nconflict_resolution = \"a wins\"\n\n[storage bench_remote]\ntype = \"caldav\"\nurl = \"http://127.0.0.1:{port}/{USER}/work/\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n\n[storage bench_local]\ntype = \"filesystem\"\npath = \"{}/\"\nfileext = \".ics\"\n",
+            dir.join("vdir-status").display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn vdirsyncer(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(venv_bin("vdirsyncer"));
+    c.arg("-c").arg(config).args(args).stdin(Stdio::null());
+    c
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("CALBRIDGE_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let version = Command::new(venv_bin("vdirsyncer"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&version.stdout).trim());
+    for size in sizes {
+        println!("== {size} events (load average {})", load());
+        let dir = tempfile::tempdir().unwrap();
+        let radicale = start_radicale(dir.path());
+        let http = Http {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(1800))
+                .build()
+                .unwrap(),
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            base: format!("http://127.0.0.1:{}", radicale.port),
+        };
+        let mkcalendar = r#"<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop><D:displayname>Work</D:displayname><C:supported-calendar-component-set><C:comp name="VEVENT"/></C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#;
+        let (status, _) = http.send(
+            "MKCALENDAR",
+            &http.calendar(),
+            Some(mkcalendar.into()),
+            None,
+        );
+        assert_eq!(status, 201);
+        let folder = radicale
+            .collections
+            .join(format!("collection-root/{USER}/work"));
+        assert!(folder.is_dir(), "{}", folder.display());
+        let t = Instant::now();
+        for n in 0..size {
+            std::fs::write(
+                folder.join(format!("bench-{n}.ics")),
+                event(n, &format!("Event {n}")),
+            )
+            .unwrap();
+        }
+        let (_, listed) = http.sync_collection(None);
+        println!(
+            "  seeded {size} items in the storage folder and warmed Radicale's cache in {:.1} s (not measured; {listed} listed)",
+            t.elapsed().as_secs_f64()
+        );
+
+        let calbridge = calbridge_setup(dir.path(), radicale.port);
+        let vconf = vdirsyncer_setup(dir.path(), radicale.port);
+        timed(vdirsyncer(&vconf, &["discover"]));
+
+        // Initial import.
+        println!("  load before initial: {}", load());
+        let v_initial = {
+            let t = Instant::now();
+            let out = vdirsyncer(&vconf, &["sync"]).output().unwrap();
+            let took = t.elapsed();
+            let ok = out.status.success();
+            let files = std::fs::read_dir(dir.path().join("vdir-local"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if !ok {
+                println!(
+                    "  vdirsyncer initial import FAILED after {} ({files} items written): {}",
+                    ms(took),
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .rev()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+            }
+            (took, ok, files)
+        };
+        let c_initial = timed(calbridge.sync());
+        println!(
+            "  initial import: calbridge {} | vdirsyncer {} ({}, {} items)",
+            ms(c_initial),
+            ms(v_initial.0),
+            if v_initial.1 { "ok" } else { "failed" },
+            v_initial.2
+        );
+        if !v_initial.1 {
+            // Retry until vdirsyncer has everything, so its no-op and incremental are comparable.
+            for _ in 0..3 {
+                if vdirsyncer(&vconf, &["sync"]).status().unwrap().success() {
+                    break;
+                }
+            }
+        }
+
+        // No-op.
+        let (token, _) = http.sync_collection(None);
+        println!("  load before no-op: {}", load());
+        let mut bare = Vec::new();
+        let mut v = Vec::new();
+        let mut c = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            http.sync_collection(Some(&token));
+            bare.push(t.elapsed());
+            v.push(timed(vdirsyncer(&vconf, &["sync"])));
+            c.push(timed(calbridge.sync()));
+        }
+        let (bare, v, c) = (median(bare), median(v), median(c));
+        println!(
+            "  no-op (median of 3): calbridge {} | vdirsyncer {} | Radicale sync-collection REPORT {} -> vdirsyncer/calbridge {:.1}x, calbridge/Radicale {:.2}",
+            ms(c),
+            ms(v),
+            ms(bare),
+            v.as_secs_f64() / c.as_secs_f64(),
+            c.as_secs_f64() / bare.as_secs_f64()
+        );
+
+        // Incremental: 10 edits and 5 deletions on the server.
+        for n in 0..10 {
+            let k = n * (size / 10);
+            let url = format!("{}bench-{k}.ics", http.calendar());
+            let (status, _) = http.send("PUT", &url, Some(event(k, &format!("Edited {k}"))), None);
+            assert!(status < 300, "{status}");
+        }
+        for n in 0..5 {
+            let k = n * (size / 5) + 1;
+            let url = format!("{}bench-{k}.ics", http.calendar());
+            let (status, _) = http.send("DELETE", &url, None, None);
+            assert!(status < 300, "{status}");
+        }
+        // Radicale updates its cache for the changed items on the first request after the edits
+        // (not measured), so no contender pays it for the others.
+        http.sync_collection(Some(&token));
+        println!("  load before incremental: {}", load());
+        let t = Instant::now();
+        http.sync_collection(Some(&token));
+        let bare = t.elapsed();
+        let v = timed(vdirsyncer(&vconf, &["sync"]));
+        let c = timed(calbridge.sync());
+        println!(
+            "  incremental (10 edits + 5 deletions): calbridge {} | vdirsyncer {} | Radicale sync-collection REPORT {} -> vdirsyncer/calbridge {:.1}x, calbridge/Radicale {:.2}",
+            ms(c),
+            ms(v),
+            ms(bare),
+            v.as_secs_f64() / c.as_secs_f64(),
+            c.as_secs_f64() / bare.as_secs_f64()
+        );
+        let files = std::fs::read_dir(dir.path().join("vdir-local"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            files,
+            size - 5,
+            "vdirsyncer holds every event but the deleted"
+        );
+        drop(radicale);
+    }
+}
