@@ -96,10 +96,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, BootstrapErro
         calbridge_store::PoolSize(config.database.max_connections),
     )
     .await
-        .map_err(|source| BootstrapError::Database {
-            url: config.database.url.redacted(),
-            source,
-        })
+    .map_err(|source| BootstrapError::Database {
+        url: config.database.url.redacted(),
+        source,
+    })
 }
 
 /// `sqlite://calbridge.db` must create the file on first start.
