@@ -5,6 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench_seed;
 mod config_cmd;
+mod connections_cmd;
 mod demo;
 mod emulator;
 mod ics;
@@ -49,6 +50,9 @@ enum Command {
     Emulator(emulator::EmulatorArgs),
     /// One sync now, with a progress bar and a summary.
     Sync(sync_cmd::SyncArgs),
+    /// List, show and test connections (the connections API's admin tasks, for scripts).
+    #[command(subcommand)]
+    Connections(connections_cmd::ConnectionsCommand),
     /// List, show and resolve sync conflicts.
     #[command(subcommand)]
     Conflicts(sync_cmd::ConflictsCommand),
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args),
             Command::Keys(command) => keys::run(cli.config.as_ref(), command),
             Command::Sync(args) => sync_cmd::sync(cli.config.as_ref(), args),
+            Command::Connections(command) => connections_cmd::run(cli.config.as_ref(), command),
             Command::Conflicts(command) => sync_cmd::conflicts(cli.config.as_ref(), command),
             Command::Config(command) => config_cmd::run(command),
             Command::BenchSeed(args) => bench_seed::run(cli.config.as_ref(), args),

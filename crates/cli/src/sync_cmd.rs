@@ -63,7 +63,7 @@ pub enum ConflictsCommand {
     },
 }
 
-async fn state_for(
+pub(crate) async fn state_for(
     config_file: Option<&PathBuf>,
     database_url: Option<&str>,
 ) -> anyhow::Result<AppState> {

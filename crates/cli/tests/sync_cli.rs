@@ -136,4 +136,24 @@ async fn sync_imports_and_conflicts_commands_answer() {
         "00000000-0000-4000-8000-000000000000",
     ]);
     assert!(!unknown.status.success());
+
+    // `calbridge connections`: the same connection, never its credentials.
+    let listed = run(&["connections", "list"]);
+    assert!(listed.status.success());
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains(&connection.id.to_string()), "{listed}");
+    assert!(listed.contains("caldav\tactive"), "{listed}");
+    let shown = run(&["connections", "show", &connection.id.to_string()]);
+    assert!(shown.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["provider"], "caldav");
+    assert_eq!(shown["links"].as_array().unwrap().len(), 1, "{shown}");
+    let text = shown.to_string();
+    assert!(!text.contains(support::PASSWORD), "no password in {text}");
+    assert!(!text.contains("credentials"), "no credentials in {text}");
+    let tested = run(&["connections", "test", &connection.id.to_string()]);
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(tested.status.success(), "{out}");
+    assert!(out.starts_with("ok\t"), "{out}");
+    assert!(!run(&["connections", "show", "not-an-id"]).status.success());
 }
