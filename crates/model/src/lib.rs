@@ -4,6 +4,7 @@
 //! - [`component`]: the generic component tree every iCalendar object is read into.
 //! - [`Calendar`], [`EventSeries`], [`Event`]: the typed model (one series per UID: master + overrides).
 //! - [`normalized_hash`]: the content hash that decides whether a series changed.
+//! - [`stored`]: a series as the store keeps it (JSON view, hash, span, occurrence index rows).
 
 pub mod calendar;
 pub mod component;
@@ -17,6 +18,7 @@ pub mod mapping;
 pub mod occurrences;
 pub mod rrule;
 mod rrule_iter;
+pub mod stored;
 pub mod tz;
 
 pub use calendar::{Calendar, EventSeries, SeriesError};

@@ -1,34 +1,20 @@
 //! The bridge between the API's event shapes (JSON or iCalendar) and the model: builds an [`EventSeries`]
-//! from a request, and computes what the store keeps for it (iCalendar text, normalized hash, occurrence
-//! rows with their per-occurrence summary).
+//! from a request, and has the model compute what the store keeps for it (`calbridge_model::stored`, the
+//! same code sync writes with), answering its refusals as API errors.
 
-use std::collections::HashMap;
-
+use calbridge_engine::Storable;
 use calbridge_model::datetime::{CalDateTime, DateOrPeriod, TzId};
 use calbridge_model::event::{EventStatus, Transparency};
-use calbridge_model::expand::{ExpandOptions, OccurrenceTime, Window};
-use calbridge_model::occurrences::{calendar_resolver, series_occurrences};
 use calbridge_model::rrule::RRule;
+use calbridge_model::stored::{self, PrepareError};
 use calbridge_model::tz::TzResolver;
-use calbridge_model::{
-    Calendar, Event, EventEnd, EventSeries, Limits, Prop, ical, normalized_hash,
-};
-use calbridge_store::{NewOccurrence, OccurrenceSet};
+use calbridge_model::{Calendar, Event, EventEnd, EventSeries, Limits, Prop, ical};
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-
-const PRODID: &str = "-//calbridge//calbridge//EN";
-
-/// How far ahead the occurrence index of an endless series reaches; later windows are filled in when
-/// the index is extended (the scheduler's job).
-const INDEX_HORIZON_DAYS: i64 = 2 * 366;
-/// Most occurrence rows one series may put in the index; past this the index stops early (and records
-/// where), so one hostile RRULE cannot fill the database.
-pub const MAX_ROWS_PER_SERIES: usize = 20_000;
 
 /// An event as clients write it in JSON: the master of a series. Overrides of single occurrences are
 /// written as iCalendar (`Content-Type: text/calendar`).
@@ -62,36 +48,6 @@ pub struct EventInput {
     /// Starts of occurrences removed from the series, in the form of `start`.
     #[serde(default)]
     pub exdates: Vec<String>,
-}
-
-/// An event (series master) as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EventFields {
-    pub uid: String,
-    pub summary: Option<String>,
-    pub description: Option<String>,
-    pub location: Option<String>,
-    pub start: Option<String>,
-    pub end: Option<String>,
-    pub all_day: bool,
-    /// The zone of `start`/`end` as written (`UTC` for UTC times; absent for floating and all-day).
-    pub time_zone: Option<String>,
-    pub status: Option<String>,
-    pub transparency: Option<String>,
-    pub rrule: Option<String>,
-    pub exdates: Vec<String>,
-    /// How many single occurrences are changed by overrides (see the iCalendar form for them).
-    pub overrides: usize,
-}
-
-/// The result of turning a request into something storable.
-#[derive(Debug)]
-pub struct Prepared {
-    pub uid: String,
-    pub ical: String,
-    pub model_json: String,
-    pub hash: String,
-    pub occurrences: OccurrenceSet,
 }
 
 fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -298,215 +254,25 @@ pub fn calendar_from_ical(body: &[u8], max_bytes: usize) -> Result<Calendar, Api
     }
 }
 
-/// Wrap a series in a VCALENDAR of its own.
-pub fn calendar_of(series: EventSeries) -> Calendar {
-    let mut calendar = Calendar::new(PRODID);
-    calendar.insert_series(series);
-    calendar
-}
-
 /// Everything the store keeps for a calendar holding one series; `floating` is the calendar's zone.
-pub fn prepare(calendar: &Calendar, floating: &jiff::tz::TimeZone) -> Result<Prepared, ApiError> {
-    let series = calendar
+pub fn prepare(calendar: &Calendar, floating: &jiff::tz::TimeZone) -> Result<Storable, ApiError> {
+    // The API refuses a master without DTSTART even when it is cancelled (a cancelled master expands to
+    // nothing, so the model would store it, as sync does with whatever a provider holds): an event a
+    // client writes must say when it is.
+    if calendar
         .series()
         .first()
-        .ok_or_else(|| invalid("no_event", "the iCalendar object holds no VEVENT"))?;
-    if series.master().is_some_and(|m| m.dtstart.is_none()) {
+        .and_then(EventSeries::master)
+        .is_some_and(|m| m.dtstart.is_none())
+    {
         return Err(invalid("invalid_event", "the event has no DTSTART"));
     }
-    let ical = String::from_utf8(ical::write(calendar))
-        .map_err(|_| ApiError::bad_request("invalid_icalendar", "iCalendar must be UTF-8"))?;
-    let fields = fields_of(series);
-    let occurrences = index_rows(calendar, series, floating)?;
-    Ok(Prepared {
-        uid: series.uid().to_owned(),
-        ical,
-        model_json: serde_json::to_string(&fields).map_err(ApiError::internal)?,
-        hash: normalized_hash(series).to_string(),
-        occurrences,
-    })
-}
-
-/// The occurrence rows of a series, with the fields a window listing shows for each.
-fn index_rows(
-    calendar: &Calendar,
-    series: &EventSeries,
-    floating: &jiff::tz::TimeZone,
-) -> Result<OccurrenceSet, ApiError> {
-    let (resolver, _unreadable) = calendar_resolver(calendar);
-    let options = ExpandOptions {
-        floating_zone: floating.clone(),
-        ..ExpandOptions::default()
-    };
-    let horizon = Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(24 * INDEX_HORIZON_DAYS))
-        .map_err(ApiError::internal)?;
-    let window = Window {
-        from: Timestamp::MIN,
-        to: horizon,
-    };
-    let not_expandable = |e: String| {
-        invalid(
-            "invalid_recurrence",
-            format!("the event cannot be expanded: {e}"),
-        )
-    };
-    let overrides = override_fields(series, &resolver, floating);
-    let master = series.master();
-    let iter = series_occurrences(series, &resolver, window, &options)
-        .map_err(|e| not_expandable(e.to_string()))?;
-    let mut rows = Vec::new();
-    let mut recurring = false;
-    let mut cut_short = false;
-    for occurrence in iter {
-        let occurrence = occurrence.map_err(|e| not_expandable(e.to_string()))?;
-        if rows.len() >= MAX_ROWS_PER_SERIES {
-            cut_short = true;
-            break;
-        }
-        recurring |= occurrence.recurrence_id.is_some();
-        let event = occurrence
-            .recurrence_id
-            .and_then(|rid| overrides.get(&rid).copied())
-            .or(master)
-            .or_else(|| series.overrides().first());
-        let (start, end, all_day) = (
-            to_ts(occurrence.start, floating)?,
-            to_ts(occurrence.end, floating)?,
-            matches!(occurrence.start, OccurrenceTime::Date(_)),
-        );
-        let data = serde_json::json!({
-            "uid": series.uid(),
-            "summary": event.and_then(|e| e.summary.as_ref()).map(|p| p.value.clone()),
-            "location": event.and_then(|e| e.location.as_ref()).map(|p| p.value.clone()),
-            "status": event.and_then(|e| e.status.as_ref()).map(|p| p.value.as_str().to_ascii_lowercase()),
-            "transparency": event.and_then(|e| e.transparency.as_ref()).map(|p| p.value.as_str().to_ascii_lowercase()),
-            "time_zone": event.and_then(|e| e.dtstart.as_ref()).and_then(|p| zone_label(&p.value)),
-            "start_date": match occurrence.start { OccurrenceTime::Date(d) => Some(d.to_string()), OccurrenceTime::At(_) => None },
-            "end_date": match occurrence.end { OccurrenceTime::Date(d) => Some(d.to_string()), OccurrenceTime::At(_) => None },
-        });
-        rows.push(NewOccurrence {
-            recurrence_id: occurrence.recurrence_id.map(|r| r.to_rfc3339()),
-            start,
-            end,
-            all_day,
-            data: Some(data.to_string()),
-        });
-    }
-    let endless = master.is_some_and(|m| {
-        m.rrule.as_ref().is_some_and(|r| {
-            !r.value.to_ascii_uppercase().contains("COUNT=")
-                && !r.value.to_ascii_uppercase().contains("UNTIL=")
+    stored::prepare(calendar, floating, Timestamp::now())
+        .map(Storable::from)
+        .map_err(|e| match e {
+            PrepareError::NoEvent => invalid("no_event", e.to_string()),
+            PrepareError::NotUtf8 => ApiError::bad_request("invalid_icalendar", e.to_string()),
+            PrepareError::NotExpandable(_) => invalid("invalid_recurrence", e.to_string()),
+            PrepareError::OutOfRange(_) | PrepareError::Json(_) => ApiError::internal(e),
         })
-    });
-    let expanded_until = if cut_short {
-        rows.last().map(|r| r.start)
-    } else if recurring && endless {
-        Some(horizon)
-    } else {
-        None
-    };
-    Ok(OccurrenceSet {
-        rows,
-        expanded_until,
-    })
-}
-
-fn to_ts(point: OccurrenceTime, floating: &jiff::tz::TimeZone) -> Result<Timestamp, ApiError> {
-    match point {
-        OccurrenceTime::At(ts) => Ok(ts),
-        OccurrenceTime::Date(d) => floating
-            .to_ambiguous_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
-            .compatible()
-            .map_err(ApiError::internal),
-    }
-}
-
-/// The overrides of a series keyed by the instant (or date) of their RECURRENCE-ID.
-fn override_fields<'a>(
-    series: &'a EventSeries,
-    resolver: &TzResolver,
-    floating: &jiff::tz::TimeZone,
-) -> HashMap<OccurrenceTime, &'a Event> {
-    let mut map = HashMap::new();
-    for event in series.overrides() {
-        let Some(rid) = &event.recurrence_id else {
-            continue;
-        };
-        let key = match &rid.value {
-            CalDateTime::Date(d) => Some(OccurrenceTime::Date(*d)),
-            CalDateTime::Utc(ts) => Some(OccurrenceTime::At(*ts)),
-            CalDateTime::Floating(local) => floating
-                .to_ambiguous_timestamp(*local)
-                .compatible()
-                .ok()
-                .map(OccurrenceTime::At),
-            CalDateTime::Zoned { local, tzid } => resolver
-                .resolve(tzid)
-                .ok()
-                .and_then(|z| z.zone.to_ambiguous_timestamp(*local).compatible().ok())
-                .map(OccurrenceTime::At),
-        };
-        if let Some(key) = key {
-            map.insert(key, event);
-        }
-    }
-    map
-}
-
-fn zone_label(point: &CalDateTime) -> Option<String> {
-    match point {
-        CalDateTime::Zoned { tzid, .. } => Some(tzid.as_str().to_owned()),
-        CalDateTime::Utc(_) => Some("UTC".to_owned()),
-        CalDateTime::Date(_) | CalDateTime::Floating(_) => None,
-    }
-}
-
-fn point_text(point: &CalDateTime) -> String {
-    match point {
-        CalDateTime::Date(d) => d.to_string(),
-        CalDateTime::Floating(dt) | CalDateTime::Zoned { local: dt, .. } => {
-            dt.strftime("%Y-%m-%dT%H:%M:%S").to_string()
-        }
-        CalDateTime::Utc(ts) => OccurrenceTime::At(*ts).to_rfc3339(),
-    }
-}
-
-/// The JSON view of a series' master (or of its first override when it has no master).
-pub fn fields_of(series: &EventSeries) -> EventFields {
-    let event = series.master().or_else(|| series.overrides().first());
-    let start = event.and_then(|e| e.dtstart.as_ref()).map(|p| &p.value);
-    let end = event.and_then(|e| match &e.end {
-        Some(EventEnd::End(p)) => Some(point_text(&p.value)),
-        _ => None,
-    });
-    EventFields {
-        uid: series.uid().to_owned(),
-        summary: event
-            .and_then(|e| e.summary.as_ref())
-            .map(|p| p.value.clone()),
-        description: event
-            .and_then(|e| e.description.as_ref())
-            .map(|p| p.value.clone()),
-        location: event
-            .and_then(|e| e.location.as_ref())
-            .map(|p| p.value.clone()),
-        start: start.map(point_text),
-        end,
-        all_day: start.is_some_and(CalDateTime::is_all_day),
-        time_zone: start.and_then(zone_label),
-        status: event
-            .and_then(|e| e.status.as_ref())
-            .map(|p| p.value.as_str().to_ascii_lowercase()),
-        transparency: event
-            .and_then(|e| e.transparency.as_ref())
-            .map(|p| p.value.as_str().to_ascii_lowercase()),
-        rrule: event
-            .and_then(|e| e.rrule.as_ref())
-            .map(|p| p.value.clone()),
-        exdates: event
-            .map(|e| e.exdate_values().map(|d| point_text(d.start())).collect())
-            .unwrap_or_default(),
-        overrides: series.overrides().len(),
-    }
 }

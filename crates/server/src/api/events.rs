@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use calbridge_model::stored::{OccurrenceFields, SeriesFields, calendar_with};
 use calbridge_store::{
     CalendarId, NewSeries, OccurrenceCursor, OccurrenceQuery, Series, SeriesId, SeriesUpdate,
     StoreError,
@@ -20,7 +21,7 @@ use crate::AppState;
 use crate::auth::{Authorized, EventsRead, EventsWrite, Principal};
 use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::series::{self, EventFields, EventInput};
+use crate::series::{self, EventInput};
 
 const TEXT_CALENDAR: &str = "text/calendar; charset=utf-8";
 
@@ -36,7 +37,7 @@ pub struct EventView {
     pub id: String,
     pub calendar_id: String,
     #[serde(flatten)]
-    pub fields: EventFields,
+    pub fields: SeriesFields,
     /// Increases on every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: String,
@@ -64,20 +65,6 @@ pub struct OccurrenceView {
     pub status: Option<String>,
     pub location: Option<String>,
     pub transparency: Option<String>,
-}
-
-/// The per-occurrence fields the index keeps in its `data` column (see `series::prepare`), read straight
-/// into their typed form (no intermediate JSON value per row).
-#[derive(Debug, Default, Deserialize)]
-struct OccurrenceData {
-    uid: Option<String>,
-    summary: Option<String>,
-    location: Option<String>,
-    status: Option<String>,
-    transparency: Option<String>,
-    time_zone: Option<String>,
-    start_date: Option<String>,
-    end_date: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -159,7 +146,7 @@ fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
 }
 
 fn view(series: Series) -> Result<EventView, ApiError> {
-    let fields: EventFields =
+    let fields: SeriesFields =
         serde_json::from_str(&series.model_json).map_err(ApiError::internal)?;
     Ok(EventView {
         id: series.id.to_string(),
@@ -261,7 +248,7 @@ pub async fn create_event(
                 None => format!("{}@calbridge", uuid::Uuid::now_v7()),
             };
             let series = series::series_from_json(&input, None, uid)?;
-            (calendar_text, series::calendar_of(series))
+            (calendar_text, calendar_with(series, &[]))
         }
         Format::Ical => {
             let calendar_text = query.calendar_id.ok_or_else(|| {
@@ -398,7 +385,10 @@ pub async fn update_event(
             let stored = series::calendar_from_ical(current.ical.as_bytes(), usize::MAX)
                 .map_err(ApiError::internal)?;
             let base = stored.series().first().cloned();
-            series::calendar_of(series::series_from_json(&input, base, current.uid.clone())?)
+            calendar_with(
+                series::series_from_json(&input, base, current.uid.clone())?,
+                &[],
+            )
         }
         (None, Some(calendar)) => calendar,
         (None, None) => return Err(ApiError::internal("no body format")),
@@ -568,9 +558,9 @@ pub async fn list_occurrences(
         .items
         .into_iter()
         .map(|o| {
-            // Written by `series::prepare` (and the engine's copy of it); a row that does not read shows
-            // what the index itself knows.
-            let data: OccurrenceData = o
+            // Written by `calbridge_model::stored::prepare`; a row that does not read shows what the index
+            // itself knows.
+            let data: OccurrenceFields = o
                 .data
                 .as_deref()
                 .and_then(|d| serde_json::from_str(d).ok())
