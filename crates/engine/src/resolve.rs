@@ -65,6 +65,17 @@ pub enum ResolveFailure {
     ReadBack(String),
     #[error("{0}")]
     Engine(#[from] EngineError),
+    /// The conflict's connection (or its link) was deleted: the remote side can no longer be read or
+    /// written, so an option that needs it cannot be applied. Nothing was written.
+    #[error(
+        "the conflict's {what} was deleted, so its remote side can no longer be read or written and `{option}` cannot be applied; {still}"
+    )]
+    RemoteGone {
+        what: &'static str,
+        option: String,
+        /// What can still be done.
+        still: String,
+    },
 }
 
 impl ResolveFailure {
@@ -78,6 +89,7 @@ impl ResolveFailure {
             ResolveFailure::AlreadyResolved => "already_resolved",
             ResolveFailure::Provider(_) => "provider_unavailable",
             ResolveFailure::ReadBack(_) => "read_back_failed",
+            ResolveFailure::RemoteGone { .. } => "connection_deleted",
             ResolveFailure::Store(StoreError::NotFound { .. }) => "not_found",
             ResolveFailure::Store(_) | ResolveFailure::Engine(_) => "internal",
         }
@@ -182,6 +194,8 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
     };
     let plan = steps(&recorded, option, merged.as_ref())?;
 
+    let mut steps_done: Vec<&str> = plan.iter().map(step_name).collect();
+    let mut remote_gone = None;
     let confirmed = if plan == [Step::AcceptOverlap] {
         // Nothing to write: the overlap is accepted as it stands (its fingerprint keeps it from being
         // reported again while the two events keep their times).
@@ -192,6 +206,17 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
             .and_then(|v| v.get("fingerprint").cloned())
             .unwrap_or(Value::Null);
         json!({ "accepted": fingerprint })
+    } else if let Some(what) = gone(&r, &conflict).await? {
+        // What is left is local data only: options that need nothing else still apply there.
+        let local_steps =
+            without_remote(&recorded, option, &plan).ok_or_else(|| ResolveFailure::RemoteGone {
+                what,
+                option: r.option.to_owned(),
+                still: still_applicable(&recorded),
+            })?;
+        steps_done = local_steps.iter().map(step_name).collect();
+        remote_gone = Some(what);
+        apply_locally(&r, &conflict, &recorded, &local_steps).await?
     } else {
         let provider = r.provider.ok_or_else(|| {
             ResolveFailure::Engine(EngineError::Content(
@@ -215,8 +240,10 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
         Value::Array(exec.confirmed)
     };
 
-    let steps_done: Vec<&str> = plan.iter().map(step_name).collect();
-    let resolution = json!({"option": option, "steps": steps_done, "confirmed": confirmed});
+    let mut resolution = json!({"option": option, "steps": steps_done, "confirmed": confirmed});
+    if let Some(what) = remote_gone {
+        resolution["remote_gone"] = json!(what);
+    }
     let resolved = store
         .resolve_conflict(
             r.tenant,
@@ -239,12 +266,130 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
                     "event_uid": conflict.event_uid,
                     "steps": steps_done,
                     "confirmed": confirmed,
+                    "remote_gone": remote_gone,
                 })
                 .to_string(),
             },
         )
         .await?;
     Ok(resolved)
+}
+
+/// Whether the conflict's remote side is gone: `Some("connection")` or `Some("link")` when the
+/// connection or the link it was recorded on was deleted (the store then clears the conflict's
+/// references to it).
+async fn gone(
+    r: &Resolve<'_>,
+    conflict: &Conflict,
+) -> Result<Option<&'static str>, ResolveFailure> {
+    let (Some(connection), Some(link)) = (conflict.connection_id, conflict.link_id) else {
+        return Ok(Some(if conflict.connection_id.is_none() {
+            "connection"
+        } else {
+            "link"
+        }));
+    };
+    match r.store.get_connection(r.tenant, connection).await {
+        Err(StoreError::NotFound { .. }) => return Ok(Some("connection")),
+        other => {
+            other?;
+        }
+    }
+    match r.store.get_link(r.tenant, link).await {
+        Err(StoreError::NotFound { .. }) => Ok(Some("link")),
+        other => other.map(|_| None).map_err(ResolveFailure::from),
+    }
+}
+
+/// The option's steps on local data alone, when the remote side is gone, or `None` when the option
+/// needs the remote side (its version, or a write there). `keep_local` keeps the local version as it
+/// is (nothing remote to overwrite or delete any more); `delete_everywhere` deletes the local series
+/// of an event deleted remotely, and closes the conflict of one deleted locally (already deleted
+/// everywhere that is left). `keep_remote`, `keep_both`, `merge` and `restore` need the provider's
+/// version or a provider write.
+fn without_remote(
+    recorded: &Recorded<'_>,
+    option: calbridge_sync::ResolutionOption,
+    plan: &[Step],
+) -> Option<Vec<Step>> {
+    use calbridge_sync::ResolutionOption as O;
+    match (option, plan) {
+        (O::KeepLocal, _) => Some(Vec::new()),
+        (O::DeleteEverywhere, [Step::DeleteLocal]) => Some(vec![Step::DeleteLocal]),
+        (O::DeleteEverywhere, [Step::DeleteRemote]) if recorded.local.is_none() => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// The sentence saying what can still be done with a conflict whose remote side is gone.
+fn still_applicable(recorded: &Recorded<'_>) -> String {
+    use calbridge_sync::ResolutionOption as O;
+    let mut still = Vec::new();
+    for option in recorded.offered {
+        let Ok(plan) = steps(recorded, *option, None) else {
+            continue;
+        };
+        if without_remote(recorded, *option, &plan).is_some() {
+            still.push(match (option, plan.as_slice()) {
+                (O::KeepLocal, _) => "`keep_local` keeps the local version as it is",
+                (O::DeleteEverywhere, [Step::DeleteLocal]) => {
+                    "`delete_everywhere` deletes the local event"
+                }
+                _ => "`delete_everywhere` closes it (the event is deleted locally)",
+            });
+        }
+    }
+    if still.is_empty() {
+        "none of its options can be applied any more".into()
+    } else {
+        format!(
+            "options that touch only local data still apply: {}",
+            still.join("; ")
+        )
+    }
+}
+
+/// Applies local-only steps (see [`without_remote`]) after checking the local side is still what the
+/// conflict recorded; returns what was confirmed.
+async fn apply_locally(
+    r: &Resolve<'_>,
+    conflict: &Conflict,
+    recorded: &Recorded<'_>,
+    local_steps: &[Step],
+) -> Result<Value, ResolveFailure> {
+    let Some(series) = conflict.series_id else {
+        // The local series is gone too (its calendar was deleted): nothing left on either side.
+        return Ok(json!([]));
+    };
+    let row = r.store.get_series(r.tenant, series).await?;
+    let calendar = r.store.get_calendar(r.tenant, row.calendar_id).await?;
+    let floating = TimeZone::get(&calendar.time_zone).unwrap_or(TimeZone::UTC);
+    match (recorded.local, row.deleted_at) {
+        (Some(state), None) => {
+            if &Parsed::from_stored(&row)?.state(&floating) != state {
+                return Err(ResolveFailure::Changed("local"));
+            }
+        }
+        (None, Some(_)) => {}
+        _ => return Err(ResolveFailure::Changed("local")),
+    }
+    let mut confirmed = Vec::new();
+    if local_steps.contains(&Step::DeleteLocal) {
+        r.store
+            .delete_series(r.tenant, row.id, row.version)
+            .await
+            .map_err(local_error)?;
+        let back = r.store.get_series(r.tenant, row.id).await?;
+        if back.deleted_at.is_none() {
+            return Err(ResolveFailure::ReadBack(
+                "the local series is still there after the delete".into(),
+            ));
+        }
+        confirmed.push(json!({"side": "local", "series_id": row.id.to_string(), "deleted": true}));
+    } else if row.deleted_at.is_none() {
+        confirmed.push(json!({"side": "local", "series_id": row.id.to_string(), "version": row.version, "kept": true}));
+    }
+    Ok(Value::Array(confirmed))
 }
 
 /// The state of one resolution being carried out.

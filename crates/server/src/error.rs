@@ -46,6 +46,9 @@ pub enum ApiError {
     /// A conflict's side changed again after it was recorded: nothing was overwritten.
     #[error("{0}")]
     ConflictChanged(String),
+    /// The resource's state forbids the request; `code` says which state (`connection_deleted`).
+    #[error("{detail}")]
+    StateConflict { code: &'static str, detail: String },
     #[error(
         "this endpoint does not support that method; the Allow header and /v1/openapi.json list what it does"
     )]
@@ -98,7 +101,9 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Conflict(_) | Self::ConflictChanged(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictChanged(_) | Self::StateConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,7 +119,9 @@ impl ApiError {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::MissingScope(_) => "missing_scope",
             Self::NotFound(_) => "not_found",
-            Self::BadRequest { code, .. } | Self::Unprocessable { code, .. } => code,
+            Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. }
+            | Self::StateConflict { code, .. } => code,
             Self::PreconditionFailed { .. } => "etag_mismatch",
             Self::Conflict(_) => "conflict",
             Self::ConflictChanged(_) => "conflict_changed",

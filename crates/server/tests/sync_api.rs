@@ -500,3 +500,258 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     assert_eq!(gone.status(), StatusCode::NO_CONTENT);
     assert_eq!(events(&server, &calendar).await.len(), 3);
 }
+
+/// A conflict whose connection was deleted: options that need the provider answer 409
+/// `connection_deleted` (problem+json, saying what still applies) and change nothing; `keep_local` and
+/// `delete_everywhere` apply to the local data alone. Before, every option answered 500.
+async fn resolving_after_the_connection_is_deleted(backend: Backend) {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let raw = radicale.raw();
+    let calendar_url = radicale.calendar_url("gone");
+    raw.mkcalendar(&calendar_url, "Gone").await;
+    let item_url = |uid: &str| format!("{calendar_url}{uid}.ics");
+    // One event per case, each on a day of its own (no time conflicts).
+    let cases = [("u-1", 25), ("u-2", 26), ("d-remote", 27), ("d-local", 28)];
+    let start = |day: u32| format!("202611{day:02}T090000Z");
+    for (uid, day) in cases {
+        let put = raw
+            .put(&item_url(uid), &support::event(uid, uid, &start(day)))
+            .await;
+        assert!(put.status().is_success());
+    }
+    let mut config = test_config();
+    config.network.allow_private_networks = true;
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let created = json_of(
+        server
+            .post_json(
+                &server.admin,
+                "/v1/calendar/connections",
+                json!({"provider": "caldav", "name": "Radicale",
+                       "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
+                       "sync": {"conflict_resolution": "ask"}}),
+            )
+            .await,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let calendar = created["calendar_id"].as_str().unwrap().to_owned();
+    assert_eq!(sync_and_wait(&server, &id).await["status"], "succeeded");
+    let listed = events(&server, &calendar).await;
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    let event_id = |uid: &str| -> String {
+        listed.iter().find(|e| e["uid"] == uid).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Update conflicts (both sides edited the title), a deletion conflict each way.
+    for (uid, day) in cases {
+        let edit_locally = uid != "d-local";
+        let edit_remotely = uid != "d-remote";
+        if edit_locally {
+            let local = server
+                .client
+                .put(server.url(&format!("/v1/calendar/events/{}", event_id(uid))))
+                .bearer_auth(&server.admin)
+                .json(&json!({"summary": format!("{uid} local"),
+                              "start": format!("2026-11-{day}T09:00:00Z"),
+                              "end": format!("2026-11-{day}T10:00:00Z")}))
+                .send()
+                .await
+                .unwrap();
+            assert!(local.status().is_success());
+        } else {
+            let deleted = server
+                .client
+                .delete(server.url(&format!("/v1/calendar/events/{}", event_id(uid))))
+                .bearer_auth(&server.admin)
+                .send()
+                .await
+                .unwrap();
+            assert!(deleted.status().is_success());
+        }
+        let remote = if edit_remotely {
+            raw.put(
+                &item_url(uid),
+                &support::event(uid, &format!("{uid} remote"), &start(day)),
+            )
+            .await
+        } else {
+            raw.request("DELETE", &item_url(uid), &[], None).await
+        };
+        assert!(remote.status().is_success());
+    }
+    let run = sync_and_wait(&server, &id).await;
+    assert_ne!(run["status"], "failed", "{run}");
+    let conflicts = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let conflicts = conflicts["items"].as_array().unwrap().clone();
+    assert_eq!(conflicts.len(), 4, "{conflicts:?}");
+    let conflict_of = |uid: &str| -> Value {
+        conflicts
+            .iter()
+            .find(|c| c["event_uid"] == uid)
+            .unwrap_or_else(|| panic!("no conflict for {uid}: {conflicts:?}"))
+            .clone()
+    };
+
+    // The connection goes (its links, mappings and cursors with it); the conflicts and events stay.
+    let gone = server
+        .client
+        .delete(server.url(&format!("/v1/calendar/connections/{id}")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+
+    let resolve = |uid: &str, body: Value| {
+        let server = &server;
+        let conflict = conflict_of(uid)["id"].as_str().unwrap().to_owned();
+        async move {
+            server
+                .post_json(
+                    &server.admin,
+                    &format!("/v1/calendar/conflicts/{conflict}/resolve"),
+                    body,
+                )
+                .await
+        }
+    };
+    let refused = |uid: &'static str, body: Value, still: &'static [&'static str]| {
+        let resolve = &resolve;
+        async move {
+            let answer = resolve(uid, body.clone()).await;
+            assert_eq!(answer.status(), StatusCode::CONFLICT, "{uid} {body}");
+            assert_eq!(
+                answer.headers()["content-type"],
+                "application/problem+json",
+                "{uid} {body}"
+            );
+            let problem = json_of(answer).await;
+            assert_eq!(problem["code"], "connection_deleted", "{problem}");
+            assert_eq!(problem["status"], 409);
+            assert_eq!(problem["type"], "about:blank");
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("connection was deleted"), "{detail}");
+            for option in still {
+                assert!(detail.contains(option), "{detail} should name {option}");
+            }
+        }
+    };
+    // Options that need the provider's version or a provider write.
+    refused("u-1", json!({"option": "keep_remote"}), &["keep_local"]).await;
+    refused("u-1", json!({"option": "keep_both"}), &["keep_local"]).await;
+    refused(
+        "u-1",
+        json!({"option": "merge", "merged": {"summary": "Both"}}),
+        &["keep_local"],
+    )
+    .await;
+    refused(
+        "d-remote",
+        json!({"option": "restore"}),
+        &["delete_everywhere"],
+    )
+    .await;
+    refused(
+        "d-local",
+        json!({"option": "restore"}),
+        &["delete_everywhere"],
+    )
+    .await;
+    // Options the conflict never offered are still 422.
+    let not_offered = resolve("u-1", json!({"option": "restore"})).await;
+    assert_eq!(not_offered.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Nothing was lost: every conflict is open with both versions, every local event as it was.
+    for (uid, _) in cases {
+        let conflict = conflict_of(uid);
+        let stored = json_of(
+            server
+                .get(
+                    &server.admin,
+                    &format!(
+                        "/v1/calendar/conflicts/{}",
+                        conflict["id"].as_str().unwrap()
+                    ),
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(stored["state"], "open", "{stored}");
+        assert_eq!(stored["local"], conflict["local"], "{uid}");
+        assert_eq!(stored["remote"], conflict["remote"], "{uid}");
+        assert!(stored["connection_id"].is_null(), "{stored}");
+    }
+    let summaries = |events: Vec<Value>| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["uid"].as_str().unwrap().to_owned(),
+                    e["summary"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let before = vec![
+        ("d-remote".to_owned(), "d-remote local".to_owned()),
+        ("u-1".to_owned(), "u-1 local".to_owned()),
+        ("u-2".to_owned(), "u-2 local".to_owned()),
+    ];
+    assert_eq!(summaries(events(&server, &calendar).await), before);
+
+    // What touches only local data applies: keep_local keeps the local version as it is...
+    let kept = resolve("u-1", json!({"option": "keep_local"})).await;
+    assert_eq!(kept.status(), StatusCode::OK);
+    let kept = json_of(kept).await;
+    assert_eq!(kept["state"], "resolved", "{kept}");
+    assert_eq!(kept["resolution"]["remote_gone"], "connection", "{kept}");
+    assert_eq!(kept["resolution"]["steps"], json!([]), "{kept}");
+    // ...delete_everywhere deletes the local event of one deleted remotely...
+    let deleted = resolve("d-remote", json!({"option": "delete_everywhere"})).await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(
+        json_of(deleted).await["resolution"]["steps"],
+        json!(["delete_local"])
+    );
+    // ...and closes the one deleted locally (deleted everywhere that is left).
+    let closed = resolve("d-local", json!({"option": "delete_everywhere"})).await;
+    assert_eq!(closed.status(), StatusCode::OK);
+    assert_eq!(
+        summaries(events(&server, &calendar).await),
+        before
+            .into_iter()
+            .filter(|(uid, _)| uid != "d-remote")
+            .collect::<Vec<_>>()
+    );
+    // Resolving again is 409 `conflict` (already resolved), not a 500.
+    let twice = resolve("u-1", json!({"option": "keep_local"})).await;
+    assert_eq!(twice.status(), StatusCode::CONFLICT);
+    assert_eq!(json_of(twice).await["code"], "conflict");
+    let audit = json_of(server.get(&server.admin, "/v1/calendar/audit").await).await;
+    let resolved = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "conflict.resolved")
+        .count();
+    assert_eq!(resolved, 3, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_after_the_connection_is_deleted_sqlite() {
+    resolving_after_the_connection_is_deleted(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_after_the_connection_is_deleted_postgres() {
+    resolving_after_the_connection_is_deleted(Backend::Postgres).await;
+}

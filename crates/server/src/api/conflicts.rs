@@ -194,7 +194,10 @@ pub struct ResolveInput {
 /// `keep_both` accepts the overlap. Writes are conditional (`If-Match` on the provider, the series
 /// version locally) and read back; the conflict closes only then. When either side changed after the
 /// conflict was recorded the answer is 409 `conflict_changed` and nothing is overwritten; an option the
-/// conflict does not offer is 422 `option_not_applicable`.
+/// conflict does not offer is 422 `option_not_applicable`. When the conflict's connection was deleted,
+/// options that need the provider answer 409 `connection_deleted`; `keep_local` (the local version stays
+/// as it is) and `delete_everywhere` (the local event of one deleted remotely goes; one deleted locally
+/// stays deleted) still apply to the local data.
 #[utoipa::path(post, path = "/v1/calendar/conflicts/{id}/resolve", tag = "conflicts",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Conflict id")),
@@ -227,6 +230,10 @@ fn failure(e: calbridge_engine::ResolveFailure) -> ApiError {
         F::Refused(_) => ApiError::unprocessable(e.code(), detail),
         F::Changed(_) => ApiError::ConflictChanged(detail),
         F::AlreadyResolved => ApiError::Conflict(detail),
+        F::RemoteGone { .. } => ApiError::StateConflict {
+            code: e.code(),
+            detail,
+        },
         F::Provider(_) => ApiError::Unavailable(detail),
         F::Store(calbridge_store::StoreError::NotFound { .. }) => {
             ApiError::NotFound("conflict".into())
@@ -255,11 +262,16 @@ pub async fn resolve(
         conflict.connection_id,
     ) {
         (true, Some(connection_id)) if conflict.state == ConflictState::Open => {
-            let connection = state
-                .store
-                .get_connection(tenant, connection_id)
-                .await
-                .map_err(|e| store_error("connection", e))?;
+            let connection = match state.store.get_connection(tenant, connection_id).await {
+                Ok(connection) => Some(connection),
+                // Deleted since the conflict was read: the engine answers for a remote side that
+                // is gone (`connection_deleted`, or the local-only options).
+                Err(calbridge_store::StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(store_error("connection", e)),
+            };
+            let Some(connection) = connection else {
+                return engine_resolve(state, tenant, actor, id, option, merged, None).await;
+            };
             let ctx = super::sync::context(state)?;
             let provider =
                 syncing::open_provider(&ctx, &connection)
@@ -274,10 +286,31 @@ pub async fn resolve(
         }
         _ => None,
     };
+    engine_resolve(
+        state,
+        tenant,
+        actor,
+        id,
+        option,
+        merged,
+        provider.as_deref(),
+    )
+    .await
+}
+
+async fn engine_resolve(
+    state: &AppState,
+    tenant: calbridge_store::TenantId,
+    actor: &str,
+    id: ConflictId,
+    option: &str,
+    merged: Option<&serde_json::Value>,
+    provider: Option<&dyn calbridge_providers::CalendarProvider>,
+) -> Result<Conflict, ApiError> {
     let config = calbridge_engine::EngineConfig::default();
     calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
         store: state.store.as_ref(),
-        provider: provider.as_deref(),
+        provider,
         tenant,
         conflict: id,
         option,
