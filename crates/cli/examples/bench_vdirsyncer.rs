@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use calbridge_server::{Config, bootstrap, syncing};
-use calbridge_store::{ConnectionStatus, NewCalendar, NewConnection, NewLink, Provider};
 use jiff::{Timestamp, ToSpan};
+
+// The CLI tests' set-up (a test-only module; the binary does not depend on it).
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "wonderland";
@@ -193,85 +195,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 struct Calbridge {
     bin: PathBuf,
-    db: String,
-    key_file: PathBuf,
-    connection: String,
+    database: common::CliDatabase,
 }
 
 impl Calbridge {
     fn sync(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args([
-            "sync",
-            "--connection",
-            &self.connection,
-            "--database-url",
-            &self.db,
-        ])
-        .env("CALBRIDGE_SECRETS__MASTER_KEY_FILE", &self.key_file)
-        .env("CALBRIDGE_NETWORK__ALLOW_PRIVATE_NETWORKS", "true");
-        c
+        let connection = self.database.connection.to_string();
+        self.database
+            .command(&self.bin, &["sync", "--connection", &connection])
     }
 }
 
 fn calbridge_setup(dir: &Path, port: u16) -> Calbridge {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let db = format!("sqlite://{}", dir.join("calbridge.db").display());
-    let key_file = dir.join("master.key");
-    calbridge_store::crypto::MasterKey::create_file(&key_file).unwrap();
-    let connection = runtime.block_on(async {
-        let mut config = Config::default();
-        config.database.url = calbridge_server::config::DatabaseUrl::parse(&db).unwrap();
-        config.secrets.master_key_file = Some(key_file.clone());
-        let master = bootstrap::master_key(&config).unwrap();
-        let store = bootstrap::open_store(&config).await.unwrap();
-        bootstrap::bootstrap_admin(store.as_ref()).await.unwrap();
-        let tenant = bootstrap::tenant_by_name_or_id(store.as_ref(), bootstrap::DEFAULT_TENANT)
-            .await
-            .unwrap();
-        let calendar = store
-            .create_calendar(
-                tenant.id,
-                NewCalendar {
-                    name: "Work".into(),
-                    time_zone: "UTC".into(),
-                    owner: None,
-                },
-            )
-            .await
-            .unwrap();
-        let credentials = syncing::StoredCredentials {
-            url: format!("http://127.0.0.1:{port}/"),
-            username: Some(USER.into()),
-            password: Some(PASSWORD.into()),
-            oauth: None,
-        };
-        let connection = store
-            .create_connection(
-                tenant.id,
-                NewConnection {
-                    provider: Provider::Caldav,
-                    name: "Radicale".into(),
-                    calendar_id: calendar.id,
-                    credentials: Some(syncing::seal(&master.key, &credentials).unwrap()),
-                    sync_options_json: "{}".into(),
-                    status: ConnectionStatus::Active,
-                },
-            )
-            .await
-            .unwrap();
-        store
-            .create_link(
-                tenant.id,
-                NewLink {
-                    connection_id: connection.id,
-                    remote_calendar_id: format!("/{USER}/work/"),
-                    remote_name: Some("Work".into()),
-                },
-            )
-            .await
-            .unwrap();
-        connection.id.to_string()
+    let database = runtime.block_on(async {
+        // The store closes here: only the calbridge processes hold the database while measured.
+        let (database, _store) =
+            common::CliDatabase::caldav(dir, &format!("http://127.0.0.1:{port}/"), USER, PASSWORD)
+                .await;
+        database
     });
     let bin = std::env::current_exe()
         .unwrap()
@@ -285,12 +227,7 @@ fn calbridge_setup(dir: &Path, port: u16) -> Calbridge {
         "build the calbridge binary first ({})",
         bin.display()
     );
-    Calbridge {
-        bin,
-        db,
-        key_file,
-        connection,
-    }
+    Calbridge { bin, database }
 }
 
 fn vdirsyncer_setup(dir: &Path, port: u16) -> PathBuf {
