@@ -12,6 +12,7 @@
     clippy::print_stderr
 )]
 
+mod common;
 #[path = "../../providers/tests/support/mod.rs"]
 mod support;
 
@@ -21,10 +22,8 @@ use std::time::{Duration, Instant};
 
 use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::{CalendarId, CalendarProvider, KnownVersions, Window};
-use calbridge_server::{Config, bootstrap, syncing};
 use calbridge_store::{
-    ConflictFilter, ConflictState, ConnectionStatus, NewCalendar, NewConnection, NewLink,
-    NewSeries, OccurrenceSet, SeriesUpdate, Store, SyncRunStatus,
+    ConflictFilter, ConflictState, NewSeries, OccurrenceSet, SeriesUpdate, Store, SyncRunStatus,
 };
 use jiff::{Timestamp, ToSpan};
 
@@ -103,11 +102,7 @@ fn digest(ical: &str) -> (String, String, String, String) {
 struct World {
     radicale: support::Radicale,
     store: std::sync::Arc<dyn Store>,
-    tenant: calbridge_store::TenantId,
-    calendar: calbridge_store::CalendarId,
-    connection: calbridge_store::ConnectionId,
-    db: String,
-    key_file: std::path::PathBuf,
+    cli: common::CliDatabase,
     provider: CaldavProvider,
     _dir: tempfile::TempDir,
 }
@@ -138,9 +133,9 @@ impl World {
     async fn local_create(&self, uid: &str, e: &Expected) {
         self.store
             .create_series(
-                self.tenant,
+                self.cli.tenant,
                 NewSeries {
-                    calendar_id: self.calendar,
+                    calendar_id: self.cli.calendar,
                     uid: uid.to_owned(),
                     ical: ics(uid, e),
                     model_json: "{}".into(),
@@ -155,13 +150,13 @@ impl World {
     async fn local_edit(&self, uid: &str, e: &Expected) {
         let series = self
             .store
-            .get_series_by_uid(self.tenant, self.calendar, uid)
+            .get_series_by_uid(self.cli.tenant, self.cli.calendar, uid)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("local {uid} is gone"));
         self.store
             .update_series(
-                self.tenant,
+                self.cli.tenant,
                 series.id,
                 series.version,
                 SeriesUpdate {
@@ -178,32 +173,29 @@ impl World {
     async fn local_delete(&self, uid: &str) {
         let series = self
             .store
-            .get_series_by_uid(self.tenant, self.calendar, uid)
+            .get_series_by_uid(self.cli.tenant, self.cli.calendar, uid)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("local {uid} is gone"));
         self.store
-            .delete_series(self.tenant, series.id, series.version)
+            .delete_series(self.cli.tenant, series.id, series.version)
             .await
             .unwrap();
     }
 
     fn sync_command(&self) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .args(["sync", "--connection", &self.connection.to_string()])
-            .args(["--database-url", &self.db])
-            .env("CALBRIDGE_SECRETS__MASTER_KEY_FILE", &self.key_file)
-            .env("CALBRIDGE_NETWORK__ALLOW_PRIVATE_NETWORKS", "true")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LOG");
+        let mut command = self.cli.command(
+            BIN,
+            &["sync", "--connection", &self.cli.connection.to_string()],
+        );
+        command.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
         command
     }
 
     /// Runs left open (`running`): each is a sync a kill cut short.
     async fn open_runs(&self) -> usize {
         self.store
-            .list_sync_runs(self.tenant, Some(self.connection), 500)
+            .list_sync_runs(self.cli.tenant, Some(self.cli.connection), 500)
             .await
             .unwrap()
             .iter()
@@ -218,7 +210,7 @@ impl World {
         loop {
             let page = self
                 .store
-                .list_series(self.tenant, self.calendar, after, 500)
+                .list_series(self.cli.tenant, self.cli.calendar, after, 500)
                 .await
                 .unwrap();
             let Some(last) = page.last() else { break };
@@ -273,60 +265,13 @@ async fn world() -> Option<World> {
         .mkcalendar(&radicale.calendar_url("work"), "Work")
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("c.db").display());
-    let key_file = dir.path().join("master.key");
-    calbridge_store::crypto::MasterKey::create_file(&key_file).unwrap();
-    let mut config = Config::default();
-    config.database.url = calbridge_server::config::DatabaseUrl::parse(&db).unwrap();
-    config.secrets.master_key_file = Some(key_file.clone());
-    let master = bootstrap::master_key(&config).unwrap();
-    let store = bootstrap::open_store(&config).await.unwrap();
-    bootstrap::bootstrap_admin(store.as_ref()).await.unwrap();
-    let tenant = bootstrap::tenant_by_name_or_id(store.as_ref(), bootstrap::DEFAULT_TENANT)
-        .await
-        .unwrap();
-    let calendar = store
-        .create_calendar(
-            tenant.id,
-            NewCalendar {
-                name: "Work".into(),
-                time_zone: "UTC".into(),
-                owner: None,
-            },
-        )
-        .await
-        .unwrap();
-    let credentials = syncing::StoredCredentials {
-        url: radicale.base(),
-        username: Some(support::USER.into()),
-        password: Some(support::PASSWORD.into()),
-        oauth: None,
-    };
-    let connection = store
-        .create_connection(
-            tenant.id,
-            NewConnection {
-                provider: calbridge_store::Provider::Caldav,
-                name: "Radicale".into(),
-                calendar_id: calendar.id,
-                credentials: Some(syncing::seal(&master.key, &credentials).unwrap()),
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .create_link(
-            tenant.id,
-            NewLink {
-                connection_id: connection.id,
-                remote_calendar_id: format!("/{}/work/", support::USER),
-                remote_name: Some("Work".into()),
-            },
-        )
-        .await
-        .unwrap();
+    let (cli, store) = common::CliDatabase::caldav(
+        dir.path(),
+        &radicale.base(),
+        support::USER,
+        support::PASSWORD,
+    )
+    .await;
     let provider = CaldavProvider::new(
         &support::http_client(),
         &radicale.base(),
@@ -337,11 +282,7 @@ async fn world() -> Option<World> {
     Some(World {
         radicale,
         store,
-        tenant: tenant.id,
-        calendar: calendar.id,
-        connection: connection.id,
-        db,
-        key_file,
+        cli,
         provider,
         _dir: dir,
     })
@@ -533,7 +474,7 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
         }
         let latest = w
             .store
-            .list_sync_runs(w.tenant, Some(w.connection), 1)
+            .list_sync_runs(w.cli.tenant, Some(w.cli.connection), 1)
             .await
             .unwrap();
         let counts: BTreeMap<String, u64> = serde_json::from_str(&latest[0].counts_json).unwrap();
@@ -547,10 +488,10 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
     let open = w
         .store
         .list_conflicts(
-            w.tenant,
+            w.cli.tenant,
             &ConflictFilter {
                 state: Some(ConflictState::Open),
-                connection_id: Some(w.connection),
+                connection_id: Some(w.cli.connection),
                 kind: None,
             },
         )

@@ -2,13 +2,9 @@
 //! holding a CalDAV connection to a real Radicale.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "../../providers/tests/support/mod.rs"]
 mod support;
-
-use std::process::Command;
-
-use calbridge_server::{Config, bootstrap, syncing};
-use calbridge_store::{ConnectionStatus, NewCalendar, NewConnection, NewLink, Provider};
 
 const BIN: &str = env!("CARGO_BIN_EXE_calbridge");
 
@@ -17,91 +13,30 @@ async fn sync_imports_and_conflicts_commands_answer() {
     let Some(radicale) = support::Radicale::start() else {
         return;
     };
-    let raw = radicale.raw();
-    let calendar_url = radicale.calendar_url("work");
-    raw.mkcalendar(&calendar_url, "Work").await;
-    for n in 0..3 {
-        let put = raw
-            .put(
-                &format!("{calendar_url}e{n}.ics"),
-                // An hour each: events at one time would be time conflicts.
-                &support::event(
-                    &format!("cli-{n}"),
-                    &format!("E {n}"),
-                    &format!("20261125T{:02}0000Z", 9 + 2 * n),
-                ),
-            )
-            .await;
-        assert!(put.status().is_success());
-    }
+    // An hour each: events at one time would be time conflicts.
+    radicale
+        .work_calendar(&[
+            ("cli-0", "E 0", "20261125T090000Z"),
+            ("cli-1", "E 1", "20261125T110000Z"),
+            ("cli-2", "E 2", "20261125T130000Z"),
+        ])
+        .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("c.db").display());
-    let key_file = dir.path().join("master.key");
-    calbridge_store::crypto::MasterKey::create_file(&key_file).unwrap();
-    let mut config = Config::default();
-    config.database.url = calbridge_server::config::DatabaseUrl::parse(&db).unwrap();
-    config.secrets.master_key_file = Some(key_file.clone());
-    let master = bootstrap::master_key(&config).unwrap();
-    let store = bootstrap::open_store(&config).await.unwrap();
-    bootstrap::bootstrap_admin(store.as_ref()).await.unwrap();
-    let tenant = bootstrap::tenant_by_name_or_id(store.as_ref(), bootstrap::DEFAULT_TENANT)
-        .await
-        .unwrap();
-    let calendar = store
-        .create_calendar(
-            tenant.id,
-            NewCalendar {
-                name: "Work".into(),
-                time_zone: "UTC".into(),
-                owner: None,
-            },
-        )
-        .await
-        .unwrap();
-    let credentials = syncing::StoredCredentials {
-        url: radicale.base(),
-        username: Some(support::USER.into()),
-        password: Some(support::PASSWORD.into()),
-        oauth: None,
-    };
-    let connection = store
-        .create_connection(
-            tenant.id,
-            NewConnection {
-                provider: Provider::Caldav,
-                name: "Radicale".into(),
-                calendar_id: calendar.id,
-                credentials: Some(syncing::seal(&master.key, &credentials).unwrap()),
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .create_link(
-            tenant.id,
-            NewLink {
-                connection_id: connection.id,
-                remote_calendar_id: format!("/{}/work/", support::USER),
-                remote_name: Some("Work".into()),
-            },
-        )
-        .await
-        .unwrap();
-
+    let (cli, store) = common::CliDatabase::caldav(
+        dir.path(),
+        &radicale.base(),
+        support::USER,
+        support::PASSWORD,
+    )
+    .await;
     let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .args(["--database-url", &db])
-            .env("CALBRIDGE_SECRETS__MASTER_KEY_FILE", &key_file)
-            .env("CALBRIDGE_NETWORK__ALLOW_PRIVATE_NETWORKS", "true")
+        cli.command(BIN, args)
             .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap()
     };
-    let connection_id = connection.id.to_string();
+    let connection_id = cli.connection.to_string();
     let synced = run(&["sync", "--connection", &connection_id]);
     let stdout = String::from_utf8_lossy(&synced.stdout);
     assert!(
@@ -113,14 +48,14 @@ async fn sync_imports_and_conflicts_commands_answer() {
     assert!(stdout.contains("create_local"), "{stdout}");
     for n in 0..3 {
         let series = store
-            .get_series_by_uid(tenant.id, calendar.id, &format!("cli-{n}"))
+            .get_series_by_uid(cli.tenant, cli.calendar, &format!("cli-{n}"))
             .await
             .unwrap();
         assert!(series.is_some(), "cli-{n} not imported");
     }
     // The run is in the system log the API serves.
     let runs = store
-        .list_sync_runs(tenant.id, Some(connection.id), 10)
+        .list_sync_runs(cli.tenant, Some(cli.connection), 10)
         .await
         .unwrap();
     assert!(runs.iter().any(|r| r.status.as_str() == "succeeded"));
@@ -141,9 +76,9 @@ async fn sync_imports_and_conflicts_commands_answer() {
     let listed = run(&["connections", "list"]);
     assert!(listed.status.success());
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains(&connection.id.to_string()), "{listed}");
+    assert!(listed.contains(&cli.connection.to_string()), "{listed}");
     assert!(listed.contains("caldav\tactive"), "{listed}");
-    let shown = run(&["connections", "show", &connection.id.to_string()]);
+    let shown = run(&["connections", "show", &cli.connection.to_string()]);
     assert!(shown.status.success());
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["provider"], "caldav");
@@ -151,7 +86,7 @@ async fn sync_imports_and_conflicts_commands_answer() {
     let text = shown.to_string();
     assert!(!text.contains(support::PASSWORD), "no password in {text}");
     assert!(!text.contains("credentials"), "no credentials in {text}");
-    let tested = run(&["connections", "test", &connection.id.to_string()]);
+    let tested = run(&["connections", "test", &cli.connection.to_string()]);
     let out = String::from_utf8_lossy(&tested.stdout);
     assert!(tested.status.success(), "{out}");
     assert!(out.starts_with("ok\t"), "{out}");
