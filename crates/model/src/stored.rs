@@ -182,27 +182,20 @@ pub fn fields_of(series: &EventSeries) -> SeriesFields {
         Some(EventEnd::End(p)) => Some(point_text(&p.value)),
         _ => None,
     });
+    let shown = Shown::of(event);
     SeriesFields {
         uid: series.uid().to_owned(),
-        summary: event
-            .and_then(|e| e.summary.as_ref())
-            .map(|p| p.value.clone()),
+        summary: shown.summary,
         description: event
             .and_then(|e| e.description.as_ref())
             .map(|p| p.value.clone()),
-        location: event
-            .and_then(|e| e.location.as_ref())
-            .map(|p| p.value.clone()),
+        location: shown.location,
         start: start.map(point_text),
         end,
         all_day: start.is_some_and(CalDateTime::is_all_day),
         time_zone: start.and_then(zone_label),
-        status: event
-            .and_then(|e| e.status.as_ref())
-            .map(|p| p.value.as_str().to_ascii_lowercase()),
-        transparency: event
-            .and_then(|e| e.transparency.as_ref())
-            .map(|p| p.value.as_str().to_ascii_lowercase()),
+        status: shown.status,
+        transparency: shown.transparency,
         rrule: event
             .and_then(|e| e.rrule.as_ref())
             .map(|p| p.value.clone()),
@@ -210,6 +203,34 @@ pub fn fields_of(series: &EventSeries) -> SeriesFields {
             .map(|e| e.exdate_values().map(|d| point_text(d.start())).collect())
             .unwrap_or_default(),
         overrides: series.overrides().len(),
+    }
+}
+
+/// What both the series view and an occurrence's row show of an event (the master, or the override that
+/// replaces the occurrence): its text fields and its STATUS and TRANSP keywords in lower case.
+struct Shown {
+    summary: Option<String>,
+    location: Option<String>,
+    status: Option<String>,
+    transparency: Option<String>,
+}
+
+impl Shown {
+    fn of(event: Option<&Event>) -> Self {
+        Self {
+            summary: event
+                .and_then(|e| e.summary.as_ref())
+                .map(|p| p.value.clone()),
+            location: event
+                .and_then(|e| e.location.as_ref())
+                .map(|p| p.value.clone()),
+            status: event
+                .and_then(|e| e.status.as_ref())
+                .map(|p| p.value.as_str().to_ascii_lowercase()),
+            transparency: event
+                .and_then(|e| e.transparency.as_ref())
+                .map(|p| p.value.as_str().to_ascii_lowercase()),
+        }
     }
 }
 
@@ -292,24 +313,17 @@ fn index_rows(
             OccurrenceTime::Date(d) => Some(d.to_string()),
             OccurrenceTime::At(_) => None,
         };
+        let shown = Shown::of(event);
         let data = OccurrenceFields {
             end_date: date(occurrence.end),
-            location: event
-                .and_then(|e| e.location.as_ref())
-                .map(|p| p.value.clone()),
+            location: shown.location,
             start_date: date(occurrence.start),
-            status: event
-                .and_then(|e| e.status.as_ref())
-                .map(|p| p.value.as_str().to_ascii_lowercase()),
-            summary: event
-                .and_then(|e| e.summary.as_ref())
-                .map(|p| p.value.clone()),
+            status: shown.status,
+            summary: shown.summary,
             time_zone: event
                 .and_then(|e| e.dtstart.as_ref())
                 .and_then(|p| zone_label(&p.value)),
-            transparency: event
-                .and_then(|e| e.transparency.as_ref())
-                .map(|p| p.value.as_str().to_ascii_lowercase()),
+            transparency: shown.transparency,
             uid: Some(series.uid().to_owned()),
         };
         rows.push(IndexRow {
