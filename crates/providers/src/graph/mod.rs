@@ -875,14 +875,21 @@ impl CalendarProvider for GraphProvider {
         if full.is_some() {
             let mut unchanged_candidates = Vec::new();
             let mut to_read = Vec::new();
+            // Listed versions by id, first listing wins (a lookup per touched id: the listing of a
+            // large mailbox holds hundreds of thousands of instances).
+            let mut listed_versions: HashMap<&str, &str> = HashMap::with_capacity(items.len());
+            for v in &items {
+                if let (Some(id), Some(etag)) = (
+                    v.get("id").and_then(Value::as_str),
+                    v.get("@odata.etag").and_then(Value::as_str),
+                ) {
+                    listed_versions.entry(id).or_insert(etag);
+                }
+            }
             for id in &touched {
                 let remote = RemoteId::parse(id.clone())?;
                 // Singles carry their version in the listing; series need their master read anyway.
-                let single_version = items
-                    .iter()
-                    .find(|v| v.get("id").and_then(Value::as_str) == Some(id.as_str()))
-                    .and_then(|v| v.get("@odata.etag"))
-                    .and_then(Value::as_str);
+                let single_version = listed_versions.get(id.as_str()).copied();
                 match (known.get(&remote), single_version) {
                     (Some(etag), Some(version)) if etag.as_str() == version => {
                         unchanged_candidates.push(remote)
