@@ -2,7 +2,9 @@
 //! series on a link, recording a pair with its new base, and forgetting one with a tombstone.
 
 use calbridge_providers::CreateKey;
-use calbridge_store::{LinkId, MappingUpsert, NewTombstone, SeriesId, Store, TenantId};
+use calbridge_store::{
+    Conflict, ConflictFilter, LinkId, MappingUpsert, NewTombstone, SeriesId, Store, TenantId,
+};
 use calbridge_sync::{ItemState, LocalId, RemoteId, RemoteVersion, Uid};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -160,4 +162,27 @@ pub(crate) async fn forget_pair(
         store.delete_mapping(tenant, m.id).await?;
     }
     Ok(())
+}
+
+/// Every conflict matching `filter`, page by page: the engine parks and deduplicates against all of
+/// them, and a first page alone (`list_conflicts`) would let conflicts past it be recorded again.
+pub(crate) async fn every_conflict(
+    store: &dyn Store,
+    tenant: TenantId,
+    filter: &ConflictFilter,
+) -> Result<Vec<Conflict>, EngineError> {
+    const PAGE: u32 = 1000;
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_conflicts_after(tenant, filter, after, PAGE)
+            .await?;
+        let full = page.len() == PAGE as usize;
+        after = page.last().map(|c| c.id);
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
 }

@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
-    ConflictSide, Intent, IntentSide, Pending, StoredBase, TombstoneAt, create_key, forget_pair,
-    hex_sha256, record_pair, to_json,
+    ConflictSide, Intent, IntentSide, Pending, StoredBase, TombstoneAt, create_key, every_conflict,
+    forget_pair, hex_sha256, record_pair, to_json,
 };
 use crate::{EngineConfig, EngineError, SyncOptions};
 
@@ -177,6 +177,9 @@ struct Runner<'a> {
     /// Local series changed since the last run (the application's edits): time conflicts may have
     /// appeared or gone.
     local_changed: bool,
+    /// Local series read as changed or written by this run: a time-conflict detection after an
+    /// incremental run looks at these only.
+    touched_local: BTreeSet<SeriesId>,
 }
 
 enum Outcome {
@@ -318,6 +321,7 @@ impl<'a> Runner<'a> {
             interrupted: false,
             executed: 0,
             local_changed: false,
+            touched_local: BTreeSet::new(),
         })
     }
 
@@ -471,12 +475,13 @@ impl<'a> Runner<'a> {
         }
         // A complete listing reports items we hold at their known version as `unchanged`; the plan
         // reads "not listed" as "gone", so they are passed as our own version coming back (ignored).
+        let mapping_of: HashMap<&str, &Mapping> = self
+            .mappings
+            .iter()
+            .map(|m| (m.remote.as_str(), m))
+            .collect();
         for id in &changes.unchanged {
-            if let Some(m) = self
-                .mappings
-                .iter()
-                .find(|m| m.remote.as_str() == id.as_str())
-            {
+            if let Some(m) = mapping_of.get(id.as_str()) {
                 remote_changes.push(RemoteChange::Upsert {
                     id: m.remote.clone(),
                     version: m.remote_version.clone(),
@@ -558,16 +563,16 @@ impl<'a> Runner<'a> {
 
         // --- read: open conflicts park their series ---
         let mut parked_local: BTreeSet<LocalId> = BTreeSet::new();
-        let open = store
-            .list_conflicts(
-                tenant,
-                &ConflictFilter {
-                    state: Some(ConflictState::Open),
-                    connection_id: Some(self.ctx.connection.id),
-                    kind: None,
-                },
-            )
-            .await?;
+        let open = every_conflict(
+            store,
+            tenant,
+            &ConflictFilter {
+                state: Some(ConflictState::Open),
+                connection_id: Some(self.ctx.connection.id),
+                kind: None,
+            },
+        )
+        .await?;
         for c in open.iter().filter(|c| c.link_id == Some(link.id)) {
             if Self::superseded(c, &local_changes, &remote)
                 && self.refresh_pair(c, &mut local_changes, &mut remote).await
@@ -610,12 +615,17 @@ impl<'a> Runner<'a> {
         }
 
         // --- execute, series by series ---
+        // Groups in first-seen order; the index keeps grouping linear in the number of actions.
         let mut groups: Vec<(String, Vec<Action>)> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
         for action in planned.actions {
             let key = series_key(&action);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
+            match group_of.get(&key).and_then(|&at| groups.get_mut(at)) {
                 Some((_, group)) => group.push(action),
-                None => groups.push((key, vec![action])),
+                None => {
+                    group_of.insert(key.clone(), groups.len());
+                    groups.push((key, vec![action]));
+                }
             }
         }
         let policy_local = local_changes;
@@ -1093,6 +1103,7 @@ impl<'a> Runner<'a> {
         };
         let mut changes = Vec::new();
         for row in rows {
+            self.touched_local.insert(row.id);
             let id = LocalId::new(row.id.to_string());
             if row.deleted_at.is_some() {
                 changes.push(LocalChange::Deleted {
@@ -1606,6 +1617,7 @@ impl<'a> Runner<'a> {
                         row.id
                     }
                 };
+                self.touched_local.insert(id);
                 if let Some(old) = restore
                     && old.as_str() != id.to_string()
                 {
@@ -1659,6 +1671,7 @@ impl<'a> Runner<'a> {
                         },
                     )
                     .await?;
+                self.touched_local.insert(row.id);
                 let state = parsed.state(&self.floating);
                 let uid = Uid::new(parsed.series.uid());
                 self.local.insert(
@@ -1681,10 +1694,12 @@ impl<'a> Runner<'a> {
                 let entry = self.local_entry(local)?;
                 if entry.row.deleted_at.is_none() {
                     let expected = entry.row.version;
+                    let series = parse_series_id(local)?;
                     self.ctx
                         .store
-                        .delete_series(self.ctx.tenant, parse_series_id(local)?, expected)
+                        .delete_series(self.ctx.tenant, series, expected)
                         .await?;
+                    self.touched_local.insert(series);
                 }
                 self.forget_pair(local, remote).await?;
                 Ok(None)
@@ -1728,7 +1743,8 @@ impl<'a> Runner<'a> {
                     let copy = with_uid(&parsed.series, &uid)?;
                     let calendar = calendar_with(copy, &[&parsed.calendar]);
                     let s = storable(&calendar, &self.floating)?;
-                    self.ctx
+                    let row = self
+                        .ctx
                         .store
                         .create_series(
                             self.ctx.tenant,
@@ -1742,6 +1758,7 @@ impl<'a> Runner<'a> {
                             },
                         )
                         .await?;
+                    self.touched_local.insert(row.id);
                 }
                 Ok(None)
             }
@@ -1799,6 +1816,15 @@ impl<'a> Runner<'a> {
     /// Time conflicts of the owner after this run (see `time.rs`). A failure is reported; it does not
     /// hold the cursors back (the next detection recomputes everything).
     async fn detect_time_conflicts(&mut self) {
+        // After a first or full run every series may have moved; otherwise only the ones this run
+        // read as changed or wrote (the daily full reconciliation covers whatever a failed detection
+        // missed).
+        let whole = self.full_listing || self.ctx.full || self.ctx.link.local_cursor.is_none();
+        let scope = if whole {
+            crate::time::Scope::All
+        } else {
+            crate::time::Scope::Series(std::mem::take(&mut self.touched_local))
+        };
         match crate::time::detect(
             self.ctx.store,
             self.ctx.tenant,
@@ -1806,6 +1832,7 @@ impl<'a> Runner<'a> {
             self.window,
             self.options.conflicts,
             self.ctx.now,
+            &scope,
         )
         .await
         {
@@ -1814,6 +1841,7 @@ impl<'a> Runner<'a> {
                     ("time_conflicts", counts.detected),
                     ("time_conflicts_settled", counts.settled),
                     ("time_conflicts_closed", counts.closed),
+                    ("time_conflicts_deferred", counts.deferred),
                 ] {
                     if n > 0 {
                         *self.counts.entry(key.into()).or_default() += n;

@@ -7,25 +7,28 @@
 //! person's — else the calendar alone. A connection syncs all of its remote calendars into its one local
 //! calendar, so "the owner's linked calendars" are the local calendars of that owner.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use calbridge_store::{
-    Calendar, ConflictFilter, ConflictKind, ConflictState, Connection, NewAuditEntry, NewConflict,
-    OccurrenceQuery, SeriesId, Store, TenantId,
+    Calendar, CalendarId, ConflictFilter, ConflictKind, ConflictState, Connection, NewAuditEntry,
+    NewConflict, Occurrence, OccurrenceQuery, SeriesId, Store, TenantId,
 };
 use calbridge_sync::overlap::{
-    BusyBlock, KnownTimeConflict, PairOverlap, overlapping_pairs, reconcile_time,
+    BusyBlock, KnownTimeConflict, PairOverlap, TimeScope, overlapping_pairs, reconcile_time,
 };
 use calbridge_sync::{ConflictPolicy, ResolutionOption, Window};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::EngineError;
-use crate::pairs::to_json;
+use crate::pairs::{every_conflict, to_json};
 
 /// Occurrences read per page, and at most in one detection (a bound on the cost of one run).
 const PAGE: u32 = 1000;
 const MAX_BLOCKS: usize = 50_000;
+/// New time conflicts recorded by one detection at most: an imported calendar full of double bookings
+/// would otherwise flood the conflict list (and the run) at once; the rest are counted as deferred.
+const MAX_REPORTED: usize = 500;
 /// Overlapping spans listed in one conflict's `fields`.
 const MAX_SPANS_SHOWN: usize = 20;
 
@@ -35,6 +38,7 @@ pub(crate) struct TimeCounts {
     pub detected: u64,
     pub settled: u64,
     pub closed: u64,
+    pub deferred: u64,
 }
 
 /// The owner key of a calendar and the local calendars that belong to that owner.
@@ -67,28 +71,78 @@ fn data_field(data: &Value, key: &str) -> Option<String> {
     data.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Detects, reports and closes the time conflicts of the owner of `connection`'s calendar in `window`.
-pub(crate) async fn detect(
+/// Which series a detection looks at.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// The owner's whole window (a first or full sync: every series may have changed).
+    All,
+    /// These series (changed by the run) and what overlaps them: the cost follows the changes.
+    Series(BTreeSet<SeriesId>),
+}
+
+/// Time ranges of the changed series above which a scoped detection reads the whole window instead of
+/// one query per range (a daily series changed brings hundreds of ranges).
+const MAX_SCOPED_RANGES: usize = 200;
+
+/// Collects busy blocks and what a person needs to see of them, once per occurrence.
+#[derive(Default)]
+struct Blocks {
+    blocks: Vec<BusyBlock>,
+    seen: Vec<Seen>,
+    have: HashSet<(SeriesId, Option<String>)>,
+}
+
+impl Blocks {
+    fn push(&mut self, owner: &str, o: Occurrence) {
+        if !self.have.insert((o.series_id, o.recurrence_id.clone())) {
+            return;
+        }
+        let data: Value = o
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or(Value::Null);
+        let free = data_field(&data, "transparency").as_deref() == Some("transparent")
+            || data_field(&data, "status").as_deref() == Some("cancelled");
+        self.blocks.push(BusyBlock {
+            owner: owner.to_owned(),
+            series: o.series_id.to_string(),
+            recurrence_id: o.recurrence_id,
+            start: o.start,
+            end: o.end,
+            transparent: free,
+        });
+        self.seen.push(Seen {
+            calendar: o.calendar_id.to_string(),
+            uid: data_field(&data, "uid").unwrap_or_default(),
+            summary: data_field(&data, "summary"),
+        });
+    }
+
+    fn full(&self) -> bool {
+        self.blocks.len() >= MAX_BLOCKS
+    }
+}
+
+/// Reads the occurrences of `calendars` overlapping `[start, end)` into `into` (up to `MAX_BLOCKS`).
+async fn read_range(
     store: &dyn Store,
     tenant: TenantId,
-    connection: &Connection,
-    window: Window,
-    policy: ConflictPolicy,
-    now: Timestamp,
-) -> Result<TimeCounts, EngineError> {
-    let calendar = store.get_calendar(tenant, connection.calendar_id).await?;
-    let (owner, calendars) = owner_calendars(store, tenant, &calendar).await?;
-    let mut blocks: Vec<BusyBlock> = Vec::new();
-    let mut seen: Vec<Seen> = Vec::new();
-    'calendars: for cal in &calendars {
+    owner: &str,
+    calendars: &[Calendar],
+    start: Timestamp,
+    end: Timestamp,
+    into: &mut Blocks,
+) -> Result<(), EngineError> {
+    for cal in calendars {
         let mut after = None;
         loop {
             let page = store
                 .list_occurrences(
                     tenant,
                     &OccurrenceQuery {
-                        start: window.start,
-                        end: window.end,
+                        start,
+                        end,
                         calendar_id: Some(cal.id),
                         after,
                         limit: PAGE,
@@ -96,32 +150,13 @@ pub(crate) async fn detect(
                 )
                 .await?;
             for o in page.items {
-                let data: Value = o
-                    .data
-                    .as_deref()
-                    .and_then(|d| serde_json::from_str(d).ok())
-                    .unwrap_or(Value::Null);
-                let free = data_field(&data, "transparency").as_deref() == Some("transparent")
-                    || data_field(&data, "status").as_deref() == Some("cancelled");
-                blocks.push(BusyBlock {
-                    owner: owner.clone(),
-                    series: o.series_id.to_string(),
-                    recurrence_id: o.recurrence_id,
-                    start: o.start,
-                    end: o.end,
-                    transparent: free,
-                });
-                seen.push(Seen {
-                    calendar: o.calendar_id.to_string(),
-                    uid: data_field(&data, "uid").unwrap_or_default(),
-                    summary: data_field(&data, "summary"),
-                });
-                if blocks.len() >= MAX_BLOCKS {
+                into.push(owner, o);
+                if into.full() {
                     tracing::warn!(
                         owner,
                         "time-conflict detection stopped at {MAX_BLOCKS} occurrences"
                     );
-                    break 'calendars;
+                    return Ok(());
                 }
             }
             match page.next {
@@ -130,27 +165,101 @@ pub(crate) async fn detect(
             }
         }
     }
+    Ok(())
+}
+
+/// Detects, reports and closes the time conflicts of the owner of `connection`'s calendar in `window`,
+/// for the series in `scope`.
+pub(crate) async fn detect(
+    store: &dyn Store,
+    tenant: TenantId,
+    connection: &Connection,
+    window: Window,
+    policy: ConflictPolicy,
+    now: Timestamp,
+    scope: &Scope,
+) -> Result<TimeCounts, EngineError> {
+    let calendar = store.get_calendar(tenant, connection.calendar_id).await?;
+    let (owner, calendars) = owner_calendars(store, tenant, &calendar).await?;
+    let mut found = Blocks::default();
+    let scoped: Option<BTreeSet<String>> = match scope {
+        Scope::All => {
+            read_range(
+                store,
+                tenant,
+                &owner,
+                &calendars,
+                window.start,
+                window.end,
+                &mut found,
+            )
+            .await?;
+            None
+        }
+        Scope::Series(series) => {
+            let ids: Vec<SeriesId> = series.iter().copied().collect();
+            let mine: HashSet<CalendarId> = calendars.iter().map(|c| c.id).collect();
+            let changed: Vec<Occurrence> = store
+                .occurrences_of_series(tenant, &ids, window.start, window.end)
+                .await?
+                .into_iter()
+                .filter(|o| mine.contains(&o.calendar_id))
+                .collect();
+            // The busy time of the changed series, merged into ranges: whatever overlaps them is read.
+            let mut ranges: Vec<(Timestamp, Timestamp)> = Vec::new();
+            for o in &changed {
+                match ranges.last_mut() {
+                    Some(last) if o.start <= last.1 => last.1 = last.1.max(o.end),
+                    _ => ranges.push((o.start, o.end)),
+                }
+            }
+            for o in changed {
+                found.push(&owner, o);
+            }
+            if ranges.len() > MAX_SCOPED_RANGES {
+                read_range(
+                    store,
+                    tenant,
+                    &owner,
+                    &calendars,
+                    window.start,
+                    window.end,
+                    &mut found,
+                )
+                .await?;
+            } else {
+                for (start, end) in ranges {
+                    if start < end {
+                        read_range(store, tenant, &owner, &calendars, start, end, &mut found)
+                            .await?;
+                    }
+                }
+            }
+            Some(series.iter().map(ToString::to_string).collect())
+        }
+    };
+    let (blocks, seen) = (&found.blocks, &found.seen);
     let uids: HashMap<&str, &str> = blocks
         .iter()
-        .zip(&seen)
+        .zip(seen)
         .map(|(b, s)| (b.series.as_str(), s.uid.as_str()))
         .collect();
     let uid_of = |series: &str| uids.get(series).copied().unwrap_or_default();
-    let pairs: Vec<PairOverlap> = overlapping_pairs(&blocks)
+    let pairs: Vec<PairOverlap> = overlapping_pairs(blocks)
         .into_iter()
         .filter(|p| !calbridge_sync::resolve::is_copy_pair(uid_of(&p.first), uid_of(&p.second)))
         .collect();
 
-    let stored = store
-        .list_conflicts(
-            tenant,
-            &ConflictFilter {
-                state: None,
-                connection_id: None,
-                kind: Some(ConflictKind::Time),
-            },
-        )
-        .await?;
+    let stored = every_conflict(
+        store,
+        tenant,
+        &ConflictFilter {
+            state: None,
+            connection_id: None,
+            kind: Some(ConflictKind::Time),
+        },
+    )
+    .await?;
     let known: Vec<KnownTimeConflict> = stored
         .iter()
         .filter_map(|c| {
@@ -172,14 +281,29 @@ pub(crate) async fn detect(
             })
         })
         .collect();
-    let decision = reconcile_time(&owner, &pairs, &known);
+    let time_scope = match &scoped {
+        None => TimeScope::All,
+        Some(series) => TimeScope::Series(series),
+    };
+    let decision = reconcile_time(&owner, &pairs, &known, time_scope, MAX_REPORTED);
+    if decision.deferred > 0 {
+        tracing::warn!(
+            owner,
+            reported = decision.report.len(),
+            deferred = decision.deferred,
+            "more new time conflicts than one detection records; the rest are found by later detections"
+        );
+    }
     let actor = format!("sync:{}", connection.id);
-    let mut counts = TimeCounts::default();
+    let mut counts = TimeCounts {
+        deferred: decision.deferred as u64,
+        ..TimeCounts::default()
+    };
 
     for &i in &decision.report {
         let pair = &pairs[i];
         let settled = report(
-            store, tenant, connection, &owner, pair, &blocks, &seen, policy, &actor, now,
+            store, tenant, connection, &owner, pair, blocks, seen, policy, &actor, now,
         )
         .await?;
         counts.detected += 1;

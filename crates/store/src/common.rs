@@ -1308,6 +1308,42 @@ impl Store for Backend {
         Ok(OccurrencePage { items, next })
     }
 
+    async fn occurrences_of_series(
+        &self,
+        tenant: TenantId,
+        series: &[SeriesId],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<Occurrence>> {
+        let mut out = Vec::new();
+        for chunk in series.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data \
+                 FROM occurrences WHERE tenant_id = $1 AND start_utc < $2 AND end_utc > $3 \
+                 AND series_id IN ({}) ORDER BY start_utc, series_id, recurrence_id",
+                placeholders(4, chunk.len())
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(tenant.to_string())
+                .bind(ms(end))
+                .bind(ms(start));
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(self.r()).await? {
+                out.push(occ_row(&row)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.start, a.series_id.to_string(), &a.recurrence_id).cmp(&(
+                b.start,
+                b.series_id.to_string(),
+                &b.recurrence_id,
+            ))
+        });
+        Ok(out)
+    }
+
     async fn create_connection(
         &self,
         tenant: TenantId,
@@ -1890,6 +1926,32 @@ impl Store for Backend {
             .bind(filter.connection_id.map(|c| c.to_string()))
             .bind(filter.kind.map(|k| k.as_str()))
             .bind(page(MAX_PAGE))
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(conflict_row)
+            .collect()
+    }
+
+    async fn list_conflicts_after(
+        &self,
+        tenant: TenantId,
+        filter: &ConflictFilter,
+        after: Option<ConflictId>,
+        limit: u32,
+    ) -> Result<Vec<Conflict>> {
+        let sql = format!(
+            "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
+             AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) \
+             AND ($5 IS NULL OR id > $5) ORDER BY id LIMIT $6"
+        );
+        sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.connection_id.map(|c| c.to_string()))
+            .bind(filter.kind.map(|k| k.as_str()))
+            .bind(after.map(|a| a.to_string()))
+            .bind(page(limit))
             .fetch_all(self.r())
             .await?
             .iter()

@@ -116,6 +116,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tenant: TenantId,
         query: &OccurrenceQuery,
     ) -> Result<OccurrencePage>;
+    /// The occurrences of the given series that overlap `[start, end)`, ordered by (start, series,
+    /// recurrence id); all of them (a caller asks for a few series: the ones a sync run changed).
+    async fn occurrences_of_series(
+        &self,
+        tenant: TenantId,
+        series: &[SeriesId],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<Occurrence>>;
 
     // --- connections and links ---
     async fn create_connection(
@@ -203,6 +212,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         tenant: TenantId,
         filter: &ConflictFilter,
+    ) -> Result<Vec<Conflict>>;
+    /// Conflicts in id order (creation order: ids are UUIDv7) after `after`, at most `limit` (1..=1000):
+    /// for readers that must see every matching conflict, page by page (`list_conflicts` stops at one
+    /// page).
+    async fn list_conflicts_after(
+        &self,
+        tenant: TenantId,
+        filter: &ConflictFilter,
+        after: Option<ConflictId>,
+        limit: u32,
     ) -> Result<Vec<Conflict>>;
     /// Closes an open conflict; `Conflict` if it was already resolved (two admins racing).
     async fn resolve_conflict(

@@ -151,32 +151,73 @@ pub struct TimeReconciliation {
     pub report: Vec<usize>,
     /// Ids of open conflicts of this owner whose overlap is gone: they close.
     pub close: Vec<String>,
+    /// New overlaps beyond the cap of one detection, not reported this time (the next detection that
+    /// covers them finds them again).
+    pub deferred: usize,
+}
+
+/// Which pairs a detection saw whole.
+#[derive(Debug, Clone, Copy)]
+pub enum TimeScope<'a> {
+    /// Every occurrence of the owner in the window: every pair is known, absent ones are gone.
+    All,
+    /// The occurrences of these series and everything that overlaps them: only pairs with one of them
+    /// are known (the others were not looked at, so they are neither reported nor closed).
+    Series(&'a std::collections::BTreeSet<String>),
+}
+
+impl TimeScope<'_> {
+    fn covers_key(&self, key: &str) -> bool {
+        match self {
+            TimeScope::All => true,
+            TimeScope::Series(series) => key.split('|').any(|s| series.contains(s)),
+        }
+    }
 }
 
 /// Deduplicates detection: a pair with an open conflict is not reported again, an accepted overlap is
 /// reported again only when its fingerprint changed, and an open conflict of `owner` whose pair no
-/// longer overlaps closes.
+/// longer overlaps closes. Only what `scope` saw is decided; at most `max_report` new overlaps are
+/// reported (the rest are counted in `deferred`). Linear in pairs + known.
 pub fn reconcile_time(
     owner: &str,
     pairs: &[PairOverlap],
     known: &[KnownTimeConflict],
+    scope: TimeScope<'_>,
+    max_report: usize,
 ) -> TimeReconciliation {
+    use std::collections::{BTreeSet, HashMap};
+    let mut by_key: HashMap<&str, Vec<&KnownTimeConflict>> = HashMap::new();
+    for k in known {
+        by_key.entry(k.key.as_str()).or_default().push(k);
+    }
     let mut out = TimeReconciliation::default();
+    let mut current: BTreeSet<String> = BTreeSet::new();
     for (i, pair) in pairs.iter().enumerate() {
         let key = pair.key();
-        let fingerprint = pair.fingerprint();
-        let open = known.iter().any(|k| k.open && k.key == key);
-        let accepted = known
-            .iter()
-            .any(|k| k.accepted && k.key == key && k.fingerprint == fingerprint);
-        if !open && !accepted {
-            out.report.push(i);
+        if !scope.covers_key(&key) {
+            continue;
         }
+        let fingerprint = pair.fingerprint();
+        let stored = by_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let open = stored.iter().any(|k| k.open);
+        let accepted = stored
+            .iter()
+            .any(|k| k.accepted && k.fingerprint == fingerprint);
+        if !open && !accepted {
+            if out.report.len() < max_report {
+                out.report.push(i);
+            } else {
+                out.deferred += 1;
+            }
+        }
+        current.insert(key);
     }
-    let current: std::collections::BTreeSet<String> = pairs.iter().map(PairOverlap::key).collect();
     out.close = known
         .iter()
-        .filter(|k| k.open && k.owner == owner && !current.contains(&k.key))
+        .filter(|k| {
+            k.open && k.owner == owner && scope.covers_key(&k.key) && !current.contains(&k.key)
+        })
         .map(|k| k.id.clone())
         .collect();
     out
@@ -306,32 +347,95 @@ mod tests {
             accepted,
         };
         // New: reported.
-        assert_eq!(reconcile_time("ann", &pairs, &[]).report, vec![0]);
+        assert_eq!(
+            reconcile_time("ann", &pairs, &[], TimeScope::All, 10).report,
+            vec![0]
+        );
         // Open: not reported again, not closed.
-        let r = reconcile_time("ann", &pairs, &[known(true, false, "x")]);
+        let r = reconcile_time(
+            "ann",
+            &pairs,
+            &[known(true, false, "x")],
+            TimeScope::All,
+            10,
+        );
         assert!(r.report.is_empty() && r.close.is_empty());
         // Accepted with the same fingerprint: quiet; after one event moved: reported again.
         assert!(
-            reconcile_time("ann", &pairs, &[known(false, true, &pair.fingerprint())])
-                .report
-                .is_empty()
+            reconcile_time(
+                "ann",
+                &pairs,
+                &[known(false, true, &pair.fingerprint())],
+                TimeScope::All,
+                10
+            )
+            .report
+            .is_empty()
         );
         assert_eq!(
-            reconcile_time("ann", &pairs, &[known(false, true, "moved")]).report,
+            reconcile_time(
+                "ann",
+                &pairs,
+                &[known(false, true, "moved")],
+                TimeScope::All,
+                10
+            )
+            .report,
             vec![0]
         );
         // Closed because the overlap was gone earlier: an overlap again is a new conflict.
         assert_eq!(
-            reconcile_time("ann", &pairs, &[known(false, false, &pair.fingerprint())]).report,
+            reconcile_time(
+                "ann",
+                &pairs,
+                &[known(false, false, &pair.fingerprint())],
+                TimeScope::All,
+                10
+            )
+            .report,
             vec![0]
         );
         // The overlap disappeared: the open conflict closes (only the owner's).
-        let r = reconcile_time("ann", &[], &[known(true, false, "x")]);
+        let r = reconcile_time("ann", &[], &[known(true, false, "x")], TimeScope::All, 10);
         assert_eq!(r.close, vec!["c1".to_owned()]);
         assert!(
-            reconcile_time("bob", &[], &[known(true, false, "x")])
+            reconcile_time("bob", &[], &[known(true, false, "x")], TimeScope::All, 10)
                 .close
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_scoped_detection_decides_only_pairs_of_its_series_and_caps_reports() {
+        let blocks = [
+            block("ann", "a", 9, 11, false),
+            block("ann", "b", 10, 12, false),
+            block("ann", "c", 10, 13, false),
+        ];
+        let pairs = overlapping_pairs(&blocks);
+        assert_eq!(pairs.len(), 3, "a-b, a-c, b-c");
+        let stale = |key: &str, id: &str| KnownTimeConflict {
+            id: id.into(),
+            owner: "ann".into(),
+            key: key.into(),
+            fingerprint: "old".into(),
+            open: true,
+            accepted: false,
+        };
+        // Series `a` changed: its pairs are decided, b-c is not looked at (neither reported nor closed),
+        // and an open conflict of `a` with a series it no longer overlaps closes; one of `d`/`e` stays.
+        let scope: std::collections::BTreeSet<String> = ["a".to_owned()].into();
+        let known = [stale("a|z", "gone"), stale("d|e", "untouched")];
+        let r = reconcile_time("ann", &pairs, &known, TimeScope::Series(&scope), 10);
+        let reported: Vec<String> = r.report.iter().map(|&i| pairs[i].key()).collect();
+        assert_eq!(reported, vec!["a|b".to_owned(), "a|c".to_owned()]);
+        assert_eq!(r.close, vec!["gone".to_owned()]);
+        // The whole window seen: the untouched conflict's pair is absent, so it closes too.
+        let r = reconcile_time("ann", &pairs, &known, TimeScope::All, 10);
+        assert_eq!(r.report.len(), 3);
+        assert_eq!(r.close, vec!["gone".to_owned(), "untouched".to_owned()]);
+        // The cap: two reported, the third counted as deferred.
+        let r = reconcile_time("ann", &pairs, &[], TimeScope::All, 2);
+        assert_eq!((r.report.len(), r.deferred), (2, 1));
     }
 }

@@ -43,6 +43,35 @@ async fn conflict_matrix_ask_and_keep_both_postgres() {
     }
 }
 
+/// A flood of time conflicts (1,225 pairs): capped per detection, recorded once, closed by scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_conflict_flood_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_flood_of_time_conflicts_is_capped_deduplicated_and_scoped(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_conflict_flood_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_flood_of_time_conflicts_is_capped_deduplicated_and_scoped(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

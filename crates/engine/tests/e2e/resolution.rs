@@ -568,3 +568,120 @@ async fn resolve_each_option(w: &World, conflicts: &[(&str, Conflict)]) {
     check(&local);
     assert_eq!(one(&local, "u-stale"), "u-stale remote again");
 }
+
+/// A calendar full of double bookings: 50 busy events at the same hour make 1,225 overlapping pairs.
+/// Each detection records at most 500 new ones (the rest deferred, found by later detections), every
+/// pair is recorded exactly once however many runs follow (the stored conflicts outnumber a page of
+/// 1,000), and after an incremental run only the changed event's conflicts are decided: moving it away
+/// closes its 49 and leaves the others alone.
+pub async fn a_flood_of_time_conflicts_is_capped_deduplicated_and_scoped(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(db, radicale, "flood", "{}").await;
+    let n = 50usize;
+    let pairs = n * (n - 1) / 2;
+    for i in 0..n {
+        w.put_local(&ev(
+            &format!("f-{i:02}"),
+            &format!("Meeting {i}"),
+            3,
+            (i % 30) as u32,
+            &[],
+        ))
+        .await;
+    }
+    let first = w.sync().await;
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(
+        first.counts.get("time_conflicts"),
+        Some(&500),
+        "{:?}",
+        first.counts
+    );
+    assert_eq!(
+        first.counts.get("time_conflicts_deferred"),
+        Some(&((pairs - 500) as u64)),
+        "{:?}",
+        first.counts
+    );
+    // The next runs (the echo of the first run's writes, then full reconciliations) record the rest.
+    let mut runs = 0;
+    loop {
+        let all = every_time_conflict(&w).await;
+        if all.len() >= pairs || runs == 6 {
+            break;
+        }
+        w.sync_full(&w.provider, &EngineConfig::default(), runs % 2 == 1)
+            .await;
+        runs += 1;
+    }
+    let all = every_time_conflict(&w).await;
+    let keys: std::collections::BTreeSet<String> = all.iter().map(time_key).collect();
+    assert_eq!(all.len(), pairs, "every pair recorded once");
+    assert_eq!(keys.len(), pairs, "no pair recorded twice");
+    // More runs, full or not, record nothing again.
+    for full in [true, false, true] {
+        let report = w
+            .sync_full(&w.provider, &EngineConfig::default(), full)
+            .await;
+        assert_eq!(
+            report.counts.get("time_conflicts"),
+            None,
+            "{:?}",
+            report.counts
+        );
+    }
+    assert_eq!(every_time_conflict(&w).await.len(), pairs);
+
+    // One event moves to another day: an incremental run closes its 49 conflicts only.
+    w.put_local(&ev("f-07", "Meeting 7", 9, 0, &[])).await;
+    let report = w.sync().await;
+    assert_eq!(
+        report.counts.get("time_conflicts_closed"),
+        Some(&((n - 1) as u64)),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(
+        report.counts.get("time_conflicts"),
+        None,
+        "{:?}",
+        report.counts
+    );
+    let open = every_time_conflict(&w)
+        .await
+        .into_iter()
+        .filter(|c| c.state == ConflictState::Open)
+        .count();
+    assert_eq!(open, pairs - (n - 1));
+}
+
+/// Every stored time conflict (past the first page of `list_conflicts`).
+async fn every_time_conflict(w: &World) -> Vec<Conflict> {
+    let filter = ConflictFilter {
+        state: None,
+        connection_id: None,
+        kind: Some(ConflictKind::Time),
+    };
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = w
+            .store()
+            .list_conflicts_after(w.tenant, &filter, after, 1000)
+            .await
+            .unwrap();
+        after = page.last().map(|c| c.id);
+        let last = page.len() < 1000;
+        all.extend(page);
+        if last {
+            return all;
+        }
+    }
+}
+
+fn time_key(c: &Conflict) -> String {
+    let local: Value = serde_json::from_str(c.local_json.as_deref().unwrap()).unwrap();
+    local["key"].as_str().unwrap().to_owned()
+}

@@ -351,6 +351,28 @@ pub async fn series_crud_occurrences_and_change_stream(db: &TestDb) {
             .items
             .is_empty()
     );
+    // By series: the ones overlapping the range only, in start order; another tenant sees none.
+    let of_series = store
+        .occurrences_of_series(
+            a,
+            &[created.id, SeriesId::new()],
+            t("2026-03-09T09:30:00Z"),
+            t("2026-03-23T09:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let rids: Vec<_> = of_series
+        .iter()
+        .map(|o| o.recurrence_id.as_deref())
+        .collect();
+    assert_eq!(rids, vec![Some("R1"), Some("R2")]);
+    assert!(
+        store
+            .occurrences_of_series(b, &[created.id], window(None).start, window(None).end)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .list_occurrences(a, &window(Some(b_cal.id)))
@@ -1166,6 +1188,36 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             .is_empty()
     );
     assert!(is_not_found(store.get_conflict(b, c1.id).await));
+    // Paging in id (creation) order: one at a time reaches both, then nothing; filters and tenant hold.
+    let all = ConflictFilter::default();
+    let first = store.list_conflicts_after(a, &all, None, 1).await.unwrap();
+    assert_eq!(first, vec![c1.clone()]);
+    let second = store
+        .list_conflicts_after(a, &all, Some(c1.id), 1)
+        .await
+        .unwrap();
+    assert_eq!(second, vec![c2.clone()]);
+    assert!(
+        store
+            .list_conflicts_after(a, &all, Some(c2.id), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .list_conflicts_after(a, &deletions, None, 10)
+            .await
+            .unwrap(),
+        vec![c2.clone()]
+    );
+    assert!(
+        store
+            .list_conflicts_after(b, &all, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(is_not_found(
         store
             .resolve_conflict(
