@@ -38,6 +38,83 @@ const DELIVERY_COLS: &str = "id, tenant_id, subscription_id, change_seq, event, 
 const CHANGE_COLS: &str = "seq, tenant_id, calendar_id, kind, subject_id, data, at";
 const PUSH_COLS: &str =
     "provider, id, tenant_id, link_id, secret_hash, resource_id, expires_at, last_message, created_at";
+const OCC_COLS: &str = "series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data";
+const OAUTH_STATE_COLS: &str =
+    "id, tenant_id, connection_id, provider, verifier, created_at, expires_at";
+
+/// The INSERT heads of rows written both one at a time and in multi-row batches, each with the one function
+/// that binds a record in the same column order (`insert_rows`), so the two paths cannot disagree.
+const SERIES_INSERT: &str = "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) ";
+const OCC_INSERT: &str = "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ";
+const CHANGE_INSERT: &str = "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) ";
+
+/// One row of a multi-row `VALUES` list (every value is bound owned, hence `'static`).
+type Values<'qb> = sqlx::query_builder::Separated<'qb, 'static, Db, &'static str>;
+
+fn bind_series(mut b: Values<'_>, record: &Series) {
+    b.push_bind(record.id.to_string())
+        .push_bind(record.tenant_id.to_string())
+        .push_bind(record.calendar_id.to_string())
+        .push_bind(record.uid.clone())
+        .push_bind(record.ical.clone())
+        .push_bind(record.model_json.clone())
+        .push_bind(record.hash.clone())
+        .push_bind(record.version)
+        .push_bind(record.expanded_until.map(ms))
+        .push_bind(ms(record.created_at))
+        .push_bind(ms(record.updated_at));
+}
+
+/// An occurrence row with the ids it is stored under.
+struct OccurrenceRow<'a> {
+    tenant: &'a str,
+    series: &'a str,
+    calendar: &'a str,
+    row: &'a NewOccurrence,
+}
+
+fn bind_occurrence(mut b: Values<'_>, o: &OccurrenceRow<'_>) {
+    b.push_bind(o.tenant.to_owned())
+        .push_bind(ms(o.row.start))
+        .push_bind(o.series.to_owned())
+        .push_bind(rid_to_db(&o.row.recurrence_id))
+        .push_bind(ms(o.row.end))
+        .push_bind(o.calendar.to_owned())
+        .push_bind(o.row.all_day)
+        .push_bind(o.row.data.clone());
+}
+
+/// A change-stream entry with its tenant and time.
+struct ChangeRow<'a> {
+    tenant: &'a str,
+    change: &'a NewChange,
+    at: Timestamp,
+}
+
+fn bind_change(mut b: Values<'_>, c: &ChangeRow<'_>) {
+    b.push_bind(c.tenant.to_owned())
+        .push_bind(c.change.calendar_id.map(|id| id.to_string()))
+        .push_bind(c.change.kind.clone())
+        .push_bind(c.change.subject_id.clone())
+        .push_bind(c.change.data_json.clone())
+        .push_bind(ms(c.at));
+}
+
+/// Inserts `items` with multi-row statements of at most `per_statement` rows (one round trip each).
+async fn insert_rows<T>(
+    tx: &mut Tx,
+    head: &'static str,
+    items: &[T],
+    per_statement: usize,
+    bind: fn(Values<'_>, &T),
+) -> Result<()> {
+    for chunk in items.chunks(per_statement) {
+        let mut builder: QueryBuilder<'static, Db> = QueryBuilder::new(head);
+        builder.push_values(chunk, bind);
+        builder.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 fn push_row(row: &DbRow) -> Result<PushChannel> {
     Ok(PushChannel {
@@ -294,6 +371,18 @@ fn delivery_row(row: &DbRow) -> Result<Delivery> {
     })
 }
 
+fn oauth_state_row(row: &DbRow) -> Result<OAuthState> {
+    Ok(OAuthState {
+        state_hash: row.try_get("id")?,
+        tenant_id: id(row.try_get("tenant_id")?)?,
+        connection_id: id(row.try_get("connection_id")?)?,
+        provider: row.try_get("provider")?,
+        verifier: Sealed::from_stored(row.try_get("verifier")?),
+        created_at: ts(row.try_get("created_at")?)?,
+        expires_at: ts(row.try_get("expires_at")?)?,
+    })
+}
+
 fn change_row(row: &DbRow) -> Result<Change> {
     Ok(Change {
         seq: row.try_get("seq")?,
@@ -428,26 +517,26 @@ async fn write_occurrences(
         .bind(&tenant_s)
         .execute(&mut **tx)
         .await?;
-    for chunk in set.rows.chunks(INSERT_CHUNK) {
-        let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
-            "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ",
-        );
-        builder.push_values(chunk, |mut b, row| {
-            b.push_bind(tenant_s.clone())
-                .push_bind(ms(row.start))
-                .push_bind(series_s.clone())
-                .push_bind(rid_to_db(&row.recurrence_id))
-                .push_bind(ms(row.end))
-                .push_bind(calendar_s.clone())
-                .push_bind(row.all_day)
-                .push_bind(row.data.clone());
-        });
-        builder.build().execute(&mut **tx).await?;
-    }
+    let rows: Vec<_> = set
+        .rows
+        .iter()
+        .map(|row| OccurrenceRow {
+            tenant: &tenant_s,
+            series: &series_s,
+            calendar: &calendar_s,
+            row,
+        })
+        .collect();
+    insert_rows(tx, OCC_INSERT, &rows, INSERT_CHUNK, bind_occurrence).await?;
+    widen_longest(tx, &tenant_s, longest).await
+}
+
+/// Raises the tenant's longest-occurrence bound to `longest` (it only grows; see `list_occurrences`).
+async fn widen_longest(tx: &mut Tx, tenant: &str, longest: i64) -> Result<()> {
     sqlx::query(
         "UPDATE tenants SET max_occurrence_ms = $2 WHERE id = $1 AND max_occurrence_ms < $2",
     )
-    .bind(&tenant_s)
+    .bind(tenant)
     .bind(longest)
     .execute(&mut **tx)
     .await?;
@@ -461,18 +550,13 @@ async fn insert_change(
     at: Timestamp,
 ) -> Result<Change> {
     lock_change_stream(tx, tenant).await?;
-    let sql = format!(
-        "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {CHANGE_COLS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(tenant.to_string())
-        .bind(change.calendar_id.map(|c| c.to_string()))
-        .bind(&change.kind)
-        .bind(&change.subject_id)
-        .bind(&change.data_json)
-        .bind(ms(at))
-        .fetch_one(&mut **tx)
-        .await?;
+    let tenant = tenant.to_string();
+    let mut builder: QueryBuilder<'static, Db> = QueryBuilder::new(CHANGE_INSERT);
+    builder.push_values([ChangeRow { tenant: &tenant, change, at }], |b, row| {
+        bind_change(b, &row)
+    });
+    builder.push(format!(" RETURNING {CHANGE_COLS}"));
+    let row = builder.build().fetch_one(&mut **tx).await?;
     change_row(&row)
 }
 
@@ -541,6 +625,38 @@ async fn insert_series(tx: &mut Tx, tenant: TenantId, series: NewSeries) -> Resu
     check_json("event model", &series.model_json)?;
     let longest = validate_occurrences(&series.occurrences)?;
     let at = now();
+    let (record, occurrences) = new_series_record(tenant, series, at);
+    ensure_owned(
+        tx,
+        "calendars",
+        "calendar",
+        &record.calendar_id.to_string(),
+        tenant,
+    )
+    .await?;
+    insert_rows(tx, SERIES_INSERT, std::slice::from_ref(&record), 1, bind_series)
+    .await
+    .map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict(format!("an event with UID {:?} already exists in this calendar", record.uid))
+        }
+        other => other,
+    })?;
+    write_occurrences(
+        tx,
+        tenant,
+        record.calendar_id,
+        record.id,
+        &occurrences,
+        longest,
+    )
+    .await?;
+    insert_change(tx, tenant, &series_change("event.created", &record), at).await?;
+    Ok(record)
+}
+
+/// A new series' record (version 1, created `at`) and the occurrence rows that go with it.
+fn new_series_record(tenant: TenantId, series: NewSeries, at: Timestamp) -> (Series, OccurrenceSet) {
     let record = Series {
         id: SeriesId::new(),
         tenant_id: tenant,
@@ -555,46 +671,7 @@ async fn insert_series(tx: &mut Tx, tenant: TenantId, series: NewSeries) -> Resu
         updated_at: at,
         deleted_at: None,
     };
-    ensure_owned(
-        tx,
-        "calendars",
-        "calendar",
-        &record.calendar_id.to_string(),
-        tenant,
-    )
-    .await?;
-    sqlx::query(
-        "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9)",
-    )
-    .bind(record.id.to_string())
-    .bind(tenant.to_string())
-    .bind(record.calendar_id.to_string())
-    .bind(&record.uid)
-    .bind(&record.ical)
-    .bind(&record.model_json)
-    .bind(&record.hash)
-    .bind(record.expanded_until.map(ms))
-    .bind(ms(at))
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => {
-            StoreError::Conflict(format!("an event with UID {:?} already exists in this calendar", record.uid))
-        }
-        other => other,
-    })?;
-    write_occurrences(
-        tx,
-        tenant,
-        record.calendar_id,
-        record.id,
-        &series.occurrences,
-        longest,
-    )
-    .await?;
-    insert_change(tx, tenant, &series_change("event.created", &record), at).await?;
-    Ok(record)
+    (record, series.occurrences)
 }
 
 #[async_trait]
@@ -910,98 +987,55 @@ impl Store for Backend {
         let mut out = Vec::with_capacity(batch.len());
         let mut occurrences = Vec::with_capacity(batch.len());
         for series in batch {
-            out.push(Series {
-                id: SeriesId::new(),
-                tenant_id: tenant,
-                calendar_id: series.calendar_id,
-                uid: series.uid,
-                ical: series.ical,
-                model_json: series.model_json,
-                hash: series.hash,
-                version: 1,
-                expanded_until: series.occurrences.expanded_until,
-                created_at: at,
-                updated_at: at,
-                deleted_at: None,
-            });
-            occurrences.push(series.occurrences.rows);
+            let (record, set) = new_series_record(tenant, series, at);
+            out.push(record);
+            occurrences.push(set.rows);
         }
         let tenant_s = tenant.to_string();
         // Multi-row statements: one round trip per chunk instead of five per series.
-        for chunk in out.chunks(INSERT_CHUNK / 2) {
-            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
-                "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) ",
-            );
-            builder.push_values(chunk, |mut b, record| {
-                b.push_bind(record.id.to_string())
-                    .push_bind(tenant_s.clone())
-                    .push_bind(record.calendar_id.to_string())
-                    .push_bind(record.uid.clone())
-                    .push_bind(record.ical.clone())
-                    .push_bind(record.model_json.clone())
-                    .push_bind(record.hash.clone())
-                    .push_bind(1i64)
-                    .push_bind(record.expanded_until.map(ms))
-                    .push_bind(ms(at))
-                    .push_bind(ms(at));
-            });
-            builder
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match StoreError::from(e) {
-                    StoreError::Conflict(_) => StoreError::Conflict(
-                        "an event with one of the batch's UIDs already exists in its calendar".into(),
-                    ),
-                    other => other,
-                })?;
-        }
-        let rows = out.iter().zip(&occurrences).flat_map(|(record, rows)| {
-            let (series_s, calendar_s) = (record.id.to_string(), record.calendar_id.to_string());
-            rows.iter().map(move |row| (series_s.clone(), calendar_s.clone(), row))
-        });
-        let rows: Vec<_> = rows.collect();
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
-                "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ",
-            );
-            builder.push_values(chunk, |mut b, (series_s, calendar_s, row)| {
-                b.push_bind(tenant_s.clone())
-                    .push_bind(ms(row.start))
-                    .push_bind(series_s.clone())
-                    .push_bind(rid_to_db(&row.recurrence_id))
-                    .push_bind(ms(row.end))
-                    .push_bind(calendar_s.clone())
-                    .push_bind(row.all_day)
-                    .push_bind(row.data.clone());
-            });
-            builder.build().execute(&mut *tx).await?;
-        }
+        insert_rows(&mut tx, SERIES_INSERT, &out, INSERT_CHUNK / 2, bind_series)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => StoreError::Conflict(
+                    "an event with one of the batch's UIDs already exists in its calendar".into(),
+                ),
+                other => other,
+            })?;
+        let ids: Vec<_> = out
+            .iter()
+            .map(|record| (record.id.to_string(), record.calendar_id.to_string()))
+            .collect();
+        let rows: Vec<_> = ids
+            .iter()
+            .zip(&occurrences)
+            .flat_map(|((series, calendar), rows)| {
+                rows.iter().map(|row| OccurrenceRow {
+                    tenant: &tenant_s,
+                    series,
+                    calendar,
+                    row,
+                })
+            })
+            .collect();
+        insert_rows(&mut tx, OCC_INSERT, &rows, INSERT_CHUNK, bind_occurrence).await?;
         drop(rows);
-        sqlx::query(
-            "UPDATE tenants SET max_occurrence_ms = $2 WHERE id = $1 AND max_occurrence_ms < $2",
-        )
-        .bind(&tenant_s)
-        .bind(longest)
-        .execute(&mut *tx)
-        .await?;
+        widen_longest(&mut tx, &tenant_s, longest).await?;
         // Change-stream entries in batch order (multi-row VALUES are numbered in order on both backends).
         lock_change_stream(&mut tx, tenant).await?;
-        for chunk in out.chunks(INSERT_CHUNK) {
-            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
-                "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) ",
-            );
-            builder.push_values(chunk, |mut b, record| {
-                let change = series_change("event.created", record);
-                b.push_bind(tenant_s.clone())
-                    .push_bind(change.calendar_id.map(|c| c.to_string()))
-                    .push_bind(change.kind)
-                    .push_bind(change.subject_id)
-                    .push_bind(change.data_json)
-                    .push_bind(ms(at));
-            });
-            builder.build().execute(&mut *tx).await?;
-        }
+        let changes: Vec<_> = out
+            .iter()
+            .map(|record| series_change("event.created", record))
+            .collect();
+        let rows: Vec<_> = changes
+            .iter()
+            .map(|change| ChangeRow {
+                tenant: &tenant_s,
+                change,
+                at,
+            })
+            .collect();
+        insert_rows(&mut tx, CHANGE_INSERT, &rows, INSERT_CHUNK, bind_change).await?;
+        drop(rows);
         tx.commit().await?;
         Ok(out)
     }
@@ -1260,7 +1294,6 @@ impl Store for Backend {
                 " AND start_utc >= $6 AND (start_utc > $6 OR (start_utc = $6 AND (series_id > $7 OR (series_id = $7 AND recurrence_id > $8))))",
             );
         }
-        const COLS: &str = "series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data";
         const ORDER: &str = " ORDER BY start_utc, series_id, recurrence_id";
         const BOUND: &str = "$2 - COALESCE((SELECT max_occurrence_ms FROM tenants WHERE id = $1), 0)";
         let sql = if SPLIT_WINDOW_QUERY {
@@ -1269,14 +1302,14 @@ impl Store for Backend {
             // `occurrences_overlap` index (tenant, start, end), whose `end_utc > $4` is checked on index
             // entries, so only matching rows are fetched.
             format!(
-                "SELECT {COLS} FROM (SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= $4 AND start_utc < $3{filter}{ORDER} LIMIT $9) AS inside \
+                "SELECT {OCC_COLS} FROM (SELECT {OCC_COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= $4 AND start_utc < $3{filter}{ORDER} LIMIT $9) AS inside \
                  UNION ALL \
-                 SELECT {COLS} FROM (SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $4 AND end_utc > $4{filter}{ORDER} LIMIT $9) AS before_window\
+                 SELECT {OCC_COLS} FROM (SELECT {OCC_COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $4 AND end_utc > $4{filter}{ORDER} LIMIT $9) AS before_window\
                  {ORDER} LIMIT $9"
             )
         } else {
             format!(
-                "SELECT {COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $3 \
+                "SELECT {OCC_COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc >= {BOUND} AND start_utc < $3 \
                  AND (start_utc >= $4 OR end_utc > $4){filter}{ORDER} LIMIT $9"
             )
         };
@@ -1318,8 +1351,7 @@ impl Store for Backend {
         let mut out = Vec::new();
         for chunk in series.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "SELECT series_id, calendar_id, recurrence_id, start_utc, end_utc, all_day, data \
-                 FROM occurrences WHERE tenant_id = $1 AND start_utc < $2 AND end_utc > $3 \
+                "SELECT {OCC_COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc < $2 AND end_utc > $3 \
                  AND series_id IN ({}) ORDER BY start_utc, series_id, recurrence_id",
                 placeholders(4, chunk.len())
             );
@@ -2952,25 +2984,12 @@ impl Store for Backend {
     }
 
     async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>> {
-        let row = sqlx::query(
-            "DELETE FROM oauth_states WHERE id = $1 RETURNING id, tenant_id, connection_id, provider, \
-             verifier, created_at, expires_at",
-        )
-        .bind(state_hash)
-        .fetch_optional(self.w())
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(OAuthState {
-            state_hash: row.try_get("id")?,
-            tenant_id: id(row.try_get("tenant_id")?)?,
-            connection_id: id(row.try_get("connection_id")?)?,
-            provider: row.try_get("provider")?,
-            verifier: Sealed::from_stored(row.try_get("verifier")?),
-            created_at: ts(row.try_get("created_at")?)?,
-            expires_at: ts(row.try_get("expires_at")?)?,
-        }))
+        let sql = format!("DELETE FROM oauth_states WHERE id = $1 RETURNING {OAUTH_STATE_COLS}");
+        let row = sqlx::query(&sql)
+            .bind(state_hash)
+            .fetch_optional(self.w())
+            .await?;
+        row.as_ref().map(oauth_state_row).transpose()
     }
 
     async fn purge_oauth_states(&self, now: Timestamp) -> Result<u64> {
