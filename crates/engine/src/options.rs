@@ -124,6 +124,9 @@ pub struct EngineConfig {
     /// Stops after this many actions as if the process died there (no base, no cursor written for what
     /// remains). Only for crash tests; `None` in production.
     pub crash_after_actions: Option<usize>,
+    /// Stops a conflict resolution right after this many of its writes (provider or local), before
+    /// read-back and before the pair is recorded, as if the process died there. Only for crash tests.
+    pub crash_after_resolution_writes: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -132,6 +135,7 @@ impl Default for EngineConfig {
             tombstone_retention: jiff::SignedDuration::from_hours(24 * 30),
             deletion_guard: DeletionGuard::default(),
             crash_after_actions: None,
+            crash_after_resolution_writes: None,
         }
     }
 }

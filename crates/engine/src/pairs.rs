@@ -33,7 +33,23 @@ pub(crate) struct Intent {
     /// For a local write: the remote version the copied state had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The base to take when the intent is recognised, when it is not `state` itself: a resolution's
+    /// merged version written locally leaves the remote side at its own version, which is then the
+    /// base both sides agreed on (so the next run writes the merge out instead of re-detecting the
+    /// conflict the person just decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ItemState>,
 }
+
+impl Intent {
+    /// The base a recognised intent leaves the pair with.
+    pub fn recognised_base(&self) -> ItemState {
+        self.base.clone().unwrap_or_else(|| self.state.clone())
+    }
+}
+
+/// Remote ids of write-ahead rows for remote creates (the real id is known only after the create).
+pub(crate) const PENDING_CREATE: &str = "pending-create:";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +97,36 @@ pub(crate) fn hex_sha256(text: &str) -> String {
 
 pub(crate) fn series_id(id: &LocalId) -> Result<SeriesId, EngineError> {
     SeriesId::parse(id.as_str()).map_err(|e| EngineError::Content(e.to_string()))
+}
+
+/// Writes a write-ahead row (or a pair's intent) before a write, so a process killed right after the
+/// write can recognise it next time (sync runs and conflict resolutions alike; see `Intent`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write_ahead(
+    store: &dyn Store,
+    tenant: TenantId,
+    link: LinkId,
+    now: Timestamp,
+    remote_id: &str,
+    series: Option<SeriesId>,
+    version: Option<&RemoteVersion>,
+    base: &StoredBase,
+) -> Result<(), EngineError> {
+    store
+        .upsert_mapping(
+            tenant,
+            MappingUpsert {
+                link_id: link,
+                remote_id: remote_id.to_owned(),
+                series_id: series,
+                remote_version: version.map(ToString::to_string),
+                base_json: Some(to_json(base)?),
+                base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
+                last_seen_at: Some(now),
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.

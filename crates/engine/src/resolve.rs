@@ -20,7 +20,10 @@ use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
-use crate::pairs::{ConflictSide, Pending, TombstoneAt, create_key, forget_pair, record_pair};
+use crate::pairs::{
+    ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
+    forget_pair, record_pair, series_id, write_ahead,
+};
 use crate::{EngineConfig, EngineError};
 
 /// One resolution request.
@@ -76,6 +79,9 @@ pub enum ResolveFailure {
         /// What can still be done.
         still: String,
     },
+    /// Stopped by the test-only crash knob (`EngineConfig::crash_after_resolution_writes`).
+    #[error("interrupted after {0} write(s)")]
+    Interrupted(usize),
 }
 
 impl ResolveFailure {
@@ -90,6 +96,7 @@ impl ResolveFailure {
             ResolveFailure::Provider(_) => "provider_unavailable",
             ResolveFailure::ReadBack(_) => "read_back_failed",
             ResolveFailure::RemoteGone { .. } => "connection_deleted",
+            ResolveFailure::Interrupted(_) => "interrupted",
             ResolveFailure::Store(StoreError::NotFound { .. }) => "not_found",
             ResolveFailure::Store(_) | ResolveFailure::Engine(_) => "internal",
         }
@@ -231,8 +238,23 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
         });
         let mut exec = Exec::open(&r, &conflict, provider, remote_ids).await?;
         exec.check(&recorded, &plan).await?;
+        // `keep_both` saves the provider's version as the local copy before the provider's item is
+        // overwritten, so a process killed in between cannot lose it (the next sync then carries the
+        // copy out like any new event).
+        if plan.contains(&Step::CopyRemoteAsNew) {
+            exec.save_copy().await?;
+        }
         for step in &plan {
-            exec.apply(step).await?;
+            if let Err(e) = exec.apply(step).await {
+                if matches!(
+                    (step, &e),
+                    (Step::WriteRemote(_), ResolveFailure::Changed(_))
+                ) {
+                    // The overwrite was refused: nothing of this resolution may stay behind.
+                    exec.drop_saved_copy().await;
+                }
+                return Err(e);
+            }
         }
         for pending in std::mem::take(&mut exec.pending) {
             record_pair(store, r.tenant, exec.link.id, r.now, &pending).await?;
@@ -415,6 +437,14 @@ struct Exec<'a> {
     merged: Option<Parsed>,
     pending: Vec<Pending>,
     confirmed: Vec<Value>,
+    /// Writes made so far (provider and local), for the test-only crash knob.
+    writes: usize,
+    /// The `keep_both` copy saved locally by this resolution (`None` when adopted from an earlier,
+    /// interrupted one), removed again if the provider then refuses the overwrite.
+    saved_copy: Option<Series>,
+    /// The base both sides agree on once the merged version is written locally: the provider's
+    /// version (with its etag), which the merged version's own write then replaces.
+    agreed: Option<(ItemState, RemoteVersion)>,
 }
 
 impl<'a> Exec<'a> {
@@ -456,7 +486,115 @@ impl<'a> Exec<'a> {
             merged: None,
             pending: Vec::new(),
             confirmed: Vec::new(),
+            writes: 0,
+            saved_copy: None,
+            agreed: None,
         })
+    }
+
+    /// Counts a write that just happened; the test-only crash knob stops here, after the side effect
+    /// and before anything records it (the worst moment, which the next sync must absorb).
+    fn wrote(&mut self) -> Result<(), ResolveFailure> {
+        self.writes += 1;
+        match self.config.crash_after_resolution_writes {
+            Some(limit) if self.writes >= limit => Err(ResolveFailure::Interrupted(self.writes)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records on the pair's row, before a write that copies a whole version to one side, what that
+    /// side will hold (the sync run's own `Intent`): a sync after a process killed right after the
+    /// write then takes the write as ours, not as someone else's change. Only update conflicts: the
+    /// other kinds write no pair's version over another (identity's pair is another item's).
+    async fn intend(&self, intent: Intent) -> Result<(), ResolveFailure> {
+        if self.conflict.kind != StoreConflictKind::Update {
+            return Ok(());
+        }
+        let Some(remote) = &self.remote_id else {
+            return Ok(());
+        };
+        let Some(row) = self
+            .store
+            .get_mapping(self.tenant, self.link.id, remote.as_str())
+            .await?
+        else {
+            return Ok(());
+        };
+        let Some(stored) = row
+            .base_json
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<StoredBase>(b).ok())
+        else {
+            return Ok(());
+        };
+        let (state, version) = match &self.agreed {
+            Some((state, version)) => (state.clone(), Some(version.clone())),
+            None => (stored.state, row.remote_version.map(RemoteVersion::new)),
+        };
+        let base = StoredBase {
+            uid: stored.uid,
+            state,
+            intent: Some(intent),
+        };
+        write_ahead(
+            self.store,
+            self.tenant,
+            self.link.id,
+            self.now,
+            remote.as_str(),
+            row.series_id,
+            version.as_ref(),
+            &base,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The provider's version under the UID `keep_both` (and identity `keep_both`) give its copy.
+    fn remote_copy(&self) -> Result<(Parsed, String), ResolveFailure> {
+        let remote = self.remote()?;
+        let remote_id = self
+            .remote_id
+            .as_ref()
+            .ok_or(ResolveFailure::Changed("remote"))?;
+        let uid = copy_uid(
+            &Uid::new(remote.series.uid()),
+            &self.link.id.to_string(),
+            remote_id,
+            &remote.state(&self.floating).snapshot,
+        );
+        let copy = Parsed::from_calendar(calendar_with(
+            with_uid(&remote.series, &uid)?,
+            &[&remote.calendar],
+        ))?;
+        Ok((copy, uid))
+    }
+
+    /// Saves the `keep_both` copy locally (or adopts the one an interrupted resolution saved).
+    async fn save_copy(&mut self) -> Result<(), ResolveFailure> {
+        let (copy, uid) = self.remote_copy()?;
+        let existed = self
+            .store
+            .get_series_by_uid(self.tenant, self.local_calendar, &uid)
+            .await?
+            .is_some();
+        let row = self.create_local(&copy).await?;
+        if !existed {
+            self.saved_copy = Some(row);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a copy saved for an overwrite the provider refused goes again.
+    async fn drop_saved_copy(&mut self) {
+        if let Some(row) = self.saved_copy.take()
+            && let Err(e) = self
+                .store
+                .delete_series(self.tenant, row.id, row.version)
+                .await
+        {
+            tracing::warn!(series = %row.id, error = %e, "could not remove the keep_both copy of a refused resolution");
+        }
     }
 
     fn remote_id(&self) -> Result<ProviderRemoteId, ResolveFailure> {
@@ -642,6 +780,7 @@ impl<'a> Exec<'a> {
             .update(&self.calendar, id, &etag, &content)
             .await
             .map_err(provider_error)?;
+        self.wrote()?;
         self.read_back_remote(id, parsed, check_uid).await
     }
 
@@ -703,6 +842,7 @@ impl<'a> Exec<'a> {
                 },
             )
             .await?;
+        self.wrote()?;
         let back = self.store.get_series(self.tenant, row.id).await?;
         if back.hash != hash || back.deleted_at.is_some() {
             return Err(ResolveFailure::ReadBack(
@@ -723,11 +863,29 @@ impl<'a> Exec<'a> {
     ) -> Result<(RemoteId, RemoteVersion), ResolveFailure> {
         let content = ItemContent::from_calendar(parsed.calendar.clone()).map_err(content_error)?;
         let key = create_key(self.link.id, local);
+        // The sync run's own write-ahead row of a remote create: a process killed after the create
+        // leaves the next sync pairing the item it finds instead of taking it for a stranger's.
+        write_ahead(
+            self.store,
+            self.tenant,
+            self.link.id,
+            self.now,
+            &format!("{PENDING_CREATE}{}", key.as_str()),
+            Some(series_id(local)?),
+            None,
+            &StoredBase {
+                uid: Uid::new(parsed.series.uid()),
+                state: parsed.state(&self.floating),
+                intent: None,
+            },
+        )
+        .await?;
         let written = self
             .provider
             .create(&self.calendar, &key, &content)
             .await
             .map_err(provider_error)?;
+        self.wrote()?;
         let version = self.read_back_remote(&written.id, parsed, true).await?;
         Ok((RemoteId::new(written.id.as_str()), version))
     }
@@ -743,6 +901,7 @@ impl<'a> Exec<'a> {
             Ok(()) | Err(ProviderError::NotFound { .. }) => {}
             Err(e) => return Err(provider_error(e)),
         }
+        self.wrote()?;
         if self.read(&id).await?.is_some() {
             return Err(ResolveFailure::ReadBack(format!(
                 "{} is still there after the delete",
@@ -759,6 +918,15 @@ impl<'a> Exec<'a> {
             Step::WriteRemote(v) => {
                 let parsed = self.version(v)?;
                 let id = self.remote_id()?;
+                // A whole version copied out: the local one (`keep_local`, `keep_both`), or the
+                // merged one, which the local side holds by now (it is written there first).
+                self.intend(Intent {
+                    side: IntentSide::Remote,
+                    state: parsed.state(&self.floating),
+                    version: None,
+                    base: None,
+                })
+                .await?;
                 let version = self.write_remote(&id, &parsed, false).await?;
                 self.pending.retain(|p| p.remote.as_str() != id.as_str());
                 self.pending.push(Pending {
@@ -780,6 +948,23 @@ impl<'a> Exec<'a> {
                     let series = with_uid(&parsed.series, &row.uid)?;
                     parsed = Parsed::from_calendar(calendar_with(series, &[&parsed.calendar]))?;
                 }
+                let remote_version = self
+                    .remote_version
+                    .clone()
+                    .ok_or(ResolveFailure::Changed("remote"))?;
+                // The provider keeps its version: the remote one copied here is that version; a
+                // merged one is a change made on top of it (so the provider's version is the base).
+                let merged_base = match v {
+                    Version::Merged(_) => Some(self.remote()?.state(&self.floating)),
+                    _ => None,
+                };
+                self.intend(Intent {
+                    side: IntentSide::Local,
+                    state: parsed.state(&self.floating),
+                    version: Some(remote_version.to_string()),
+                    base: merged_base.clone(),
+                })
+                .await?;
                 let s = storable(&parsed.calendar, &self.floating)?;
                 let hash = s.hash.clone();
                 let updated = self
@@ -797,6 +982,10 @@ impl<'a> Exec<'a> {
                     )
                     .await
                     .map_err(local_error)?;
+                self.wrote()?;
+                if let Some(state) = merged_base {
+                    self.agreed = Some((state, remote_version.clone()));
+                }
                 let back = self.store.get_series(self.tenant, updated.id).await?;
                 if back.hash != hash {
                     return Err(ResolveFailure::ReadBack(
@@ -824,21 +1013,8 @@ impl<'a> Exec<'a> {
                 }
             }
             Step::CopyRemoteAsNew => {
-                let remote = self.remote()?.clone();
-                let remote_id = self
-                    .remote_id
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
-                let uid = copy_uid(
-                    &Uid::new(remote.series.uid()),
-                    &self.link.id.to_string(),
-                    &remote_id,
-                    &remote.state(&self.floating).snapshot,
-                );
-                let copy = Parsed::from_calendar(calendar_with(
-                    with_uid(&remote.series, &uid)?,
-                    &[&remote.calendar],
-                ))?;
+                // Saved locally before the overwrite (`save_copy`): this finds it.
+                let (copy, uid) = self.remote_copy()?;
                 let row = self.create_local(&copy).await?;
                 let local = LocalId::new(row.id.to_string());
                 let (id, version) = self.create_remote(&local, &copy).await?;
@@ -853,21 +1029,11 @@ impl<'a> Exec<'a> {
             Step::RenameRemoteAsNew => {
                 // Providers refuse a UID change in place (CalDAV `no-uid-conflict`), so the newcomer is
                 // re-created under the new UID and then deleted (`If-Match`, checked just before).
-                let remote = self.remote()?.clone();
                 let remote_id = self
                     .remote_id
                     .clone()
                     .ok_or(ResolveFailure::Changed("remote"))?;
-                let uid = copy_uid(
-                    &Uid::new(remote.series.uid()),
-                    &self.link.id.to_string(),
-                    &remote_id,
-                    &remote.state(&self.floating).snapshot,
-                );
-                let renamed = Parsed::from_calendar(calendar_with(
-                    with_uid(&remote.series, &uid)?,
-                    &[&remote.calendar],
-                ))?;
+                let (renamed, uid) = self.remote_copy()?;
                 let row = self.create_local(&renamed).await?;
                 let local = LocalId::new(row.id.to_string());
                 let (id, version) = self.create_remote(&local, &renamed).await?;
@@ -919,6 +1085,7 @@ impl<'a> Exec<'a> {
                     .delete_series(self.tenant, row.id, row.version)
                     .await
                     .map_err(local_error)?;
+                self.wrote()?;
                 let back = self.store.get_series(self.tenant, row.id).await?;
                 if back.deleted_at.is_none() {
                     return Err(ResolveFailure::ReadBack(
@@ -944,7 +1111,6 @@ impl<'a> Exec<'a> {
             }
             Step::RecreateLocal => {
                 let remote = self.remote()?.clone();
-                let row = self.create_local(&remote).await?;
                 let remote_id = self
                     .remote_id
                     .clone()
@@ -953,6 +1119,24 @@ impl<'a> Exec<'a> {
                     .remote_version
                     .clone()
                     .ok_or(ResolveFailure::Changed("remote"))?;
+                // The sync run's write-ahead row of a local create (the pair with no series yet):
+                // the next sync pairs the series it finds under the UID, or drops the row.
+                write_ahead(
+                    self.store,
+                    self.tenant,
+                    self.link.id,
+                    self.now,
+                    remote_id.as_str(),
+                    None,
+                    Some(&version),
+                    &StoredBase {
+                        uid: Uid::new(remote.series.uid()),
+                        state: remote.state(&self.floating),
+                        intent: None,
+                    },
+                )
+                .await?;
+                let row = self.create_local(&remote).await?;
                 self.pending.push(Pending {
                     local: LocalId::new(row.id.to_string()),
                     remote: remote_id,
@@ -964,10 +1148,10 @@ impl<'a> Exec<'a> {
             Step::RecreateRemote => {
                 let local = self.local()?.clone();
                 let local_id = self.local_id()?;
-                let (id, version) = self.create_remote(&local_id, &local).await?;
-                let old = self.remote_id.clone();
-                if let Some(old) = old.filter(|old| *old != id) {
+                if let Some(old) = self.remote_id.clone() {
                     // The pair moves to the recreated item; the deleted one leaves a tombstone.
+                    // Forgotten first, so the create's write-ahead row is the series' only pair
+                    // when a sync after an interrupted resolution looks for it.
                     forget_pair(
                         self.store,
                         self.tenant,
@@ -978,6 +1162,7 @@ impl<'a> Exec<'a> {
                     )
                     .await?;
                 }
+                let (id, version) = self.create_remote(&local_id, &local).await?;
                 self.pending.push(Pending {
                     local: local_id,
                     remote: id,

@@ -11,8 +11,8 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
-    LinkCursors, LinkStatus, MappingUpsert, NewAuditEntry, NewConflict, NewSeries, SeriesId,
-    SeriesUpdate, Store, StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
+    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, NewSeries, SeriesId, SeriesUpdate, Store,
+    StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
 };
 use calbridge_sync::{
     Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
-    ConflictSide, Intent, IntentSide, Pending, StoredBase, TombstoneAt, create_key, every_conflict,
-    forget_pair, hex_sha256, record_pair, to_json,
+    ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
+    every_conflict, forget_pair, record_pair, to_json,
 };
 use crate::{EngineConfig, EngineError, SyncOptions};
 
@@ -92,9 +92,6 @@ pub struct RunReport {
     pub full_listing: bool,
     pub duration_ms: u64,
 }
-
-/// Remote ids of write-ahead rows for remote creates (the real id is known only after the create).
-const PENDING_CREATE: &str = "pending-create:";
 
 /// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
 /// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
@@ -692,7 +689,7 @@ impl<'a> Runner<'a> {
                         *id == m.remote && state.snapshot == intent.state.snapshot
                     }) && let Some(target) = self.mappings.get_mut(*index)
                     {
-                        target.base = intent.state.clone();
+                        target.base = intent.recognised_base();
                         target.remote_version = version;
                         recognised.push(*index);
                     }
@@ -706,7 +703,7 @@ impl<'a> Runner<'a> {
                         && let (Some(version), Some(target)) =
                             (&intent.version, self.mappings.get_mut(*index))
                     {
-                        target.base = intent.state.clone();
+                        target.base = intent.recognised_base();
                         target.remote_version = RemoteVersion::new(version.clone());
                         recognised.push(*index);
                     }
@@ -799,21 +796,17 @@ impl<'a> Runner<'a> {
         version: Option<&RemoteVersion>,
         base: &StoredBase,
     ) -> Result<(), StepError> {
-        self.ctx
-            .store
-            .upsert_mapping(
-                self.ctx.tenant,
-                MappingUpsert {
-                    link_id: self.ctx.link.id,
-                    remote_id: remote_id.to_owned(),
-                    series_id: series,
-                    remote_version: version.map(ToString::to_string),
-                    base_json: Some(to_json(base)?),
-                    base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
-                    last_seen_at: Some(self.ctx.now),
-                },
-            )
-            .await?;
+        crate::pairs::write_ahead(
+            self.ctx.store,
+            self.ctx.tenant,
+            self.ctx.link.id,
+            self.ctx.now,
+            remote_id,
+            series,
+            version,
+            base,
+        )
+        .await?;
         Ok(())
     }
 
@@ -1521,6 +1514,7 @@ impl<'a> Runner<'a> {
                             side: IntentSide::Remote,
                             state: parsed.state(&self.floating),
                             version: None,
+                            base: None,
                         },
                     )
                     .await?;
@@ -1650,6 +1644,7 @@ impl<'a> Runner<'a> {
                             side: IntentSide::Local,
                             state: parsed.state(&self.floating),
                             version: Some(version.to_string()),
+                            base: None,
                         },
                     )
                     .await?;

@@ -72,6 +72,28 @@ async fn time_conflict_flood_postgres() {
     .await;
 }
 
+/// Conflict resolutions interrupted after a write converge on the next syncs (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_resolutions_converge_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::interrupted_resolutions_converge(db, std::sync::Arc::new(radicale)).await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_resolutions_converge_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::interrupted_resolutions_converge(db, std::sync::Arc::new(radicale)).await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

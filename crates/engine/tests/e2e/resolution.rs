@@ -685,3 +685,159 @@ fn time_key(c: &Conflict) -> String {
     let local: Value = serde_json::from_str(c.local_json.as_deref().unwrap()).unwrap();
     local["key"].as_str().unwrap().to_owned()
 }
+
+/// Resolutions killed right after a write (`crash_after_resolution_writes`: after the side effect,
+/// before the read-back, the pair's record and the conflict's closing), then synced to quiescence,
+/// some with a later edit on the side the resolution did not write. The write-ahead intents make the
+/// next sync take the resolution's write as its own: no conflict is recorded again (without them the
+/// later edits below meet the resolution's write as an update conflict), nothing is duplicated, the
+/// `keep_both` copy is never lost, and both sides end with the resolved content (or the later edit).
+pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Then {
+        Nothing,
+        EditLocal,
+        EditRemote,
+    }
+    // uid, option, the write after which the process "dies", what happens before the next sync.
+    let cases: [(&str, &str, usize, Then); 9] = [
+        // keep_local: one write, the provider's item.
+        ("i-local", "keep_local", 1, Then::Nothing),
+        ("i-local-edit", "keep_local", 1, Then::EditLocal),
+        // keep_remote: one write, the local series.
+        ("i-remote", "keep_remote", 1, Then::Nothing),
+        ("i-remote-edit", "keep_remote", 1, Then::EditRemote),
+        // keep_both: the local copy, the provider's item, the copy on the provider.
+        ("i-both", "keep_both", 2, Then::Nothing),
+        ("i-both-edit", "keep_both", 2, Then::EditLocal),
+        ("i-both-copy", "keep_both", 3, Then::Nothing),
+        // merge: the local series, then the provider's item.
+        ("i-merge", "merge", 1, Then::EditRemote),
+        ("i-merge-out", "merge", 2, Then::Nothing),
+    ];
+    let w = World::on(
+        db,
+        radicale,
+        "interrupted",
+        r#"{"conflict_resolution": "ask"}"#,
+    )
+    .await;
+    // Each event on a day of its own, an hour apart from any other (copies overlap their original:
+    // those time conflicts are not what this test is about).
+    for (i, (uid, ..)) in cases.iter().enumerate() {
+        w.put_local(&ev(uid, uid, 1 + i as i64, 0, &[])).await;
+    }
+    w.settle().await;
+    for (i, (uid, ..)) in cases.iter().enumerate() {
+        let day = 1 + i as i64;
+        w.put_local(&ev(uid, &format!("{uid} local"), day, 0, &[OLDER]))
+            .await;
+        w.remote_edit(uid, &ev(uid, &format!("{uid} remote"), day, 0, &[NEWER]))
+            .await;
+    }
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&cases.len().try_into().unwrap())
+    );
+
+    let mut copies = Vec::new();
+    for (i, (uid, option, crash_after, then)) in cases.iter().enumerate() {
+        let day = 1 + i as i64;
+        let conflict = w.conflict_of(uid).await;
+        assert_eq!(conflict.kind, ConflictKind::Update, "{uid}");
+        if *option == "keep_both" {
+            copies.push((*uid, expected_copy(&w, &conflict)));
+        }
+        let merged = (*option == "merge").then(|| json!({"summary": format!("{uid} merged")}));
+        let crash = EngineConfig {
+            crash_after_resolution_writes: Some(*crash_after),
+            ..EngineConfig::default()
+        };
+        let err = resolve_conflict(Resolve {
+            store: w.store(),
+            provider: Some(&w.provider),
+            tenant: w.tenant,
+            conflict: conflict.id,
+            option,
+            merged: merged.as_ref(),
+            actor: "key:test",
+            config: &crash,
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "interrupted", "{uid}: {err}");
+        match then {
+            Then::Nothing => {}
+            Then::EditLocal => {
+                w.put_local(&ev(uid, &format!("{uid} local again"), day, 0, &[]))
+                    .await;
+            }
+            Then::EditRemote => {
+                // A field the resolution did not decide: the summary stays the resolved one.
+                let summary = match *option {
+                    "merge" => format!("{uid} remote"),
+                    _ => format!("{uid} remote again"),
+                };
+                w.remote_edit(
+                    uid,
+                    &ev(uid, &summary, day, 0, &[NEWER, ("LOCATION", "Annex")]),
+                )
+                .await;
+            }
+        }
+    }
+
+    w.settle().await;
+    let sync_conflicts = |all: Vec<Conflict>| -> Vec<Conflict> {
+        all.into_iter()
+            .filter(|c| c.kind != ConflictKind::Time)
+            .collect()
+    };
+    let open = sync_conflicts(w.open_conflicts().await);
+    assert!(open.is_empty(), "conflicts recorded again: {open:?}");
+    let all = sync_conflicts(w.all_conflicts().await);
+    assert_eq!(all.len(), cases.len(), "no new conflict: {all:?}");
+    for c in &all {
+        // The interrupted resolution's conflict was closed by the sync that saw its write.
+        assert!(
+            c.resolution_json.as_deref().unwrap().contains("superseded"),
+            "{c:?}"
+        );
+    }
+
+    let both = w.assert_converged().await;
+    let expect = |uid: &str| -> String {
+        let (_, option, _, then) = cases.iter().find(|(u, ..)| *u == uid).unwrap();
+        match (*option, then) {
+            ("keep_local" | "keep_both", Then::EditLocal) => format!("{uid} local again"),
+            ("keep_local" | "keep_both", _) => format!("{uid} local"),
+            ("keep_remote", Then::EditRemote) => format!("{uid} remote again"),
+            ("keep_remote", _) => format!("{uid} remote"),
+            ("merge", _) => format!("{uid} merged"),
+            other => panic!("{uid}: {:?}", other.0),
+        }
+    };
+    for (uid, ..) in &cases {
+        assert_eq!(one(&both, uid), expect(uid), "{uid}");
+    }
+    // The field edited remotely after the merged version was written locally merged in too.
+    for uid in ["i-merge", "i-remote-edit"] {
+        let (_, remote) = w.remote_item(uid).await.unwrap();
+        assert_eq!(prop(&remote, "LOCATION").as_deref(), Some("Annex"), "{uid}");
+        let local = w.local_by_uid(uid).await.unwrap();
+        assert_eq!(
+            prop(&local.ical, "LOCATION").as_deref(),
+            Some("Annex"),
+            "{uid}"
+        );
+    }
+    // keep_both's copy exists once on each side (never lost, never doubled), as the option names it.
+    let copy_keys: Vec<&String> = both.keys().filter(|k| k.contains("-copy-")).collect();
+    assert_eq!(copy_keys.len(), copies.len(), "{both:?}");
+    for (uid, copy) in &copies {
+        assert_eq!(one(&both, copy), format!("{uid} remote"), "{copy}");
+    }
+}
