@@ -83,6 +83,8 @@ pub(crate) enum Scope {
 /// Time ranges of the changed series above which a scoped detection reads the whole window instead of
 /// one query per range (a daily series changed brings hundreds of ranges).
 const MAX_SCOPED_RANGES: usize = 200;
+/// Changed series up to which the stored conflicts are looked up by series rather than all read.
+const MAX_SCOPED_SERIES_LOOKUP: usize = 200;
 
 /// Collects busy blocks and what a person needs to see of them, once per occurrence.
 #[derive(Default)]
@@ -250,16 +252,28 @@ pub(crate) async fn detect(
         .filter(|p| !calbridge_sync::resolve::is_copy_pair(uid_of(&p.first), uid_of(&p.second)))
         .collect();
 
-    let stored = every_conflict(
-        store,
-        tenant,
-        &ConflictFilter {
-            state: None,
-            connection_id: None,
-            kind: Some(ConflictKind::Time),
-        },
-    )
-    .await?;
+    // The stored conflicts the decision needs: those of the scoped series (a scoped decision touches
+    // no other pair), or all of them.
+    let stored = match scope {
+        Scope::Series(series) if series.len() <= MAX_SCOPED_SERIES_LOOKUP => {
+            let ids: Vec<SeriesId> = series.iter().copied().collect();
+            store
+                .conflicts_naming_series(tenant, ConflictKind::Time, &ids)
+                .await?
+        }
+        _ => {
+            every_conflict(
+                store,
+                tenant,
+                &ConflictFilter {
+                    state: None,
+                    connection_id: None,
+                    kind: Some(ConflictKind::Time),
+                },
+            )
+            .await?
+        }
+    };
     let known: Vec<KnownTimeConflict> = stored
         .iter()
         .filter_map(|c| {

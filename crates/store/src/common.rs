@@ -1991,6 +1991,46 @@ impl Store for Backend {
             .collect()
     }
 
+    async fn conflicts_naming_series(
+        &self,
+        tenant: TenantId,
+        kind: ConflictKind,
+        series: &[SeriesId],
+    ) -> Result<Vec<Conflict>> {
+        // Series ids are UUIDs: a substring match on the local side cannot name another series.
+        const CHUNK: usize = 100;
+        let mut out: Vec<Conflict> = Vec::new();
+        let mut have = std::collections::HashSet::new();
+        for chunk in series.chunks(CHUNK) {
+            let n = chunk.len();
+            let likes: Vec<String> = (0..n)
+                .map(|i| format!("local LIKE ${}", 3 + n + i))
+                .collect();
+            let sql = format!(
+                "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND kind = $2 \
+                 AND (series_id IN ({}) OR {}) ORDER BY id",
+                placeholders(3, n),
+                likes.join(" OR ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(tenant.to_string())
+                .bind(kind.as_str());
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for id in chunk {
+                query = query.bind(format!("%{id}%"));
+            }
+            for row in query.fetch_all(self.r()).await? {
+                let conflict = conflict_row(&row)?;
+                if have.insert(conflict.id) {
+                    out.push(conflict);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn resolve_conflict(
         &self,
         tenant: TenantId,

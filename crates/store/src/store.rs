@@ -223,6 +223,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: Option<ConflictId>,
         limit: u32,
     ) -> Result<Vec<Conflict>>;
+    /// Conflicts of `kind` that name one of `series`: as their series, or anywhere in their local side
+    /// (a time conflict names both of its series there). For readers that decide about a few series.
+    async fn conflicts_naming_series(
+        &self,
+        tenant: TenantId,
+        kind: ConflictKind,
+        series: &[SeriesId],
+    ) -> Result<Vec<Conflict>>;
     /// Closes an open conflict; `Conflict` if it was already resolved (two admins racing).
     async fn resolve_conflict(
         &self,

@@ -1218,6 +1218,65 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
+    // Naming a series: by the series column or in the local side; the kind and the tenant hold.
+    let s1 = SeriesId::new();
+    let s2 = SeriesId::new();
+    let named = store
+        .create_conflict(
+            a,
+            NewConflict {
+                kind: ConflictKind::Time,
+                // No connection: kept out of the calendar's change stream asserted below.
+                connection_id: None,
+                link_id: None,
+                series_id: None,
+                event_uid: "e3".into(),
+                local_json: Some(format!(r#"{{"key":"{s1}|{s2}"}}"#)),
+                ..new.clone()
+            },
+        )
+        .await
+        .unwrap();
+    for series in [s1, s2] {
+        assert_eq!(
+            store
+                .conflicts_naming_series(a, ConflictKind::Time, &[series])
+                .await
+                .unwrap(),
+            vec![named.clone()]
+        );
+    }
+    assert!(
+        store
+            .conflicts_naming_series(a, ConflictKind::Update, &[s1])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .conflicts_naming_series(b, ConflictKind::Time, &[s1])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .conflicts_naming_series(a, ConflictKind::Time, &[SeriesId::new()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .resolve_conflict(
+            a,
+            named.id,
+            r#"{"closed":"test"}"#,
+            "key:x",
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
     assert!(is_not_found(
         store
             .resolve_conflict(
