@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use calbridge_emulators::{Action, Emulator, EmulatorConfig, Flavor};
 use calbridge_providers::ProviderError;
 use calbridge_providers::http::{
@@ -16,7 +14,7 @@ use calbridge_providers::oauth::{Access, OAuthConfig};
 use calbridge_server::bootstrap;
 use calbridge_server::syncing::{self, StoredCredentials};
 use calbridge_store::ConnectionId;
-use common::{Backend, TestServer, test_config};
+use common::{Backend, TestServer, json_of, lan_config, sync_and_wait};
 use jiff::{Timestamp, ToSpan};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -24,12 +22,6 @@ use sha2::Digest;
 use url::Url;
 
 const CLIENT_ID: &str = "calbridge-test-client";
-
-async fn json_of(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
-}
 
 fn day(days: i64) -> jiff::civil::Date {
     Timestamp::now()
@@ -46,21 +38,27 @@ fn provider_name(flavor: Flavor) -> &'static str {
     }
 }
 
-/// A server whose operator configured the emulator as the provider (and allows loopback).
-async fn server_for(backend: Backend, emu: &Emulator) -> Option<TestServer> {
-    TestServer::start_with(backend, emulator_config(emu)).await
-}
-
-/// The same, with `server.public_url` set to where it really listens (OAuth redirects reach it).
-async fn server_for_public(backend: Backend, emu: &Emulator) -> Option<TestServer> {
-    let mut config = emulator_config(emu);
-    config.server.public_url = Some(common::SELF_URL.into());
-    TestServer::start_with(backend, config).await
+/// A fresh emulator of `flavor`, and a server whose operator configured it as the provider (and
+/// allows loopback); `public`: `server.public_url` is set to where the server really listens, so
+/// OAuth redirects reach it.
+async fn emulator_and_server(
+    backend: Backend,
+    flavor: Flavor,
+    public: bool,
+) -> Option<(Emulator, TestServer)> {
+    let emu = Emulator::start(flavor, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let mut config = emulator_config(&emu);
+    if public {
+        config.server.public_url = Some(common::SELF_URL.into());
+    }
+    let server = TestServer::start_with(backend, config).await?;
+    Some((emu, server))
 }
 
 fn emulator_config(emu: &Emulator) -> calbridge_server::Config {
-    let mut config = test_config();
-    config.network.allow_private_networks = true;
+    let mut config = lan_config();
     let settings = match emu.flavor() {
         Flavor::Microsoft => &mut config.providers.microsoft,
         Flavor::Google => &mut config.providers.google,
@@ -111,13 +109,7 @@ fn app_oauth(emu: &Emulator) -> OAuthConfig {
 async fn refresh_token_from(emu: &Emulator) -> String {
     let oauth = app_oauth(emu);
     let request = oauth.authorization_request(None);
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let answer = browser.get(request.url.clone()).send().await.unwrap();
-    assert_eq!(answer.status(), StatusCode::FOUND);
-    let location = Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap();
+    let location = consent(request.url.as_str()).await;
     let code = location
         .query_pairs()
         .find(|(k, _)| k == "code")
@@ -137,35 +129,6 @@ async fn stored_credentials(server: &TestServer, id: &str) -> StoredCredentials 
     let id: ConnectionId = id.parse().unwrap();
     let connection = server.store.get_connection(tenant, id).await.unwrap();
     syncing::open(&master.key, &connection).unwrap()
-}
-
-/// Starts a sync and polls its run until it is no longer running.
-async fn sync_and_wait(server: &TestServer, connection: &str) -> Value {
-    let started = server
-        .post_json(
-            &server.admin,
-            "/v1/calendar/sync",
-            json!({"connection_id": connection}),
-        )
-        .await;
-    assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let run_id = json_of(started).await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for _ in 0..300 {
-        let run = json_of(
-            server
-                .get(&server.admin, &format!("/v1/calendar/sync/runs/{run_id}"))
-                .await,
-        )
-        .await;
-        if run["status"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run_id} still running after 30 s");
 }
 
 /// Occurrence summaries in the local calendar over the next weeks, sorted.
@@ -313,10 +276,7 @@ async fn instance_ids(emu: &Emulator, series: &str) -> Vec<String> {
 /// answered by a refresh whose rotation is persisted again, then a revoked grant: `needs_reauth`,
 /// events kept, later syncs stop with a clear error.
 async fn connection_story(backend: Backend, flavor: Flavor) {
-    let emu = Emulator::start(flavor, EmulatorConfig::default())
-        .await
-        .unwrap();
-    let Some(server) = server_for(backend, &emu).await else {
+    let Some((emu, server)) = emulator_and_server(backend, flavor, false).await else {
         return;
     };
     let name = provider_name(flavor);
@@ -519,10 +479,7 @@ async fn connection_story(backend: Backend, flavor: Flavor) {
 
 /// A read-only grant imports and never writes to the provider.
 async fn read_only_story(backend: Backend, flavor: Flavor) {
-    let emu = Emulator::start(flavor, EmulatorConfig::default())
-        .await
-        .unwrap();
-    let Some(server) = server_for(backend, &emu).await else {
+    let Some((emu, server)) = emulator_and_server(backend, flavor, false).await else {
         return;
     };
     create_remote(&emu, single(flavor, "Board meeting", 2)).await;
@@ -581,10 +538,7 @@ async fn get_anonymous(url: &Url) -> reqwest::Response {
 /// callback on this server → active, calendars linked, events imported. Then the defences: a forged
 /// state, a replayed callback, an expired state, a declined consent, and `authorize` for re-consent.
 async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
-    let emu = Emulator::start(flavor, EmulatorConfig::default())
-        .await
-        .unwrap();
-    let Some(server) = server_for_public(backend, &emu).await else {
+    let Some((emu, server)) = emulator_and_server(backend, flavor, true).await else {
         return;
     };
     let name = provider_name(flavor);

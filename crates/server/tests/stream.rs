@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use common::{Backend, TestServer, test_config};
+use common::{Backend, TestServer, json_of, lan_config, sync_and_wait, test_config};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -70,40 +70,6 @@ async fn quiet(socket: &mut Socket, wait: Duration) -> bool {
     }
 }
 
-async fn json_of(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
-}
-
-async fn sync_and_wait(server: &TestServer, connection: &str) -> Value {
-    let started = server
-        .post_json(
-            &server.admin,
-            "/v1/calendar/sync",
-            json!({"connection_id": connection}),
-        )
-        .await;
-    assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let run_id = json_of(started).await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for _ in 0..300 {
-        let run = json_of(
-            server
-                .get(&server.admin, &format!("/v1/calendar/sync/runs/{run_id}"))
-                .await,
-        )
-        .await;
-        if run["status"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run_id} still running after 30 s");
-}
-
 fn kind(m: &Value) -> &str {
     m["type"].as_str().unwrap()
 }
@@ -113,22 +79,13 @@ async fn conflicts_runs_and_connection_status_reach_the_stream() {
     let Some(radicale) = support::Radicale::start() else {
         return;
     };
-    let raw = radicale.raw();
-    let calendar_url = radicale.calendar_url("work");
-    raw.mkcalendar(&calendar_url, "Work").await;
-    let item_url = format!("{calendar_url}review.ics");
-    let put = raw
-        .put(
-            &item_url,
-            &support::event("review", "Review", "20261125T090000Z"),
-        )
+    let calendar_url = radicale
+        .work_calendar(&[("review", "Review", "20261125T090000Z")])
         .await;
-    assert!(put.status().is_success());
+    let raw = radicale.raw();
+    let item_url = format!("{calendar_url}review.ics");
 
-    let mut config = test_config();
-    // Radicale listens on loopback; the operator allows private networks here.
-    config.network.allow_private_networks = true;
-    let server = TestServer::start_with(Backend::Sqlite, config)
+    let server = TestServer::start_with(Backend::Sqlite, lan_config())
         .await
         .unwrap();
     let mut socket = connect(&server, "").await;

@@ -6,55 +6,9 @@ mod common;
 #[path = "../../providers/tests/support/mod.rs"]
 mod support;
 
-use std::time::Duration;
-
-use common::{Backend, TestServer, test_config};
+use common::{Backend, TestServer, json_of, lan_config, sync_and_wait};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn json_of(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
-}
-
-async fn server_for_lan() -> TestServer {
-    let mut config = test_config();
-    // Radicale listens on loopback; the operator allows private networks here.
-    config.network.allow_private_networks = true;
-    TestServer::start_with(Backend::Sqlite, config)
-        .await
-        .unwrap()
-}
-
-/// Starts a sync and polls its run until it is no longer running.
-async fn sync_and_wait(server: &TestServer, connection: &str) -> Value {
-    let started = server
-        .post_json(
-            &server.admin,
-            "/v1/calendar/sync",
-            json!({"connection_id": connection}),
-        )
-        .await;
-    assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let run_id = json_of(started).await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for _ in 0..300 {
-        let run = json_of(
-            server
-                .get(&server.admin, &format!("/v1/calendar/sync/runs/{run_id}"))
-                .await,
-        )
-        .await;
-        if run["status"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run_id} still running after 30 s");
-}
 
 async fn events(server: &TestServer, calendar: &str) -> Vec<Value> {
     let page = json_of(
@@ -74,25 +28,19 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     let Some(radicale) = support::Radicale::start() else {
         return;
     };
+    let calendar_url = radicale
+        .work_calendar(&[
+            ("standup-1", "Standup 1", "20261125T090000Z"),
+            ("standup-2", "Standup 2", "20261125T090000Z"),
+            ("standup-3", "Standup 3", "20261125T090000Z"),
+        ])
+        .await;
     let raw = radicale.raw();
-    let calendar_url = radicale.calendar_url("work");
-    raw.mkcalendar(&calendar_url, "Work").await;
     let item_url = |n: u32| format!("{calendar_url}standup-{n}.ics");
-    for n in 1..=3 {
-        let put = raw
-            .put(
-                &item_url(n),
-                &support::event(
-                    &format!("standup-{n}"),
-                    &format!("Standup {n}"),
-                    "20261125T090000Z",
-                ),
-            )
-            .await;
-        assert!(put.status().is_success());
-    }
 
-    let server = server_for_lan().await;
+    let server = TestServer::start_with(Backend::Sqlite, lan_config())
+        .await
+        .unwrap();
 
     // A connection with the right password: active, one link per remote calendar.
     let created = server
@@ -521,9 +469,7 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
             .await;
         assert!(put.status().is_success());
     }
-    let mut config = test_config();
-    config.network.allow_private_networks = true;
-    let Some(server) = TestServer::start_with(backend, config).await else {
+    let Some(server) = TestServer::start_with(backend, lan_config()).await else {
         return;
     };
     let created = json_of(

@@ -76,6 +76,51 @@ pub fn test_config() -> Config {
     config
 }
 
+/// `test_config()` for a server whose providers listen on loopback (Radicale, the emulators), as
+/// an operator allows private networks for them.
+pub fn lan_config() -> Config {
+    let mut config = test_config();
+    config.network.allow_private_networks = true;
+    config
+}
+
+/// The answer's JSON body; a body that is not JSON fails the test with the status and the text.
+pub async fn json_of(response: reqwest::Response) -> serde_json::Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
+}
+
+/// Starts a sync of `connection` through the API and polls its run until it is no longer running
+/// (30 s at most); answers the run.
+pub async fn sync_and_wait(server: &TestServer, connection: &str) -> serde_json::Value {
+    let started = server
+        .post_json(
+            &server.admin,
+            "/v1/calendar/sync",
+            serde_json::json!({"connection_id": connection}),
+        )
+        .await;
+    assert_eq!(started.status(), reqwest::StatusCode::ACCEPTED);
+    let run_id = json_of(started).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..300 {
+        let run = json_of(
+            server
+                .get(&server.admin, &format!("/v1/calendar/sync/runs/{run_id}"))
+                .await,
+        )
+        .await;
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("run {run_id} still running after 30 s");
+}
+
 impl TestServer {
     /// `None` only when the backend is PostgreSQL, it is not configured, and peers are optional.
     pub async fn start(backend: Backend) -> Option<Self> {
