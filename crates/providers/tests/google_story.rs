@@ -4,28 +4,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calbridge_emulators::{Action, Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
+#[path = "support/story.rs"]
+mod story;
+
+use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
 use calbridge_providers::google::{GoogleConfig, GoogleProvider};
-use calbridge_providers::http::{AddressPolicy, HttpClient, HttpConfig, RetryPolicy, Secret};
+use calbridge_providers::http::Secret;
 use calbridge_providers::oauth::{Access, StaticToken};
 use calbridge_providers::{
-    CalendarId, CalendarProvider, CreateKey, DiagnosisKind, FullListingReason, ItemContent,
-    KnownVersions, ProviderError, ReadItem, Window,
+    CalendarProvider, CreateKey, DiagnosisKind, FullListingReason, ItemContent, KnownVersions,
+    ProviderError, ReadItem, Window,
 };
 use serde_json::{Value, json};
-
-fn client() -> HttpClient {
-    HttpClient::new(HttpConfig {
-        address_policy: AddressPolicy::with_loopback(),
-        retry: RetryPolicy {
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-        ..HttpConfig::default()
-    })
-    .unwrap()
-}
+use story::{client, create, first_calendar, known_of, total_requests, window};
 
 async fn emulator(config: EmulatorConfig) -> Emulator {
     Emulator::start(Flavor::Google, config).await.unwrap()
@@ -41,14 +32,6 @@ fn provider_with(emu: &Emulator, token: String, access: Access, page: u32) -> Go
 
 fn provider(emu: &Emulator) -> GoogleProvider {
     provider_with(emu, emu.token(None).unwrap(), Access::ReadWrite, 250)
-}
-
-fn window() -> Window {
-    Window::parse(
-        "2026-01-01T00:00:00Z".parse().unwrap(),
-        "2026-12-31T00:00:00Z".parse().unwrap(),
-    )
-    .unwrap()
 }
 
 fn single(summary: &str, day: u32) -> Value {
@@ -68,49 +51,12 @@ fn weekly(summary: &str) -> Value {
     })
 }
 
-async fn create(emu: &Emulator, event: Value) -> String {
-    let created = emu
-        .act(Action::Create {
-            user: None,
-            calendar: None,
-            event,
-        })
-        .await
-        .unwrap();
-    created["id"].as_str().unwrap().to_owned()
-}
-
-async fn primary(p: &GoogleProvider) -> CalendarId {
-    p.list_calendars().await.unwrap().remove(0).id
-}
-
-fn known_of(set: &calbridge_providers::ChangeSet) -> KnownVersions {
-    set.upserts
-        .iter()
-        .map(|i| (i.id.clone(), i.etag.clone()))
-        .collect()
-}
-
 async fn instance_ids(emu: &Emulator, calendar: &str, series: &str) -> Vec<String> {
-    let url = format!(
-        "{}/calendar/v3/calendars/{calendar}/events/{series}/instances",
-        emu.base_url()
-    );
-    let body: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(emu.token(None).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap().to_owned())
-        .collect()
+    story::instance_ids(
+        emu,
+        &format!("/calendar/v3/calendars/{calendar}/events/{series}/instances"),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -129,12 +75,12 @@ async fn google_connection_test_and_bad_token() {
 async fn google_full_read_pages_incremental_changes_and_no_op_cost() {
     let emu = emulator(EmulatorConfig::default()).await;
     let p = provider_with(&emu, emu.token(None).unwrap(), Access::ReadWrite, 3);
-    let calendar = primary(&p).await;
+    let calendar = first_calendar(&p).await;
     let mut singles = Vec::new();
     for day in 1..=7 {
-        singles.push(create(&emu, single(&format!("event {day}"), day)).await);
+        singles.push(create(&emu, None, single(&format!("event {day}"), day)).await);
     }
-    let series = create(&emu, weekly("standup")).await;
+    let series = create(&emu, None, weekly("standup")).await;
     emu.reset_counters();
     let first = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
@@ -171,45 +117,17 @@ async fn google_full_read_pages_incremental_changes_and_no_op_cost() {
         .await
         .unwrap();
     assert!(quiet.upserts.is_empty() && quiet.deletions.is_empty());
-    let total: u64 = emu
-        .counters()
-        .requests
-        .values()
-        .flat_map(|m| m.values())
-        .sum();
-    assert_eq!(total, 1, "a no-op sync is one request per calendar");
+    assert_eq!(
+        total_requests(&emu),
+        1,
+        "a no-op sync is one request per calendar"
+    );
 
-    emu.act(Action::Edit {
-        user: None,
-        calendar: None,
-        event_id: singles[0].clone(),
-        changes: json!({"summary": "edited"}),
-    })
-    .await
-    .unwrap();
-    emu.act(Action::Delete {
-        user: None,
-        calendar: None,
-        event_id: singles[1].clone(),
-    })
-    .await
-    .unwrap();
+    story::edit(&emu, &singles[0], json!({"summary": "edited"})).await;
+    story::delete(&emu, &singles[1]).await;
     let instances = instance_ids(&emu, calendar.as_str(), &series).await;
-    emu.act(Action::Edit {
-        user: None,
-        calendar: None,
-        event_id: instances[1].clone(),
-        changes: json!({"summary": "standup (moved)"}),
-    })
-    .await
-    .unwrap();
-    emu.act(Action::Delete {
-        user: None,
-        calendar: None,
-        event_id: instances[2].clone(),
-    })
-    .await
-    .unwrap();
+    story::edit(&emu, &instances[1], json!({"summary": "standup (moved)"})).await;
+    story::delete(&emu, &instances[2]).await;
     let second = p
         .changes(
             &calendar,
@@ -268,7 +186,7 @@ const SERIES: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBE
 async fn google_series_round_trip_idempotent_insert_and_if_match() {
     let emu = emulator(EmulatorConfig::default()).await;
     let p = provider(&emu);
-    let calendar = primary(&p).await;
+    let calendar = first_calendar(&p).await;
     let content = ItemContent::parse(SERIES).unwrap();
     let key = CreateKey::parse("0123456789abcdefghijklmnop").unwrap();
     let written = p.create(&calendar, &key, &content).await.unwrap();
@@ -309,14 +227,7 @@ async fn google_series_round_trip_idempotent_insert_and_if_match() {
     );
 
     // Someone else edits the series: our stale etag is refused.
-    emu.act(Action::Edit {
-        user: None,
-        calendar: None,
-        event_id: written.id.to_string(),
-        changes: json!({"summary": "theirs"}),
-    })
-    .await
-    .unwrap();
+    story::edit(&emu, &written.id.to_string(), json!({"summary": "theirs"})).await;
     let edited =
         ItemContent::parse(SERIES.replace("SUMMARY:Planning\r\n", "SUMMARY:ours\r\n")).unwrap();
     let stale = p.update(&calendar, &item.id, &item.etag, &edited).await;
@@ -361,8 +272,8 @@ async fn google_series_round_trip_idempotent_insert_and_if_match() {
 async fn google_invalid_sync_token_restarts_with_a_full_read() {
     let emu = emulator(EmulatorConfig::default()).await;
     let p = provider(&emu);
-    let calendar = primary(&p).await;
-    let a = create(&emu, single("a", 3)).await;
+    let calendar = first_calendar(&p).await;
+    let a = create(&emu, None, single("a", 3)).await;
     let first = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
         .await
@@ -386,8 +297,8 @@ async fn google_invalid_sync_token_restarts_with_a_full_read() {
 async fn google_403_and_429_rate_limits_are_waited_out() {
     let emu = emulator(EmulatorConfig::default()).await;
     let p = provider(&emu);
-    let calendar = primary(&p).await;
-    create(&emu, single("a", 3)).await;
+    let calendar = first_calendar(&p).await;
+    create(&emu, None, single("a", 3)).await;
     emu.add_fault(FaultRule {
         path_contains: Some("/events".into()),
         method: None,
@@ -439,8 +350,8 @@ async fn google_403_and_429_rate_limits_are_waited_out() {
 async fn google_read_only_refuses_writes_and_free_busy_works() {
     let emu = emulator(EmulatorConfig::default()).await;
     let p = provider_with(&emu, emu.token(None).unwrap(), Access::ReadOnly, 250);
-    let calendar = primary(&p).await;
-    create(&emu, single("busy", 10)).await;
+    let calendar = first_calendar(&p).await;
+    create(&emu, None, single("busy", 10)).await;
     let key = CreateKey::parse("abcdeabcde").unwrap();
     let content = ItemContent::parse(SERIES).unwrap();
     assert!(matches!(

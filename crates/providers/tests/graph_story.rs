@@ -4,29 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calbridge_emulators::{Action, Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
+#[path = "support/story.rs"]
+mod story;
+
+use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
 use calbridge_providers::graph::{GraphConfig, GraphProvider};
-use calbridge_providers::http::{AddressPolicy, HttpClient, HttpConfig, RetryPolicy, Secret};
+use calbridge_providers::http::Secret;
 use calbridge_providers::oauth::{Access, StaticToken};
 use calbridge_providers::{
-    CalendarId, CalendarProvider, CreateKey, DiagnosisKind, Etag, FullListingReason, ItemContent,
+    CalendarProvider, CreateKey, DiagnosisKind, Etag, FullListingReason, ItemContent,
     KnownVersions, ProviderError, ReadItem, Window,
 };
 use jiff::Timestamp;
 use serde_json::{Value, json};
-
-fn client() -> HttpClient {
-    HttpClient::new(HttpConfig {
-        address_policy: AddressPolicy::with_loopback(),
-        retry: RetryPolicy {
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-        ..HttpConfig::default()
-    })
-    .unwrap()
-}
+use story::{client, create, first_calendar, known_of, total_requests, window};
 
 async fn emulator() -> Emulator {
     Emulator::start(Flavor::Microsoft, EmulatorConfig::default())
@@ -44,14 +35,6 @@ fn provider_with(emu: &Emulator, token: String, access: Access, page_size: u32) 
 
 fn provider(emu: &Emulator) -> GraphProvider {
     provider_with(emu, emu.token(None).unwrap(), Access::ReadWrite, 100)
-}
-
-fn window() -> Window {
-    Window::parse(
-        "2026-01-01T00:00:00Z".parse().unwrap(),
-        "2026-12-31T00:00:00Z".parse().unwrap(),
-    )
-    .unwrap()
 }
 
 fn single(subject: &str, day: u32) -> Value {
@@ -78,29 +61,6 @@ fn weekly(subject: &str) -> Value {
     })
 }
 
-async fn create(emu: &Emulator, calendar: &str, event: Value) -> String {
-    let created = emu
-        .act(Action::Create {
-            user: None,
-            calendar: Some(calendar.to_owned()),
-            event,
-        })
-        .await
-        .unwrap();
-    created["id"].as_str().unwrap().to_owned()
-}
-
-async fn default_calendar(p: &GraphProvider) -> CalendarId {
-    p.list_calendars().await.unwrap().remove(0).id
-}
-
-fn known_of(set: &calbridge_providers::ChangeSet) -> KnownVersions {
-    set.upserts
-        .iter()
-        .map(|i| (i.id.clone(), i.etag.clone()))
-        .collect()
-}
-
 #[tokio::test]
 async fn graph_connection_test_lists_calendars_and_diagnoses_a_bad_token() {
     let emu = emulator().await;
@@ -124,19 +84,19 @@ async fn graph_connection_test_lists_calendars_and_diagnoses_a_bad_token() {
 async fn graph_full_read_pages_then_a_no_op_sync_costs_one_request() {
     let emu = emulator().await;
     let p = provider_with(&emu, emu.token(None).unwrap(), Access::ReadWrite, 3);
-    let calendar = default_calendar(&p).await;
+    let calendar = first_calendar(&p).await;
     let mut ids = Vec::new();
     for day in 1..=8 {
         ids.push(
             create(
                 &emu,
-                calendar.as_str(),
+                Some(calendar.as_str()),
                 single(&format!("event {day}"), day),
             )
             .await,
         );
     }
-    let series = create(&emu, calendar.as_str(), weekly("weekly")).await;
+    let series = create(&emu, Some(calendar.as_str()), weekly("weekly")).await;
     emu.reset_counters();
     let first = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
@@ -195,9 +155,9 @@ async fn graph_full_read_pages_then_a_no_op_sync_costs_one_request() {
     );
     assert_eq!(again.full_listing, None);
     let counters = emu.counters();
-    let total: u64 = counters.requests.values().flat_map(|m| m.values()).sum();
     assert_eq!(
-        total, 1,
+        total_requests(&emu),
+        1,
         "a no-op sync is one request per calendar: {counters:?}"
     );
 }
@@ -206,11 +166,11 @@ async fn graph_full_read_pages_then_a_no_op_sync_costs_one_request() {
 async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
-    let keep = create(&emu, calendar.as_str(), single("keep", 2)).await;
-    let edit = create(&emu, calendar.as_str(), single("edit me", 3)).await;
-    let gone = create(&emu, calendar.as_str(), single("delete me", 4)).await;
-    let series = create(&emu, calendar.as_str(), weekly("standup")).await;
+    let calendar = first_calendar(&p).await;
+    let keep = create(&emu, Some(calendar.as_str()), single("keep", 2)).await;
+    let edit = create(&emu, Some(calendar.as_str()), single("edit me", 3)).await;
+    let gone = create(&emu, Some(calendar.as_str()), single("delete me", 4)).await;
+    let series = create(&emu, Some(calendar.as_str()), weekly("standup")).await;
     let first = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
         .await
@@ -218,39 +178,13 @@ async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
     assert_eq!(first.upserts.len(), 4);
     let known = known_of(&first);
 
-    let new = create(&emu, calendar.as_str(), single("new", 5)).await;
-    emu.act(Action::Edit {
-        user: None,
-        calendar: None,
-        event_id: edit.clone(),
-        changes: json!({"subject": "edited"}),
-    })
-    .await
-    .unwrap();
-    emu.act(Action::Delete {
-        user: None,
-        calendar: None,
-        event_id: gone.clone(),
-    })
-    .await
-    .unwrap();
+    let new = create(&emu, Some(calendar.as_str()), single("new", 5)).await;
+    story::edit(&emu, &edit, json!({"subject": "edited"})).await;
+    story::delete(&emu, &gone).await;
     // One occurrence moved and renamed, another cancelled.
     let instances = instance_ids(&emu, &series).await;
-    emu.act(Action::Edit {
-        user: None,
-        calendar: None,
-        event_id: instances[1].clone(),
-        changes: json!({"subject": "standup (moved)"}),
-    })
-    .await
-    .unwrap();
-    emu.act(Action::Delete {
-        user: None,
-        calendar: None,
-        event_id: instances[2].clone(),
-    })
-    .await
-    .unwrap();
+    story::edit(&emu, &instances[1], json!({"subject": "standup (moved)"})).await;
+    story::delete(&emu, &instances[2]).await;
 
     let second = p
         .changes(&calendar, first.cursor.as_ref(), &window(), &known)
@@ -300,26 +234,11 @@ async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
 }
 
 async fn instance_ids(emu: &Emulator, series: &str) -> Vec<String> {
-    let token = emu.token(None).unwrap();
-    let url = format!(
-        "{}/v1.0/me/events/{series}/instances?startDateTime=2026-04-01T00:00:00Z&endDateTime=2026-06-01T00:00:00Z",
-        emu.base_url()
-    );
-    let body: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap().to_owned())
-        .collect()
+    story::instance_ids(
+        emu,
+        &format!("/v1.0/me/events/{series}/instances?startDateTime=2026-04-01T00:00:00Z&endDateTime=2026-06-01T00:00:00Z"),
+    )
+    .await
 }
 
 const SERIES: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:series-1@test\r\nDTSTAMP:20260101T000000Z\r\nDTSTART;TZID=Europe/Berlin:20260504T100000\r\nDTEND;TZID=Europe/Berlin:20260504T110000\r\nRRULE:FREQ=WEEKLY;COUNT=5;BYDAY=MO\r\nEXDATE;TZID=Europe/Berlin:20260518T100000\r\nSUMMARY:Planning\\, weekly\r\nLOCATION:Room 1\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:series-1@test\r\nDTSTAMP:20260101T000000Z\r\nRECURRENCE-ID;TZID=Europe/Berlin:20260511T100000\r\nDTSTART;TZID=Europe/Berlin:20260511T140000\r\nDTEND;TZID=Europe/Berlin:20260511T150000\r\nSUMMARY:Planning (afternoon)\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
@@ -328,7 +247,7 @@ const SERIES: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBE
 async fn graph_series_with_exceptions_round_trips_and_a_retried_create_is_idempotent() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
+    let calendar = first_calendar(&p).await;
     let content = ItemContent::parse(SERIES).unwrap();
     let key = CreateKey::parse("0123456789abcdefghijklmnop").unwrap();
     emu.reset_counters();
@@ -374,8 +293,8 @@ async fn graph_series_with_exceptions_round_trips_and_a_retried_create_is_idempo
 async fn graph_if_match_refuses_stale_versions() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
-    let id = create(&emu, calendar.as_str(), single("versioned", 9)).await;
+    let calendar = first_calendar(&p).await;
+    let id = create(&emu, Some(calendar.as_str()), single("versioned", 9)).await;
     let read = p
         .read(
             &calendar,
@@ -392,14 +311,7 @@ async fn graph_if_match_refuses_stale_versions() {
             .replace("SUMMARY:versioned", "SUMMARY:ours"),
     )
     .unwrap();
-    emu.act(Action::Edit {
-        user: None,
-        calendar: None,
-        event_id: id.clone(),
-        changes: json!({"subject": "theirs"}),
-    })
-    .await
-    .unwrap();
+    story::edit(&emu, &id, json!({"subject": "theirs"})).await;
     let stale = p.update(&calendar, &item.id, &item.etag, &edited).await;
     assert!(
         matches!(stale, Err(ProviderError::PreconditionFailed)),
@@ -434,8 +346,8 @@ async fn graph_if_match_refuses_stale_versions() {
 async fn graph_invalidated_delta_token_restarts_with_a_full_read() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
-    let a = create(&emu, calendar.as_str(), single("a", 2)).await;
+    let calendar = first_calendar(&p).await;
+    let a = create(&emu, Some(calendar.as_str()), single("a", 2)).await;
     let first = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
         .await
@@ -468,8 +380,8 @@ async fn graph_invalidated_delta_token_restarts_with_a_full_read() {
 async fn graph_throttling_waits_the_decimal_retry_after_and_5xx_is_retried() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
-    create(&emu, calendar.as_str(), single("a", 2)).await;
+    let calendar = first_calendar(&p).await;
+    create(&emu, Some(calendar.as_str()), single("a", 2)).await;
     emu.add_fault(FaultRule {
         path_contains: Some("delta".into()),
         method: None,
@@ -510,7 +422,7 @@ async fn graph_throttling_waits_the_decimal_retry_after_and_5xx_is_retried() {
 async fn graph_read_only_connection_refuses_writes_without_a_request() {
     let emu = emulator().await;
     let p = provider_with(&emu, emu.token(None).unwrap(), Access::ReadOnly, 100);
-    let calendar = default_calendar(&p).await;
+    let calendar = first_calendar(&p).await;
     assert!(!p.capabilities().writable);
     emu.reset_counters();
     let content = ItemContent::parse(SERIES).unwrap();
@@ -536,12 +448,12 @@ async fn graph_read_only_connection_refuses_writes_without_a_request() {
 async fn graph_reads_go_through_batches_of_twenty() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
+    let calendar = first_calendar(&p).await;
     let mut ids = Vec::new();
     for i in 0..25u32 {
         let id = create(
             &emu,
-            calendar.as_str(),
+            Some(calendar.as_str()),
             single(&format!("batch {i}"), 1 + i % 28),
         )
         .await;
@@ -566,8 +478,8 @@ async fn graph_reads_go_through_batches_of_twenty() {
 async fn graph_free_busy_through_get_schedule() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
-    create(&emu, calendar.as_str(), single("busy", 10)).await;
+    let calendar = first_calendar(&p).await;
+    create(&emu, Some(calendar.as_str()), single("busy", 10)).await;
     let window = Window::parse(
         "2026-03-09T00:00:00Z".parse().unwrap(),
         "2026-03-12T00:00:00Z".parse().unwrap(),
@@ -583,20 +495,14 @@ async fn graph_free_busy_through_get_schedule() {
 async fn graph_deleting_only_one_occurrence_reaches_its_series() {
     let emu = emulator().await;
     let p = provider(&emu);
-    let calendar = default_calendar(&p).await;
-    let series = create(&emu, calendar.as_str(), weekly("standup")).await;
+    let calendar = first_calendar(&p).await;
+    let series = create(&emu, Some(calendar.as_str()), weekly("standup")).await;
     let first = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
         .await
         .unwrap();
     let instances = instance_ids(&emu, &series).await;
-    emu.act(Action::Delete {
-        user: None,
-        calendar: None,
-        event_id: instances[3].clone(),
-    })
-    .await
-    .unwrap();
+    story::delete(&emu, &instances[3]).await;
     let second = p
         .changes(
             &calendar,
