@@ -45,71 +45,22 @@ impl Cloud {
         let emu = Emulator::start(flavor, EmulatorConfig::default())
             .await
             .unwrap();
-        let token = Arc::new(StaticToken(Secret::new(emu.token(None).unwrap())));
-        let window = Window::parse(
-            Timestamp::now() - 24 * 100.hours(),
-            Timestamp::now() + 24 * 100.hours(),
-        )
-        .unwrap();
-        let provider: Arc<dyn CalendarProvider> = match flavor {
-            Flavor::Microsoft => {
-                let base = url::Url::parse(&format!("{}/v1.0/", emu.base_url())).unwrap();
-                let mut config = GraphConfig::new(base, Access::ReadWrite);
-                config.read_window = Some(window);
-                Arc::new(GraphProvider::new(&http_client(), config, token))
-            }
-            Flavor::Google => {
-                let base = url::Url::parse(&format!("{}/calendar/v3/", emu.base_url())).unwrap();
-                let mut config = GoogleConfig::new(base, Access::ReadWrite);
-                config.read_window = Some(window);
-                Arc::new(GoogleProvider::new(&http_client(), config, token))
-            }
-        };
+        let provider = cloud_provider(&emu, flavor);
         let calendar = provider.list_calendars().await.unwrap().remove(0).id;
-        let store = db.store.clone();
-        let tenant = store.create_tenant("acme").await.unwrap().id;
-        let local_calendar = store
-            .create_calendar(
-                tenant,
-                NewCalendar {
-                    name: "Work".into(),
-                    time_zone: "UTC".into(),
-                    owner: None,
-                },
-            )
-            .await
-            .unwrap()
-            .id;
-        let connection = store
-            .create_connection(
-                tenant,
-                NewConnection {
-                    provider: match flavor {
-                        Flavor::Microsoft => Provider::Microsoft,
-                        Flavor::Google => Provider::Google,
-                    },
-                    name: "cloud".into(),
-                    calendar_id: local_calendar,
-                    credentials: None,
-                    sync_options_json: "{}".into(),
-                    status: ConnectionStatus::Active,
-                },
-            )
-            .await
-            .unwrap()
-            .id;
-        let link = store
-            .create_link(
-                tenant,
-                NewLink {
-                    connection_id: connection,
-                    remote_calendar_id: calendar.as_str().to_owned(),
-                    remote_name: None,
-                },
-            )
-            .await
-            .unwrap()
-            .id;
+        let (tenant, local_calendar) = local_calendar(db.store.as_ref(), "Work").await;
+        let kind = match flavor {
+            Flavor::Microsoft => Provider::Microsoft,
+            Flavor::Google => Provider::Google,
+        };
+        let (connection, link) = link_to(
+            db.store.as_ref(),
+            tenant,
+            local_calendar,
+            kind,
+            "cloud",
+            &calendar,
+        )
+        .await;
         Self {
             db,
             emu,
@@ -128,25 +79,14 @@ impl Cloud {
     }
 
     pub async fn sync(&self) -> RunReport {
-        let connection = self
-            .store()
-            .get_connection(self.tenant, self.connection)
-            .await
-            .unwrap();
-        let link = self.store().get_link(self.tenant, self.link).await.unwrap();
-        sync_link(LinkSync {
-            store: self.store(),
-            provider: self.provider.as_ref(),
-            tenant: self.tenant,
-            connection: &connection,
-            link: &link,
-            config: &EngineConfig::default(),
-            now: Timestamp::now(),
-            full: false,
-            run: None,
-        })
+        sync_once(
+            self.store(),
+            self.provider.as_ref(),
+            self.tenant,
+            self.connection,
+            self.link,
+        )
         .await
-        .unwrap()
     }
 
     /// Syncs until a run has nothing to do (bounded): no ping-pong of our own writes.
@@ -225,18 +165,8 @@ impl Cloud {
 
     /// Master summary → iCalendar of every remote series (a summary twice would panic).
     async fn remote_all(&self) -> BTreeMap<String, String> {
-        let window = Window::parse(
-            Timestamp::now() - 24 * 200.hours(),
-            Timestamp::now() + 24 * 200.hours(),
-        )
-        .unwrap();
-        let set = self
-            .provider
-            .changes(&self.calendar, None, &window, &KnownVersions::new())
-            .await
-            .unwrap();
         let mut out = BTreeMap::new();
-        for item in set.upserts {
+        for item in full_read(self.provider.as_ref(), &self.calendar).await {
             let ical = item.content.as_ical().to_owned();
             let summary = prop(&ical, "SUMMARY").unwrap_or_default();
             assert!(
@@ -500,33 +430,25 @@ pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
             .iter()
             .find(|c| c.event_uid == format!("id-{option}"))
             .unwrap();
-        let refused = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
-            store: cloud.store(),
-            provider: Some(cloud.provider.as_ref()),
-            tenant: cloud.tenant,
-            conflict: c.id,
-            option: "restore",
-            merged: None,
-            actor: "key:test",
-            config: &EngineConfig::default(),
-            now: Timestamp::now(),
-        })
-        .await
-        .unwrap_err();
+        let config = EngineConfig::default();
+        let resolve = |option| {
+            calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+                store: cloud.store(),
+                provider: Some(cloud.provider.as_ref()),
+                tenant: cloud.tenant,
+                conflict: c.id,
+                option,
+                merged: None,
+                actor: "key:test",
+                config: &config,
+                now: Timestamp::now(),
+            })
+        };
+        let refused = resolve("restore").await.unwrap_err();
         assert_eq!(refused.code(), "option_not_applicable");
-        let resolved = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
-            store: cloud.store(),
-            provider: Some(cloud.provider.as_ref()),
-            tenant: cloud.tenant,
-            conflict: c.id,
-            option,
-            merged: None,
-            actor: "key:test",
-            config: &EngineConfig::default(),
-            now: Timestamp::now(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{option}: {e}"));
+        let resolved = resolve(option)
+            .await
+            .unwrap_or_else(|e| panic!("{option}: {e}"));
         assert_eq!(resolved.state, ConflictState::Resolved);
     }
     cloud.settle().await;
@@ -601,19 +523,27 @@ fn cloud_provider(emu: &Emulator, flavor: Flavor) -> Arc<dyn CalendarProvider> {
     }
 }
 
-/// Remote id and summary of every series in a remote calendar.
-async fn listing(provider: &dyn CalendarProvider, calendar: &CalendarId) -> Vec<(String, String)> {
+/// Every series of a remote calendar, through a full read of a window wider than the stories use.
+async fn full_read(
+    provider: &dyn CalendarProvider,
+    calendar: &CalendarId,
+) -> Vec<calbridge_providers::RemoteItem> {
     let window = Window::parse(
         Timestamp::now() - 24 * 200.hours(),
         Timestamp::now() + 24 * 200.hours(),
     )
     .unwrap();
-    let set = provider
+    provider
         .changes(calendar, None, &window, &KnownVersions::new())
         .await
-        .unwrap();
-    let mut out: Vec<(String, String)> = set
+        .unwrap()
         .upserts
+}
+
+/// Remote id and summary of every series in a remote calendar.
+async fn listing(provider: &dyn CalendarProvider, calendar: &CalendarId) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = full_read(provider, calendar)
+        .await
         .into_iter()
         .map(|i| {
             let summary = prop(i.content.as_ical(), "SUMMARY").unwrap_or_default();
@@ -622,6 +552,88 @@ async fn listing(provider: &dyn CalendarProvider, calendar: &CalendarId) -> Vec<
         .collect();
     out.sort_by(|a, b| a.1.cmp(&b.1));
     out
+}
+
+/// A new tenant with one local calendar named `name`.
+async fn local_calendar(store: &dyn Store, name: &str) -> (TenantId, calbridge_store::CalendarId) {
+    let tenant = store.create_tenant("acme").await.unwrap().id;
+    let calendar = store
+        .create_calendar(
+            tenant,
+            NewCalendar {
+                name: name.into(),
+                time_zone: "UTC".into(),
+                owner: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    (tenant, calendar)
+}
+
+/// A connection of `kind` for `local` and its one link to the remote `calendar`.
+async fn link_to(
+    store: &dyn Store,
+    tenant: TenantId,
+    local: calbridge_store::CalendarId,
+    kind: Provider,
+    name: &str,
+    calendar: &CalendarId,
+) -> (ConnectionId, LinkId) {
+    let connection = store
+        .create_connection(
+            tenant,
+            NewConnection {
+                provider: kind,
+                name: name.into(),
+                calendar_id: local,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let link = store
+        .create_link(
+            tenant,
+            NewLink {
+                connection_id: connection,
+                remote_calendar_id: calendar.as_str().to_owned(),
+                remote_name: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    (connection, link)
+}
+
+/// One engine run of a link, as the scheduler starts it (not a full reconciliation).
+async fn sync_once(
+    store: &dyn Store,
+    provider: &dyn CalendarProvider,
+    tenant: TenantId,
+    connection: ConnectionId,
+    link: LinkId,
+) -> RunReport {
+    let connection = store.get_connection(tenant, connection).await.unwrap();
+    let link = store.get_link(tenant, link).await.unwrap();
+    sync_link(LinkSync {
+        store,
+        provider,
+        tenant,
+        connection: &connection,
+        link: &link,
+        config: &EngineConfig::default(),
+        now: Timestamp::now(),
+        full: false,
+        run: None,
+    })
+    .await
+    .unwrap()
 }
 
 /// One local calendar linked at once to the Graph emulator, the Google emulator and Radicale (issue #6):
@@ -655,52 +667,22 @@ pub async fn one_calendar_three_providers(db: TestDb) {
     let dav_cal = CalendarId::parse(format!("/{}/work/", crate::support::USER)).unwrap();
 
     let store = db.store.clone();
-    let tenant = store.create_tenant("acme").await.unwrap().id;
-    let local_calendar = store
-        .create_calendar(
-            tenant,
-            NewCalendar {
-                name: "Shared".into(),
-                time_zone: "UTC".into(),
-                owner: None,
-            },
-        )
-        .await
-        .unwrap()
-        .id;
+    let (tenant, local_calendar) = local_calendar(store.as_ref(), "Shared").await;
     let mut links = Vec::new();
     for (provider, kind, calendar) in [
         (graph.clone(), Provider::Microsoft, graph_cal.clone()),
         (google.clone(), Provider::Google, google_cal.clone()),
         (dav.clone(), Provider::Caldav, dav_cal.clone()),
     ] {
-        let connection = store
-            .create_connection(
-                tenant,
-                NewConnection {
-                    provider: kind,
-                    name: kind.as_str().into(),
-                    calendar_id: local_calendar,
-                    credentials: None,
-                    sync_options_json: "{}".into(),
-                    status: ConnectionStatus::Active,
-                },
-            )
-            .await
-            .unwrap()
-            .id;
-        let link = store
-            .create_link(
-                tenant,
-                NewLink {
-                    connection_id: connection,
-                    remote_calendar_id: calendar.as_str().to_owned(),
-                    remote_name: None,
-                },
-            )
-            .await
-            .unwrap()
-            .id;
+        let (connection, link) = link_to(
+            store.as_ref(),
+            tenant,
+            local_calendar,
+            kind,
+            kind.as_str(),
+            &calendar,
+        )
+        .await;
         links.push((provider, connection, link));
     }
     // Every link, twice: a change pulled from one provider is pushed to the others in the next round.
@@ -710,26 +692,24 @@ pub async fn one_calendar_three_providers(db: TestDb) {
         async move {
             for _ in 0..2 {
                 for (provider, connection, link) in links {
-                    let connection = store.get_connection(tenant, *connection).await.unwrap();
-                    let link = store.get_link(tenant, *link).await.unwrap();
-                    let report = sync_link(LinkSync {
-                        store: store.as_ref(),
-                        provider: provider.as_ref(),
+                    let report = sync_once(
+                        store.as_ref(),
+                        provider.as_ref(),
                         tenant,
-                        connection: &connection,
-                        link: &link,
-                        config: &EngineConfig::default(),
-                        now: Timestamp::now(),
-                        full: false,
-                        run: None,
-                    })
-                    .await
-                    .unwrap();
+                        *connection,
+                        *link,
+                    )
+                    .await;
                     assert!(report.errors.is_empty(), "{:?}", report.errors);
                 }
             }
         }
     };
+    let remotes = [
+        ("graph", &graph, &graph_cal),
+        ("google", &google, &google_cal),
+        ("radicale", &dav, &dav_cal),
+    ];
     let summaries = |items: Vec<(String, String)>| -> Vec<String> {
         items.into_iter().map(|(_, s)| s).collect()
     };
@@ -764,11 +744,7 @@ pub async fn one_calendar_three_providers(db: TestDb) {
         .await
         .unwrap();
     sync_all().await;
-    for (name, provider, calendar) in [
-        ("graph", &graph, &graph_cal),
-        ("google", &google, &google_cal),
-        ("radicale", &dav, &dav_cal),
-    ] {
+    for (name, provider, calendar) in remotes {
         assert_eq!(
             summaries(listing(provider.as_ref(), calendar).await),
             ["Launch"],
@@ -790,11 +766,7 @@ pub async fn one_calendar_three_providers(db: TestDb) {
         .unwrap();
     sync_all().await;
     assert_eq!(local_summaries().await, ["Launch (moved)"]);
-    for (name, provider, calendar) in [
-        ("graph", &graph, &graph_cal),
-        ("google", &google, &google_cal),
-        ("radicale", &dav, &dav_cal),
-    ] {
+    for (name, provider, calendar) in remotes {
         assert_eq!(
             summaries(listing(provider.as_ref(), calendar).await),
             ["Launch (moved)"],
@@ -814,11 +786,7 @@ pub async fn one_calendar_three_providers(db: TestDb) {
         .unwrap();
     sync_all().await;
     assert!(local_summaries().await.is_empty());
-    for (name, provider, calendar) in [
-        ("graph", &graph, &graph_cal),
-        ("google", &google, &google_cal),
-        ("radicale", &dav, &dav_cal),
-    ] {
+    for (name, provider, calendar) in remotes {
         assert!(
             listing(provider.as_ref(), calendar).await.is_empty(),
             "{name}"
