@@ -11,7 +11,7 @@ use calbridge_model::mapping::google::GoogleRecurrence;
 use calbridge_model::occurrences::series_input;
 use calbridge_model::{Event, EventEnd};
 use http::Method;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use http::header::{CONTENT_TYPE, IF_MATCH};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -21,6 +21,7 @@ use url::Url;
 use crate::content::ItemContent;
 use crate::error::ProviderError;
 use crate::graph::convert::{escape, zone_of};
+use crate::http::rest::{self, Next};
 use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::oauth::{Access, TokenSource};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
@@ -538,34 +539,10 @@ impl GoogleProvider {
     /// Sends with the bearer token (one refresh on 401). Google's 403 rate limits are retried like
     /// 429s, with backoff, since Google promises no `Retry-After`.
     async fn send(&self, request: Request) -> Result<Response, ProviderError> {
-        let policy = self.endpoint_policy();
-        let mut refreshed = false;
-        let mut throttled = 0u32;
-        loop {
-            let token = self.tokens.bearer().await?;
-            let req = request
-                .clone()
-                .header(AUTHORIZATION, &format!("Bearer {}", token.expose()))?
-                .header(ACCEPT, "application/json")?;
-            let response = self.endpoint.send(req).await?;
-            if response.status.as_u16() == 401 && !refreshed {
-                refreshed = true;
-                self.tokens.invalidate().await;
-                continue;
-            }
-            if response.status.as_u16() == 403 && is_rate_limit(&response) {
-                throttled += 1;
-                if throttled < policy.max_attempts {
-                    tokio::time::sleep(policy.delay(throttled, response.retry_after())).await;
-                    continue;
-                }
-            }
-            return Ok(response);
-        }
-    }
-
-    fn endpoint_policy(&self) -> crate::http::RetryPolicy {
-        crate::http::RetryPolicy::default()
+        rest::send_with_bearer(&self.endpoint, self.tokens.as_ref(), request, |response| {
+            response.status.as_u16() == 403 && is_rate_limit(response)
+        })
+        .await
     }
 
     async fn get_json(&self, url: Url) -> Result<Value, ProviderError> {
@@ -576,6 +553,34 @@ impl GoogleProvider {
         parse_json(&response)
     }
 
+    /// Every page of a listing at `url`, following `nextPageToken`; `end` reads what the last page
+    /// carries.
+    async fn pages<E: Send>(
+        &self,
+        url: Url,
+        end: impl Fn(&Value) -> Result<E, ProviderError> + Sync,
+    ) -> Result<(Vec<Value>, E), ProviderError> {
+        let (url, end) = (&url, &end);
+        rest::all_pages(None, move |page_token: Option<String>| async move {
+            let mut url = url.clone();
+            if let Some(token) = &page_token {
+                url.query_pairs_mut().append_pair("pageToken", token);
+            }
+            let page = self.get_json(url).await?;
+            let items = page
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let next = match s(&page, "nextPageToken") {
+                Some(next) => Next::Page(Some(next.to_owned())),
+                None => Next::End(end(&page)?),
+            };
+            Ok((items, next))
+        })
+        .await
+    }
+
     /// One listing: every page until `nextSyncToken`.
     async fn list_round(
         &self,
@@ -583,46 +588,27 @@ impl GoogleProvider {
         sync_token: Option<&str>,
         window: &Window,
     ) -> Result<(Vec<Value>, String), ProviderError> {
-        let mut items = Vec::new();
-        let mut page_token: Option<String> = None;
-        loop {
-            let mut url = self.events_url(calendar)?;
-            {
-                let mut q = url.query_pairs_mut();
-                q.append_pair("maxResults", &self.config.page_size.to_string());
-                q.append_pair("showDeleted", "true");
-                match sync_token {
-                    Some(token) => {
-                        q.append_pair("syncToken", token);
-                    }
-                    None => {
-                        q.append_pair("timeMin", &rfc3339(window.start()));
-                        q.append_pair("timeMax", &rfc3339(window.end()));
-                    }
+        let mut url = self.events_url(calendar)?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("maxResults", &self.config.page_size.to_string());
+            q.append_pair("showDeleted", "true");
+            match sync_token {
+                Some(token) => {
+                    q.append_pair("syncToken", token);
                 }
-                if let Some(p) = &page_token {
-                    q.append_pair("pageToken", p);
+                None => {
+                    q.append_pair("timeMin", &rfc3339(window.start()));
+                    q.append_pair("timeMax", &rfc3339(window.end()));
                 }
             }
-            let response = self.send(Request::new(Method::GET, url)).await?;
-            if !response.status.is_success() {
-                return Err(google_error(&response));
-            }
-            let page = parse_json(&response)?;
-            items.extend(
-                page.get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-            if let Some(next) = s(&page, "nextPageToken") {
-                page_token = Some(next.to_owned());
-                continue;
-            }
-            let token = s(&page, "nextSyncToken")
-                .ok_or_else(|| ProviderError::protocol("last page without nextSyncToken"))?;
-            return Ok((items, token.to_owned()));
         }
+        self.pages(url, |last| {
+            s(last, "nextSyncToken")
+                .map(str::to_owned)
+                .ok_or_else(|| ProviderError::protocol("last page without nextSyncToken"))
+        })
+        .await
     }
 
     /// Every instance of a series in `window`, cancelled ones included.
@@ -632,36 +618,18 @@ impl GoogleProvider {
         id: &str,
         window: &Window,
     ) -> Result<Vec<Value>, ProviderError> {
-        let mut out = Vec::new();
-        let mut page_token: Option<String> = None;
-        loop {
-            let mut url = self.url(&format!(
-                "calendars/{}/events/{}/instances",
-                seg(calendar.as_str()),
-                seg(id)
-            ))?;
-            {
-                let mut q = url.query_pairs_mut();
-                q.append_pair("showDeleted", "true")
-                    .append_pair("maxResults", "2500")
-                    .append_pair("timeMin", &rfc3339(window.start()))
-                    .append_pair("timeMax", &rfc3339(window.end()));
-                if let Some(p) = &page_token {
-                    q.append_pair("pageToken", p);
-                }
-            }
-            let page = self.get_json(url).await?;
-            out.extend(
-                page.get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-            match s(&page, "nextPageToken") {
-                Some(next) => page_token = Some(next.to_owned()),
-                None => return Ok(out),
-            }
-        }
+        let mut url = self.url(&format!(
+            "calendars/{}/events/{}/instances",
+            seg(calendar.as_str()),
+            seg(id)
+        ))?;
+        url.query_pairs_mut()
+            .append_pair("showDeleted", "true")
+            .append_pair("maxResults", "2500")
+            .append_pair("timeMin", &rfc3339(window.start()))
+            .append_pair("timeMax", &rfc3339(window.end()));
+        let (instances, ()) = self.pages(url, |_| Ok(())).await?;
+        Ok(instances)
     }
 
     /// Reads one series by master id: the master, then (if recurring) its instances in `window`.
@@ -931,44 +899,31 @@ impl CalendarProvider for GoogleProvider {
     }
 
     async fn list_calendars(&self) -> Result<Vec<RemoteCalendar>, ProviderError> {
+        let (calendars, ()) = self
+            .pages(self.url("users/me/calendarList")?, |_| Ok(()))
+            .await?;
         let mut out = Vec::new();
-        let mut page_token: Option<String> = None;
-        loop {
-            let mut url = self.url("users/me/calendarList")?;
-            if let Some(p) = &page_token {
-                url.query_pairs_mut().append_pair("pageToken", p);
-            }
-            let page = self.get_json(url).await?;
-            for c in page
-                .get("items")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(id) = s(c, "id").and_then(|i| CalendarId::parse(i).ok()) else {
-                    continue;
-                };
-                let role = s(c, "accessRole").unwrap_or("reader");
-                out.push(RemoteCalendar {
-                    id,
-                    name: s(c, "summaryOverride")
-                        .or_else(|| s(c, "summary"))
-                        .unwrap_or("")
-                        .to_owned(),
-                    description: s(c, "description").map(str::to_owned),
-                    color: s(c, "backgroundColor").map(str::to_owned),
-                    time_zone: s(c, "timeZone").map(str::to_owned),
-                    components: vec!["VEVENT".into()],
-                    read_only: self.config.access == Access::ReadOnly
-                        || !matches!(role, "writer" | "owner"),
-                    change_tag: s(c, "etag").map(str::to_owned),
-                });
-            }
-            match s(&page, "nextPageToken") {
-                Some(next) => page_token = Some(next.to_owned()),
-                None => return Ok(out),
-            }
+        for c in &calendars {
+            let Some(id) = s(c, "id").and_then(|i| CalendarId::parse(i).ok()) else {
+                continue;
+            };
+            let role = s(c, "accessRole").unwrap_or("reader");
+            out.push(RemoteCalendar {
+                id,
+                name: s(c, "summaryOverride")
+                    .or_else(|| s(c, "summary"))
+                    .unwrap_or("")
+                    .to_owned(),
+                description: s(c, "description").map(str::to_owned),
+                color: s(c, "backgroundColor").map(str::to_owned),
+                time_zone: s(c, "timeZone").map(str::to_owned),
+                components: vec!["VEVENT".into()],
+                read_only: self.config.access == Access::ReadOnly
+                    || !matches!(role, "writer" | "owner"),
+                change_tag: s(c, "etag").map(str::to_owned),
+            });
         }
+        Ok(out)
     }
 
     async fn changes(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Method;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, IF_MATCH};
+use http::header::{CONTENT_TYPE, HeaderName, IF_MATCH};
 use jiff::Timestamp;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::content::ItemContent;
 use crate::error::ProviderError;
+use crate::http::rest::{self, Next};
 use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::oauth::{Access, TokenSource};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
@@ -78,6 +79,21 @@ fn parse_json(response: &Response) -> Result<Value, ProviderError> {
         .map_err(|e| ProviderError::protocol(format!("Graph answered invalid JSON: {e}")))
 }
 
+/// A collection page's items and the `@odata.nextLink` it points to, if any.
+fn graph_page(page: &Value) -> Result<(Vec<Value>, Option<Url>), ProviderError> {
+    let items = page
+        .get("value")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let next = page
+        .get("@odata.nextLink")
+        .and_then(Value::as_str)
+        .map(|next| Url::parse(next).map_err(|e| ProviderError::protocol(format!("nextLink: {e}"))))
+        .transpose()?;
+    Ok((items, next))
+}
+
 fn error_code(body: &Value) -> String {
     body.get("error")
         .and_then(|e| e.get("code"))
@@ -129,30 +145,18 @@ impl GraphProvider {
         }
     }
 
-    /// Sends with the current bearer token; a 401 gets one fresh token and one more try.
-    async fn send(&self, request: Request) -> Result<Response, ProviderError> {
-        for attempt in 0..2 {
-            let token = self.tokens.bearer().await?;
-            let mut req = request.clone();
-            req = req
-                .header(AUTHORIZATION, &format!("Bearer {}", token.expose()))?
-                .header(ACCEPT, "application/json")?;
-            req.headers.append(
-                PREFER,
-                http::HeaderValue::from_static("outlook.timezone=\"UTC\""),
-            );
-            req.headers.append(
-                PREFER,
-                http::HeaderValue::from_static("outlook.body-content-type=\"text\""),
-            );
-            let response = self.endpoint.send(req).await?;
-            if response.status.as_u16() == 401 && attempt == 0 {
-                self.tokens.invalidate().await;
-                continue;
-            }
-            return Ok(response);
-        }
-        Err(ProviderError::Auth { status: 401 })
+    /// Sends with the current bearer token (a 401 gets one fresh token and one more try), asking
+    /// for times in UTC and plain-text bodies.
+    async fn send(&self, mut request: Request) -> Result<Response, ProviderError> {
+        request.headers.append(
+            PREFER,
+            http::HeaderValue::from_static("outlook.timezone=\"UTC\""),
+        );
+        request.headers.append(
+            PREFER,
+            http::HeaderValue::from_static("outlook.body-content-type=\"text\""),
+        );
+        rest::send_with_bearer(&self.endpoint, self.tokens.as_ref(), request, |_| false).await
     }
 
     async fn get_json(&self, url: Url) -> Result<Value, ProviderError> {
@@ -165,21 +169,12 @@ impl GraphProvider {
 
     /// Every page of a collection, following `@odata.nextLink`.
     async fn collect(&self, first: Url) -> Result<Vec<Value>, ProviderError> {
-        let mut url = first;
-        let mut out = Vec::new();
-        loop {
-            let page = self.get_json(url).await?;
-            if let Some(items) = page.get("value").and_then(Value::as_array) {
-                out.extend(items.iter().cloned());
-            }
-            match page.get("@odata.nextLink").and_then(Value::as_str) {
-                Some(next) => {
-                    url = Url::parse(next)
-                        .map_err(|e| ProviderError::protocol(format!("nextLink: {e}")))?
-                }
-                None => return Ok(out),
-            }
-        }
+        let (items, ()) = rest::all_pages(first, move |url| async move {
+            let (items, next) = graph_page(&self.get_json(url).await?)?;
+            Ok((items, next.map_or(Next::End(()), Next::Page)))
+        })
+        .await?;
+        Ok(items)
     }
 
     fn calendar_json(&self, c: &Value) -> Option<RemoteCalendar> {
@@ -210,9 +205,7 @@ impl GraphProvider {
 
     /// One delta round: every page until the delta link. `Err(CursorInvalid)` on 410.
     async fn delta_round(&self, first: Url) -> Result<(Vec<Value>, Url), ProviderError> {
-        let mut url = first;
-        let mut items = Vec::new();
-        loop {
+        rest::all_pages(first, move |url| async move {
             let mut request = Request::new(Method::GET, url);
             request.headers.append(
                 PREFER,
@@ -230,13 +223,9 @@ impl GraphProvider {
                 return Err(response.error());
             }
             let page = parse_json(&response)?;
-            if let Some(values) = page.get("value").and_then(Value::as_array) {
-                items.extend(values.iter().cloned());
-            }
-            if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
-                url = Url::parse(next)
-                    .map_err(|e| ProviderError::protocol(format!("nextLink: {e}")))?;
-                continue;
+            let (items, next) = graph_page(&page)?;
+            if let Some(next) = next {
+                return Ok((items, Next::Page(next)));
             }
             let delta = page
                 .get("@odata.deltaLink")
@@ -244,12 +233,11 @@ impl GraphProvider {
                 .ok_or_else(|| {
                     ProviderError::protocol("delta page with neither nextLink nor deltaLink")
                 })?;
-            return Ok((
-                items,
-                Url::parse(delta)
-                    .map_err(|e| ProviderError::protocol(format!("deltaLink: {e}")))?,
-            ));
-        }
+            let delta = Url::parse(delta)
+                .map_err(|e| ProviderError::protocol(format!("deltaLink: {e}")))?;
+            Ok((items, Next::End(delta)))
+        })
+        .await
     }
 
     /// GETs through `$batch`, ≤20 per request; inner 429s are retried after their `Retry-After`.
@@ -406,28 +394,10 @@ impl GraphProvider {
             if *status != 200 {
                 continue;
             }
-            let mut list: Vec<Value> = page
-                .get("value")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let mut next = page
-                .get("@odata.nextLink")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            while let Some(link) = next {
-                let url = Url::parse(&link).map_err(|e| ProviderError::protocol(e.to_string()))?;
-                let more = self.get_json(url).await?;
-                list.extend(
-                    more.get("value")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-                next = more
-                    .get("@odata.nextLink")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+            // The first page came through `$batch`; the rest are followed one by one.
+            let (mut list, next) = graph_page(page)?;
+            if let Some(next) = next {
+                list.extend(self.collect(next).await?);
             }
             instances.insert(i, list);
         }

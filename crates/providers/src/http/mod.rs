@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod budget;
 mod cache;
+pub mod rest;
 pub mod retry;
 pub mod ssrf;
 mod traffic;
