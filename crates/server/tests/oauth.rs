@@ -138,7 +138,7 @@ async fn local_summaries(server: &TestServer, calendar: &str) -> Vec<String> {
         day(-1),
         day(60)
     );
-    let page = json_of(server.get(&server.admin, &path).await).await;
+    let page = server.admin_get(&path).await;
     let mut out: Vec<String> = page["items"]
         .as_array()
         .unwrap()
@@ -339,16 +339,9 @@ async fn connection_story(backend: Backend, flavor: Flavor) {
         "{old:?}"
     );
 
-    let diagnosis = json_of(
-        server
-            .post_json(
-                &server.admin,
-                &format!("/v1/calendar/connections/{id}/test"),
-                json!({}),
-            )
-            .await,
-    )
-    .await;
+    let diagnosis = server
+        .admin_post(&format!("/v1/calendar/connections/{id}/test"), json!({}))
+        .await;
     assert_eq!(diagnosis["kind"], "ok", "{diagnosis}");
 
     // --- initial import: the single, and the series with its renamed occurrence ---
@@ -426,12 +419,9 @@ async fn connection_story(backend: Backend, flavor: Flavor) {
     emu.expire_tokens();
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "succeeded", "{run}");
-    let shown = json_of(
-        server
-            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
-            .await,
-    )
-    .await;
+    let shown = server
+        .admin_get(&format!("/v1/calendar/connections/{id}"))
+        .await;
     assert_eq!(shown["status"], "needs_reauth", "{shown}");
     let reason = shown["status_reason"].as_str().unwrap();
     assert!(reason.contains("sign in again"), "{reason}");
@@ -459,18 +449,11 @@ async fn connection_story(backend: Backend, flavor: Flavor) {
         errors[0]["cause"].as_str().unwrap().contains("authorize"),
         "{run}"
     );
-    let diagnosis = json_of(
-        server
-            .post_json(
-                &server.admin,
-                &format!("/v1/calendar/connections/{id}/test"),
-                json!({}),
-            )
-            .await,
-    )
-    .await;
+    let diagnosis = server
+        .admin_post(&format!("/v1/calendar/connections/{id}/test"), json!({}))
+        .await;
     assert_eq!(diagnosis["kind"], "invalid_credentials", "{diagnosis}");
-    let audit = json_of(server.get(&server.admin, "/v1/calendar/audit").await).await;
+    let audit = server.admin_get("/v1/calendar/audit").await;
     assert!(
         audit.to_string().contains("connection.needs_reauth"),
         "{audit}"
@@ -607,12 +590,9 @@ async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
     let replay = get_anonymous(&callback).await;
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json_of(replay).await["code"], "invalid_oauth_state");
-    let shown = json_of(
-        server
-            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
-            .await,
-    )
-    .await;
+    let shown = server
+        .admin_get(&format!("/v1/calendar/connections/{id}"))
+        .await;
     assert_eq!(shown["status"], "active");
     assert_eq!(
         shown["links"].as_array().unwrap().len(),
@@ -671,12 +651,9 @@ async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
     let answer = get_anonymous(&denied).await;
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json_of(answer).await["code"], "oauth_access_denied");
-    let shown = json_of(
-        server
-            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
-            .await,
-    )
-    .await;
+    let shown = server
+        .admin_get(&format!("/v1/calendar/connections/{id}"))
+        .await;
     assert_eq!(shown["status"], "needs_reauth", "{shown}");
     assert!(
         shown["status_reason"]
@@ -688,16 +665,12 @@ async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
     assert_eq!(local_summaries(&server, &calendar).await, ["Kick-off"]);
 
     // A new connection whose person declines at once stays needs_auth, with the reason.
-    let second = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/connections",
-                json!({"provider": name, "name": "Declined"}),
-            )
-            .await,
-    )
-    .await;
+    let second = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": name, "name": "Declined"}),
+        )
+        .await;
     let second_id = second["id"].as_str().unwrap().to_owned();
     let state = Url::parse(second["authorize_url"].as_str().unwrap())
         .unwrap()
@@ -715,15 +688,9 @@ async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
         get_anonymous(&denied).await.status(),
         StatusCode::BAD_REQUEST
     );
-    let shown = json_of(
-        server
-            .get(
-                &server.admin,
-                &format!("/v1/calendar/connections/{second_id}"),
-            )
-            .await,
-    )
-    .await;
+    let shown = server
+        .admin_get(&format!("/v1/calendar/connections/{second_id}"))
+        .await;
     assert_eq!(shown["status"], "needs_auth", "{shown}");
     assert!(
         shown["status_reason"]
@@ -734,16 +701,12 @@ async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
     );
 
     // An expired state: refused with its own message, nothing changed.
-    let third = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/connections",
-                json!({"provider": name, "name": "Slow"}),
-            )
-            .await,
-    )
-    .await;
+    let third = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": name, "name": "Slow"}),
+        )
+        .await;
     let third_callback = consent(third["authorize_url"].as_str().unwrap()).await;
     let state = third_callback
         .query_pairs()
@@ -775,15 +738,12 @@ async fn oauth_flow_story(backend: Backend, flavor: Flavor) {
         problem["detail"].as_str().unwrap().contains("expired"),
         "{problem}"
     );
-    let shown = json_of(
-        server
-            .get(
-                &server.admin,
-                &format!("/v1/calendar/connections/{}", third["id"].as_str().unwrap()),
-            )
-            .await,
-    )
-    .await;
+    let shown = server
+        .admin_get(&format!(
+            "/v1/calendar/connections/{}",
+            third["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(shown["status"], "needs_auth", "{shown}");
 }
 

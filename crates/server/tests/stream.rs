@@ -91,17 +91,13 @@ async fn conflicts_runs_and_connection_status_reach_the_stream() {
     let mut socket = connect(&server, "").await;
 
     // A connection refused by the server: created active, then marked needs_reauth → one status message.
-    let bad = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/connections",
-                json!({"provider": "caldav", "name": "Wrong",
-                       "credentials": {"url": radicale.base(), "username": support::USER, "password": "nope"}}),
-            )
-            .await,
-    )
-    .await;
+    let bad = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Wrong",
+                   "credentials": {"url": radicale.base(), "username": support::USER, "password": "nope"}}),
+        )
+        .await;
     assert_eq!(bad["status"], "needs_reauth");
     let status = next_message(&mut socket).await;
     assert_eq!(kind(&status), "connection.status", "{status}");
@@ -116,18 +112,14 @@ async fn conflicts_runs_and_connection_status_reach_the_stream() {
     );
     let first_seq = status["seq"].as_i64().unwrap();
 
-    let connection = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/connections",
-                json!({"provider": "caldav", "name": "Radicale",
-                       "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
-                       "sync": {"conflict_resolution": "ask"}}),
-            )
-            .await,
-    )
-    .await;
+    let connection = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Radicale",
+                   "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
+                   "sync": {"conflict_resolution": "ask"}}),
+        )
+        .await;
     assert_eq!(connection["status"], "active", "{connection}");
     let id = connection["id"].as_str().unwrap().to_owned();
     let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
@@ -183,12 +175,9 @@ async fn conflicts_runs_and_connection_status_reach_the_stream() {
     assert_eq!(detected["data"]["connection_id"], id.as_str());
     assert_eq!(detected["calendar_id"], calendar.as_str());
     let conflict = detected["subject_id"].as_str().unwrap().to_owned();
-    let listed = json_of(
-        server
-            .get(&server.admin, &format!("/v1/calendar/conflicts/{conflict}"))
-            .await,
-    )
-    .await;
+    let listed = server
+        .admin_get(&format!("/v1/calendar/conflicts/{conflict}"))
+        .await;
     assert_eq!(listed["id"], conflict.as_str());
 
     // Resolving it announces the resolution.
@@ -263,16 +252,9 @@ async fn expired_since_story(backend: Backend) {
     let Some(server) = TestServer::start_with(backend, config).await else {
         return;
     };
-    let calendar = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/calendars",
-                json!({"name": "Short memory"}),
-            )
-            .await,
-    )
-    .await["id"]
+    let calendar = server
+        .admin_post("/v1/calendar/calendars", json!({"name": "Short memory"}))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -11,15 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn events(server: &TestServer, calendar: &str) -> Vec<Value> {
-    let page = json_of(
-        server
-            .get(
-                &server.admin,
-                &format!("/v1/calendar/events?start=2026-11-01T00:00:00Z&end=2027-01-01T00:00:00Z&calendar_id={calendar}"),
-            )
-            .await,
-    )
-    .await;
+    let page = server.admin_get(&format!("/v1/calendar/events?start=2026-11-01T00:00:00Z&end=2027-01-01T00:00:00Z&calendar_id={calendar}")).await;
     page["items"].as_array().unwrap().clone()
 }
 
@@ -66,50 +58,32 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     let id = connection["id"].as_str().unwrap().to_owned();
     let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
     // The password is never shown.
-    let shown = json_of(
-        server
-            .get(&server.admin, &format!("/v1/calendar/connections/{id}"))
-            .await,
-    )
-    .await;
+    let shown = server
+        .admin_get(&format!("/v1/calendar/connections/{id}"))
+        .await;
     assert!(!shown.to_string().contains(support::PASSWORD));
 
-    let diagnosis = json_of(
-        server
-            .post_json(
-                &server.admin,
-                &format!("/v1/calendar/connections/{id}/test"),
-                json!({}),
-            )
-            .await,
-    )
-    .await;
+    let diagnosis = server
+        .admin_post(&format!("/v1/calendar/connections/{id}/test"), json!({}))
+        .await;
     assert_eq!(diagnosis["kind"], "ok", "{diagnosis}");
 
     // A wrong password: kept, marked as needing new credentials, and diagnosed as such.
-    let bad = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/connections",
-                json!({"provider": "caldav", "name": "Wrong",
-                       "credentials": {"url": radicale.base(), "username": support::USER, "password": "nope"}}),
-            )
-            .await,
-    )
-    .await;
+    let bad = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Wrong",
+                   "credentials": {"url": radicale.base(), "username": support::USER, "password": "nope"}}),
+        )
+        .await;
     assert_eq!(bad["status"], "needs_reauth", "{bad}");
     let bad_id = bad["id"].as_str().unwrap();
-    let bad_diagnosis = json_of(
-        server
-            .post_json(
-                &server.admin,
-                &format!("/v1/calendar/connections/{bad_id}/test"),
-                json!({}),
-            )
-            .await,
-    )
-    .await;
+    let bad_diagnosis = server
+        .admin_post(
+            &format!("/v1/calendar/connections/{bad_id}/test"),
+            json!({}),
+        )
+        .await;
     assert_eq!(bad_diagnosis["kind"], "invalid_credentials");
 
     // Microsoft without an OAuth client configured by the operator: a clear 422.
@@ -144,7 +118,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
 
     // The runs list shows it, and only it: one request is one run holding its links' totals (no
     // second row per link counting the same work again).
-    let runs = json_of(server.get(&server.admin, "/v1/calendar/sync/runs").await).await;
+    let runs = server.admin_get("/v1/calendar/sync/runs").await;
     let items = runs["items"].as_array().unwrap();
     assert!(items.iter().any(|r| r["id"] == run["id"]));
     let imports: i64 = items
@@ -191,21 +165,11 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     }
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "failed", "{run}");
-    let conflicts = json_of(
-        server
-            .get(&server.admin, "/v1/calendar/conflicts?kind=update")
-            .await,
-    )
-    .await;
+    let conflicts = server.admin_get("/v1/calendar/conflicts?kind=update").await;
     let items = conflicts["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 3, "{conflicts}");
     // The three events now share one hour: time conflicts, one per pair, that only `keep_both` resolves.
-    let time = json_of(
-        server
-            .get(&server.admin, "/v1/calendar/conflicts?kind=time")
-            .await,
-    )
-    .await;
+    let time = server.admin_get("/v1/calendar/conflicts?kind=time").await;
     let time = time["items"].as_array().unwrap().clone();
     assert_eq!(time.len(), 3, "{time:?}");
     assert!(time.iter().all(|c| c["options"] == json!(["keep_both"])));
@@ -243,23 +207,17 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
             .unwrap()
             .to_owned()
     };
-    let one = json_of(
-        server
-            .get(
-                &server.admin,
-                &format!("/v1/calendar/conflicts/{}", conflict_of("standup-1")),
-            )
-            .await,
-    )
-    .await;
+    let one = server
+        .admin_get(&format!(
+            "/v1/calendar/conflicts/{}",
+            conflict_of("standup-1")
+        ))
+        .await;
     assert_eq!(one["event_uid"], "standup-1");
     // Filters.
-    let by_kind = json_of(
-        server
-            .get(&server.admin, "/v1/calendar/conflicts?kind=deletion")
-            .await,
-    )
-    .await;
+    let by_kind = server
+        .admin_get("/v1/calendar/conflicts?kind=deletion")
+        .await;
     assert!(by_kind["items"].as_array().unwrap().is_empty());
     let bad_filter = server
         .get(&server.admin, "/v1/calendar/conflicts?kind=nonsense")
@@ -349,7 +307,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     assert!(remote_text(3).await.contains("Remote 3 again"));
     assert_eq!(summary_of("standup-3").await, "Local 3");
     // The resolutions are in the audit log.
-    let audit = json_of(server.get(&server.admin, "/v1/calendar/audit").await).await;
+    let audit = server.admin_get("/v1/calendar/audit").await;
     let resolved = audit["items"]
         .as_array()
         .unwrap()
@@ -360,12 +318,7 @@ async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     // The next sync settles quietly: no new conflict for the resolved events, both sides agree.
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "failed", "{run}");
-    let open = json_of(
-        server
-            .get(&server.admin, "/v1/calendar/conflicts?kind=update")
-            .await,
-    )
-    .await;
+    let open = server.admin_get("/v1/calendar/conflicts?kind=update").await;
     let open_uids: Vec<&str> = open["items"]
         .as_array()
         .unwrap()
@@ -472,18 +425,14 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
     let Some(server) = TestServer::start_with(backend, lan_config()).await else {
         return;
     };
-    let created = json_of(
-        server
-            .post_json(
-                &server.admin,
-                "/v1/calendar/connections",
-                json!({"provider": "caldav", "name": "Radicale",
-                       "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
-                       "sync": {"conflict_resolution": "ask"}}),
-            )
-            .await,
-    )
-    .await;
+    let created = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Radicale",
+                   "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
+                   "sync": {"conflict_resolution": "ask"}}),
+        )
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let calendar = created["calendar_id"].as_str().unwrap().to_owned();
     assert_eq!(sync_and_wait(&server, &id).await["status"], "succeeded");
@@ -534,7 +483,7 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
     }
     let run = sync_and_wait(&server, &id).await;
     assert_ne!(run["status"], "failed", "{run}");
-    let conflicts = json_of(server.get(&server.admin, "/v1/calendar/conflicts").await).await;
+    let conflicts = server.admin_get("/v1/calendar/conflicts").await;
     let conflicts = conflicts["items"].as_array().unwrap().clone();
     assert_eq!(conflicts.len(), 4, "{conflicts:?}");
     let conflict_of = |uid: &str| -> Value {
@@ -617,18 +566,12 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
     // Nothing was lost: every conflict is open with both versions, every local event as it was.
     for (uid, _) in cases {
         let conflict = conflict_of(uid);
-        let stored = json_of(
-            server
-                .get(
-                    &server.admin,
-                    &format!(
-                        "/v1/calendar/conflicts/{}",
-                        conflict["id"].as_str().unwrap()
-                    ),
-                )
-                .await,
-        )
-        .await;
+        let stored = server
+            .admin_get(&format!(
+                "/v1/calendar/conflicts/{}",
+                conflict["id"].as_str().unwrap()
+            ))
+            .await;
         assert_eq!(stored["state"], "open", "{stored}");
         assert_eq!(stored["local"], conflict["local"], "{uid}");
         assert_eq!(stored["remote"], conflict["remote"], "{uid}");
@@ -682,7 +625,7 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
     let twice = resolve("u-1", json!({"option": "keep_local"})).await;
     assert_eq!(twice.status(), StatusCode::CONFLICT);
     assert_eq!(json_of(twice).await["code"], "conflict");
-    let audit = json_of(server.get(&server.admin, "/v1/calendar/audit").await).await;
+    let audit = server.admin_get("/v1/calendar/audit").await;
     let resolved = audit["items"]
         .as_array()
         .unwrap()

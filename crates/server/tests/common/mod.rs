@@ -107,12 +107,9 @@ pub async fn sync_and_wait(server: &TestServer, connection: &str) -> serde_json:
         .unwrap()
         .to_owned();
     for _ in 0..300 {
-        let run = json_of(
-            server
-                .get(&server.admin, &format!("/v1/calendar/sync/runs/{run_id}"))
-                .await,
-        )
-        .await;
+        let run = server
+            .admin_get(&format!("/v1/calendar/sync/runs/{run_id}"))
+            .await;
         if run["status"] != "running" {
             return run;
         }
@@ -256,6 +253,16 @@ impl TestServer {
             .send()
             .await
             .unwrap()
+    }
+
+    /// POSTs `body` with the admin key; answers the JSON body, whatever the status.
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        json_of(self.post_json(&self.admin, path, body).await).await
+    }
+
+    /// GETs `path` with the admin key; answers the JSON body, whatever the status.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        json_of(self.get(&self.admin, path).await).await
     }
 }
 
