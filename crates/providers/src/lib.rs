@@ -12,6 +12,7 @@ pub mod http;
 pub mod ics;
 pub mod oauth;
 pub mod provider;
+mod series_etag;
 pub mod types;
 
 pub use content::ItemContent;

@@ -25,13 +25,12 @@ use crate::http::rest::{self, Next};
 use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::oauth::{Access, TokenSource};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::series_etag;
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
     FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, WatchChannel,
     WatchRequest, Window, Written,
 };
-
-const ETAG_SEP: &str = " ~x:";
 
 #[derive(Debug, Clone)]
 pub struct GoogleConfig {
@@ -688,7 +687,7 @@ impl GoogleProvider {
                 h.update(s(e, "etag").unwrap_or("").as_bytes());
                 h.update(b"\n");
             }
-            format!("{etag}{ETAG_SEP}{}", &hex::encode(h.finalize())[..16])
+            series_etag::with_exceptions(etag, h)
         };
         Ok(RemoteItem {
             id: RemoteId::parse(id)?,
@@ -1118,11 +1117,7 @@ impl CalendarProvider for GoogleProvider {
         self.writable()?;
         let mut body = master_body(content)?;
         body.remove("iCalUID");
-        let master_etag = if_match
-            .as_str()
-            .split(ETAG_SEP)
-            .next()
-            .unwrap_or(if_match.as_str());
+        let master_etag = series_etag::master(if_match);
         let request = Request::new(Method::PUT, self.event_url(calendar, id.as_str())?)
             .header(CONTENT_TYPE, "application/json")?
             .header(IF_MATCH, master_etag)?
@@ -1160,11 +1155,7 @@ impl CalendarProvider for GoogleProvider {
         if_match: &Etag,
     ) -> Result<(), ProviderError> {
         self.writable()?;
-        let master_etag = if_match
-            .as_str()
-            .split(ETAG_SEP)
-            .next()
-            .unwrap_or(if_match.as_str());
+        let master_etag = series_etag::master(if_match);
         let request = Request::new(Method::DELETE, self.event_url(calendar, id.as_str())?)
             .header(IF_MATCH, master_etag)?;
         let response = self.send(request).await?;

@@ -21,6 +21,7 @@ use crate::http::rest::{self, Next};
 use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::oauth::{Access, TokenSource};
 use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::series_etag;
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
     FullListingReason, KnownVersions, ReadItem, RemoteCalendar, RemoteId, RemoteItem, WatchChannel,
@@ -30,8 +31,6 @@ use crate::types::{
 /// Most requests one `$batch` may carry (documented limit).
 pub const MAX_BATCH: usize = 20;
 const PREFER: HeaderName = HeaderName::from_static("prefer");
-/// Separates the master's etag from the digest of its exceptions' versions in a series etag.
-const ETAG_SEP: &str = " ~x:";
 
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
@@ -474,10 +473,7 @@ impl GraphProvider {
             for c in &cancelled {
                 h.update(c.to_string().as_bytes());
             }
-            format!(
-                "{master_etag}{ETAG_SEP}{}",
-                &hex::encode(h.finalize())[..16]
-            )
+            series_etag::with_exceptions(master_etag, h)
         };
         Ok(RemoteItem {
             id: RemoteId::parse(id)?,
@@ -878,7 +874,7 @@ impl CalendarProvider for GraphProvider {
         }
         if unplaced_removals {
             for (id, etag) in known {
-                if etag.as_str().contains(ETAG_SEP) && seen.insert(id.as_str().to_owned()) {
+                if series_etag::is_series(etag) && seen.insert(id.as_str().to_owned()) {
                     touched.push(id.as_str().to_owned());
                 }
             }
@@ -987,11 +983,7 @@ impl CalendarProvider for GraphProvider {
             ProviderError::invalid("only events can be written to Microsoft Graph")
         })?;
         let body = convert::master_body(series)?;
-        let master_etag = if_match
-            .as_str()
-            .split(ETAG_SEP)
-            .next()
-            .unwrap_or(if_match.as_str());
+        let master_etag = series_etag::master(if_match);
         let request = Request::new(
             Method::PATCH,
             self.url(&format!("events/{}", seg(id.as_str())))?,
@@ -1034,11 +1026,7 @@ impl CalendarProvider for GraphProvider {
         if_match: &Etag,
     ) -> Result<(), ProviderError> {
         self.writable()?;
-        let master_etag = if_match
-            .as_str()
-            .split(ETAG_SEP)
-            .next()
-            .unwrap_or(if_match.as_str());
+        let master_etag = series_etag::master(if_match);
         let request = Request::new(
             Method::DELETE,
             self.url(&format!("events/{}", seg(id.as_str())))?,
