@@ -512,7 +512,7 @@ async fn write_occurrences(
     let tenant_s = tenant.to_string();
     let series_s = series.to_string();
     let calendar_s = calendar.to_string();
-    sqlx::query("DELETE FROM occurrences WHERE series_id = $1 AND tenant_id = $2")
+    sqlx::query(&format!("DELETE FROM {OCCURRENCES_BY_SERIES} WHERE series_id = $1 AND tenant_id = $2"))
         .bind(&series_s)
         .bind(&tenant_s)
         .execute(&mut **tx)
@@ -1201,7 +1201,7 @@ impl Store for Backend {
             .await);
         };
         let record = series_row(&row)?;
-        sqlx::query("DELETE FROM occurrences WHERE series_id = $1 AND tenant_id = $2")
+        sqlx::query(&format!("DELETE FROM {OCCURRENCES_BY_SERIES} WHERE series_id = $1 AND tenant_id = $2"))
             .bind(series.to_string())
             .bind(tenant.to_string())
             .execute(&mut *tx)
@@ -1351,7 +1351,7 @@ impl Store for Backend {
         let mut out = Vec::new();
         for chunk in series.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "SELECT {OCC_COLS} FROM occurrences WHERE tenant_id = $1 AND start_utc < $2 AND end_utc > $3 \
+                "SELECT {OCC_COLS} FROM {OCCURRENCES_BY_SERIES} WHERE tenant_id = $1 AND start_utc < $2 AND end_utc > $3 \
                  AND series_id IN ({}) ORDER BY start_utc, series_id, recurrence_id",
                 placeholders(4, chunk.len())
             );

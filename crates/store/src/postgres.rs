@@ -15,6 +15,8 @@ const LEASE_LOCK: &str = " FOR UPDATE SKIP LOCKED";
 /// Rows are fetched from the heap one by one, so the window query skips rows starting before the window
 /// in an index instead of reading them (migration 0006, see `list_occurrences`).
 const SPLIT_WINDOW_QUERY: bool = true;
+/// The occurrences of given series (PostgreSQL's statistics pick the series index by themselves).
+const OCCURRENCES_BY_SERIES: &str = "occurrences";
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
