@@ -458,6 +458,49 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
         started.elapsed()
     );
 
+    // Each kill left its run `running` in the system log; the scheduler of `calbridge serve` closes
+    // them as interrupted once their heartbeat is older than `sync.run_stale_after` (3 s here).
+    let left = w.open_runs().await;
+    assert!(left >= landed, "{left} runs left open by {landed} kills");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut serve = w
+        .cli
+        .command(BIN, &["serve", "--listen", "127.0.0.1:0"])
+        .env("CALBRIDGE_SYNC__RUN_STALE_AFTER", "3s")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reap_deadline = Instant::now() + Duration::from_secs(60);
+    while w.open_runs().await > 0 {
+        assert!(
+            Instant::now() < reap_deadline,
+            "{} runs still running a minute after serve started (seed {seed})",
+            w.open_runs().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(serve.wait().unwrap().success(), "serve stops cleanly");
+    let runs = w
+        .store
+        .list_sync_runs(w.cli.tenant, Some(w.cli.connection), 500)
+        .await
+        .unwrap();
+    let interrupted = runs
+        .iter()
+        .filter(|r| {
+            r.status == SyncRunStatus::Failed && r.errors_json.contains("\"class\":\"interrupted\"")
+        })
+        .count();
+    assert_eq!(interrupted, left, "every killed run closed as interrupted");
+    assert!(runs.iter().all(|r| r.status != SyncRunStatus::Running));
+
     // Quiescence: complete runs until one succeeds with nothing to do.
     let mut settled = false;
     for attempt in 0..5 {

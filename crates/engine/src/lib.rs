@@ -11,6 +11,7 @@
 //! last), so a run killed at any point and started again converges without loss or duplicates.
 //! The engine knows no HTTP server; the server's scheduler and API call [`sync_link`].
 
+mod heartbeat;
 mod local;
 mod options;
 mod pairs;
@@ -21,6 +22,7 @@ mod time;
 use calbridge_providers::ProviderError;
 use calbridge_store::StoreError;
 
+pub use heartbeat::beating;
 /// For the API's conflict resolution, which reads and writes series the way the engine does.
 pub use local::{Parsed, Storable, storable};
 pub use options::{EngineConfig, SyncOptions};

@@ -127,6 +127,9 @@ pub struct EngineConfig {
     /// Stops a conflict resolution right after this many of its writes (provider or local), before
     /// read-back and before the pair is recorded, as if the process died there. Only for crash tests.
     pub crash_after_resolution_writes: Option<usize>,
+    /// How often a running run's row is touched (its heartbeat, see `beating`); the server derives it
+    /// from `sync.run_stale_after`.
+    pub heartbeat: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -136,6 +139,7 @@ impl Default for EngineConfig {
             deletion_guard: DeletionGuard::default(),
             crash_after_actions: None,
             crash_after_resolution_writes: None,
+            heartbeat: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -141,9 +141,19 @@ pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
     };
     // Every HTTP request of this run, and only of this run, is counted here.
     let traffic = Traffic::new();
-    let outcome = metered(traffic.clone(), runner.run()).await;
-    let report = runner.finish(outcome, started, &traffic).await?;
-    Ok(report)
+    // Boxed: the run's state machine is large, and callers nest it in their own futures (a debug
+    // build's test thread overflowed its stack with it inline).
+    let work = Box::pin(async {
+        let outcome = metered(traffic.clone(), runner.run()).await;
+        runner.finish(outcome, started, &traffic).await
+    });
+    // A run of its own beats while it works (a caller's run is the caller's to keep alive).
+    if own_run {
+        let every = ctx.config.heartbeat;
+        crate::heartbeat::beating(ctx.store, ctx.tenant, run_id, every, work).await
+    } else {
+        work.await
+    }
 }
 
 struct LocalEntry {

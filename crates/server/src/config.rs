@@ -507,6 +507,19 @@ pub struct SyncConfig {
     /// CalDAV and ICS links are probed this often (one sync-token/ctag request or one conditional
     /// GET); a sync runs only when the probe sees a change, a local change waits, or `frequency` passed.
     pub poll_interval: HumanDuration,
+    /// A running sync run whose heartbeat is older than this was cut short (its process was killed
+    /// or lost the database): the scheduler closes it as failed with class `interrupted`. Running
+    /// runs beat every tenth of it (1 s to 60 s).
+    pub run_stale_after: HumanDuration,
+}
+
+impl SyncConfig {
+    /// How often a running run's row is touched: a tenth of `run_stale_after`, within 1 s..60 s.
+    pub fn run_heartbeat(&self) -> std::time::Duration {
+        let tenth = self.run_stale_after.0.as_millis() / 10;
+        let ms = u64::try_from(tenth).unwrap_or(60_000).clamp(1_000, 60_000);
+        std::time::Duration::from_millis(ms)
+    }
 }
 
 impl Default for SyncConfig {
@@ -522,6 +535,7 @@ impl Default for SyncConfig {
                 .build()
                 .unwrap_or_default(),
             poll_interval: HumanDuration::from_secs(120),
+            run_stale_after: HumanDuration::from_secs(10 * 60),
         }
     }
 }
@@ -707,6 +721,10 @@ impl Config {
         if self.sync.frequency.0 < SignedDuration::from_secs(60) {
             return Err(invalid("sync.frequency must be at least 1m".into()));
         }
+        if self.sync.run_stale_after.0 < SignedDuration::from_secs(3) {
+            // Runs beat at least every second: a shorter threshold would close live runs.
+            return Err(invalid("sync.run_stale_after must be at least 3s".into()));
+        }
         if self.webhooks.disable_after == 0 {
             return Err(invalid("webhooks.disable_after must be positive".into()));
         }
@@ -718,6 +736,7 @@ impl Config {
             ("webhooks.timeout", self.webhooks.timeout),
             ("webhooks.poll_interval", self.webhooks.poll_interval),
             ("webhooks.log_retention", self.webhooks.log_retention),
+            ("sync.run_stale_after", self.sync.run_stale_after),
         ];
         for (name, value) in positive {
             if !value.0.is_positive() {
@@ -862,6 +881,9 @@ conflict_resolution = "ask"
 full_sync_at = "03:00"
 # CalDAV and ICS: one cheap request (sync-token/ctag, conditional GET) this often; a sync only on change.
 poll_interval = "2m"
+# A running sync whose heartbeat (every tenth of this, 1s..60s) is older than this was cut short (its
+# process was killed): the scheduler closes it as failed with class "interrupted". Same on every node.
+run_stale_after = "10m"
 
 [sync.range]
 # How far back and ahead events are synced (ISO 8601 spans).

@@ -47,6 +47,8 @@ pub struct SchedulerConfig {
     pub poll_interval: SignedDuration,
     /// Push channels of Microsoft / Google links.
     pub channels: ChannelConfig,
+    /// Runs whose heartbeat is older than this are closed as interrupted (`sync.run_stale_after`).
+    pub run_stale_after: SignedDuration,
 }
 
 impl SchedulerConfig {
@@ -65,6 +67,7 @@ impl SchedulerConfig {
             time_zone: jiff::tz::TimeZone::system(),
             poll_interval: config.sync.poll_interval.0,
             channels: ChannelConfig::from_config(config),
+            run_stale_after: config.sync.run_stale_after.0,
         }
     }
 }
@@ -173,11 +176,25 @@ impl Scheduler {
         }
     }
 
-    /// Gives every active link a job, once per process (the job then re-arms itself).
+    /// Gives every active link a job, once per process (the job then re-arms itself), and closes runs
+    /// cut short by a dead process: at start and then every half of `run_stale_after` (at most 5 min).
     async fn plan(&self, mut stop: watch::Receiver<bool>) {
         let mut seeded: HashSet<LinkId> = HashSet::new();
         let mut watched: HashSet<LinkId> = HashSet::new();
+        let reap_every = (self.config.run_stale_after / 2)
+            .clamp(SignedDuration::from_secs(1), SignedDuration::from_secs(300));
+        let mut reaped_at: Option<Timestamp> = None;
         loop {
+            let now = Timestamp::now();
+            if reaped_at.is_none_or(|at| now.duration_since(at) >= reap_every) {
+                reaped_at = Some(now);
+                if let Err(e) =
+                    reap_interrupted_runs(self.ctx.store.as_ref(), self.config.run_stale_after, now)
+                        .await
+                {
+                    tracing::warn!(error = %e, "scheduler could not close interrupted runs");
+                }
+            }
             if let Err(e) = self.seed(&mut seeded, &mut watched).await {
                 tracing::warn!(error = %e, "scheduler could not list links");
             }
@@ -518,6 +535,31 @@ impl Scheduler {
             Ok(Probe::Unchanged)
         )
     }
+}
+
+/// Closes the runs (any tenant, any node) whose heartbeat is older than `stale_after` as failed with an
+/// error of class `interrupted`; returns how many. A live run beats every tenth of `stale_after` (the
+/// processes' shared `sync.run_stale_after`), so a run of a live node, this one or another, is never
+/// closed; several nodes reaping at once close each run once (the store re-checks the heartbeat in
+/// the closing statement).
+pub async fn reap_interrupted_runs(
+    store: &dyn calbridge_store::Store,
+    stale_after: SignedDuration,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let stale_before = now
+        .checked_sub(stale_after)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let cause = format!(
+        "no heartbeat for {stale_after:#}: the process running this sync stopped (killed, crashed or cut off from the database) before closing it; the next sync picks up where it stopped"
+    );
+    let closed = store
+        .fail_stale_sync_runs(stale_before, now, &cause)
+        .await?;
+    for run in &closed {
+        tracing::warn!(run = %run.id, tenant = %run.tenant_id, started_at = %run.started_at, "closed a sync run left running by a dead process");
+    }
+    Ok(closed.len())
 }
 
 /// The lease to complete with: the original one carries the fencing token the store checks; renewals

@@ -586,8 +586,28 @@ pub async fn start_run(
 }
 
 /// Runs every active link of one connection (or of all the tenant's connections) and closes `run`
-/// with the totals. One failing link is reported and does not stop the others.
+/// with the totals. One failing link is reported and does not stop the others. The run's heartbeat
+/// beats meanwhile, so a process killed in the middle leaves a run the scheduler closes as
+/// interrupted.
 pub async fn run_sync(
+    ctx: &SyncContext,
+    tenant: TenantId,
+    run: SyncRunId,
+    connection: Option<ConnectionId>,
+    full: bool,
+    progress: &dyn Progress,
+) -> Result<SyncRun, SyncServiceError> {
+    calbridge_engine::beating(
+        ctx.store.as_ref(),
+        tenant,
+        run,
+        ctx.engine.heartbeat,
+        run_links(ctx, tenant, run, connection, full, progress),
+    )
+    .await
+}
+
+async fn run_links(
     ctx: &SyncContext,
     tenant: TenantId,
     run: SyncRunId,

@@ -148,3 +148,89 @@ async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
         .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 20);
 }
+
+/// Runs left `running` by a dead process are closed as interrupted by the scheduler of another node on
+/// the same PostgreSQL (at its start and periodically), while a run whose process still beats is never
+/// closed, however long it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
+    let Some(server) = TestServer::start(Backend::Postgres).await else {
+        return;
+    };
+    let tenant = bootstrap::tenant_by_name_or_id(server.store.as_ref(), bootstrap::DEFAULT_TENANT)
+        .await
+        .unwrap()
+        .id;
+    // Node A runs two syncs: one whose process dies at once (it never beats), one that keeps working
+    // (beating) for longer than the threshold.
+    let node_a = bootstrap::open_store(&server.config).await.unwrap();
+    let dead = node_a.create_sync_run(tenant, None, false).await.unwrap();
+    let live = node_a.create_sync_run(tenant, None, false).await.unwrap();
+
+    // Node B: a scheduler (its own pool) with a 3 s threshold.
+    let node_b = bootstrap::open_store(&server.config).await.unwrap();
+    let master = bootstrap::master_key(&server.config).unwrap();
+    let ctx = syncing::SyncContext {
+        store: node_b,
+        master_key: std::sync::Arc::new(master.key),
+        http: syncing::http_client(&server.config).unwrap(),
+        engine: calbridge_engine::EngineConfig::default(),
+        providers: syncing::ProviderSettings::from_config(&server.config),
+    };
+    let mut sc = SchedulerConfig::from_config(&server.config, "node-b".into());
+    sc.tick = Duration::from_millis(100);
+    sc.run_stale_after = SignedDuration::from_secs(3);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Scheduler::new(ctx, sc).run(stop_rx));
+
+    // A's long sync beats every half second for 7 s: more than twice the threshold.
+    calbridge_engine::beating(
+        node_a.as_ref(),
+        tenant,
+        live.id,
+        Duration::from_millis(500),
+        tokio::time::sleep(Duration::from_secs(7)),
+    )
+    .await;
+    let run = |id| {
+        let store = server.store.clone();
+        async move { store.get_sync_run(tenant, id).await.unwrap() }
+    };
+    assert_eq!(
+        run(live.id).await.status.as_str(),
+        "running",
+        "a live run was closed"
+    );
+    let closed = run(dead.id).await;
+    assert_eq!(closed.status.as_str(), "failed", "{closed:?}");
+    assert!(closed.finished_at.is_some());
+    let errors: Vec<serde_json::Value> = serde_json::from_str(&closed.errors_json).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["class"], "interrupted");
+    assert!(
+        errors[0]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat for 3s"),
+        "{errors:?}"
+    );
+
+    // Now A's process "dies" too (no more beats, the run never closed): B closes it within the
+    // threshold and a reaping period.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if run(live.id).await.status.as_str() == "failed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run of the dead node stayed running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

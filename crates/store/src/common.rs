@@ -563,6 +563,30 @@ async fn insert_change(
 /// Appends a non-series message (conflicts, connection status, finished runs) to the change stream inside the
 /// caller's transaction, so the message exists exactly when the state it announces does. The calendar is
 /// the connection's, so a stream filtered by calendar sees its connections' messages.
+/// `sync.finished`, the first time a run gets its `finished_at` (closed by its process, or as
+/// interrupted by the reaper).
+async fn announce_run_finished(tx: &mut Tx, record: &SyncRun) -> Result<()> {
+    let errors =
+        serde_json::from_str::<Vec<serde_json::Value>>(&record.errors_json).map_or(0, |e| e.len());
+    announce(
+        tx,
+        record.tenant_id,
+        record.connection_id,
+        "sync.finished",
+        record.id.to_string(),
+        serde_json::json!({
+            "connection_id": record.connection_id,
+            "status": record.status.as_str(),
+            "full": record.full,
+            "counts": json_or_null(Some(&record.counts_json)),
+            "requests": record.requests,
+            "errors": errors,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn announce(
     tx: &mut Tx,
     tenant: TenantId,
@@ -2115,8 +2139,8 @@ impl Store for Backend {
             None => ensure_tenant(&mut tx, tenant).await?,
         }
         sqlx::query(
-            "INSERT INTO sync_runs (id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8)",
+            "INSERT INTO sync_runs (id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, $8)",
         )
         .bind(record.id.to_string())
         .bind(tenant.to_string())
@@ -2173,27 +2197,87 @@ impl Store for Backend {
             .transpose()?
             .ok_or(StoreError::NotFound { entity: "sync run" })?;
         if finished_before.is_none() && record.finished_at.is_some() {
-            let errors = serde_json::from_str::<Vec<serde_json::Value>>(&record.errors_json)
-                .map_or(0, |e| e.len());
-            announce(
-                &mut tx,
-                tenant,
-                record.connection_id,
-                "sync.finished",
-                record.id.to_string(),
-                serde_json::json!({
-                    "connection_id": record.connection_id,
-                    "status": record.status.as_str(),
-                    "full": record.full,
-                    "counts": json_or_null(Some(&record.counts_json)),
-                    "requests": record.requests,
-                    "errors": errors,
-                }),
-            )
-            .await?;
+            announce_run_finished(&mut tx, &record).await?;
         }
         tx.commit().await?;
         Ok(record)
+    }
+
+    async fn touch_sync_run(&self, tenant: TenantId, run: SyncRunId, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sync_runs SET heartbeat_at = $3 WHERE id = $1 AND tenant_id = $2 AND finished_at IS NULL",
+        )
+        .bind(run.to_string())
+        .bind(tenant.to_string())
+        .bind(ms(at))
+        .execute(self.w())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn fail_stale_sync_runs(
+        &self,
+        stale_before: Timestamp,
+        now: Timestamp,
+        cause: &str,
+    ) -> Result<Vec<SyncRun>> {
+        let stale =
+            |n: u8| format!("finished_at IS NULL AND COALESCE(heartbeat_at, started_at) < ${n}");
+        let candidates: Vec<String> = sqlx::query(&format!(
+            "SELECT id FROM sync_runs WHERE {} ORDER BY started_at LIMIT 500",
+            stale(1)
+        ))
+        .bind(ms(stale_before))
+        .fetch_all(self.r())
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<std::result::Result<_, _>>()?;
+        let mut closed = Vec::new();
+        for run in candidates {
+            let mut tx = self.wtx().await?;
+            let errors: Option<String> = sqlx::query(&format!(
+                "SELECT errors FROM sync_runs WHERE id = $1 AND {}",
+                stale(2)
+            ))
+            .bind(&run)
+            .bind(ms(stale_before))
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("errors"))
+            .transpose()?;
+            let Some(errors) = errors else {
+                continue;
+            };
+            let mut list: Vec<serde_json::Value> = serde_json::from_str(&errors).unwrap_or_default();
+            list.push(serde_json::json!({
+                "item": "run",
+                "action": "run",
+                "class": "interrupted",
+                "cause": cause,
+            }));
+            let errors = serde_json::to_string(&list).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            // The staleness is checked again here: a heartbeat committed meanwhile wins.
+            let row = sqlx::query(&format!(
+                "UPDATE sync_runs SET status = $3, finished_at = $4, errors = $5 \
+                 WHERE id = $1 AND {} RETURNING {RUN_COLS}",
+                stale(2)
+            ))
+            .bind(&run)
+            .bind(ms(stale_before))
+            .bind(SyncRunStatus::Failed.as_str())
+            .bind(ms(now))
+            .bind(&errors)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(record) = row.as_ref().map(run_row).transpose()? else {
+                continue;
+            };
+            announce_run_finished(&mut tx, &record).await?;
+            tx.commit().await?;
+            closed.push(record);
+        }
+        Ok(closed)
     }
 
     async fn get_sync_run(&self, tenant: TenantId, run: SyncRunId) -> Result<SyncRun> {

@@ -255,6 +255,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         update: SyncRunUpdate,
     ) -> Result<SyncRun>;
     async fn get_sync_run(&self, tenant: TenantId, run: SyncRunId) -> Result<SyncRun>;
+    /// The heartbeat of a running run: its row records `at` as the last sign of life. `false` when the
+    /// run is no longer running (finished, or closed as interrupted by [`Store::fail_stale_sync_runs`]).
+    async fn touch_sync_run(&self, tenant: TenantId, run: SyncRunId, at: Timestamp)
+    -> Result<bool>;
+    /// Closes every unfinished run (any tenant) whose last heartbeat, or start when it never beat, is
+    /// before `stale_before`: status `failed`, `finished_at = now`, an error `{item: "run", action:
+    /// "run", class: "interrupted", cause}` added, `sync.finished` announced in the same transaction.
+    /// The staleness is checked again in the closing statement, so a heartbeat that lands meanwhile
+    /// keeps its run alive (several nodes may call this at once). Returns the runs it closed.
+    async fn fail_stale_sync_runs(
+        &self,
+        stale_before: Timestamp,
+        now: Timestamp,
+        cause: &str,
+    ) -> Result<Vec<SyncRun>>;
     /// Newest first.
     async fn list_sync_runs(
         &self,

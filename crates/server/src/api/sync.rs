@@ -32,7 +32,10 @@ pub fn context(state: &AppState) -> Result<SyncContext, ApiError> {
         store: state.store.clone(),
         master_key: state.master_key.clone(),
         http: syncing::http_client(&state.config).map_err(ApiError::internal)?,
-        engine: EngineConfig::default(),
+        engine: EngineConfig {
+            heartbeat: state.config.sync.run_heartbeat(),
+            ..EngineConfig::default()
+        },
         providers: syncing::ProviderSettings::from_config(&state.config),
     })
 }

@@ -45,4 +45,5 @@ story!(
     series_batch_is_all_or_nothing,
     bad_input_is_refused_and_changes_nothing,
     oauth_states_are_single_use_and_tenant_checked,
+    stale_sync_runs_are_closed_as_interrupted,
 );

@@ -2544,3 +2544,117 @@ pub async fn oauth_states_are_single_use_and_tenant_checked(db: &TestDb) {
     store.delete_connection(a, conn.id).await.unwrap();
     assert!(store.take_oauth_state("h4").await.unwrap().is_none());
 }
+
+/// Runs cut short by a dead process (no heartbeat since `stale_before`) are closed as failed with an
+/// `interrupted` error and announced; live ones (a recent heartbeat) and finished ones are untouched;
+/// two nodes reaping at once close each run once.
+pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let dead = store.create_sync_run(a, None, false).await.unwrap();
+    let dead_b = store.create_sync_run(b, None, true).await.unwrap();
+    let live = store.create_sync_run(a, None, false).await.unwrap();
+    let done = store.create_sync_run(a, None, false).await.unwrap();
+    store
+        .update_sync_run(
+            a,
+            done.id,
+            SyncRunUpdate {
+                status: SyncRunStatus::Succeeded,
+                counts_json: "{}".into(),
+                requests: 1,
+                bytes: 2,
+                errors_json: "[]".into(),
+                finished_at: Some(Timestamp::now()),
+            },
+        )
+        .await
+        .unwrap();
+    // The live run's process beats (a heartbeat "later" than the threshold below); the others do not.
+    let later = Timestamp::now() + 60.seconds();
+    assert!(store.touch_sync_run(a, live.id, later).await.unwrap());
+    assert!(!store.touch_sync_run(a, done.id, later).await.unwrap());
+    assert!(
+        !store.touch_sync_run(b, live.id, later).await.unwrap(),
+        "tenant-checked"
+    );
+    let seq_before = store.latest_change_seq(a).await.unwrap();
+
+    let stale_before = Timestamp::now() + 30.seconds();
+    let now = Timestamp::now();
+    let closed = store
+        .fail_stale_sync_runs(stale_before, now, "no heartbeat")
+        .await
+        .unwrap();
+    let mut ids: Vec<SyncRunId> = closed.iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![dead.id, dead_b.id];
+    want.sort();
+    assert_eq!(ids, want, "{closed:?}");
+    let reaped = store.get_sync_run(a, dead.id).await.unwrap();
+    assert_eq!(reaped.status, SyncRunStatus::Failed);
+    assert_eq!(
+        reaped.finished_at.map(|t| t.as_millisecond()),
+        Some(now.as_millisecond())
+    );
+    let errors: Vec<serde_json::Value> = serde_json::from_str(&reaped.errors_json).unwrap();
+    assert_eq!(
+        errors,
+        vec![
+            serde_json::json!({"item": "run", "action": "run", "class": "interrupted", "cause": "no heartbeat"})
+        ]
+    );
+    assert_eq!(
+        store.get_sync_run(a, live.id).await.unwrap().status,
+        SyncRunStatus::Running
+    );
+    let untouched = store.get_sync_run(a, done.id).await.unwrap();
+    assert_eq!(untouched.status, SyncRunStatus::Succeeded);
+    assert_eq!(untouched.errors_json, "[]");
+    // Announced like any finished run, once.
+    let changes = store.list_changes(a, seq_before, None, 100).await.unwrap();
+    let finished: Vec<&Change> = changes
+        .iter()
+        .filter(|c| c.kind == "sync.finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{changes:?}");
+    assert_eq!(finished[0].subject_id, dead.id.to_string());
+    assert!(finished[0].data_json.contains("\"failed\""));
+    // A reaped run no longer beats, and reaping again finds nothing.
+    assert!(!store.touch_sync_run(a, dead.id, later).await.unwrap());
+    assert!(
+        store
+            .fail_stale_sync_runs(stale_before, now, "again")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Two nodes reaping at once close each stale run exactly once.
+    let mut stale = Vec::new();
+    for _ in 0..6 {
+        stale.push(store.create_sync_run(a, None, false).await.unwrap().id);
+    }
+    let other = db.second_store().await;
+    let stale_before = Timestamp::now() + 30.seconds();
+    let (one, two) = tokio::join!(
+        store.fail_stale_sync_runs(stale_before, Timestamp::now(), "node one"),
+        other.fail_stale_sync_runs(stale_before, Timestamp::now(), "node two"),
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let mut closed: Vec<SyncRunId> = one.iter().chain(&two).map(|r| r.id).collect();
+    closed.sort();
+    // The live run beat "later" than this threshold too, so it is still not closed.
+    stale.sort();
+    assert_eq!(closed, stale, "one: {one:?} two: {two:?}");
+    for id in &stale {
+        let run = store.get_sync_run(a, *id).await.unwrap();
+        let errors: Vec<serde_json::Value> = serde_json::from_str(&run.errors_json).unwrap();
+        assert_eq!(errors.len(), 1, "closed once: {errors:?}");
+    }
+    assert_eq!(
+        store.get_sync_run(a, live.id).await.unwrap().status,
+        SyncRunStatus::Running
+    );
+}
