@@ -449,9 +449,22 @@ impl<'a> Planner<'a> {
             if self.by_remote.contains_key(id) {
                 continue;
             }
-            if let Some(old) = deleted.iter().find(|m| m.uid == *uid)
-                && !moved.contains_key(&old.remote)
-            {
+            // Two stale pairs may hold the UID (one whose local series was deleted and re-created
+            // under a new id, one of the new series): the item follows the pair whose series lives,
+            // or the deleted one's restore would collide with the living series' UID forever (found
+            // by a 200,000-case run of the model test).
+            let candidates = || {
+                deleted
+                    .iter()
+                    .filter(|m| m.uid == *uid && !moved.contains_key(&m.remote))
+            };
+            let living = candidates().find(|m| {
+                !matches!(
+                    self.local_changes.get(&m.local),
+                    Some(LocalChange::Deleted { .. })
+                )
+            });
+            if let Some(old) = living.or_else(|| candidates().next()) {
                 moved.insert(old.remote.clone(), (id.clone(), *change));
             }
         }

@@ -813,3 +813,79 @@ fn regression_restore_after_remote_recreate_keeps_one_series() {
         policy(Direction::Bidirectional, ConflictPolicy::NewestWins),
     );
 }
+
+#[test]
+/// Found by a 200,000-case run of the model test (`PROPTEST_CASES=200000`): under `newest_wins`, a
+/// series whose remote twin was deleted while a failing run left a second local series with its UID,
+/// then re-created remotely, must still converge.
+fn regression_newest_wins_after_failed_run_and_remote_recreate_converges() {
+    let ops = vec![
+        Op::LocalCreate {
+            uid: 5,
+            field: 0,
+            value: 0,
+        },
+        Op::Sync {
+            fail_every: 0,
+            race: false,
+        },
+        Op::LocalCreate {
+            uid: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalEdit {
+            pick: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::RemoteDelete { pick: 0 },
+        Op::LocalDelete {
+            pick: 10814606396381555892,
+        },
+        Op::LocalCreate {
+            uid: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalDelete { pick: 0 },
+        Op::LocalCreate {
+            uid: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalEdit {
+            pick: 0,
+            field: 0,
+            value: 0,
+        },
+        Op::LocalCreate {
+            uid: 5,
+            field: 0,
+            value: 1,
+        },
+        Op::Sync {
+            fail_every: 1,
+            race: false,
+        },
+        Op::RemoteDelete { pick: 0 },
+        Op::LocalEdit {
+            pick: 9537116555335457,
+            field: 0,
+            value: 0,
+        },
+        Op::RemoteCreate {
+            uid: 5,
+            field: 0,
+            value: 1,
+        },
+    ];
+    let world = run(
+        &ops,
+        policy(Direction::Bidirectional, ConflictPolicy::NewestWins),
+    );
+    let local = by_uid(world.local.values().cloned());
+    let remote = by_uid(world.remote.values().map(|(i, _)| i.clone()));
+    assert_eq!(local, remote);
+    assert_eq!(world.open_conflicts, 0);
+}
