@@ -671,9 +671,13 @@ impl CalendarProvider for CaldavProvider {
             return Ok(Probe::Changed);
         };
         let url = self.calendar_url(calendar)?;
-        let (ms, _) = self
-            .propfind(url, "0", &["CS:getctag", "D:sync-token"])
-            .await?;
+        // Only the property the cursor holds: servers compute each from the whole collection (Radicale
+        // at 10,000 items: ~0.65 s for the sync-token alone, ~1.1 s for both).
+        let wanted: &[&str] = match &previous {
+            CaldavCursor::SyncToken(_) => &["D:sync-token"],
+            CaldavCursor::Ctag(_) => &["CS:getctag", "D:sync-token"],
+        };
+        let (ms, _) = self.propfind(url, "0", wanted).await?;
         let Some(props) = ms.responses.first() else {
             return Ok(Probe::Unknown);
         };
