@@ -535,6 +535,7 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
             &ConflictFilter {
                 state: Some(ConflictState::Open),
                 connection_id: Some(w.cli.connection),
+                link_id: None,
                 kind: None,
             },
         )

@@ -123,6 +123,7 @@ pub(crate) async fn write_ahead(
                 base_json: Some(to_json(base)?),
                 base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
                 last_seen_at: Some(now),
+                write_ahead: true,
             },
         )
         .await?;
@@ -161,6 +162,7 @@ pub(crate) async fn record_pair(
                 base_json: Some(base_json),
                 base_hash: Some(base_hash),
                 last_seen_at: Some(now),
+                write_ahead: false,
             },
         )
         .await?;

@@ -1,6 +1,6 @@
 //! One run of one link: read, plan, execute, commit (see the crate docs and ARCHITECTURE.md "Sync engine").
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use calbridge_providers::http::{Traffic, metered};
@@ -172,7 +172,14 @@ struct Runner<'a> {
     local: HashMap<LocalId, LocalEntry>,
     /// Remote items read in this run, by id.
     remote: HashMap<RemoteId, ItemContent>,
+    /// The link's pairs read so far: all of them (`pairs_complete`), or those the run's changes name
+    /// plus the write-ahead rows (an incremental run's cost follows its changes, not the calendar).
     mappings: Vec<Mapping>,
+    pairs_complete: bool,
+    /// Stored rows taken into `mappings` (or set aside as write-ahead creates), and the ids already
+    /// asked for, so each is read once.
+    pairs_read: HashSet<calbridge_store::MappingId>,
+    pairs_asked: HashSet<String>,
     counts: BTreeMap<String, u64>,
     errors: Vec<RunError>,
     /// Whether the engine opened the run row (and so closes it).
@@ -320,6 +327,9 @@ impl<'a> Runner<'a> {
             local: HashMap::new(),
             remote: HashMap::new(),
             mappings: Vec::new(),
+            pairs_complete: false,
+            pairs_read: HashSet::new(),
+            pairs_asked: HashSet::new(),
             counts: BTreeMap::new(),
             errors: Vec::new(),
             own_run,
@@ -354,9 +364,29 @@ impl<'a> Runner<'a> {
         let tenant = self.ctx.tenant;
         let link = self.ctx.link;
 
+        let cursor = match &link.cursor {
+            Some(c) if !self.ctx.full => Some(Cursor::parse(c.clone())?),
+            _ => None,
+        };
         // --- read: the stored pairs ---
-        let stored = store.list_mappings(tenant, link.id).await?;
+        // A run that reads either side in full needs every pair; an incremental one reads the write-ahead
+        // rows now, the versions of all pairs for the provider, and the pairs its changes name later.
+        let incremental = cursor.is_some() && link.local_cursor.is_some();
         let mut known = KnownVersions::new();
+        let stored = if incremental {
+            for v in store.mapping_versions(tenant, link.id).await? {
+                if let (Some(_), Some(version)) = (v.series_id, v.remote_version)
+                    && let (Ok(id), Ok(etag)) =
+                        (ProviderRemoteId::parse(v.remote_id), Etag::parse(version))
+                {
+                    known.insert(id, etag);
+                }
+            }
+            store.write_ahead_mappings(tenant, link.id).await?
+        } else {
+            self.pairs_complete = true;
+            store.list_mappings(tenant, link.id).await?
+        };
         // Write-ahead rows of creates a killed run may or may not have made (see `Intent`).
         let mut pending_remote_creates: Vec<(calbridge_store::MappingId, LocalId, StoredBase)> =
             Vec::new();
@@ -368,6 +398,7 @@ impl<'a> Runner<'a> {
         )> = Vec::new();
         let mut intents: Vec<(usize, Intent)> = Vec::new();
         for m in &stored {
+            self.pairs_read.insert(m.id);
             let Some(base) = m
                 .base_json
                 .as_deref()
@@ -421,10 +452,6 @@ impl<'a> Runner<'a> {
         self.local_changed = !local_changes.is_empty();
 
         // --- read: remote changes since the provider cursor ---
-        let cursor = match &link.cursor {
-            Some(c) if !self.ctx.full => Some(Cursor::parse(c.clone())?),
-            _ => None,
-        };
         let provider_window = ProviderWindow::parse(self.window.start, self.window.end)?;
         let mut listed = self
             .ctx
@@ -448,6 +475,31 @@ impl<'a> Runner<'a> {
             Err(e) => return Err(e.into()),
         };
         self.full_listing = changes.full_listing.is_some();
+        if self.full_listing {
+            // Whatever the listing does not name is gone: every pair takes part.
+            self.read_all_pairs().await?;
+        } else {
+            let remote_ids = changes
+                .upserts
+                .iter()
+                .map(|i| &i.id)
+                .chain(&changes.deletions)
+                .chain(&changes.uncertain_deletions)
+                .map(|id| id.as_str().to_owned())
+                .chain(
+                    pending_local_creates
+                        .iter()
+                        .map(|(_, remote, _, _)| remote.to_string()),
+                );
+            let series = local_changes
+                .iter()
+                .map(LocalChange::id)
+                .chain(&pending_locals)
+                .cloned();
+            let (remote_ids, series): (Vec<String>, Vec<LocalId>) =
+                (remote_ids.collect(), series.collect());
+            self.read_pairs(remote_ids, &series).await?;
+        }
         let capabilities = self.ctx.provider.capabilities();
         let mut parked_remote: BTreeSet<RemoteId> = BTreeSet::new();
         for (id, why) in &changes.failures {
@@ -576,11 +628,12 @@ impl<'a> Runner<'a> {
             &ConflictFilter {
                 state: Some(ConflictState::Open),
                 connection_id: Some(self.ctx.connection.id),
+                link_id: Some(self.ctx.link.id),
                 kind: None,
             },
         )
         .await?;
-        for c in open.iter().filter(|c| c.link_id == Some(link.id)) {
+        for c in &open {
             if Self::superseded(c, &local_changes, &remote)
                 && self.refresh_pair(c, &mut local_changes, &mut remote).await
             {
@@ -602,8 +655,36 @@ impl<'a> Runner<'a> {
             }
         }
 
-        // --- plan ---
+        // --- read: the pairs the plan looks at ---
         let guard = self.ctx.config.deletion_guard;
+        let local_deletions = local_changes
+            .iter()
+            .filter(|c| matches!(c, LocalChange::Deleted { .. }))
+            .count();
+        let remote_deletions = remote
+            .changes
+            .iter()
+            .filter(|c| matches!(c, RemoteChange::Deleted { .. }))
+            .count();
+        if local_deletions.max(remote_deletions) >= guard.min_count {
+            // Enough deletions for the guard to weigh them against every linked item in the window.
+            self.read_all_pairs().await?;
+        } else {
+            // Fewer deletions than the guard's minimum cannot trip it: the pairs the changes name (and
+            // those of the local series unlinked items may pair with) are all the plan reads.
+            let remote_ids: Vec<String> =
+                remote.changes.iter().map(|c| c.id().to_string()).collect();
+            let series: Vec<LocalId> = local_changes
+                .iter()
+                .map(LocalChange::id)
+                .chain(local_by_uid.values().map(|l| &l.id))
+                .cloned()
+                .collect();
+            self.read_pairs(remote_ids, &series).await?;
+        }
+        self.forget_echoes(&local_changes);
+
+        // --- plan ---
         let planned = plan(PlanInput {
             window: self.window,
             policy: self.options.policy(guard),
@@ -653,6 +734,101 @@ impl<'a> Runner<'a> {
             remote_cursor: changes.cursor,
             local_cursor,
         })
+    }
+
+    /// A local change that carries its pair's base is this link's own write read back: the run that
+    /// wrote it looked at its time already, so it neither counts as a local edit nor brings its series
+    /// into this run's time-conflict detection (after a 100,000-event import, the next run reads them
+    /// all back).
+    fn forget_echoes(&mut self, local_changes: &[LocalChange]) {
+        let base_of: HashMap<&LocalId, &calbridge_sync::ItemState> =
+            self.mappings.iter().map(|m| (&m.local, &m.base)).collect();
+        let mut edited = false;
+        for change in local_changes {
+            let echo = match change {
+                LocalChange::Upsert { id, state, .. } => base_of
+                    .get(id)
+                    .is_some_and(|b| b.snapshot == state.snapshot),
+                LocalChange::Deleted { .. } => false,
+            };
+            if !echo {
+                edited = true;
+            } else if let Ok(series) = SeriesId::parse(change.id().as_str()) {
+                self.touched_local.remove(&series);
+            }
+        }
+        self.local_changed = edited;
+    }
+
+    /// Takes the linked pairs among `rows` not read yet into `mappings`.
+    fn take_pairs(&mut self, rows: Vec<calbridge_store::ItemMapping>) {
+        for m in rows {
+            if !self.pairs_read.insert(m.id) {
+                continue;
+            }
+            let (Some(series), Some(version)) = (m.series_id, m.remote_version) else {
+                continue;
+            };
+            let Some(base) = m
+                .base_json
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<StoredBase>(b).ok())
+            else {
+                continue;
+            };
+            self.mappings.push(Mapping {
+                uid: base.uid,
+                local: LocalId::new(series.to_string()),
+                remote: RemoteId::new(m.remote_id),
+                remote_version: RemoteVersion::new(version),
+                base: base.state,
+            });
+        }
+    }
+
+    /// Reads the pairs of these remote items and local series, unless read already.
+    async fn read_pairs(
+        &mut self,
+        remote_ids: Vec<String>,
+        series: &[LocalId],
+    ) -> Result<(), EngineError> {
+        if self.pairs_complete {
+            return Ok(());
+        }
+        let remote_ids: Vec<String> = remote_ids
+            .into_iter()
+            .filter(|r| self.pairs_asked.insert(format!("r:{r}")))
+            .collect();
+        let series: Vec<SeriesId> = series
+            .iter()
+            .filter(|l| self.pairs_asked.insert(format!("l:{l}")))
+            .filter_map(|l| SeriesId::parse(l.as_str()).ok())
+            .collect();
+        if remote_ids.is_empty() && series.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .ctx
+            .store
+            .mappings_naming(self.ctx.tenant, self.ctx.link.id, &remote_ids, &series)
+            .await?;
+        self.take_pairs(rows);
+        Ok(())
+    }
+
+    /// Reads every pair of the link not read yet.
+    async fn read_all_pairs(&mut self) -> Result<(), EngineError> {
+        if self.pairs_complete {
+            return Ok(());
+        }
+        let rows = self
+            .ctx
+            .store
+            .list_mappings(self.ctx.tenant, self.ctx.link.id)
+            .await?;
+        self.take_pairs(rows);
+        self.pairs_complete = true;
+        Ok(())
     }
 
     /// Recognises the writes of a run that was killed before recording them, so they are not taken
@@ -758,6 +934,10 @@ impl<'a> Runner<'a> {
                     base.uid.as_str(),
                 )
                 .await?;
+            if let Some(series) = &found {
+                self.read_pairs(Vec::new(), &[LocalId::new(series.id.to_string())])
+                    .await?;
+            }
             match found {
                 Some(series)
                     if !self

@@ -10,8 +10,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use calbridge_store::{
-    Calendar, CalendarId, ConflictFilter, ConflictKind, ConflictState, Connection, NewAuditEntry,
-    NewConflict, Occurrence, OccurrenceQuery, SeriesId, Store, TenantId,
+    Calendar, CalendarId, ConflictClosing, ConflictFilter, ConflictKind, ConflictState, Connection,
+    DetectedConflict, NewConflict, Occurrence, OccurrenceQuery, SeriesId, Store, TenantId,
 };
 use calbridge_sync::overlap::{
     BusyBlock, KnownTimeConflict, PairOverlap, TimeScope, overlapping_pairs, reconcile_time,
@@ -70,6 +70,9 @@ struct Seen {
 fn data_field(data: &Value, key: &str) -> Option<String> {
     data.get(key).and_then(Value::as_str).map(str::to_owned)
 }
+
+/// A time range, start inclusive, end exclusive.
+type Span = (Timestamp, Timestamp);
 
 /// Which series a detection looks at.
 #[derive(Debug, Clone)]
@@ -184,20 +187,9 @@ pub(crate) async fn detect(
     let calendar = store.get_calendar(tenant, connection.calendar_id).await?;
     let (owner, calendars) = owner_calendars(store, tenant, &calendar).await?;
     let mut found = Blocks::default();
-    let scoped: Option<BTreeSet<String>> = match scope {
-        Scope::All => {
-            read_range(
-                store,
-                tenant,
-                &owner,
-                &calendars,
-                window.start,
-                window.end,
-                &mut found,
-            )
-            .await?;
-            None
-        }
+    // The series decided on (`None`: all of them) and the time ranges read (`None`: the whole window).
+    let (scoped, ranges): (Option<BTreeSet<String>>, Option<Vec<Span>>) = match scope {
+        Scope::All => (None, None),
         Scope::Series(series) => {
             let ids: Vec<SeriesId> = series.iter().copied().collect();
             let mine: HashSet<CalendarId> = calendars.iter().map(|c| c.id).collect();
@@ -207,8 +199,9 @@ pub(crate) async fn detect(
                 .into_iter()
                 .filter(|o| mine.contains(&o.calendar_id))
                 .collect();
-            // The busy time of the changed series, merged into ranges: whatever overlaps them is read.
-            let mut ranges: Vec<(Timestamp, Timestamp)> = Vec::new();
+            // The busy time of the changed series, merged into ranges: whatever overlaps them is
+            // read.
+            let mut ranges: Vec<Span> = Vec::new();
             for o in &changed {
                 match ranges.last_mut() {
                     Some(last) if o.start <= last.1 => last.1 = last.1.max(o.end),
@@ -218,28 +211,34 @@ pub(crate) async fn detect(
             for o in changed {
                 found.push(&owner, o);
             }
-            if ranges.len() > MAX_SCOPED_RANGES {
-                read_range(
-                    store,
-                    tenant,
-                    &owner,
-                    &calendars,
-                    window.start,
-                    window.end,
-                    &mut found,
-                )
-                .await?;
-            } else {
-                for (start, end) in ranges {
-                    if start < end {
-                        read_range(store, tenant, &owner, &calendars, start, end, &mut found)
-                            .await?;
-                    }
-                }
-            }
-            Some(series.iter().map(ToString::to_string).collect())
+            let scoped = series.iter().map(ToString::to_string).collect();
+            (
+                Some(scoped),
+                (ranges.len() <= MAX_SCOPED_RANGES).then_some(ranges),
+            )
         }
     };
+    match ranges {
+        None => {
+            read_range(
+                store,
+                tenant,
+                &owner,
+                &calendars,
+                window.start,
+                window.end,
+                &mut found,
+            )
+            .await?
+        }
+        Some(ranges) => {
+            for (start, end) in ranges {
+                if start < end {
+                    read_range(store, tenant, &owner, &calendars, start, end, &mut found).await?;
+                }
+            }
+        }
+    }
     let (blocks, seen) = (&found.blocks, &found.seen);
     let uids: HashMap<&str, &str> = blocks
         .iter()
@@ -268,6 +267,7 @@ pub(crate) async fn detect(
                 &ConflictFilter {
                     state: None,
                     connection_id: None,
+                    link_id: None,
                     kind: Some(ConflictKind::Time),
                 },
             )
@@ -314,44 +314,35 @@ pub(crate) async fn detect(
         ..TimeCounts::default()
     };
 
-    for &i in &decision.report {
-        let pair = &pairs[i];
-        let settled = report(
-            store, tenant, connection, &owner, pair, blocks, seen, policy, &actor, now,
-        )
-        .await?;
+    let found: Vec<DetectedConflict> = decision
+        .report
+        .iter()
+        .filter_map(|&i| pairs.get(i))
+        .map(|pair| detected(connection, &owner, pair, blocks, seen, policy, &actor))
+        .collect::<Result<_, _>>()?;
+    for record in store.record_conflicts(tenant, found, now).await? {
         counts.detected += 1;
-        counts.settled += u64::from(settled);
+        counts.settled += u64::from(record.state == ConflictState::Resolved);
     }
     let by_id: HashMap<String, &calbridge_store::Conflict> =
         stored.iter().map(|c| (c.id.to_string(), c)).collect();
-    for id in &decision.close {
-        let Some(c) = by_id.get(id) else { continue };
-        let resolution = json!({"closed": "overlap_gone"}).to_string();
-        store
-            .resolve_conflict(tenant, c.id, &resolution, &actor, now)
-            .await?;
-        store
-            .append_audit(
-                tenant,
-                NewAuditEntry {
-                    actor: actor.clone(),
-                    action: "conflict.closed".into(),
-                    subject: c.id.to_string(),
-                    details_json: json!({"kind": "time", "reason": "the events no longer overlap", "event_uid": c.event_uid}).to_string(),
-                },
-            )
-            .await?;
-        counts.closed += 1;
-    }
+    let closing: Vec<ConflictClosing> = decision
+        .close
+        .iter()
+        .filter_map(|id| by_id.get(id))
+        .map(|c| ConflictClosing {
+            id: c.id,
+            resolution_json: json!({"closed": "overlap_gone"}).to_string(),
+            actor: actor.clone(),
+            details_json: json!({"kind": "time", "reason": "the events no longer overlap", "event_uid": c.event_uid}).to_string(),
+        })
+        .collect();
+    counts.closed = store.close_conflicts(tenant, closing, now).await?;
     Ok(counts)
 }
 
-/// Stores one new time conflict with its audit entry; under `keep_both` it is accepted at once.
-#[allow(clippy::too_many_arguments)]
-async fn report(
-    store: &dyn Store,
-    tenant: TenantId,
+/// One new time conflict as it is recorded; under `keep_both` it is accepted at once.
+fn detected(
     connection: &Connection,
     owner: &str,
     pair: &PairOverlap,
@@ -359,8 +350,7 @@ async fn report(
     seen: &[Seen],
     policy: ConflictPolicy,
     actor: &str,
-    now: Timestamp,
-) -> Result<bool, EngineError> {
+) -> Result<DetectedConflict, EngineError> {
     let (a, b) = pair.example;
     let event = |i: usize| {
         json!({
@@ -387,23 +377,6 @@ async fn report(
         "overlaps": pair.spans.len(),
     });
     let options = vec![ResolutionOption::KeepBoth];
-    let record = store
-        .create_conflict(
-            tenant,
-            NewConflict {
-                connection_id: Some(connection.id),
-                link_id: None,
-                series_id: SeriesId::parse(&pair.first).ok(),
-                event_uid: seen[a].uid.clone(),
-                kind: ConflictKind::Time,
-                local_json: Some(local.to_string()),
-                remote_json: None,
-                base_json: None,
-                fields_json: to_json(&spans)?,
-                options_json: to_json(&options)?,
-            },
-        )
-        .await?;
     // `keep_both` accepts the overlap, as the `keep_both` option does; the other policies choose between
     // two versions of one event, which an overlap of two events does not have, so it waits for a person.
     let settled_by = (policy == ConflictPolicy::KeepBoth).then_some(policy);
@@ -415,33 +388,22 @@ async fn report(
         "settled_by": settled_by,
     })
     .to_string();
-    store
-        .append_audit(
-            tenant,
-            NewAuditEntry {
-                actor: actor.to_owned(),
-                action: "conflict.detected".into(),
-                subject: record.id.to_string(),
-                details_json: details.clone(),
-            },
-        )
-        .await?;
-    if let Some(policy) = settled_by {
-        let resolution = json!({"policy": policy, "accepted": pair.fingerprint()}).to_string();
-        store
-            .resolve_conflict(tenant, record.id, &resolution, actor, now)
-            .await?;
-        store
-            .append_audit(
-                tenant,
-                NewAuditEntry {
-                    actor: actor.to_owned(),
-                    action: "conflict.settled".into(),
-                    subject: record.id.to_string(),
-                    details_json: details,
-                },
-            )
-            .await?;
-    }
-    Ok(settled_by.is_some())
+    Ok(DetectedConflict {
+        conflict: NewConflict {
+            connection_id: Some(connection.id),
+            link_id: None,
+            series_id: SeriesId::parse(&pair.first).ok(),
+            event_uid: seen[a].uid.clone(),
+            kind: ConflictKind::Time,
+            local_json: Some(local.to_string()),
+            remote_json: None,
+            base_json: None,
+            fields_json: to_json(&spans)?,
+            options_json: to_json(&options)?,
+        },
+        actor: actor.to_owned(),
+        details_json: details,
+        settled: settled_by
+            .map(|policy| json!({"policy": policy, "accepted": pair.fingerprint()}).to_string()),
+    })
 }

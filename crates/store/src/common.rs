@@ -698,6 +698,142 @@ fn new_series_record(tenant: TenantId, series: NewSeries, at: Timestamp) -> (Ser
     (record, series.occurrences)
 }
 
+/// Inserts a new open conflict and announces it on the change stream, inside `tx`.
+async fn insert_conflict(tx: &mut Tx, tenant: TenantId, conflict: NewConflict) -> Result<Conflict> {
+    check_json("conflict fields", &conflict.fields_json)?;
+    check_json("conflict options", &conflict.options_json)?;
+    let record = Conflict {
+        id: ConflictId::new(),
+        tenant_id: tenant,
+        connection_id: conflict.connection_id,
+        link_id: conflict.link_id,
+        series_id: conflict.series_id,
+        event_uid: conflict.event_uid,
+        kind: conflict.kind,
+        state: ConflictState::Open,
+        local_json: conflict.local_json,
+        remote_json: conflict.remote_json,
+        base_json: conflict.base_json,
+        fields_json: conflict.fields_json,
+        options_json: conflict.options_json,
+        detected_at: now(),
+        resolved_at: None,
+        resolution_json: None,
+        resolved_by: None,
+    };
+    if let Some(c) = record.connection_id {
+        ensure_owned(tx, "connections", "connection", &c.to_string(), tenant).await?;
+    }
+    if let Some(l) = record.link_id {
+        ensure_owned(tx, "links", "link", &l.to_string(), tenant).await?;
+    }
+    if let Some(s) = record.series_id {
+        ensure_owned(tx, "series", "event", &s.to_string(), tenant).await?;
+    }
+    sqlx::query(
+        "INSERT INTO conflicts (id, tenant_id, connection_id, link_id, series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(record.id.to_string())
+    .bind(tenant.to_string())
+    .bind(record.connection_id.map(|c| c.to_string()))
+    .bind(record.link_id.map(|c| c.to_string()))
+    .bind(record.series_id.map(|c| c.to_string()))
+    .bind(&record.event_uid)
+    .bind(record.kind.as_str())
+    .bind(record.state.as_str())
+    .bind(&record.local_json)
+    .bind(&record.remote_json)
+    .bind(&record.base_json)
+    .bind(&record.fields_json)
+    .bind(&record.options_json)
+    .bind(ms(record.detected_at))
+    .execute(&mut **tx)
+    .await?;
+    announce(
+        &mut *tx,
+        tenant,
+        record.connection_id,
+        "conflict.detected",
+        record.id.to_string(),
+        serde_json::json!({
+            "kind": record.kind.as_str(),
+            "event_uid": record.event_uid,
+            "series_id": record.series_id,
+            "connection_id": record.connection_id,
+            "link_id": record.link_id,
+            "fields": json_or_null(Some(&record.fields_json)),
+        }),
+    )
+    .await?;
+    Ok(record)
+}
+
+/// Resolves `conflict` if it is still open, announcing it on the change stream, inside `tx`; `None` when
+/// it is not open (resolved meanwhile, or not this tenant's).
+async fn resolve_open_conflict(
+    tx: &mut Tx,
+    tenant: TenantId,
+    conflict: ConflictId,
+    resolution_json: &str,
+    resolved_by: &str,
+    at: Timestamp,
+) -> Result<Option<Conflict>> {
+    let sql = format!(
+        "UPDATE conflicts SET state = 'resolved', resolution = $3, resolved_by = $4, resolved_at = $5 \
+         WHERE id = $1 AND tenant_id = $2 AND state = 'open' RETURNING {CONFLICT_COLS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(conflict.to_string())
+        .bind(tenant.to_string())
+        .bind(resolution_json)
+        .bind(resolved_by)
+        .bind(ms(at))
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let record = conflict_row(&row)?;
+    announce(
+        tx,
+        tenant,
+        record.connection_id,
+        "conflict.resolved",
+        record.id.to_string(),
+        serde_json::json!({
+            "kind": record.kind.as_str(),
+            "event_uid": record.event_uid,
+            "series_id": record.series_id,
+            "connection_id": record.connection_id,
+            "link_id": record.link_id,
+            "resolution": json_or_null(record.resolution_json.as_deref()),
+            "resolved_by": record.resolved_by,
+        }),
+    )
+    .await?;
+    Ok(Some(record))
+}
+
+/// Appends one audit entry inside `tx` (the tenant is checked by the caller).
+async fn insert_audit(tx: &mut Tx, tenant: TenantId, entry: NewAuditEntry) -> Result<AuditEntry> {
+    non_empty("audit action", &entry.action)?;
+    check_json("audit details", &entry.details_json)?;
+    let sql = format!(
+        "INSERT INTO audit_log (tenant_id, actor, action, subject, details, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {AUDIT_COLS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.to_string())
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.subject)
+        .bind(&entry.details_json)
+        .bind(ms(now()))
+        .fetch_one(&mut **tx)
+        .await?;
+    audit_row(&row)
+}
+
 #[async_trait]
 impl Store for Backend {
     fn backend(&self) -> &'static str {
@@ -1793,11 +1929,11 @@ impl Store for Backend {
             ensure_owned(&mut tx, "series", "event", &series.to_string(), tenant).await?;
         }
         let sql = format!(
-            "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
              remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
-             last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at \
+             last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead \
              RETURNING {MAP_COLS}"
         );
         let row = sqlx::query(&sql)
@@ -1811,6 +1947,7 @@ impl Store for Backend {
             .bind(&mapping.base_hash)
             .bind(mapping.last_seen_at.map(ms))
             .bind(ms(now()))
+            .bind(mapping.write_ahead)
             .fetch_one(&mut *tx)
             .await?;
         let record = map_row(&row)?;
@@ -1868,6 +2005,84 @@ impl Store for Backend {
             .collect()
     }
 
+    async fn mapping_versions(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+    ) -> Result<Vec<MappingVersion>> {
+        sqlx::query(
+            "SELECT remote_id, series_id, remote_version FROM item_mappings WHERE tenant_id = $1 AND link_id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(link.to_string())
+        .fetch_all(self.r())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(MappingVersion {
+                remote_id: row.try_get("remote_id")?,
+                series_id: oid(row.try_get("series_id")?)?,
+                remote_version: row.try_get("remote_version")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn mappings_naming(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        remote_ids: &[String],
+        series: &[SeriesId],
+    ) -> Result<Vec<ItemMapping>> {
+        // Bounded IN lists (both engines cap the number of bound parameters).
+        const CHUNK: usize = 500;
+        let series: Vec<String> = series.iter().map(ToString::to_string).collect();
+        let mut out: Vec<ItemMapping> = Vec::new();
+        let mut have = std::collections::HashSet::new();
+        for (column, ids) in [("remote_id", remote_ids), ("series_id", series.as_slice())] {
+            for chunk in ids.chunks(CHUNK) {
+                let mut q: QueryBuilder<'_, Db> = QueryBuilder::new(format!(
+                    "SELECT {MAP_COLS} FROM item_mappings WHERE tenant_id = "
+                ));
+                q.push_bind(tenant.to_string())
+                    .push(" AND link_id = ")
+                    .push_bind(link.to_string())
+                    .push(format!(" AND {column} IN ("));
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                q.push(")");
+                for row in q.build().fetch_all(self.r()).await? {
+                    let m = map_row(&row)?;
+                    if have.insert(m.id) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_ahead_mappings(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+    ) -> Result<Vec<ItemMapping>> {
+        let sql = format!(
+            "SELECT {MAP_COLS} FROM item_mappings WHERE link_id = $1 AND write_ahead AND tenant_id = $2 ORDER BY remote_id"
+        );
+        sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(map_row)
+            .collect()
+    }
+
     async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()> {
         let done = sqlx::query("DELETE FROM item_mappings WHERE id = $1 AND tenant_id = $2")
             .bind(mapping.to_string())
@@ -1883,75 +2098,86 @@ impl Store for Backend {
     }
 
     async fn create_conflict(&self, tenant: TenantId, conflict: NewConflict) -> Result<Conflict> {
-        check_json("conflict fields", &conflict.fields_json)?;
-        check_json("conflict options", &conflict.options_json)?;
-        let record = Conflict {
-            id: ConflictId::new(),
-            tenant_id: tenant,
-            connection_id: conflict.connection_id,
-            link_id: conflict.link_id,
-            series_id: conflict.series_id,
-            event_uid: conflict.event_uid,
-            kind: conflict.kind,
-            state: ConflictState::Open,
-            local_json: conflict.local_json,
-            remote_json: conflict.remote_json,
-            base_json: conflict.base_json,
-            fields_json: conflict.fields_json,
-            options_json: conflict.options_json,
-            detected_at: now(),
-            resolved_at: None,
-            resolution_json: None,
-            resolved_by: None,
-        };
         let mut tx = self.wtx().await?;
-        if let Some(c) = record.connection_id {
-            ensure_owned(&mut tx, "connections", "connection", &c.to_string(), tenant).await?;
-        }
-        if let Some(l) = record.link_id {
-            ensure_owned(&mut tx, "links", "link", &l.to_string(), tenant).await?;
-        }
-        if let Some(s) = record.series_id {
-            ensure_owned(&mut tx, "series", "event", &s.to_string(), tenant).await?;
-        }
-        sqlx::query(
-            "INSERT INTO conflicts (id, tenant_id, connection_id, link_id, series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(record.id.to_string())
-        .bind(tenant.to_string())
-        .bind(record.connection_id.map(|c| c.to_string()))
-        .bind(record.link_id.map(|c| c.to_string()))
-        .bind(record.series_id.map(|c| c.to_string()))
-        .bind(&record.event_uid)
-        .bind(record.kind.as_str())
-        .bind(record.state.as_str())
-        .bind(&record.local_json)
-        .bind(&record.remote_json)
-        .bind(&record.base_json)
-        .bind(&record.fields_json)
-        .bind(&record.options_json)
-        .bind(ms(record.detected_at))
-        .execute(&mut *tx)
-        .await?;
-        announce(
-            &mut tx,
-            tenant,
-            record.connection_id,
-            "conflict.detected",
-            record.id.to_string(),
-            serde_json::json!({
-                "kind": record.kind.as_str(),
-                "event_uid": record.event_uid,
-                "series_id": record.series_id,
-                "connection_id": record.connection_id,
-                "link_id": record.link_id,
-                "fields": json_or_null(Some(&record.fields_json)),
-            }),
-        )
-        .await?;
+        let record = insert_conflict(&mut tx, tenant, conflict).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    async fn record_conflicts(
+        &self,
+        tenant: TenantId,
+        found: Vec<DetectedConflict>,
+        at: Timestamp,
+    ) -> Result<Vec<Conflict>> {
+        for f in &found {
+            check_json("audit details", &f.details_json)?;
+            if let Some(settled) = &f.settled {
+                check_json("resolution", settled)?;
+            }
+        }
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        let mut out = Vec::with_capacity(found.len());
+        for f in found {
+            let mut record = insert_conflict(&mut tx, tenant, f.conflict).await?;
+            let entry = |action: &str| NewAuditEntry {
+                actor: f.actor.clone(),
+                action: action.into(),
+                subject: record.id.to_string(),
+                details_json: f.details_json.clone(),
+            };
+            insert_audit(&mut tx, tenant, entry("conflict.detected")).await?;
+            if let Some(settled) = &f.settled {
+                let audit = entry("conflict.settled");
+                if let Some(resolved) =
+                    resolve_open_conflict(&mut tx, tenant, record.id, settled, &f.actor, at).await?
+                {
+                    record = resolved;
+                }
+                insert_audit(&mut tx, tenant, audit).await?;
+            }
+            out.push(record);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn close_conflicts(
+        &self,
+        tenant: TenantId,
+        closing: Vec<ConflictClosing>,
+        at: Timestamp,
+    ) -> Result<u64> {
+        for c in &closing {
+            check_json("resolution", &c.resolution_json)?;
+            check_json("audit details", &c.details_json)?;
+        }
+        let mut tx = self.wtx().await?;
+        ensure_tenant(&mut tx, tenant).await?;
+        let mut closed = 0;
+        for c in closing {
+            let resolved =
+                resolve_open_conflict(&mut tx, tenant, c.id, &c.resolution_json, &c.actor, at)
+                    .await?;
+            if resolved.is_none() {
+                continue;
+            }
+            insert_audit(
+                &mut tx,
+                tenant,
+                NewAuditEntry {
+                    actor: c.actor,
+                    action: "conflict.closed".into(),
+                    subject: c.id.to_string(),
+                    details_json: c.details_json,
+                },
+            )
+            .await?;
+            closed += 1;
+        }
+        tx.commit().await?;
+        Ok(closed)
     }
 
     async fn get_conflict(&self, tenant: TenantId, conflict: ConflictId) -> Result<Conflict> {
@@ -1974,7 +2200,8 @@ impl Store for Backend {
     ) -> Result<Vec<Conflict>> {
         let sql = format!(
             "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
-             AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) ORDER BY detected_at, id LIMIT $5"
+             AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) \
+             AND ($6 IS NULL OR link_id = $6) ORDER BY detected_at, id LIMIT $5"
         );
         sqlx::query(&sql)
             .bind(tenant.to_string())
@@ -1982,6 +2209,7 @@ impl Store for Backend {
             .bind(filter.connection_id.map(|c| c.to_string()))
             .bind(filter.kind.map(|k| k.as_str()))
             .bind(page(MAX_PAGE))
+            .bind(filter.link_id.map(|l| l.to_string()))
             .fetch_all(self.r())
             .await?
             .iter()
@@ -1999,7 +2227,7 @@ impl Store for Backend {
         let sql = format!(
             "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
              AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) \
-             AND ($5 IS NULL OR id > $5) ORDER BY id LIMIT $6"
+             AND ($5 IS NULL OR id > $5) AND ($7 IS NULL OR link_id = $7) ORDER BY id LIMIT $6"
         );
         sqlx::query(&sql)
             .bind(tenant.to_string())
@@ -2008,6 +2236,7 @@ impl Store for Backend {
             .bind(filter.kind.map(|k| k.as_str()))
             .bind(after.map(|a| a.to_string()))
             .bind(page(limit))
+            .bind(filter.link_id.map(|l| l.to_string()))
             .fetch_all(self.r())
             .await?
             .iter()
@@ -2065,19 +2294,10 @@ impl Store for Backend {
     ) -> Result<Conflict> {
         check_json("resolution", resolution_json)?;
         let mut tx = self.wtx().await?;
-        let sql = format!(
-            "UPDATE conflicts SET state = 'resolved', resolution = $3, resolved_by = $4, resolved_at = $5 \
-             WHERE id = $1 AND tenant_id = $2 AND state = 'open' RETURNING {CONFLICT_COLS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(conflict.to_string())
-            .bind(tenant.to_string())
-            .bind(resolution_json)
-            .bind(resolved_by)
-            .bind(ms(at))
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
+        let resolved =
+            resolve_open_conflict(&mut tx, tenant, conflict, resolution_json, resolved_by, at)
+                .await?;
+        let Some(record) = resolved else {
             ensure_owned(
                 &mut tx,
                 "conflicts",
@@ -2090,24 +2310,6 @@ impl Store for Backend {
                 "the conflict is already resolved".into(),
             ));
         };
-        let record = conflict_row(&row)?;
-        announce(
-            &mut tx,
-            tenant,
-            record.connection_id,
-            "conflict.resolved",
-            record.id.to_string(),
-            serde_json::json!({
-                "kind": record.kind.as_str(),
-                "event_uid": record.event_uid,
-                "series_id": record.series_id,
-                "connection_id": record.connection_id,
-                "link_id": record.link_id,
-                "resolution": json_or_null(record.resolution_json.as_deref()),
-                "resolved_by": record.resolved_by,
-            }),
-        )
-        .await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -2315,23 +2517,9 @@ impl Store for Backend {
     }
 
     async fn append_audit(&self, tenant: TenantId, entry: NewAuditEntry) -> Result<AuditEntry> {
-        non_empty("audit action", &entry.action)?;
-        check_json("audit details", &entry.details_json)?;
         let mut tx = self.wtx().await?;
         ensure_tenant(&mut tx, tenant).await?;
-        let sql = format!(
-            "INSERT INTO audit_log (tenant_id, actor, action, subject, details, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {AUDIT_COLS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(tenant.to_string())
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.subject)
-            .bind(&entry.details_json)
-            .bind(ms(now()))
-            .fetch_one(&mut *tx)
-            .await?;
-        let record = audit_row(&row)?;
+        let record = insert_audit(&mut tx, tenant, entry).await?;
         tx.commit().await?;
         Ok(record)
     }

@@ -395,6 +395,18 @@ pub struct MappingUpsert {
     pub base_json: Option<String>,
     pub base_hash: Option<String>,
     pub last_seen_at: Option<Timestamp>,
+    /// The row records a write that may or may not have happened yet (a write-ahead row before a
+    /// create, or a pair whose base carries an intent): `write_ahead_mappings` returns it until a later
+    /// upsert clears this.
+    pub write_ahead: bool,
+}
+
+/// A pair's ids and version only: what a provider listing needs to know, read without the base.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingVersion {
+    pub remote_id: String,
+    pub series_id: Option<SeriesId>,
+    pub remote_version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -427,6 +439,27 @@ pub struct NewConflict {
     pub options_json: String,
 }
 
+/// One conflict a detection found, recorded with its audit entry by `Store::record_conflicts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectedConflict {
+    pub conflict: NewConflict,
+    /// Who detected it (`sync:<connection>`): the actor of its audit entries and of a settlement.
+    pub actor: String,
+    /// Details of its `conflict.detected` audit entry (and of `conflict.settled`, when settled).
+    pub details_json: String,
+    /// A policy settled it as it was found: this resolution, stored at once.
+    pub settled: Option<String>,
+}
+
+/// An open conflict a detection closes (its cause went away), with its `conflict.closed` audit entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConflictClosing {
+    pub id: ConflictId,
+    pub resolution_json: String,
+    pub actor: String,
+    pub details_json: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Conflict {
     pub id: ConflictId,
@@ -452,6 +485,8 @@ pub struct Conflict {
 pub struct ConflictFilter {
     pub state: Option<ConflictState>,
     pub connection_id: Option<ConnectionId>,
+    /// Only the conflicts of this link (time conflicts belong to no link).
+    pub link_id: Option<LinkId>,
     pub kind: Option<ConflictKind>,
 }
 

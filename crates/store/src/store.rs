@@ -203,6 +203,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         series: SeriesId,
     ) -> Result<Vec<ItemMapping>>;
     async fn list_mappings(&self, tenant: TenantId, link: LinkId) -> Result<Vec<ItemMapping>>;
+    /// Every pair of `link` with its ids and version only (no base): cheap enough to read in full on
+    /// every run.
+    async fn mapping_versions(&self, tenant: TenantId, link: LinkId)
+    -> Result<Vec<MappingVersion>>;
+    /// The pairs of `link` with one of `remote_ids` or one of `series`.
+    async fn mappings_naming(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        remote_ids: &[String],
+        series: &[SeriesId],
+    ) -> Result<Vec<ItemMapping>>;
+    /// The pairs of `link` written with `write_ahead` and not upserted since without it.
+    async fn write_ahead_mappings(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+    ) -> Result<Vec<ItemMapping>>;
     async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()>;
 
     // --- conflicts ---
@@ -231,6 +249,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         kind: ConflictKind,
         series: &[SeriesId],
     ) -> Result<Vec<Conflict>>;
+    /// Records what one detection found in one transaction (a detection may find hundreds): each conflict
+    /// with its `conflict.detected` audit entry, and a settled one resolved at once with a
+    /// `conflict.settled` entry. Returns the stored conflicts in the order given.
+    async fn record_conflicts(
+        &self,
+        tenant: TenantId,
+        found: Vec<DetectedConflict>,
+        at: Timestamp,
+    ) -> Result<Vec<Conflict>>;
+    /// Closes conflicts whose cause went away, each with its `conflict.closed` audit entry, in one
+    /// transaction. One no longer open (a person resolved it meanwhile) is left as it is; returns how
+    /// many were closed.
+    async fn close_conflicts(
+        &self,
+        tenant: TenantId,
+        closing: Vec<ConflictClosing>,
+        at: Timestamp,
+    ) -> Result<u64>;
     /// Closes an open conflict; `Conflict` if it was already resolved (two admins racing).
     async fn resolve_conflict(
         &self,

@@ -106,7 +106,8 @@ pub enum LocalChange {
 }
 
 impl LocalChange {
-    fn id(&self) -> &LocalId {
+    /// The local series that changed.
+    pub fn id(&self) -> &LocalId {
         match self {
             LocalChange::Upsert { id, .. } | LocalChange::Deleted { id, .. } => id,
         }
@@ -129,7 +130,8 @@ pub enum RemoteChange {
 }
 
 impl RemoteChange {
-    fn id(&self) -> &RemoteId {
+    /// The remote item that changed.
+    pub fn id(&self) -> &RemoteId {
         match self {
             RemoteChange::Upsert { id, .. } | RemoteChange::Deleted { id, .. } => id,
         }
@@ -167,6 +169,10 @@ pub struct LocalSeries {
 pub struct PlanInput<'a> {
     pub window: Window,
     pub policy: Policy,
+    /// The stored pairs. All of them, or only those a change or `local_by_uid` names, which gives the
+    /// same plan when the listing is incremental and each side has fewer deletions than the deletion
+    /// guard's `min_count` (only a complete listing and the guard look at pairs nothing names;
+    /// `plan_of_named_pairs_is_the_plan_of_all_pairs` checks it).
     pub mappings: &'a [Mapping],
     pub local: &'a [LocalChange],
     pub remote: &'a RemoteChanges,

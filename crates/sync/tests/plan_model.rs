@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use calbridge_sync::{
     Action, ConflictPolicy, Content, Direction, ItemState, Listing, LocalChange, LocalId,
-    LocalSeries, Mapping, PlanInput, Policy, RemoteChange, RemoteChanges, RemoteId, RemoteVersion,
-    Snapshot, Uid, Window, plan,
+    LocalSeries, Mapping, Plan, PlanInput, Policy, RemoteChange, RemoteChanges, RemoteId,
+    RemoteVersion, Snapshot, Uid, Window, plan,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -305,6 +305,19 @@ impl World {
             parked_local: &self.parked_local,
             parked_remote: &self.parked_remote,
         });
+        plan_of_named_pairs_is_the_plan_of_all_pairs(
+            &p,
+            PlanInput {
+                window,
+                policy,
+                mappings: &mappings,
+                local: &local,
+                remote: &remote,
+                local_by_uid: &local_by_uid,
+                parked_local: &self.parked_local,
+                parked_remote: &self.parked_remote,
+            },
+        );
         if trace() {
             eprintln!(
                 "  local {:?}\n  remote {:?}\n  mappings {:?}",
@@ -589,6 +602,67 @@ impl World {
 }
 
 /// The series an action belongs to: its local id, or its remote id for a series not yet local.
+/// What the engine does on an incremental run: it reads only the pairs the changes name, and the local
+/// series only for the UIDs of unlinked remote items. Where `PlanInput::mappings` says that is enough
+/// (an incremental listing, fewer deletions per side than the guard's minimum), the plan must be the
+/// one made from every pair and every series.
+fn plan_of_named_pairs_is_the_plan_of_all_pairs(full: &Plan, input: PlanInput<'_>) {
+    let deletions = |n: usize| n >= input.policy.deletion_guard.min_count;
+    let local_deleted = input
+        .local
+        .iter()
+        .filter(|c| matches!(c, LocalChange::Deleted { .. }))
+        .count();
+    let remote_deleted = input
+        .remote
+        .changes
+        .iter()
+        .filter(|c| matches!(c, RemoteChange::Deleted { .. }))
+        .count();
+    if !matches!(input.remote.listing, Listing::Incremental)
+        || deletions(local_deleted)
+        || deletions(remote_deleted)
+    {
+        return;
+    }
+    let linked: BTreeSet<&RemoteId> = input.mappings.iter().map(|m| &m.remote).collect();
+    let local_by_uid: BTreeMap<Uid, LocalSeries> = input
+        .remote
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            RemoteChange::Upsert { id, uid, .. } if !linked.contains(id) => {
+                input.local_by_uid.get_key_value(uid)
+            }
+            _ => None,
+        })
+        .map(|(uid, series)| (uid.clone(), series.clone()))
+        .collect();
+    let named_local: BTreeSet<&LocalId> = input
+        .local
+        .iter()
+        .map(LocalChange::id)
+        .chain(local_by_uid.values().map(|l| &l.id))
+        .collect();
+    let named_remote: BTreeSet<&RemoteId> =
+        input.remote.changes.iter().map(RemoteChange::id).collect();
+    let named: Vec<Mapping> = input
+        .mappings
+        .iter()
+        .filter(|m| named_local.contains(&m.local) || named_remote.contains(&m.remote))
+        .cloned()
+        .collect();
+    let partial = plan(PlanInput {
+        mappings: &named,
+        local_by_uid: &local_by_uid,
+        ..input
+    });
+    assert_eq!(
+        &partial, full,
+        "the plan of the named pairs differs from the plan of all pairs"
+    );
+}
+
 fn series_key(action: &Action) -> String {
     match action {
         Action::CreateRemote { local }

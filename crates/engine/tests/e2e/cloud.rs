@@ -419,6 +419,7 @@ pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
             &ConflictFilter {
                 state: Some(ConflictState::Open),
                 connection_id: Some(cloud.connection),
+                link_id: None,
                 kind: Some(ConflictKind::Identity),
             },
         )
@@ -491,6 +492,7 @@ pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
                 &ConflictFilter {
                     state: Some(ConflictState::Open),
                     connection_id: None,
+                    link_id: None,
                     kind: Some(ConflictKind::Identity)
                 }
             )

@@ -126,6 +126,7 @@ impl World {
                 &ConflictFilter {
                     state: None,
                     connection_id: None,
+                    link_id: None,
                     kind: Some(ConflictKind::Time),
                 },
             )
@@ -662,6 +663,7 @@ async fn every_time_conflict(w: &World) -> Vec<Conflict> {
     let filter = ConflictFilter {
         state: None,
         connection_id: None,
+        link_id: None,
         kind: Some(ConflictKind::Time),
     };
     let mut all = Vec::new();

@@ -361,6 +361,7 @@ impl World {
                 &ConflictFilter {
                     state: Some(ConflictState::Open),
                     connection_id: Some(self.connection),
+                    link_id: None,
                     kind: None,
                 },
             )

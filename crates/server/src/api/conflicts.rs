@@ -125,6 +125,7 @@ impl ConflictQuery {
         Ok(ConflictFilter {
             state,
             connection_id,
+            link_id: None,
             kind,
         })
     }

@@ -1037,14 +1037,21 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
         base_json: Some(r#"{"summary":"base"}"#.into()),
         base_hash: Some("bh1".into()),
         last_seen_at: Some(full_at),
+        write_ahead: true,
     };
     let m1 = store.upsert_mapping(a, upsert.clone()).await.unwrap();
+    assert_eq!(
+        store.write_ahead_mappings(a, link.id).await.unwrap(),
+        vec![m1.clone()],
+        "a write-ahead row is read by every run"
+    );
     let m2 = store
         .upsert_mapping(
             a,
             MappingUpsert {
                 remote_version: Some("\"etag-2\"".into()),
                 base_hash: Some("bh2".into()),
+                write_ahead: false,
                 ..upsert.clone()
             },
         )
@@ -1077,6 +1084,72 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
     assert!(
         store
             .mappings_for_series(b, series.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .write_ahead_mappings(a, link.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an upsert without write_ahead clears it"
+    );
+    assert_eq!(
+        store.mapping_versions(a, link.id).await.unwrap(),
+        vec![MappingVersion {
+            remote_id: upsert.remote_id.clone(),
+            series_id: Some(series.id),
+            remote_version: Some("\"etag-2\"".into()),
+        }]
+    );
+    let other = store
+        .create_series(a, new_series(cal.id, "unmapped", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    let link_id = link.id;
+    let named = |remote: &[&str], series: &[SeriesId]| {
+        let remote: Vec<String> = remote.iter().map(|r| (*r).to_owned()).collect();
+        let series = series.to_vec();
+        async move {
+            store
+                .mappings_naming(a, link_id, &remote, &series)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        named(&[upsert.remote_id.as_str()], &[]).await,
+        vec![m2.clone()]
+    );
+    assert_eq!(named(&[], &[series.id, other.id]).await, vec![m2.clone()]);
+    assert_eq!(
+        named(&[upsert.remote_id.as_str()], &[series.id]).await,
+        vec![m2.clone()],
+        "a pair named both ways comes once"
+    );
+    assert!(
+        named(&["/cal/ana/work/other.ics"], &[other.id])
+            .await
+            .is_empty()
+    );
+    assert!(
+        store
+            .mappings_naming(
+                b,
+                link.id,
+                std::slice::from_ref(&upsert.remote_id),
+                &[series.id]
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.mapping_versions(b, link.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .write_ahead_mappings(b, link.id)
             .await
             .unwrap()
             .is_empty()
@@ -2656,5 +2729,201 @@ pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
     assert_eq!(
         store.get_sync_run(a, live.id).await.unwrap().status,
         SyncRunStatus::Running
+    );
+}
+
+pub async fn detections_are_recorded_and_closed_in_one_transaction(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Caldav,
+                name: "dav".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap();
+    let conflict = |uid: &str| NewConflict {
+        connection_id: Some(conn.id),
+        link_id: None,
+        series_id: None,
+        event_uid: uid.into(),
+        kind: ConflictKind::Time,
+        local_json: Some(format!(r#"{{"key":"{uid}"}}"#)),
+        remote_json: None,
+        base_json: None,
+        fields_json: "[]".into(),
+        options_json: r#"["keep_both"]"#.into(),
+    };
+    let found = |uid: &str, settled: Option<&str>| DetectedConflict {
+        conflict: conflict(uid),
+        actor: "sync:test".into(),
+        details_json: format!(r#"{{"uid":"{uid}"}}"#),
+        settled: settled.map(str::to_owned),
+    };
+    let at = t("2026-03-01T10:00:00Z");
+    let audit_before = store.list_audit(a, None, 1000).await.unwrap().len();
+
+    // Another tenant's connection is refused, and nothing of the batch is kept.
+    assert!(is_not_found(
+        store.record_conflicts(b, vec![found("x", None)], at).await
+    ));
+    // A batch refused half-way (its second conflict names a series that does not exist) keeps nothing.
+    let mut bad = found("y", None);
+    bad.conflict.series_id = Some(SeriesId::new());
+    assert!(is_not_found(
+        store
+            .record_conflicts(a, vec![found("x", None), bad], at)
+            .await
+    ));
+    let malformed = DetectedConflict {
+        details_json: "not json".into(),
+        ..found("z", None)
+    };
+    assert!(
+        store
+            .record_conflicts(a, vec![malformed], at)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .list_conflicts(a, &ConflictFilter::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused batch records nothing"
+    );
+
+    let recorded = store
+        .record_conflicts(
+            a,
+            vec![
+                found("one", None),
+                found("two", Some(r#"{"policy":"keep_both"}"#)),
+                found("three", None),
+            ],
+            at,
+        )
+        .await
+        .unwrap();
+    let uids: Vec<&str> = recorded.iter().map(|c| c.event_uid.as_str()).collect();
+    assert_eq!(uids, ["one", "two", "three"], "in the order given");
+    let states: Vec<ConflictState> = recorded.iter().map(|c| c.state).collect();
+    assert_eq!(
+        states,
+        [
+            ConflictState::Open,
+            ConflictState::Resolved,
+            ConflictState::Open
+        ]
+    );
+    assert_eq!(recorded[1].resolved_by.as_deref(), Some("sync:test"));
+    assert_eq!(recorded[1].resolved_at, Some(at));
+    for c in &recorded {
+        assert_eq!(&store.get_conflict(a, c.id).await.unwrap(), c);
+    }
+    let audit = store.list_audit(a, None, 1000).await.unwrap();
+    let actions = |subject: String| -> Vec<String> {
+        let mut v: Vec<String> = audit
+            .iter()
+            .filter(|e| e.subject == subject)
+            .map(|e| e.action.clone())
+            .collect();
+        v.reverse();
+        v
+    };
+    assert_eq!(actions(recorded[0].id.to_string()), ["conflict.detected"]);
+    assert_eq!(
+        actions(recorded[1].id.to_string()),
+        ["conflict.detected", "conflict.settled"]
+    );
+    assert_eq!(audit.len(), audit_before + 4);
+
+    // Closing: an open one is closed with its entry; one already resolved is left as it is.
+    let closing = |c: &Conflict| ConflictClosing {
+        id: c.id,
+        resolution_json: r#"{"closed":"overlap_gone"}"#.into(),
+        actor: "sync:test".into(),
+        details_json: "{}".into(),
+    };
+    assert_eq!(
+        store
+            .close_conflicts(b, vec![closing(&recorded[0])], at)
+            .await
+            .unwrap(),
+        0,
+        "another tenant closes nothing"
+    );
+    let closed = store
+        .close_conflicts(a, vec![closing(&recorded[0]), closing(&recorded[1])], at)
+        .await
+        .unwrap();
+    assert_eq!(closed, 1);
+    let first = store.get_conflict(a, recorded[0].id).await.unwrap();
+    assert_eq!(first.state, ConflictState::Resolved);
+    assert_eq!(
+        first.resolution_json.as_deref(),
+        Some(r#"{"closed":"overlap_gone"}"#)
+    );
+    assert_eq!(
+        store.get_conflict(a, recorded[1].id).await.unwrap(),
+        recorded[1],
+        "the settled one is untouched"
+    );
+    assert_eq!(
+        store.get_conflict(a, recorded[2].id).await.unwrap().state,
+        ConflictState::Open
+    );
+    let audit = store.list_audit(a, None, 1000).await.unwrap();
+    assert_eq!(audit.len(), audit_before + 5);
+    assert_eq!(audit[0].action, "conflict.closed");
+    assert_eq!(audit[0].subject, recorded[0].id.to_string());
+
+    // The link filter: a conflict of a link is found by it, a time conflict (no link) is not.
+    let link = store
+        .create_link(
+            a,
+            NewLink {
+                connection_id: conn.id,
+                remote_calendar_id: "/dav/a/".into(),
+                remote_name: None,
+            },
+        )
+        .await
+        .unwrap();
+    let linked = store
+        .create_conflict(
+            a,
+            NewConflict {
+                link_id: Some(link.id),
+                kind: ConflictKind::Update,
+                ..conflict("linked")
+            },
+        )
+        .await
+        .unwrap();
+    let of_link = ConflictFilter {
+        link_id: Some(link.id),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_conflicts(a, &of_link).await.unwrap(),
+        vec![linked.clone()]
+    );
+    assert_eq!(
+        store
+            .list_conflicts_after(a, &of_link, None, 10)
+            .await
+            .unwrap(),
+        vec![linked]
     );
 }
