@@ -122,6 +122,28 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// The ids and versions of a link's pairs are read from an index alone: the rows hold the bases
+    /// (kilobytes each), and reading them made every run O(pairs × row size).
+    #[tokio::test]
+    async fn mapping_versions_are_read_from_the_covering_index() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.run_migrations().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {MAPPING_VERSIONS}"))
+                .bind("t")
+                .bind("l")
+                .fetch_all(&store.write)
+                .await
+                .unwrap();
+        let detail: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+        assert!(
+            detail
+                .iter()
+                .any(|d| d.contains("COVERING INDEX item_mappings_versions")),
+            "{detail:?}"
+        );
+    }
+
     /// The statements that pick a series' occurrences go through the series index, not a scan of the
     /// tenant's occurrences (what SQLite chose on its own, making every series write O(tenant)).
     #[tokio::test]

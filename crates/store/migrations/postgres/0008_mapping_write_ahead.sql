@@ -5,3 +5,6 @@ ALTER TABLE item_mappings ADD COLUMN write_ahead BOOLEAN NOT NULL DEFAULT FALSE;
 UPDATE item_mappings SET write_ahead = TRUE
  WHERE series_id IS NULL OR remote_version IS NULL OR base LIKE '%"intent":%';
 CREATE INDEX item_mappings_write_ahead ON item_mappings (link_id) WHERE write_ahead;
+-- Every run reads the ids and versions of all pairs of its link (the provider's "known versions"): from
+-- this index alone, without touching the rows and their bases.
+CREATE INDEX item_mappings_versions ON item_mappings (link_id, tenant_id, remote_id, series_id, remote_version);
