@@ -410,6 +410,11 @@ fn main() {
             v.as_secs_f64() / c.as_secs_f64(),
             c.as_secs_f64() / bare.as_secs_f64()
         );
+        if let Ok(secs) = std::env::var("CALBRIDGE_BENCH_KEEP_SECS") {
+            // Leaves Radicale and both stores up for profiling a run by hand.
+            println!("  kept for {secs} s: {:?}", calbridge.sync());
+            std::thread::sleep(Duration::from_secs(secs.parse().unwrap()));
+        }
         let files = std::fs::read_dir(dir.path().join("vdir-local"))
             .unwrap()
             .count();
