@@ -553,14 +553,11 @@ impl<'a> Exec<'a> {
     /// The provider's version under the UID `keep_both` (and identity `keep_both`) give its copy.
     fn remote_copy(&self) -> Result<(Parsed, String), ResolveFailure> {
         let remote = self.remote()?;
-        let remote_id = self
-            .remote_id
-            .as_ref()
-            .ok_or(ResolveFailure::Changed("remote"))?;
+        let remote_id = self.recorded_remote_id()?;
         let uid = copy_uid(
             &Uid::new(remote.series.uid()),
             &self.link.id.to_string(),
-            remote_id,
+            &remote_id,
             &remote.state(&self.floating).snapshot,
         );
         let copy = Parsed::from_calendar(calendar_with(
@@ -595,6 +592,26 @@ impl<'a> Exec<'a> {
         {
             tracing::warn!(series = %row.id, error = %e, "could not remove the keep_both copy of a refused resolution");
         }
+    }
+
+    /// The remote item the conflict recorded. A step that needs one when the conflict has none
+    /// is refused as a changed remote side, like any other state the plan did not expect.
+    fn recorded_remote_id(&self) -> Result<RemoteId, ResolveFailure> {
+        self.remote_id
+            .clone()
+            .ok_or(ResolveFailure::Changed("remote"))
+    }
+
+    /// The remote version the conflict recorded (refused like [`Self::recorded_remote_id`]).
+    fn recorded_remote_version(&self) -> Result<RemoteVersion, ResolveFailure> {
+        self.remote_version
+            .clone()
+            .ok_or(ResolveFailure::Changed("remote"))
+    }
+
+    /// The recorded remote item with its version: what a pending pair is committed with.
+    fn remote_pair(&self) -> Result<(RemoteId, RemoteVersion), ResolveFailure> {
+        Ok((self.recorded_remote_id()?, self.recorded_remote_version()?))
     }
 
     fn remote_id(&self) -> Result<ProviderRemoteId, ResolveFailure> {
@@ -948,10 +965,7 @@ impl<'a> Exec<'a> {
                     let series = with_uid(&parsed.series, &row.uid)?;
                     parsed = Parsed::from_calendar(calendar_with(series, &[&parsed.calendar]))?;
                 }
-                let remote_version = self
-                    .remote_version
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let remote_version = self.recorded_remote_version()?;
                 // The provider keeps its version: the remote one copied here is that version; a
                 // merged one is a change made on top of it (so the provider's version is the base).
                 let merged_base = match v {
@@ -994,14 +1008,7 @@ impl<'a> Exec<'a> {
                 }
                 self.confirmed.push(json!({"side": "local", "series_id": back.id.to_string(), "version": back.version}));
                 self.local_row = Some(back);
-                let remote = self
-                    .remote_id
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
-                let version = self
-                    .remote_version
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let (remote, version) = self.remote_pair()?;
                 if !self.pending.iter().any(|p| p.remote == remote) {
                     self.pending.push(Pending {
                         local: self.local_id()?,
@@ -1029,10 +1036,7 @@ impl<'a> Exec<'a> {
             Step::RenameRemoteAsNew => {
                 // Providers refuse a UID change in place (CalDAV `no-uid-conflict`), so the newcomer is
                 // re-created under the new UID and then deleted (`If-Match`, checked just before).
-                let remote_id = self
-                    .remote_id
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let remote_id = self.recorded_remote_id()?;
                 let (renamed, uid) = self.remote_copy()?;
                 let row = self.create_local(&renamed).await?;
                 let local = LocalId::new(row.id.to_string());
@@ -1095,10 +1099,7 @@ impl<'a> Exec<'a> {
                 self.confirmed.push(
                     json!({"side": "local", "series_id": row.id.to_string(), "deleted": true}),
                 );
-                let remote = self
-                    .remote_id
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let remote = self.recorded_remote_id()?;
                 forget_pair(
                     self.store,
                     self.tenant,
@@ -1111,14 +1112,7 @@ impl<'a> Exec<'a> {
             }
             Step::RecreateLocal => {
                 let remote = self.remote()?.clone();
-                let remote_id = self
-                    .remote_id
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
-                let version = self
-                    .remote_version
-                    .clone()
-                    .ok_or(ResolveFailure::Changed("remote"))?;
+                let (remote_id, version) = self.remote_pair()?;
                 // The sync run's write-ahead row of a local create (the pair with no series yet):
                 // the next sync pairs the series it finds under the UID, or drops the row.
                 write_ahead(
