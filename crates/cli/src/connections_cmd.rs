@@ -8,6 +8,8 @@ use calbridge_providers::{Diagnosis, DiagnosisKind};
 use calbridge_server::api::sync::context;
 use calbridge_server::{bootstrap, syncing};
 
+use crate::admin::state_and_tenant;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum ConnectionsCommand {
     /// Every connection of the tenant, one per line: id, provider, status, links, name.
@@ -45,9 +47,8 @@ pub fn run(config_file: Option<&PathBuf>, command: ConnectionsCommand) -> anyhow
                 tenant,
                 database_url,
             } => {
-                let state =
-                    crate::sync_cmd::state_for(config_file, database_url.as_deref()).await?;
-                let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
+                let (state, tenant) =
+                    state_and_tenant(config_file, database_url.as_deref(), &tenant).await?;
                 for c in state.store.list_connections(tenant.id).await? {
                     let links = state.store.list_links(tenant.id, c.id).await?;
                     println!(
@@ -65,9 +66,8 @@ pub fn run(config_file: Option<&PathBuf>, command: ConnectionsCommand) -> anyhow
                 tenant,
                 database_url,
             } => {
-                let state =
-                    crate::sync_cmd::state_for(config_file, database_url.as_deref()).await?;
-                let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
+                let (state, tenant) =
+                    state_and_tenant(config_file, database_url.as_deref(), &tenant).await?;
                 let id = id
                     .parse()
                     .with_context(|| format!("`{id}` is not a connection id"))?;
@@ -97,9 +97,8 @@ pub fn run(config_file: Option<&PathBuf>, command: ConnectionsCommand) -> anyhow
                 tenant,
                 database_url,
             } => {
-                let state =
-                    crate::sync_cmd::state_for(config_file, database_url.as_deref()).await?;
-                let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
+                let (state, tenant) =
+                    state_and_tenant(config_file, database_url.as_deref(), &tenant).await?;
                 let id = id
                     .parse()
                     .with_context(|| format!("`{id}` is not a connection id"))?;

@@ -3,6 +3,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod admin;
 mod bench_seed;
 mod config_cmd;
 mod connections_cmd;

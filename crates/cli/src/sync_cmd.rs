@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use calbridge_server::api::conflicts::{ConflictQuery, conflict_view, resolve};
 use calbridge_server::api::sync::{context, run_view};
-use calbridge_server::{AppState, bootstrap, syncing};
+use calbridge_server::{bootstrap, syncing};
+
+use crate::admin::state_and_tenant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, clap::Args)]
@@ -63,16 +65,6 @@ pub enum ConflictsCommand {
     },
 }
 
-pub(crate) async fn state_for(
-    config_file: Option<&PathBuf>,
-    database_url: Option<&str>,
-) -> anyhow::Result<AppState> {
-    let config = crate::serve::load_config(config_file, None, database_url)?;
-    let master = bootstrap::master_key(&config)?;
-    let store = bootstrap::open_store(&config).await?;
-    Ok(AppState::new(config, store, master.key))
-}
-
 struct Bar(ProgressBar);
 
 impl syncing::Progress for Bar {
@@ -90,8 +82,8 @@ impl syncing::Progress for Bar {
 pub fn sync(config_file: Option<&PathBuf>, args: SyncArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let state = state_for(config_file, args.database_url.as_deref()).await?;
-        let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &args.tenant).await?;
+        let (state, tenant) =
+            state_and_tenant(config_file, args.database_url.as_deref(), &args.tenant).await?;
         let connection = match &args.connection {
             Some(id) => Some(
                 id.parse()
@@ -143,8 +135,8 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
                 tenant,
                 database_url,
             } => {
-                let state = state_for(config_file, database_url.as_deref()).await?;
-                let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
+                let (state, tenant) =
+                    state_and_tenant(config_file, database_url.as_deref(), &tenant).await?;
                 let filter = ConflictQuery {
                     state: filter_state,
                     kind,
@@ -170,8 +162,8 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
                 tenant,
                 database_url,
             } => {
-                let state = state_for(config_file, database_url.as_deref()).await?;
-                let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
+                let (state, tenant) =
+                    state_and_tenant(config_file, database_url.as_deref(), &tenant).await?;
                 let id = id
                     .parse()
                     .with_context(|| format!("`{id}` is not a conflict id"))?;
@@ -190,8 +182,8 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
                     .map(serde_json::from_str)
                     .transpose()
                     .context("--merged is not JSON")?;
-                let state = state_for(config_file, database_url.as_deref()).await?;
-                let tenant = bootstrap::tenant_by_name_or_id(state.store.as_ref(), &tenant).await?;
+                let (state, tenant) =
+                    state_and_tenant(config_file, database_url.as_deref(), &tenant).await?;
                 let id = id
                     .parse()
                     .with_context(|| format!("`{id}` is not a conflict id"))?;
