@@ -752,28 +752,7 @@ impl<'a> Planner<'a> {
             return;
         }
         let policy = self.input.policy.conflicts;
-        self.plan.conflicts.push(Conflict {
-            kind: ConflictKind::Deletion,
-            uid: Some(m.uid.clone()),
-            local_id: Some(m.local.clone()),
-            remote_id: Some(m.remote.clone()),
-            remote_version: Some(version.clone()),
-            base: Some(m.base.clone()),
-            local: None,
-            remote: remote_state.cloned(),
-            deleted_on: Some(Side::Local),
-            fields: remote_state
-                .map(|s| {
-                    m.base
-                        .snapshot
-                        .differing_paths(&s.snapshot)
-                        .into_iter()
-                        .collect()
-                })
-                .unwrap_or_default(),
-            options: ConflictKind::Deletion.options().to_vec(),
-            settled_by: (policy != ConflictPolicy::Ask).then_some(policy),
-        });
+        self.deletion_conflict(m, Side::Local, remote_state, Some(version));
         let keep_deletion = match policy {
             ConflictPolicy::Ask => return,
             ConflictPolicy::LocalWins => true,
@@ -815,28 +794,7 @@ impl<'a> Planner<'a> {
             return;
         }
         let policy = self.input.policy.conflicts;
-        self.plan.conflicts.push(Conflict {
-            kind: ConflictKind::Deletion,
-            uid: Some(m.uid.clone()),
-            local_id: Some(m.local.clone()),
-            remote_id: Some(m.remote.clone()),
-            remote_version: None,
-            base: Some(m.base.clone()),
-            local: local.cloned(),
-            remote: None,
-            deleted_on: Some(Side::Remote),
-            fields: local
-                .map(|s| {
-                    m.base
-                        .snapshot
-                        .differing_paths(&s.snapshot)
-                        .into_iter()
-                        .collect()
-                })
-                .unwrap_or_default(),
-            options: ConflictKind::Deletion.options().to_vec(),
-            settled_by: (policy != ConflictPolicy::Ask).then_some(policy),
-        });
+        self.deletion_conflict(m, Side::Remote, local, None);
         // The provider does not say when it deleted, so `newest_wins` keeps the local edit: an edit that
         // was made cannot be proven older than a deletion of unknown time.
         match policy {
@@ -848,6 +806,45 @@ impl<'a> Planner<'a> {
                 })
             }
         }
+    }
+
+    /// Records the deletion conflict of a pair: `deleted_on` deleted the series, the other side still
+    /// holds `survivor` (changed since the base). Both directions record the same shape; what each
+    /// then does under the link's policy differs and stays with the caller.
+    fn deletion_conflict(
+        &mut self,
+        m: &Mapping,
+        deleted_on: Side,
+        survivor: Option<&ItemState>,
+        remote_version: Option<&RemoteVersion>,
+    ) {
+        let policy = self.input.policy.conflicts;
+        let (local, remote) = match deleted_on {
+            Side::Local => (None, survivor.cloned()),
+            Side::Remote => (survivor.cloned(), None),
+        };
+        self.plan.conflicts.push(Conflict {
+            kind: ConflictKind::Deletion,
+            uid: Some(m.uid.clone()),
+            local_id: Some(m.local.clone()),
+            remote_id: Some(m.remote.clone()),
+            remote_version: remote_version.cloned(),
+            base: Some(m.base.clone()),
+            local,
+            remote,
+            deleted_on: Some(deleted_on),
+            fields: survivor
+                .map(|s| {
+                    m.base
+                        .snapshot
+                        .differing_paths(&s.snapshot)
+                        .into_iter()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            options: ConflictKind::Deletion.options().to_vec(),
+            settled_by: (policy != ConflictPolicy::Ask).then_some(policy),
+        });
     }
 
     fn unlinked_remote(&mut self, moved: &BTreeMap<RemoteId, (RemoteId, &RemoteChange)>) {
