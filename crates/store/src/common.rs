@@ -42,10 +42,6 @@ const OCC_COLS: &str = "series_id, calendar_id, recurrence_id, start_utc, end_ut
 const OAUTH_STATE_COLS: &str =
     "id, tenant_id, connection_id, provider, verifier, created_at, expires_at";
 
-/// The ids and versions of a link's pairs, answered from the covering index `item_mappings_versions`
-/// (migration 0008) without reading the rows and their bases (~1.4 kB each): at 20,000 pairs the read
-/// took 144 ms through the rows and 76 ms through the index, on the Graph scale benchmark.
-const MAPPING_VERSIONS: &str = "SELECT remote_id, series_id, remote_version FROM item_mappings WHERE tenant_id = $1 AND link_id = $2";
 
 /// The INSERT heads of rows written both one at a time and in multi-row batches, each with the one function
 /// that binds a record in the same column order (`insert_rows`), so the two paths cannot disagree.
@@ -2015,17 +2011,19 @@ impl Store for Backend {
         tenant: TenantId,
         link: LinkId,
     ) -> Result<Vec<MappingVersion>> {
-        sqlx::query(MAPPING_VERSIONS)
+        let listed: String = sqlx::query_scalar(MAPPING_VERSIONS)
             .bind(tenant.to_string())
             .bind(link.to_string())
-            .fetch_all(self.r())
-            .await?
-            .iter()
-            .map(|row| {
+            .fetch_one(self.r())
+            .await?;
+        let rows: Vec<(String, Option<String>, Option<String>)> = serde_json::from_str(&listed)
+            .map_err(|e| StoreError::Corrupt(format!("pair versions: {e}")))?;
+        rows.into_iter()
+            .map(|(remote_id, series_id, remote_version)| {
                 Ok(MappingVersion {
-                    remote_id: row.try_get("remote_id")?,
-                    series_id: oid(row.try_get("series_id")?)?,
-                    remote_version: row.try_get("remote_version")?,
+                    remote_id,
+                    series_id: oid(series_id)?,
+                    remote_version,
                 })
             })
             .collect()
@@ -2074,7 +2072,7 @@ impl Store for Backend {
         link: LinkId,
     ) -> Result<Vec<ItemMapping>> {
         let sql = format!(
-            "SELECT {MAP_COLS} FROM item_mappings WHERE link_id = $1 AND write_ahead AND tenant_id = $2 ORDER BY remote_id"
+            "SELECT {MAP_COLS} FROM {WRITE_AHEAD_MAPPINGS} WHERE link_id = $1 AND write_ahead AND tenant_id = $2 ORDER BY remote_id"
         );
         sqlx::query(&sql)
             .bind(link.to_string())
