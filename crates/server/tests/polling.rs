@@ -15,8 +15,7 @@ use axum::extract::{Request, State};
 use axum::response::IntoResponse;
 use calbridge_server::config::HumanDuration;
 use calbridge_server::scheduler::{Scheduler, SchedulerConfig};
-use calbridge_server::{bootstrap, syncing};
-use common::{Backend, TestServer, test_config};
+use common::{Backend, TestServer, lan_config, node_sync_context};
 use serde_json::{Value, json};
 
 /// Every request the server sent to Radicale: (method, Depth header).
@@ -147,8 +146,7 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
     assert!(put.status().is_success());
     let (proxied, seen) = proxy_to(&radicale.base()).await;
 
-    let mut config = test_config();
-    config.network.allow_private_networks = true;
+    let mut config = lan_config();
     config.sync.poll_interval = HumanDuration::from_secs(1);
     let server = TestServer::start_with(Backend::Sqlite, config)
         .await
@@ -167,15 +165,7 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
     assert_eq!(connection["push"]["mode"], "polling", "{connection}");
     let calendar = connection["calendar_id"].as_str().unwrap().to_owned();
 
-    let store = bootstrap::open_store(&server.config).await.unwrap();
-    let master = bootstrap::master_key(&server.config).unwrap();
-    let ctx = syncing::SyncContext {
-        store,
-        master_key: Arc::new(master.key),
-        http: syncing::http_client(&server.config).unwrap(),
-        engine: calbridge_engine::EngineConfig::default(),
-        providers: syncing::ProviderSettings::from_config(&server.config),
-    };
+    let ctx = node_sync_context(&server.config).await;
     let mut sc = SchedulerConfig::from_config(&server.config, "poller".into());
     sc.tick = Duration::from_millis(100);
     sc.concurrency = 1;

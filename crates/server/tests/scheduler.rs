@@ -9,9 +9,9 @@ mod support;
 
 use std::time::Duration;
 
+use calbridge_server::bootstrap;
 use calbridge_server::scheduler::{Scheduler, SchedulerConfig, frequency_of, last_full_slot};
-use calbridge_server::{bootstrap, syncing};
-use common::{Backend, TestServer, test_config};
+use common::{Backend, TestServer, lan_config, node_sync_context};
 use jiff::SignedDuration;
 use serde_json::json;
 
@@ -47,21 +47,15 @@ async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
     let Some(radicale) = support::Radicale::start() else {
         return;
     };
-    let raw = radicale.raw();
-    let calendar_url = radicale.calendar_url("work");
-    raw.mkcalendar(&calendar_url, "Work").await;
-    for n in 0..20 {
-        let put = raw
-            .put(
-                &format!("{calendar_url}e{n}.ics"),
-                &support::event(&format!("e{n}"), &format!("E {n}"), "20261125T090000Z"),
-            )
-            .await;
-        assert!(put.status().is_success());
-    }
-    let mut config = test_config();
-    config.network.allow_private_networks = true;
-    let Some(server) = TestServer::start_with(Backend::Postgres, config).await else {
+    let names: Vec<(String, String)> = (0..20)
+        .map(|n| (format!("e{n}"), format!("E {n}")))
+        .collect();
+    let events: Vec<(&str, &str, &str)> = names
+        .iter()
+        .map(|(uid, summary)| (uid.as_str(), summary.as_str(), "20261125T090000Z"))
+        .collect();
+    radicale.work_calendar(&events).await;
+    let Some(server) = TestServer::start_with(Backend::Postgres, lan_config()).await else {
         return;
     };
     let created = server
@@ -81,15 +75,7 @@ async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
     let mut tasks = Vec::new();
     for node in ["node-a", "node-b"] {
         // Each node opens its own pool on the same database.
-        let store = bootstrap::open_store(&server.config).await.unwrap();
-        let master = bootstrap::master_key(&server.config).unwrap();
-        let ctx = syncing::SyncContext {
-            store,
-            master_key: std::sync::Arc::new(master.key),
-            http: syncing::http_client(&server.config).unwrap(),
-            engine: calbridge_engine::EngineConfig::default(),
-            providers: syncing::ProviderSettings::from_config(&server.config),
-        };
+        let ctx = node_sync_context(&server.config).await;
         let mut sc = SchedulerConfig::from_config(&server.config, node.to_owned());
         sc.tick = Duration::from_millis(100);
         sc.concurrency = 3;
@@ -168,15 +154,7 @@ async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
     let live = node_a.create_sync_run(tenant, None, false).await.unwrap();
 
     // Node B: a scheduler (its own pool) with a 3 s threshold.
-    let node_b = bootstrap::open_store(&server.config).await.unwrap();
-    let master = bootstrap::master_key(&server.config).unwrap();
-    let ctx = syncing::SyncContext {
-        store: node_b,
-        master_key: std::sync::Arc::new(master.key),
-        http: syncing::http_client(&server.config).unwrap(),
-        engine: calbridge_engine::EngineConfig::default(),
-        providers: syncing::ProviderSettings::from_config(&server.config),
-    };
+    let ctx = node_sync_context(&server.config).await;
     let mut sc = SchedulerConfig::from_config(&server.config, "node-b".into());
     sc.tick = Duration::from_millis(100);
     sc.run_stale_after = SignedDuration::from_secs(3);

@@ -84,6 +84,21 @@ pub fn lan_config() -> Config {
     config
 }
 
+/// The sync context of a scheduler node beside the test server, built as `calbridge serve` builds
+/// its own: a pool of its own on the server's database, the server's master key, HTTP client and
+/// provider settings.
+pub async fn node_sync_context(config: &Config) -> calbridge_server::syncing::SyncContext {
+    let store = bootstrap::open_store(config).await.unwrap();
+    let master = bootstrap::master_key(config).unwrap();
+    calbridge_server::syncing::SyncContext {
+        store,
+        master_key: Arc::new(master.key),
+        http: calbridge_server::syncing::http_client(config).unwrap(),
+        engine: calbridge_engine::EngineConfig::default(),
+        providers: calbridge_server::syncing::ProviderSettings::from_config(config),
+    }
+}
+
 /// The answer's JSON body; a body that is not JSON fails the test with the status and the text.
 pub async fn json_of(response: reqwest::Response) -> serde_json::Value {
     let status = response.status();

@@ -16,14 +16,13 @@ use calbridge_providers::http::{
 };
 use calbridge_providers::oauth::{Access, OAuthConfig};
 use calbridge_server::scheduler::{Scheduler, SchedulerConfig};
-use calbridge_server::{bootstrap, syncing};
 use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::{Backend, TestServer, test_config};
+use crate::common::{Backend, TestServer, lan_config, node_sync_context};
 
 const CLIENT_ID: &str = "calbridge-test-client";
 
@@ -163,8 +162,7 @@ pub async fn rig_on(
         .with_state(recorder.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut config = test_config();
-    config.network.allow_private_networks = true;
+    let mut config = lan_config();
     config.server.public_url = Some(public);
     let settings = match flavor {
         Flavor::Microsoft => &mut config.providers.microsoft,
@@ -180,15 +178,7 @@ pub async fn rig_on(
     let server = TestServer::start_with(backend, config).await.unwrap();
     *recorder.upstream.lock().unwrap() = server.base.clone();
 
-    let store = bootstrap::open_store(&server.config).await.unwrap();
-    let master = bootstrap::master_key(&server.config).unwrap();
-    let ctx = syncing::SyncContext {
-        store,
-        master_key: Arc::new(master.key),
-        http: syncing::http_client(&server.config).unwrap(),
-        engine: calbridge_engine::EngineConfig::default(),
-        providers: syncing::ProviderSettings::from_config(&server.config),
-    };
+    let ctx = node_sync_context(&server.config).await;
     let mut sc = SchedulerConfig::from_config(&server.config, "node".into());
     sc.tick = Duration::from_millis(100);
     sc.concurrency = 2;
