@@ -14,7 +14,7 @@ use calbridge_store::{
     DetectedConflict, NewConflict, Occurrence, OccurrenceQuery, SeriesId, Store, TenantId,
 };
 use calbridge_sync::overlap::{
-    BusyBlock, KnownTimeConflict, PairOverlap, TimeScope, overlapping_pairs, reconcile_time,
+    BusyBlock, KnownTimeConflict, PairOverlap, TimeScope, overlapping_pairs_in, reconcile_time,
 };
 use calbridge_sync::{ConflictPolicy, ResolutionOption, Window};
 use jiff::Timestamp;
@@ -246,7 +246,11 @@ pub(crate) async fn detect(
         .map(|(b, s)| (b.series.as_str(), s.uid.as_str()))
         .collect();
     let uid_of = |series: &str| uids.get(series).copied().unwrap_or_default();
-    let pairs: Vec<PairOverlap> = overlapping_pairs(blocks)
+    let time_scope = match &scoped {
+        None => TimeScope::All,
+        Some(series) => TimeScope::Series(series),
+    };
+    let pairs: Vec<PairOverlap> = overlapping_pairs_in(blocks, time_scope)
         .into_iter()
         .filter(|p| !calbridge_sync::resolve::is_copy_pair(uid_of(&p.first), uid_of(&p.second)))
         .collect();
@@ -295,10 +299,6 @@ pub(crate) async fn detect(
             })
         })
         .collect();
-    let time_scope = match &scoped {
-        None => TimeScope::All,
-        Some(series) => TimeScope::Series(series),
-    };
     let decision = reconcile_time(&owner, &pairs, &known, time_scope, MAX_REPORTED);
     if decision.deferred > 0 {
         tracing::warn!(

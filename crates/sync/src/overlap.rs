@@ -27,6 +27,20 @@ pub struct Overlap {
 /// Finds every overlapping pair of busy blocks of the same owner. Touching blocks (`a.end == b.start`)
 /// do not overlap, and an instant (`start == end`) occupies no time. Sweep line: O(n log n + pairs).
 pub fn find_overlaps(blocks: &[BusyBlock]) -> Vec<Overlap> {
+    find_overlaps_in(blocks, TimeScope::All)
+}
+
+/// [`find_overlaps`] restricted to pairs with at least one block of a series in `scope`. A scoped
+/// detection reads the occurrences around the changed series; the pairs among those neighbours are
+/// neither decided nor needed, and in a dense calendar they are most of them (quadratic in the density).
+pub fn find_overlaps_in(blocks: &[BusyBlock], scope: TimeScope<'_>) -> Vec<Overlap> {
+    let in_scope: Vec<bool> = blocks
+        .iter()
+        .map(|b| match scope {
+            TimeScope::All => true,
+            TimeScope::Series(series) => series.contains(&b.series),
+        })
+        .collect();
     let mut order: Vec<usize> = (0..blocks.len())
         .filter(|&i| !blocks[i].transparent && blocks[i].start < blocks[i].end)
         .collect();
@@ -49,7 +63,7 @@ pub fn find_overlaps(blocks: &[BusyBlock]) -> Vec<Overlap> {
         }
         active.retain(|&j| blocks[j].end > block.start);
         for &j in &active {
-            if blocks[j].series != block.series {
+            if blocks[j].series != block.series && (in_scope[i] || in_scope[j]) {
                 out.push(Overlap {
                     first: j,
                     second: i,
@@ -98,9 +112,14 @@ impl PairOverlap {
 
 /// The overlaps of [`find_overlaps`], grouped by pair of series.
 pub fn overlapping_pairs(blocks: &[BusyBlock]) -> Vec<PairOverlap> {
+    overlapping_pairs_in(blocks, TimeScope::All)
+}
+
+/// [`overlapping_pairs`] restricted to pairs with a series in `scope` (see [`find_overlaps_in`]).
+pub fn overlapping_pairs_in(blocks: &[BusyBlock], scope: TimeScope<'_>) -> Vec<PairOverlap> {
     let mut pairs: std::collections::BTreeMap<(String, String, String), PairOverlap> =
         std::collections::BTreeMap::new();
-    for o in find_overlaps(blocks) {
+    for o in find_overlaps_in(blocks, scope) {
         let (a, b) = (&blocks[o.first], &blocks[o.second]);
         let (x, y, ix, iy) = if a.series <= b.series {
             (a, b, o.first, o.second)
@@ -316,6 +335,52 @@ mod tests {
             }
         }
         assert_eq!(fast, slow);
+    }
+
+    /// A scoped pairing finds exactly the pairs of the whole pairing that involve a scoped series.
+    #[test]
+    fn scoped_pairs_are_the_pairs_involving_the_scope() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let blocks: Vec<BusyBlock> = (0..600)
+            .map(|i| {
+                let start = (next() % 200) as i64;
+                let len = (next() % 6) as i64;
+                let owner = ["ann", "bob"][(next() % 2) as usize];
+                block(
+                    owner,
+                    &format!("s{}", i % 90),
+                    start,
+                    start + len,
+                    next() % 9 == 0,
+                )
+            })
+            .collect();
+        for picked in [
+            vec![],
+            vec!["s1"],
+            vec!["s2", "s3", "s40"],
+            vec!["s89", "nope"],
+        ] {
+            let scope: std::collections::BTreeSet<String> =
+                picked.iter().map(|s| (*s).to_owned()).collect();
+            let expected: Vec<PairOverlap> = overlapping_pairs(&blocks)
+                .into_iter()
+                .filter(|p| scope.contains(&p.first) || scope.contains(&p.second))
+                .collect();
+            let scoped = overlapping_pairs_in(&blocks, TimeScope::Series(&scope));
+            assert_eq!(scoped, expected, "scope {picked:?}");
+            assert!(picked.is_empty() || !scoped.is_empty() || expected.is_empty());
+        }
+        assert!(
+            overlapping_pairs_in(&blocks, TimeScope::Series(&["s1".to_owned()].into())).len()
+                < overlapping_pairs(&blocks).len()
+        );
     }
 
     #[test]
