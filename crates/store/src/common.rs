@@ -117,6 +117,33 @@ async fn insert_rows<T>(
     Ok(())
 }
 
+/// The rows that bounded `IN` lists name (both engines cap the number of bound parameters): `query`
+/// builds the statement for one chunk of at most `per_query` ids of one of `lists` (each tagged, e.g.
+/// with the column it names), `row` reads a result row, and a record that several chunks or lists name
+/// is kept once (by `key`), where it was first read.
+async fn rows_naming<'a, L: Copy, I, T, K: Eq + std::hash::Hash>(
+    pool: &sqlx::Pool<Db>,
+    lists: &[(L, &'a [I])],
+    per_query: usize,
+    mut query: impl FnMut(L, &'a [I]) -> QueryBuilder<'static, Db>,
+    row: fn(&DbRow) -> Result<T>,
+    key: fn(&T) -> K,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut have = std::collections::HashSet::new();
+    for &(list, ids) in lists {
+        for chunk in ids.chunks(per_query) {
+            for r in query(list, chunk).build().fetch_all(pool).await? {
+                let record = row(&r)?;
+                if have.insert(key(&record)) {
+                    out.push(record);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn push_row(row: &DbRow) -> Result<PushChannel> {
     Ok(PushChannel {
         provider: row.try_get("provider")?,
@@ -2036,34 +2063,24 @@ impl Store for Backend {
         remote_ids: &[String],
         series: &[SeriesId],
     ) -> Result<Vec<ItemMapping>> {
-        // Bounded IN lists (both engines cap the number of bound parameters).
-        const CHUNK: usize = 500;
         let series: Vec<String> = series.iter().map(ToString::to_string).collect();
-        let mut out: Vec<ItemMapping> = Vec::new();
-        let mut have = std::collections::HashSet::new();
-        for (column, ids) in [("remote_id", remote_ids), ("series_id", series.as_slice())] {
-            for chunk in ids.chunks(CHUNK) {
-                let mut q: QueryBuilder<'_, Db> = QueryBuilder::new(format!(
-                    "SELECT {MAP_COLS} FROM item_mappings WHERE tenant_id = "
-                ));
-                q.push_bind(tenant.to_string())
-                    .push(" AND link_id = ")
-                    .push_bind(link.to_string())
-                    .push(format!(" AND {column} IN ("));
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
-                q.push(")");
-                for row in q.build().fetch_all(self.r()).await? {
-                    let m = map_row(&row)?;
-                    if have.insert(m.id) {
-                        out.push(m);
-                    }
-                }
+        let lists = [("remote_id", remote_ids), ("series_id", series.as_slice())];
+        let statement = |column: &str, ids: &[String]| {
+            let mut q: QueryBuilder<'static, Db> = QueryBuilder::new(format!(
+                "SELECT {MAP_COLS} FROM item_mappings WHERE tenant_id = "
+            ));
+            q.push_bind(tenant.to_string())
+                .push(" AND link_id = ")
+                .push_bind(link.to_string())
+                .push(format!(" AND {column} IN ("));
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(id.clone());
             }
-        }
-        Ok(out)
+            q.push(")");
+            q
+        };
+        rows_naming(self.r(), &lists, 500, statement, map_row, |m| m.id).await
     }
 
     async fn write_ahead_mappings(
@@ -2252,37 +2269,26 @@ impl Store for Backend {
         series: &[SeriesId],
     ) -> Result<Vec<Conflict>> {
         // Series ids are UUIDs: a substring match on the local side cannot name another series.
-        const CHUNK: usize = 100;
-        let mut out: Vec<Conflict> = Vec::new();
-        let mut have = std::collections::HashSet::new();
-        for chunk in series.chunks(CHUNK) {
-            let n = chunk.len();
-            let likes: Vec<String> = (0..n)
-                .map(|i| format!("local LIKE ${}", 3 + n + i))
-                .collect();
-            let sql = format!(
-                "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND kind = $2 \
-                 AND (series_id IN ({}) OR {}) ORDER BY id",
-                placeholders(3, n),
-                likes.join(" OR ")
-            );
-            let mut query = sqlx::query(&sql)
-                .bind(tenant.to_string())
-                .bind(kind.as_str());
-            for id in chunk {
-                query = query.bind(id.to_string());
+        let statement = |(): (), ids: &[SeriesId]| {
+            let mut q: QueryBuilder<'static, Db> = QueryBuilder::new(format!(
+                "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = "
+            ));
+            q.push_bind(tenant.to_string())
+                .push(" AND kind = ")
+                .push_bind(kind.as_str())
+                .push(" AND (series_id IN (");
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(id.to_string());
             }
-            for id in chunk {
-                query = query.bind(format!("%{id}%"));
+            q.push(")");
+            for id in ids {
+                q.push(" OR local LIKE ").push_bind(format!("%{id}%"));
             }
-            for row in query.fetch_all(self.r()).await? {
-                let conflict = conflict_row(&row)?;
-                if have.insert(conflict.id) {
-                    out.push(conflict);
-                }
-            }
-        }
-        Ok(out)
+            q.push(") ORDER BY id");
+            q
+        };
+        rows_naming(self.r(), &[((), series)], 100, statement, conflict_row, |c| c.id).await
     }
 
     async fn resolve_conflict(

@@ -1134,6 +1134,14 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
             .await
             .is_empty()
     );
+    // Long lists are read in bounded chunks; the pair, named in the last chunk of one list and the
+    // first of the other, still comes once.
+    let many: Vec<String> = (0..600)
+        .map(|i| format!("/cal/ana/work/none-{i}.ics"))
+        .collect();
+    let mut remote: Vec<&str> = many.iter().map(String::as_str).collect();
+    remote.push(upsert.remote_id.as_str());
+    assert_eq!(named(&remote, &[series.id]).await, vec![m2.clone()]);
     assert!(
         store
             .mappings_naming(
@@ -1319,6 +1327,17 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             vec![named.clone()]
         );
     }
+    // Named in two chunks of a long list (bounded IN lists), it still comes once.
+    let mut many: Vec<SeriesId> = (0..250).map(|_| SeriesId::new()).collect();
+    many.insert(0, s1);
+    many.push(s2);
+    assert_eq!(
+        store
+            .conflicts_naming_series(a, ConflictKind::Time, &many)
+            .await
+            .unwrap(),
+        vec![named.clone()]
+    );
     assert!(
         store
             .conflicts_naming_series(a, ConflictKind::Update, &[s1])
