@@ -132,55 +132,51 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// Asserts that SQLite's plan for `sql` reads through `index` (binds are left unset: NULL), and
+    /// returns the step of `EXPLAIN QUERY PLAN` that does (`SEARCH t USING [COVERING] INDEX index ...`).
+    async fn assert_plan_uses(sql: &str, index: &str) -> String {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.run_migrations().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.write)
+                .await
+                .unwrap();
+        let step = plan.iter().map(|p| p.3.as_str()).find(|d| {
+            let words: Vec<&str> = d.split_whitespace().collect();
+            words.contains(&"USING") && words.windows(2).any(|w| w == ["INDEX", index])
+        });
+        match step {
+            Some(step) => step.to_owned(),
+            None => panic!("{sql}: no step uses {index}: {plan:?}"),
+        }
+    }
+
     /// The ids and versions of a link's pairs are read from an index alone: the rows hold the bases
     /// (kilobytes each), and reading them made every run O(pairs × row size).
     #[tokio::test]
     async fn mapping_versions_are_read_from_the_covering_index() {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.run_migrations().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {MAPPING_VERSIONS}"))
-                .bind("t")
-                .bind("l")
-                .fetch_all(&store.write)
-                .await
-                .unwrap();
-        let detail: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
-        assert!(
-            detail
-                .iter()
-                .any(|d| d.contains("COVERING INDEX item_mappings_versions")),
-            "{detail:?}"
-        );
+        let step = assert_plan_uses(MAPPING_VERSIONS, "item_mappings_versions").await;
+        assert!(step.contains("COVERING INDEX"), "{step}");
     }
 
     /// A link's write-ahead pairs are found through their partial index, not by reading every pair.
     #[tokio::test]
     async fn write_ahead_pairs_are_found_through_their_partial_index() {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.run_migrations().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
-            "EXPLAIN QUERY PLAN SELECT * FROM {WRITE_AHEAD_MAPPINGS} \
-             WHERE link_id = 'l' AND write_ahead AND tenant_id = 't'"
-        ))
-        .fetch_all(&store.write)
-        .await
-        .unwrap();
-        let detail: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
-        assert!(
-            detail
-                .iter()
-                .any(|d| d.contains("INDEX item_mappings_write_ahead")),
-            "{detail:?}"
-        );
+        assert_plan_uses(
+            &format!(
+                "SELECT * FROM {WRITE_AHEAD_MAPPINGS} \
+                 WHERE link_id = 'l' AND write_ahead AND tenant_id = 't'"
+            ),
+            "item_mappings_write_ahead",
+        )
+        .await;
     }
 
     /// The statements that pick a series' occurrences go through the series index, not a scan of the
     /// tenant's occurrences (what SQLite chose on its own, making every series write O(tenant)).
     #[tokio::test]
     async fn occurrences_of_a_series_are_found_through_the_series_index() {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.run_migrations().await.unwrap();
         for sql in [
             format!(
                 "DELETE FROM {OCCURRENCES_BY_SERIES} WHERE series_id = 'a' AND tenant_id = 'b'"
@@ -190,18 +186,7 @@ mod tests {
                  AND end_utc > 1 AND series_id IN ('a', 'c')"
             ),
         ] {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .fetch_all(&store.write)
-                    .await
-                    .unwrap();
-            let detail: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
-            assert!(
-                detail
-                    .iter()
-                    .any(|d| d.contains("USING") && d.contains("INDEX occurrences_series")),
-                "{sql}: {detail:?}"
-            );
+            assert_plan_uses(&sql, "occurrences_series").await;
         }
     }
 }
