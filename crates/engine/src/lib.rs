@@ -12,6 +12,7 @@
 //! The engine knows no HTTP server; the server's scheduler and API call [`sync_link`].
 
 mod heartbeat;
+mod held;
 mod local;
 mod options;
 mod pairs;

@@ -3,7 +3,8 @@
 
 use calbridge_providers::CreateKey;
 use calbridge_store::{
-    Conflict, ConflictFilter, LinkId, MappingUpsert, NewTombstone, SeriesId, Store, TenantId,
+    Conflict, ConflictFilter, ItemMapping, LinkId, MappingUpsert, NewTombstone, SeriesId, Store,
+    TenantId,
 };
 use calbridge_sync::{ItemState, LocalId, RemoteId, RemoteVersion, Uid};
 use jiff::Timestamp;
@@ -22,6 +23,12 @@ pub(crate) struct StoredBase {
     /// to recognise its own write instead of taking it for someone else's change (see `Intent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+}
+
+/// The base a stored row holds, when it can be read (a corrupt one counts as none: the pair is then
+/// left out of plans rather than failing the run).
+pub(crate) fn stored_base(m: &ItemMapping) -> Option<StoredBase> {
+    serde_json::from_str(m.base_json.as_deref()?).ok()
 }
 
 /// What a write in flight was going to leave: `state` on `side`. Only recorded for writes that copy

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use calbridge_providers::http::{Traffic, metered};
 use calbridge_providers::{
-    CalendarId as RemoteCalendarId, CalendarProvider, CreateKey, Cursor, Etag, ItemContent,
-    KnownVersions, ProviderError, ReadItem, RemoteId as ProviderRemoteId, Window as ProviderWindow,
-    Written,
+    CalendarId as RemoteCalendarId, CalendarProvider, CreateKey, Cursor, Etag, HeldVersions,
+    ItemContent, KnownVersions, ProviderError, ReadItem, RemoteId as ProviderRemoteId,
+    Window as ProviderWindow, Written,
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
@@ -22,10 +22,11 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use crate::held::{PairVersions, held_version, linked_pair};
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
-    every_conflict, forget_pair, record_pair, to_json,
+    every_conflict, forget_pair, record_pair, stored_base, to_json,
 };
 use crate::{EngineConfig, EngineError, SyncOptions};
 
@@ -374,14 +375,6 @@ impl<'a> Runner<'a> {
         let incremental = cursor.is_some() && link.local_cursor.is_some();
         let mut known = KnownVersions::new();
         let stored = if incremental {
-            for v in store.mapping_versions(tenant, link.id).await? {
-                if let (Some(_), Some(version)) = (v.series_id, v.remote_version)
-                    && let (Ok(id), Ok(etag)) =
-                        (ProviderRemoteId::parse(v.remote_id), Etag::parse(version))
-                {
-                    known.insert(id, etag);
-                }
-            }
             store.write_ahead_mappings(tenant, link.id).await?
         } else {
             self.pairs_complete = true;
@@ -399,11 +392,7 @@ impl<'a> Runner<'a> {
         let mut intents: Vec<(usize, Intent)> = Vec::new();
         for m in &stored {
             self.pairs_read.insert(m.id);
-            let Some(base) = m
-                .base_json
-                .as_deref()
-                .and_then(|b| serde_json::from_str::<StoredBase>(b).ok())
-            else {
+            let Some(base) = stored_base(m) else {
                 continue;
             };
             match (m.series_id, &m.remote_version) {
@@ -428,19 +417,15 @@ impl<'a> Runner<'a> {
             if let Some(intent) = &base.intent {
                 intents.push((self.mappings.len(), intent.clone()));
             }
-            if let (Ok(id), Ok(etag)) = (
-                ProviderRemoteId::parse(m.remote_id.clone()),
-                Etag::parse(version.clone()),
-            ) {
-                known.insert(id, etag);
-            }
-            self.mappings.push(Mapping {
+            let pair = Mapping {
                 uid: base.uid,
                 local: LocalId::new(series.to_string()),
                 remote: RemoteId::new(m.remote_id.clone()),
                 remote_version: RemoteVersion::new(version.clone()),
                 base: base.state,
-            });
+            };
+            known.extend(held_version(&pair));
+            self.mappings.push(pair);
         }
 
         // --- read: local changes since the local change mark ---
@@ -453,19 +438,28 @@ impl<'a> Runner<'a> {
 
         // --- read: remote changes since the provider cursor ---
         let provider_window = ProviderWindow::parse(self.window.start, self.window.end)?;
+        // An incremental run answers the provider's questions about versions from the pairs the
+        // listing names (and keeps those pairs); a first or full run has every pair in `known`.
+        let from_pairs = PairVersions::new(store, tenant, link.id);
+        let held: &dyn HeldVersions = if incremental { &from_pairs } else { &known };
         let mut listed = self
             .ctx
             .provider
-            .changes(&self.calendar, cursor.as_ref(), &provider_window, &known)
+            .changes(&self.calendar, cursor.as_ref(), &provider_window, held)
             .await;
         if matches!(listed, Err(ProviderError::CursorInvalid)) {
             // The provider forgot our cursor: list everything (the known versions keep it cheap).
             listed = self
                 .ctx
                 .provider
-                .changes(&self.calendar, None, &provider_window, &known)
+                .changes(&self.calendar, None, &provider_window, held)
                 .await;
         }
+        let read = from_pairs.into_read();
+        self.pairs_asked
+            .extend(read.asked.into_iter().map(|id| format!("r:{id}")));
+        self.take_linked(read.rows);
+        self.pairs_complete |= read.all;
         let changes = match listed {
             Ok(changes) => changes,
             Err(e) if e.is_transient() || matches!(e, ProviderError::Protocol { .. }) => {
@@ -762,27 +756,18 @@ impl<'a> Runner<'a> {
 
     /// Takes the linked pairs among `rows` not read yet into `mappings`.
     fn take_pairs(&mut self, rows: Vec<calbridge_store::ItemMapping>) {
-        for m in rows {
-            if !self.pairs_read.insert(m.id) {
-                continue;
+        self.take_linked(rows.into_iter().map(|m| (m.id, linked_pair(m))).collect());
+    }
+
+    /// Takes the pairs of the rows not read yet into `mappings` (rows without one are only marked
+    /// read).
+    fn take_linked(&mut self, rows: Vec<(calbridge_store::MappingId, Option<Mapping>)>) {
+        for (id, pair) in rows {
+            if self.pairs_read.insert(id)
+                && let Some(pair) = pair
+            {
+                self.mappings.push(pair);
             }
-            let (Some(series), Some(version)) = (m.series_id, m.remote_version) else {
-                continue;
-            };
-            let Some(base) = m
-                .base_json
-                .as_deref()
-                .and_then(|b| serde_json::from_str::<StoredBase>(b).ok())
-            else {
-                continue;
-            };
-            self.mappings.push(Mapping {
-                uid: base.uid,
-                local: LocalId::new(series.to_string()),
-                remote: RemoteId::new(m.remote_id),
-                remote_version: RemoteVersion::new(version),
-                base: base.state,
-            });
         }
     }
 

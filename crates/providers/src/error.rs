@@ -67,6 +67,10 @@ pub enum ProviderError {
     /// The configuration or an argument is unusable (bad URL, unsupported scheme...).
     #[error("invalid input: {detail}")]
     InvalidInput { detail: String },
+    /// The caller's own records failed while a listing asked which versions it holds
+    /// ([`crate::HeldVersions`]): nothing is wrong at the provider, and the round is not trusted.
+    #[error("the versions held could not be read: {detail}")]
+    Held { detail: String },
 }
 
 impl ProviderError {
@@ -108,6 +112,7 @@ impl ProviderError {
             Self::ReadOnly => "read_only",
             Self::Unsupported { .. } => "unsupported",
             Self::InvalidInput { .. } => "invalid_input",
+            Self::Held { .. } => "held_versions",
         }
     }
 

@@ -15,10 +15,10 @@ use url::Url;
 use crate::content::{SplitFeed, split_feed};
 use crate::error::ProviderError;
 use crate::http::{Budget, Credentials, Endpoint, HttpClient, Request, Response};
-use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::provider::{CalendarProvider, Diagnosis, HeldVersions, ProviderKind};
 use crate::types::{
     BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag, FullListingReason,
-    KnownVersions, Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window, Written,
+    Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem, Window, Written,
 };
 
 /// Largest feed accepted.
@@ -242,7 +242,7 @@ impl CalendarProvider for IcsProvider {
         calendar: &CalendarId,
         cursor: Option<&Cursor>,
         _window: &Window,
-        known: &KnownVersions,
+        held: &dyn HeldVersions,
     ) -> Result<ChangeSet, ProviderError> {
         self.check_calendar(calendar)?;
         let validators = cursor.map(Validators::decode);
@@ -261,6 +261,8 @@ impl CalendarProvider for IcsProvider {
             }
             Fetched::Feed(split, v) => (split, v),
         };
+        // A feed is always listed whole: every version held takes part.
+        let known = held.all().await?;
         let mut set = ChangeSet {
             cursor: Some(new_validators.encode()?),
             full_listing: Some(reason),

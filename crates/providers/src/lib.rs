@@ -17,7 +17,7 @@ pub mod types;
 
 pub use content::ItemContent;
 pub use error::{ProviderError, Unavailability};
-pub use provider::{CalendarProvider, Diagnosis, DiagnosisKind, ProviderKind};
+pub use provider::{CalendarProvider, Diagnosis, DiagnosisKind, HeldVersions, ProviderKind};
 pub use types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
     FullListingReason, KnownVersions, Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem,

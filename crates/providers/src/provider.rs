@@ -1,6 +1,8 @@
 //! The one interface every calendar provider implements (CalDAV and ICS now; Microsoft Graph and
 //! Google Calendar next). The sync engine only ever talks to this trait.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +126,35 @@ impl Diagnosis {
     }
 }
 
+/// The versions of the items the caller holds, looked up as a listing needs them.
+///
+/// An incremental round names a handful of items, and asks for those ([`HeldVersions::of`]); only a
+/// complete listing compares every item held ([`HeldVersions::all`]). So the cost of a round follows
+/// its changes, not the size of the calendar: a caller holding 100,000 pairs reads ten of them.
+/// A plain [`KnownVersions`] map answers both from memory.
+#[async_trait]
+pub trait HeldVersions: Send + Sync {
+    /// The versions held of these ids (an id not held is absent from the answer).
+    async fn of(&self, ids: &[RemoteId]) -> Result<KnownVersions, ProviderError>;
+
+    /// Every version held.
+    async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError>;
+}
+
+#[async_trait]
+impl HeldVersions for KnownVersions {
+    async fn of(&self, ids: &[RemoteId]) -> Result<KnownVersions, ProviderError> {
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), self.get(id)?.clone())))
+            .collect())
+    }
+
+    async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
 /// One connected account at one provider.
 ///
 /// Reads are by calendar. Writes are conditional: `create` is idempotent through a client-chosen
@@ -143,7 +174,9 @@ pub trait CalendarProvider: Send + Sync + std::fmt::Debug {
     async fn list_calendars(&self) -> Result<Vec<RemoteCalendar>, ProviderError>;
 
     /// Changes since `cursor` (everything when `None` or when the provider invalidated it).
-    /// `known` holds the versions the caller has, so full listings fetch only what differs.
+    /// `known` answers which versions the caller has, so full listings fetch only what differs and
+    /// the caller's own writes coming back are told apart; a round asks it only about the items it
+    /// names, unless it lists everything.
     /// When `capabilities().windowed_reads` is false, items outside `window` are returned too and
     /// the caller filters.
     async fn changes(
@@ -151,7 +184,7 @@ pub trait CalendarProvider: Send + Sync + std::fmt::Debug {
         calendar: &CalendarId,
         cursor: Option<&Cursor>,
         window: &Window,
-        known: &KnownVersions,
+        known: &dyn HeldVersions,
     ) -> Result<ChangeSet, ProviderError>;
 
     /// Reads items by id, in batches the provider can take.

@@ -2,6 +2,8 @@
 //! started by the test (each test gets a fresh server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/asked.rs"]
+mod asked;
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
@@ -323,11 +325,29 @@ async fn sync_collection_initial_then_incremental(peer: &Peer) {
         .await
         .unwrap();
 
+    let asked = asked::Asked::new(known.clone());
     let next = provider
-        .changes(&calendar, quiet.cursor.as_ref(), &window(), &known)
+        .changes(&calendar, quiet.cursor.as_ref(), &window(), &asked)
         .await
         .unwrap();
     assert_eq!(next.full_listing, None);
+    // The report names Beta, Gamma and Delta: only those were asked about, never everything.
+    assert_eq!(
+        asked.all_asked(),
+        0,
+        "an incremental round reads no full list"
+    );
+    let alpha = ids[0].0.as_str();
+    assert!(
+        asked.named().contains(beta_id.as_str()),
+        "{:?}",
+        asked.named()
+    );
+    assert!(
+        !asked.named().contains(alpha),
+        "unchanged item asked: {:?}",
+        asked.named()
+    );
     assert_eq!(
         summaries(&next),
         BTreeSet::from(["Beta v2".into(), "Delta".into()])

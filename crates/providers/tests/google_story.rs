@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/asked.rs"]
+mod asked;
 #[path = "support/story.rs"]
 mod story;
 
+use asked::Asked;
 use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
 use calbridge_providers::google::{GoogleConfig, GoogleProvider};
 use calbridge_providers::http::Secret;
@@ -128,16 +131,29 @@ async fn google_full_read_pages_incremental_changes_and_no_op_cost() {
     let instances = instance_ids(&emu, calendar.as_str(), &series).await;
     story::edit(&emu, &instances[1], json!({"summary": "standup (moved)"})).await;
     story::delete(&emu, &instances[2]).await;
+    let asked = Asked::new(known_of(&first));
     let second = p
-        .changes(
-            &calendar,
-            first.cursor.as_ref(),
-            &window(),
-            &known_of(&first),
-        )
+        .changes(&calendar, first.cursor.as_ref(), &window(), &asked)
         .await
         .unwrap();
     assert_eq!(second.full_listing, None);
+    // The round asked about the series it names, never about everything.
+    assert_eq!(
+        asked.all_asked(),
+        0,
+        "an incremental round reads no full list"
+    );
+    let named = asked.named();
+    assert!(
+        named.contains(singles[0].as_str()) && named.contains(series.as_str()),
+        "{named:?}"
+    );
+    for untouched in &singles[2..] {
+        assert!(
+            !named.contains(untouched.as_str()),
+            "unchanged item asked: {named:?}"
+        );
+    }
     assert!(
         second.deletions.iter().any(|d| d.as_str() == singles[1]),
         "{second:?}"

@@ -1,12 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The Microsoft Graph connector against the Graph emulator over real HTTP on loopback.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/asked.rs"]
+mod asked;
 #[path = "support/story.rs"]
 mod story;
 
+use asked::Asked;
 use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
 use calbridge_providers::graph::{GraphConfig, GraphProvider};
 use calbridge_providers::http::Secret;
@@ -139,19 +143,20 @@ async fn graph_full_read_pages_then_a_no_op_sync_costs_one_request() {
     );
 
     emu.reset_counters();
+    let asked = Asked::new(known_of(&first));
     let again = p
-        .changes(
-            &calendar,
-            first.cursor.as_ref(),
-            &window(),
-            &known_of(&first),
-        )
+        .changes(&calendar, first.cursor.as_ref(), &window(), &asked)
         .await
         .unwrap();
     assert!(
         again.upserts.is_empty()
             && again.deletions.is_empty()
             && again.uncertain_deletions.is_empty()
+    );
+    assert!(
+        asked.named().is_empty() && asked.all_asked() == 0,
+        "a no-op round asks about no version: {:?}",
+        asked.named()
     );
     assert_eq!(again.full_listing, None);
     let counters = emu.counters();
@@ -186,8 +191,9 @@ async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
     story::edit(&emu, &instances[1], json!({"subject": "standup (moved)"})).await;
     story::delete(&emu, &instances[2]).await;
 
+    let asked = Asked::new(known.clone());
     let second = p
-        .changes(&calendar, first.cursor.as_ref(), &window(), &known)
+        .changes(&calendar, first.cursor.as_ref(), &window(), &asked)
         .await
         .unwrap();
     assert_eq!(second.full_listing, None);
@@ -195,6 +201,17 @@ async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
     assert!(upserted.contains(&new.as_str()), "{upserted:?}");
     assert!(upserted.contains(&edit.as_str()));
     assert!(!upserted.contains(&keep.as_str()));
+    // An occurrence's `@removed` id does not name its series: every series held is re-read, so the
+    // round asked for every version once.
+    assert_eq!(asked.all_asked(), 1);
+    let named = asked.named();
+    for id in [&new, &edit, &gone, &series] {
+        assert!(named.contains(id.as_str()), "{id} not asked: {named:?}");
+    }
+    assert!(
+        !named.contains(keep.as_str()),
+        "unchanged item asked: {named:?}"
+    );
     let series_item = second
         .upserts
         .iter()
@@ -231,6 +248,23 @@ async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
         .find(|i| i.id.as_str() == edit)
         .unwrap();
     assert!(edited.content.as_ical().contains("SUMMARY:edited"));
+
+    // Edits alone: the round asks about the edited items and nothing else.
+    story::edit(&emu, &keep, json!({"subject": "kept, edited"})).await;
+    let mut known = known;
+    known.extend(known_of(&second));
+    let asked = Asked::new(known);
+    let third = p
+        .changes(&calendar, second.cursor.as_ref(), &window(), &asked)
+        .await
+        .unwrap();
+    assert_eq!(third.upserts.len(), 1, "{third:?}");
+    assert_eq!(
+        asked.all_asked(),
+        0,
+        "an incremental round of edits reads no full list"
+    );
+    assert_eq!(asked.named(), BTreeSet::from([keep.clone()]));
 }
 
 async fn instance_ids(emu: &Emulator, series: &str) -> Vec<String> {

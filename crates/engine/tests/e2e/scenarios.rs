@@ -915,7 +915,7 @@ mod async_trait_free {
             calendar: &CalendarId,
             cursor: Option<&Cursor>,
             window: &Window,
-            known: &KnownVersions,
+            known: &dyn HeldVersions,
         ) -> Result<ChangeSet, ProviderError> {
             self.inner.changes(calendar, cursor, window, known).await
         }

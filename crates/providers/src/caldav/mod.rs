@@ -18,6 +18,7 @@
 
 pub mod xml;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use url::Url;
 use crate::content::ItemContent;
 use crate::error::ProviderError;
 use crate::http::{Budget, Credentials, Endpoint, HttpClient, Request, Response};
-use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::provider::{CalendarProvider, Diagnosis, HeldVersions, ProviderKind};
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
     FullListingReason, KnownVersions, Probe, ReadItem, RemoteCalendar, RemoteId, RemoteItem,
@@ -474,7 +475,7 @@ impl CaldavProvider {
         &self,
         calendar_url: &Url,
         entries: Vec<(String, Option<Etag>)>,
-        known: &KnownVersions,
+        held: &dyn HeldVersions,
         full: Option<FullListingReason>,
         cursor: Cursor,
     ) -> Result<ChangeSet, ProviderError> {
@@ -482,6 +483,18 @@ impl CaldavProvider {
             cursor: Some(cursor),
             full_listing: full,
             ..ChangeSet::default()
+        };
+        // The versions held: of every item for a full listing (what it does not list is gone), else
+        // of the items this report names.
+        let known: Cow<'_, KnownVersions> = match full {
+            Some(_) => held.all().await?,
+            None => {
+                let named = entries
+                    .iter()
+                    .map(|(path, _)| RemoteId::parse(path.clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Cow::Owned(held.of(&named).await?)
+            }
         };
         let mut to_fetch = Vec::new();
         let mut present: HashSet<RemoteId> = HashSet::new();
@@ -798,7 +811,7 @@ impl CalendarProvider for CaldavProvider {
         calendar: &CalendarId,
         cursor: Option<&Cursor>,
         _window: &Window,
-        known: &KnownVersions,
+        known: &dyn HeldVersions,
     ) -> Result<ChangeSet, ProviderError> {
         let url = self.calendar_url(calendar)?;
         let previous = cursor

@@ -2,6 +2,7 @@
 //! cancelled items as deletions or removed occurrences, series reassembled from masters and their
 //! modified instances, client-chosen ids from the `CreateKey`, `If-Match` writes, `freeBusy.query`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use crate::graph::convert::{escape, zone_of};
 use crate::http::rest::{self, Next};
 use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::oauth::{Access, TokenSource};
-use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::provider::{CalendarProvider, Diagnosis, HeldVersions, ProviderKind};
 use crate::series_etag;
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
@@ -930,7 +931,7 @@ impl CalendarProvider for GoogleProvider {
         calendar: &CalendarId,
         cursor: Option<&Cursor>,
         window: &Window,
-        known: &KnownVersions,
+        held: &dyn HeldVersions,
     ) -> Result<ChangeSet, ProviderError> {
         let (items, token, full) = match cursor {
             Some(c) => match self.list_round(calendar, Some(c.as_str()), window).await {
@@ -966,6 +967,17 @@ impl CalendarProvider for GoogleProvider {
             }
             members.entry(series).or_default().push(item);
         }
+        // The versions held: of every item for a full listing, else of the series this round names.
+        let known: Cow<'_, KnownVersions> = match full {
+            Some(_) => held.all().await?,
+            None => {
+                let named = order
+                    .iter()
+                    .map(|id| RemoteId::parse(id.clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Cow::Owned(held.of(&named).await?)
+            }
+        };
         let mut present = HashSet::new();
         for series_id in order {
             let remote = RemoteId::parse(series_id.clone())?;

@@ -4,6 +4,7 @@
 
 pub(crate) mod convert;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::error::ProviderError;
 use crate::http::rest::{self, Next};
 use crate::http::{Budget, BudgetConfig, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::oauth::{Access, TokenSource};
-use crate::provider::{CalendarProvider, Diagnosis, ProviderKind};
+use crate::provider::{CalendarProvider, Diagnosis, HeldVersions, ProviderKind};
 use crate::series_etag;
 use crate::types::{
     BusyKind, BusyPeriod, CalendarId, Capabilities, ChangeSet, CreateKey, Cursor, Etag,
@@ -766,7 +767,7 @@ impl CalendarProvider for GraphProvider {
         calendar: &CalendarId,
         cursor: Option<&Cursor>,
         window: &Window,
-        known: &KnownVersions,
+        held: &dyn HeldVersions,
     ) -> Result<ChangeSet, ProviderError> {
         let (items, delta, full) = match cursor {
             Some(cursor) => {
@@ -817,6 +818,18 @@ impl CalendarProvider for GraphProvider {
                 touched.push(series_id.to_owned());
             }
         }
+        // The versions held: of every item for a full listing, else of the items this round names.
+        let mut known: Cow<'_, KnownVersions> = match full {
+            Some(_) => held.all().await?,
+            None => {
+                let named = touched
+                    .iter()
+                    .chain(&removed)
+                    .map(|id| RemoteId::parse(id.clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Cow::Owned(held.of(&named).await?)
+            }
+        };
         // A removed id that is a known item: a deleted single or series, or one that left the
         // window; a removed occurrence changes its series (re-read below when we know it).
         for id in removed {
@@ -873,7 +886,8 @@ impl CalendarProvider for GraphProvider {
             touched = to_read;
         }
         if unplaced_removals {
-            for (id, etag) in known {
+            known = held.all().await?;
+            for (id, etag) in known.iter() {
                 if series_etag::is_series(etag) && seen.insert(id.as_str().to_owned()) {
                     touched.push(id.as_str().to_owned());
                 }

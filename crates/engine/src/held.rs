@@ -1,0 +1,121 @@
+//! The provider's question "which versions of these items do you hold?" ([`HeldVersions`]), answered
+//! from the link's stored pairs as a listing names them: an incremental round of ten changes in a
+//! 100,000-event mailbox reads ten pairs, not 100,000 (a complete listing still reads them all). The
+//! pairs read are handed back to the run, whose plan needs the same ones.
+
+use std::borrow::Cow;
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use calbridge_providers::{
+    Etag, HeldVersions, KnownVersions, ProviderError, RemoteId as ProviderRemoteId,
+};
+use calbridge_store::{ItemMapping, LinkId, MappingId, Store, TenantId};
+use calbridge_sync::{LocalId, Mapping, RemoteId, RemoteVersion};
+
+use crate::pairs::stored_base;
+
+/// A stored row as the plan sees it: a pair of a local series and a remote item with a readable
+/// base. Write-ahead rows of creates (one side unknown) and rows whose base cannot be read are not.
+pub(crate) fn linked_pair(m: ItemMapping) -> Option<Mapping> {
+    let base = stored_base(&m)?;
+    let (Some(series), Some(version)) = (m.series_id, m.remote_version) else {
+        return None;
+    };
+    Some(Mapping {
+        uid: base.uid,
+        local: LocalId::new(series.to_string()),
+        remote: RemoteId::new(m.remote_id),
+        remote_version: RemoteVersion::new(version),
+        base: base.state,
+    })
+}
+
+/// The version a provider compares with what it lists: the remote version of a linked pair.
+pub(crate) fn held_version(pair: &Mapping) -> Option<(ProviderRemoteId, Etag)> {
+    let id = ProviderRemoteId::parse(pair.remote.as_str()).ok()?;
+    let etag = Etag::parse(pair.remote_version.as_str()).ok()?;
+    Some((id, etag))
+}
+
+/// What the provider's questions read, for the run to take over.
+#[derive(Default)]
+pub(crate) struct PairsRead {
+    /// Every row read (by id), with its pair when it is a linked one.
+    pub rows: Vec<(MappingId, Option<Mapping>)>,
+    /// The remote ids asked about (their pairs, if any, are among `rows`).
+    pub asked: Vec<String>,
+    /// Whether every pair of the link was read (a complete listing asked for all).
+    pub all: bool,
+}
+
+/// [`HeldVersions`] over a link's stored pairs, keeping what it reads.
+pub(crate) struct PairVersions<'a> {
+    store: &'a dyn Store,
+    tenant: TenantId,
+    link: LinkId,
+    read: Mutex<PairsRead>,
+}
+
+impl<'a> PairVersions<'a> {
+    pub(crate) fn new(store: &'a dyn Store, tenant: TenantId, link: LinkId) -> Self {
+        Self {
+            store,
+            tenant,
+            link,
+            read: Mutex::new(PairsRead::default()),
+        }
+    }
+
+    pub(crate) fn into_read(self) -> PairsRead {
+        self.read
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `rows` for the run and answers with the versions of their linked pairs.
+    fn keep(&self, rows: Vec<ItemMapping>, asked: Vec<String>, all: bool) -> KnownVersions {
+        let rows: Vec<(MappingId, Option<Mapping>)> =
+            rows.into_iter().map(|m| (m.id, linked_pair(m))).collect();
+        let known = rows
+            .iter()
+            .filter_map(|(_, pair)| held_version(pair.as_ref()?))
+            .collect();
+        let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        read.rows.extend(rows);
+        read.asked.extend(asked);
+        read.all |= all;
+        known
+    }
+}
+
+fn held_error(e: calbridge_store::StoreError) -> ProviderError {
+    ProviderError::Held {
+        detail: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl HeldVersions for PairVersions<'_> {
+    async fn of(&self, ids: &[ProviderRemoteId]) -> Result<KnownVersions, ProviderError> {
+        let names: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        if names.is_empty() {
+            return Ok(KnownVersions::new());
+        }
+        let rows = self
+            .store
+            .mappings_naming(self.tenant, self.link, &names, &[])
+            .await
+            .map_err(held_error)?;
+        Ok(self.keep(rows, names, false))
+    }
+
+    async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        let rows = self
+            .store
+            .list_mappings(self.tenant, self.link)
+            .await
+            .map_err(held_error)?;
+        Ok(Cow::Owned(self.keep(rows, Vec::new(), true)))
+    }
+}
