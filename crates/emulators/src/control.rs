@@ -36,8 +36,11 @@ pub struct SeedSpec {
     /// Events per calendar (series count as one event).
     pub events_per_calendar: usize,
     pub seed: u64,
-    /// Events are spread over ±180 days around this date.
+    /// Events are spread over ±`spread_days` around this date.
     pub anchor: String,
+    /// Half the span the events start in, in days (180 by default). A larger mailbox spread wider keeps
+    /// its density: 1,000 events over ±180 days and 100,000 over ±18,000 are equally busy days.
+    pub spread_days: u32,
 }
 
 impl Default for SeedSpec {
@@ -48,6 +51,7 @@ impl Default for SeedSpec {
             events_per_calendar: 50,
             seed: 1,
             anchor: "2026-01-05".into(),
+            spread_days: 180,
         }
     }
 }
@@ -270,11 +274,12 @@ struct Generated {
     cancelled_at: Option<i64>,
 }
 
-fn generate_one(rng: &mut StdRng, anchor: Date, index: usize) -> Generated {
+fn generate_one(rng: &mut StdRng, anchor: Date, spread_days: u32, index: usize) -> Generated {
     let roll = rng.random_range(0..100);
     let zone = ZONES[rng.random_range(0..ZONES.len())];
+    let spread = i64::from(spread_days.max(1));
     let day = anchor
-        .checked_add(rng.random_range(-180i64..180).days())
+        .checked_add(rng.random_range(-spread..spread).days())
         .unwrap_or(anchor);
     let hour = rng.random_range(7..19);
     let minute = [0, 15, 30, 45][rng.random_range(0..4)];
@@ -1000,7 +1005,7 @@ pub(crate) async fn seed(app: &Arc<Shared>, spec: &SeedSpec) -> Result<usize, Em
     let mut created = 0;
     for cal in &calendars {
         for i in 0..spec.events_per_calendar {
-            let g = generate_one(&mut rng, anchor, i);
+            let g = generate_one(&mut rng, anchor, spec.spread_days, i);
             let body = match flavor {
                 Flavor::Microsoft => graph_body(&g),
                 Flavor::Google => google_body(&g),
@@ -1236,7 +1241,7 @@ mod tests {
         let run = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
             (0..400)
-                .map(|i| generate_one(&mut rng, anchor, i))
+                .map(|i| generate_one(&mut rng, anchor, 180, i))
                 .collect::<Vec<_>>()
         };
         let a = run(7);

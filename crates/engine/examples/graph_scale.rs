@@ -6,6 +6,12 @@
 //! calendar), and an incremental sync after 10 edits made in the mailbox. The incremental time at the
 //! largest size over the smallest is the "cost follows the changes" ratio (target ≤ 1.5).
 //!
+//! The mailboxes keep one density: 1,000 events over ±180 days (about 11 busy occurrences a day), and
+//! a larger one over a proportionally longer span (100,000 over ±49 years), so the sizes differ in
+//! size only. With `CALBRIDGE_BENCH_GRAPH_SPREAD=fixed` every size is packed into ±180 days instead:
+//! 100,000 events are then 100 times as dense, and an edited event overlaps 100 times as many others,
+//! which the time-conflict detection must look at (cost that follows the density, not the size).
+//!
 //! Run: `scripts/bench-graph-scale.sh` (= `cargo run --release -p calbridge-engine --example graph_scale`).
 #![allow(
     clippy::unwrap_used,
@@ -38,6 +44,16 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+/// Half the span the seeded events start in, in days: constant density unless told otherwise.
+fn spread_days(events: usize) -> u32 {
+    let fixed = std::env::var("CALBRIDGE_BENCH_GRAPH_SPREAD").is_ok_and(|v| v == "fixed");
+    if fixed {
+        180
+    } else {
+        u32::try_from((180 * events / 1000).max(180)).unwrap()
+    }
+}
+
 async fn setup(events: usize) -> Setup {
     let emulator = Emulator::start(
         Flavor::Microsoft,
@@ -55,16 +71,19 @@ async fn setup(events: usize) -> Setup {
         .date()
         .to_string();
     let t = Instant::now();
+    let spread = spread_days(events);
     emulator
         .seed(&SeedSpec {
             events_per_calendar: events,
             anchor: today,
+            spread_days: spread,
             ..SeedSpec::default()
         })
         .await
         .unwrap();
     println!(
-        "  seeded {events} events in the emulator in {:.1} s (not measured)",
+        "  seeded {events} events over ±{spread} days ({:.1} series a day) in the emulator in {:.1} s (not measured)",
+        events as f64 / (2.0 * f64::from(spread)),
         t.elapsed().as_secs_f64()
     );
     let dir = tempfile::tempdir().unwrap();
@@ -82,7 +101,10 @@ async fn setup(events: usize) -> Setup {
         )
         .await
         .unwrap();
-    // The seeded events lie within ±180 days of today: a ±7 month range takes them all.
+    // The seeded events lie within ±`spread` days of today: a range of whole years a little wider
+    // takes them all.
+    let years = spread / 365 + 1;
+    let range = format!(r#"{{"range":{{"past":"P{years}Y","future":"P{years}Y"}}}}"#);
     let connection = store
         .create_connection(
             tenant,
@@ -91,7 +113,7 @@ async fn setup(events: usize) -> Setup {
                 name: "graph".into(),
                 calendar_id: calendar.id,
                 credentials: None,
-                sync_options_json: r#"{"range":{"past":"P7M","future":"P7M"}}"#.into(),
+                sync_options_json: range,
                 status: ConnectionStatus::Active,
             },
         )
