@@ -2033,29 +2033,6 @@ impl Store for Backend {
             .collect()
     }
 
-    async fn mapping_versions(
-        &self,
-        tenant: TenantId,
-        link: LinkId,
-    ) -> Result<Vec<MappingVersion>> {
-        let listed: String = sqlx::query_scalar(MAPPING_VERSIONS)
-            .bind(tenant.to_string())
-            .bind(link.to_string())
-            .fetch_one(self.r())
-            .await?;
-        let rows: Vec<(String, Option<String>, Option<String>)> = serde_json::from_str(&listed)
-            .map_err(|e| StoreError::Corrupt(format!("pair versions: {e}")))?;
-        rows.into_iter()
-            .map(|(remote_id, series_id, remote_version)| {
-                Ok(MappingVersion {
-                    remote_id,
-                    series_id: oid(series_id)?,
-                    remote_version,
-                })
-            })
-            .collect()
-    }
-
     async fn mappings_naming(
         &self,
         tenant: TenantId,

@@ -17,9 +17,6 @@ const LEASE_LOCK: &str = " FOR UPDATE SKIP LOCKED";
 const SPLIT_WINDOW_QUERY: bool = true;
 /// The occurrences of given series (PostgreSQL's statistics pick the series index by themselves).
 const OCCURRENCES_BY_SERIES: &str = "occurrences";
-/// The ids and versions of a link's pairs in one JSON row (as on SQLite; see there).
-const MAPPING_VERSIONS: &str = "SELECT coalesce(json_agg(json_build_array(remote_id, series_id, remote_version))::text, '[]') \
-     FROM item_mappings WHERE tenant_id = $1 AND link_id = $2";
 /// A link's write-ahead pairs (PostgreSQL's statistics pick the partial index by themselves).
 const WRITE_AHEAD_MAPPINGS: &str = "item_mappings";
 

@@ -401,14 +401,6 @@ pub struct MappingUpsert {
     pub write_ahead: bool,
 }
 
-/// A pair's ids and version only: what a provider listing needs to know, read without the base.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MappingVersion {
-    pub remote_id: String,
-    pub series_id: Option<SeriesId>,
-    pub remote_version: Option<String>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ItemMapping {
     pub id: MappingId,

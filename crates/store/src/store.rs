@@ -203,10 +203,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         series: SeriesId,
     ) -> Result<Vec<ItemMapping>>;
     async fn list_mappings(&self, tenant: TenantId, link: LinkId) -> Result<Vec<ItemMapping>>;
-    /// Every pair of `link` with its ids and version only (no base): cheap enough to read in full on
-    /// every run.
-    async fn mapping_versions(&self, tenant: TenantId, link: LinkId)
-    -> Result<Vec<MappingVersion>>;
     /// The pairs of `link` with one of `remote_ids` or one of `series`.
     async fn mappings_naming(
         &self,
