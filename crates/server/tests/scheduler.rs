@@ -206,6 +206,32 @@ async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A's process was only paused: it resumes and reports success. The run stays closed as B left it
+    // (B announced it); the report is kept beside the interruption.
+    let reaped = run(live.id).await;
+    let late = node_a
+        .update_sync_run(
+            tenant,
+            live.id,
+            calbridge_store::SyncRunUpdate {
+                status: calbridge_store::SyncRunStatus::Succeeded,
+                counts_json: r#"{"created":1}"#.into(),
+                requests: 3,
+                bytes: 4,
+                errors_json: "[]".into(),
+                finished_at: Some(jiff::Timestamp::now()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (late.status, late.finished_at),
+        (reaped.status, reaped.finished_at)
+    );
+    assert_eq!((late.requests, late.bytes), (3, 4));
+    let errors: Vec<serde_json::Value> = serde_json::from_str(&late.errors_json).unwrap();
+    let classes: Vec<&str> = errors.iter().filter_map(|e| e["class"].as_str()).collect();
+    assert_eq!(classes, ["interrupted", "late_report"], "{errors:?}");
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await

@@ -588,6 +588,55 @@ async fn insert_change(
     change_row(&row)
 }
 
+/// The errors of a closed run that a late report joins (see [`Store::update_sync_run`]): the
+/// row's entries, then the report's that the row does not hold yet (counted, so an error the process
+/// had already reported before the run was closed appears once), then one `late_report` entry saying
+/// what the process reported and when (replacing the entry of an earlier late report).
+fn with_late_report(closed: &SyncRun, update: &SyncRunUpdate) -> Result<String> {
+    let late = |e: &serde_json::Value| e["item"] == "run" && e["class"] == "late_report";
+    let mut errors: Vec<serde_json::Value> = serde_json::from_str(&closed.errors_json)
+        .unwrap_or_default();
+    errors.retain(|e| !late(e));
+    let reaped = errors
+        .iter()
+        .any(|e| e["item"] == "run" && e["class"] == "interrupted");
+    let mut held: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for e in &errors {
+        *held.entry(e.to_string()).or_default() += 1;
+    }
+    let reported = match serde_json::from_str(&update.errors_json) {
+        Ok(serde_json::Value::Array(list)) => list,
+        Ok(other) => vec![other],
+        Err(e) => return Err(StoreError::Invalid(format!("run errors: {e}"))),
+    };
+    for e in reported {
+        match held.get_mut(&e.to_string()) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => errors.push(e),
+        }
+    }
+    let when = match update.finished_at {
+        Some(at) => format!("finished at {at}"),
+        None => "still running".into(),
+    };
+    let closed_as = if reaped {
+        "the process running this sync resumed after the run had been closed as interrupted"
+    } else {
+        "a report of this sync arrived after the run had been closed"
+    };
+    errors.push(serde_json::json!({
+        "item": "run",
+        "action": "report",
+        "class": "late_report",
+        "cause": format!(
+            "{closed_as}, and reported `{}` ({when}): the run stays closed as it was; its counts and \
+             errors are the report's",
+            update.status.as_str()
+        ),
+    }));
+    serde_json::to_string(&errors).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 /// Appends a non-series message (conflicts, connection status, finished runs) to the change stream inside the
 /// caller's transaction, so the message exists exactly when the state it announces does. The calendar is
 /// the connection's, so a stream filtered by calendar sees its connections' messages.
@@ -2351,20 +2400,11 @@ impl Store for Backend {
         check_json("run counts", &update.counts_json)?;
         check_json("run errors", &update.errors_json)?;
         let mut tx = self.wtx().await?;
-        let finished_before: Option<Option<i64>> =
-            sqlx::query("SELECT finished_at FROM sync_runs WHERE id = $1 AND tenant_id = $2")
-                .bind(run.to_string())
-                .bind(tenant.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| row.try_get("finished_at"))
-                .transpose()?;
-        let Some(finished_before) = finished_before else {
-            return Err(StoreError::NotFound { entity: "sync run" });
-        };
+        // A running run takes the update as it is. `finished_at IS NULL` in the statement itself, so
+        // a reaper that closed the run meanwhile (PostgreSQL re-reads the row it waited for) wins.
         let sql = format!(
             "UPDATE sync_runs SET status = $3, counts = $4, requests = $5, bytes = $6, errors = $7, finished_at = $8 \
-             WHERE id = $1 AND tenant_id = $2 RETURNING {RUN_COLS}"
+             WHERE id = $1 AND tenant_id = $2 AND finished_at IS NULL RETURNING {RUN_COLS}"
         );
         let row = sqlx::query(&sql)
             .bind(run.to_string())
@@ -2377,15 +2417,51 @@ impl Store for Backend {
             .bind(update.finished_at.map(ms))
             .fetch_optional(&mut *tx)
             .await?;
-        let record = row
+        if let Some(record) = row.as_ref().map(run_row).transpose()? {
+            if record.finished_at.is_some() {
+                announce_run_finished(&mut tx, &record).await?;
+            }
+            tx.commit().await?;
+            return Ok(record);
+        }
+        // Closed already (or absent): the late report joins the row, which stays closed.
+        let closed = sqlx::query(&format!(
+            "SELECT {RUN_COLS} FROM sync_runs WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(run.to_string())
+        .bind(tenant.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(run_row)
+        .transpose()?
+        .ok_or(StoreError::NotFound { entity: "sync run" })?;
+        let errors = with_late_report(&closed, &update)?;
+        let sql = format!(
+            "UPDATE sync_runs SET counts = $3, requests = $4, bytes = $5, errors = $6 \
+             WHERE id = $1 AND tenant_id = $2 AND finished_at IS NOT NULL RETURNING {RUN_COLS}"
+        );
+        let record = sqlx::query(&sql)
+            .bind(run.to_string())
+            .bind(tenant.to_string())
+            .bind(&update.counts_json)
+            .bind(update.requests)
+            .bind(update.bytes)
+            .bind(&errors)
+            .fetch_optional(&mut *tx)
+            .await?
             .as_ref()
             .map(run_row)
             .transpose()?
             .ok_or(StoreError::NotFound { entity: "sync run" })?;
-        if finished_before.is_none() && record.finished_at.is_some() {
-            announce_run_finished(&mut tx, &record).await?;
-        }
         tx.commit().await?;
+        tracing::warn!(
+            %run,
+            reported = update.status.as_str(),
+            kept = record.status.as_str(),
+            "a sync run was reported after it had been closed (reaped as interrupted while its \
+             process was paused?): it stays closed as it was, with the report's counts and errors"
+        );
         Ok(record)
     }
 

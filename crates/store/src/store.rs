@@ -280,6 +280,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         connection: Option<ConnectionId>,
         full: bool,
     ) -> Result<SyncRun>;
+    /// Records the progress or outcome of a running run; a `finished_at` closes it and announces
+    /// `sync.finished` in the same transaction.
+    ///
+    /// A closed run is history: its status and `finished_at` were announced and others acted on them
+    /// (a waiting API client, webhooks, the next scheduled sync). So an update of a run that is
+    /// already closed — typically a process paused (SIGSTOP, a long stall) past its run's staleness
+    /// bound, reaped as interrupted by [`Store::fail_stale_sync_runs`], that then resumed and
+    /// finished — neither reopens it nor changes its status or `finished_at`, and announces nothing.
+    /// Its report is not lost either: the row takes its counts, requests and bytes, its errors are
+    /// merged after the row's (one already there is not repeated), and an entry `{item: "run",
+    /// action: "report", class: "late_report", cause}` says what the process reported and when (one
+    /// such entry, the latest). A warning is logged. Returns the row as it now is.
     async fn update_sync_run(
         &self,
         tenant: TenantId,

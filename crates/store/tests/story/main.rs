@@ -46,5 +46,6 @@ story!(
     bad_input_is_refused_and_changes_nothing,
     oauth_states_are_single_use_and_tenant_checked,
     stale_sync_runs_are_closed_as_interrupted,
+    a_late_report_leaves_a_reaped_run_closed,
     detections_are_recorded_and_closed_in_one_transaction,
 );

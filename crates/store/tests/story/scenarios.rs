@@ -2742,6 +2742,124 @@ pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
     );
 }
 
+/// A process paused past its run's staleness bound (SIGSTOP, a long stall) is reaped; when it
+/// resumes, its report does not reopen the run or change its status and finish time (announced,
+/// acted on) and announces nothing, but is kept: its counts, its errors after the row's, and a
+/// `late_report` entry saying what it reported.
+pub async fn a_late_report_leaves_a_reaped_run_closed(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let run = store.create_sync_run(a, None, false).await.unwrap();
+    let e1 = serde_json::json!({"item": "x", "action": "update", "class": "http", "cause": "412"});
+    let e2 = serde_json::json!({"item": "y", "action": "create", "class": "http", "cause": "500"});
+    let report = |status, errors: &[&serde_json::Value], finished_at| SyncRunUpdate {
+        status,
+        counts_json: r#"{"created":2}"#.into(),
+        requests: 5,
+        bytes: 6,
+        errors_json: serde_json::to_string(errors).unwrap(),
+        finished_at,
+    };
+    // Progress before the pause, then the reaper closes the run.
+    store
+        .update_sync_run(a, run.id, report(SyncRunStatus::Running, &[&e1], None))
+        .await
+        .unwrap();
+    let reaped_at = Timestamp::now();
+    let reaped = store
+        .fail_stale_sync_runs(reaped_at + 30.seconds(), reaped_at, "no heartbeat")
+        .await
+        .unwrap();
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    let seq_before = store.latest_change_seq(a).await.unwrap();
+
+    // The process resumes and reports its outcome.
+    let late = store
+        .update_sync_run(
+            a,
+            run.id,
+            report(
+                SyncRunStatus::Succeeded,
+                &[&e1, &e2],
+                Some(reaped_at + 5.seconds()),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_sync_run(a, run.id).await.unwrap(), late);
+    assert_eq!(late.status, SyncRunStatus::Failed);
+    assert_eq!(
+        late.finished_at.map(|t| t.as_millisecond()),
+        Some(reaped_at.as_millisecond())
+    );
+    assert_eq!(
+        (late.counts_json.as_str(), late.requests, late.bytes),
+        (r#"{"created":2}"#, 5, 6)
+    );
+    let errors: Vec<serde_json::Value> = serde_json::from_str(&late.errors_json).unwrap();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert_eq!(errors[0], e1, "reported before the pause, kept once");
+    assert_eq!(errors[1]["class"], "interrupted");
+    assert_eq!(errors[2], e2);
+    assert_eq!(
+        (
+            &errors[3]["item"],
+            &errors[3]["action"],
+            &errors[3]["class"]
+        ),
+        (
+            &serde_json::json!("run"),
+            &serde_json::json!("report"),
+            &serde_json::json!("late_report")
+        )
+    );
+    let cause = errors[3]["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("closed as interrupted") && cause.contains("`succeeded`"),
+        "{cause}"
+    );
+    // Nothing announced again: `sync.finished` went out once, when the reaper closed the run.
+    let changes = store.list_changes(a, seq_before, None, 100).await.unwrap();
+    assert!(changes.is_empty(), "{changes:?}");
+
+    // A report without a finish does not reopen it either; the late entry is replaced, not repeated.
+    let again = store
+        .update_sync_run(a, run.id, report(SyncRunStatus::Running, &[&e1, &e2], None))
+        .await
+        .unwrap();
+    assert_eq!(again.status, SyncRunStatus::Failed);
+    assert_eq!(again.finished_at, late.finished_at);
+    let errors: Vec<serde_json::Value> = serde_json::from_str(&again.errors_json).unwrap();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors[3]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("still running"),
+        "{errors:?}"
+    );
+    assert!(
+        !store
+            .touch_sync_run(a, run.id, Timestamp::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .list_changes(a, seq_before, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another tenant's late report finds nothing.
+    assert!(is_not_found(
+        store
+            .update_sync_run(b, run.id, report(SyncRunStatus::Succeeded, &[], None))
+            .await
+    ));
+}
+
 pub async fn detections_are_recorded_and_closed_in_one_transaction(db: &TestDb) {
     let store = db.store.as_ref();
     let a = tenant(store, "a").await;
