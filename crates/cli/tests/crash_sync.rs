@@ -188,7 +188,11 @@ impl World {
             BIN,
             &["sync", "--connection", &self.cli.connection.to_string()],
         );
-        command.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
+        // The runs carry the staleness bound of the process that runs them: 3 s, as for `serve`.
+        command
+            .env("CALBRIDGE_SYNC__RUN_STALE_AFTER", "3s")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LOG");
         command
     }
 
@@ -459,7 +463,8 @@ async fn sync_killed_at_random_points_converges_without_loss_or_duplicates() {
     );
 
     // Each kill left its run `running` in the system log; the scheduler of `calbridge serve` closes
-    // them as interrupted once their heartbeat is older than `sync.run_stale_after` (3 s here).
+    // them as interrupted once their heartbeat is older than their bound (the killed processes'
+    // `sync.run_stale_after`, 3 s here).
     let left = w.open_runs().await;
     assert!(left >= landed, "{left} runs left open by {landed} kills");
     tokio::time::sleep(Duration::from_millis(3500)).await;

@@ -23,7 +23,7 @@ mod time;
 use calbridge_providers::ProviderError;
 use calbridge_store::StoreError;
 
-pub use heartbeat::beating;
+pub use heartbeat::{Heartbeat, beating};
 /// For the API's conflict resolution, which reads and writes series the way the engine does.
 pub use local::{Parsed, Storable, storable};
 pub use options::{EngineConfig, SyncOptions};

@@ -127,9 +127,9 @@ pub struct EngineConfig {
     /// Stops a conflict resolution right after this many of its writes (provider or local), before
     /// read-back and before the pair is recorded, as if the process died there. Only for crash tests.
     pub crash_after_resolution_writes: Option<usize>,
-    /// How often a running run's row is touched (its heartbeat, see `beating`); the server derives it
-    /// from `sync.run_stale_after`.
-    pub heartbeat: std::time::Duration,
+    /// How often a running run's row is touched, and the staleness bound each touch writes into it
+    /// (see `beating`); the server derives it from `sync.run_stale_after`.
+    pub heartbeat: crate::Heartbeat,
 }
 
 impl Default for EngineConfig {
@@ -139,7 +139,7 @@ impl Default for EngineConfig {
             deletion_guard: DeletionGuard::default(),
             crash_after_actions: None,
             crash_after_resolution_writes: None,
-            heartbeat: std::time::Duration::from_secs(60),
+            heartbeat: crate::Heartbeat::default(),
         }
     }
 }

@@ -509,16 +509,19 @@ pub struct SyncConfig {
     pub poll_interval: HumanDuration,
     /// A running sync run whose heartbeat is older than this was cut short (its process was killed
     /// or lost the database): the scheduler closes it as failed with class `interrupted`. Running
-    /// runs beat every tenth of it (1 s to 60 s).
+    /// runs beat every tenth of it (1 s to 60 s), and each beat writes this value into the run's row:
+    /// every node's scheduler judges a run by the value of the process running it (its own value
+    /// only for rows without one), so nodes may be configured differently.
     pub run_stale_after: HumanDuration,
 }
 
 impl SyncConfig {
-    /// How often a running run's row is touched: a tenth of `run_stale_after`, within 1 s..60 s.
-    pub fn run_heartbeat(&self) -> std::time::Duration {
-        let tenth = self.run_stale_after.0.as_millis() / 10;
-        let ms = u64::try_from(tenth).unwrap_or(60_000).clamp(1_000, 60_000);
-        std::time::Duration::from_millis(ms)
+    /// How a running run's row is touched: every tenth of `run_stale_after` (1 s..60 s), each touch
+    /// writing `run_stale_after` as the run's staleness bound.
+    pub fn run_heartbeat(&self) -> calbridge_engine::Heartbeat {
+        let stale_after = std::time::Duration::try_from(self.run_stale_after.0)
+            .unwrap_or(std::time::Duration::from_secs(10 * 60));
+        calbridge_engine::Heartbeat::for_stale_after(stale_after)
     }
 }
 
@@ -882,7 +885,8 @@ full_sync_at = "03:00"
 # CalDAV and ICS: one cheap request (sync-token/ctag, conditional GET) this often; a sync only on change.
 poll_interval = "2m"
 # A running sync whose heartbeat (every tenth of this, 1s..60s) is older than this was cut short (its
-# process was killed): the scheduler closes it as failed with class "interrupted". Same on every node.
+# process was killed): the scheduler closes it as failed with class "interrupted". Each run carries the
+# value of the node running it, and every node's scheduler judges it by that: nodes may differ.
 run_stale_after = "10m"
 
 [sync.range]

@@ -47,7 +47,8 @@ pub struct SchedulerConfig {
     pub poll_interval: SignedDuration,
     /// Push channels of Microsoft / Google links.
     pub channels: ChannelConfig,
-    /// Runs whose heartbeat is older than this are closed as interrupted (`sync.run_stale_after`).
+    /// Runs without a staleness bound of their own (rows from before migration 0009) whose heartbeat
+    /// is older than this are closed as interrupted (`sync.run_stale_after`); the others by theirs.
     pub run_stale_after: SignedDuration,
 }
 
@@ -537,25 +538,27 @@ impl Scheduler {
     }
 }
 
-/// Closes the runs (any tenant, any node) whose heartbeat is older than `stale_after` as failed with an
-/// error of class `interrupted`; returns how many. A live run beats every tenth of `stale_after` (the
-/// processes' shared `sync.run_stale_after`), so a run of a live node, this one or another, is never
-/// closed; several nodes reaping at once close each run once (the store re-checks the heartbeat in
-/// the closing statement).
+/// Closes the runs (any tenant, any node) whose heartbeat is older than their own staleness bound as
+/// failed with an error of class `interrupted`; returns how many. Each run's bound is the
+/// `sync.run_stale_after` of the process running it, written with its heartbeat (a live run beats
+/// every tenth of it), so a run of a live node, this one or another, is never closed, whatever this
+/// node's own value; `stale_after` (this node's) judges only rows without a bound (written before
+/// migration 0009). Several nodes reaping at once close each run once (the store re-checks the
+/// heartbeat in the closing statement).
 pub async fn reap_interrupted_runs(
     store: &dyn calbridge_store::Store,
     stale_after: SignedDuration,
     now: Timestamp,
 ) -> Result<usize, StoreError> {
-    let stale_before = now
-        .checked_sub(stale_after)
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let cause = format!(
-        "no heartbeat for {stale_after:#}: the process running this sync stopped (killed, crashed or cut off from the database) before closing it; the next sync picks up where it stopped"
-    );
-    let closed = store
-        .fail_stale_sync_runs(stale_before, now, &cause)
-        .await?;
+    let stale_after =
+        Duration::try_from(stale_after).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let cause = |bound: Duration| {
+        let bound = SignedDuration::try_from(bound).unwrap_or(SignedDuration::MAX);
+        format!(
+            "no heartbeat for {bound:#}: the process running this sync stopped (killed, crashed or cut off from the database) before closing it; the next sync picks up where it stopped"
+        )
+    };
+    let closed = store.fail_stale_sync_runs(now, stale_after, &cause).await?;
     for run in &closed {
         tracing::warn!(run = %run.id, tenant = %run.tenant_id, started_at = %run.started_at, "closed a sync run left running by a dead process");
     }

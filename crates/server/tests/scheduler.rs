@@ -137,7 +137,8 @@ async fn two_schedulers_on_one_postgres_never_overlap_on_a_link() {
 
 /// Runs left `running` by a dead process are closed as interrupted by the scheduler of another node on
 /// the same PostgreSQL (at its start and periodically), while a run whose process still beats is never
-/// closed, however long it takes.
+/// closed, however long it takes, nor one whose node is configured with a longer bound than the
+/// reaper's and has not been silent that long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
     let Some(server) = TestServer::start(Backend::Postgres).await else {
@@ -152,6 +153,19 @@ async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
     let node_a = bootstrap::open_store(&server.config).await.unwrap();
     let dead = node_a.create_sync_run(tenant, None, false).await.unwrap();
     let live = node_a.create_sync_run(tenant, None, false).await.unwrap();
+    // Node C (`sync.run_stale_after = 1h`) beats every 6 minutes: one beat, then silence throughout.
+    let patient = node_a.create_sync_run(tenant, None, false).await.unwrap();
+    assert!(
+        node_a
+            .touch_sync_run(
+                tenant,
+                patient.id,
+                jiff::Timestamp::now(),
+                Duration::from_secs(3600)
+            )
+            .await
+            .unwrap()
+    );
 
     // Node B: a scheduler (its own pool) with a 3 s threshold.
     let ctx = node_sync_context(&server.config).await;
@@ -166,7 +180,10 @@ async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
         node_a.as_ref(),
         tenant,
         live.id,
-        Duration::from_millis(500),
+        calbridge_engine::Heartbeat {
+            every: Duration::from_millis(500),
+            stale_after: Duration::from_secs(3),
+        },
         tokio::time::sleep(Duration::from_secs(7)),
     )
     .await;
@@ -232,6 +249,8 @@ async fn a_scheduler_closes_dead_runs_and_never_a_live_one() {
     let errors: Vec<serde_json::Value> = serde_json::from_str(&late.errors_json).unwrap();
     let classes: Vec<&str> = errors.iter().filter_map(|e| e["class"].as_str()).collect();
     assert_eq!(classes, ["interrupted", "late_report"], "{errors:?}");
+    // C's run, silent for longer than B's 3 s (more than 10 s now) but not C's hour, is alive.
+    assert_eq!(run(patient.id).await.status.as_str(), "running");
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await

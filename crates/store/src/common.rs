@@ -588,6 +588,13 @@ async fn insert_change(
     change_row(&row)
 }
 
+/// A run's staleness bound in milliseconds, capped (at ~3,000 years) so that adding it to a
+/// heartbeat time cannot overflow a `BIGINT`.
+fn stale_ms(bound: StdDuration) -> i64 {
+    const CAP: i64 = 100_000_000_000_000;
+    i64::try_from(bound.as_millis()).map_or(CAP, |ms| ms.min(CAP))
+}
+
 /// The errors of a closed run that a late report joins (see [`Store::update_sync_run`]): the
 /// row's entries, then the report's that the row does not hold yet (counted, so an error the process
 /// had already reported before the run was closed appears once), then one `late_report` entry saying
@@ -2465,13 +2472,21 @@ impl Store for Backend {
         Ok(record)
     }
 
-    async fn touch_sync_run(&self, tenant: TenantId, run: SyncRunId, at: Timestamp) -> Result<bool> {
+    async fn touch_sync_run(
+        &self,
+        tenant: TenantId,
+        run: SyncRunId,
+        at: Timestamp,
+        stale_after: StdDuration,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE sync_runs SET heartbeat_at = $3 WHERE id = $1 AND tenant_id = $2 AND finished_at IS NULL",
+            "UPDATE sync_runs SET heartbeat_at = $3, stale_after_ms = $4 \
+             WHERE id = $1 AND tenant_id = $2 AND finished_at IS NULL",
         )
         .bind(run.to_string())
         .bind(tenant.to_string())
         .bind(ms(at))
+        .bind(stale_ms(stale_after))
         .execute(self.w())
         .await?;
         Ok(done.rows_affected() > 0)
@@ -2479,17 +2494,24 @@ impl Store for Backend {
 
     async fn fail_stale_sync_runs(
         &self,
-        stale_before: Timestamp,
         now: Timestamp,
-        cause: &str,
+        stale_after: StdDuration,
+        cause: &(dyn Fn(StdDuration) -> String + Sync),
     ) -> Result<Vec<SyncRun>> {
-        let stale =
-            |n: u8| format!("finished_at IS NULL AND COALESCE(heartbeat_at, started_at) < ${n}");
+        // Each run by its own bound (`$b`), the caller's for rows without one; `$n` is now.
+        let bound = |b: u8| format!("COALESCE(stale_after_ms, ${b})");
+        let stale = |b: u8, n: u8| {
+            format!(
+                "finished_at IS NULL AND COALESCE(heartbeat_at, started_at) + {} < ${n}",
+                bound(b)
+            )
+        };
         let candidates: Vec<String> = sqlx::query(&format!(
             "SELECT id FROM sync_runs WHERE {} ORDER BY started_at LIMIT 500",
-            stale(1)
+            stale(1, 2)
         ))
-        .bind(ms(stale_before))
+        .bind(stale_ms(stale_after))
+        .bind(ms(now))
         .fetch_all(self.r())
         .await?
         .iter()
@@ -2498,37 +2520,40 @@ impl Store for Backend {
         let mut closed = Vec::new();
         for run in candidates {
             let mut tx = self.wtx().await?;
-            let errors: Option<String> = sqlx::query(&format!(
-                "SELECT errors FROM sync_runs WHERE id = $1 AND {}",
-                stale(2)
+            let found = sqlx::query(&format!(
+                "SELECT errors, {} AS bound FROM sync_runs WHERE id = $1 AND {}",
+                bound(2),
+                stale(2, 3)
             ))
             .bind(&run)
-            .bind(ms(stale_before))
+            .bind(stale_ms(stale_after))
+            .bind(ms(now))
             .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get("errors"))
-            .transpose()?;
-            let Some(errors) = errors else {
+            .await?;
+            let Some(found) = found else {
                 continue;
             };
+            let errors: String = found.try_get("errors")?;
+            let bound: i64 = found.try_get("bound")?;
+            let bound = StdDuration::from_millis(u64::try_from(bound).unwrap_or(0));
             let mut list: Vec<serde_json::Value> = serde_json::from_str(&errors).unwrap_or_default();
             list.push(serde_json::json!({
                 "item": "run",
                 "action": "run",
                 "class": "interrupted",
-                "cause": cause,
+                "cause": cause(bound),
             }));
             let errors = serde_json::to_string(&list).map_err(|e| StoreError::Invalid(e.to_string()))?;
             // The staleness is checked again here: a heartbeat committed meanwhile wins.
             let row = sqlx::query(&format!(
-                "UPDATE sync_runs SET status = $3, finished_at = $4, errors = $5 \
+                "UPDATE sync_runs SET status = $4, finished_at = $3, errors = $5 \
                  WHERE id = $1 AND {} RETURNING {RUN_COLS}",
-                stale(2)
+                stale(2, 3)
             ))
             .bind(&run)
-            .bind(ms(stale_before))
-            .bind(SyncRunStatus::Failed.as_str())
+            .bind(stale_ms(stale_after))
             .bind(ms(now))
+            .bind(SyncRunStatus::Failed.as_str())
             .bind(&errors)
             .fetch_optional(&mut *tx)
             .await?;

@@ -299,20 +299,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         update: SyncRunUpdate,
     ) -> Result<SyncRun>;
     async fn get_sync_run(&self, tenant: TenantId, run: SyncRunId) -> Result<SyncRun>;
-    /// The heartbeat of a running run: its row records `at` as the last sign of life. `false` when the
-    /// run is no longer running (finished, or closed as interrupted by [`Store::fail_stale_sync_runs`]).
-    async fn touch_sync_run(&self, tenant: TenantId, run: SyncRunId, at: Timestamp)
-    -> Result<bool>;
+    /// The heartbeat of a running run: its row records `at` as the last sign of life, and
+    /// `stale_after` (the running process's `sync.run_stale_after`) as the run's own staleness
+    /// bound, which every reaper then judges it by. `false` when the run is no longer running
+    /// (finished, or closed as interrupted by [`Store::fail_stale_sync_runs`]).
+    async fn touch_sync_run(
+        &self,
+        tenant: TenantId,
+        run: SyncRunId,
+        at: Timestamp,
+        stale_after: Duration,
+    ) -> Result<bool>;
     /// Closes every unfinished run (any tenant) whose last heartbeat, or start when it never beat, is
-    /// before `stale_before`: status `failed`, `finished_at = now`, an error `{item: "run", action:
-    /// "run", class: "interrupted", cause}` added, `sync.finished` announced in the same transaction.
-    /// The staleness is checked again in the closing statement, so a heartbeat that lands meanwhile
-    /// keeps its run alive (several nodes may call this at once). Returns the runs it closed.
+    /// older at `now` than the run's own staleness bound (written by its heartbeat, see
+    /// [`Store::touch_sync_run`]), or than `stale_after` for a run without one (rows from before
+    /// migration 0009, a run that has not beaten yet): status `failed`, `finished_at = now`, an error
+    /// `{item: "run", action: "run", class: "interrupted", cause: cause(bound)}` added, `sync.finished`
+    /// announced in the same transaction. So a node configured with a short bound never reaps a live
+    /// run of a node configured with a longer one. The staleness is checked again in the closing
+    /// statement, so a heartbeat that lands meanwhile keeps its run alive (several nodes may call this
+    /// at once). Returns the runs it closed.
     async fn fail_stale_sync_runs(
         &self,
-        stale_before: Timestamp,
         now: Timestamp,
-        cause: &str,
+        stale_after: Duration,
+        cause: &(dyn Fn(Duration) -> String + Sync),
     ) -> Result<Vec<SyncRun>>;
     /// Newest first.
     async fn list_sync_runs(

@@ -47,5 +47,6 @@ story!(
     oauth_states_are_single_use_and_tenant_checked,
     stale_sync_runs_are_closed_as_interrupted,
     a_late_report_leaves_a_reaped_run_closed,
+    each_run_is_judged_by_its_own_staleness_bound,
     detections_are_recorded_and_closed_in_one_transaction,
 );

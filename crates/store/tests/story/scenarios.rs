@@ -2628,9 +2628,9 @@ pub async fn oauth_states_are_single_use_and_tenant_checked(db: &TestDb) {
     assert!(store.take_oauth_state("h4").await.unwrap().is_none());
 }
 
-/// Runs cut short by a dead process (no heartbeat since `stale_before`) are closed as failed with an
-/// `interrupted` error and announced; live ones (a recent heartbeat) and finished ones are untouched;
-/// two nodes reaping at once close each run once.
+/// Runs cut short by a dead process (no heartbeat within their bound, here the reaper's: they never
+/// beat) are closed as failed with an `interrupted` error and announced; live ones (a recent heartbeat)
+/// and finished ones are untouched; two nodes reaping at once close each run once.
 pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
     let store = db.store.as_ref();
     let a = tenant(store, "a").await;
@@ -2656,18 +2656,33 @@ pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
         .unwrap();
     // The live run's process beats (a heartbeat "later" than the threshold below); the others do not.
     let later = Timestamp::now() + 60.seconds();
-    assert!(store.touch_sync_run(a, live.id, later).await.unwrap());
-    assert!(!store.touch_sync_run(a, done.id, later).await.unwrap());
+    let second = Duration::from_secs(1);
     assert!(
-        !store.touch_sync_run(b, live.id, later).await.unwrap(),
+        store
+            .touch_sync_run(a, live.id, later, second)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch_sync_run(a, done.id, later, second)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch_sync_run(b, live.id, later, second)
+            .await
+            .unwrap(),
         "tenant-checked"
     );
+    // Rows without a bound of their own are judged by the reaper's (one second here).
+    let cause = |bound: Duration| format!("no heartbeat for {bound:?}");
     let seq_before = store.latest_change_seq(a).await.unwrap();
 
-    let stale_before = Timestamp::now() + 30.seconds();
-    let now = Timestamp::now();
+    let now = Timestamp::now() + 31.seconds();
     let closed = store
-        .fail_stale_sync_runs(stale_before, now, "no heartbeat")
+        .fail_stale_sync_runs(now, second, &cause)
         .await
         .unwrap();
     let mut ids: Vec<SyncRunId> = closed.iter().map(|r| r.id).collect();
@@ -2685,7 +2700,7 @@ pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
     assert_eq!(
         errors,
         vec![
-            serde_json::json!({"item": "run", "action": "run", "class": "interrupted", "cause": "no heartbeat"})
+            serde_json::json!({"item": "run", "action": "run", "class": "interrupted", "cause": "no heartbeat for 1s"})
         ]
     );
     assert_eq!(
@@ -2705,10 +2720,15 @@ pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
     assert_eq!(finished[0].subject_id, dead.id.to_string());
     assert!(finished[0].data_json.contains("\"failed\""));
     // A reaped run no longer beats, and reaping again finds nothing.
-    assert!(!store.touch_sync_run(a, dead.id, later).await.unwrap());
+    assert!(
+        !store
+            .touch_sync_run(a, dead.id, later, second)
+            .await
+            .unwrap()
+    );
     assert!(
         store
-            .fail_stale_sync_runs(stale_before, now, "again")
+            .fail_stale_sync_runs(now, second, &cause)
             .await
             .unwrap()
             .is_empty()
@@ -2720,10 +2740,10 @@ pub async fn stale_sync_runs_are_closed_as_interrupted(db: &TestDb) {
         stale.push(store.create_sync_run(a, None, false).await.unwrap().id);
     }
     let other = db.second_store().await;
-    let stale_before = Timestamp::now() + 30.seconds();
+    let now = Timestamp::now() + 31.seconds();
     let (one, two) = tokio::join!(
-        store.fail_stale_sync_runs(stale_before, Timestamp::now(), "node one"),
-        other.fail_stale_sync_runs(stale_before, Timestamp::now(), "node two"),
+        store.fail_stale_sync_runs(now, second, &cause),
+        other.fail_stale_sync_runs(now, second, &cause),
     );
     let (one, two) = (one.unwrap(), two.unwrap());
     let mut closed: Vec<SyncRunId> = one.iter().chain(&two).map(|r| r.id).collect();
@@ -2766,9 +2786,11 @@ pub async fn a_late_report_leaves_a_reaped_run_closed(db: &TestDb) {
         .update_sync_run(a, run.id, report(SyncRunStatus::Running, &[&e1], None))
         .await
         .unwrap();
-    let reaped_at = Timestamp::now();
+    let reaped_at = Timestamp::now() + 30.seconds();
     let reaped = store
-        .fail_stale_sync_runs(reaped_at + 30.seconds(), reaped_at, "no heartbeat")
+        .fail_stale_sync_runs(reaped_at, Duration::from_secs(1), &|_: Duration| {
+            String::from("no heartbeat")
+        })
         .await
         .unwrap();
     assert_eq!(reaped.len(), 1, "{reaped:?}");
@@ -2841,7 +2863,7 @@ pub async fn a_late_report_leaves_a_reaped_run_closed(db: &TestDb) {
     );
     assert!(
         !store
-            .touch_sync_run(a, run.id, Timestamp::now())
+            .touch_sync_run(a, run.id, Timestamp::now(), Duration::from_secs(1))
             .await
             .unwrap()
     );
@@ -2858,6 +2880,84 @@ pub async fn a_late_report_leaves_a_reaped_run_closed(db: &TestDb) {
             .update_sync_run(b, run.id, report(SyncRunStatus::Succeeded, &[], None))
             .await
     ));
+}
+
+/// Every run is judged by the staleness bound its own process wrote with its heartbeat, not by the
+/// reaper's: a reaper configured short never closes a live run that beats rarely under a long bound,
+/// and one configured long still closes a run past its own short bound. Rows without a bound (before
+/// migration 0009, or before their first beat) fall back to the reaper's.
+pub async fn each_run_is_judged_by_its_own_staleness_bound(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let t0 = Timestamp::now() + 1.second();
+    let hour = Duration::from_secs(3600);
+    let long = store.create_sync_run(a, None, false).await.unwrap().id;
+    let short = store.create_sync_run(a, None, false).await.unwrap().id;
+    let legacy = store.create_sync_run(a, None, false).await.unwrap().id;
+    assert!(store.touch_sync_run(a, long, t0, hour).await.unwrap());
+    assert!(
+        store
+            .touch_sync_run(a, short, t0, Duration::from_secs(2))
+            .await
+            .unwrap()
+    );
+    let cause = |bound: Duration| format!("{}s", bound.as_secs());
+    let closed_ids = |runs: &[SyncRun]| {
+        let mut ids: Vec<SyncRunId> = runs.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids
+    };
+    let reason = |run: &SyncRun| {
+        let errors: Vec<serde_json::Value> = serde_json::from_str(&run.errors_json).unwrap();
+        errors[0]["cause"].as_str().unwrap().to_owned()
+    };
+
+    // A node configured with 3 s, 10 s after the last beats: the short run (2 s) and the run without
+    // a bound (3 s, the reaper's) are closed; the long one (1 h) is alive.
+    let closed = store
+        .fail_stale_sync_runs(t0 + 10.seconds(), Duration::from_secs(3), &cause)
+        .await
+        .unwrap();
+    let mut want = vec![short, legacy];
+    want.sort();
+    assert_eq!(closed_ids(&closed), want, "{closed:?}");
+    let by_id = |id| closed.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(reason(by_id(short)), "2s", "the run's own bound");
+    assert_eq!(reason(by_id(legacy)), "3s", "the reaper's");
+    // Still alive 59 minutes later for the short reaper; past its hour, closed (even by a reaper
+    // configured longer than that).
+    assert!(
+        store
+            .fail_stale_sync_runs(t0 + 59.minutes(), Duration::from_secs(3), &cause)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get_sync_run(a, long).await.unwrap().status,
+        SyncRunStatus::Running
+    );
+    let closed = store
+        .fail_stale_sync_runs(t0 + 61.minutes(), hour * 24, &cause)
+        .await
+        .unwrap();
+    assert_eq!(closed_ids(&closed), vec![long]);
+    assert_eq!(reason(&closed[0]), "3600s");
+
+    // Each beat writes the bound again: the latest is the one that counts.
+    let run = store.create_sync_run(a, None, false).await.unwrap().id;
+    assert!(store.touch_sync_run(a, run, t0, hour).await.unwrap());
+    assert!(
+        store
+            .touch_sync_run(a, run, t0, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    let closed = store
+        .fail_stale_sync_runs(t0 + 6.seconds(), hour, &cause)
+        .await
+        .unwrap();
+    assert_eq!(closed_ids(&closed), vec![run]);
 }
 
 pub async fn detections_are_recorded_and_closed_in_one_transaction(db: &TestDb) {
