@@ -150,8 +150,8 @@ pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
     });
     // A run of its own beats while it works (a caller's run is the caller's to keep alive).
     if own_run {
-        let every = ctx.config.heartbeat;
-        crate::heartbeat::beating(ctx.store, ctx.tenant, run_id, every, work).await
+        let heartbeat = ctx.config.heartbeat;
+        crate::heartbeat::beating(ctx.store, ctx.tenant, run_id, heartbeat, work).await
     } else {
         work.await
     }
