@@ -1324,6 +1324,7 @@ impl<'a> Runner<'a> {
                         .local_id
                         .as_ref()
                         .and_then(|l| SeriesId::parse(l.as_str()).ok()),
+                    other_series_id: None,
                     event_uid: c.uid.as_ref().map(|u| u.to_string()).unwrap_or_default(),
                     kind: store_kind(c.kind),
                     local_json: Some(to_json(&local)?),

@@ -393,6 +393,7 @@ fn detected(
             connection_id: Some(connection.id),
             link_id: None,
             series_id: SeriesId::parse(&pair.first).ok(),
+            other_series_id: SeriesId::parse(&pair.second).ok(),
             event_uid: seen[a].uid.clone(),
             kind: ConflictKind::Time,
             local_json: Some(local.to_string()),

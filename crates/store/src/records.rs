@@ -420,6 +420,9 @@ pub struct NewConflict {
     pub connection_id: Option<ConnectionId>,
     pub link_id: Option<LinkId>,
     pub series_id: Option<SeriesId>,
+    /// The second series a conflict names (a time conflict's other event); found by
+    /// `Store::conflicts_naming_series` like `series_id`.
+    pub other_series_id: Option<SeriesId>,
     pub event_uid: String,
     pub kind: ConflictKind,
     pub local_json: Option<String>,
@@ -459,6 +462,8 @@ pub struct Conflict {
     pub connection_id: Option<ConnectionId>,
     pub link_id: Option<LinkId>,
     pub series_id: Option<SeriesId>,
+    /// A time conflict's other series (`None` for the other kinds, or once that series is deleted).
+    pub other_series_id: Option<SeriesId>,
     pub event_uid: String,
     pub kind: ConflictKind,
     pub state: ConflictState,

@@ -165,6 +165,20 @@ mod tests {
         }
     }
 
+    /// The conflicts naming given series are found through an index on each of the two columns (a few
+    /// probes per series), not by reading every conflict of the tenant.
+    #[tokio::test]
+    async fn conflicts_naming_series_are_found_through_both_series_indexes() {
+        // As `conflicts_naming_series` asks (one `OR` of the two went through `conflicts_tenant`).
+        let sql = "SELECT * FROM conflicts WHERE tenant_id = 't' AND kind = 'time' \
+                   AND series_id IN ('a', 'b') \
+                   UNION ALL SELECT * FROM conflicts WHERE tenant_id = 't' AND kind = 'time' \
+                   AND other_series_id IN ('a', 'b') ORDER BY id";
+        for index in ["conflicts_series", "conflicts_other_series"] {
+            assert_plan_uses(sql, index).await;
+        }
+    }
+
     /// A link's write-ahead pairs are found through their partial index, not by reading every pair.
     #[tokio::test]
     async fn write_ahead_pairs_are_found_through_their_partial_index() {

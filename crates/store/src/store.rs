@@ -237,8 +237,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: Option<ConflictId>,
         limit: u32,
     ) -> Result<Vec<Conflict>>;
-    /// Conflicts of `kind` that name one of `series`: as their series, or anywhere in their local side
-    /// (a time conflict names both of its series there). For readers that decide about a few series.
+    /// Conflicts of `kind` that name one of `series`: as their series or as their other series (a time
+    /// conflict's second). Index probes per series, whatever the number of conflicts stored. For readers
+    /// that decide about a few series.
     async fn conflicts_naming_series(
         &self,
         tenant: TenantId,

@@ -77,12 +77,38 @@ impl Drop for TestDb {
 }
 
 pub async fn sqlite() -> TestDb {
+    sqlite_migrated_to(None).await
+}
+
+/// Runs the migrations of `migrator` up to `version` only (to test a later one on older rows).
+fn migrations_up_to(
+    mut migrator: sqlx::migrate::Migrator,
+    version: i64,
+) -> sqlx::migrate::Migrator {
+    let kept: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect();
+    migrator.migrations = kept.into();
+    migrator
+}
+
+/// A fresh SQLite database migrated up to `version` (`None`: all the way).
+pub async fn sqlite_migrated_to(version: Option<i64>) -> TestDb {
     let dir =
         std::env::temp_dir().join(format!("calbridge-store-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("calbridge.db").display());
     let store = SqliteStore::connect(&url).await.expect("open sqlite");
-    store.migrate().await.expect("migrate sqlite");
+    match version {
+        None => store.migrate().await.expect("migrate sqlite"),
+        Some(v) => migrations_up_to(sqlx::migrate!("../store/migrations/sqlite"), v)
+            .run(store.pool())
+            .await
+            .expect("migrate sqlite"),
+    }
     TestDb {
         store: Arc::new(store.clone()),
         raw: Raw::Sqlite(store),
@@ -97,6 +123,11 @@ fn require_peers() -> bool {
 
 /// `None` (with a printed notice) when PostgreSQL is unreachable and peers are not required.
 pub async fn postgres() -> Option<TestDb> {
+    postgres_migrated_to(None).await
+}
+
+/// A fresh PostgreSQL database migrated up to `version` (`None`: all the way).
+pub async fn postgres_migrated_to(version: Option<i64>) -> Option<TestDb> {
     let admin_url = std::env::var("CALBRIDGE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let admin: PgConnectOptions = admin_url
@@ -129,7 +160,13 @@ pub async fn postgres() -> Option<TestDb> {
     let store = PgStore::connect_with(options)
         .await
         .expect("connect test database");
-    store.migrate().await.expect("migrate postgres");
+    match version {
+        None => store.migrate().await.expect("migrate postgres"),
+        Some(v) => migrations_up_to(sqlx::migrate!("../store/migrations/postgres"), v)
+            .run(store.pool())
+            .await
+            .expect("migrate postgres"),
+    }
     let url = {
         let (base, _) = admin_url.rsplit_once('/').expect("URL has a database path");
         format!("{base}/{name}")

@@ -50,3 +50,20 @@ story!(
     each_run_is_judged_by_its_own_staleness_bound,
     detections_are_recorded_and_closed_in_one_transaction,
 );
+
+/// Migration 0011 fills the second series of the time conflicts stored before it.
+mod migration {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_time_conflicts_get_their_second_series() {
+        let db = crate::harness::sqlite_migrated_to(Some(10)).await;
+        crate::scenarios::time_conflicts_get_their_second_series(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_time_conflicts_get_their_second_series() {
+        let Some(db) = crate::harness::postgres_migrated_to(Some(10)).await else {
+            return;
+        };
+        crate::scenarios::time_conflicts_get_their_second_series(&db).await;
+    }
+}

@@ -1217,6 +1217,7 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
         connection_id: Some(conn.id),
         link_id: Some(link.id),
         series_id: None,
+        other_series_id: None,
         event_uid: "e1".into(),
         kind: ConflictKind::Update,
         local_json: Some(r#"{"summary":"L"}"#.into()),
@@ -1290,62 +1291,130 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
-    // Naming a series: by the series column or in the local side; the kind and the tenant hold.
-    let s1 = SeriesId::new();
-    let s2 = SeriesId::new();
+    // Naming a series: as its series or as its other series (a time conflict's second, which its
+    // local side need not spell out: the columns are read, not the JSON); the kind and the tenant hold.
+    // The series live in a calendar of their own, kept out of the change stream asserted below.
+    let named_cal = calendar(store, a, "named").await;
+    let mut named_series = Vec::new();
+    for uid in ["s1", "s2", "s3"] {
+        let at = t("2026-11-20T09:00:00Z");
+        let s = store
+            .create_series(a, new_series(named_cal.id, uid, single(at, at + 1.hour())))
+            .await
+            .unwrap();
+        named_series.push(s.id);
+    }
+    let (s1, s2, s3) = (named_series[0], named_series[1], named_series[2]);
+    let time_conflict =
+        |first: Option<SeriesId>, second: Option<SeriesId>, uid: &str| NewConflict {
+            kind: ConflictKind::Time,
+            // No connection: kept out of the calendar's change stream asserted below.
+            connection_id: None,
+            link_id: None,
+            series_id: first,
+            other_series_id: second,
+            event_uid: uid.into(),
+            local_json: Some(r#"{"key":"k"}"#.into()),
+            ..new.clone()
+        };
+    // Another tenant's series is refused as either series.
+    assert!(is_not_found(
+        store
+            .create_conflict(b, time_conflict(Some(s1), None, "x"))
+            .await
+    ));
+    assert!(is_not_found(
+        store
+            .create_conflict(b, time_conflict(None, Some(s2), "x"))
+            .await
+    ));
     let named = store
-        .create_conflict(
-            a,
-            NewConflict {
-                kind: ConflictKind::Time,
-                // No connection: kept out of the calendar's change stream asserted below.
-                connection_id: None,
-                link_id: None,
-                series_id: None,
-                event_uid: "e3".into(),
-                local_json: Some(format!(r#"{{"key":"{s1}|{s2}"}}"#)),
-                ..new.clone()
-            },
-        )
+        .create_conflict(a, time_conflict(Some(s1), Some(s2), "e3"))
         .await
         .unwrap();
-    for series in [s1, s2] {
+    assert_eq!(
+        (named.series_id, named.other_series_id),
+        (Some(s1), Some(s2))
+    );
+    assert_eq!(store.get_conflict(a, named.id).await.unwrap(), named);
+    // Found only through its second series (its first is gone from the columns).
+    let second_only = store
+        .create_conflict(a, time_conflict(None, Some(s3), "e4"))
+        .await
+        .unwrap();
+    for (series, found) in [
+        (s1, vec![named.clone()]),
+        (s2, vec![named.clone()]),
+        (s3, vec![second_only.clone()]),
+    ] {
         assert_eq!(
             store
                 .conflicts_naming_series(a, ConflictKind::Time, &[series])
                 .await
                 .unwrap(),
-            vec![named.clone()]
+            found
         );
     }
-    // Named in two chunks of a long list (bounded IN lists), it still comes once.
+    assert_eq!(
+        store
+            .conflicts_naming_series(a, ConflictKind::Time, &[s3, s2])
+            .await
+            .unwrap(),
+        vec![named.clone(), second_only.clone()]
+    );
+    // Named in two chunks of a long list (bounded IN lists), each comes once, in id order.
     let mut many: Vec<SeriesId> = (0..250).map(|_| SeriesId::new()).collect();
     many.insert(0, s1);
     many.push(s2);
+    many.push(s3);
     assert_eq!(
         store
             .conflicts_naming_series(a, ConflictKind::Time, &many)
             .await
             .unwrap(),
-        vec![named.clone()]
+        vec![named.clone(), second_only.clone()]
     );
-    assert!(
-        store
-            .conflicts_naming_series(a, ConflictKind::Update, &[s1])
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .conflicts_naming_series(b, ConflictKind::Time, &[s1])
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    for series in [s1, s3] {
+        assert!(
+            store
+                .conflicts_naming_series(a, ConflictKind::Update, &[series])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .conflicts_naming_series(b, ConflictKind::Time, &[series])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
     assert!(
         store
             .conflicts_naming_series(a, ConflictKind::Time, &[SeriesId::new()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A series that goes for good (its calendar deleted) leaves the conflict, without it.
+    store
+        .resolve_conflict(
+            a,
+            second_only.id,
+            r#"{"closed":"test"}"#,
+            "key:x",
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    store.delete_calendar(a, named_cal.id, None).await.unwrap();
+    let kept = store.get_conflict(a, second_only.id).await.unwrap();
+    assert_eq!((kept.series_id, kept.other_series_id), (None, None));
+    assert_eq!(kept.state, ConflictState::Resolved);
+    assert!(
+        store
+            .conflicts_naming_series(a, ConflictKind::Time, &[s3])
             .await
             .unwrap()
             .is_empty()
@@ -2983,6 +3052,7 @@ pub async fn detections_are_recorded_and_closed_in_one_transaction(db: &TestDb) 
         connection_id: Some(conn.id),
         link_id: None,
         series_id: None,
+        other_series_id: None,
         event_uid: uid.into(),
         kind: ConflictKind::Time,
         local_json: Some(format!(r#"{{"key":"{uid}"}}"#)),
@@ -3154,4 +3224,60 @@ pub async fn detections_are_recorded_and_closed_in_one_transaction(db: &TestDb) 
             .unwrap(),
         vec![linked]
     );
+}
+
+/// On a database migrated up to 0010: time conflicts stored then (the second series only in `local`)
+/// get it as their `other_series_id` from migration 0011, and are found through it; rows it cannot use
+/// (a series that no longer exists, JSON that does not parse, other kinds) are left without one.
+pub async fn time_conflicts_get_their_second_series(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let cal = calendar(store, a, "c").await;
+    let mut ids = Vec::new();
+    for uid in ["s1", "s2"] {
+        let at = t("2026-11-20T09:00:00Z");
+        let s = store
+            .create_series(a, new_series(cal.id, uid, single(at, at + 1.hour())))
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let (s1, s2, gone) = (ids[0], ids[1], SeriesId::new());
+    let events = |x: SeriesId, y: SeriesId| {
+        format!(r#"{{"key":"{x}|{y}","events":[{{"series_id":"{x}"}},{{"series_id":"{y}"}}]}}"#)
+    };
+    let rows = [
+        ("time", Some(s1), events(s1, s2)),
+        ("time", None, events(gone, s2)),
+        ("time", Some(s1), events(s1, gone)),
+        ("time", Some(s1), "not json".to_owned()),
+        ("update", Some(s1), events(s1, s2)),
+    ];
+    let mut conflicts = Vec::new();
+    for (kind, first, local) in rows {
+        let id = ConflictId::new();
+        let first = first.map_or("NULL".to_owned(), |s| format!("'{s}'"));
+        db.raw_execute(&format!(
+            "INSERT INTO conflicts (id, tenant_id, connection_id, link_id, series_id, event_uid, kind, \
+             state, local, remote, base, fields, options, detected_at) VALUES ('{id}', '{a}', NULL, \
+             NULL, {first}, 'e', '{kind}', 'open', '{local}', NULL, NULL, '[]', '[]', 1)"
+        ))
+        .await
+        .unwrap();
+        conflicts.push(id);
+    }
+    store.migrate().await.unwrap();
+    let mut others = Vec::new();
+    for id in &conflicts {
+        others.push(store.get_conflict(a, *id).await.unwrap().other_series_id);
+    }
+    assert_eq!(others, vec![Some(s2), Some(s2), None, None, None]);
+    let found: Vec<ConflictId> = store
+        .conflicts_naming_series(a, ConflictKind::Time, &[s2])
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(found, conflicts[..2].to_vec());
 }
