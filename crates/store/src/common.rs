@@ -117,6 +117,16 @@ async fn insert_rows<T>(
     Ok(())
 }
 
+/// Appends ` AND {column} IN (…)` with one bound parameter per id.
+fn push_in_list<I: ToString>(q: &mut QueryBuilder<'static, Db>, column: &str, ids: &[I]) {
+    q.push(format!(" AND {column} IN ("));
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_string());
+    }
+    q.push(")");
+}
+
 /// The rows that bounded `IN` lists name (both engines cap the number of bound parameters): `query`
 /// builds the statement for one chunk of at most `per_query` ids of one of `lists` (each tagged, e.g.
 /// with the column it names), `row` reads a result row, and a record that several chunks or lists name
@@ -2107,13 +2117,8 @@ impl Store for Backend {
             ));
             q.push_bind(tenant.to_string())
                 .push(" AND link_id = ")
-                .push_bind(link.to_string())
-                .push(format!(" AND {column} IN ("));
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(id.clone());
-            }
-            q.push(")");
+                .push_bind(link.to_string());
+            push_in_list(&mut q, column, ids);
             q
         };
         rows_naming(self.r(), &lists, 500, statement, map_row, |m| m.id).await
@@ -2319,13 +2324,8 @@ impl Store for Backend {
                 ))
                 .push_bind(tenant.to_string())
                 .push(" AND kind = ")
-                .push_bind(kind.as_str())
-                .push(format!(" AND {column} IN ("));
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(id.to_string());
-                }
-                q.push(")");
+                .push_bind(kind.as_str());
+                push_in_list(&mut q, column, ids);
             }
             q.push(" ORDER BY id");
             q
