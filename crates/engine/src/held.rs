@@ -13,20 +13,25 @@ use calbridge_providers::{
 use calbridge_store::{ItemMapping, LinkId, MappingId, Store, TenantId};
 use calbridge_sync::{LocalId, Mapping, RemoteId, RemoteVersion};
 
-use crate::pairs::stored_base;
+use crate::pairs::{StoredBase, stored_base};
 
 /// A stored row as the plan sees it: a pair of a local series and a remote item with a readable
 /// base. Write-ahead rows of creates (one side unknown) and rows whose base cannot be read are not.
 pub(crate) fn linked_pair(m: ItemMapping) -> Option<Mapping> {
     let base = stored_base(&m)?;
-    let (Some(series), Some(version)) = (m.series_id, m.remote_version) else {
+    pair_of(&m, base)
+}
+
+/// The pair of a row whose base was read: `None` for a write-ahead row of a create (one side unknown).
+pub(crate) fn pair_of(m: &ItemMapping, base: StoredBase) -> Option<Mapping> {
+    let (Some(series), Some(version)) = (m.series_id, &m.remote_version) else {
         return None;
     };
     Some(Mapping {
         uid: base.uid,
         local: LocalId::new(series.to_string()),
-        remote: RemoteId::new(m.remote_id),
-        remote_version: RemoteVersion::new(version),
+        remote: RemoteId::new(m.remote_id.clone()),
+        remote_version: RemoteVersion::new(version.clone()),
         base: base.state,
     })
 }

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::held::{PairVersions, held_version, linked_pair};
+use crate::held::{PairVersions, held_version, linked_pair, pair_of};
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
@@ -411,20 +411,17 @@ impl<'a> Runner<'a> {
                 }
                 _ => {}
             }
-            let (Some(series), Some(version)) = (m.series_id, &m.remote_version) else {
+            let intent = base.intent.clone();
+            let Some(pair) = pair_of(m, base) else {
                 continue;
             };
-            if let Some(intent) = &base.intent {
-                intents.push((self.mappings.len(), intent.clone()));
+            if let Some(intent) = intent {
+                intents.push((self.mappings.len(), intent));
             }
-            let pair = Mapping {
-                uid: base.uid,
-                local: LocalId::new(series.to_string()),
-                remote: RemoteId::new(m.remote_id.clone()),
-                remote_version: RemoteVersion::new(version.clone()),
-                base: base.state,
-            };
-            known.extend(held_version(&pair));
+            // An incremental run answers the provider from the pairs instead (below).
+            if !incremental {
+                known.extend(held_version(&pair));
+            }
             self.mappings.push(pair);
         }
 
