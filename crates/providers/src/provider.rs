@@ -2,6 +2,7 @@
 //! Google Calendar next). The sync engine only ever talks to this trait.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,18 @@ pub trait HeldVersions: Send + Sync {
 
     /// Every version held.
     async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError>;
+
+    /// The series holding these occurrence ids, as far as the caller remembers them from earlier
+    /// rounds' [`ChangeSet::series_occurrences`](crate::ChangeSet::series_occurrences): occurrence
+    /// id → series id; an id not remembered is absent. A removed occurrence (Graph) then costs a
+    /// re-read of its own series; one nobody remembers makes the round re-read every series held
+    /// ([`HeldVersions::all`]). A caller that keeps nothing answers with nothing.
+    async fn series_of(
+        &self,
+        _occurrences: &[RemoteId],
+    ) -> Result<HashMap<RemoteId, RemoteId>, ProviderError> {
+        Ok(HashMap::new())
+    }
 }
 
 #[async_trait]

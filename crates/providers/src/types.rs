@@ -1,7 +1,7 @@
 //! Values that cross the provider boundary. Every one has a `parse` constructor that refuses what
 //! the rest of the system could not store or send back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use jiff::Timestamp;
@@ -274,6 +274,14 @@ pub struct ChangeSet {
     /// `upserts`, `unchanged` and `failures` is gone (already listed in `deletions` when the
     /// caller passed its known versions).
     pub full_listing: Option<FullListingReason>,
+    /// The occurrence ids of each series read this round, by series id, when the provider's
+    /// removals do not name their series (Graph: a deleted occurrence comes back as an `@removed`
+    /// id alone). Each list is complete for its series in the window: it replaces what the caller
+    /// remembered of that series. A caller that keeps them answers
+    /// [`HeldVersions::series_of`](crate::HeldVersions::series_of), so a later removed occurrence
+    /// re-reads its own series instead of every series held. Empty for Google (a cancelled instance
+    /// carries `recurringEventId`), CalDAV and ICS (an item is a whole series).
+    pub series_occurrences: BTreeMap<RemoteId, Vec<RemoteId>>,
 }
 
 /// The result of reading one item by id.

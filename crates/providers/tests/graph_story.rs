@@ -201,9 +201,14 @@ async fn graph_incremental_changes_by_a_user_including_one_occurrence() {
     assert!(upserted.contains(&new.as_str()), "{upserted:?}");
     assert!(upserted.contains(&edit.as_str()));
     assert!(!upserted.contains(&keep.as_str()));
-    // An occurrence's `@removed` id does not name its series: every series held is re-read, so the
-    // round asked for every version once.
+    // An occurrence's `@removed` id does not name its series, and this caller remembers no
+    // occurrence (as after data synced before occurrences were reported): every series held is
+    // re-read, so the round asked for every version once.
     assert_eq!(asked.all_asked(), 1);
+    assert_eq!(
+        asked.occurrences_named(),
+        BTreeSet::from([instances[2].clone()])
+    );
     let named = asked.named();
     for id in [&new, &edit, &gone, &series] {
         assert!(named.contains(id.as_str()), "{id} not asked: {named:?}");
@@ -564,6 +569,130 @@ async fn graph_deleting_only_one_occurrence_reaches_its_series() {
             .iter()
             .any(|d| d.as_str() == series)
     );
+}
+
+/// A caller that remembers the occurrences a listing reported: an occurrence deleted in Outlook
+/// re-reads its own series, not every series held (more than one `$batch` of them here).
+#[tokio::test]
+async fn graph_a_deleted_occurrence_re_reads_only_its_own_series() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = first_calendar(&p).await;
+    let mut series = Vec::new();
+    for i in 0..25 {
+        series.push(
+            create(
+                &emu,
+                Some(calendar.as_str()),
+                weekly(&format!("weekly {i}")),
+            )
+            .await,
+        );
+    }
+    let single = create(&emu, Some(calendar.as_str()), single("single", 3)).await;
+    let first = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert_eq!(first.upserts.len(), 26);
+    // Every series reports its five occurrences; a single event reports none.
+    assert_eq!(first.series_occurrences.len(), 25, "{first:?}");
+    let target = &series[7];
+    let instances = instance_ids(&emu, target).await;
+    let reported: BTreeSet<&str> = first.series_occurrences
+        [&calbridge_providers::RemoteId::parse(target.clone()).unwrap()]
+        .iter()
+        .map(|id| id.as_str())
+        .collect();
+    assert_eq!(
+        reported,
+        instances
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(reported.len(), 5);
+    assert!(
+        !first
+            .series_occurrences
+            .keys()
+            .any(|id| id.as_str() == single)
+    );
+
+    story::delete(&emu, &instances[3]).await;
+    let asked = Asked::remembering(known_of(&first), &first.series_occurrences);
+    emu.reset_counters();
+    let second = p
+        .changes(&calendar, first.cursor.as_ref(), &window(), &asked)
+        .await
+        .unwrap();
+    assert_eq!(asked.all_asked(), 0, "no full list for a placed occurrence");
+    assert_eq!(
+        asked.occurrences_named(),
+        BTreeSet::from([instances[3].clone()])
+    );
+    assert_eq!(
+        asked.named(),
+        BTreeSet::from([instances[3].clone(), target.clone()]),
+        "the removed id, then its series"
+    );
+    // One delta page, then the master and the instances of one series: two `$batch` requests
+    // (every series re-read would be four: 25 masters and 25 instance lists, 20 per batch).
+    let counters = emu.counters();
+    assert_eq!(counters.for_endpoint("$batch"), 2, "{counters:?}");
+    assert_eq!(total_requests(&emu), 3, "{counters:?}");
+    let read: Vec<&str> = second
+        .series_occurrences
+        .keys()
+        .map(|id| id.as_str())
+        .collect();
+    assert_eq!(read, [target.as_str()], "only its series is read");
+    let upserted: Vec<&str> = second.upserts.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(upserted, [target.as_str()]);
+    assert!(
+        second.upserts[0]
+            .content
+            .as_ical()
+            .contains("EXDATE;TZID=America/Los_Angeles:20260427T150000"),
+        "{}",
+        second.upserts[0].content.as_ical()
+    );
+    assert!(second.uncertain_deletions.is_empty(), "{second:?}");
+    // The occurrence is forgotten with the re-read: what is reported replaces what was remembered.
+    let now: Vec<&str> = second
+        .series_occurrences
+        .values()
+        .next()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str())
+        .collect();
+    assert_eq!(now.len(), 4);
+    assert!(!now.contains(&instances[3].as_str()));
+
+    // A deleted series: its own `@removed` is verified by the caller; its occurrences' removals
+    // read nothing more.
+    let gone = &series[11];
+    story::delete(&emu, gone).await;
+    let mut known = known_of(&first);
+    known.extend(known_of(&second));
+    let mut remembered = first.series_occurrences.clone();
+    remembered.extend(second.series_occurrences.clone());
+    let asked = Asked::remembering(known, &remembered);
+    emu.reset_counters();
+    let third = p
+        .changes(&calendar, second.cursor.as_ref(), &window(), &asked)
+        .await
+        .unwrap();
+    assert_eq!(asked.all_asked(), 0);
+    let verify: Vec<&str> = third
+        .uncertain_deletions
+        .iter()
+        .map(|id| id.as_str())
+        .collect();
+    assert_eq!(verify, [gone.as_str()], "{third:?}");
+    assert!(third.upserts.is_empty(), "{third:?}");
+    assert_eq!(total_requests(&emu), 1, "{:?}", emu.counters());
 }
 
 #[tokio::test]

@@ -102,6 +102,16 @@ fn error_code(body: &Value) -> String {
         .to_owned()
 }
 
+/// One id read by `GraphProvider::assemble`.
+struct Assembled {
+    id: String,
+    /// The series or single event; `None` when Graph no longer has it.
+    outcome: Result<Option<RemoteItem>, String>,
+    /// For a series master: the ids of its instances in the window (occurrences and exceptions),
+    /// when `/instances` answered.
+    instances: Option<Vec<String>>,
+}
+
 fn ts_param(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -374,7 +384,7 @@ impl GraphProvider {
         &self,
         ids: &[String],
         window: &Window,
-    ) -> Result<Vec<(String, Result<Option<RemoteItem>, String>)>, ProviderError> {
+    ) -> Result<Vec<Assembled>, ProviderError> {
         let urls: Vec<String> = ids.iter().map(|id| self.event_path(id)).collect();
         let masters = self.batch_get(&urls).await?;
         let mut series_ids = Vec::new();
@@ -405,20 +415,37 @@ impl GraphProvider {
         for (i, (status, body)) in masters.into_iter().enumerate() {
             let id = ids[i].clone();
             if status == 404 {
-                out.push((id, Ok(None)));
+                out.push(Assembled {
+                    id,
+                    outcome: Ok(None),
+                    instances: None,
+                });
                 continue;
             }
             if status != 200 {
-                out.push((id, Err(format!("HTTP {status}: {}", error_code(&body)))));
+                out.push(Assembled {
+                    id,
+                    outcome: Err(format!("HTTP {status}: {}", error_code(&body))),
+                    instances: None,
+                });
                 continue;
             }
-            let list = instances.remove(&i).unwrap_or_default();
-            out.push((
-                id.clone(),
-                self.series_item(&id, &body, &list, window)
-                    .map(Some)
-                    .map_err(|e| e.to_string()),
-            ));
+            let read = instances.remove(&i);
+            let list = read.as_deref().unwrap_or_default();
+            let outcome = self
+                .series_item(&id, &body, list, window)
+                .map(Some)
+                .map_err(|e| e.to_string());
+            let instances = read.map(|list| {
+                list.iter()
+                    .filter_map(|v| Some(v.get("id")?.as_str()?.to_owned()))
+                    .collect()
+            });
+            out.push(Assembled {
+                id,
+                outcome,
+                instances,
+            });
         }
         Ok(out)
     }
@@ -583,6 +610,31 @@ impl GraphProvider {
         }
         Ok(())
     }
+}
+
+/// The occurrence ids to report for one item read: a series' instances in the window and those the
+/// listing showed (a change between the two reads leaves both kinds); none at all for a single event
+/// that `was_series` (the caller forgets them). `None`: nothing to report (a single event, or a series
+/// whose instances could not be read).
+fn series_occurrences(
+    instances: Option<Vec<String>>,
+    listed: Option<Vec<&str>>,
+    was_series: bool,
+) -> Option<Vec<RemoteId>> {
+    let Some(mut ids) = instances else {
+        return was_series.then(Vec::new);
+    };
+    let mut have: HashSet<String> = ids.iter().cloned().collect();
+    for id in listed.into_iter().flatten() {
+        if have.insert(id.to_owned()) {
+            ids.push(id.to_owned());
+        }
+    }
+    Some(
+        ids.into_iter()
+            .filter_map(|id| RemoteId::parse(id).ok())
+            .collect(),
+    )
 }
 
 /// Instants the series' rule produces in `window` (EXDATEs and overrides not applied).
@@ -798,6 +850,8 @@ impl CalendarProvider for GraphProvider {
         let mut touched: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut removed: Vec<String> = Vec::new();
+        // The occurrence ids the listing shows of each series (reported with what `/instances` lists).
+        let mut listed_occurrences: HashMap<&str, Vec<&str>> = HashMap::new();
         let mut unplaced_removals = false;
         for item in &items {
             let Some(id) = item.get("id").and_then(Value::as_str) else {
@@ -807,12 +861,18 @@ impl CalendarProvider for GraphProvider {
                 removed.push(id.to_owned());
                 continue;
             }
-            let series_id = match item.get("type").and_then(Value::as_str) {
-                Some("occurrence") | Some("exception") => item
-                    .get("seriesMasterId")
-                    .and_then(Value::as_str)
-                    .unwrap_or(id),
-                _ => id,
+            let master = match item.get("type").and_then(Value::as_str) {
+                Some("occurrence") | Some("exception") => {
+                    item.get("seriesMasterId").and_then(Value::as_str)
+                }
+                _ => None,
+            };
+            let series_id = match master {
+                Some(master) => {
+                    listed_occurrences.entry(master).or_default().push(id);
+                    master
+                }
+                None => id,
             };
             if seen.insert(series_id.to_owned()) {
                 touched.push(series_id.to_owned());
@@ -832,6 +892,7 @@ impl CalendarProvider for GraphProvider {
         };
         // A removed id that is a known item: a deleted single or series, or one that left the
         // window; a removed occurrence changes its series (re-read below when we know it).
+        let mut unheld: Vec<RemoteId> = Vec::new();
         for id in removed {
             if seen.contains(&id) {
                 continue;
@@ -846,9 +907,32 @@ impl CalendarProvider for GraphProvider {
                 }
             } else if full.is_none() {
                 // Not an item we hold: a removed occurrence (its id does not name its series), or
-                // an item outside the window. Every known series is re-read below; the versions
-                // tell which of them changed.
-                unplaced_removals = true;
+                // an item outside the window.
+                unheld.push(remote);
+            }
+        }
+        if !unheld.is_empty() {
+            // The series of the occurrences the caller remembers are re-read (their versions tell
+            // whether they changed). An id nobody remembers may be an occurrence of any series
+            // (or an item outside the window): then every series held is re-read, below.
+            let series_of = held.series_of(&unheld).await?;
+            let verified: HashSet<&RemoteId> = set.uncertain_deletions.iter().collect();
+            let mut placed: Vec<RemoteId> = Vec::new();
+            for id in &unheld {
+                match series_of.get(id) {
+                    // A series removed itself is read by the caller before anything is deleted.
+                    Some(series) if verified.contains(series) => {}
+                    Some(series) => {
+                        if seen.insert(series.as_str().to_owned()) {
+                            touched.push(series.as_str().to_owned());
+                            placed.push(series.clone());
+                        }
+                    }
+                    None => unplaced_removals = true,
+                }
+            }
+            if !unplaced_removals && !placed.is_empty() {
+                known.to_mut().extend(held.of(&placed).await?);
             }
         }
         if full.is_some() {
@@ -893,10 +977,25 @@ impl CalendarProvider for GraphProvider {
                 }
             }
         }
-        for (id, outcome) in self.assemble(&touched, window).await? {
+        for Assembled {
+            id,
+            outcome,
+            instances,
+        } in self.assemble(&touched, window).await?
+        {
             let remote = RemoteId::parse(id)?;
             match outcome {
                 Ok(Some(item)) => {
+                    // A single event that was a series when last held: its occurrences are gone.
+                    let was_series = !series_etag::is_series(&item.etag)
+                        && known.get(&item.id).is_some_and(series_etag::is_series);
+                    if let Some(occurrences) = series_occurrences(
+                        instances,
+                        listed_occurrences.remove(item.id.as_str()),
+                        was_series,
+                    ) {
+                        set.series_occurrences.insert(item.id.clone(), occurrences);
+                    }
                     if known.get(&item.id) == Some(&item.etag) {
                         if full.is_some() {
                             set.unchanged.push(item.id);
@@ -920,7 +1019,7 @@ impl CalendarProvider for GraphProvider {
         let window = self.default_read_window()?;
         let raw: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
         let mut out = Vec::new();
-        for (id, outcome) in self.assemble(&raw, &window).await? {
+        for Assembled { id, outcome, .. } in self.assemble(&raw, &window).await? {
             let remote = RemoteId::parse(id)?;
             out.push(match outcome {
                 Ok(Some(item)) => ReadItem::Found(item),

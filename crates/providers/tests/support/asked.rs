@@ -1,9 +1,11 @@
 //! Versions held, answered from a map, recording what a listing asked: an incremental round must ask
-//! only about the items it names, and only a full listing about all of them.
+//! only about the items it names, and only a full listing about all of them. It may also remember the
+//! occurrences of series a listing reported (as the sync engine does), and records which occurrence
+//! ids were asked about.
 #![allow(dead_code)]
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,17 +13,36 @@ use calbridge_providers::{HeldVersions, KnownVersions, ProviderError, RemoteId};
 
 pub struct Asked {
     held: KnownVersions,
+    /// Occurrence id → series id.
+    occurrences: HashMap<RemoteId, RemoteId>,
     named: Mutex<BTreeSet<String>>,
+    occurrences_named: Mutex<BTreeSet<String>>,
     all: AtomicUsize,
 }
 
 impl Asked {
+    /// Holds `held` and remembers no occurrence.
     pub fn new(held: KnownVersions) -> Self {
+        Self::remembering(held, &BTreeMap::new())
+    }
+
+    /// Holds `held` and remembers the occurrences of `series` (a `ChangeSet::series_occurrences`).
+    pub fn remembering(held: KnownVersions, series: &BTreeMap<RemoteId, Vec<RemoteId>>) -> Self {
         Self {
             held,
+            occurrences: series
+                .iter()
+                .flat_map(|(s, occurrences)| occurrences.iter().map(|o| (o.clone(), s.clone())))
+                .collect(),
             named: Mutex::new(BTreeSet::new()),
+            occurrences_named: Mutex::new(BTreeSet::new()),
             all: AtomicUsize::new(0),
         }
+    }
+
+    /// The occurrence ids asked about (`series_of`).
+    pub fn occurrences_named(&self) -> BTreeSet<String> {
+        self.occurrences_named.lock().unwrap().clone()
     }
 
     /// The ids asked about by name.
@@ -48,5 +69,19 @@ impl HeldVersions for Asked {
     async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
         self.all.fetch_add(1, Ordering::SeqCst);
         Ok(Cow::Borrowed(&self.held))
+    }
+
+    async fn series_of(
+        &self,
+        occurrences: &[RemoteId],
+    ) -> Result<HashMap<RemoteId, RemoteId>, ProviderError> {
+        self.occurrences_named
+            .lock()
+            .unwrap()
+            .extend(occurrences.iter().map(|id| id.as_str().to_owned()));
+        Ok(occurrences
+            .iter()
+            .filter_map(|o| Some((o.clone(), self.occurrences.get(o)?.clone())))
+            .collect())
     }
 }
