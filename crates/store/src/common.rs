@@ -2156,6 +2156,99 @@ impl Store for Backend {
         Ok(())
     }
 
+    async fn replace_remote_occurrences(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        series: &[SeriesOccurrenceIds],
+    ) -> Result<()> {
+        if series.is_empty() {
+            return Ok(());
+        }
+        for s in series {
+            non_empty("remote id", &s.remote_id)?;
+            for id in &s.occurrence_ids {
+                non_empty("occurrence id", id)?;
+            }
+        }
+        let (tenant_s, link_s) = (tenant.to_string(), link.to_string());
+        let mut tx = self.wtx().await?;
+        ensure_owned(&mut tx, "links", "link", &link_s, tenant).await?;
+        // An id listed twice is kept once (one statement may not update a row twice), where first seen.
+        let mut have = std::collections::HashSet::new();
+        for chunk in series.chunks(500) {
+            let remote_ids: Vec<&str> = chunk.iter().map(|s| s.remote_id.as_str()).collect();
+            let mut q: QueryBuilder<'static, Db> =
+                QueryBuilder::new("SELECT id, remote_id FROM item_mappings WHERE tenant_id = ");
+            q.push_bind(tenant_s.clone())
+                .push(" AND link_id = ")
+                .push_bind(link_s.clone());
+            push_in_list(&mut q, "remote_id", &remote_ids);
+            let mut pair_of = std::collections::HashMap::new();
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let id: String = row.try_get("id")?;
+                let remote: String = row.try_get("remote_id")?;
+                pair_of.insert(remote, id);
+            }
+            if pair_of.is_empty() {
+                continue;
+            }
+            let pairs: Vec<&String> = pair_of.values().collect();
+            let mut q: QueryBuilder<'static, Db> =
+                QueryBuilder::new("DELETE FROM remote_occurrences WHERE tenant_id = ");
+            q.push_bind(tenant_s.clone());
+            push_in_list(&mut q, "mapping_id", &pairs);
+            q.build().execute(&mut *tx).await?;
+            let rows: Vec<(&str, &str)> = chunk
+                .iter()
+                .filter_map(|s| Some((pair_of.get(&s.remote_id)?, &s.occurrence_ids)))
+                .flat_map(|(pair, ids)| ids.iter().map(move |id| (id.as_str(), pair.as_str())))
+                .filter(|(id, _)| have.insert(id.to_string()))
+                .collect();
+            for rows in rows.chunks(500) {
+                let mut q: QueryBuilder<'static, Db> = QueryBuilder::new(
+                    "INSERT INTO remote_occurrences (link_id, tenant_id, occurrence_id, mapping_id) ",
+                );
+                q.push_values(rows, |mut b, (id, pair)| {
+                    b.push_bind(link_s.clone())
+                        .push_bind(tenant_s.clone())
+                        .push_bind(id.to_string())
+                        .push_bind(pair.to_string());
+                });
+                q.push(
+                    " ON CONFLICT (link_id, tenant_id, occurrence_id) \
+                     DO UPDATE SET mapping_id = excluded.mapping_id",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn series_of_remote_occurrences(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        occurrence_ids: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in occurrence_ids.chunks(500) {
+            let mut q: QueryBuilder<'static, Db> = QueryBuilder::new(
+                "SELECT o.occurrence_id, m.remote_id FROM remote_occurrences o \
+                 JOIN item_mappings m ON m.id = o.mapping_id WHERE o.link_id = ",
+            );
+            q.push_bind(link.to_string())
+                .push(" AND o.tenant_id = ")
+                .push_bind(tenant.to_string());
+            push_in_list(&mut q, "o.occurrence_id", chunk);
+            for row in q.build().fetch_all(self.r()).await? {
+                out.push((row.try_get("occurrence_id")?, row.try_get("remote_id")?));
+            }
+        }
+        Ok(out)
+    }
+
     async fn create_conflict(&self, tenant: TenantId, conflict: NewConflict) -> Result<Conflict> {
         let mut tx = self.wtx().await?;
         let record = insert_conflict(&mut tx, tenant, conflict).await?;

@@ -401,6 +401,15 @@ pub struct MappingUpsert {
     pub write_ahead: bool,
 }
 
+/// The occurrence ids a provider reported of one remote series of a link (Microsoft Graph: a removed
+/// occurrence's id does not name its series), replacing those stored before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesOccurrenceIds {
+    /// The series' remote id (its pair's `remote_id`).
+    pub remote_id: String,
+    pub occurrence_ids: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ItemMapping {
     pub id: MappingId,

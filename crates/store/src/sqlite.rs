@@ -179,6 +179,34 @@ mod tests {
         }
     }
 
+    /// A removed occurrence's series is found by (link, tenant, occurrence id), and a pair's rows
+    /// (replaced when its series is read again, cascaded when it is deleted) through their own index:
+    /// neither reads every row of the link.
+    #[tokio::test]
+    async fn remote_occurrences_are_found_by_occurrence_id_and_by_pair() {
+        let lookup = "SELECT o.occurrence_id, m.remote_id FROM remote_occurrences o \
+                      JOIN item_mappings m ON m.id = o.mapping_id \
+                      WHERE o.link_id = 'l' AND o.tenant_id = 't' AND o.occurrence_id IN ('a', 'b')";
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.run_migrations().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {lookup}"))
+                .fetch_all(&store.write)
+                .await
+                .unwrap();
+        assert!(
+            plan.iter().any(|p| p.3.starts_with(
+                "SEARCH o USING PRIMARY KEY (link_id=? AND tenant_id=? AND occurrence_id=?)"
+            )),
+            "{plan:?}"
+        );
+        assert_plan_uses(
+            "DELETE FROM remote_occurrences WHERE tenant_id = 't' AND mapping_id IN ('a', 'b')",
+            "remote_occurrences_mapping",
+        )
+        .await;
+    }
+
     /// A link's write-ahead pairs are found through their partial index, not by reading every pair.
     #[tokio::test]
     async fn write_ahead_pairs_are_found_through_their_partial_index() {

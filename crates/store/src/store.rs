@@ -219,6 +219,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<ItemMapping>>;
     async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()>;
 
+    // --- occurrence ids of remote series ---
+    /// Replaces the occurrence ids stored of each series of `link` (by its remote id). Only series with a
+    /// pair on the link are kept: their rows go with the pair (`delete_mapping`, `delete_link`). An
+    /// occurrence id listed again (under another series) moves there.
+    async fn replace_remote_occurrences(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        series: &[SeriesOccurrenceIds],
+    ) -> Result<()>;
+    /// The series of `link` holding these occurrence ids, as `(occurrence id, series remote id)`; an id
+    /// not stored is absent.
+    async fn series_of_remote_occurrences(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        occurrence_ids: &[String],
+    ) -> Result<Vec<(String, String)>>;
+
     // --- conflicts ---
     async fn create_conflict(&self, tenant: TenantId, conflict: NewConflict) -> Result<Conflict>;
     async fn get_conflict(&self, tenant: TenantId, conflict: ConflictId) -> Result<Conflict>;

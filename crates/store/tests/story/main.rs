@@ -49,6 +49,7 @@ story!(
     a_late_report_leaves_a_reaped_run_closed,
     each_run_is_judged_by_its_own_staleness_bound,
     detections_are_recorded_and_closed_in_one_transaction,
+    remote_occurrences_go_with_their_pair,
 );
 
 /// Migration 0011 fills the second series of the time conflicts stored before it.

@@ -3281,3 +3281,171 @@ pub async fn time_conflicts_get_their_second_series(db: &TestDb) {
         .collect();
     assert_eq!(found, conflicts[..2].to_vec());
 }
+
+/// The occurrence ids of remote series (Graph): stored for series with a pair on the link, found by
+/// occurrence id within the link and tenant, replaced per series, and gone with the pair or the link.
+pub async fn remote_occurrences_go_with_their_pair(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Microsoft,
+                name: "Outlook".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap();
+    let mut links = Vec::new();
+    for remote in ["cal-1", "cal-2"] {
+        let link = store
+            .create_link(
+                a,
+                NewLink {
+                    connection_id: conn.id,
+                    remote_calendar_id: remote.into(),
+                    remote_name: None,
+                },
+            )
+            .await
+            .unwrap();
+        links.push(link.id);
+    }
+    let (link, other) = (links[0], links[1]);
+    let mut pairs = BTreeMap::new();
+    for (on, remote) in [(link, "s1"), (link, "s2"), (other, "s1")] {
+        let m = store
+            .upsert_mapping(
+                a,
+                MappingUpsert {
+                    link_id: on,
+                    remote_id: remote.into(),
+                    series_id: None,
+                    remote_version: Some("v".into()),
+                    base_json: None,
+                    base_hash: None,
+                    last_seen_at: None,
+                    write_ahead: false,
+                },
+            )
+            .await
+            .unwrap();
+        pairs.insert((on, remote), m.id);
+    }
+    let of = |remote: &str, ids: &[&str]| SeriesOccurrenceIds {
+        remote_id: remote.into(),
+        occurrence_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    let names = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let sorted = |mut v: Vec<(String, String)>| {
+        v.sort();
+        v
+    };
+    let pair = |o: &str, s: &str| (o.to_owned(), s.to_owned());
+    store
+        .replace_remote_occurrences(
+            a,
+            link,
+            &[
+                of("s1", &["o1", "o2", "o3"]),
+                of("s2", &["o4"]),
+                // No pair: not kept (nothing would ever remove it).
+                of("unpaired", &["o9"]),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .replace_remote_occurrences(a, other, &[of("s1", &["o1", "p1"])])
+        .await
+        .unwrap();
+    let asked = names(&["o1", "o4", "o9", "p1", "unknown"]);
+    assert_eq!(
+        sorted(
+            store
+                .series_of_remote_occurrences(a, link, &asked)
+                .await
+                .unwrap()
+        ),
+        vec![pair("o1", "s1"), pair("o4", "s2")],
+        "only this link's rows, only paired series"
+    );
+    assert!(
+        store
+            .series_of_remote_occurrences(b, link, &asked)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant reads nothing"
+    );
+    assert!(is_not_found(
+        store
+            .replace_remote_occurrences(b, link, &[of("s1", &["x"])])
+            .await
+    ));
+
+    // Read again: the series' rows are replaced (o1 gone, o5 new), an id moving series follows it.
+    store
+        .replace_remote_occurrences(a, link, &[of("s1", &["o2", "o5", "o5"]), of("s2", &["o3"])])
+        .await
+        .unwrap();
+    let all = names(&["o1", "o2", "o3", "o4", "o5"]);
+    assert_eq!(
+        sorted(
+            store
+                .series_of_remote_occurrences(a, link, &all)
+                .await
+                .unwrap()
+        ),
+        vec![pair("o2", "s1"), pair("o3", "s2"), pair("o5", "s1")]
+    );
+
+    // Forgetting a pair forgets its occurrences; the other pair's stay.
+    store.delete_mapping(a, pairs[&(link, "s1")]).await.unwrap();
+    assert_eq!(
+        store
+            .series_of_remote_occurrences(a, link, &all)
+            .await
+            .unwrap(),
+        vec![pair("o3", "s2")]
+    );
+    // A chunked lookup (more ids than one statement binds) finds the same rows.
+    let many: Vec<String> = (0..1200)
+        .map(|i| format!("n{i}"))
+        .chain(["o3".to_owned()])
+        .collect();
+    assert_eq!(
+        store
+            .series_of_remote_occurrences(a, link, &many)
+            .await
+            .unwrap(),
+        vec![pair("o3", "s2")]
+    );
+    // Deleting the link takes the rows of its pairs with it; the other link's stay.
+    store.delete_link(a, link).await.unwrap();
+    assert_eq!(
+        db.raw_execute(&format!(
+            "DELETE FROM remote_occurrences WHERE link_id = '{link}'"
+        ))
+        .await
+        .unwrap(),
+        0,
+        "no row of the deleted link is left"
+    );
+    assert_eq!(
+        sorted(
+            store
+                .series_of_remote_occurrences(a, other, &names(&["o1", "p1"]))
+                .await
+                .unwrap()
+        ),
+        vec![pair("o1", "s1"), pair("p1", "s1")]
+    );
+}
