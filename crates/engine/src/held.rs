@@ -1,16 +1,19 @@
 //! The provider's question "which versions of these items do you hold?" ([`HeldVersions`]), answered
 //! from the link's stored pairs as a listing names them: an incremental round of ten changes in a
 //! 100,000-event mailbox reads ten pairs, not 100,000 (a complete listing still reads them all). The
-//! pairs read are handed back to the run, whose plan needs the same ones.
+//! pairs read are handed back to the run, whose plan needs the same ones. "Which series hold these
+//! occurrences?" is answered from the occurrence ids the provider reported of its series
+//! ([`remember_occurrences`]), so a removed Graph occurrence re-reads its own series only.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use calbridge_providers::{
     Etag, HeldVersions, KnownVersions, ProviderError, RemoteId as ProviderRemoteId,
 };
-use calbridge_store::{ItemMapping, LinkId, MappingId, Store, TenantId};
+use calbridge_store::{ItemMapping, LinkId, MappingId, SeriesOccurrenceIds, Store, TenantId};
 use calbridge_sync::{LocalId, Mapping, RemoteId, RemoteVersion};
 
 use crate::pairs::{StoredBase, stored_base};
@@ -123,4 +126,49 @@ impl HeldVersions for PairVersions<'_> {
             .map_err(held_error)?;
         Ok(Cow::Owned(self.keep(rows, Vec::new(), true)))
     }
+
+    async fn series_of(
+        &self,
+        occurrences: &[ProviderRemoteId],
+    ) -> Result<HashMap<ProviderRemoteId, ProviderRemoteId>, ProviderError> {
+        let names: Vec<String> = occurrences
+            .iter()
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        let rows = self
+            .store
+            .series_of_remote_occurrences(self.tenant, self.link, &names)
+            .await
+            .map_err(held_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(occurrence, series)| {
+                Some((
+                    ProviderRemoteId::parse(occurrence).ok()?,
+                    ProviderRemoteId::parse(series).ok()?,
+                ))
+            })
+            .collect())
+    }
+}
+
+/// Stores the occurrence ids a listing reported of its series (`ChangeSet::series_occurrences`), in
+/// place of those stored before, once the run's pairs are recorded: only series with a pair are kept,
+/// and their rows go with the pair.
+pub(crate) async fn remember_occurrences(
+    store: &dyn Store,
+    tenant: TenantId,
+    link: LinkId,
+    series: &BTreeMap<ProviderRemoteId, Vec<ProviderRemoteId>>,
+) -> Result<(), calbridge_store::StoreError> {
+    let series: Vec<SeriesOccurrenceIds> = series
+        .iter()
+        .map(|(id, occurrences)| SeriesOccurrenceIds {
+            remote_id: id.as_str().to_owned(),
+            occurrence_ids: occurrences.iter().map(|o| o.as_str().to_owned()).collect(),
+        })
+        .collect();
+    store
+        .replace_remote_occurrences(tenant, link, &series)
+        .await
 }

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::held::{PairVersions, held_version, linked_pair, pair_of};
+use crate::held::{PairVersions, held_version, linked_pair, pair_of, remember_occurrences};
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
@@ -715,6 +715,8 @@ impl<'a> Runner<'a> {
             self.execute_group(&key, group, &policy_local, &remote, &local_by_uid)
                 .await;
         }
+        // Kept once the pairs of series new to the link are recorded (rows of unpaired series are not).
+        remember_occurrences(store, tenant, link.id, &changes.series_occurrences).await?;
         if self.interrupted {
             return Ok(Outcome::Done {
                 remote_cursor: None,

@@ -262,6 +262,17 @@ impl Cloud {
             .unwrap();
     }
 
+    /// The stored (occurrence id, series remote id) of these occurrence ids, sorted.
+    async fn occurrence_series(&self, ids: Vec<String>) -> Vec<(String, String)> {
+        let mut found = self
+            .store()
+            .series_of_remote_occurrences(self.tenant, self.link, &ids)
+            .await
+            .unwrap();
+        found.sort();
+        found
+    }
+
     async fn instance_ids(&self, series: &str) -> Vec<String> {
         let (from, to) = (day(-1), day(60));
         let url = match self.flavor {
@@ -373,6 +384,81 @@ pub async fn cloud_story(db: TestDb, flavor: Flavor) {
     w.settle().await;
     let remote = w.remote_all().await;
     assert_eq!(remote.len(), 2, "{remote:?}");
+}
+
+/// An occurrence deleted in Outlook reaches the local series as an EXDATE, and the run re-reads that
+/// series alone (its id was remembered from the listing that brought the series), not every series of
+/// the link: more series than one `$batch` here, so a re-read of all of them would show in the requests.
+/// The remembered occurrence ids go with the pair when the series is deleted.
+pub async fn a_deleted_graph_occurrence_re_reads_its_series_alone(db: TestDb) {
+    let w = Cloud::new(db, Flavor::Microsoft).await;
+    let mut series = Vec::new();
+    for i in 0..21 {
+        series.push(
+            w.remote_create(w.weekly(&format!("Weekly {i:02}"), 7))
+                .await,
+        );
+    }
+    w.remote_create(w.single("Remote single", 3)).await;
+    w.settle().await;
+    assert_eq!(w.local_all().await.len(), 22);
+    let target = &series[4];
+    let instances = w.instance_ids(target).await;
+    assert_eq!(instances.len(), 4, "{instances:?}");
+    let held = |ids| w.occurrence_series(ids);
+    let mut expected: Vec<(String, String)> = instances
+        .iter()
+        .map(|o| (o.clone(), target.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        held(instances.clone()).await,
+        expected,
+        "stored with the pair"
+    );
+
+    w.remote_delete(&instances[2]).await;
+    w.emu.reset_counters();
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.counts.get("update_local"), Some(&1), "{report:?}");
+    // The delta page, then the master and the instances of one series: one `$batch` each.
+    let counters = w.emu.counters();
+    assert_eq!(counters.for_endpoint("$batch"), 2, "{counters:?}");
+    assert_eq!(report.requests, 3, "{counters:?}");
+    let local = w.local_all().await;
+    let weekly = &local["Weekly 04"];
+    assert_eq!(weekly.matches("EXDATE").count(), 1, "{weekly}");
+    assert!(
+        local
+            .iter()
+            .filter(|(summary, _)| summary.as_str() != "Weekly 04")
+            .all(|(_, ical)| !ical.contains("EXDATE")),
+        "{local:?}"
+    );
+    // The deleted occurrence is forgotten with the re-read; the others stay.
+    let left: Vec<String> = held(instances.clone())
+        .await
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    let mut kept = vec![
+        instances[0].clone(),
+        instances[1].clone(),
+        instances[3].clone(),
+    ];
+    kept.sort();
+    assert_eq!(left, kept);
+    w.settle().await;
+
+    // The series deleted: the pair is forgotten, and its occurrences with it.
+    w.remote_delete(target).await;
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(!w.local_all().await.contains_key("Weekly 04"));
+    assert!(held(instances).await.is_empty());
+    let other = w.instance_ids(&series[5]).await;
+    assert_eq!(held(other).await.len(), 4, "other series keep theirs");
 }
 
 /// Identity conflicts, which Radicale cannot produce (it refuses a second item with one UID): on the

@@ -154,6 +154,14 @@ mod cloud_sqlite {
     async fn one_calendar_three_providers() {
         crate::cloud::one_calendar_three_providers(crate::harness::sqlite().await).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_graph_occurrence_re_reads_its_series_alone() {
+        crate::cloud::a_deleted_graph_occurrence_re_reads_its_series_alone(
+            crate::harness::sqlite().await,
+        )
+        .await;
+    }
 }
 
 mod cloud_postgres {
@@ -181,5 +189,13 @@ mod cloud_postgres {
             return;
         };
         crate::cloud::one_calendar_three_providers(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_graph_occurrence_re_reads_its_series_alone() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::a_deleted_graph_occurrence_re_reads_its_series_alone(db).await;
     }
 }
