@@ -27,7 +27,7 @@ const SERIES_COLS: &str = "id, tenant_id, calendar_id, uid, ical, model, hash, v
 const CONN_COLS: &str = "id, tenant_id, provider, name, calendar_id, credentials, sync_options, status, status_reason, version, created_at, updated_at";
 const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, local_cursor, last_full_sync_at, status, status_reason, created_at, updated_at";
 const MAP_COLS: &str = "id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at";
-const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, other_series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by";
+const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, other_series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by, resolving";
 const RUN_COLS: &str = "id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, finished_at";
 const AUDIT_COLS: &str = "seq, tenant_id, actor, action, subject, details, at";
 const TOMB_COLS: &str =
@@ -309,6 +309,7 @@ fn conflict_row(row: &DbRow) -> Result<Conflict> {
         resolved_at: ots(row.try_get("resolved_at")?)?,
         resolution_json: row.try_get("resolution")?,
         resolved_by: row.try_get("resolved_by")?,
+        resolving_json: row.try_get("resolving")?,
     })
 }
 
@@ -816,6 +817,7 @@ async fn insert_conflict(tx: &mut Tx, tenant: TenantId, conflict: NewConflict) -
         resolved_at: None,
         resolution_json: None,
         resolved_by: None,
+        resolving_json: None,
     };
     if let Some(c) = record.connection_id {
         ensure_owned(tx, "connections", "connection", &c.to_string(), tenant).await?;
@@ -2452,6 +2454,44 @@ impl Store for Backend {
                 "the conflict is already resolved".into(),
             ));
         };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn set_conflict_resolving(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        resolving_json: Option<&str>,
+    ) -> Result<Conflict> {
+        if let Some(json) = resolving_json {
+            check_json("resolving", json)?;
+        }
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE conflicts SET resolving = $3 WHERE id = $1 AND tenant_id = $2 AND state = 'open' \
+             RETURNING {CONFLICT_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(conflict.to_string())
+            .bind(tenant.to_string())
+            .bind(resolving_json)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            ensure_owned(
+                &mut tx,
+                "conflicts",
+                "conflict",
+                &conflict.to_string(),
+                tenant,
+            )
+            .await?;
+            return Err(StoreError::Conflict(
+                "the conflict is already resolved".into(),
+            ));
+        };
+        let record = conflict_row(&row)?;
         tx.commit().await?;
         Ok(record)
     }

@@ -485,6 +485,10 @@ pub struct Conflict {
     pub resolved_at: Option<Timestamp>,
     pub resolution_json: Option<String>,
     pub resolved_by: Option<String>,
+    /// A resolution begun and not known to be finished (JSON: option, actor, start; the engine's
+    /// shape), set before its first write (`set_conflict_resolving`, migration 0014) and kept when the
+    /// conflict closes.
+    pub resolving_json: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

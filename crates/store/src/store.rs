@@ -292,6 +292,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         resolved_by: &str,
         at: Timestamp,
     ) -> Result<Conflict>;
+    /// Records on an open conflict the resolution being carried out (`None` clears it); `Conflict` if
+    /// the conflict is no longer open. Written before a resolution's first write, so a process that
+    /// dies between its writes leaves the decision behind for whoever finishes it.
+    async fn set_conflict_resolving(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        resolving_json: Option<&str>,
+    ) -> Result<Conflict>;
 
     // --- sync runs ---
     async fn create_sync_run(

@@ -1440,11 +1440,47 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             )
             .await
     ));
+    // A resolution in progress is recorded on the open conflict (and cleared again), the conflict
+    // staying open; the tenant holds, and the JSON must be JSON.
+    assert_eq!(c1.resolving_json, None);
+    let resolving = r#"{"option":"keep_local","actor":"key:admin"}"#;
+    let marked = store
+        .set_conflict_resolving(a, c1.id, Some(resolving))
+        .await
+        .unwrap();
+    assert_eq!(
+        (marked.state, marked.resolving_json.as_deref()),
+        (ConflictState::Open, Some(resolving))
+    );
+    assert_eq!(store.get_conflict(a, c1.id).await.unwrap(), marked);
+    assert!(is_not_found(
+        store
+            .set_conflict_resolving(b, c1.id, Some(resolving))
+            .await
+    ));
+    assert!(
+        store
+            .set_conflict_resolving(a, c1.id, Some("{"))
+            .await
+            .is_err()
+    );
+    let cleared = store.set_conflict_resolving(a, c1.id, None).await.unwrap();
+    assert_eq!(cleared.resolving_json, None);
+    store
+        .set_conflict_resolving(a, c1.id, Some(resolving))
+        .await
+        .unwrap();
     let at = t("2026-11-21T04:00:00Z");
     let resolved = store
         .resolve_conflict(a, c1.id, r#"{"option":"keep_local"}"#, "key:admin", at)
         .await
         .unwrap();
+    // Kept when the conflict closes (what was in progress), and no longer settable.
+    assert_eq!(resolved.resolving_json.as_deref(), Some(resolving));
+    assert!(matches!(
+        store.set_conflict_resolving(a, c1.id, None).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(
         (
             resolved.state,
