@@ -130,6 +130,10 @@ pub struct EngineConfig {
     /// How often a running run's row is touched, and the staleness bound each touch writes into it
     /// (see `beating`); the server derives it from `sync.run_stale_after`.
     pub heartbeat: crate::Heartbeat,
+    /// How long a conflict resolution in progress is left to the process carrying it out before a
+    /// sync resumes it (a live resolution takes seconds; one whose process died leaves its decision
+    /// on the conflict). A sync that recognises the resolution's writes closes it without waiting.
+    pub resume_resolutions_after: jiff::SignedDuration,
 }
 
 impl Default for EngineConfig {
@@ -140,6 +144,7 @@ impl Default for EngineConfig {
             crash_after_actions: None,
             crash_after_resolution_writes: None,
             heartbeat: crate::Heartbeat::default(),
+            resume_resolutions_after: jiff::SignedDuration::from_mins(10),
         }
     }
 }

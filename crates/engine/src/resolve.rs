@@ -2,6 +2,23 @@
 //! [`calbridge_sync::resolve`] (pure); here they are checked against both sides, carried out with
 //! conditional writes (`If-Match` on the provider, the series version locally), read back, and only then
 //! is the conflict closed and the audit entry written. The API's and the CLI's one implementation.
+//!
+//! **Interrupted resolutions.** The decision (option, `merged`, who, when: [`Resolving`]) is kept on the
+//! conflict before the first write, and each write is preceded by the sync's own write-ahead rows. A
+//! resolution that stops between its writes (process killed, provider down) leaves the conflict open
+//! with its decision, and it is finished as decided, never superseded by its own writes:
+//! - the admin's retry of the same decision resumes it: a side may hold what this resolution writes
+//!   there (or be gone where it deletes), and such a write is not made again;
+//! - a sync that recognises one of its writes through the write-ahead rows (update and deletion
+//!   conflicts: the plan then carries out the rest, a later edit of either side syncing as an edit on
+//!   top of the decision) closes it as resolved at once;
+//! - otherwise a sync resumes it like the retry once it is older than
+//!   [`EngineConfig::resume_resolutions_after`] (a live resolution takes seconds): identity
+//!   resolutions, whose remaining deletions the plan cannot make, finish this way;
+//! - a side that moved for another reason (a later edit the write-ahead rows do not explain) makes an
+//!   update or deletion conflict superseded as before (its audit entry names the interrupted decision);
+//!   a resumption that finds such a side abandons the decision (`conflict.resolution_abandoned`) and
+//!   leaves the conflict open for a person.
 
 use calbridge_providers::{
     CalendarId as RemoteCalendarId, CalendarProvider, Etag, ItemContent, ProviderError, ReadItem,
@@ -14,15 +31,18 @@ use calbridge_store::{
 use calbridge_sync::resolve::{
     MergedInput, Recorded, ResolveError, SETTABLE, Step, Version, copy_uid, steps,
 };
-use calbridge_sync::{ConflictKind, FieldPath, ItemState, LocalId, RemoteId, RemoteVersion, Uid};
+use calbridge_sync::{
+    ConflictKind, FieldPath, ItemState, LocalId, RemoteId, RemoteVersion, ResolutionOption, Uid,
+};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
-    forget_pair, record_pair, series_id, write_ahead,
+    forget_pair, record_pair, series_id, to_json, write_ahead,
 };
 use crate::{EngineConfig, EngineError};
 
@@ -150,8 +170,161 @@ fn content_error(e: impl std::fmt::Display) -> ResolveFailure {
     ResolveFailure::Refused(ResolveError::MergedInvalid(e.to_string()))
 }
 
+/// A resolution begun and not known to be finished, as kept on its conflict (`conflicts.resolving`):
+/// recorded before the resolution's first write, so whoever finishes it (the admin's retry, a sync)
+/// carries out the decision the admin made. Kept when the conflict closes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Resolving {
+    pub option: ResolutionOption,
+    /// The `merged` body of a `merge` (a retry with another body is another decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<Value>,
+    /// Who decided: the conflict's `resolved_by`, whoever finishes the resolution.
+    pub actor: String,
+    pub started_at: Timestamp,
+}
+
+impl Resolving {
+    /// The resolution in progress on a conflict, if any (an unreadable record counts as none).
+    pub(crate) fn of(conflict: &Conflict) -> Option<Self> {
+        serde_json::from_str(conflict.resolving_json.as_deref()?).ok()
+    }
+
+    /// The option's API name (what [`Resolve::option`] takes).
+    pub(crate) fn option_name(&self) -> String {
+        json!(self.option).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// What a resolution finished after an interruption records about that (in its `resolution` and
+    /// its `conflict.resolved` audit entry): `how` is `resumed` (its remaining steps carried out) or
+    /// `recognised` (a sync recognised its writes; the plan carries out the rest).
+    fn interruption(&self, completed_by: &str, how: &str) -> Value {
+        json!({
+            "started_at": self.started_at,
+            "decided_by": self.actor,
+            "completed_by": completed_by,
+            "how": how,
+        })
+    }
+}
+
+/// Who carries a resolution out.
+#[derive(Debug, Clone, Copy)]
+enum By<'a> {
+    /// The request of whoever decided (a retry of an interrupted decision resumes it).
+    Request,
+    /// A sync resuming an interrupted resolution (its audit actor, `sync:<connection>`).
+    Sync(&'a str),
+}
+
+/// A conflict closed meanwhile (two admins, or a sync finishing an interrupted resolution).
+fn closed(e: StoreError) -> ResolveFailure {
+    match e {
+        StoreError::Conflict(_) => ResolveFailure::AlreadyResolved,
+        other => ResolveFailure::Store(other),
+    }
+}
+
 /// Applies the option to the conflict on both systems and closes it; see the module docs.
 pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure> {
+    carry_out(r, By::Request).await
+}
+
+/// A sync resuming the interrupted resolution `resolving` of a conflict: the same steps as the admin's
+/// retry (`r.actor` is who decided), audited as completed by `sync_actor`.
+pub(crate) async fn resume(r: Resolve<'_>, sync_actor: &str) -> Result<Conflict, ResolveFailure> {
+    carry_out(r, By::Sync(sync_actor)).await
+}
+
+/// Closes a conflict whose interrupted resolution a sync recognised by its write-ahead rows (the
+/// plan carries out whatever the resolution had not written yet): resolved with the decided option,
+/// `resolved_by` who decided, audited as completed by `sync_actor`. `false` when the conflict was
+/// closed meanwhile.
+pub(crate) async fn complete_recognised(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: &Conflict,
+    resolving: &Resolving,
+    sync_actor: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let interrupted = resolving.interruption(sync_actor, "recognised");
+    let resolution = json!({"option": resolving.option, "interrupted": interrupted});
+    match store
+        .resolve_conflict(
+            tenant,
+            conflict.id,
+            &resolution.to_string(),
+            &resolving.actor,
+            now,
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    store
+        .append_audit(
+            tenant,
+            NewAuditEntry {
+                actor: sync_actor.to_owned(),
+                action: "conflict.resolved".into(),
+                subject: conflict.id.to_string(),
+                details_json: json!({
+                    "option": resolving.option,
+                    "kind": sync_kind(conflict.kind),
+                    "event_uid": conflict.event_uid,
+                    "interrupted": interrupted,
+                })
+                .to_string(),
+            },
+        )
+        .await?;
+    Ok(true)
+}
+
+/// Gives up an interrupted resolution a sync could not finish because a side moved for another reason:
+/// the conflict stays open, for a person, without the decision (audit `conflict.resolution_abandoned`).
+pub(crate) async fn abandon(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: &Conflict,
+    resolving: &Resolving,
+    sync_actor: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    match store
+        .set_conflict_resolving(tenant, conflict.id, None)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    store
+        .append_audit(
+            tenant,
+            NewAuditEntry {
+                actor: sync_actor.to_owned(),
+                action: "conflict.resolution_abandoned".into(),
+                subject: conflict.id.to_string(),
+                details_json: json!({
+                    "option": resolving.option,
+                    "kind": sync_kind(conflict.kind),
+                    "event_uid": conflict.event_uid,
+                    "decided_by": resolving.actor,
+                    "started_at": resolving.started_at,
+                    "reason": why,
+                })
+                .to_string(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailure> {
     let store = r.store;
     let conflict = store.get_conflict(r.tenant, r.conflict).await?;
     if conflict.state != ConflictState::Open {
@@ -200,6 +373,10 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
         fields: &fields,
     };
     let plan = steps(&recorded, option, merged.as_ref())?;
+    let merged_value = r.merged.filter(|v| !v.is_null()).cloned();
+    // The same decision, begun earlier and interrupted: what it already wrote is this resolution's own.
+    let resumed =
+        Resolving::of(&conflict).filter(|p| p.option == option && p.merged == merged_value);
 
     let mut steps_done: Vec<&str> = plan.iter().map(step_name).collect();
     let mut remote_gone = None;
@@ -236,25 +413,33 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
                 side.version.clone().map(RemoteVersion::new),
             )
         });
-        let mut exec = Exec::open(&r, &conflict, provider, remote_ids).await?;
+        let mut exec = Exec::open(&r, &conflict, provider, remote_ids, resumed.is_some()).await?;
         exec.check(&recorded, &plan).await?;
-        // `keep_both` saves the provider's version as the local copy before the provider's item is
-        // overwritten, so a process killed in between cannot lose it (the next sync then carries the
-        // copy out like any new event).
-        if plan.contains(&Step::CopyRemoteAsNew) {
-            exec.save_copy().await?;
+        if resumed.is_none() {
+            // The decision goes on the conflict before the first write (see the module docs).
+            let begun = Resolving {
+                option,
+                merged: merged_value.clone(),
+                actor: r.actor.to_owned(),
+                started_at: r.now,
+            };
+            store
+                .set_conflict_resolving(r.tenant, conflict.id, Some(&to_json(&begun)?))
+                .await
+                .map_err(closed)?;
         }
-        for step in &plan {
-            if let Err(e) = exec.apply(step).await {
-                if matches!(
-                    (step, &e),
-                    (Step::WriteRemote(_), ResolveFailure::Changed(_))
-                ) {
-                    // The overwrite was refused: nothing of this resolution may stay behind.
-                    exec.drop_saved_copy().await;
+        if let Err(e) = exec.carry_out(&plan).await {
+            if resumed.is_none() && exec.writes == 0 {
+                // Nothing was written (or what was, undone): the conflict is as it was, and no
+                // sync is to finish this decision.
+                if let Err(clear) = store
+                    .set_conflict_resolving(r.tenant, conflict.id, None)
+                    .await
+                {
+                    tracing::warn!(conflict = %conflict.id, error = %clear, "could not clear a resolution that wrote nothing");
                 }
-                return Err(e);
             }
+            return Err(e);
         }
         for pending in std::mem::take(&mut exec.pending) {
             record_pair(store, r.tenant, exec.link.id, r.now, &pending).await?;
@@ -266,20 +451,31 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
     if let Some(what) = remote_gone {
         resolution["remote_gone"] = json!(what);
     }
+    let actor = match by {
+        By::Request => r.actor,
+        By::Sync(sync) => sync,
+    };
+    let interrupted = resumed.as_ref().map(|p| p.interruption(actor, "resumed"));
+    if let Some(i) = &interrupted {
+        resolution["interrupted"] = i.clone();
+    }
+    // `resolved_by` is who decided, whoever finished it.
+    let decided_by = resumed.as_ref().map_or(r.actor, |p| p.actor.as_str());
     let resolved = store
         .resolve_conflict(
             r.tenant,
             conflict.id,
             &resolution.to_string(),
-            r.actor,
+            decided_by,
             r.now,
         )
-        .await?;
+        .await
+        .map_err(closed)?;
     store
         .append_audit(
             r.tenant,
             NewAuditEntry {
-                actor: r.actor.to_owned(),
+                actor: actor.to_owned(),
                 action: "conflict.resolved".into(),
                 subject: conflict.id.to_string(),
                 details_json: json!({
@@ -289,6 +485,7 @@ pub async fn resolve_conflict(r: Resolve<'_>) -> Result<Conflict, ResolveFailure
                     "steps": steps_done,
                     "confirmed": confirmed,
                     "remote_gone": remote_gone,
+                    "interrupted": interrupted,
                 })
                 .to_string(),
             },
@@ -437,8 +634,23 @@ struct Exec<'a> {
     merged: Option<Parsed>,
     pending: Vec<Pending>,
     confirmed: Vec<Value>,
-    /// Writes made so far (provider and local), for the test-only crash knob.
+    /// Writes made so far that stay (provider and local; a `keep_both` copy removed again is not one),
+    /// counted for the test-only crash knob.
     writes: usize,
+    /// Resuming an interrupted resolution of the same decision (see `check`).
+    resuming: bool,
+    /// Found by `check` when resuming: the provider's item already holds what this resolution writes
+    /// there (with the version it has now), or is already deleted; the same for the local series and
+    /// for the item an identity conflict's series was linked to (`keep_remote` deletes it).
+    remote_written: Option<Etag>,
+    remote_deleted: bool,
+    local_written: bool,
+    local_deleted: bool,
+    other_deleted: bool,
+    /// The item an identity conflict's series is linked to (the pair `keep_remote` moves).
+    other: Option<RemoteId>,
+    /// The provider's version as the conflict recorded it (what the `keep_both` copy is named after).
+    recorded_remote: Option<ItemState>,
     /// The `keep_both` copy saved locally by this resolution (`None` when adopted from an earlier,
     /// interrupted one), removed again if the provider then refuses the overwrite.
     saved_copy: Option<Series>,
@@ -453,6 +665,7 @@ impl<'a> Exec<'a> {
         conflict: &'a Conflict,
         provider: &'a dyn CalendarProvider,
         remote: Option<(Option<RemoteId>, Option<RemoteVersion>)>,
+        resuming: bool,
     ) -> Result<Self, ResolveFailure> {
         let link_id = conflict.link_id.ok_or_else(|| {
             ResolveFailure::Engine(EngineError::Content("the conflict names no link".into()))
@@ -487,9 +700,41 @@ impl<'a> Exec<'a> {
             pending: Vec::new(),
             confirmed: Vec::new(),
             writes: 0,
+            resuming,
+            remote_written: None,
+            remote_deleted: false,
+            local_written: false,
+            local_deleted: false,
+            other_deleted: false,
+            other: None,
+            recorded_remote: None,
             saved_copy: None,
             agreed: None,
         })
+    }
+
+    /// Carries the checked plan out, step by step.
+    async fn carry_out(&mut self, plan: &[Step]) -> Result<(), ResolveFailure> {
+        // `keep_both` saves the provider's version as the local copy before the provider's item is
+        // overwritten (identity `keep_both`: deleted), so a process killed in between cannot lose it.
+        if plan.contains(&Step::CopyRemoteAsNew) || plan.contains(&Step::RenameRemoteAsNew) {
+            self.save_copy().await?;
+        }
+        for step in plan {
+            if let Err(e) = self.apply(step).await {
+                if matches!(
+                    (step, &e),
+                    (Step::WriteRemote(_), ResolveFailure::Changed(_))
+                ) && self.drop_saved_copy().await
+                {
+                    // The overwrite was refused and the copy saved for it removed again: nothing of
+                    // this resolution stayed behind.
+                    self.writes = self.writes.saturating_sub(1);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Counts a write that just happened; the test-only crash knob stops here, after the side effect
@@ -504,13 +749,17 @@ impl<'a> Exec<'a> {
 
     /// Records on the pair's row, before a write that copies a whole version to one side, what that
     /// side will hold (the sync run's own `Intent`): a sync after a process killed right after the
-    /// write then takes the write as ours, not as someone else's change. Only update conflicts: the
-    /// other kinds write no pair's version over another (identity's pair is another item's).
+    /// write then takes the write as ours, not as someone else's change. The pair is the conflict's
+    /// for an update conflict, and for an identity conflict the series' own pair (with the item it is
+    /// linked to, which `keep_remote` deletes next): its local write must not travel to that item.
+    /// Deletions write no pair's version.
     async fn intend(&self, intent: Intent) -> Result<(), ResolveFailure> {
-        if self.conflict.kind != StoreConflictKind::Update {
-            return Ok(());
-        }
-        let Some(remote) = &self.remote_id else {
+        let pair_remote = match self.conflict.kind {
+            StoreConflictKind::Update => self.remote_id.as_ref(),
+            StoreConflictKind::Identity => self.other.as_ref(),
+            StoreConflictKind::Deletion | StoreConflictKind::Time => None,
+        };
+        let Some(remote) = pair_remote else {
             return Ok(());
         };
         let Some(row) = self
@@ -551,25 +800,46 @@ impl<'a> Exec<'a> {
     }
 
     /// The provider's version under the UID `keep_both` (and identity `keep_both`) give its copy.
-    fn remote_copy(&self) -> Result<(Parsed, String), ResolveFailure> {
-        let remote = self.remote()?;
+    async fn remote_copy(&self) -> Result<(Parsed, String), ResolveFailure> {
         let remote_id = self.recorded_remote_id()?;
+        if let Some(remote) = &self.remote_now {
+            let uid = copy_uid(
+                &Uid::new(remote.series.uid()),
+                &self.link.id.to_string(),
+                &remote_id,
+                &remote.state(&self.floating).snapshot,
+            );
+            let copy = Parsed::from_calendar(calendar_with(
+                with_uid(&remote.series, &uid)?,
+                &[&remote.calendar],
+            ))?;
+            return Ok((copy, uid));
+        }
+        // Resuming after the provider's item was overwritten (`keep_both`) or deleted (identity
+        // `keep_both`): the copy was saved locally before either, under the UID of the version the
+        // conflict recorded.
+        let recorded = self
+            .recorded_remote
+            .as_ref()
+            .ok_or(ResolveFailure::Changed("remote"))?;
         let uid = copy_uid(
-            &Uid::new(remote.series.uid()),
+            &Uid::new(&self.conflict.event_uid),
             &self.link.id.to_string(),
             &remote_id,
-            &remote.state(&self.floating).snapshot,
+            &recorded.snapshot,
         );
-        let copy = Parsed::from_calendar(calendar_with(
-            with_uid(&remote.series, &uid)?,
-            &[&remote.calendar],
-        ))?;
-        Ok((copy, uid))
+        let row = self
+            .store
+            .get_series_by_uid(self.tenant, self.local_calendar, &uid)
+            .await?
+            .filter(|row| row.deleted_at.is_none())
+            .ok_or(ResolveFailure::Changed("local"))?;
+        Ok((Parsed::from_stored(&row)?, uid))
     }
 
     /// Saves the `keep_both` copy locally (or adopts the one an interrupted resolution saved).
     async fn save_copy(&mut self) -> Result<(), ResolveFailure> {
-        let (copy, uid) = self.remote_copy()?;
+        let (copy, uid) = self.remote_copy().await?;
         let existed = self
             .store
             .get_series_by_uid(self.tenant, self.local_calendar, &uid)
@@ -582,15 +852,21 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Best effort: a copy saved for an overwrite the provider refused goes again.
-    async fn drop_saved_copy(&mut self) {
-        if let Some(row) = self.saved_copy.take()
-            && let Err(e) = self
-                .store
-                .delete_series(self.tenant, row.id, row.version)
-                .await
+    /// Best effort: a copy saved for an overwrite the provider refused goes again (`true` when it went).
+    async fn drop_saved_copy(&mut self) -> bool {
+        let Some(row) = self.saved_copy.take() else {
+            return false;
+        };
+        match self
+            .store
+            .delete_series(self.tenant, row.id, row.version)
+            .await
         {
-            tracing::warn!(series = %row.id, error = %e, "could not remove the keep_both copy of a refused resolution");
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(series = %row.id, error = %e, "could not remove the keep_both copy of a refused resolution");
+                false
+            }
         }
     }
 
@@ -652,60 +928,138 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// Both sides must still be what the conflict recorded; otherwise nothing is written.
+    /// Both sides must still be what the conflict recorded; otherwise nothing is written. When
+    /// resuming an interrupted resolution of the same decision, a side may instead hold what this
+    /// resolution writes there, or be gone where it deletes: that step was done (`remote_written`,
+    /// `local_written`, `remote_deleted`, `local_deleted`, `other_deleted`) and is not done again.
     async fn check(
         &mut self,
         recorded: &Recorded<'_>,
         plan: &[Step],
     ) -> Result<(), ResolveFailure> {
-        if self.remote_id.is_some() {
-            let id = self.remote_id()?;
-            let current = self.read(&id).await?;
-            match (recorded.remote, current) {
-                (Some(_), Some((etag, parsed))) => {
-                    let expected = self.remote_version.as_ref().map(RemoteVersion::as_str);
-                    if expected != Some(etag.as_str()) {
-                        return Err(ResolveFailure::Changed("remote"));
-                    }
-                    self.remote_now = Some(parsed);
-                }
-                (None, None) => {}
-                _ => return Err(ResolveFailure::Changed("remote")),
-            }
+        self.recorded_remote = recorded.remote.cloned();
+        self.other = plan.iter().find_map(|step| match step {
+            Step::RelinkAndDeleteOther(other) => Some(other.clone()),
+            _ => None,
+        });
+        let remote_current = match self.remote_id {
+            Some(_) => Some(self.read(&self.remote_id()?).await?),
+            None => None,
+        };
+        if let Some(Some((_, parsed))) = &remote_current {
+            self.remote_now = Some(parsed.clone());
         }
         if let Some(series) = self.conflict.series_id {
             let row = self.store.get_series(self.tenant, series).await?;
-            match (recorded.local, row.deleted_at) {
-                (Some(state), None) => {
-                    let parsed = Parsed::from_stored(&row)?;
-                    if &parsed.state(&self.floating) != state {
-                        return Err(ResolveFailure::Changed("local"));
-                    }
-                    self.local_now = Some(parsed);
-                }
-                (None, Some(_)) => {}
-                _ => return Err(ResolveFailure::Changed("local")),
+            if row.deleted_at.is_none() {
+                self.local_now = Some(Parsed::from_stored(&row)?);
             }
             self.local_row = Some(row);
         }
-        // Identity `keep_remote` deletes the item the series was linked to: it must be unchanged too.
-        for step in plan {
-            if let Step::RelinkAndDeleteOther(other) = step {
-                let (_, version) = self.other_mapping(other).await?;
-                let id = ProviderRemoteId::parse(other.as_str()).map_err(provider_error)?;
-                match self.read(&id).await? {
-                    Some((etag, _)) if etag.as_str() == version.as_str() => {}
+        // The merged version, composed once from the versions read (both sides get the same).
+        // Composed from a side that already holds it, it comes out the same, so a resumed `merge`
+        // finds it on the side its first attempt wrote.
+        let compose = |exec: &mut Self| -> Result<(), ResolveFailure> {
+            for step in plan {
+                if let Step::WriteRemote(Version::Merged(m)) | Step::WriteLocal(Version::Merged(m)) =
+                    step
+                    && exec.merged.is_none()
+                {
+                    exec.merged = Some(exec.compose_merged(m)?);
+                }
+            }
+            Ok(())
+        };
+        if self.resuming {
+            compose(self)?;
+        }
+
+        if self.local_row.is_some() {
+            let now = self.local_now.as_ref().map(|p| p.state(&self.floating));
+            let as_recorded = match (recorded.local, &now) {
+                (Some(state), Some(now)) => state == now,
+                (None, None) => true,
+                _ => false,
+            };
+            if !as_recorded {
+                let target = plan.iter().find_map(|step| match step {
+                    Step::WriteLocal(v) => Some(Some(v)),
+                    Step::DeleteLocal => Some(None),
+                    _ => None,
+                });
+                match (target, &now) {
+                    (Some(Some(v)), Some(now)) if self.resuming && self.holds(v, recorded, now) => {
+                        self.local_written = true;
+                    }
+                    (Some(None), None) if self.resuming && recorded.local.is_some() => {
+                        self.local_deleted = true;
+                    }
+                    _ => return Err(ResolveFailure::Changed("local")),
+                }
+            }
+        }
+        if let Some(current) = remote_current {
+            let expected = self.remote_version.as_ref().map(RemoteVersion::as_str);
+            let as_recorded = match (recorded.remote, &current) {
+                (Some(_), Some((etag, _))) => expected == Some(etag.as_str()),
+                (None, None) => true,
+                _ => false,
+            };
+            if !as_recorded {
+                let target = plan.iter().find_map(|step| match step {
+                    Step::WriteRemote(v) => Some(Some(v)),
+                    Step::DeleteRemote | Step::RenameRemoteAsNew => Some(None),
+                    _ => None,
+                });
+                match (target, current) {
+                    (Some(Some(v)), Some((etag, parsed)))
+                        if self.resuming
+                            && self.holds(v, recorded, &parsed.state(&self.floating)) =>
+                    {
+                        self.remote_written = Some(etag);
+                        // Not the provider's recorded version any more: nothing is made of it.
+                        self.remote_now = None;
+                    }
+                    (Some(None), None) if self.resuming && recorded.remote.is_some() => {
+                        self.remote_deleted = true;
+                    }
                     _ => return Err(ResolveFailure::Changed("remote")),
                 }
             }
-            if let Step::WriteRemote(Version::Merged(m)) | Step::WriteLocal(Version::Merged(m)) =
-                step
-                && self.merged.is_none()
-            {
-                self.merged = Some(self.compose_merged(m)?);
+        }
+        // Identity `keep_remote` deletes the item the series was linked to: it must be unchanged too
+        // (or, resuming, already gone).
+        if let Some(other) = self.other.clone() {
+            let id = ProviderRemoteId::parse(other.as_str()).map_err(provider_error)?;
+            let current = self.read(&id).await?;
+            let linked = self
+                .store
+                .get_mapping(self.tenant, self.link.id, other.as_str())
+                .await?
+                .and_then(|m| m.remote_version);
+            match (current, linked) {
+                (Some((etag, _)), Some(version)) if etag.as_str() == version => {}
+                (None, _) if self.resuming => self.other_deleted = true,
+                _ => return Err(ResolveFailure::Changed("remote")),
             }
         }
+        if !self.resuming {
+            compose(self)?;
+        }
         Ok(())
+    }
+
+    /// Whether `now` is what this resolution writes as `v` (resuming: that write was made).
+    fn holds(&self, v: &Version, recorded: &Recorded<'_>, now: &ItemState) -> bool {
+        let written = match v {
+            Version::Local => recorded.local.map(|s| s.snapshot.clone()),
+            Version::Remote => recorded.remote.map(|s| s.snapshot.clone()),
+            Version::Merged(_) => self
+                .merged
+                .as_ref()
+                .map(|m| m.state(&self.floating).snapshot),
+        };
+        written.as_ref() == Some(&now.snapshot)
     }
 
     async fn other_mapping(
@@ -935,16 +1289,22 @@ impl<'a> Exec<'a> {
             Step::WriteRemote(v) => {
                 let parsed = self.version(v)?;
                 let id = self.remote_id()?;
-                // A whole version copied out: the local one (`keep_local`, `keep_both`), or the
-                // merged one, which the local side holds by now (it is written there first).
-                self.intend(Intent {
-                    side: IntentSide::Remote,
-                    state: parsed.state(&self.floating),
-                    version: None,
-                    base: None,
-                })
-                .await?;
-                let version = self.write_remote(&id, &parsed, false).await?;
+                let version = if let Some(etag) = self.remote_written.clone() {
+                    // Written by the interrupted attempt: the version it has now is the pair's.
+                    self.confirmed.push(json!({"side": "remote", "id": id.as_str(), "etag": etag.as_str(), "uid": parsed.series.uid(), "written_before": true}));
+                    RemoteVersion::new(etag.as_str())
+                } else {
+                    // A whole version copied out: the local one (`keep_local`, `keep_both`), or the
+                    // merged one, which the local side holds by now (it is written there first).
+                    self.intend(Intent {
+                        side: IntentSide::Remote,
+                        state: parsed.state(&self.floating),
+                        version: None,
+                        base: None,
+                    })
+                    .await?;
+                    self.write_remote(&id, &parsed, false).await?
+                };
                 self.pending.retain(|p| p.remote.as_str() != id.as_str());
                 self.pending.push(Pending {
                     local: self.local_id()?,
@@ -968,46 +1328,64 @@ impl<'a> Exec<'a> {
                 let remote_version = self.recorded_remote_version()?;
                 // The provider keeps its version: the remote one copied here is that version; a
                 // merged one is a change made on top of it (so the provider's version is the base).
+                // (Resuming a `merge` whose remote write was made too, the base is that write's.)
                 let merged_base = match v {
-                    Version::Merged(_) => Some(self.remote()?.state(&self.floating)),
+                    Version::Merged(_) if self.remote_written.is_none() => {
+                        Some(self.remote()?.state(&self.floating))
+                    }
                     _ => None,
                 };
-                self.intend(Intent {
-                    side: IntentSide::Local,
-                    state: parsed.state(&self.floating),
-                    version: Some(remote_version.to_string()),
-                    base: merged_base.clone(),
-                })
-                .await?;
-                let s = storable(&parsed.calendar, &self.floating)?;
-                let hash = s.hash.clone();
-                let updated = self
-                    .store
-                    .update_series(
-                        self.tenant,
-                        row.id,
-                        row.version,
-                        SeriesUpdate {
-                            ical: s.ical,
-                            model_json: s.model_json,
-                            hash: s.hash,
-                            occurrences: s.occurrences,
-                        },
-                    )
-                    .await
-                    .map_err(local_error)?;
-                self.wrote()?;
-                if let Some(state) = merged_base {
-                    self.agreed = Some((state, remote_version.clone()));
+                if self.local_written {
+                    // Written by the interrupted attempt.
+                    self.confirmed.push(json!({"side": "local", "series_id": row.id.to_string(), "version": row.version, "written_before": true}));
+                    if let Some(state) = merged_base {
+                        self.agreed = Some((state, remote_version.clone()));
+                    }
+                } else {
+                    // The pair's remote version stays: the conflict's item for an update conflict,
+                    // the item the series is linked to for an identity one (its version is not the
+                    // newcomer's whose content is copied here).
+                    let pair_version = match self.other.clone() {
+                        Some(other) => self.other_mapping(&other).await?.1,
+                        None => remote_version.clone(),
+                    };
+                    self.intend(Intent {
+                        side: IntentSide::Local,
+                        state: parsed.state(&self.floating),
+                        version: Some(pair_version.to_string()),
+                        base: merged_base.clone(),
+                    })
+                    .await?;
+                    let s = storable(&parsed.calendar, &self.floating)?;
+                    let hash = s.hash.clone();
+                    let updated = self
+                        .store
+                        .update_series(
+                            self.tenant,
+                            row.id,
+                            row.version,
+                            SeriesUpdate {
+                                ical: s.ical,
+                                model_json: s.model_json,
+                                hash: s.hash,
+                                occurrences: s.occurrences,
+                            },
+                        )
+                        .await
+                        .map_err(local_error)?;
+                    self.wrote()?;
+                    if let Some(state) = merged_base {
+                        self.agreed = Some((state, remote_version.clone()));
+                    }
+                    let back = self.store.get_series(self.tenant, updated.id).await?;
+                    if back.hash != hash {
+                        return Err(ResolveFailure::ReadBack(
+                            "the local series does not hold what was written".into(),
+                        ));
+                    }
+                    self.confirmed.push(json!({"side": "local", "series_id": back.id.to_string(), "version": back.version}));
+                    self.local_row = Some(back);
                 }
-                let back = self.store.get_series(self.tenant, updated.id).await?;
-                if back.hash != hash {
-                    return Err(ResolveFailure::ReadBack(
-                        "the local series does not hold what was written".into(),
-                    ));
-                }
-                self.confirmed.push(json!({"side": "local", "series_id": back.id.to_string(), "version": back.version}));
-                self.local_row = Some(back);
                 let (remote, version) = self.remote_pair()?;
                 if !self.pending.iter().any(|p| p.remote == remote) {
                     self.pending.push(Pending {
@@ -1021,7 +1399,7 @@ impl<'a> Exec<'a> {
             }
             Step::CopyRemoteAsNew => {
                 // Saved locally before the overwrite (`save_copy`): this finds it.
-                let (copy, uid) = self.remote_copy()?;
+                let (copy, uid) = self.remote_copy().await?;
                 let row = self.create_local(&copy).await?;
                 let local = LocalId::new(row.id.to_string());
                 let (id, version) = self.create_remote(&local, &copy).await?;
@@ -1035,13 +1413,27 @@ impl<'a> Exec<'a> {
             }
             Step::RenameRemoteAsNew => {
                 // Providers refuse a UID change in place (CalDAV `no-uid-conflict`), so the newcomer is
-                // re-created under the new UID and then deleted (`If-Match`, checked just before).
+                // re-created under the new UID. Like `keep_both`'s copy, its version is saved locally
+                // first (`save_copy`), then the newcomer is deleted (`If-Match`, checked just before;
+                // refused, the saved copy goes again), and only then is the copy created on the
+                // provider: a process killed at any point leaves the provider never showing both, and
+                // the copy never lost (a sync parks it until the resolution is finished).
                 let remote_id = self.recorded_remote_id()?;
-                let (renamed, uid) = self.remote_copy()?;
+                let (renamed, uid) = self.remote_copy().await?;
+                if self.remote_deleted {
+                    self.confirmed.push(json!({"side": "remote", "id": remote_id.as_str(), "deleted": true, "written_before": true}));
+                } else {
+                    let etag = self.etag()?;
+                    if let Err(e) = self.delete_remote_item(&remote_id, &etag).await {
+                        if matches!(e, ResolveFailure::Changed(_)) && self.drop_saved_copy().await {
+                            self.writes = self.writes.saturating_sub(1);
+                        }
+                        return Err(e);
+                    }
+                }
                 let row = self.create_local(&renamed).await?;
                 let local = LocalId::new(row.id.to_string());
                 let (id, version) = self.create_remote(&local, &renamed).await?;
-                self.delete_remote_item(&remote_id, &self.etag()?).await?;
                 forget_pair(
                     self.store,
                     self.tenant,
@@ -1061,9 +1453,13 @@ impl<'a> Exec<'a> {
             }
             Step::DeleteRemote => {
                 let id = self.remote_id()?;
-                let etag = self.etag()?;
-                self.delete_remote_item(&RemoteId::new(id.as_str()), &etag)
-                    .await?;
+                if self.remote_deleted {
+                    self.confirmed.push(json!({"side": "remote", "id": id.as_str(), "deleted": true, "written_before": true}));
+                } else {
+                    let etag = self.etag()?;
+                    self.delete_remote_item(&RemoteId::new(id.as_str()), &etag)
+                        .await?;
+                }
                 // Identity: the newcomer was never linked; the series keeps its own pair.
                 let local = match self.conflict.kind {
                     StoreConflictKind::Identity => LocalId::new(""),
@@ -1085,20 +1481,24 @@ impl<'a> Exec<'a> {
                     .local_row
                     .clone()
                     .ok_or(ResolveFailure::Changed("local"))?;
-                self.store
-                    .delete_series(self.tenant, row.id, row.version)
-                    .await
-                    .map_err(local_error)?;
-                self.wrote()?;
-                let back = self.store.get_series(self.tenant, row.id).await?;
-                if back.deleted_at.is_none() {
-                    return Err(ResolveFailure::ReadBack(
-                        "the local series is still there after the delete".into(),
-                    ));
+                if self.local_deleted {
+                    self.confirmed.push(json!({"side": "local", "series_id": row.id.to_string(), "deleted": true, "written_before": true}));
+                } else {
+                    self.store
+                        .delete_series(self.tenant, row.id, row.version)
+                        .await
+                        .map_err(local_error)?;
+                    self.wrote()?;
+                    let back = self.store.get_series(self.tenant, row.id).await?;
+                    if back.deleted_at.is_none() {
+                        return Err(ResolveFailure::ReadBack(
+                            "the local series is still there after the delete".into(),
+                        ));
+                    }
+                    self.confirmed.push(
+                        json!({"side": "local", "series_id": row.id.to_string(), "deleted": true}),
+                    );
                 }
-                self.confirmed.push(
-                    json!({"side": "local", "series_id": row.id.to_string(), "deleted": true}),
-                );
                 let remote = self.recorded_remote_id()?;
                 forget_pair(
                     self.store,
@@ -1166,9 +1566,13 @@ impl<'a> Exec<'a> {
                 });
             }
             Step::RelinkAndDeleteOther(other) => {
-                let (_, version) = self.other_mapping(other).await?;
-                let etag = Etag::parse(version.as_str()).map_err(provider_error)?;
-                self.delete_remote_item(other, &etag).await?;
+                if self.other_deleted {
+                    self.confirmed.push(json!({"side": "remote", "id": other.as_str(), "deleted": true, "written_before": true}));
+                } else {
+                    let (_, version) = self.other_mapping(other).await?;
+                    let etag = Etag::parse(version.as_str()).map_err(provider_error)?;
+                    self.delete_remote_item(other, &etag).await?;
+                }
                 forget_pair(
                     self.store,
                     self.tenant,

@@ -28,6 +28,7 @@ use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
     every_conflict, forget_pair, record_pair, stored_base, to_json,
 };
+use crate::resolve::{Resolve, ResolveFailure, Resolving};
 use crate::{EngineConfig, EngineError, SyncOptions};
 
 /// Change-stream entries read per page.
@@ -195,6 +196,9 @@ struct Runner<'a> {
     /// Local series read as changed or written by this run: a time-conflict detection after an
     /// incremental run looks at these only.
     touched_local: BTreeSet<SeriesId>,
+    /// Pairs whose write-ahead rows this run recognised as an earlier write of ours (a killed run's,
+    /// or an interrupted conflict resolution's, which then closes as resolved).
+    recognised: Vec<(LocalId, RemoteId)>,
 }
 
 enum Outcome {
@@ -340,6 +344,7 @@ impl<'a> Runner<'a> {
             executed: 0,
             local_changed: false,
             touched_local: BTreeSet::new(),
+            recognised: Vec::new(),
         })
     }
 
@@ -625,13 +630,34 @@ impl<'a> Runner<'a> {
         )
         .await?;
         for c in &open {
+            let resolving = Resolving::of(c);
+            if let Some(resolving) = &resolving
+                && self
+                    .resolution_recognised(c, resolving, &mut local_changes, &mut remote)
+                    .await?
+            {
+                // An interrupted resolution's write: closed as resolved, the pair is planned from
+                // the base it left (the plan carries out the rest, a later edit on top of it).
+                continue;
+            }
             if Self::superseded(c, &local_changes, &remote)
                 && self.refresh_pair(c, &mut local_changes, &mut remote).await
             {
                 // A side moved on since the conflict was recorded: the pair is planned again with both
                 // sides' versions of now (and recorded again if it still conflicts).
-                self.close_superseded(c, "a side changed again").await?;
+                self.close_superseded(c, "a side changed again", resolving.as_ref())
+                    .await?;
                 continue;
+            }
+            if let Some(resolving) = &resolving {
+                // Finished here or not, its pairs stay parked for this run: a resumption rewrites
+                // them behind the pairs this run read.
+                self.resume_resolution(c, resolving).await?;
+                // So does a `keep_both` copy the resolution saved: it goes out with the resolution
+                // (identity: only once the newcomer is gone), not as a new event of its own.
+                if let Some(copy) = self.saved_copy(c, resolving).await? {
+                    parked_local.insert(copy);
+                }
             }
             if let Some(s) = c.series_id {
                 parked_local.insert(LocalId::new(s.to_string()));
@@ -954,6 +980,7 @@ impl<'a> Runner<'a> {
                 state: m.base,
                 uid: m.uid,
             };
+            self.recognised.push((m.local.clone(), m.remote.clone()));
             if let Err(e) = self.record_pair(pair).await {
                 self.error(m.local.as_str(), "record", e);
             }
@@ -1061,13 +1088,184 @@ impl<'a> Runner<'a> {
         local_moved || remote_moved
     }
 
+    /// The audit actor of what a run does on its own (`sync:<connection>`).
+    fn sync_actor(&self) -> String {
+        format!("sync:{}", self.ctx.connection.id)
+    }
+
+    /// Whether this run recognised a write of the interrupted resolution of an open update or
+    /// deletion conflict, which it then closes as resolved with the decided option (audit
+    /// `conflict.resolved`, completed by this sync): one of its write-ahead rows matched what the
+    /// written side holds (its pair is named by the conflict, or its series/item is the one restored),
+    /// or the side its `delete_everywhere` deletes is seen deleted. The pair then holds the base the
+    /// resolution left, both sides are put before the plan (as for a superseded conflict), and the
+    /// plan carries out whatever the resolution had not written yet; an edit of either side made after
+    /// it is an edit on top of the decision, not a reason to supersede it. Identity resolutions are
+    /// not closed here: their remaining deletions are not the plan's to make (they are resumed).
+    async fn resolution_recognised(
+        &mut self,
+        c: &calbridge_store::Conflict,
+        resolving: &Resolving,
+        local_changes: &mut Vec<LocalChange>,
+        remote: &mut RemoteChanges,
+    ) -> Result<bool, EngineError> {
+        if !matches!(
+            c.kind,
+            StoreConflictKind::Update | StoreConflictKind::Deletion
+        ) {
+            return Ok(false);
+        }
+        let series = c.series_id.map(|s| LocalId::new(s.to_string()));
+        let side =
+            |json: Option<&str>| json.and_then(|j| serde_json::from_str::<ConflictSide>(j).ok());
+        let remote_side = side(c.remote_json.as_deref());
+        let local_side = side(c.local_json.as_deref());
+        let remote_id = remote_side.as_ref().and_then(|s| s.id.clone());
+        let written = self.recognised.iter().any(|(local, remote)| {
+            Some(local) == series.as_ref() || Some(remote.as_str()) == remote_id.as_deref()
+        });
+        let deleted = resolving.option == calbridge_sync::ResolutionOption::DeleteEverywhere
+            && match (
+                local_side.and_then(|s| s.state),
+                remote_side.and_then(|s| s.state),
+            ) {
+                // Deleted locally: the resolution deletes the provider's item.
+                (None, Some(_)) => remote.changes.iter().any(|change| {
+                    matches!(change, RemoteChange::Deleted { id, certain: true }
+                        if Some(id.as_str()) == remote_id.as_deref())
+                }),
+                // Deleted remotely: the resolution deletes the local series.
+                (Some(_), None) => local_changes.iter().any(|change| {
+                    matches!(change, LocalChange::Deleted { id, .. } if Some(id) == series.as_ref())
+                }),
+                _ => false,
+            };
+        if !(written || deleted) || !self.refresh_pair(c, local_changes, remote).await {
+            return Ok(false);
+        }
+        let actor = self.sync_actor();
+        if crate::resolve::complete_recognised(
+            self.ctx.store,
+            self.ctx.tenant,
+            c,
+            resolving,
+            &actor,
+            self.ctx.now,
+        )
+        .await?
+        {
+            *self
+                .counts
+                .entry("resolutions_completed".into())
+                .or_default() += 1;
+        }
+        Ok(true)
+    }
+
+    /// Resumes the interrupted resolution of an open conflict once it is older than
+    /// `EngineConfig::resume_resolutions_after` (a younger one may still be running): the admin's
+    /// decision carried out by the same code as their retry, its writes made before not made again.
+    /// A side that moved for another reason abandons it (the conflict stays open for a person); a
+    /// failure (provider down) is logged and counted, and the next run tries again.
+    async fn resume_resolution(
+        &mut self,
+        c: &calbridge_store::Conflict,
+        resolving: &Resolving,
+    ) -> Result<(), EngineError> {
+        let due = resolving
+            .started_at
+            .checked_add(self.ctx.config.resume_resolutions_after)
+            .is_ok_and(|at| at <= self.ctx.now);
+        if !due {
+            return Ok(());
+        }
+        let actor = self.sync_actor();
+        let option = resolving.option_name();
+        let resumed = crate::resolve::resume(
+            Resolve {
+                store: self.ctx.store,
+                provider: Some(self.ctx.provider),
+                tenant: self.ctx.tenant,
+                conflict: c.id,
+                option: &option,
+                merged: resolving.merged.as_ref(),
+                actor: &resolving.actor,
+                config: self.ctx.config,
+                now: self.ctx.now,
+            },
+            &actor,
+        )
+        .await;
+        let count = match resumed {
+            Ok(_) => "resolutions_completed",
+            Err(ResolveFailure::AlreadyResolved) => return Ok(()),
+            Err(ResolveFailure::Changed(side)) => {
+                let why = format!(
+                    "the {side} side changed after the resolution began, for another reason than its own writes"
+                );
+                crate::resolve::abandon(
+                    self.ctx.store,
+                    self.ctx.tenant,
+                    c,
+                    resolving,
+                    &actor,
+                    &why,
+                )
+                .await?;
+                "resolutions_abandoned"
+            }
+            Err(e) => {
+                tracing::warn!(conflict = %c.id, code = e.code(), error = %e, "could not resume an interrupted conflict resolution");
+                "resolutions_not_resumed"
+            }
+        };
+        *self.counts.entry(count.into()).or_default() += 1;
+        Ok(())
+    }
+
+    /// The local copy an interrupted `keep_both` resolution saved (named as the option names it), if
+    /// there is one.
+    async fn saved_copy(
+        &self,
+        c: &calbridge_store::Conflict,
+        resolving: &Resolving,
+    ) -> Result<Option<LocalId>, EngineError> {
+        if resolving.option != calbridge_sync::ResolutionOption::KeepBoth {
+            return Ok(None);
+        }
+        let Some(ConflictSide {
+            id: Some(id),
+            state: Some(state),
+            ..
+        }) = c
+            .remote_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<ConflictSide>(j).ok())
+        else {
+            return Ok(None);
+        };
+        let uid = calbridge_sync::resolve::copy_uid(
+            &Uid::new(&c.event_uid),
+            &self.ctx.link.id.to_string(),
+            &RemoteId::new(id),
+            &state.snapshot,
+        );
+        let copy = self
+            .ctx
+            .store
+            .get_series_by_uid(self.ctx.tenant, self.ctx.connection.calendar_id, &uid)
+            .await?;
+        Ok(copy.map(|series| LocalId::new(series.id.to_string())))
+    }
+
     async fn close_superseded(
         &mut self,
         c: &calbridge_store::Conflict,
         why: &str,
+        resolving: Option<&Resolving>,
     ) -> Result<(), EngineError> {
         let store = self.ctx.store;
-        let actor = format!("sync:{}", self.ctx.connection.id);
+        let actor = self.sync_actor();
         let resolution = serde_json::json!({"superseded": why}).to_string();
         store
             .resolve_conflict(self.ctx.tenant, c.id, &resolution, &actor, self.ctx.now)
@@ -1083,6 +1281,9 @@ impl<'a> Runner<'a> {
                         "kind": c.kind.to_string(),
                         "uid": c.event_uid,
                         "reason": why,
+                        // A decision interrupted before a write this run could recognise: it did not
+                        // take, and the admin decides again on the conflict recorded now.
+                        "interrupted_resolution": resolving,
                     })
                     .to_string(),
                 },

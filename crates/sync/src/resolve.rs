@@ -12,7 +12,7 @@
 //! | deletion (deleted remotely) | `delete_everywhere` / `restore` | delete the local series / recreate the provider's item from it |
 //! | identity | `keep_local` | the linked pair stays; the newcomer claiming its UID is deleted on the provider |
 //! | identity | `keep_remote` | the local series takes the newcomer's version and is linked to it; the item it was linked to is deleted |
-//! | identity | `keep_both` | the newcomer becomes a new series under a new UID on both sides, linked (re-created on the provider, since providers refuse a UID change in place; the newcomer is then deleted with `If-Match`) |
+//! | identity | `keep_both` | the newcomer becomes a new series under a new UID on both sides, linked (re-created, since providers refuse a UID change in place: saved locally, the newcomer deleted with `If-Match`, then created on the provider) |
 //! | time | `keep_both` | both events stay: the overlap is accepted and not reported again while their times stay |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,7 +81,8 @@ pub enum Step {
     /// the provider (idempotently), and linked.
     CopyRemoteAsNew,
     /// Identity `keep_both`: the newcomer is re-created under a new UID ([`copy_uid`]) locally and on the
-    /// provider, linked, and the newcomer itself is deleted (`If-Match`).
+    /// provider, linked, and the newcomer itself is deleted (`If-Match`; the engine deletes it after
+    /// the local copy and before the provider's, so the provider never shows both).
     RenameRemoteAsNew,
     /// The provider's item is deleted (`If-Match`); the pair is forgotten with a tombstone.
     DeleteRemote,

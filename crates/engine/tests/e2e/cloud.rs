@@ -79,12 +79,17 @@ impl Cloud {
     }
 
     pub async fn sync(&self) -> RunReport {
-        sync_once(
+        self.sync_with(&EngineConfig::default()).await
+    }
+
+    async fn sync_with(&self, config: &EngineConfig) -> RunReport {
+        sync_once_with(
             self.store(),
             self.provider.as_ref(),
             self.tenant,
             self.connection,
             self.link,
+            config,
         )
         .await
     }
@@ -588,6 +593,278 @@ pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
     );
 }
 
+/// Identity resolutions killed right after each of their writes (`crash_after_resolution_writes`),
+/// on the Google emulator (Radicale refuses a second item with one UID). Each write is preceded by the
+/// write-ahead rows sync runs write (`keep_remote`'s local write: the intent on the series' pair), and
+/// the decision is kept on the conflict. A sync soon after (the resolution might still be running)
+/// leaves the conflict open and parked: the local write does not travel to the item the series is
+/// linked to, the saved copy does not go out beside the newcomer, nothing is recorded again. A sync
+/// once the resolution is older than `resume_resolutions_after` finishes it (the admin's retry does
+/// the same at once): every conflict `resolved` with its option, both sides equal, every UID once. One
+/// whose newcomer was edited after the decision is abandoned instead, and left open for a person.
+pub async fn interrupted_identity_resolutions_converge(db: TestDb) {
+    let cloud = Cloud::new(db, Flavor::Google).await;
+    let with_uid = |summary: &str, days: i64, uid: &str| {
+        let mut event = cloud.single(summary, days);
+        event["extendedProperties"] = json!({"private": {"calbridgeUid": uid}});
+        event
+    };
+    // UID, option, the write after which the process "dies", whether the admin retries at once.
+    let cases: [(&str, &str, usize, bool); 8] = [
+        // keep_local: the newcomer deleted.
+        ("ik-local", "keep_local", 1, false),
+        // keep_remote: the series takes the newcomer's version, then the item it was linked to goes.
+        ("ik-remote", "keep_remote", 1, false),
+        ("ik-remote-other", "keep_remote", 2, false),
+        ("ik-retry", "keep_remote", 1, true),
+        // keep_both: the renamed copy saved locally, the newcomer deleted, the copy created remotely.
+        ("ik-both-saved", "keep_both", 1, false),
+        ("ik-both-deleted", "keep_both", 2, false),
+        ("ik-both-created", "keep_both", 3, false),
+        // keep_remote killed after its local write, then the newcomer edited by someone else.
+        ("ik-moved", "keep_remote", 1, false),
+    ];
+    const MOVED: &str = "ik-moved";
+    let mut originals = BTreeMap::new();
+    for (i, (uid, ..)) in cases.iter().enumerate() {
+        let id = cloud
+            .remote_create(with_uid(&format!("{uid} original"), 2 + 2 * i as i64, uid))
+            .await;
+        originals.insert(*uid, id);
+    }
+    cloud.settle().await;
+    let mut newcomers = BTreeMap::new();
+    for (i, (uid, ..)) in cases.iter().enumerate() {
+        let id = cloud
+            .remote_create(with_uid(&format!("{uid} newcomer"), 3 + 2 * i as i64, uid))
+            .await;
+        newcomers.insert(*uid, id);
+    }
+    let report = cloud.sync().await;
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&(cases.len() as u64)),
+        "{:?}",
+        report.counts
+    );
+    let identity = |state: Option<ConflictState>| ConflictFilter {
+        state,
+        connection_id: Some(cloud.connection),
+        link_id: None,
+        kind: Some(ConflictKind::Identity),
+    };
+    let conflicts = cloud
+        .store()
+        .list_conflicts(cloud.tenant, &identity(None))
+        .await
+        .unwrap();
+    assert_eq!(conflicts.len(), cases.len(), "{conflicts:?}");
+    let conflict_of = |uid: &str| conflicts.iter().find(|c| c.event_uid == uid).unwrap();
+
+    for (uid, option, crash_after, retry) in cases {
+        let c = conflict_of(uid);
+        let crash = EngineConfig {
+            crash_after_resolution_writes: Some(crash_after),
+            ..EngineConfig::default()
+        };
+        let resolve = |config| {
+            calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+                store: cloud.store(),
+                provider: Some(cloud.provider.as_ref()),
+                tenant: cloud.tenant,
+                conflict: c.id,
+                option,
+                merged: None,
+                actor: "key:test",
+                config,
+                now: Timestamp::now(),
+            })
+        };
+        let err = resolve(&crash).await.unwrap_err();
+        assert_eq!(err.code(), "interrupted", "{uid}: {err}");
+        if option == "keep_remote" && crash_after == 1 {
+            // The series holds the newcomer's version; its pair (with the original) carries the
+            // intent of that write, as a sync run's own local write would.
+            let row = cloud
+                .store()
+                .get_mapping(cloud.tenant, cloud.link, &originals[uid])
+                .await
+                .unwrap()
+                .unwrap();
+            let base: Value = serde_json::from_str(row.base_json.as_deref().unwrap()).unwrap();
+            assert_eq!(base["intent"]["side"], "local", "{uid}: {base}");
+            assert!(
+                base["intent"]["state"].to_string().contains("newcomer"),
+                "{uid}: {base}"
+            );
+        }
+        if uid == MOVED {
+            cloud
+                .remote_edit(
+                    &newcomers[uid],
+                    cloud.summary_change("ik-moved newcomer edited"),
+                )
+                .await;
+        }
+        if retry {
+            // The admin's retry finishes it (the local side holds the first attempt's write).
+            let resolved = resolve(&EngineConfig::default())
+                .await
+                .unwrap_or_else(|e| panic!("{uid}: {e}"));
+            assert_eq!(resolved.state, ConflictState::Resolved, "{uid}");
+        }
+    }
+
+    // A sync soon after: nothing recorded again, nothing doubled on either side (`local_all` and
+    // `remote_all` refuse a summary twice: the newcomer and its renamed copy, or the original and the
+    // newcomer's version pushed over it), and the resolutions left to finish.
+    let report = cloud.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.counts.get("conflicts"), None, "{:?}", report.counts);
+    let local = cloud.local_all().await;
+    let remote = cloud.remote_all().await;
+    assert!(remote.contains_key("ik-remote original"), "{remote:?}");
+    assert!(local.contains_key("ik-remote newcomer"), "{local:?}");
+    // The renamed copy of a deleted newcomer is kept locally until its resolution is finished.
+    assert!(local.contains_key("ik-both-deleted newcomer"), "{local:?}");
+    assert!(
+        !remote.contains_key("ik-both-deleted newcomer"),
+        "{remote:?}"
+    );
+    let open = cloud
+        .store()
+        .list_conflicts(cloud.tenant, &identity(Some(ConflictState::Open)))
+        .await
+        .unwrap();
+    assert_eq!(open.len(), cases.len() - 1, "{open:?}");
+    assert!(open.iter().all(|c| c.resolving_json.is_some()), "{open:?}");
+
+    // Once older than `resume_resolutions_after`, a sync finishes each of them.
+    let resume_now = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..EngineConfig::default()
+    };
+    let report = cloud.sync_with(&resume_now).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.counts.get("resolutions_completed"),
+        Some(&(cases.len() as u64 - 2)),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(
+        report.counts.get("resolutions_abandoned"),
+        Some(&1),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(report.counts.get("conflicts"), None, "{:?}", report.counts);
+    cloud.settle().await;
+    // The abandoned one: open, without a decision, audited; nothing of it was deleted.
+    let open = cloud
+        .store()
+        .list_conflicts(cloud.tenant, &identity(Some(ConflictState::Open)))
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].event_uid, MOVED);
+    assert_eq!(open[0].resolving_json, None);
+    let remote_now = cloud.remote_all().await;
+    assert!(
+        remote_now.contains_key("ik-moved original"),
+        "{remote_now:?}"
+    );
+    assert!(
+        remote_now.contains_key("ik-moved newcomer edited"),
+        "{remote_now:?}"
+    );
+
+    // UID → summary, equal on both sides.
+    let local: BTreeMap<String, String> = cloud
+        .store()
+        .list_series(cloud.tenant, cloud.local_calendar, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.uid.clone(), prop(&s.ical, "SUMMARY").unwrap_or_default()))
+        .filter(|(uid, _)| uid != MOVED)
+        .collect();
+    let remote: BTreeMap<String, String> = remote_now
+        .into_values()
+        .map(|ical| {
+            (
+                prop(&ical, "UID").unwrap(),
+                prop(&ical, "SUMMARY").unwrap_or_default(),
+            )
+        })
+        .filter(|(uid, _)| uid != MOVED)
+        .collect();
+    assert_eq!(local, remote);
+    for (uid, option, ..) in cases.into_iter().filter(|c| c.0 != MOVED) {
+        let kept = match option {
+            "keep_remote" => "newcomer",
+            _ => "original",
+        };
+        assert_eq!(local[uid], format!("{uid} {kept}"), "{local:?}");
+        let copies: Vec<&String> = local
+            .keys()
+            .filter(|k| k.starts_with(&format!("{uid}-copy-")))
+            .collect();
+        if option == "keep_both" {
+            assert_eq!(copies.len(), 1, "{uid}: {local:?}");
+            assert_eq!(local[copies[0]], format!("{uid} newcomer"));
+        } else {
+            assert!(copies.is_empty(), "{uid}: {local:?}");
+        }
+    }
+    assert_eq!(local.len(), cases.len() - 1 + 3, "{local:?}");
+
+    // Every conflict resolved with its option, by the admin, completed after the interruption; no
+    // conflict recorded again.
+    let all = cloud
+        .store()
+        .list_conflicts(cloud.tenant, &identity(None))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), cases.len(), "{all:?}");
+    let audit = cloud
+        .store()
+        .list_audit(cloud.tenant, None, 1000)
+        .await
+        .unwrap();
+    let sync_actor = format!("sync:{}", cloud.connection);
+    let abandoned: Vec<&AuditEntry> = audit
+        .iter()
+        .filter(|e| e.action == "conflict.resolution_abandoned")
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(abandoned[0].subject, open[0].id.to_string());
+    for (uid, option, _, retry) in cases.into_iter().filter(|c| c.0 != MOVED) {
+        let c = all.iter().find(|c| c.event_uid == uid).unwrap();
+        assert_eq!(c.state, ConflictState::Resolved, "{uid}");
+        assert_eq!(c.resolved_by.as_deref(), Some("key:test"), "{uid}");
+        let resolution: Value =
+            serde_json::from_str(c.resolution_json.as_deref().unwrap()).unwrap();
+        assert_eq!(resolution["option"], option, "{uid}: {resolution}");
+        let by = if retry {
+            "key:test"
+        } else {
+            sync_actor.as_str()
+        };
+        assert_eq!(
+            resolution["interrupted"]["completed_by"], by,
+            "{uid}: {resolution}"
+        );
+        assert_eq!(resolution["interrupted"]["how"], "resumed", "{uid}");
+        let entries: Vec<&AuditEntry> = audit
+            .iter()
+            .filter(|e| e.action == "conflict.resolved" && e.subject == c.id.to_string())
+            .collect();
+        assert_eq!(entries.len(), 1, "{uid}: {entries:?}");
+        assert_eq!(entries[0].actor, by, "{uid}");
+    }
+}
+
 fn cloud_provider(emu: &Emulator, flavor: Flavor) -> Arc<dyn CalendarProvider> {
     let token = Arc::new(StaticToken(Secret::new(emu.token(None).unwrap())));
     let window = Window::parse(
@@ -707,6 +984,25 @@ async fn sync_once(
     connection: ConnectionId,
     link: LinkId,
 ) -> RunReport {
+    sync_once_with(
+        store,
+        provider,
+        tenant,
+        connection,
+        link,
+        &EngineConfig::default(),
+    )
+    .await
+}
+
+async fn sync_once_with(
+    store: &dyn Store,
+    provider: &dyn CalendarProvider,
+    tenant: TenantId,
+    connection: ConnectionId,
+    link: LinkId,
+    config: &EngineConfig,
+) -> RunReport {
     let connection = store.get_connection(tenant, connection).await.unwrap();
     let link = store.get_link(tenant, link).await.unwrap();
     sync_link(LinkSync {
@@ -715,7 +1011,7 @@ async fn sync_once(
         tenant,
         connection: &connection,
         link: &link,
-        config: &EngineConfig::default(),
+        config,
         now: Timestamp::now(),
         full: false,
         run: None,

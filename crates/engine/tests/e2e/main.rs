@@ -151,6 +151,12 @@ mod cloud_sqlite {
             .await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_identity_resolutions_google() {
+        crate::cloud::interrupted_identity_resolutions_converge(crate::harness::sqlite().await)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_calendar_three_providers() {
         crate::cloud::one_calendar_three_providers(crate::harness::sqlite().await).await;
     }
@@ -181,6 +187,14 @@ mod cloud_postgres {
             return;
         };
         crate::cloud::cloud_story(db, Flavor::Google).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_identity_resolutions_google() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::interrupted_identity_resolutions_converge(db).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -690,32 +690,56 @@ fn time_key(c: &Conflict) -> String {
 
 /// Resolutions killed right after a write (`crash_after_resolution_writes`: after the side effect,
 /// before the read-back, the pair's record and the conflict's closing), then synced to quiescence,
-/// some with a later edit on the side the resolution did not write. The write-ahead intents make the
-/// next sync take the resolution's write as its own: no conflict is recorded again (without them the
-/// later edits below meet the resolution's write as an update conflict), nothing is duplicated, the
-/// `keep_both` copy is never lost, and both sides end with the resolved content (or the later edit).
+/// some with a later edit on the side the resolution did not write, some retried by the admin first.
+/// The write-ahead intents make the next sync take the resolution's write as its own: no conflict is
+/// recorded again (without them the later edits below meet the resolution's write as an update
+/// conflict), nothing is duplicated, the `keep_both` copy is never lost, and both sides end with the
+/// resolved content (or the later edit). Every interrupted conflict ends `resolved` with the option
+/// the admin chose, and the audit log says who completed it: the sync that recognised its writes, the
+/// sync that resumed it once it was old enough, or the admin's retry (never `superseded`, which they
+/// were before: the sync took the resolution's own writes for a side moving on).
 pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale>) {
-    #[derive(Clone, Copy, PartialEq)]
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Setup {
+        /// Edited on both sides: an update conflict.
+        Update,
+        /// Deleted locally, edited remotely.
+        DeletedLocally,
+        /// Edited locally, deleted remotely.
+        DeletedRemotely,
+    }
+    #[derive(Clone, Copy, PartialEq, Debug)]
     enum Then {
         Nothing,
         EditLocal,
         EditRemote,
+        /// The admin resolves again at once, with the same option.
+        Retry,
     }
-    // uid, option, the write after which the process "dies", what happens before the next sync.
-    let cases: [(&str, &str, usize, Then); 9] = [
+    use Setup::*;
+    use Then::*;
+    // uid, conflict, option, the write after which the process "dies", what happens next.
+    let cases: [(&str, Setup, &str, usize, Then); 15] = [
         // keep_local: one write, the provider's item.
-        ("i-local", "keep_local", 1, Then::Nothing),
-        ("i-local-edit", "keep_local", 1, Then::EditLocal),
+        ("i-local", Update, "keep_local", 1, Nothing),
+        ("i-local-edit", Update, "keep_local", 1, EditLocal),
         // keep_remote: one write, the local series.
-        ("i-remote", "keep_remote", 1, Then::Nothing),
-        ("i-remote-edit", "keep_remote", 1, Then::EditRemote),
+        ("i-remote", Update, "keep_remote", 1, Nothing),
+        ("i-remote-edit", Update, "keep_remote", 1, EditRemote),
+        ("i-retry", Update, "keep_remote", 1, Retry),
         // keep_both: the local copy, the provider's item, the copy on the provider.
-        ("i-both", "keep_both", 2, Then::Nothing),
-        ("i-both-edit", "keep_both", 2, Then::EditLocal),
-        ("i-both-copy", "keep_both", 3, Then::Nothing),
+        ("i-both-saved", Update, "keep_both", 1, Nothing),
+        ("i-both", Update, "keep_both", 2, Nothing),
+        ("i-both-edit", Update, "keep_both", 2, EditLocal),
+        ("i-both-copy", Update, "keep_both", 3, Nothing),
+        ("i-retry-both", Update, "keep_both", 2, Retry),
         // merge: the local series, then the provider's item.
-        ("i-merge", "merge", 1, Then::EditRemote),
-        ("i-merge-out", "merge", 2, Then::Nothing),
+        ("i-merge", Update, "merge", 1, EditRemote),
+        ("i-merge-out", Update, "merge", 2, Nothing),
+        ("i-retry-merge", Update, "merge", 1, Retry),
+        // Deletions: the provider's item deleted; the provider's item recreated.
+        ("d-delete", DeletedLocally, "delete_everywhere", 1, Nothing),
+        ("d-restore", DeletedRemotely, "restore", 1, Nothing),
     ];
     let w = World::on(
         db,
@@ -730,12 +754,24 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
         w.put_local(&ev(uid, uid, 1 + i as i64, 0, &[])).await;
     }
     w.settle().await;
-    for (i, (uid, ..)) in cases.iter().enumerate() {
+    for (i, (uid, setup, ..)) in cases.iter().enumerate() {
         let day = 1 + i as i64;
-        w.put_local(&ev(uid, &format!("{uid} local"), day, 0, &[OLDER]))
-            .await;
-        w.remote_edit(uid, &ev(uid, &format!("{uid} remote"), day, 0, &[NEWER]))
-            .await;
+        let local = ev(uid, &format!("{uid} local"), day, 0, &[OLDER]);
+        let remote = ev(uid, &format!("{uid} remote"), day, 0, &[NEWER]);
+        match setup {
+            Update => {
+                w.put_local(&local).await;
+                w.remote_edit(uid, &remote).await;
+            }
+            DeletedLocally => {
+                w.local_delete(uid).await;
+                w.remote_edit(uid, &remote).await;
+            }
+            DeletedRemotely => {
+                w.put_local(&local).await;
+                w.remote_delete(uid).await;
+            }
+        }
     }
     let report = w.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -745,10 +781,16 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
     );
 
     let mut copies = Vec::new();
-    for (i, (uid, option, crash_after, then)) in cases.iter().enumerate() {
+    let mut ids = std::collections::BTreeMap::new();
+    for (i, (uid, setup, option, crash_after, then)) in cases.iter().enumerate() {
         let day = 1 + i as i64;
         let conflict = w.conflict_of(uid).await;
-        assert_eq!(conflict.kind, ConflictKind::Update, "{uid}");
+        let kind = match setup {
+            Update => ConflictKind::Update,
+            _ => ConflictKind::Deletion,
+        };
+        assert_eq!(conflict.kind, kind, "{uid}");
+        ids.insert(conflict.id, *uid);
         if *option == "keep_both" {
             copies.push((*uid, expected_copy(&w, &conflict)));
         }
@@ -771,13 +813,23 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
         .await
         .unwrap_err();
         assert_eq!(err.code(), "interrupted", "{uid}: {err}");
+        // The decision is on the conflict, which stays open.
+        let begun = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
+        assert_eq!(begun.state, ConflictState::Open, "{uid}");
+        let resolving: Value =
+            serde_json::from_str(begun.resolving_json.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (resolving["option"].as_str(), resolving["actor"].as_str()),
+            (Some(*option), Some("key:test")),
+            "{uid}"
+        );
         match then {
-            Then::Nothing => {}
-            Then::EditLocal => {
+            Nothing => {}
+            EditLocal => {
                 w.put_local(&ev(uid, &format!("{uid} local again"), day, 0, &[]))
                     .await;
             }
-            Then::EditRemote => {
+            EditRemote => {
                 // A field the resolution did not decide: the summary stays the resolved one.
                 let summary = match *option {
                     "merge" => format!("{uid} remote"),
@@ -789,9 +841,21 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
                 )
                 .await;
             }
+            Retry => {
+                // The sides hold the first attempt's writes: the retry finishes it instead of
+                // answering `conflict_changed`.
+                let resolved = w
+                    .resolve(conflict.id, option, merged.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{uid}: {e}"));
+                assert_eq!(resolved.state, ConflictState::Resolved, "{uid}");
+            }
         }
     }
 
+    // Syncs right after: every resolution whose writes they recognise is closed as resolved. The one
+    // killed before its first recognisable write (`i-both-saved`: only the local copy saved) may still
+    // be running for all a sync knows: it stays open and parked, its copy not yet on the provider.
     w.settle().await;
     let sync_conflicts = |all: Vec<Conflict>| -> Vec<Conflict> {
         all.into_iter()
@@ -799,31 +863,109 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
             .collect()
     };
     let open = sync_conflicts(w.open_conflicts().await);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].event_uid, "i-both-saved");
+    assert!(open[0].resolving_json.is_some());
+    let saved_copy = &copies
+        .iter()
+        .find(|(uid, _)| *uid == "i-both-saved")
+        .unwrap()
+        .1;
+    assert!(w.local_by_uid(saved_copy).await.is_some());
+    assert!(w.remote_item(saved_copy).await.is_none());
+    // Once it is older than `resume_resolutions_after`, a sync resumes it as the retry would.
+    let resume_now = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..EngineConfig::default()
+    };
+    let report = w.sync_with(&w.provider, &resume_now).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.counts.get("resolutions_completed"),
+        Some(&1),
+        "{:?}",
+        report.counts
+    );
+    w.settle().await;
+
+    let open = sync_conflicts(w.open_conflicts().await);
     assert!(open.is_empty(), "conflicts recorded again: {open:?}");
     let all = sync_conflicts(w.all_conflicts().await);
     assert_eq!(all.len(), cases.len(), "no new conflict: {all:?}");
+    let audit = w.store().list_audit(w.tenant, None, 1000).await.unwrap();
+    assert!(
+        !audit.iter().any(|e| e.action == "conflict.superseded"),
+        "{audit:?}"
+    );
+    let sync_actor = format!("sync:{}", w.connection);
     for c in &all {
-        // The interrupted resolution's conflict was closed by the sync that saw its write.
-        assert!(
-            c.resolution_json.as_deref().unwrap().contains("superseded"),
-            "{c:?}"
+        let uid = ids[&c.id];
+        let (_, _, option, _, then) = cases.iter().find(|(u, ..)| *u == uid).unwrap();
+        // Resolved (not superseded) with the option the admin chose, by the admin.
+        assert_eq!(c.state, ConflictState::Resolved, "{uid}");
+        assert_eq!(c.resolved_by.as_deref(), Some("key:test"), "{uid}");
+        let resolution: Value =
+            serde_json::from_str(c.resolution_json.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            resolution["option"].as_str(),
+            Some(*option),
+            "{uid}: {resolution}"
         );
+        // Completed after the interruption: by whom, and how.
+        let (by, how) = match (uid, then) {
+            (_, Retry) => ("key:test", "resumed"),
+            ("i-both-saved", _) => (sync_actor.as_str(), "resumed"),
+            _ => (sync_actor.as_str(), "recognised"),
+        };
+        let interrupted = &resolution["interrupted"];
+        assert_eq!(
+            (
+                interrupted["completed_by"].as_str(),
+                interrupted["how"].as_str()
+            ),
+            (Some(by), Some(how)),
+            "{uid}: {resolution}"
+        );
+        assert_eq!(
+            interrupted["decided_by"].as_str(),
+            Some("key:test"),
+            "{uid}"
+        );
+        // The audit log holds that completion, once.
+        let entries: Vec<&AuditEntry> = audit
+            .iter()
+            .filter(|e| e.action == "conflict.resolved" && e.subject == c.id.to_string())
+            .collect();
+        assert_eq!(entries.len(), 1, "{uid}: {entries:?}");
+        assert_eq!(entries[0].actor, by, "{uid}");
+        let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
+        assert_eq!(details["option"].as_str(), Some(*option), "{uid}");
+        assert_eq!(details["interrupted"]["how"].as_str(), Some(how), "{uid}");
     }
+    // A retry after a sync finished the resolution: already resolved.
+    let done = all.iter().find(|c| ids[&c.id] == "i-local").unwrap();
+    let err = w.resolve(done.id, "keep_local", None).await.unwrap_err();
+    assert_eq!(err.code(), "already_resolved");
 
     let both = w.assert_converged().await;
-    let expect = |uid: &str| -> String {
-        let (_, option, _, then) = cases.iter().find(|(u, ..)| *u == uid).unwrap();
-        match (*option, then) {
-            ("keep_local" | "keep_both", Then::EditLocal) => format!("{uid} local again"),
+    let expect = |uid: &str| -> Option<String> {
+        let (_, _, option, _, then) = cases.iter().find(|(u, ..)| *u == uid).unwrap();
+        Some(match (*option, then) {
+            ("keep_local" | "keep_both", EditLocal) => format!("{uid} local again"),
             ("keep_local" | "keep_both", _) => format!("{uid} local"),
-            ("keep_remote", Then::EditRemote) => format!("{uid} remote again"),
+            ("keep_remote", EditRemote) => format!("{uid} remote again"),
             ("keep_remote", _) => format!("{uid} remote"),
             ("merge", _) => format!("{uid} merged"),
+            ("delete_everywhere", _) => return None,
+            ("restore", _) => format!("{uid} local"),
             other => panic!("{uid}: {:?}", other.0),
-        }
+        })
     };
     for (uid, ..) in &cases {
-        assert_eq!(one(&both, uid), expect(uid), "{uid}");
+        match expect(uid) {
+            Some(summary) => assert_eq!(one(&both, uid), summary, "{uid}"),
+            None => assert!(!both.contains_key(*uid), "{uid}: {both:?}"),
+        }
     }
     // The field edited remotely after the merged version was written locally merged in too.
     for uid in ["i-merge", "i-remote-edit"] {
