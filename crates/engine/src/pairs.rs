@@ -131,6 +131,7 @@ pub(crate) async fn write_ahead(
                 base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
                 last_seen_at: Some(now),
                 write_ahead: true,
+                local_version: None,
             },
         )
         .await?;
@@ -144,6 +145,20 @@ pub(crate) async fn record_pair(
     link: LinkId,
     now: Timestamp,
     p: &Pending,
+) -> Result<(), EngineError> {
+    record_pair_at(store, tenant, link, now, p, None).await
+}
+
+/// [`record_pair`], stating that the local series at `local_version` holds the pair's new base. Only a
+/// step that read or wrote that very row may say so: a sync run then skips the series while it stays at
+/// that version (`Store::series_at_pair_version`), which is how it tells its own writes coming back.
+pub(crate) async fn record_pair_at(
+    store: &dyn Store,
+    tenant: TenantId,
+    link: LinkId,
+    now: Timestamp,
+    p: &Pending,
+    local_version: Option<i64>,
 ) -> Result<(), EngineError> {
     let series = series_id(&p.local)?;
     for old in store.mappings_for_series(tenant, series).await? {
@@ -170,6 +185,7 @@ pub(crate) async fn record_pair(
                 base_hash: Some(base_hash),
                 last_seen_at: Some(now),
                 write_ahead: false,
+                local_version,
             },
         )
         .await?;

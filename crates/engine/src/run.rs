@@ -26,7 +26,7 @@ use crate::held::{PairVersions, held_version, linked_pair, pair_of, remember_occ
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
-    every_conflict, forget_pair, record_pair, stored_base, to_json,
+    every_conflict, forget_pair, record_pair_at, stored_base, to_json,
 };
 use crate::resolve::{Resolve, ResolveFailure, Resolving};
 use crate::{EngineConfig, EngineError, SyncOptions};
@@ -156,6 +156,13 @@ pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
     } else {
         work.await
     }
+}
+
+/// A pair an executed step leaves, and the version of the local series that holds its base when the
+/// step read or wrote that row itself (see `StoredBase::local_version`).
+struct ToRecord {
+    pair: Pending,
+    local_version: Option<i64>,
 }
 
 struct LocalEntry {
@@ -981,7 +988,7 @@ impl<'a> Runner<'a> {
                 uid: m.uid,
             };
             self.recognised.push((m.local.clone(), m.remote.clone()));
-            if let Err(e) = self.record_pair(pair).await {
+            if let Err(e) = self.record_pair(pair, None).await {
                 self.error(m.local.as_str(), "record", e);
             }
         }
@@ -1463,6 +1470,19 @@ impl<'a> Runner<'a> {
                         break;
                     }
                 }
+                // A series still at the version its pair was recorded at is unchanged since: this
+                // link's own write coming back (after a large import, every series). It is neither
+                // read nor parsed, nor a change, whoever wrote it last.
+                let unchanged: HashSet<SeriesId> = store
+                    .series_at_pair_version(tenant, self.ctx.link.id, &ids)
+                    .await?
+                    .into_iter()
+                    .collect();
+                if !unchanged.is_empty() {
+                    ids.retain(|id| !unchanged.contains(id));
+                    self.counts
+                        .insert("local_unchanged_since_pair".into(), unchanged.len() as u64);
+                }
                 for chunk in ids.chunks(SERIES_PAGE as usize) {
                     rows.extend(store.get_series_many(tenant, chunk).await?);
                 }
@@ -1592,7 +1612,7 @@ impl<'a> Runner<'a> {
         remote: &RemoteChanges,
         local_by_uid: &BTreeMap<Uid, LocalSeries>,
     ) {
-        let mut pending: Option<Pending> = None;
+        let mut pending: Option<ToRecord> = None;
         let mut queue: std::collections::VecDeque<Action> = group.into();
         let mut verified = false;
         while let Some(action) = queue.pop_front() {
@@ -1639,7 +1659,7 @@ impl<'a> Runner<'a> {
             }
         }
         if let Some(p) = pending
-            && let Err(e) = self.record_pair(p).await
+            && let Err(e) = self.record_pair(p.pair, p.local_version).await
         {
             self.error(key, "record", e);
         }
@@ -1814,7 +1834,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    async fn execute(&mut self, action: &Action) -> Result<Option<Pending>, StepError> {
+    async fn execute(&mut self, action: &Action) -> Result<Option<ToRecord>, StepError> {
         match action {
             Action::CreateRemote { local } => {
                 self.load_local(local).await?;
@@ -1865,12 +1885,16 @@ impl<'a> Runner<'a> {
                         ));
                     }
                 }
-                Ok(Some(Pending {
-                    local: local.clone(),
-                    remote: RemoteId::new(written.id.as_str()),
-                    version,
-                    uid: Uid::new(parsed.series.uid()),
-                    state,
+                let local_version = Some(self.local_entry(local)?.row.version);
+                Ok(Some(ToRecord {
+                    pair: Pending {
+                        local: local.clone(),
+                        remote: RemoteId::new(written.id.as_str()),
+                        version,
+                        uid: Uid::new(parsed.series.uid()),
+                        state,
+                    },
+                    local_version,
                 }))
             }
             Action::UpdateRemote {
@@ -1901,12 +1925,21 @@ impl<'a> Runner<'a> {
                     .update(&self.calendar, &provider_id(remote)?, &etag, &body)
                     .await?;
                 let (version, _) = self.written_version(&written).await?;
-                Ok(Some(Pending {
-                    local: local.clone(),
-                    remote: RemoteId::new(written.id.as_str()),
-                    version,
-                    uid: Uid::new(parsed.series.uid()),
-                    state: parsed.state(&self.floating),
+                // Only the local series' own content makes its row the base (a merge is written
+                // locally by its own step).
+                let local_version = match content {
+                    Content::Local => Some(self.local_entry(local)?.row.version),
+                    _ => None,
+                };
+                Ok(Some(ToRecord {
+                    pair: Pending {
+                        local: local.clone(),
+                        remote: RemoteId::new(written.id.as_str()),
+                        version,
+                        uid: Uid::new(parsed.series.uid()),
+                        state: parsed.state(&self.floating),
+                    },
+                    local_version,
                 }))
             }
             Action::DeleteRemote {
@@ -1940,7 +1973,7 @@ impl<'a> Runner<'a> {
                     .store
                     .get_series_by_uid(self.ctx.tenant, self.ctx.connection.calendar_id, &uid)
                     .await?;
-                let id = match existing {
+                let (id, local_version) = match existing {
                     // A live series with the UID: our own create of a run that died before recording
                     // it (adopted when it holds the same content), or someone else's (refused).
                     Some(row) => {
@@ -1952,7 +1985,7 @@ impl<'a> Runner<'a> {
                                 format!("another local series holds UID {uid}"),
                             ));
                         }
-                        row.id
+                        (row.id, row.version)
                     }
                     None => {
                         if restore.is_none() {
@@ -1984,7 +2017,7 @@ impl<'a> Runner<'a> {
                                 },
                             )
                             .await?;
-                        row.id
+                        (row.id, row.version)
                     }
                 };
                 self.touched_local.insert(id);
@@ -1995,12 +2028,15 @@ impl<'a> Runner<'a> {
                     // its pair moves with it.
                     self.mappings.retain(|m| &m.local != old);
                 }
-                Ok(Some(Pending {
-                    local: LocalId::new(id.to_string()),
-                    remote: remote.clone(),
-                    version: version.clone(),
-                    uid: Uid::new(uid),
-                    state,
+                Ok(Some(ToRecord {
+                    pair: Pending {
+                        local: LocalId::new(id.to_string()),
+                        remote: remote.clone(),
+                        version: version.clone(),
+                        uid: Uid::new(uid),
+                        state,
+                    },
+                    local_version: Some(local_version),
                 }))
             }
             Action::UpdateLocal {
@@ -2045,6 +2081,7 @@ impl<'a> Runner<'a> {
                 self.touched_local.insert(row.id);
                 let state = parsed.state(&self.floating);
                 let uid = Uid::new(parsed.series.uid());
+                let local_version = row.version;
                 self.local.insert(
                     local.clone(),
                     LocalEntry {
@@ -2052,12 +2089,15 @@ impl<'a> Runner<'a> {
                         parsed: Some(parsed),
                     },
                 );
-                Ok(Some(Pending {
-                    local: local.clone(),
-                    remote: remote.clone(),
-                    version: version.clone(),
-                    uid,
-                    state,
+                Ok(Some(ToRecord {
+                    pair: Pending {
+                        local: local.clone(),
+                        remote: remote.clone(),
+                        version: version.clone(),
+                        uid,
+                        state,
+                    },
+                    local_version: Some(local_version),
                 }))
             }
             Action::DeleteLocal { local, remote } => {
@@ -2082,12 +2122,16 @@ impl<'a> Runner<'a> {
             } => {
                 self.load_local(local).await?;
                 let parsed = self.live_local(local)?;
-                Ok(Some(Pending {
+                let pair = Pending {
                     local: local.clone(),
                     remote: remote.clone(),
                     version: version.clone(),
                     uid: Uid::new(parsed.series.uid()),
                     state: parsed.state(&self.floating),
+                };
+                Ok(Some(ToRecord {
+                    pair,
+                    local_version: Some(self.local_entry(local)?.row.version),
                 }))
             }
             Action::Unlink { local, remote } => {
@@ -2138,13 +2182,18 @@ impl<'a> Runner<'a> {
     }
 
     /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
-    async fn record_pair(&mut self, p: Pending) -> Result<(), StepError> {
-        record_pair(
+    async fn record_pair(
+        &mut self,
+        p: Pending,
+        local_version: Option<i64>,
+    ) -> Result<(), StepError> {
+        record_pair_at(
             self.ctx.store,
             self.ctx.tenant,
             self.ctx.link.id,
             self.ctx.now,
             &p,
+            local_version,
         )
         .await?;
         Ok(())

@@ -26,6 +26,10 @@ const CAL_COLS: &str = "id, tenant_id, name, time_zone, owner, version, created_
 const SERIES_COLS: &str = "id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at, deleted_at";
 const CONN_COLS: &str = "id, tenant_id, provider, name, calendar_id, credentials, sync_options, status, status_reason, version, created_at, updated_at";
 const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, local_cursor, last_full_sync_at, status, status_reason, created_at, updated_at";
+/// `series_at_pair_version` up to its tenant, link and series bindings.
+const SERIES_AT_PAIR_VERSION: &str = "SELECT m.series_id FROM item_mappings m JOIN series s \
+     ON s.id = m.series_id AND s.tenant_id = m.tenant_id AND s.version = m.local_version \
+     AND s.deleted_at IS NULL WHERE m.tenant_id = ";
 const MAP_COLS: &str = "id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at";
 const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, other_series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by, resolving";
 const RUN_COLS: &str = "id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, finished_at";
@@ -2028,11 +2032,12 @@ impl Store for Backend {
             ensure_owned(&mut tx, "series", "event", &series.to_string(), tenant).await?;
         }
         let sql = format!(
-            "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead, local_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
              remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
-             last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead \
+             last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead, \
+             local_version = excluded.local_version \
              RETURNING {MAP_COLS}"
         );
         let row = sqlx::query(&sql)
@@ -2047,6 +2052,7 @@ impl Store for Backend {
             .bind(mapping.last_seen_at.map(ms))
             .bind(ms(now()))
             .bind(mapping.write_ahead)
+            .bind(mapping.local_version)
             .fetch_one(&mut *tx)
             .await?;
         let record = map_row(&row)?;
@@ -2124,6 +2130,33 @@ impl Store for Backend {
             q
         };
         rows_naming(self.r(), &lists, 500, statement, map_row, |m| m.id).await
+    }
+
+    async fn series_at_pair_version(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        series: &[SeriesId],
+    ) -> Result<Vec<SeriesId>> {
+        let ids: Vec<String> = series.iter().map(ToString::to_string).collect();
+        let statement = |column: &str, ids: &[String]| {
+            let mut q: QueryBuilder<'static, Db> = QueryBuilder::new(SERIES_AT_PAIR_VERSION);
+            q.push_bind(tenant.to_string())
+                .push(" AND m.link_id = ")
+                .push_bind(link.to_string());
+            push_in_list(&mut q, column, ids);
+            q
+        };
+        let series_of = |row: &DbRow| -> Result<SeriesId> { id(row.try_get("series_id")?) };
+        rows_naming(
+            self.r(),
+            &[("m.series_id", ids.as_slice())],
+            500,
+            statement,
+            series_of,
+            |s| *s,
+        )
+        .await
     }
 
     async fn write_ahead_mappings(

@@ -399,6 +399,9 @@ pub struct MappingUpsert {
     /// create, or a pair whose base carries an intent): `write_ahead_mappings` returns it until a later
     /// upsert clears this.
     pub write_ahead: bool,
+    /// The version of the local series the base was taken from, when the caller read or wrote that very
+    /// row in the step that records the pair (see `Store::series_at_pair_version`); `None` otherwise.
+    pub local_version: Option<i64>,
 }
 
 /// The occurrence ids a provider reported of one remote series of a link (Microsoft Graph: a removed

@@ -165,6 +165,17 @@ mod tests {
         }
     }
 
+    /// The series a run's change stream names are compared with their pairs' local versions through
+    /// the pairs' series index and the series' primary key: a few probes per series.
+    #[tokio::test]
+    async fn series_at_their_pair_version_are_found_through_indexes() {
+        let sql = format!(
+            "{SERIES_AT_PAIR_VERSION}'t' AND m.link_id = 'l' AND m.series_id IN ('a', 'b')"
+        );
+        assert_plan_uses(&sql, "item_mappings_link_series").await;
+        assert_plan_uses(&sql, "sqlite_autoindex_series_1").await;
+    }
+
     /// The conflicts naming given series are found through an index on each of the two columns (a few
     /// probes per series), not by reading every conflict of the tenant.
     #[tokio::test]

@@ -203,6 +203,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         series: SeriesId,
     ) -> Result<Vec<ItemMapping>>;
     async fn list_mappings(&self, tenant: TenantId, link: LinkId) -> Result<Vec<ItemMapping>>;
+    /// Those of `series` that are live and still at the `local_version` their pair on `link` was
+    /// recorded with: unchanged since that pair was recorded, so a sync run need not read them.
+    async fn series_at_pair_version(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        series: &[SeriesId],
+    ) -> Result<Vec<SeriesId>>;
     /// The pairs of `link` with one of `remote_ids` or one of `series`.
     async fn mappings_naming(
         &self,

@@ -50,6 +50,7 @@ story!(
     each_run_is_judged_by_its_own_staleness_bound,
     detections_are_recorded_and_closed_in_one_transaction,
     remote_occurrences_go_with_their_pair,
+    series_at_their_pair_version_are_known,
 );
 
 /// Migration 0011 fills the second series of the time conflicts stored before it.

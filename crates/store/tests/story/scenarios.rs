@@ -1038,6 +1038,7 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
         base_hash: Some("bh1".into()),
         last_seen_at: Some(full_at),
         write_ahead: true,
+        local_version: None,
     };
     let m1 = store.upsert_mapping(a, upsert.clone()).await.unwrap();
     assert_eq!(
@@ -1052,6 +1053,7 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
                 remote_version: Some("\"etag-2\"".into()),
                 base_hash: Some("bh2".into()),
                 write_ahead: false,
+                local_version: None,
                 ..upsert.clone()
             },
         )
@@ -3369,6 +3371,7 @@ pub async fn remote_occurrences_go_with_their_pair(db: &TestDb) {
                     base_hash: None,
                     last_seen_at: None,
                     write_ahead: false,
+                    local_version: None,
                 },
             )
             .await
@@ -3483,5 +3486,153 @@ pub async fn remote_occurrences_go_with_their_pair(db: &TestDb) {
                 .unwrap()
         ),
         vec![pair("o1", "s1"), pair("p1", "s1")]
+    );
+}
+
+/// A pair remembers the local version its base was taken from; the series still at that version are
+/// the ones a sync run may skip (its own writes coming back), per link and per tenant.
+pub async fn series_at_their_pair_version_are_known(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Google,
+                name: "Google".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap();
+    let mut links = Vec::new();
+    for remote in ["cal-1", "cal-2"] {
+        let link = store
+            .create_link(
+                a,
+                NewLink {
+                    connection_id: conn.id,
+                    remote_calendar_id: remote.into(),
+                    remote_name: None,
+                },
+            )
+            .await
+            .unwrap();
+        links.push(link.id);
+    }
+    let (link, other) = (links[0], links[1]);
+    let mut series = Vec::new();
+    for uid in ["kept", "edited", "deleted", "no-version", "unpaired"] {
+        series.push(
+            store
+                .create_series(a, new_series(cal.id, uid, OccurrenceSet::default()))
+                .await
+                .unwrap(),
+        );
+    }
+    let pair = |remote: &str, s: &Series, local_version: Option<i64>| MappingUpsert {
+        link_id: link,
+        remote_id: remote.into(),
+        series_id: Some(s.id),
+        remote_version: Some("v".into()),
+        base_json: None,
+        base_hash: None,
+        last_seen_at: None,
+        write_ahead: false,
+        local_version,
+    };
+    for (i, s) in series.iter().take(4).enumerate() {
+        let version = (s.uid != "no-version").then_some(s.version);
+        store
+            .upsert_mapping(a, pair(&format!("r{i}"), s, version))
+            .await
+            .unwrap();
+    }
+    // The other link's pair of "kept" is at another version: it says nothing about this link's.
+    store
+        .upsert_mapping(
+            a,
+            MappingUpsert {
+                link_id: other,
+                ..pair("r0", &series[0], Some(series[0].version + 7))
+            },
+        )
+        .await
+        .unwrap();
+    let edited = &series[1];
+    store
+        .update_series(
+            a,
+            edited.id,
+            edited.version,
+            SeriesUpdate {
+                ical: edited.ical.clone(),
+                model_json: edited.model_json.clone(),
+                hash: edited.hash.clone(),
+                occurrences: OccurrenceSet::default(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .delete_series(a, series[2].id, series[2].version)
+        .await
+        .unwrap();
+    let ids: Vec<SeriesId> = series.iter().map(|s| s.id).collect();
+    assert_eq!(
+        store.series_at_pair_version(a, link, &ids).await.unwrap(),
+        vec![series[0].id],
+        "only the live series still at its pair's local version"
+    );
+    assert!(
+        store
+            .series_at_pair_version(a, other, &ids)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another link's pair is at another version"
+    );
+    assert!(
+        store
+            .series_at_pair_version(b, link, &ids)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant reads nothing"
+    );
+    // A write-ahead upsert (an intent pending) forgets the version; recording the pair again sets it.
+    store
+        .upsert_mapping(
+            a,
+            MappingUpsert {
+                write_ahead: true,
+                ..pair("r0", &series[0], None)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .series_at_pair_version(a, link, &ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let now_edited = store.get_series(a, edited.id).await.unwrap();
+    store
+        .upsert_mapping(a, pair("r1", &now_edited, Some(now_edited.version)))
+        .await
+        .unwrap();
+    // Long lists are asked in bounded chunks.
+    let mut many: Vec<SeriesId> = (0..700).map(|_| SeriesId::new()).collect();
+    many.push(edited.id);
+    assert_eq!(
+        store.series_at_pair_version(a, link, &many).await.unwrap(),
+        vec![edited.id]
     );
 }
