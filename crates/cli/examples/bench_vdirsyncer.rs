@@ -6,7 +6,7 @@
 //! one calendar, seeded by writing the items into its storage folder and warmed with one full REPORT
 //! (Radicale builds its item cache; not measured). Then, each as a separate process as a person runs
 //! it: initial import, no-op sync (median of 3), and an incremental sync after 10 edits and 5
-//! deletions made on the server. calbridge syncs Radicale with its own SQLite store; vdirsyncer
+//! deletions made on the server (median of 5 rounds on fresh items, `CALBRIDGE_BENCH_INCREMENTAL_ROUNDS`). calbridge syncs Radicale with its own SQLite store; vdirsyncer
 //! (0.21, `scripts/requirements.txt`) syncs Radicale with a filesystem storage.
 //!
 //! Run: `scripts/bench-vdirsyncer.sh` (release build of `calbridge` and of this example).
@@ -380,30 +380,60 @@ fn main() {
             c.as_secs_f64() / bare.as_secs_f64()
         );
 
-        // Incremental: 10 edits and 5 deletions on the server.
-        for n in 0..10 {
-            let k = n * (size / 10);
-            let url = format!("{}bench-{k}.ics", http.calendar());
-            let (status, _) = http.send("PUT", &url, Some(event(k, &format!("Edited {k}"))), None);
-            assert!(status < 300, "{status}");
-        }
-        for n in 0..5 {
-            let k = n * (size / 5) + 1;
-            let url = format!("{}bench-{k}.ics", http.calendar());
-            let (status, _) = http.send("DELETE", &url, None, None);
-            assert!(status < 300, "{status}");
-        }
-        // Radicale updates its cache for the changed items on the first request after the edits
-        // (not measured), so no contender pays it for the others.
-        http.sync_collection(Some(&token));
+        // Incremental: 10 edits and 5 deletions on the server, in several rounds (each on items no
+        // earlier round touched), so each figure is a median: Radicale's own REPORT time alone varies
+        // 2x between runs on a busy machine.
+        let rounds: usize = std::env::var("CALBRIDGE_BENCH_INCREMENTAL_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(5)
+            .clamp(1, 30);
         println!("  load before incremental: {}", load());
-        let t = Instant::now();
-        http.sync_collection(Some(&token));
-        let bare = t.elapsed();
-        let v = timed(vdirsyncer(&vconf, &["sync"]));
-        let c = timed(calbridge.sync());
+        let (mut bare, mut v, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Edits hit n*(size/10) + 3r and deletions n*(size/5) + 1 + 3r: the two never meet (their
+            // difference is a multiple of 100 plus 1 + 3(r' - r), never zero for r < 30).
+            let (token, _) = http.sync_collection(None);
+            for n in 0..10 {
+                let k = n * (size / 10) + 3 * round;
+                let url = format!("{}bench-{k}.ics", http.calendar());
+                let (status, _) = http.send(
+                    "PUT",
+                    &url,
+                    Some(event(k, &format!("Edited {k} in round {round}"))),
+                    None,
+                );
+                assert!(status < 300, "{status}");
+            }
+            for n in 0..5 {
+                let k = n * (size / 5) + 1 + 3 * round;
+                let url = format!("{}bench-{k}.ics", http.calendar());
+                let (status, _) = http.send("DELETE", &url, None, None);
+                assert!(status < 300, "{status}");
+            }
+            // Radicale updates its cache for the changed items on the first request after the edits
+            // (not measured), so no contender pays it for the others.
+            http.sync_collection(Some(&token));
+            let t = Instant::now();
+            http.sync_collection(Some(&token));
+            let b = t.elapsed();
+            let vt = timed(vdirsyncer(&vconf, &["sync"]));
+            let ct = timed(calbridge.sync());
+            println!(
+                "    round {round}: calbridge {} | vdirsyncer {} | Radicale REPORT {} -> {:.1}x, {:.2}",
+                ms(ct),
+                ms(vt),
+                ms(b),
+                vt.as_secs_f64() / ct.as_secs_f64(),
+                ct.as_secs_f64() / b.as_secs_f64()
+            );
+            bare.push(b);
+            v.push(vt);
+            c.push(ct);
+        }
+        let (bare, v, c) = (median(bare), median(v), median(c));
         println!(
-            "  incremental (10 edits + 5 deletions): calbridge {} | vdirsyncer {} | Radicale sync-collection REPORT {} -> vdirsyncer/calbridge {:.1}x, calbridge/Radicale {:.2}",
+            "  incremental (10 edits + 5 deletions, median of {rounds}): calbridge {} | vdirsyncer {} | Radicale sync-collection REPORT {} -> vdirsyncer/calbridge {:.1}x, calbridge/Radicale {:.2}",
             ms(c),
             ms(v),
             ms(bare),
@@ -420,7 +450,7 @@ fn main() {
             .count();
         assert_eq!(
             files,
-            size - 5,
+            size - 5 * rounds,
             "vdirsyncer holds every event but the deleted"
         );
         drop(radicale);
