@@ -100,9 +100,10 @@ async fn demo(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     config.server.public_url = Some(format!("http://{address}"));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = calbridge_server::shutdown_signal();
     let service = Service::start(config, listener, async move {
         tokio::select! {
-            _ = calbridge_server::shutdown_signal() => {}
+            _ = signal => {}
             _ = stop_rx => {}
         }
     })

@@ -46,8 +46,10 @@ pub fn serve(config_file: Option<&PathBuf>, args: ServeArgs) -> anyhow::Result<(
     telemetry::init_logging(&config.log);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        // First: from here on SIGINT/SIGTERM stop the service gracefully, however early they come.
+        let shutdown = calbridge_server::shutdown_signal();
         let listener = Service::bind(&config).await?;
-        let service = Service::start(config, listener, calbridge_server::shutdown_signal()).await?;
+        let service = Service::start(config, listener, shutdown).await?;
         if let Some((tenant, token)) = &service.bootstrap_key {
             print_bootstrap_key(tenant, token);
         }

@@ -203,3 +203,40 @@ fn first_start_bootstraps_once() {
     assert_eq!(get(&third.addr, "/v1/calendar/keys", &token), 200);
     stop(third);
 }
+
+/// A SIGTERM that arrives while the service is still opening its store (its sync workers start before
+/// the API) is a clean stop too, not a kill by the signal's default disposition.
+#[test]
+fn sigterm_while_starting_is_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CALBRIDGE_LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("log lines are JSON: {line}"));
+        // Logged before the store is opened and migrated, long before the service polls anything.
+        if value["fields"]["message"] == "opening the store" {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::spawn(move || for _ in lines {});
+    let exit = child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "SIGTERM while starting is a clean stop: {exit:?}"
+    );
+}
