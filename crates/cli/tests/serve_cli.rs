@@ -29,8 +29,9 @@ struct Running {
     stdout: Receiver<String>,
 }
 
-fn start(dir: &std::path::Path) -> Running {
-    let mut child = Command::new(BIN)
+/// `serve` on a free port in `dir`, logging JSON lines to its piped stderr.
+fn spawn_serve(dir: &std::path::Path) -> Child {
+    Command::new(BIN)
         .current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CALBRIDGE_LOG__FORMAT", "json")
@@ -38,7 +39,39 @@ fn start(dir: &std::path::Path) -> Running {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
+        .unwrap()
+}
+
+/// Reads log lines until one with `message`, and returns its fields.
+fn wait_for_log(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    message: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "serve never logged {message:?}");
+        let line = lines.next().expect("serve exited early").unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("log lines are JSON: {line}"));
+        if value["fields"]["message"] == message {
+            return value["fields"].clone();
+        }
+    }
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn terminate(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
         .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
+}
+
+fn start(dir: &std::path::Path) -> Running {
+    let mut child = spawn_serve(dir);
     let (tx, stdout) = std::sync::mpsc::channel();
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -47,16 +80,10 @@ fn start(dir: &std::path::Path) -> Running {
         }
     });
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        assert!(Instant::now() < deadline, "serve did not start");
-        let line = lines.next().expect("serve exited early").unwrap();
-        let value: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("log lines are JSON: {line}"));
-        if value["fields"]["message"] == "calbridge is listening" {
-            break value["fields"]["address"].as_str().unwrap().to_owned();
-        }
-    };
+    let addr = wait_for_log(&mut lines, "calbridge is listening")["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     std::thread::spawn(move || for _ in lines {});
     Running {
         child,
@@ -71,13 +98,7 @@ fn printed(running: &Running) -> String {
 }
 
 fn stop(mut running: Running) {
-    let status = Command::new("kill")
-        .args(["-TERM", &running.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = running.child.wait().unwrap();
-    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
+    terminate(&mut running.child);
 }
 
 fn get(addr: &str, path: &str, key: &str) -> u16 {
@@ -209,34 +230,10 @@ fn first_start_bootstraps_once() {
 #[test]
 fn sigterm_while_starting_is_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CALBRIDGE_LOG__FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(dir.path());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        let value: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("log lines are JSON: {line}"));
-        // Logged before the store is opened and migrated, long before the service polls anything.
-        if value["fields"]["message"] == "opening the store" {
-            break;
-        }
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // Logged before the store is opened and migrated, long before the service polls anything.
+    wait_for_log(&mut lines, "opening the store");
     std::thread::spawn(move || for _ in lines {});
-    let exit = child.wait().unwrap();
-    assert!(
-        exit.success(),
-        "SIGTERM while starting is a clean stop: {exit:?}"
-    );
+    terminate(&mut child);
 }

@@ -122,6 +122,19 @@ async fn insert_rows<T>(
 }
 
 /// Appends ` AND {column} IN (…)` with one bound parameter per id.
+/// Why an open-only change of `conflict` matched no row: it is not the tenant's (`NotFound`), or it is
+/// no longer open.
+async fn not_open(
+    tx: &mut Tx,
+    tenant: TenantId,
+    conflict: ConflictId,
+) -> StoreError {
+    match ensure_owned(tx, "conflicts", "conflict", &conflict.to_string(), tenant).await {
+        Ok(()) => StoreError::Conflict("the conflict is already resolved".into()),
+        Err(e) => e,
+    }
+}
+
 fn push_in_list<I: ToString>(q: &mut QueryBuilder<'static, Db>, column: &str, ids: &[I]) {
     q.push(format!(" AND {column} IN ("));
     let mut list = q.separated(", ");
@@ -2475,17 +2488,7 @@ impl Store for Backend {
             resolve_open_conflict(&mut tx, tenant, conflict, resolution_json, resolved_by, at)
                 .await?;
         let Some(record) = resolved else {
-            ensure_owned(
-                &mut tx,
-                "conflicts",
-                "conflict",
-                &conflict.to_string(),
-                tenant,
-            )
-            .await?;
-            return Err(StoreError::Conflict(
-                "the conflict is already resolved".into(),
-            ));
+            return Err(not_open(&mut tx, tenant, conflict).await);
         };
         tx.commit().await?;
         Ok(record)
@@ -2512,17 +2515,7 @@ impl Store for Backend {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
-            ensure_owned(
-                &mut tx,
-                "conflicts",
-                "conflict",
-                &conflict.to_string(),
-                tenant,
-            )
-            .await?;
-            return Err(StoreError::Conflict(
-                "the conflict is already resolved".into(),
-            ));
+            return Err(not_open(&mut tx, tenant, conflict).await);
         };
         let record = conflict_row(&row)?;
         tx.commit().await?;

@@ -37,6 +37,45 @@ async fn calendar(store: &dyn Store, tenant: TenantId, name: &str) -> Calendar {
         .unwrap()
 }
 
+/// A connection of `provider` on `calendar` with two linked remote calendars.
+async fn two_links(
+    store: &dyn Store,
+    tenant: TenantId,
+    calendar: CalendarId,
+    provider: Provider,
+) -> (LinkId, LinkId) {
+    let conn = store
+        .create_connection(
+            tenant,
+            NewConnection {
+                provider,
+                name: "two calendars".into(),
+                calendar_id: calendar,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap();
+    let mut links = Vec::new();
+    for remote in ["cal-1", "cal-2"] {
+        let link = store
+            .create_link(
+                tenant,
+                NewLink {
+                    connection_id: conn.id,
+                    remote_calendar_id: remote.into(),
+                    remote_name: None,
+                },
+            )
+            .await
+            .unwrap();
+        links.push(link.id);
+    }
+    (links[0], links[1])
+}
+
 fn single(start: Timestamp, end: Timestamp) -> OccurrenceSet {
     OccurrenceSet {
         rows: vec![NewOccurrence {
@@ -3327,36 +3366,7 @@ pub async fn remote_occurrences_go_with_their_pair(db: &TestDb) {
     let a = tenant(store, "a").await;
     let b = tenant(store, "b").await;
     let cal = calendar(store, a, "c").await;
-    let conn = store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Microsoft,
-                name: "Outlook".into(),
-                calendar_id: cal.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
-    let mut links = Vec::new();
-    for remote in ["cal-1", "cal-2"] {
-        let link = store
-            .create_link(
-                a,
-                NewLink {
-                    connection_id: conn.id,
-                    remote_calendar_id: remote.into(),
-                    remote_name: None,
-                },
-            )
-            .await
-            .unwrap();
-        links.push(link.id);
-    }
-    let (link, other) = (links[0], links[1]);
+    let (link, other) = two_links(store, a, cal.id, Provider::Microsoft).await;
     let mut pairs = BTreeMap::new();
     for (on, remote) in [(link, "s1"), (link, "s2"), (other, "s1")] {
         let m = store
@@ -3496,36 +3506,7 @@ pub async fn series_at_their_pair_version_are_known(db: &TestDb) {
     let a = tenant(store, "a").await;
     let b = tenant(store, "b").await;
     let cal = calendar(store, a, "c").await;
-    let conn = store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Google,
-                name: "Google".into(),
-                calendar_id: cal.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
-    let mut links = Vec::new();
-    for remote in ["cal-1", "cal-2"] {
-        let link = store
-            .create_link(
-                a,
-                NewLink {
-                    connection_id: conn.id,
-                    remote_calendar_id: remote.into(),
-                    remote_name: None,
-                },
-            )
-            .await
-            .unwrap();
-        links.push(link.id);
-    }
-    let (link, other) = (links[0], links[1]);
+    let (link, other) = two_links(store, a, cal.id, Provider::Google).await;
     let mut series = Vec::new();
     for uid in ["kept", "edited", "deleted", "no-version", "unpaired"] {
         series.push(
