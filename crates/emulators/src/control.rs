@@ -502,8 +502,16 @@ impl Emulator {
         act(&self.shared, action).await
     }
 
-    pub fn add_fault(&self, rule: FaultRule) {
+    /// Adds a fault rule; a rule that cannot be applied as asked is refused (see [`FaultRule::check`]).
+    pub fn add_fault(&self, rule: FaultRule) -> Result<(), EmulatorError> {
+        rule.check()?;
         lock(&self.shared.faults).push(rule);
+        Ok(())
+    }
+
+    /// The rules still in force, each with the `times` it has left.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        lock(&self.shared.faults).clone()
     }
 
     pub fn clear_faults(&self) {
@@ -1152,10 +1160,13 @@ pub(crate) async fn http_entry(
             ok(serde_json::to_value(lock(&app.faults).clone()).unwrap_or_default())
         }
         (Method::POST, "faults") => match serde_json::from_value::<FaultRule>(json_body) {
-            Ok(rule) => {
-                lock(&app.faults).push(rule);
-                ok(json!({}))
-            }
+            Ok(rule) => match rule.check() {
+                Ok(()) => {
+                    lock(&app.faults).push(rule);
+                    ok(json!({}))
+                }
+                Err(e) => bad_control(format!("invalid fault rule: {e}")).into_response(),
+            },
             Err(e) => bad_control(format!("invalid fault rule: {e}")).into_response(),
         },
         (Method::DELETE, "faults") => {

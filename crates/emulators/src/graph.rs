@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::cursor::Cursor;
 use crate::notify::Subscription;
-use crate::server::{Reply, ReplyBody, Req, Shared, lock};
+use crate::server::{
+    Fault, FaultScope, Flavor, Reply, ReplyBody, Req, Shared, fault_server_error, lock,
+};
 use crate::store::{ChangeType, Kind, Mailbox, StoredEvent, instance_id};
 
 const CONTEXT_EVENTS: &str = "https://graph.microsoft.com/v1.0/$metadata#Collection(event)";
@@ -2314,6 +2316,8 @@ async fn batch(app: &Arc<Shared>, mailbox: usize, req: &Req) -> Reply {
                 "BadRequest",
                 "Batches cannot be nested.",
             )
+        } else if let Some(reply) = batch_item_fault(app, &inner).await {
+            reply
         } else {
             match app.admit_inner(mailbox) {
                 Ok(()) => Box::pin(dispatch(app, mailbox, inner)).await,
@@ -2337,4 +2341,31 @@ async fn batch(app: &Arc<Shared>, mailbox: usize, req: &Req) -> Reply {
         responses.push(item);
     }
     Reply::json(StatusCode::OK, json!({"responses": responses}))
+}
+
+/// Applies the `batch_item` fault rules matching one request of a batch: a delay, expired tokens, or
+/// the inner answer Graph gives a failed request (its status and error body; a throttle carries its
+/// own `Retry-After`), which then stands in for the request (it is not run and uses no budget, as a
+/// top-level fault).
+async fn batch_item_fault(app: &Arc<Shared>, inner: &Req) -> Option<Reply> {
+    let mut latency = std::time::Duration::ZERO;
+    let mut answer = None;
+    for fault in app.take_faults(FaultScope::BatchItem, &inner.method, &inner.path) {
+        match fault {
+            Fault::Latency { ms } => latency += std::time::Duration::from_millis(ms),
+            Fault::TokenExpiry => app.expire_tokens(),
+            Fault::ServerError { status } => {
+                answer.get_or_insert_with(|| fault_server_error(Flavor::Microsoft, status));
+            }
+            Fault::Throttle {
+                retry_after_secs, ..
+            } => {
+                answer.get_or_insert_with(|| throttled(retry_after_secs));
+            }
+            // Refused when the rule was added (`FaultRule::check`).
+            Fault::ConnectionReset | Fault::TruncatedBody => {}
+        }
+    }
+    tokio::time::sleep(latency).await;
+    answer
 }

@@ -25,4 +25,6 @@ mod zones;
 
 pub use control::{Action, Counters, SeedSpec};
 pub use oauth::pkce_challenge;
-pub use server::{Emulator, EmulatorConfig, EmulatorError, Fault, FaultRule, Flavor, UserSpec};
+pub use server::{
+    Emulator, EmulatorConfig, EmulatorError, Fault, FaultRule, FaultScope, Flavor, UserSpec,
+};

@@ -113,6 +113,21 @@ fn default_retry_after() -> f64 {
     2.0
 }
 
+/// Which requests a [`FaultRule`] looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultScope {
+    /// Requests as they arrive over HTTP: a `$batch` is one request (`POST /v1.0/$batch`).
+    #[default]
+    Request,
+    /// The requests inside a Graph `$batch`, each matched by its own method and path (`/v1.0/...`,
+    /// query left out). The fault becomes that item's inner response in the batch's 200 answer, as
+    /// Graph reports per-request failures: its status and error body, a throttle's `Retry-After` as an
+    /// inner header. Only faults with an inner form: `latency`, `server_error`, `throttle`,
+    /// `token_expiry`.
+    BatchItem,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRule {
     /// Only requests whose path contains this string.
@@ -124,7 +139,39 @@ pub struct FaultRule {
     /// How many matching requests get the fault (None = until cleared). A 429 burst is `Throttle` + `times`.
     #[serde(default)]
     pub times: Option<u32>,
+    /// Top-level requests (the default) or the requests inside a `$batch`.
+    #[serde(default)]
+    pub scope: FaultScope,
     pub fault: Fault,
+}
+
+impl FaultRule {
+    /// Refuses a rule the emulator could not apply faithfully: an item inside a `$batch` has no
+    /// connection of its own to reset or body to cut short (its answer is a part of the batch's).
+    pub fn check(&self) -> Result<(), EmulatorError> {
+        match (self.scope, &self.fault) {
+            (FaultScope::BatchItem, Fault::ConnectionReset | Fault::TruncatedBody) => {
+                Err(EmulatorError::Control(format!(
+                    "a {:?} fault has no form inside a $batch",
+                    self.fault
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The answer a `server_error` fault gives: the status with the provider's error body.
+pub(crate) fn fault_server_error(flavor: Flavor, status: u16) -> Reply {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    match flavor {
+        Flavor::Microsoft => crate::graph::error(
+            status,
+            "serviceNotAvailable",
+            "The service is temporarily unavailable.",
+        ),
+        Flavor::Google => crate::google::error(status, "global", "backendError", "Backend Error"),
+    }
 }
 
 #[derive(Debug)]
@@ -279,10 +326,12 @@ impl Shared {
         Ok(grant.mailbox)
     }
 
-    fn take_faults(&self, method: &Method, path: &str) -> Vec<Fault> {
+    /// The faults of the rules in `scope` that match this request, using up one of each rule's
+    /// `times`.
+    pub(crate) fn take_faults(&self, scope: FaultScope, method: &Method, path: &str) -> Vec<Fault> {
         let mut rules = lock(&self.faults);
         let mut hit = Vec::new();
-        for rule in rules.iter_mut() {
+        for rule in rules.iter_mut().filter(|r| r.scope == scope) {
             let path_ok = rule
                 .path_contains
                 .as_deref()
@@ -614,7 +663,7 @@ async fn api_entry(
 
     let mut terminal = None;
     let mut latency = Duration::ZERO;
-    for fault in app.take_faults(&method, &req.path) {
+    for fault in app.take_faults(FaultScope::Request, &method, &req.path) {
         match fault {
             Fault::Latency { ms } => latency += Duration::from_millis(ms),
             Fault::TokenExpiry => app.expire_tokens(),
@@ -626,19 +675,7 @@ async fn api_entry(
         }
     }
     let reply = match &terminal {
-        Some(Fault::ServerError { status }) => {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            Some(match app.flavor {
-                Flavor::Microsoft => crate::graph::error(
-                    status,
-                    "serviceNotAvailable",
-                    "The service is temporarily unavailable.",
-                ),
-                Flavor::Google => {
-                    crate::google::error(status, "global", "backendError", "Backend Error")
-                }
-            })
-        }
+        Some(Fault::ServerError { status }) => Some(fault_server_error(app.flavor, *status)),
         Some(Fault::Throttle {
             retry_after_secs,
             status,

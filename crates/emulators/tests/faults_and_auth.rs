@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use calbridge_emulators::{EmulatorConfig, Fault, FaultRule, Flavor, pkce_challenge};
+use calbridge_emulators::{EmulatorConfig, Fault, FaultRule, FaultScope, Flavor, pkce_challenge};
 use common::{Api, json_of};
 use serde_json::json;
 
@@ -341,12 +341,15 @@ async fn graph_caps_concurrent_requests_per_mailbox() {
         ..EmulatorConfig::default()
     };
     let api = Api::start(Flavor::Microsoft, config).await;
-    api.emu.add_fault(FaultRule {
-        path_contains: Some("/me/calendars".into()),
-        method: None,
-        times: Some(1),
-        fault: Fault::Latency { ms: 400 },
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: Some("/me/calendars".into()),
+            method: None,
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::Latency { ms: 400 },
+        })
+        .unwrap();
     let slow = api.get("/v1.0/me/calendars").send();
     let quick = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -386,15 +389,18 @@ async fn google_rate_limit_as_403_and_429() {
         json!({"domain": "usageLimits", "reason": "rateLimitExceeded", "message": "Rate Limit Exceeded"})
     );
     api.emu.reset_throttling();
-    api.emu.add_fault(FaultRule {
-        path_contains: None,
-        method: None,
-        times: Some(1),
-        fault: Fault::Throttle {
-            retry_after_secs: 1.0,
-            status: Some(429),
-        },
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: None,
+            method: None,
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::Throttle {
+                retry_after_secs: 1.0,
+                status: Some(429),
+            },
+        })
+        .unwrap();
     let (status, err) = json_of(
         api.get("/calendar/v3/users/me/calendarList")
             .send()
@@ -413,37 +419,46 @@ async fn each_fault_mode() {
     let path = "/v1.0/me/calendars";
 
     // Latency.
-    api.emu.add_fault(FaultRule {
-        path_contains: Some(path.into()),
-        method: Some("GET".into()),
-        times: Some(1),
-        fault: Fault::Latency { ms: 250 },
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: Some(path.into()),
+            method: Some("GET".into()),
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::Latency { ms: 250 },
+        })
+        .unwrap();
     let t = Instant::now();
     assert_eq!(api.get(path).send().await.unwrap().status(), 200);
     assert!(t.elapsed() >= Duration::from_millis(250));
 
     // 5xx with the provider's error body.
-    api.emu.add_fault(FaultRule {
-        path_contains: None,
-        method: None,
-        times: Some(1),
-        fault: Fault::ServerError { status: 503 },
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: None,
+            method: None,
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::ServerError { status: 503 },
+        })
+        .unwrap();
     let (status, err) = json_of(api.get(path).send().await.unwrap()).await;
     assert_eq!(status, 503);
     assert!(err["error"]["code"].is_string());
 
     // A burst of 429s, then service resumes.
-    api.emu.add_fault(FaultRule {
-        path_contains: None,
-        method: None,
-        times: Some(2),
-        fault: Fault::Throttle {
-            retry_after_secs: 2.128,
-            status: None,
-        },
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: None,
+            method: None,
+            times: Some(2),
+            scope: FaultScope::Request,
+            fault: Fault::Throttle {
+                retry_after_secs: 2.128,
+                status: None,
+            },
+        })
+        .unwrap();
     for _ in 0..2 {
         let r = api.get(path).send().await.unwrap();
         assert_eq!(r.status(), 429);
@@ -452,12 +467,15 @@ async fn each_fault_mode() {
     assert_eq!(api.get(path).send().await.unwrap().status(), 200);
 
     // Connection reset: no HTTP answer at all.
-    api.emu.add_fault(FaultRule {
-        path_contains: None,
-        method: None,
-        times: Some(1),
-        fault: Fault::ConnectionReset,
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: None,
+            method: None,
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::ConnectionReset,
+        })
+        .unwrap();
     let outcome = match api.get(path).send().await {
         Err(_) => true,
         Ok(r) => r.bytes().await.is_err(),
@@ -478,12 +496,15 @@ async fn each_fault_mode() {
     );
 
     // Truncated body: the headers promise more than arrives.
-    api.emu.add_fault(FaultRule {
-        path_contains: None,
-        method: None,
-        times: Some(1),
-        fault: Fault::TruncatedBody,
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: None,
+            method: None,
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::TruncatedBody,
+        })
+        .unwrap();
     let r = fresh
         .get(api.url(path))
         .bearer_auth(&api.token)
@@ -498,12 +519,15 @@ async fn each_fault_mode() {
         http: reqwest::Client::new(),
         ..api
     };
-    api.emu.add_fault(FaultRule {
-        path_contains: None,
-        method: None,
-        times: Some(1),
-        fault: Fault::TokenExpiry,
-    });
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: None,
+            method: None,
+            times: Some(1),
+            scope: FaultScope::Request,
+            fault: Fault::TokenExpiry,
+        })
+        .unwrap();
     assert_eq!(api.get(path).send().await.unwrap().status(), 401);
     assert_eq!(
         api.get(path).send().await.unwrap().status(),
@@ -562,4 +586,122 @@ async fn faults_over_the_control_api() {
             .status(),
         400
     );
+}
+
+/// `batch_item` rules reach the requests inside a `$batch`: the batch still answers 200 and the
+/// faulted item carries its own status, error body and (throttled) `Retry-After`, as Graph reports a
+/// per-request failure; a dependent of the failed item gets 424; the other items run. Rules of one
+/// scope never touch requests of the other, and faults with no inner form are refused.
+#[tokio::test]
+async fn graph_faults_inside_a_batch_answer_as_inner_responses() {
+    let api = Api::start(Flavor::Microsoft, EmulatorConfig::default()).await;
+    let base = api.emu.base_url().to_string();
+    // Over the control API: every inner `/me/calendars` fails with 500.
+    let rule = json!({"scope": "batch_item", "path_contains": "/me/calendars", "fault": {"kind": "server_error", "status": 500}});
+    let r = api
+        .http
+        .post(format!("{base}/_control/faults"))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Through the Rust API: the first inner `/me/events` is throttled.
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: Some("/me/events".into()),
+            method: Some("GET".into()),
+            times: Some(1),
+            scope: FaultScope::BatchItem,
+            fault: Fault::Throttle {
+                retry_after_secs: 0.5,
+                status: None,
+            },
+        })
+        .unwrap();
+    // A top-level rule on the same path leaves batch items alone.
+    api.emu
+        .add_fault(FaultRule {
+            path_contains: Some("/me/calendar/".into()),
+            method: None,
+            times: None,
+            scope: FaultScope::Request,
+            fault: Fault::ServerError { status: 503 },
+        })
+        .unwrap();
+    let batch = json!({"requests": [
+        {"id": "1", "method": "GET", "url": "/me/calendars"},
+        {"id": "2", "method": "GET", "url": "/me/events?$top=5"},
+        {"id": "3", "method": "GET", "url": "/me/calendar/events"},
+        {"id": "4", "method": "GET", "url": "/me/calendar", "dependsOn": ["1"]},
+        {"id": "5", "method": "GET", "url": "/me/events"},
+    ]});
+    let (status, body) = json_of(api.post("/v1.0/$batch", &batch).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let failed = by_id("1");
+    assert_eq!(failed["status"], 500, "{failed}");
+    assert_eq!(failed["body"]["error"]["code"], "serviceNotAvailable");
+    let throttled = by_id("2");
+    assert_eq!(throttled["status"], 429, "{throttled}");
+    assert_eq!(throttled["headers"]["Retry-After"], "0.5");
+    assert_eq!(throttled["body"]["error"]["code"], "TooManyRequests");
+    assert_eq!(by_id("3")["status"], 200, "a top-level rule");
+    assert_eq!(by_id("4")["status"], 424, "depends on the failed item");
+    assert_eq!(by_id("5")["status"], 200, "the throttle rule was used up");
+    // The inner rule does not touch the same path requested on its own; the top-level one does.
+    assert_eq!(
+        api.get("/v1.0/me/calendars").send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        api.get("/v1.0/me/calendar/events")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let left = api.emu.faults();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|r| r.times.is_none()));
+    api.emu.clear_faults();
+    let (status, body) = json_of(api.post("/v1.0/$batch", &batch).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == 200),
+        "{body}"
+    );
+
+    // An inner item has no connection to reset nor a body of its own to cut short.
+    let reset = FaultRule {
+        path_contains: None,
+        method: None,
+        times: None,
+        scope: FaultScope::BatchItem,
+        fault: Fault::ConnectionReset,
+    };
+    assert!(api.emu.add_fault(reset).is_err());
+    let truncated = json!({"scope": "batch_item", "fault": {"kind": "truncated_body"}});
+    let r = api
+        .http
+        .post(format!("{base}/_control/faults"))
+        .json(&truncated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(api.emu.faults().is_empty());
 }

@@ -10,7 +10,7 @@ mod asked;
 mod story;
 
 use asked::Asked;
-use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
+use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, FaultScope, Flavor};
 use calbridge_providers::google::{GoogleConfig, GoogleProvider};
 use calbridge_providers::http::Secret;
 use calbridge_providers::oauth::{Access, StaticToken};
@@ -319,11 +319,13 @@ async fn google_403_and_429_rate_limits_are_waited_out() {
         path_contains: Some("/events".into()),
         method: None,
         times: Some(2),
+        scope: FaultScope::Request,
         fault: Fault::Throttle {
             retry_after_secs: 0.0,
             status: Some(403),
         },
-    });
+    })
+    .unwrap();
     let set = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
         .await
@@ -334,11 +336,13 @@ async fn google_403_and_429_rate_limits_are_waited_out() {
         path_contains: Some("/events".into()),
         method: None,
         times: Some(1),
+        scope: FaultScope::Request,
         fault: Fault::Throttle {
             retry_after_secs: 1.0,
             status: Some(429),
         },
-    });
+    })
+    .unwrap();
     let started = Instant::now();
     p.changes(&calendar, set.cursor.as_ref(), &window(), &known_of(&set))
         .await
@@ -354,8 +358,10 @@ async fn google_403_and_429_rate_limits_are_waited_out() {
         path_contains: Some("/events".into()),
         method: None,
         times: Some(2),
+        scope: FaultScope::Request,
         fault: Fault::ServerError { status: 500 },
-    });
+    })
+    .unwrap();
     p.changes(&calendar, set.cursor.as_ref(), &window(), &known_of(&set))
         .await
         .unwrap();

@@ -11,7 +11,7 @@ mod asked;
 mod story;
 
 use asked::Asked;
-use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, Flavor};
+use calbridge_emulators::{Emulator, EmulatorConfig, Fault, FaultRule, FaultScope, Flavor};
 use calbridge_providers::graph::{GraphConfig, GraphProvider};
 use calbridge_providers::http::Secret;
 use calbridge_providers::oauth::{Access, StaticToken};
@@ -425,11 +425,13 @@ async fn graph_throttling_waits_the_decimal_retry_after_and_5xx_is_retried() {
         path_contains: Some("delta".into()),
         method: None,
         times: Some(1),
+        scope: FaultScope::Request,
         fault: Fault::Throttle {
             retry_after_secs: 1.5,
             status: None,
         },
-    });
+    })
+    .unwrap();
     let started = Instant::now();
     let set = p
         .changes(&calendar, None, &window(), &KnownVersions::new())
@@ -447,8 +449,10 @@ async fn graph_throttling_waits_the_decimal_retry_after_and_5xx_is_retried() {
         path_contains: Some("delta".into()),
         method: None,
         times: Some(2),
+        scope: FaultScope::Request,
         fault: Fault::ServerError { status: 503 },
-    });
+    })
+    .unwrap();
     let set = p
         .changes(&calendar, set.cursor.as_ref(), &window(), &known_of(&set))
         .await
@@ -703,8 +707,10 @@ async fn graph_keeps_at_most_four_requests_in_flight_per_mailbox() {
         path_contains: Some("calendars".into()),
         method: None,
         times: None,
+        scope: FaultScope::Request,
         fault: Fault::Latency { ms: 150 },
-    });
+    })
+    .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..12 {
         let p = p.clone();
