@@ -723,3 +723,252 @@ async fn graph_keeps_at_most_four_requests_in_flight_per_mailbox() {
     assert_eq!(emu.counters().with_status(429), 0, "{:?}", emu.counters());
     assert_eq!(emu.counters().for_endpoint("calendars"), 12);
 }
+
+/// A fault on the requests inside `$batch` whose path contains `path`.
+fn inner_fault(path: String, times: Option<u32>, fault: Fault) -> FaultRule {
+    FaultRule {
+        path_contains: Some(path),
+        method: Some("GET".into()),
+        times,
+        scope: FaultScope::BatchItem,
+        fault,
+    }
+}
+
+/// The ids a round read (upserted) and failed to read, each with the cause.
+fn read_and_failed(set: &calbridge_providers::ChangeSet) -> (Vec<&str>, Vec<(&str, &str)>) {
+    (
+        set.upserts.iter().map(|i| i.id.as_str()).collect(),
+        set.failures
+            .iter()
+            .map(|(id, why)| (id.as_str(), why.as_str()))
+            .collect(),
+    )
+}
+
+/// A series whose `/instances` answer inside the `$batch` is a failure is a read failure naming the
+/// status, never a series whose every occurrence became an EXDATE (the sync would delete them all on
+/// the other side); the other series and singles of the same batch are read. The same for a read by
+/// id, and for a failed master. Without the fault the series reads whole.
+#[tokio::test]
+async fn graph_an_inner_instances_failure_fails_its_series_instead_of_cancelling_it() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = first_calendar(&p).await;
+    let failing = create(&emu, Some(calendar.as_str()), weekly("failing")).await;
+    let healthy = create(&emu, Some(calendar.as_str()), weekly("healthy")).await;
+    let lone = create(&emu, Some(calendar.as_str()), single("lone", 2)).await;
+    emu.add_fault(inner_fault(
+        format!("/events/{failing}/instances"),
+        None,
+        Fault::ServerError { status: 500 },
+    ))
+    .unwrap();
+
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let (read, failed) = read_and_failed(&set);
+    assert_eq!(failed.len(), 1, "{set:?}");
+    assert_eq!(failed[0].0, failing);
+    assert!(
+        failed[0].1.contains("500") && failed[0].1.contains("occurrences"),
+        "{failed:?}"
+    );
+    assert!(!read.contains(&failing.as_str()), "{set:?}");
+    assert!(read.contains(&healthy.as_str()) && read.contains(&lone.as_str()));
+    let healthy_item = set.upserts.iter().find(|i| i.id.as_str() == healthy);
+    assert!(!healthy_item.unwrap().content.as_ical().contains("EXDATE"));
+    assert!(set.deletions.is_empty() && set.uncertain_deletions.is_empty());
+    // Its remembered occurrences are not replaced by an empty list.
+    assert!(
+        !set.series_occurrences
+            .keys()
+            .any(|id| id.as_str() == failing),
+        "{:?}",
+        set.series_occurrences
+    );
+    assert_eq!(
+        set.series_occurrences
+            .iter()
+            .find(|(id, _)| id.as_str() == healthy)
+            .map(|(_, o)| o.len()),
+        Some(5)
+    );
+
+    let ids: Vec<_> = [&failing, &healthy]
+        .iter()
+        .map(|id| calbridge_providers::RemoteId::parse(id.as_str()).unwrap())
+        .collect();
+    let by_id = p.read(&calendar, &ids).await.unwrap();
+    assert!(
+        matches!(&by_id[0], ReadItem::Failed(id, why) if id.as_str() == failing && why.contains("500")),
+        "{by_id:?}"
+    );
+    assert!(matches!(&by_id[1], ReadItem::Found(_)), "{by_id:?}");
+
+    // A failed master (a 503 here) fails its series the same way.
+    emu.clear_faults();
+    emu.add_fault(inner_fault(
+        format!("/events/{failing}"),
+        None,
+        Fault::ServerError { status: 503 },
+    ))
+    .unwrap();
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let (read, failed) = read_and_failed(&set);
+    assert_eq!(failed.len(), 1, "{set:?}");
+    assert!(
+        failed[0].0 == failing && failed[0].1.contains("503"),
+        "{failed:?}"
+    );
+    assert_eq!(read.len(), 2, "{read:?}");
+
+    emu.clear_faults();
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert!(set.failures.is_empty(), "{set:?}");
+    let item = set.upserts.iter().find(|i| i.id.as_str() == failing);
+    let text = item.expect("read once the fault is gone").content.as_ical();
+    assert!(!text.contains("EXDATE"), "{text}");
+}
+
+/// An inner 429 pauses the mailbox for its `Retry-After` and the throttled item alone is asked
+/// again within the round: a passing throttle costs nothing; one that persists through every retry
+/// leaves that series a read failure naming the 429, and the rest of the round stands; one longer
+/// than the HTTP layer waits through ends the round with `RateLimited`.
+#[tokio::test]
+async fn graph_an_inner_throttle_is_retried_then_fails_only_its_series() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = first_calendar(&p).await;
+    let throttled = create(&emu, Some(calendar.as_str()), weekly("throttled")).await;
+    let healthy = create(&emu, Some(calendar.as_str()), weekly("healthy")).await;
+    let path = format!("/events/{throttled}/instances");
+    let throttle = Fault::Throttle {
+        retry_after_secs: 0.3,
+        status: None,
+    };
+
+    // Twice, then it passes: read whole after two waits.
+    emu.add_fault(inner_fault(path.clone(), Some(2), throttle.clone()))
+        .unwrap();
+    let started = Instant::now();
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(set.failures.is_empty(), "{set:?}");
+    let item = set.upserts.iter().find(|i| i.id.as_str() == throttled);
+    assert!(!item.unwrap().content.as_ical().contains("EXDATE"));
+    assert!(emu.faults().is_empty(), "the rule was used up");
+
+    // It persists: the item is asked again a bounded number of times, then reported.
+    emu.add_fault(inner_fault(path, Some(100), throttle))
+        .unwrap();
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let (read, failed) = read_and_failed(&set);
+    assert_eq!(read, [healthy.as_str()], "{set:?}");
+    assert_eq!(failed.len(), 1, "{set:?}");
+    assert!(
+        failed[0].0 == throttled && failed[0].1.contains("429"),
+        "{failed:?}"
+    );
+    let asked = 100 - emu.faults()[0].times.unwrap();
+    assert_eq!(asked, 5, "five tries");
+
+    // A `Retry-After` past what a call waits through ends the round at once, for the scheduler.
+    emu.clear_faults();
+    emu.add_fault(inner_fault(
+        format!("/events/{healthy}/instances"),
+        None,
+        Fault::Throttle {
+            retry_after_secs: 600.0,
+            status: None,
+        },
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let outcome = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await;
+    assert!(
+        matches!(outcome, Err(ProviderError::RateLimited { retry_after: Some(wait) }) if wait >= Duration::from_secs(599)),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A series with more occurrences in the window than one `/instances` page: the `@odata.nextLink`
+/// of the answer inside the `$batch` is followed, so nothing is taken for cancelled. When a later
+/// page cannot be read, the series is a read failure, not a truncated series.
+#[tokio::test]
+async fn graph_follows_the_next_link_of_an_inner_instances_page() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let calendar = first_calendar(&p).await;
+    let daily = create(
+        &emu,
+        Some(calendar.as_str()),
+        json!({
+            "subject": "daily",
+            "start": {"dateTime": "2026-01-05T08:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-01-05T08:15:00", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "daily", "interval": 1},
+                "range": {"type": "noEnd", "startDate": "2026-01-05"},
+            },
+        }),
+    )
+    .await;
+    let lone = create(&emu, Some(calendar.as_str()), single("lone", 2)).await;
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert!(set.failures.is_empty(), "{set:?}");
+    let item = set.upserts.iter().find(|i| i.id.as_str() == daily).unwrap();
+    assert!(!item.content.as_ical().contains("EXDATE"));
+    // 2026-01-05 to 2026-12-30: more than one page of 200.
+    let occurrences = set
+        .series_occurrences
+        .iter()
+        .find(|(id, _)| id.as_str() == daily)
+        .map(|(_, o)| o.len());
+    assert_eq!(occurrences, Some(360));
+
+    // The follow-up page is a request of its own.
+    emu.add_fault(FaultRule {
+        path_contains: Some(format!("/events/{daily}/instances")),
+        method: None,
+        times: None,
+        scope: FaultScope::Request,
+        fault: Fault::ServerError { status: 500 },
+    })
+    .unwrap();
+    let set = p
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    let (read, failed) = read_and_failed(&set);
+    assert_eq!(read, [lone.as_str()], "{set:?}");
+    assert_eq!(failed.len(), 1, "{set:?}");
+    assert!(
+        failed[0].0 == daily && failed[0].1.contains("500"),
+        "{failed:?}"
+    );
+}

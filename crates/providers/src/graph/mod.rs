@@ -102,13 +102,43 @@ fn error_code(body: &Value) -> String {
         .to_owned()
 }
 
+/// How many times one `$batch` item is sent while Graph answers it 429.
+const BATCH_TRIES: usize = 5;
+
+/// One request's answer inside a `$batch`.
+struct InnerAnswer {
+    /// 0 when the batch's answer had none for it.
+    status: u16,
+    body: Value,
+    /// A 429's `Retry-After` (still throttled after `BATCH_TRIES` tries).
+    retry_after: Option<std::time::Duration>,
+}
+
+impl InnerAnswer {
+    /// The failure, for a read failure's cause: `HTTP 500 (serviceNotAvailable)`.
+    fn describe(&self) -> String {
+        if self.status == 0 {
+            return "no answer for it inside the $batch".to_owned();
+        }
+        let code = error_code(&self.body);
+        let mut out = format!("HTTP {}", self.status);
+        if !code.is_empty() {
+            out.push_str(&format!(" ({code})"));
+        }
+        if self.status == 429 {
+            out.push_str(&format!(", still throttled after {BATCH_TRIES} tries"));
+        }
+        out
+    }
+}
+
 /// One id read by `GraphProvider::assemble`.
 struct Assembled {
     id: String,
     /// The series or single event; `None` when Graph no longer has it.
     outcome: Result<Option<RemoteItem>, String>,
-    /// For a series master: the ids of its instances in the window (occurrences and exceptions),
-    /// when `/instances` answered.
+    /// For a series master read whole: the ids of its instances in the window (occurrences and
+    /// exceptions).
     instances: Option<Vec<String>>,
 }
 
@@ -251,7 +281,7 @@ impl GraphProvider {
     }
 
     /// GETs through `$batch`, ≤20 per request; inner 429s are retried after their `Retry-After`.
-    async fn batch_get(&self, urls: &[String]) -> Result<Vec<(u16, Value)>, ProviderError> {
+    async fn batch_get(&self, urls: &[String]) -> Result<Vec<InnerAnswer>, ProviderError> {
         let items: Vec<Value> = urls
             .iter()
             .map(|u| json!({"method": "GET", "url": u}))
@@ -260,21 +290,22 @@ impl GraphProvider {
     }
 
     /// Sends requests (`{method, url, body?}`, URLs relative to the version root) through `$batch`,
-    /// ≤20 per request; inner 429s are retried after their `Retry-After`. `idempotent`: the whole
+    /// ≤20 per request, and answers each one's inner response in order. An inner 429 pauses the
+    /// whole budget for its `Retry-After` (as a top-level 429 does) and only the throttled items are
+    /// sent again, up to `BATCH_TRIES` times; one still throttled then is answered as its 429 for the
+    /// caller to report. A `Retry-After` longer than the HTTP layer's `max_retry_after` is not slept
+    /// through: the call ends with `RateLimited`, as a top-level one does. `idempotent`: the whole
     /// batch may be repeated after a lost answer (true for reads and `If-Match`-guarded writes).
     async fn batch(
         &self,
         items: &[Value],
         idempotent: bool,
-    ) -> Result<Vec<(u16, Value)>, ProviderError> {
-        let mut results: Vec<Option<(u16, Value)>> = vec![None; items.len()];
+    ) -> Result<Vec<InnerAnswer>, ProviderError> {
+        let mut results: Vec<Option<InnerAnswer>> = items.iter().map(|_| None).collect();
         let per_batch = self.endpoint.batch_size(MAX_BATCH);
         for (chunk_index, chunk) in items.chunks(per_batch).enumerate() {
             let mut pending: Vec<usize> = (0..chunk.len()).collect();
-            for _round in 0..5 {
-                if pending.is_empty() {
-                    break;
-                }
+            for attempt in 1..=BATCH_TRIES {
                 let requests: Vec<Value> = pending
                     .iter()
                     .map(|&i| {
@@ -314,40 +345,58 @@ impl GraphProvider {
                         .get("id")
                         .and_then(Value::as_str)
                         .and_then(|s| s.parse::<usize>().ok())
+                        .filter(|i| pending.contains(i))
                     else {
                         continue;
                     };
                     let status = r.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
-                    if status == 429 {
-                        let after = r
-                            .get("headers")
+                    let retry_after = (status == 429).then(|| {
+                        r.get("headers")
                             .and_then(|h| h.get("Retry-After").or_else(|| h.get("retry-after")))
                             .and_then(Value::as_str)
                             .and_then(|v| {
                                 crate::http::parse_retry_after(v, std::time::SystemTime::now())
                             })
-                            .unwrap_or(std::time::Duration::from_secs(1));
+                            .unwrap_or(std::time::Duration::from_secs(1))
+                    });
+                    if let Some(after) = retry_after {
                         wait = Some(wait.map_or(after, |w: std::time::Duration| w.max(after)));
                         still.push(i);
-                        continue;
                     }
                     if let Some(slot) = results.get_mut(chunk_index * per_batch + i) {
-                        *slot = Some((status, r.get("body").cloned().unwrap_or(Value::Null)));
+                        *slot = Some(InnerAnswer {
+                            status,
+                            body: r.get("body").cloned().unwrap_or(Value::Null),
+                            retry_after,
+                        });
                     }
                 }
                 pending = still;
-                if let Some(wait) = wait {
-                    self.endpoint.budget().pause_for(wait).await;
-                    tokio::time::sleep(wait).await;
+                let Some(wait) = wait else {
+                    break;
+                };
+                // Every request of the mailbox waits, not only the throttled items.
+                self.endpoint.budget().pause_for(wait).await;
+                if wait > self.endpoint.max_retry_after() {
+                    return Err(ProviderError::RateLimited {
+                        retry_after: Some(wait),
+                    });
                 }
-            }
-            if !pending.is_empty() {
-                return Err(ProviderError::RateLimited { retry_after: None });
+                if attempt == BATCH_TRIES {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
             }
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or((0, Value::Null)))
+            .map(|r| {
+                r.unwrap_or(InnerAnswer {
+                    status: 0,
+                    body: Value::Null,
+                    retry_after: None,
+                })
+            })
             .collect())
     }
 
@@ -380,6 +429,10 @@ impl GraphProvider {
 
     /// Reassembles series: for each id (a master or single event), its body and, for masters, its
     /// instances in `window` (exceptions become overrides; missing occurrences become EXDATEs).
+    /// A series is only built from its complete instance list: an occurrence missing because a
+    /// request failed would otherwise be taken for cancelled, and the sync would delete it on the
+    /// other side. So a failed master or `/instances` request (any page) makes that id a read
+    /// failure naming the status; the other ids of the batch are still read.
     async fn assemble(
         &self,
         ids: &[String],
@@ -388,8 +441,10 @@ impl GraphProvider {
         let urls: Vec<String> = ids.iter().map(|id| self.event_path(id)).collect();
         let masters = self.batch_get(&urls).await?;
         let mut series_ids = Vec::new();
-        for (i, (status, body)) in masters.iter().enumerate() {
-            if *status == 200 && body.get("type").and_then(Value::as_str) == Some("seriesMaster") {
+        for (i, answer) in masters.iter().enumerate() {
+            if answer.status == 200
+                && answer.body.get("type").and_then(Value::as_str) == Some("seriesMaster")
+            {
                 series_ids.push(i);
             }
         }
@@ -398,23 +453,19 @@ impl GraphProvider {
             .map(|&i| self.instances_path(&ids[i], window))
             .collect();
         let instance_pages = self.batch_get(&instance_urls).await?;
-        let mut instances: HashMap<usize, Vec<Value>> = HashMap::new();
-        for (k, &i) in series_ids.iter().enumerate() {
-            let (status, page) = &instance_pages[k];
-            if *status != 200 {
-                continue;
-            }
-            // The first page came through `$batch`; the rest are followed one by one.
-            let (mut list, next) = graph_page(page)?;
-            if let Some(next) = next {
-                list.extend(self.collect(next).await?);
-            }
-            instances.insert(i, list);
+        let mut instances: HashMap<usize, Result<Vec<Value>, String>> = HashMap::new();
+        for (&i, answer) in series_ids.iter().zip(instance_pages) {
+            instances.insert(i, self.all_instances(answer).await);
         }
         let mut out = Vec::new();
-        for (i, (status, body)) in masters.into_iter().enumerate() {
+        for (i, answer) in masters.into_iter().enumerate() {
             let id = ids[i].clone();
-            if status == 404 {
+            let failed = |why: String| Assembled {
+                id: id.clone(),
+                outcome: Err(why),
+                instances: None,
+            };
+            if answer.status == 404 {
                 out.push(Assembled {
                     id,
                     outcome: Ok(None),
@@ -422,18 +473,25 @@ impl GraphProvider {
                 });
                 continue;
             }
-            if status != 200 {
-                out.push(Assembled {
-                    id,
-                    outcome: Err(format!("HTTP {status}: {}", error_code(&body))),
-                    instances: None,
-                });
+            if answer.status != 200 {
+                out.push(failed(format!("reading the event: {}", answer.describe())));
                 continue;
             }
-            let read = instances.remove(&i);
-            let list = read.as_deref().unwrap_or_default();
+            let read = match instances.remove(&i) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(why)) => {
+                    out.push(failed(why));
+                    continue;
+                }
+            };
             let outcome = self
-                .series_item(&id, &body, list, window)
+                .series_item(
+                    &id,
+                    &answer.body,
+                    read.as_deref().unwrap_or_default(),
+                    window,
+                )
                 .map(Some)
                 .map_err(|e| e.to_string());
             let instances = read.map(|list| {
@@ -448,6 +506,28 @@ impl GraphProvider {
             });
         }
         Ok(out)
+    }
+
+    /// Every instance of a series in the window, from its `/instances` answer inside the `$batch`
+    /// and the pages its `@odata.nextLink` leads to; `Err(cause)` when any of them failed.
+    async fn all_instances(&self, answer: InnerAnswer) -> Result<Vec<Value>, String> {
+        if answer.status != 200 {
+            return Err(format!(
+                "reading its occurrences in the window: {}",
+                answer.describe()
+            ));
+        }
+        let (mut list, next) = graph_page(&answer.body)
+            .map_err(|e| format!("reading its occurrences in the window: {e}"))?;
+        if let Some(next) = next {
+            // The first page came through `$batch`; the rest are followed one by one.
+            let rest = self
+                .collect(next)
+                .await
+                .map_err(|e| format!("reading its occurrences past the first page: {e}"))?;
+            list.extend(rest);
+        }
+        Ok(list)
     }
 
     fn series_item(
@@ -600,12 +680,20 @@ impl GraphProvider {
             }
         }
         // Setting an occurrence's fields or cancelling it again is harmless: the batch may repeat.
-        for (status, body) in self.batch(&writes, true).await? {
-            if !(200..300).contains(&status) && status != 404 {
-                return Err(ProviderError::Rejected {
-                    status,
-                    detail: format!("writing an occurrence: {}", error_code(&body)),
-                });
+        for answer in self.batch(&writes, true).await? {
+            match answer.status {
+                200..=299 | 404 => {}
+                429 => {
+                    return Err(ProviderError::RateLimited {
+                        retry_after: answer.retry_after,
+                    });
+                }
+                status => {
+                    return Err(ProviderError::Rejected {
+                        status,
+                        detail: format!("writing an occurrence: {}", error_code(&answer.body)),
+                    });
+                }
             }
         }
         Ok(())

@@ -301,6 +301,11 @@ impl Endpoint {
         self.client.config.address_policy
     }
 
+    /// The longest `Retry-After` a call waits through; a longer one ends it with `RateLimited`.
+    pub fn max_retry_after(&self) -> Duration {
+        self.client.config.retry.max_retry_after
+    }
+
     /// Items per batch for a provider whose own limit is `provider_max`.
     pub fn batch_size(&self, provider_max: usize) -> usize {
         self.client
