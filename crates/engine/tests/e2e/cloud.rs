@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use calbridge_emulators::{Action, Emulator, EmulatorConfig, Flavor};
-use calbridge_engine::{EngineConfig, LinkSync, RunReport, sync_link};
+use calbridge_emulators::{Action, Emulator, EmulatorConfig, Fault, FaultRule, FaultScope, Flavor};
+use calbridge_engine::{EngineConfig, LinkSync, RunReport, RunStatus, sync_link};
 use calbridge_providers::google::{GoogleConfig, GoogleProvider};
 use calbridge_providers::graph::{GraphConfig, GraphProvider};
 use calbridge_providers::http::Secret;
@@ -464,6 +464,74 @@ pub async fn a_deleted_graph_occurrence_re_reads_its_series_alone(db: TestDb) {
     assert!(held(instances).await.is_empty());
     let other = w.instance_ids(&series[5]).await;
     assert_eq!(held(other).await.len(), 4, "other series keep theirs");
+}
+
+/// A series whose occurrences Graph fails to list inside the `$batch` (an inner 500 on its
+/// `/instances`) is a read failure: its local series keeps every occurrence (no EXDATE invented from
+/// the missing list), the run is partial with an error naming the series and the status, the other
+/// series of the same round are pulled, and the next run without the fault converges.
+pub async fn a_failed_graph_series_read_keeps_its_occurrences(db: TestDb) {
+    let w = Cloud::new(db, Flavor::Microsoft).await;
+    let failing = w.remote_create(w.weekly("Weekly failing", 7)).await;
+    let other = w.remote_create(w.weekly("Weekly other", 7)).await;
+    w.settle().await;
+    let before = w.local_all().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.values().all(|ical| !ical.contains("EXDATE")));
+
+    w.remote_edit(&failing, w.summary_change("Weekly failing (edited)"))
+        .await;
+    w.remote_edit(&other, w.summary_change("Weekly other (edited)"))
+        .await;
+    w.emu
+        .add_fault(FaultRule {
+            path_contains: Some(format!("/events/{failing}/instances")),
+            method: Some("GET".into()),
+            times: None,
+            scope: FaultScope::BatchItem,
+            fault: Fault::ServerError { status: 500 },
+        })
+        .unwrap();
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Partial, "{report:?}");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    let error = &report.errors[0];
+    assert_eq!(error.item, failing, "{error:?}");
+    assert!(error.cause.contains("500"), "{error:?}");
+    let local = w.local_all().await;
+    assert_eq!(
+        local.keys().cloned().collect::<Vec<_>>(),
+        ["Weekly failing", "Weekly other (edited)"],
+        "{local:?}"
+    );
+    assert_eq!(local["Weekly failing"], before["Weekly failing"]);
+    assert_eq!(
+        w.instance_ids(&failing).await.len(),
+        4,
+        "nothing deleted remotely"
+    );
+
+    w.emu.clear_faults();
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let local = w.local_all().await;
+    assert_eq!(
+        local.keys().cloned().collect::<Vec<_>>(),
+        ["Weekly failing (edited)", "Weekly other (edited)"],
+        "{local:?}"
+    );
+    assert!(
+        local.values().all(|ical| !ical.contains("EXDATE")),
+        "{local:?}"
+    );
+    w.settle().await;
+    assert_eq!(w.instance_ids(&failing).await.len(), 4);
+    let remote = w.remote_all().await;
+    assert!(
+        remote.values().all(|ical| !ical.contains("EXDATE")),
+        "{remote:?}"
+    );
 }
 
 /// Identity conflicts, which Radicale cannot produce (it refuses a second item with one UID): on the

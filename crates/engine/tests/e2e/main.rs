@@ -168,6 +168,14 @@ mod cloud_sqlite {
         )
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_graph_series_read_keeps_its_occurrences() {
+        crate::cloud::a_failed_graph_series_read_keeps_its_occurrences(
+            crate::harness::sqlite().await,
+        )
+        .await;
+    }
 }
 
 mod cloud_postgres {
@@ -211,5 +219,13 @@ mod cloud_postgres {
             return;
         };
         crate::cloud::a_deleted_graph_occurrence_re_reads_its_series_alone(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_graph_series_read_keeps_its_occurrences() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::a_failed_graph_series_read_keeps_its_occurrences(db).await;
     }
 }
