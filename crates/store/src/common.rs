@@ -25,7 +25,7 @@ const KEY_COLS: &str =
 const CAL_COLS: &str = "id, tenant_id, name, time_zone, owner, version, created_at, updated_at";
 const SERIES_COLS: &str = "id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at, deleted_at";
 const CONN_COLS: &str = "id, tenant_id, provider, name, calendar_id, credentials, sync_options, status, status_reason, version, created_at, updated_at";
-const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, local_cursor, last_full_sync_at, status, status_reason, created_at, updated_at";
+const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remote_name, cursor, local_cursor, last_full_sync_at, status, status_reason, time_detection_due, created_at, updated_at";
 /// `series_at_pair_version` up to its tenant, link and series bindings.
 const SERIES_AT_PAIR_VERSION: &str = "SELECT m.series_id FROM item_mappings m JOIN series s \
      ON s.id = m.series_id AND s.tenant_id = m.tenant_id AND s.version = m.local_version \
@@ -284,6 +284,7 @@ fn link_row(row: &DbRow) -> Result<Link> {
         last_full_sync_at: ots(row.try_get("last_full_sync_at")?)?,
         status: parse_enum(&status, LinkStatus::parse)?,
         status_reason: row.try_get("status_reason")?,
+        time_detection_due: oid(row.try_get("time_detection_due")?)?,
         created_at: ts(row.try_get("created_at")?)?,
         updated_at: ts(row.try_get("updated_at")?)?,
     })
@@ -1884,6 +1885,7 @@ impl Store for Backend {
             last_full_sync_at: None,
             status: LinkStatus::Active,
             status_reason: None,
+            time_detection_due: None,
             created_at: at,
             updated_at: at,
         };
@@ -2024,6 +2026,46 @@ impl Store for Backend {
             return Err(StoreError::NotFound { entity: "link" });
         }
         Ok(())
+    }
+
+    async fn set_time_detection_due(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        run: SyncRunId,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE links SET time_detection_due = $3, updated_at = $4 WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(link.to_string())
+        .bind(tenant.to_string())
+        .bind(run.to_string())
+        .bind(ms(now()))
+        .execute(self.w())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "link" });
+        }
+        Ok(())
+    }
+
+    async fn clear_time_detection_due(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        seen: SyncRunId,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE links SET time_detection_due = NULL, updated_at = $4 \
+             WHERE id = $1 AND tenant_id = $2 AND time_detection_due = $3",
+        )
+        .bind(link.to_string())
+        .bind(tenant.to_string())
+        .bind(seen.to_string())
+        .bind(ms(now()))
+        .execute(self.w())
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn upsert_mapping(

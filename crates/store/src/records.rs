@@ -369,6 +369,9 @@ pub struct Link {
     pub last_full_sync_at: Option<Timestamp>,
     pub status: LinkStatus,
     pub status_reason: Option<String>,
+    /// The run whose time-conflict detection failed and has not been made up for yet (see
+    /// [`crate::Store::set_time_detection_due`]); `None` when nothing is due.
+    pub time_detection_due: Option<SyncRunId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -187,6 +187,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<&str>,
     ) -> Result<Link>;
     async fn delete_link(&self, tenant: TenantId, link: LinkId) -> Result<()>;
+    /// Records that the time-conflict detection of `run` on `link` failed after the link's cursors
+    /// advanced, so the link's next run detects again over the owner's whole window: the marker is
+    /// the link's `time_detection_due`, replaced by each failure (the latest failing run).
+    async fn set_time_detection_due(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        run: SyncRunId,
+    ) -> Result<()>;
+    /// Clears the marker after a detection that covers it succeeded, only if it still names `seen`
+    /// (the run the detecting run read on its link): a detection that failed meanwhile wrote its own
+    /// run id and stays due. `false` when the marker named another run, or nothing.
+    async fn clear_time_detection_due(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+        seen: SyncRunId,
+    ) -> Result<bool>;
 
     // --- item mappings ---
     async fn upsert_mapping(&self, tenant: TenantId, mapping: MappingUpsert)

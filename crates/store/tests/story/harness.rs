@@ -37,6 +37,26 @@ impl TestDb {
         }
     }
 
+    /// The first column of every row `sql` returns, as integers (NULL: `None`), bypassing the store.
+    pub async fn raw_i64s(&self, sql: &str) -> Result<Vec<Option<i64>>, sqlx::Error> {
+        use sqlx::Row;
+        let rows: Vec<Option<i64>> = match &self.raw {
+            Raw::Sqlite(s) => sqlx::query(sql)
+                .fetch_all(s.pool())
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?,
+            Raw::Pg(p) => sqlx::query(sql)
+                .fetch_all(p.pool())
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(rows)
+    }
+
     pub async fn second_store(&self) -> Arc<dyn Store> {
         calbridge_store::connect(&self.url)
             .await
@@ -80,31 +100,53 @@ pub async fn sqlite() -> TestDb {
     sqlite_migrated_to(None).await
 }
 
-/// Runs the migrations of `migrator` up to `version` only (to test a later one on older rows).
-fn migrations_up_to(
-    mut migrator: sqlx::migrate::Migrator,
-    version: i64,
-) -> sqlx::migrate::Migrator {
-    let kept: Vec<_> = migrator
-        .migrations
-        .iter()
-        .filter(|m| m.version <= version)
-        .cloned()
-        .collect();
-    migrator.migrations = kept.into();
-    migrator
+/// Which migrations a test database gets before the test: all of them through the store, or the
+/// versions a filter keeps (to test a later one on older rows, or a database that missed one).
+#[derive(Clone, Copy)]
+pub enum Migrated {
+    All,
+    UpTo(i64),
+    AllBut(&'static [i64]),
+}
+
+impl Migrated {
+    fn keeps(self, version: i64) -> bool {
+        match self {
+            Migrated::All => true,
+            Migrated::UpTo(last) => version <= last,
+            Migrated::AllBut(skipped) => !skipped.contains(&version),
+        }
+    }
+
+    /// `migrator` with only the migrations this keeps.
+    fn filter(self, mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+        let kept: Vec<_> = migrator
+            .migrations
+            .iter()
+            .filter(|m| self.keeps(m.version))
+            .cloned()
+            .collect();
+        migrator.migrations = kept.into();
+        migrator
+    }
 }
 
 /// A fresh SQLite database migrated up to `version` (`None`: all the way).
 pub async fn sqlite_migrated_to(version: Option<i64>) -> TestDb {
+    sqlite_migrated(version.map_or(Migrated::All, Migrated::UpTo)).await
+}
+
+/// A fresh SQLite database with the migrations `migrated` names.
+pub async fn sqlite_migrated(migrated: Migrated) -> TestDb {
     let dir =
         std::env::temp_dir().join(format!("calbridge-store-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("calbridge.db").display());
     let store = SqliteStore::connect(&url).await.expect("open sqlite");
-    match version {
-        None => store.migrate().await.expect("migrate sqlite"),
-        Some(v) => migrations_up_to(sqlx::migrate!("../store/migrations/sqlite"), v)
+    match migrated {
+        Migrated::All => store.migrate().await.expect("migrate sqlite"),
+        _ => migrated
+            .filter(sqlx::migrate!("../store/migrations/sqlite"))
             .run(store.pool())
             .await
             .expect("migrate sqlite"),
@@ -128,6 +170,11 @@ pub async fn postgres() -> Option<TestDb> {
 
 /// A fresh PostgreSQL database migrated up to `version` (`None`: all the way).
 pub async fn postgres_migrated_to(version: Option<i64>) -> Option<TestDb> {
+    postgres_migrated(version.map_or(Migrated::All, Migrated::UpTo)).await
+}
+
+/// A fresh PostgreSQL database with the migrations `migrated` names.
+pub async fn postgres_migrated(migrated: Migrated) -> Option<TestDb> {
     let admin_url = std::env::var("CALBRIDGE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let admin: PgConnectOptions = admin_url
@@ -160,9 +207,10 @@ pub async fn postgres_migrated_to(version: Option<i64>) -> Option<TestDb> {
     let store = PgStore::connect_with(options)
         .await
         .expect("connect test database");
-    match version {
-        None => store.migrate().await.expect("migrate postgres"),
-        Some(v) => migrations_up_to(sqlx::migrate!("../store/migrations/postgres"), v)
+    match migrated {
+        Migrated::All => store.migrate().await.expect("migrate postgres"),
+        _ => migrated
+            .filter(sqlx::migrate!("../store/migrations/postgres"))
             .run(store.pool())
             .await
             .expect("migrate postgres"),

@@ -51,10 +51,14 @@ story!(
     detections_are_recorded_and_closed_in_one_transaction,
     remote_occurrences_go_with_their_pair,
     series_at_their_pair_version_are_known,
+    a_failed_time_detection_stays_due_until_covered,
 );
 
-/// Migration 0011 fills the second series of the time conflicts stored before it.
+/// Migrations applied to databases that predate them: 0011 fills the second series of the time
+/// conflicts stored before it; a migration numbered below ones already applied is still applied.
 mod migration {
+    use crate::harness::Migrated;
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_time_conflicts_get_their_second_series() {
         let db = crate::harness::sqlite_migrated_to(Some(10)).await;
@@ -67,5 +71,36 @@ mod migration {
             return;
         };
         crate::scenarios::time_conflicts_get_their_second_series(&db).await;
+    }
+
+    /// Migration 0009 landed on main after 0010: a database migrated at that commit had 0010 (and
+    /// everything later a node since applied) but not 0009. Opening it applies 0009.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_0009_is_applied_after_later_ones() {
+        let db = crate::harness::sqlite_migrated(Migrated::AllBut(&[9])).await;
+        crate::scenarios::a_migration_numbered_below_applied_ones_is_applied_on_open(&db, 9).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_0009_is_applied_after_later_ones() {
+        let Some(db) = crate::harness::postgres_migrated(Migrated::AllBut(&[9])).await else {
+            return;
+        };
+        crate::scenarios::a_migration_numbered_below_applied_ones_is_applied_on_open(&db, 9).await;
+    }
+
+    /// 0012 landed after 0013..0015: the same for a database migrated just before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_0012_is_applied_after_later_ones() {
+        let db = crate::harness::sqlite_migrated(Migrated::AllBut(&[12])).await;
+        crate::scenarios::a_migration_numbered_below_applied_ones_is_applied_on_open(&db, 12).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_0012_is_applied_after_later_ones() {
+        let Some(db) = crate::harness::postgres_migrated(Migrated::AllBut(&[12])).await else {
+            return;
+        };
+        crate::scenarios::a_migration_numbered_below_applied_ones_is_applied_on_open(&db, 12).await;
     }
 }

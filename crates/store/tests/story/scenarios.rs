@@ -3617,3 +3617,251 @@ pub async fn series_at_their_pair_version_are_known(db: &TestDb) {
         vec![edited.id]
     );
 }
+
+/// A link's time detection falls due when a run's detection fails and stays due until a detection that
+/// read the marker succeeds: a failure in between (another run id) is not cleared by it, other tenants
+/// cannot touch it, and every read of the link carries it (the engine needs no extra read).
+pub async fn a_failed_time_detection_stays_due_until_covered(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let conn = store
+        .create_connection(
+            a,
+            NewConnection {
+                provider: Provider::Caldav,
+                name: "dav".into(),
+                calendar_id: cal.id,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status: ConnectionStatus::Active,
+            },
+        )
+        .await
+        .unwrap();
+    let new_link = |path: &str| NewLink {
+        connection_id: conn.id,
+        remote_calendar_id: path.into(),
+        remote_name: None,
+    };
+    let link = store.create_link(a, new_link("/work/")).await.unwrap();
+    let other = store.create_link(a, new_link("/home/")).await.unwrap();
+    assert_eq!(link.time_detection_due, None);
+    let first = store
+        .create_sync_run(a, Some(conn.id), false)
+        .await
+        .unwrap()
+        .id;
+    let second = store
+        .create_sync_run(a, Some(conn.id), false)
+        .await
+        .unwrap()
+        .id;
+
+    store
+        .set_time_detection_due(a, link.id, first)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_link(a, link.id).await.unwrap().time_detection_due,
+        Some(first)
+    );
+    let listed = store.list_links(a, conn.id).await.unwrap();
+    let due: Vec<Option<SyncRunId>> = listed.iter().map(|l| l.time_detection_due).collect();
+    let want = |l: &Link| if l.id == link.id { Some(first) } else { None };
+    assert_eq!(
+        due,
+        listed.iter().map(want).collect::<Vec<_>>(),
+        "only the failed link is due"
+    );
+    assert_eq!(
+        store
+            .get_link(a, other.id)
+            .await
+            .unwrap()
+            .time_detection_due,
+        None
+    );
+    // The cursors and the status move on without touching it.
+    store
+        .set_link_cursors(
+            a,
+            link.id,
+            LinkCursors {
+                remote: Some("c2"),
+                local: Some(7),
+                full_sync_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let after = store
+        .set_link_status(a, link.id, LinkStatus::Active, None)
+        .await
+        .unwrap();
+    assert_eq!(after.time_detection_due, Some(first));
+
+    // A second failure while a detection that read `first` was running: that detection's success does
+    // not clear the marker (it may have read before the second run's writes); the next one does.
+    store
+        .set_time_detection_due(a, link.id, second)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .clear_time_detection_due(a, link.id, first)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_link(a, link.id).await.unwrap().time_detection_due,
+        Some(second)
+    );
+    // Another tenant neither sets nor clears it.
+    assert!(is_not_found(
+        store.set_time_detection_due(b, link.id, first).await
+    ));
+    assert!(
+        !store
+            .clear_time_detection_due(b, link.id, second)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_link(a, link.id).await.unwrap().time_detection_due,
+        Some(second)
+    );
+
+    assert!(
+        store
+            .clear_time_detection_due(a, link.id, second)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_link(a, link.id).await.unwrap().time_detection_due,
+        None
+    );
+    assert!(
+        !store
+            .clear_time_detection_due(a, link.id, second)
+            .await
+            .unwrap()
+    );
+    assert!(is_not_found(
+        store.set_time_detection_due(a, LinkId::new(), first).await
+    ));
+}
+
+/// The migration versions `_sqlx_migrations` records as applied, in order.
+async fn applied_migrations(db: &TestDb) -> Vec<i64> {
+    db.raw_i64s("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+/// A database that has every migration but `missed` (numbered below migrations it already has: it
+/// landed on main after them), opened through the store's normal open path, gets `missed` applied and
+/// works with it. What each migration adds is checked by using it.
+pub async fn a_migration_numbered_below_applied_ones_is_applied_on_open(db: &TestDb, missed: i64) {
+    let before = applied_migrations(db).await;
+    assert!(!before.contains(&missed), "{before:?}");
+    assert!(
+        before.iter().any(|v| *v > missed),
+        "later ones applied: {before:?}"
+    );
+    let (probe, what) = match missed {
+        9 => (
+            "SELECT stale_after_ms FROM sync_runs",
+            "sync_runs.stale_after_ms",
+        ),
+        12 => (
+            "SELECT time_detection_due FROM links",
+            "links.time_detection_due",
+        ),
+        other => panic!("no check for migration {other}"),
+    };
+    assert!(
+        db.raw_i64s(probe).await.is_err(),
+        "{what} exists before {missed}"
+    );
+
+    let store = calbridge_store::open(&db.url).await.unwrap();
+    let after = applied_migrations(db).await;
+    let mut want = before.clone();
+    want.push(missed);
+    want.sort();
+    assert_eq!(after, want, "exactly the missed one was applied");
+    // Opening again changes nothing (checksums of the applied ones, including the late one, agree).
+    calbridge_store::open(&db.url).await.unwrap();
+    assert_eq!(applied_migrations(db).await, want);
+
+    let a = tenant(store.as_ref(), "a").await;
+    match missed {
+        9 => {
+            // A heartbeat writes the run's own staleness bound, and the reaper judges by it.
+            let at = Timestamp::now();
+            let run = store.create_sync_run(a, None, false).await.unwrap().id;
+            assert!(
+                store
+                    .touch_sync_run(a, run, at, Duration::from_secs(3600))
+                    .await
+                    .unwrap()
+            );
+            let bound = db
+                .raw_i64s(&format!(
+                    "SELECT stale_after_ms FROM sync_runs WHERE id = '{run}'"
+                ))
+                .await
+                .unwrap();
+            assert_eq!(bound, vec![Some(3_600_000)]);
+            let closed = store
+                .fail_stale_sync_runs(at + 10.minutes(), Duration::from_secs(60), &|_| "x".into())
+                .await
+                .unwrap();
+            assert!(closed.is_empty(), "judged by its own hour: {closed:?}");
+        }
+        _ => {
+            let cal = calendar(store.as_ref(), a, "c").await;
+            let conn = store
+                .create_connection(
+                    a,
+                    NewConnection {
+                        provider: Provider::Caldav,
+                        name: "dav".into(),
+                        calendar_id: cal.id,
+                        credentials: None,
+                        sync_options_json: "{}".into(),
+                        status: ConnectionStatus::Active,
+                    },
+                )
+                .await
+                .unwrap();
+            let link = store
+                .create_link(
+                    a,
+                    NewLink {
+                        connection_id: conn.id,
+                        remote_calendar_id: "/work/".into(),
+                        remote_name: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let run = store
+                .create_sync_run(a, Some(conn.id), false)
+                .await
+                .unwrap()
+                .id;
+            store.set_time_detection_due(a, link.id, run).await.unwrap();
+            assert_eq!(
+                store.get_link(a, link.id).await.unwrap().time_detection_due,
+                Some(run)
+            );
+        }
+    }
+}
