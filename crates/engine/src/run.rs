@@ -2234,12 +2234,25 @@ impl<'a> Runner<'a> {
     }
 
     /// Time conflicts of the owner after this run (see `time.rs`). A failure is reported; it does not
-    /// hold the cursors back (the next detection recomputes everything).
+    /// hold the cursors back (they are already committed). So that nothing it would have found is lost
+    /// until the daily full reconciliation, a failed detection marks the link
+    /// (`links.time_detection_due`, naming this run), and the link's next run detects over the owner's
+    /// whole window and clears the mark once that detection succeeded.
+    ///
+    /// The whole window rather than the series the failed run touched: one nullable column instead of
+    /// a stored set of ids that several failed runs would have to merge, and a superset of whatever the
+    /// failed detection (scoped or not) would have decided. It costs one full-window read (bounded like
+    /// the daily reconciliation) per failure; a detection that keeps failing repeats it every run and
+    /// reports its error every run. The mark is on the link row the caller read before the run, so the
+    /// usual case (nothing due) costs no extra store request.
     async fn detect_time_conflicts(&mut self) {
+        let due = self.ctx.link.time_detection_due;
         // After a first or full run every series may have moved; otherwise only the ones this run
-        // read as changed or wrote (the daily full reconciliation covers whatever a failed detection
-        // missed).
-        let whole = self.full_listing || self.ctx.full || self.ctx.link.local_cursor.is_none();
+        // read as changed or wrote, unless an earlier detection failed.
+        let whole = due.is_some()
+            || self.full_listing
+            || self.ctx.full
+            || self.ctx.link.local_cursor.is_none();
         let scope = if whole {
             crate::time::Scope::All
         } else {
@@ -2267,8 +2280,32 @@ impl<'a> Runner<'a> {
                         *self.counts.entry(key.into()).or_default() += n;
                     }
                 }
+                if let Some(seen) = due {
+                    // Clears only the mark this run read: a detection that failed meanwhile (another
+                    // run id) may have written series this one read before, and stays due.
+                    if let Err(e) = self
+                        .ctx
+                        .store
+                        .clear_time_detection_due(self.ctx.tenant, self.ctx.link.id, seen)
+                        .await
+                    {
+                        self.error("time", "clear_time_detection_due", e.into());
+                    }
+                }
             }
-            Err(e) => self.error("time", "detect_time_conflicts", e.into()),
+            Err(e) => {
+                self.error("time", "detect_time_conflicts", e.into());
+                // If even the mark cannot be written (the store is down), the daily full
+                // reconciliation is what finds the missed conflicts.
+                if let Err(e) = self
+                    .ctx
+                    .store
+                    .set_time_detection_due(self.ctx.tenant, self.ctx.link.id, self.run_id)
+                    .await
+                {
+                    self.error("time", "set_time_detection_due", e.into());
+                }
+            }
         }
     }
 
@@ -2323,7 +2360,7 @@ impl<'a> Runner<'a> {
             }
         };
         if matches!(status, RunStatus::Succeeded | RunStatus::Partial)
-            && self.time_may_have_changed()
+            && (self.time_may_have_changed() || link.time_detection_due.is_some())
         {
             self.detect_time_conflicts().await;
         }

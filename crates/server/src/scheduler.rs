@@ -491,8 +491,9 @@ impl Scheduler {
     }
 
     /// May a polled link skip this run? Only when its one probe request says the remote calendar is
-    /// unchanged, no local change waits for it, and this process synced it within `frequency`. Any
-    /// doubt (probe failed or unknown, first run here) means sync.
+    /// unchanged, no local change waits for it, no failed time-conflict detection waits to be redone
+    /// (`Link::time_detection_due`), and this process synced it within `frequency`. Any doubt (probe
+    /// failed or unknown, first run here) means sync.
     async fn quiet(
         &self,
         connection: &Connection,
@@ -510,7 +511,7 @@ impl Scheduler {
         let (Some(local), Some(cursor)) = (link.local_cursor, link.cursor.as_deref()) else {
             return false;
         };
-        if !recent {
+        if !recent || link.time_detection_due.is_some() {
             return false;
         }
         let local_waiting = self

@@ -72,6 +72,36 @@ async fn time_conflict_flood_postgres() {
     .await;
 }
 
+/// A time detection that failed after the cursors advanced is redone by the link's next run (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_time_detection_is_redone_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_failed_time_detection_is_redone_by_the_next_run(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_time_detection_is_redone_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_failed_time_detection_is_redone_by_the_next_run(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 /// Conflict resolutions interrupted after a write converge on the next syncs (SQLite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_resolutions_converge_sqlite() {

@@ -985,3 +985,132 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
         assert_eq!(one(&both, copy), format!("{uid} remote"), "{copy}");
     }
 }
+
+impl World {
+    /// Makes the database itself refuse (or accept again) every new time conflict: a real failure of
+    /// the store's write inside a detection, on either backend.
+    async fn refuse_time_conflicts(&self, refuse: bool) {
+        let sql: &[&str] = match (&self.db.raw, refuse) {
+            (crate::harness::Raw::Sqlite(_), true) => &[
+                "CREATE TRIGGER refuse_time_conflicts BEFORE INSERT ON conflicts \
+                 WHEN NEW.kind = 'time' BEGIN SELECT RAISE(ABORT, 'time conflicts refused by the test'); END",
+            ],
+            (crate::harness::Raw::Sqlite(_), false) => &["DROP TRIGGER refuse_time_conflicts"],
+            (crate::harness::Raw::Pg(_), true) => &[
+                "CREATE FUNCTION refuse_time_conflicts() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'time conflicts refused by the test'; END $$",
+                "CREATE TRIGGER refuse_time_conflicts BEFORE INSERT ON conflicts FOR EACH ROW \
+                 WHEN (NEW.kind = 'time') EXECUTE FUNCTION refuse_time_conflicts()",
+            ],
+            (crate::harness::Raw::Pg(_), false) => &[
+                "DROP TRIGGER refuse_time_conflicts ON conflicts",
+                "DROP FUNCTION refuse_time_conflicts()",
+            ],
+        };
+        for statement in sql {
+            self.db.raw_execute(statement).await.unwrap();
+        }
+    }
+}
+
+/// An incremental run's time detection fails after its cursors advanced (the database refuses the new
+/// conflict): the link is marked, later runs detect over the whole window (and keep failing while the
+/// database refuses), and the first run after the database accepts again records the overlap the
+/// failed run missed, though nothing changed since, and clears the mark. Without the mark the quiet
+/// runs would detect nothing until the daily full reconciliation.
+pub async fn a_failed_time_detection_is_redone_by_the_next_run(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(db, radicale, "redo", "{}").await;
+    w.put_local(&ev("r-a", "Standup", 3, 0, &[])).await;
+    w.put_local(&ev("r-b", "Review", 4, 0, &[])).await;
+    w.settle().await;
+    assert!(w.time_conflicts().await.is_empty());
+    let link = || async { w.store().get_link(w.tenant, w.link).await.unwrap() };
+    let before = link().await;
+    assert_eq!(before.time_detection_due, None);
+
+    // r-b moves onto r-a's hour; the run syncs it, commits its cursors, then fails to record the overlap.
+    w.refuse_time_conflicts(true).await;
+    w.put_local(&ev("r-b", "Review", 3, 30, &[])).await;
+    let failed = w.sync().await;
+    assert_eq!(failed.status, calbridge_engine::RunStatus::Succeeded);
+    assert!(
+        failed
+            .errors
+            .iter()
+            .any(|e| e.item == "time" && e.action == "detect_time_conflicts"),
+        "{:?}",
+        failed.errors
+    );
+    assert_eq!(
+        failed.counts.get("update_remote"),
+        Some(&1),
+        "{:?}",
+        failed.counts
+    );
+    let marked = link().await;
+    assert!(
+        marked.local_cursor > before.local_cursor,
+        "the cursors advanced"
+    );
+    assert_eq!(marked.time_detection_due, Some(failed.run_id));
+    assert!(w.time_conflicts().await.is_empty());
+
+    // Until the link is quiet (the echo of the run's own write, then nothing), the database still
+    // refuses: each run detects again, fails again and names itself.
+    let mut quiet = false;
+    for _ in 0..4 {
+        let report = w.sync().await;
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.action == "detect_time_conflicts"),
+            "a due detection runs on every run: {report:?}"
+        );
+        assert_eq!(link().await.time_detection_due, Some(report.run_id));
+        if report.counts.is_empty() {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "the link settles");
+
+    // The database accepts again; nothing changed on either side, yet the next run finds the overlap.
+    w.refuse_time_conflicts(false).await;
+    let redone = w.sync().await;
+    assert!(redone.errors.is_empty(), "{:?}", redone.errors);
+    assert_eq!(
+        redone.counts.get("time_conflicts"),
+        Some(&1),
+        "{:?}",
+        redone.counts
+    );
+    let conflicts = w.time_conflicts().await;
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let uids: std::collections::BTreeSet<String> = [
+        w.local_by_uid("r-a").await.unwrap().id,
+        w.local_by_uid("r-b").await.unwrap().id,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let named: std::collections::BTreeSet<String> =
+        [conflicts[0].series_id, conflicts[0].other_series_id]
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(named, uids, "the conflict names both events");
+    assert_eq!(link().await.time_detection_due, None, "made up for");
+
+    // Nothing is due any more: a quiet run detects nothing and records nothing.
+    let after = w.sync().await;
+    assert!(
+        after.errors.is_empty() && after.counts.is_empty(),
+        "{after:?}"
+    );
+    assert_eq!(w.time_conflicts().await.len(), 1);
+}
