@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use calbridge_server::api::conflicts::{ConflictQuery, conflict_view, resolve};
+use calbridge_server::api::conflicts::{ConflictQuery, ResolvingView, conflict_view, resolve};
 use calbridge_server::api::sync::{context, run_view};
 use calbridge_server::{bootstrap, syncing};
 
@@ -41,7 +41,8 @@ pub enum ConflictsCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
-    /// One conflict with both versions, the base and the options, as JSON.
+    /// One conflict with both versions, the base and the options, as JSON (a resolution in progress
+    /// is also said in a line on stderr).
     Show {
         id: String,
         #[arg(long, default_value = bootstrap::DEFAULT_TENANT)]
@@ -168,6 +169,10 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
                     .parse()
                     .with_context(|| format!("`{id}` is not a conflict id"))?;
                 let view = conflict_view(state.store.get_conflict(tenant.id, id).await?);
+                // Said to the person on stderr: stdout stays one JSON document for scripts.
+                if let Some(r) = &view.resolving {
+                    eprintln!("{}", in_progress_line(r));
+                }
                 println!("{}", serde_json::to_string_pretty(&view)?);
             }
             ConflictsCommand::Resolve {
@@ -195,4 +200,17 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
         }
         Ok(())
     })
+}
+
+/// `resolution in progress: keep_local by key:admin, since 2026-…` (with the `merged` body of a merge).
+fn in_progress_line(r: &ResolvingView) -> String {
+    let merged = r
+        .merged
+        .as_ref()
+        .map(|m| format!(" (merged: {m})"))
+        .unwrap_or_default();
+    format!(
+        "resolution in progress: {}{merged} by {}, since {}",
+        r.option, r.decided_by, r.since
+    )
 }

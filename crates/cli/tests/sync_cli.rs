@@ -65,6 +65,48 @@ async fn sync_imports_and_conflicts_commands_answer() {
     assert!(String::from_utf8_lossy(&listed.stdout).trim().is_empty());
     let missing = run(&["conflicts", "show", "00000000-0000-4000-8000-000000000000"]);
     assert!(!missing.status.success());
+    // A resolution in progress is said on stderr; stdout stays the conflict's JSON, which holds it.
+    let conflict = store
+        .create_conflict(
+            cli.tenant,
+            calbridge_store::NewConflict {
+                connection_id: Some(cli.connection),
+                link_id: None,
+                series_id: None,
+                other_series_id: None,
+                event_uid: "cli-0".into(),
+                kind: calbridge_store::ConflictKind::Update,
+                local_json: None,
+                remote_json: None,
+                base_json: None,
+                fields_json: r#"["master/SUMMARY"]"#.into(),
+                options_json: r#"["keep_local","keep_remote"]"#.into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_conflict_resolving(
+            cli.tenant,
+            conflict.id,
+            Some(r#"{"option":"keep_local","actor":"key:cb_admin","started_at":"2026-11-20T10:00:00Z"}"#),
+        )
+        .await
+        .unwrap();
+    let shown = run(&["conflicts", "show", &conflict.id.to_string()]);
+    assert!(shown.status.success());
+    let said = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        said.lines().any(|l| l
+            == "resolution in progress: keep_local by key:cb_admin, since 2026-11-20T10:00:00Z"),
+        "{said}"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        shown["resolving"],
+        serde_json::json!({"option": "keep_local", "decided_by": "key:cb_admin",
+                           "since": "2026-11-20T10:00:00Z", "merged": null})
+    );
     let unknown = run(&[
         "sync",
         "--connection",

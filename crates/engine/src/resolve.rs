@@ -19,6 +19,14 @@
 //!   update or deletion conflict superseded as before (its audit entry names the interrupted decision);
 //!   a resumption that finds such a side abandons the decision (`conflict.resolution_abandoned`) and
 //!   leaves the conflict open for a person.
+//!
+//! **Another decision while one is in progress** (another option, or a `merge` with another
+//! `merged`): what a person expects is to be told, not to have two decisions write one pair. So it is
+//! refused ([`ResolveFailure::InProgress`], 409 `resolution_in_progress` naming the pending option,
+//! who decided it and since when) while the pending one is younger than
+//! [`EngineConfig::resume_resolutions_after`], since it may still be running. Older, it has stopped
+//! and the new decision replaces it if it wrote nothing yet: see [`refuse_another_decision`]. An
+//! abandoned decision is gone from the conflict, so any option applies again.
 
 use calbridge_providers::{
     CalendarId as RemoteCalendarId, CalendarProvider, Etag, ItemContent, ProviderError, ReadItem,
@@ -102,6 +110,19 @@ pub enum ResolveFailure {
     /// Stopped by the test-only crash knob (`EngineConfig::crash_after_resolution_writes`).
     #[error("interrupted after {0} write(s)")]
     Interrupted(usize),
+    /// Another decision (option, or `merged` body) than the resolution in progress on the conflict,
+    /// which may still be running or is left for a sync to finish (see [`refuse_another_decision`]).
+    /// Nothing was written.
+    #[error(
+        "a `{option}` resolution of this conflict, decided by {decided_by}, is in progress since {since}; send the same decision again to finish it, or wait: {then}"
+    )]
+    InProgress {
+        option: String,
+        decided_by: String,
+        since: Timestamp,
+        /// What happens to it, and when another decision is accepted.
+        then: String,
+    },
 }
 
 impl ResolveFailure {
@@ -117,6 +138,7 @@ impl ResolveFailure {
             ResolveFailure::ReadBack(_) => "read_back_failed",
             ResolveFailure::RemoteGone { .. } => "connection_deleted",
             ResolveFailure::Interrupted(_) => "interrupted",
+            ResolveFailure::InProgress { .. } => "resolution_in_progress",
             ResolveFailure::Store(StoreError::NotFound { .. }) => "not_found",
             ResolveFailure::Store(_) | ResolveFailure::Engine(_) => "internal",
         }
@@ -174,7 +196,7 @@ fn content_error(e: impl std::fmt::Display) -> ResolveFailure {
 /// recorded before the resolution's first write, so whoever finishes it (the admin's retry, a sync)
 /// carries out the decision the admin made. Kept when the conflict closes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Resolving {
+pub struct Resolving {
     pub option: ResolutionOption,
     /// The `merged` body of a `merge` (a retry with another body is another decision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,8 +212,16 @@ impl Resolving {
         serde_json::from_str(conflict.resolving_json.as_deref()?).ok()
     }
 
+    /// The resolution in progress on an open conflict, as the API shows it: begun and not finished
+    /// (a closed conflict keeps its decision's record, but nothing is in progress there any more).
+    pub fn in_progress(conflict: &Conflict) -> Option<Self> {
+        (conflict.state == ConflictState::Open)
+            .then(|| Self::of(conflict))
+            .flatten()
+    }
+
     /// The option's API name (what [`Resolve::option`] takes).
-    pub(crate) fn option_name(&self) -> String {
+    pub fn option_name(&self) -> String {
         json!(self.option).as_str().unwrap_or_default().to_owned()
     }
 
@@ -374,9 +404,21 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
     };
     let plan = steps(&recorded, option, merged.as_ref())?;
     let merged_value = r.merged.filter(|v| !v.is_null()).cloned();
+    let pending = Resolving::of(&conflict);
     // The same decision, begun earlier and interrupted: what it already wrote is this resolution's own.
-    let resumed =
-        Resolving::of(&conflict).filter(|p| p.option == option && p.merged == merged_value);
+    let resumed = pending
+        .clone()
+        .filter(|p| p.option == option && p.merged == merged_value);
+    // Another decision than the one in progress: refused while that one may still be running;
+    // past that, this one replaces it (its `keep_both` copy goes; any other write of it shows on a
+    // recorded side, which `check` then refuses as changed).
+    let replaced = match pending {
+        Some(p) if resumed.is_none() => {
+            refuse_another_decision(&p, r.config, r.now)?;
+            Some(p)
+        }
+        _ => None,
+    };
 
     let mut steps_done: Vec<&str> = plan.iter().map(step_name).collect();
     let mut remote_gone = None;
@@ -415,6 +457,14 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
         });
         let mut exec = Exec::open(&r, &conflict, provider, remote_ids, resumed.is_some()).await?;
         exec.check(&recorded, &plan).await?;
+        if replaced
+            .as_ref()
+            .is_some_and(|p| p.option == ResolutionOption::KeepBoth)
+        {
+            // Removed before the decision is replaced, so a process killed in between leaves the
+            // `keep_both` decision with its copy parked, for a sync to finish.
+            exec.drop_replaced_copy().await?;
+        }
         if resumed.is_none() {
             // The decision goes on the conflict before the first write (see the module docs).
             let begun = Resolving {
@@ -459,6 +509,12 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
     if let Some(i) = &interrupted {
         resolution["interrupted"] = i.clone();
     }
+    // The decision this one replaced (begun, never finished, past `resume_resolutions_after`).
+    let replaced = replaced
+        .map(|p| json!({"option": p.option, "decided_by": p.actor, "started_at": p.started_at}));
+    if let Some(p) = &replaced {
+        resolution["replaced"] = p.clone();
+    }
     // `resolved_by` is who decided, whoever finished it.
     let decided_by = resumed.as_ref().map_or(r.actor, |p| p.actor.as_str());
     let resolved = store
@@ -486,12 +542,49 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
                     "confirmed": confirmed,
                     "remote_gone": remote_gone,
                     "interrupted": interrupted,
+                    "replaced": replaced,
                 })
                 .to_string(),
             },
         )
         .await?;
     Ok(resolved)
+}
+
+/// Whether a request may decide otherwise than the resolution in progress `pending` (another
+/// option, or a `merge` with another `merged` body). Not while `pending` may still be running
+/// (younger than [`EngineConfig::resume_resolutions_after`]: a live resolution takes seconds, and two
+/// decisions writing one pair would race): 409 `resolution_in_progress`, naming it. Past that age
+/// it has stopped, and a sync finishes it unless a person decides otherwise first: the new decision
+/// replaces it when both sides are still what the conflict recorded (a write of `keep_local`,
+/// `keep_remote`, `merge` or `delete_everywhere` shows there and is refused as `conflict_changed`,
+/// and the next sync finishes it; `keep_both`'s copy saved locally is removed). A pending `restore`
+/// is never replaced: its writes re-create the event as a new item, which those checks cannot see,
+/// so a sync finishes it. An abandoned decision is no longer pending (any option applies).
+fn refuse_another_decision(
+    pending: &Resolving,
+    config: &EngineConfig,
+    now: Timestamp,
+) -> Result<(), ResolveFailure> {
+    let stopped = pending
+        .started_at
+        .checked_add(config.resume_resolutions_after)
+        .ok();
+    let then = match (pending.option, stopped) {
+        (ResolutionOption::Restore, _) | (_, None) => {
+            "a sync of its connection finishes it".to_owned()
+        }
+        (_, Some(at)) if at <= now => return Ok(()),
+        (_, Some(at)) => format!(
+            "from {at} on a sync finishes it, and another decision is accepted if it has written nothing yet"
+        ),
+    };
+    Err(ResolveFailure::InProgress {
+        option: pending.option_name(),
+        decided_by: pending.actor.clone(),
+        since: pending.started_at,
+        then,
+    })
 }
 
 /// Whether the conflict's remote side is gone: `Some("connection")` or `Some("link")` when the
@@ -818,16 +911,7 @@ impl<'a> Exec<'a> {
         // Resuming after the provider's item was overwritten (`keep_both`) or deleted (identity
         // `keep_both`): the copy was saved locally before either, under the UID of the version the
         // conflict recorded.
-        let recorded = self
-            .recorded_remote
-            .as_ref()
-            .ok_or(ResolveFailure::Changed("remote"))?;
-        let uid = copy_uid(
-            &Uid::new(&self.conflict.event_uid),
-            &self.link.id.to_string(),
-            &remote_id,
-            &recorded.snapshot,
-        );
+        let uid = self.recorded_copy_uid()?;
         let row = self
             .store
             .get_series_by_uid(self.tenant, self.local_calendar, &uid)
@@ -835,6 +919,40 @@ impl<'a> Exec<'a> {
             .filter(|row| row.deleted_at.is_none())
             .ok_or(ResolveFailure::Changed("local"))?;
         Ok((Parsed::from_stored(&row)?, uid))
+    }
+
+    /// The UID of the `keep_both` copy of the provider's version the conflict recorded.
+    fn recorded_copy_uid(&self) -> Result<String, ResolveFailure> {
+        let recorded = self
+            .recorded_remote
+            .as_ref()
+            .ok_or(ResolveFailure::Changed("remote"))?;
+        Ok(copy_uid(
+            &Uid::new(&self.conflict.event_uid),
+            &self.link.id.to_string(),
+            &self.recorded_remote_id()?,
+            &recorded.snapshot,
+        ))
+    }
+
+    /// Removes the copy a replaced `keep_both` decision saved locally: nothing else of it was written
+    /// (`check` found both recorded sides as they were, and its overwrite or deletion of the
+    /// provider's item comes before the copy is created there), and the new decision makes no copy.
+    async fn drop_replaced_copy(&mut self) -> Result<(), ResolveFailure> {
+        let uid = self.recorded_copy_uid()?;
+        let saved = self
+            .store
+            .get_series_by_uid(self.tenant, self.local_calendar, &uid)
+            .await?
+            .filter(|row| row.deleted_at.is_none());
+        if let Some(row) = saved {
+            self.store
+                .delete_series(self.tenant, row.id, row.version)
+                .await
+                .map_err(local_error)?;
+            self.confirmed.push(json!({"side": "local", "series_id": row.id.to_string(), "deleted": true, "replaced_copy": true}));
+        }
+        Ok(())
     }
 
     /// Saves the `keep_both` copy locally (or adopts the one an interrupted resolution saved).

@@ -7,109 +7,12 @@ mod common;
 #[path = "../../providers/tests/support/mod.rs"]
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::response::IntoResponse;
 use calbridge_server::config::HumanDuration;
 use calbridge_server::scheduler::{Scheduler, SchedulerConfig};
 use common::{Backend, TestServer, lan_config, node_sync_context};
 use serde_json::{Value, json};
-
-/// Every request the server sent to Radicale: (method, Depth header).
-#[derive(Clone)]
-struct Proxy {
-    upstream: String,
-    client: reqwest::Client,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-async fn forward(State(proxy): State<Proxy>, request: Request) -> axum::response::Response {
-    let (parts, body) = request.into_parts();
-    let body: Bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
-    let depth = parts
-        .headers
-        .get("depth")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    proxy
-        .seen
-        .lock()
-        .unwrap()
-        .push((parts.method.to_string(), depth));
-    let url = format!(
-        "{}{}",
-        proxy.upstream,
-        parts.uri.path_and_query().unwrap().as_str()
-    );
-    let mut out = proxy
-        .client
-        .request(
-            reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap(),
-            url,
-        )
-        .body(body.to_vec());
-    for (name, value) in &parts.headers {
-        if name != "host" {
-            out = out.header(name.as_str(), value.as_bytes());
-        }
-    }
-    let answer = out.send().await.unwrap();
-    let status = answer.status().as_u16();
-    let headers: Vec<(String, Vec<u8>)> = answer
-        .headers()
-        .iter()
-        .filter(|(n, _)| {
-            !matches!(
-                n.as_str(),
-                "transfer-encoding" | "connection" | "content-length"
-            )
-        })
-        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-        .collect();
-    let bytes = answer.bytes().await.unwrap();
-    let mut response = (
-        axum::http::StatusCode::from_u16(status).unwrap(),
-        bytes.to_vec(),
-    )
-        .into_response();
-    for (n, v) in headers {
-        response.headers_mut().insert(
-            axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            axum::http::HeaderValue::from_bytes(&v).unwrap(),
-        );
-    }
-    response
-}
-
-async fn proxy_to(upstream: &str) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    let (scheme_host, _) = {
-        let url = url::Url::parse(upstream).unwrap();
-        (
-            format!(
-                "{}://{}:{}",
-                url.scheme(),
-                url.host_str().unwrap(),
-                url.port().unwrap()
-            ),
-            (),
-        )
-    };
-    let proxy = Proxy {
-        upstream: scheme_host,
-        client: reqwest::Client::new(),
-        seen: Arc::default(),
-    };
-    let seen = proxy.seen.clone();
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let path = url::Url::parse(upstream).unwrap().path().to_owned();
-    (format!("http://{addr}{path}"), seen)
-}
 
 async fn event_summaries(server: &TestServer, calendar: &str) -> Vec<String> {
     let page: Value = server
@@ -144,7 +47,8 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
         )
         .await;
     assert!(put.status().is_success());
-    let (proxied, seen) = proxy_to(&radicale.base()).await;
+    let proxy = common::proxy::Proxy::to(&radicale.base()).await;
+    let (proxied, seen) = (proxy.url.clone(), proxy.seen.clone());
 
     let mut config = lan_config();
     config.sync.poll_interval = HumanDuration::from_secs(1);

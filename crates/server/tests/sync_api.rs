@@ -15,6 +15,84 @@ async fn events(server: &TestServer, calendar: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
+/// The id of the event with `uid` among `events`.
+fn id_of(events: &[Value], uid: &str) -> String {
+    events.iter().find(|e| e["uid"] == uid).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// 09:00 UTC on `day` of November 2026, as iCalendar writes it.
+fn november(day: u32) -> String {
+    format!("202611{day:02}T090000Z")
+}
+
+/// A new Radicale calendar `name` holding one event per `(uid, day)`, each at 09:00 on a day of its
+/// own (no time conflicts), titled with its UID; answers the calendar's URL.
+async fn calendar_with_events(
+    radicale: &support::Radicale,
+    name: &str,
+    cases: &[(&str, u32)],
+) -> String {
+    let raw = radicale.raw();
+    let calendar_url = radicale.calendar_url(name);
+    raw.mkcalendar(&calendar_url, name).await;
+    for (uid, day) in cases {
+        let put = raw
+            .put(
+                &format!("{calendar_url}{uid}.ics"),
+                &support::event(uid, uid, &november(*day)),
+            )
+            .await;
+        assert!(put.status().is_success());
+    }
+    calendar_url
+}
+
+/// A CalDAV connection to Radicale at `url` that asks on conflicts, synced once:
+/// (connection id, local calendar id).
+async fn asking_connection(server: &TestServer, url: &str) -> (String, String) {
+    let created = server
+        .admin_post(
+            "/v1/calendar/connections",
+            json!({"provider": "caldav", "name": "Radicale",
+                   "credentials": {"url": url, "username": support::USER, "password": support::PASSWORD},
+                   "sync": {"conflict_resolution": "ask"}}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let calendar = created["calendar_id"].as_str().unwrap().to_owned();
+    assert_eq!(sync_and_wait(server, &id).await["status"], "succeeded");
+    (id, calendar)
+}
+
+/// The local event `event` retitled `summary`, still at 09:00–10:00 on `day` of November 2026.
+async fn retitle_locally(server: &TestServer, event: &str, summary: &str, day: u32) {
+    let local = server
+        .client
+        .put(server.url(&format!("/v1/calendar/events/{event}")))
+        .bearer_auth(&server.admin)
+        .json(&json!({"summary": summary,
+                      "start": format!("2026-11-{day}T09:00:00Z"),
+                      "end": format!("2026-11-{day}T10:00:00Z")}))
+        .send()
+        .await
+        .unwrap();
+    assert!(local.status().is_success());
+}
+
+/// How many `conflict.resolved` entries the audit log holds.
+async fn resolutions_audited(server: &TestServer) -> usize {
+    let audit = server.admin_get("/v1/calendar/audit").await;
+    audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "conflict.resolved")
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caldav_connection_syncs_diagnoses_and_records_conflicts() {
     let Some(radicale) = support::Radicale::start() else {
@@ -410,56 +488,22 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
         return;
     };
     let raw = radicale.raw();
-    let calendar_url = radicale.calendar_url("gone");
-    raw.mkcalendar(&calendar_url, "Gone").await;
-    let item_url = |uid: &str| format!("{calendar_url}{uid}.ics");
-    // One event per case, each on a day of its own (no time conflicts).
     let cases = [("u-1", 25), ("u-2", 26), ("d-remote", 27), ("d-local", 28)];
-    let start = |day: u32| format!("202611{day:02}T090000Z");
-    for (uid, day) in cases {
-        let put = raw
-            .put(&item_url(uid), &support::event(uid, uid, &start(day)))
-            .await;
-        assert!(put.status().is_success());
-    }
+    let calendar_url = calendar_with_events(&radicale, "gone", &cases).await;
+    let item_url = |uid: &str| format!("{calendar_url}{uid}.ics");
     let Some(server) = TestServer::start_with(backend, lan_config()).await else {
         return;
     };
-    let created = server
-        .admin_post(
-            "/v1/calendar/connections",
-            json!({"provider": "caldav", "name": "Radicale",
-                   "credentials": {"url": radicale.base(), "username": support::USER, "password": support::PASSWORD},
-                   "sync": {"conflict_resolution": "ask"}}),
-        )
-        .await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let calendar = created["calendar_id"].as_str().unwrap().to_owned();
-    assert_eq!(sync_and_wait(&server, &id).await["status"], "succeeded");
+    let (id, calendar) = asking_connection(&server, &radicale.base()).await;
     let listed = events(&server, &calendar).await;
     assert_eq!(listed.len(), 4, "{listed:?}");
-    let event_id = |uid: &str| -> String {
-        listed.iter().find(|e| e["uid"] == uid).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let event_id = |uid: &str| id_of(&listed, uid);
     // Update conflicts (both sides edited the title), a deletion conflict each way.
     for (uid, day) in cases {
         let edit_locally = uid != "d-local";
         let edit_remotely = uid != "d-remote";
         if edit_locally {
-            let local = server
-                .client
-                .put(server.url(&format!("/v1/calendar/events/{}", event_id(uid))))
-                .bearer_auth(&server.admin)
-                .json(&json!({"summary": format!("{uid} local"),
-                              "start": format!("2026-11-{day}T09:00:00Z"),
-                              "end": format!("2026-11-{day}T10:00:00Z")}))
-                .send()
-                .await
-                .unwrap();
-            assert!(local.status().is_success());
+            retitle_locally(&server, &event_id(uid), &format!("{uid} local"), day).await;
         } else {
             let deleted = server
                 .client
@@ -473,7 +517,7 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
         let remote = if edit_remotely {
             raw.put(
                 &item_url(uid),
-                &support::event(uid, &format!("{uid} remote"), &start(day)),
+                &support::event(uid, &format!("{uid} remote"), &november(day)),
             )
             .await
         } else {
@@ -625,14 +669,7 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
     let twice = resolve("u-1", json!({"option": "keep_local"})).await;
     assert_eq!(twice.status(), StatusCode::CONFLICT);
     assert_eq!(json_of(twice).await["code"], "conflict");
-    let audit = server.admin_get("/v1/calendar/audit").await;
-    let resolved = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "conflict.resolved")
-        .count();
-    assert_eq!(resolved, 3, "{audit}");
+    assert_eq!(resolutions_audited(&server).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,4 +680,260 @@ async fn resolving_after_the_connection_is_deleted_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolving_after_the_connection_is_deleted_postgres() {
     resolving_after_the_connection_is_deleted(Backend::Postgres).await;
+}
+
+/// A resolution in progress, as the API shows it and answers another decision (DESIGN: a person is
+/// told, two decisions never write one event). Radicale sits behind a proxy that refuses the
+/// resolutions' PUTs, so a `keep_both` stops after saving its copy and a `merge` after its local
+/// write: both stay in progress. `resolving` shows the decision (option, who, since, `merged`);
+/// another option is 409 `resolution_in_progress` naming it; the same decision again finishes it.
+/// Once the decision is older than `resume_resolutions_after` (aged here in the store), another
+/// option replaces a `keep_both` that wrote nothing (its saved copy goes), and a `merge` that wrote
+/// a side answers `conflict_changed`, while the merge itself, sent again, finishes. Syncs after it
+/// leave each event once on both sides.
+async fn a_resolution_in_progress(backend: Backend) {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let raw = radicale.raw();
+    let cases = [("resumed", 24), ("replaced", 25), ("written", 26)];
+    let calendar_url = calendar_with_events(&radicale, "busy", &cases).await;
+    let item_url = |uid: &str| format!("{calendar_url}{uid}.ics");
+    let proxy = common::proxy::Proxy::to(&radicale.base()).await;
+    let Some(server) = TestServer::start_with(backend, lan_config()).await else {
+        return;
+    };
+    let (id, calendar) = asking_connection(&server, &proxy.url).await;
+    let listed = events(&server, &calendar).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for (uid, day) in cases {
+        retitle_locally(&server, &id_of(&listed, uid), &format!("{uid} local"), day).await;
+        let remote = raw
+            .put(
+                &item_url(uid),
+                &support::event(uid, &format!("{uid} remote"), &november(day)),
+            )
+            .await;
+        assert!(remote.status().is_success());
+    }
+    assert_ne!(sync_and_wait(&server, &id).await["status"], "failed");
+    let open = server.admin_get("/v1/calendar/conflicts?kind=update").await;
+    let open = open["items"].as_array().unwrap().clone();
+    assert_eq!(open.len(), 3, "{open:?}");
+    // Nothing is in progress yet.
+    assert!(open.iter().all(|c| c["resolving"].is_null()), "{open:?}");
+    let conflict = |uid: &str| -> String {
+        open.iter().find(|c| c["event_uid"] == uid).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let resolve = |uid: &str, body: Value| {
+        let server = &server;
+        let path = format!("/v1/calendar/conflicts/{}/resolve", conflict(uid));
+        async move { server.post_json(&server.admin, &path, body).await }
+    };
+    let shown = |uid: &str| {
+        let server = &server;
+        let path = format!("/v1/calendar/conflicts/{}", conflict(uid));
+        async move { server.admin_get(&path).await }
+    };
+    let in_progress = |answer: reqwest::Response, pending: &'static str| async move {
+        assert_eq!(answer.status(), StatusCode::CONFLICT);
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+        let problem = json_of(answer).await;
+        assert_eq!(problem["code"], "resolution_in_progress", "{problem}");
+        assert_eq!(problem["status"], 409);
+        let detail = problem["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains(&format!("`{pending}`")), "{detail}");
+        detail
+    };
+    let summaries = || async {
+        let mut out: Vec<String> = events(&server, &calendar)
+            .await
+            .iter()
+            .map(|e| e["summary"].as_str().unwrap().to_owned())
+            .collect();
+        out.sort();
+        out
+    };
+
+    // The provider refuses writes: each resolution stops after its first write and stays in progress.
+    proxy.refuse(Some("PUT"));
+    for (uid, body) in [
+        ("resumed", json!({"option": "keep_both"})),
+        ("replaced", json!({"option": "keep_both"})),
+        (
+            "written",
+            json!({"option": "merge", "merged": {"summary": "written merged"}}),
+        ),
+    ] {
+        let stopped = resolve(uid, body).await;
+        assert_eq!(stopped.status(), StatusCode::SERVICE_UNAVAILABLE, "{uid}");
+    }
+    let resumed = shown("resumed").await;
+    assert_eq!(resumed["state"], "open");
+    let pending = &resumed["resolving"];
+    assert_eq!(pending["option"], "keep_both", "{resumed}");
+    assert!(pending["merged"].is_null(), "{resumed}");
+    let decided_by = pending["decided_by"].as_str().unwrap().to_owned();
+    assert!(decided_by.starts_with("key:"), "{pending}");
+    let since: jiff::Timestamp = pending["since"].as_str().unwrap().parse().unwrap();
+    assert!(jiff::Timestamp::now().duration_since(since) < jiff::SignedDuration::from_mins(1));
+    let written = shown("written").await;
+    assert_eq!(
+        written["resolving"]["merged"],
+        json!({"summary": "written merged"}),
+        "{written}"
+    );
+    // The list shows it too.
+    let listed = server.admin_get("/v1/calendar/conflicts?kind=update").await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["resolving"].is_object()),
+        "{listed}"
+    );
+    // The saved copies and the local merge are there (nothing reached the provider).
+    assert_eq!(
+        summaries().await,
+        [
+            "replaced local",
+            "replaced remote",
+            "resumed local",
+            "resumed remote",
+            "written merged"
+        ]
+    );
+
+    // Another option, or a merge with another body, is refused, naming the pending decision.
+    let detail = in_progress(
+        resolve("resumed", json!({"option": "keep_local"})).await,
+        "keep_both",
+    )
+    .await;
+    assert!(detail.contains(&decided_by), "{detail}");
+    in_progress(
+        resolve(
+            "resumed",
+            json!({"option": "merge", "merged": {"summary": "x"}}),
+        )
+        .await,
+        "keep_both",
+    )
+    .await;
+    in_progress(
+        resolve(
+            "written",
+            json!({"option": "merge", "merged": {"summary": "other"}}),
+        )
+        .await,
+        "merge",
+    )
+    .await;
+    in_progress(
+        resolve("written", json!({"option": "keep_remote"})).await,
+        "merge",
+    )
+    .await;
+
+    // The same decision again finishes it, as decided.
+    proxy.refuse(None);
+    let finished = resolve("resumed", json!({"option": "keep_both"})).await;
+    assert_eq!(finished.status(), StatusCode::OK);
+    let finished = json_of(finished).await;
+    assert_eq!(finished["state"], "resolved", "{finished}");
+    assert!(finished["resolving"].is_null(), "{finished}");
+    assert_eq!(finished["resolved_by"], decided_by.as_str());
+    assert_eq!(finished["resolution"]["interrupted"]["how"], "resumed");
+    let remote = raw.request("GET", &item_url("resumed"), &[], None).await;
+    assert!(remote.text().await.unwrap().contains("resumed local"));
+
+    // Older than `resume_resolutions_after`, the decision has stopped.
+    let tenant =
+        calbridge_server::bootstrap::tenant_by_name_or_id(server.store.as_ref(), "default")
+            .await
+            .unwrap()
+            .id;
+    let age = |uid: &str| {
+        let store = server.store.clone();
+        let id: calbridge_store::ConflictId = conflict(uid).parse().unwrap();
+        async move {
+            let c = store.get_conflict(tenant, id).await.unwrap();
+            let mut record: Value =
+                serde_json::from_str(c.resolving_json.as_deref().unwrap()).unwrap();
+            let old = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(11);
+            record["started_at"] = json!(old.to_string());
+            store
+                .set_conflict_resolving(tenant, id, Some(&record.to_string()))
+                .await
+                .unwrap();
+        }
+    };
+    age("replaced").await;
+    age("written").await;
+    // A `keep_both` that wrote only its local copy is replaced: the copy goes, the new decision
+    // applies, and the resolution names what it replaced.
+    let replaced = resolve("replaced", json!({"option": "keep_local"})).await;
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let replaced = json_of(replaced).await;
+    assert_eq!(replaced["state"], "resolved", "{replaced}");
+    assert_eq!(replaced["resolution"]["option"], "keep_local");
+    assert_eq!(
+        replaced["resolution"]["replaced"]["option"], "keep_both",
+        "{replaced}"
+    );
+    assert_eq!(
+        replaced["resolution"]["replaced"]["decided_by"],
+        decided_by.as_str()
+    );
+    let remote = raw.request("GET", &item_url("replaced"), &[], None).await;
+    assert!(remote.text().await.unwrap().contains("replaced local"));
+    // A `merge` that wrote the local side: that side is not what the conflict recorded any more.
+    let changed = resolve("written", json!({"option": "keep_remote"})).await;
+    assert_eq!(changed.status(), StatusCode::CONFLICT);
+    assert_eq!(json_of(changed).await["code"], "conflict_changed");
+    // Its own decision, sent again, finishes it.
+    let merged = resolve(
+        "written",
+        json!({"option": "merge", "merged": {"summary": "written merged"}}),
+    )
+    .await;
+    assert_eq!(merged.status(), StatusCode::OK);
+    let merged = json_of(merged).await;
+    assert_eq!(merged["state"], "resolved", "{merged}");
+    assert_eq!(merged["resolution"]["option"], "merge", "{merged}");
+    assert_eq!(merged["resolution"]["interrupted"]["how"], "resumed");
+    assert_eq!(merged["resolved_by"], decided_by.as_str());
+    assert!(
+        server.admin_get("/v1/calendar/conflicts?kind=update").await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_ne!(sync_and_wait(&server, &id).await["status"], "failed");
+    assert_eq!(
+        summaries().await,
+        [
+            "replaced local",
+            "resumed local",
+            "resumed remote",
+            "written merged"
+        ]
+    );
+    let remote = raw.request("GET", &item_url("written"), &[], None).await;
+    assert!(remote.text().await.unwrap().contains("written merged"));
+    assert_eq!(resolutions_audited(&server).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_in_progress_sqlite() {
+    a_resolution_in_progress(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_in_progress_postgres() {
+    a_resolution_in_progress(Backend::Postgres).await;
 }

@@ -54,6 +54,38 @@ pub struct ConflictView {
     #[schema(value_type = Object)]
     pub resolution: serde_json::Value,
     pub resolved_by: Option<String>,
+    /// The resolution in progress on an open conflict: decided, begun (its first write may have been
+    /// made) and not finished, because it is running right now or was interrupted (process killed,
+    /// provider down). Null when none is, and on closed conflicts. Sending the same decision again
+    /// finishes it; another decision is refused with 409 `resolution_in_progress` until it is older
+    /// than the engine's `resume_resolutions_after` (10 minutes), after which a sync finishes it.
+    pub resolving: Option<ResolvingView>,
+}
+
+/// A resolution in progress (see [`ConflictView::resolving`]).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResolvingView {
+    /// The option decided: `keep_local`, `keep_remote`, `keep_both`, `merge`, `delete_everywhere` or
+    /// `restore`.
+    pub option: String,
+    /// Who decided (the `resolved_by` the conflict gets, whoever finishes it).
+    pub decided_by: String,
+    /// When the resolution began (RFC 3339).
+    pub since: String,
+    /// The `merged` body of a `merge`, as sent; null for the other options.
+    #[schema(value_type = Option<Object>)]
+    pub merged: Option<serde_json::Value>,
+}
+
+impl From<calbridge_engine::Resolving> for ResolvingView {
+    fn from(r: calbridge_engine::Resolving) -> Self {
+        Self {
+            option: r.option_name(),
+            decided_by: r.actor,
+            since: r.started_at.to_string(),
+            merged: r.merged,
+        }
+    }
 }
 
 fn json_or_null(text: Option<&str>) -> serde_json::Value {
@@ -62,6 +94,7 @@ fn json_or_null(text: Option<&str>) -> serde_json::Value {
 }
 
 pub fn conflict_view(c: Conflict) -> ConflictView {
+    let resolving = calbridge_engine::Resolving::in_progress(&c).map(ResolvingView::from);
     ConflictView {
         id: c.id.to_string(),
         kind: c.kind.to_string(),
@@ -79,6 +112,7 @@ pub fn conflict_view(c: Conflict) -> ConflictView {
         resolved_at: c.resolved_at.map(|t| t.to_string()),
         resolution: json_or_null(c.resolution_json.as_deref()),
         resolved_by: c.resolved_by,
+        resolving,
     }
 }
 
@@ -199,6 +233,14 @@ pub struct ResolveInput {
 /// options that need the provider answer 409 `connection_deleted`; `keep_local` (the local version stays
 /// as it is) and `delete_everywhere` (the local event of one deleted remotely goes; one deleted locally
 /// stays deleted) still apply to the local data.
+///
+/// While a resolution is in progress (`resolving`), sending the same decision again finishes it;
+/// another option (or a `merge` with another `merged`) answers 409 `resolution_in_progress` naming
+/// the pending option, who decided it and since when, because it may still be running and two
+/// decisions must not write one event. Once it is older than the engine's `resume_resolutions_after`
+/// (10 minutes) it has stopped: a sync finishes it, and another decision is accepted first if it has
+/// written nothing yet (its saved `keep_both` copy is removed; a side it wrote answers
+/// `conflict_changed`). A pending `restore` is only ever finished.
 #[utoipa::path(post, path = "/v1/calendar/conflicts/{id}/resolve", tag = "conflicts",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Conflict id")),
@@ -231,7 +273,7 @@ fn failure(e: calbridge_engine::ResolveFailure) -> ApiError {
         F::Refused(_) => ApiError::unprocessable(e.code(), detail),
         F::Changed(_) => ApiError::ConflictChanged(detail),
         F::AlreadyResolved => ApiError::Conflict(detail),
-        F::RemoteGone { .. } => ApiError::StateConflict {
+        F::RemoteGone { .. } | F::InProgress { .. } => ApiError::StateConflict {
             code: e.code(),
             detail,
         },

@@ -2,6 +2,8 @@
 //! database made for the test and dropped after it), and a few helpers to talk to it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
