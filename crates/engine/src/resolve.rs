@@ -294,23 +294,16 @@ pub(crate) async fn complete_recognised(
         Err(StoreError::Conflict(_)) => return Ok(false),
         Err(e) => return Err(e),
     }
-    store
-        .append_audit(
-            tenant,
-            NewAuditEntry {
-                actor: sync_actor.to_owned(),
-                action: "conflict.resolved".into(),
-                subject: conflict.id.to_string(),
-                details_json: json!({
-                    "option": resolving.option,
-                    "kind": sync_kind(conflict.kind),
-                    "event_uid": conflict.event_uid,
-                    "interrupted": interrupted,
-                })
-                .to_string(),
-            },
-        )
-        .await?;
+    audit(
+        store,
+        tenant,
+        conflict,
+        sync_actor,
+        "conflict.resolved",
+        resolving.option,
+        json!({"interrupted": interrupted}),
+    )
+    .await?;
     Ok(true)
 }
 
@@ -332,22 +325,49 @@ pub(crate) async fn abandon(
         Err(StoreError::Conflict(_)) => return Ok(()),
         Err(e) => return Err(e),
     }
+    audit(
+        store,
+        tenant,
+        conflict,
+        sync_actor,
+        "conflict.resolution_abandoned",
+        resolving.option,
+        json!({
+            "decided_by": resolving.actor,
+            "started_at": resolving.started_at,
+            "reason": why,
+        }),
+    )
+    .await
+}
+
+/// Appends the audit entry of what became of a resolution of `conflict`: `action` by `actor`, its
+/// details the option, the conflict's kind and event UID, and the fields of `more` (an object).
+async fn audit(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: &Conflict,
+    actor: &str,
+    action: &str,
+    option: ResolutionOption,
+    more: Value,
+) -> Result<(), StoreError> {
+    let mut details = json!({
+        "option": option,
+        "kind": sync_kind(conflict.kind),
+        "event_uid": conflict.event_uid,
+    });
+    if let (Some(details), Value::Object(more)) = (details.as_object_mut(), more) {
+        details.extend(more);
+    }
     store
         .append_audit(
             tenant,
             NewAuditEntry {
-                actor: sync_actor.to_owned(),
-                action: "conflict.resolution_abandoned".into(),
+                actor: actor.to_owned(),
+                action: action.to_owned(),
                 subject: conflict.id.to_string(),
-                details_json: json!({
-                    "option": resolving.option,
-                    "kind": sync_kind(conflict.kind),
-                    "event_uid": conflict.event_uid,
-                    "decided_by": resolving.actor,
-                    "started_at": resolving.started_at,
-                    "reason": why,
-                })
-                .to_string(),
+                details_json: details.to_string(),
             },
         )
         .await?;
@@ -527,27 +547,22 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
         )
         .await
         .map_err(closed)?;
-    store
-        .append_audit(
-            r.tenant,
-            NewAuditEntry {
-                actor: actor.to_owned(),
-                action: "conflict.resolved".into(),
-                subject: conflict.id.to_string(),
-                details_json: json!({
-                    "option": option,
-                    "kind": kind,
-                    "event_uid": conflict.event_uid,
-                    "steps": steps_done,
-                    "confirmed": confirmed,
-                    "remote_gone": remote_gone,
-                    "interrupted": interrupted,
-                    "replaced": replaced,
-                })
-                .to_string(),
-            },
-        )
-        .await?;
+    audit(
+        store,
+        r.tenant,
+        &conflict,
+        actor,
+        "conflict.resolved",
+        option,
+        json!({
+            "steps": steps_done,
+            "confirmed": confirmed,
+            "remote_gone": remote_gone,
+            "interrupted": interrupted,
+            "replaced": replaced,
+        }),
+    )
+    .await?;
     Ok(resolved)
 }
 
