@@ -6,7 +6,7 @@
 use calbridge_model::datetime::CalDateTime;
 use calbridge_model::stored::{self, StoredSeries};
 use calbridge_model::{Calendar, EventSeries, ical};
-use calbridge_store::{NewOccurrence, OccurrenceSet, Series};
+use calbridge_store::{CalendarId, NewOccurrence, NewSeries, OccurrenceSet, Series, SeriesUpdate};
 use calbridge_sync::{ItemState, Span};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -78,6 +78,30 @@ pub struct Storable {
     pub model_json: String,
     pub hash: String,
     pub occurrences: OccurrenceSet,
+}
+
+impl Storable {
+    /// A new series of `calendar_id` holding this content.
+    pub fn into_new(self, calendar_id: CalendarId) -> NewSeries {
+        NewSeries {
+            calendar_id,
+            uid: self.uid,
+            ical: self.ical,
+            model_json: self.model_json,
+            hash: self.hash,
+            occurrences: self.occurrences,
+        }
+    }
+
+    /// An update of a series to this content (its UID stays the series' own).
+    pub fn into_update(self) -> SeriesUpdate {
+        SeriesUpdate {
+            ical: self.ical,
+            model_json: self.model_json,
+            hash: self.hash,
+            occurrences: self.occurrences,
+        }
+    }
 }
 
 /// The store's form of what `calbridge_model::stored` computed (the one conversion between the two).

@@ -34,7 +34,7 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     Conflict, ConflictId, ConflictKind as StoreConflictKind, ConflictState, Link, NewAuditEntry,
-    NewSeries, Series, SeriesUpdate, Store, StoreError, TenantId,
+    Series, Store, StoreError, TenantId,
 };
 use calbridge_sync::resolve::{
     MergedInput, Recorded, ResolveError, SETTABLE, Step, Version, copy_uid, steps,
@@ -1334,17 +1334,7 @@ impl<'a> Exec<'a> {
         let hash = s.hash.clone();
         let row = self
             .store
-            .create_series(
-                self.tenant,
-                NewSeries {
-                    calendar_id: self.local_calendar,
-                    uid: s.uid,
-                    ical: s.ical,
-                    model_json: s.model_json,
-                    hash: s.hash,
-                    occurrences: s.occurrences,
-                },
-            )
+            .create_series(self.tenant, s.into_new(self.local_calendar))
             .await?;
         self.wrote()?;
         let back = self.store.get_series(self.tenant, row.id).await?;
@@ -1493,17 +1483,7 @@ impl<'a> Exec<'a> {
                     let hash = s.hash.clone();
                     let updated = self
                         .store
-                        .update_series(
-                            self.tenant,
-                            row.id,
-                            row.version,
-                            SeriesUpdate {
-                                ical: s.ical,
-                                model_json: s.model_json,
-                                hash: s.hash,
-                                occurrences: s.occurrences,
-                            },
-                        )
+                        .update_series(self.tenant, row.id, row.version, s.into_update())
                         .await
                         .map_err(local_error)?;
                     self.wrote()?;

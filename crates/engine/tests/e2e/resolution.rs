@@ -57,33 +57,13 @@ impl World {
         match self.local_by_uid(&s.uid).await {
             None => {
                 self.store()
-                    .create_series(
-                        self.tenant,
-                        NewSeries {
-                            calendar_id: self.local_calendar,
-                            uid: s.uid,
-                            ical: s.ical,
-                            model_json: s.model_json,
-                            hash: s.hash,
-                            occurrences: s.occurrences,
-                        },
-                    )
+                    .create_series(self.tenant, s.into_new(self.local_calendar))
                     .await
                     .unwrap();
             }
             Some(row) => {
                 self.store()
-                    .update_series(
-                        self.tenant,
-                        row.id,
-                        row.version,
-                        SeriesUpdate {
-                            ical: s.ical,
-                            model_json: s.model_json,
-                            hash: s.hash,
-                            occurrences: s.occurrences,
-                        },
-                    )
+                    .update_series(self.tenant, row.id, row.version, s.into_update())
                     .await
                     .unwrap();
             }
