@@ -165,6 +165,30 @@ struct ToRecord {
     local_version: Option<i64>,
 }
 
+impl ToRecord {
+    /// The pair a provider write of `parsed` (whose state is `state`) for `local` leaves: the item
+    /// the write named, at the version it has now.
+    fn remote_write(
+        local: &LocalId,
+        written: &Written,
+        version: RemoteVersion,
+        parsed: &Parsed,
+        state: ItemState,
+        local_version: Option<i64>,
+    ) -> Self {
+        Self {
+            pair: Pending {
+                local: local.clone(),
+                remote: RemoteId::new(written.id.as_str()),
+                version,
+                uid: Uid::new(parsed.series.uid()),
+                state,
+            },
+            local_version,
+        }
+    }
+}
+
 struct LocalEntry {
     row: calbridge_store::Series,
     parsed: Option<Parsed>,
@@ -1886,16 +1910,14 @@ impl<'a> Runner<'a> {
                     }
                 }
                 let local_version = Some(self.local_entry(local)?.row.version);
-                Ok(Some(ToRecord {
-                    pair: Pending {
-                        local: local.clone(),
-                        remote: RemoteId::new(written.id.as_str()),
-                        version,
-                        uid: Uid::new(parsed.series.uid()),
-                        state,
-                    },
+                Ok(Some(ToRecord::remote_write(
+                    local,
+                    &written,
+                    version,
+                    &parsed,
+                    state,
                     local_version,
-                }))
+                )))
             }
             Action::UpdateRemote {
                 local,
@@ -1931,16 +1953,14 @@ impl<'a> Runner<'a> {
                     Content::Local => Some(self.local_entry(local)?.row.version),
                     _ => None,
                 };
-                Ok(Some(ToRecord {
-                    pair: Pending {
-                        local: local.clone(),
-                        remote: RemoteId::new(written.id.as_str()),
-                        version,
-                        uid: Uid::new(parsed.series.uid()),
-                        state: parsed.state(&self.floating),
-                    },
+                Ok(Some(ToRecord::remote_write(
+                    local,
+                    &written,
+                    version,
+                    &parsed,
+                    parsed.state(&self.floating),
                     local_version,
-                }))
+                )))
             }
             Action::DeleteRemote {
                 local,
