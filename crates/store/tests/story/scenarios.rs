@@ -37,6 +37,30 @@ async fn calendar(store: &dyn Store, tenant: TenantId, name: &str) -> Calendar {
         .unwrap()
 }
 
+/// A connection of `provider` on `calendar`, without credentials, in `status`.
+async fn connection(
+    store: &dyn Store,
+    tenant: TenantId,
+    calendar: CalendarId,
+    provider: Provider,
+    status: ConnectionStatus,
+) -> Connection {
+    store
+        .create_connection(
+            tenant,
+            NewConnection {
+                provider,
+                name: provider.as_str().into(),
+                calendar_id: calendar,
+                credentials: None,
+                sync_options_json: "{}".into(),
+                status,
+            },
+        )
+        .await
+        .unwrap()
+}
+
 /// A connection of `provider` on `calendar` with two linked remote calendars.
 async fn two_links(
     store: &dyn Store,
@@ -44,20 +68,7 @@ async fn two_links(
     calendar: CalendarId,
     provider: Provider,
 ) -> (LinkId, LinkId) {
-    let conn = store
-        .create_connection(
-            tenant,
-            NewConnection {
-                provider,
-                name: "two calendars".into(),
-                calendar_id: calendar,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
+    let conn = connection(store, tenant, calendar, provider, ConnectionStatus::Active).await;
     let mut links = Vec::new();
     for remote in ["cal-1", "cal-2"] {
         let link = store
@@ -1229,20 +1240,14 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
     let a = tenant(store, "a").await;
     let b = tenant(store, "b").await;
     let cal = calendar(store, a, "c").await;
-    let conn = store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Google,
-                name: "g".into(),
-                calendar_id: cal.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::NeedsAuth,
-            },
-        )
-        .await
-        .unwrap();
+    let conn = connection(
+        store,
+        a,
+        cal.id,
+        Provider::Google,
+        ConnectionStatus::NeedsAuth,
+    )
+    .await;
     let link = store
         .create_link(
             a,
@@ -2304,20 +2309,9 @@ pub async fn rotate_master_round_trip(db: &TestDb) {
             .unwrap();
         connections.push((tenant_id, conn.id, secret));
     }
-    store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Ics,
-                name: "feed without credentials".into(),
-                calendar_id: calendar(store, a, "feed").await.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
+    // A feed without credentials.
+    let feed = calendar(store, a, "feed").await;
+    connection(store, a, feed.id, Provider::Ics, ConnectionStatus::Active).await;
     let hook = store
         .create_webhook(
             a,
@@ -2691,20 +2685,14 @@ pub async fn oauth_states_are_single_use_and_tenant_checked(db: &TestDb) {
     let a = tenant(store, "a").await;
     let b = tenant(store, "b").await;
     let cal = calendar(store, a, "c").await;
-    let conn = store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Google,
-                name: "g".into(),
-                calendar_id: cal.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::NeedsAuth,
-            },
-        )
-        .await
-        .unwrap();
+    let conn = connection(
+        store,
+        a,
+        cal.id,
+        Provider::Google,
+        ConnectionStatus::NeedsAuth,
+    )
+    .await;
     let pending = |hash: &str, expires_at: Timestamp| NewOAuthState {
         state_hash: hash.into(),
         connection_id: conn.id,
@@ -3111,20 +3099,7 @@ pub async fn detections_are_recorded_and_closed_in_one_transaction(db: &TestDb) 
     let a = tenant(store, "a").await;
     let b = tenant(store, "b").await;
     let cal = calendar(store, a, "c").await;
-    let conn = store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Caldav,
-                name: "dav".into(),
-                calendar_id: cal.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
+    let conn = connection(store, a, cal.id, Provider::Caldav, ConnectionStatus::Active).await;
     let conflict = |uid: &str| NewConflict {
         connection_id: Some(conn.id),
         link_id: None,
@@ -3626,20 +3601,7 @@ pub async fn a_failed_time_detection_stays_due_until_covered(db: &TestDb) {
     let a = tenant(store, "a").await;
     let b = tenant(store, "b").await;
     let cal = calendar(store, a, "c").await;
-    let conn = store
-        .create_connection(
-            a,
-            NewConnection {
-                provider: Provider::Caldav,
-                name: "dav".into(),
-                calendar_id: cal.id,
-                credentials: None,
-                sync_options_json: "{}".into(),
-                status: ConnectionStatus::Active,
-            },
-        )
-        .await
-        .unwrap();
+    let conn = connection(store, a, cal.id, Provider::Caldav, ConnectionStatus::Active).await;
     let new_link = |path: &str| NewLink {
         connection_id: conn.id,
         remote_calendar_id: path.into(),
@@ -3827,20 +3789,14 @@ pub async fn a_migration_numbered_below_applied_ones_is_applied_on_open(db: &Tes
         }
         _ => {
             let cal = calendar(store.as_ref(), a, "c").await;
-            let conn = store
-                .create_connection(
-                    a,
-                    NewConnection {
-                        provider: Provider::Caldav,
-                        name: "dav".into(),
-                        calendar_id: cal.id,
-                        credentials: None,
-                        sync_options_json: "{}".into(),
-                        status: ConnectionStatus::Active,
-                    },
-                )
-                .await
-                .unwrap();
+            let conn = connection(
+                store.as_ref(),
+                a,
+                cal.id,
+                Provider::Caldav,
+                ConnectionStatus::Active,
+            )
+            .await;
             let link = store
                 .create_link(
                     a,
