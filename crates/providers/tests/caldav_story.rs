@@ -414,10 +414,11 @@ async fn an_invalid_token_turns_into_a_full_listing(peer: &Peer) {
     assert_eq!(set.upserts.len(), 1);
     assert_eq!(set.upserts[0].id, b.id);
     assert_eq!(set.deletions, vec![vanished]);
+    // A sync-token cursor again (on Radicale behind the collection date's gate: `lm:…;sync:…`).
     assert!(
         set.cursor
             .as_ref()
-            .is_some_and(|c| c.as_str().starts_with("sync:"))
+            .is_some_and(|c| c.as_str().starts_with("sync:") || c.as_str().contains(";sync:"))
     );
     // A cursor of another provider's shape is treated the same way.
     let foreign =

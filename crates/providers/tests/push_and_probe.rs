@@ -19,10 +19,11 @@ use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::google::{GoogleConfig, GoogleProvider};
 use calbridge_providers::graph::{GraphConfig, GraphProvider};
 use calbridge_providers::http::Secret;
+use calbridge_providers::http::{Traffic, metered};
 use calbridge_providers::ics::IcsProvider;
 use calbridge_providers::oauth::{Access, StaticToken};
 use calbridge_providers::{
-    CalendarId, CalendarProvider, KnownVersions, Probe, ProviderError, WatchRequest, Window,
+    CalendarId, CalendarProvider, Cursor, KnownVersions, Probe, ProviderError, WatchRequest, Window,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
@@ -293,6 +294,133 @@ async fn caldav_probe_is_one_propfind_that_sees_a_change() {
             .unwrap(),
         Probe::Unchanged
     );
+}
+
+/// Radicale's collection date moves with every member, so once it has settled a no-op read is one
+/// `PROPFIND` of that date and no listing; a change made through the server, even within the second
+/// of the last listing, is still found.
+#[tokio::test]
+async fn radicale_no_op_reads_only_the_collection_date_once_it_settled() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let url = radicale
+        .work_calendar(&[
+            ("g1", "One", "20260310T100000Z"),
+            ("g2", "Two", "20260311T100000Z"),
+            ("g3", "Three", "20260312T100000Z"),
+        ])
+        .await;
+    let provider = CaldavProvider::new(
+        &http_client(),
+        &radicale.base(),
+        password(USER, PASSWORD),
+        budget(),
+    )
+    .unwrap();
+    let calendar = CalendarId::parse(format!("/{USER}/work/")).unwrap();
+    let read = |cursor: Option<Cursor>| {
+        let provider = &provider;
+        let calendar = &calendar;
+        async move {
+            let traffic = Traffic::new();
+            let set = metered(
+                traffic.clone(),
+                provider.changes(calendar, cursor.as_ref(), &window(), &KnownVersions::new()),
+            )
+            .await
+            .unwrap();
+            (set, traffic.requests())
+        }
+    };
+    let (first, _) = read(None).await;
+    assert_eq!(first.upserts.len(), 3);
+    // The items were written in the second the first listing read the date: not settled yet, so
+    // the next read lists again (and records a date that has settled by then).
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let (second, _) = read(first.cursor.clone()).await;
+    assert!(second.upserts.is_empty() && second.deletions.is_empty());
+    let settled = second.cursor.clone().unwrap();
+
+    // A writer going around the server that puts the old file times back is not seen: proof that
+    // no listing was sent (Radicale's REPORT hashes every item and would name it).
+    let folder = radicale.calendar_folder("work");
+    let file = folder.join("g1.ics");
+    let file_time = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let folder_time = std::fs::metadata(&folder).unwrap().modified().unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, original.replace("SUMMARY:One", "SUMMARY:Sneaky")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(file_time)
+        .unwrap();
+    std::fs::File::open(&folder)
+        .unwrap()
+        .set_modified(folder_time)
+        .unwrap();
+    let (no_op, requests) = read(Some(settled.clone())).await;
+    assert_eq!(requests, 1, "one PROPFIND of the collection date");
+    assert!(no_op.upserts.is_empty() && no_op.deletions.is_empty());
+    assert_eq!(no_op.cursor.as_ref(), Some(&settled));
+    assert_eq!(
+        provider.probe(&calendar, Some(&settled)).await.unwrap(),
+        Probe::Unchanged
+    );
+    std::fs::write(&file, original).unwrap();
+
+    // Changes through the server move the date: an edit and a deletion are found.
+    let raw = radicale.raw();
+    assert!(
+        raw.put(
+            &format!("{url}g1.ics"),
+            &event("g1", "One, moved", "20260310T110000Z")
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    assert!(
+        raw.request("DELETE", &format!("{url}g2.ics"), &[], None)
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        provider.probe(&calendar, Some(&settled)).await.unwrap(),
+        Probe::Changed
+    );
+    let (changed, _) = read(Some(settled)).await;
+    let names = |set: &calbridge_providers::ChangeSet| {
+        let mut ids: Vec<String> = set
+            .upserts
+            .iter()
+            .map(|i| i.id.as_str().rsplit('/').next().unwrap().to_owned())
+            .chain(
+                set.deletions
+                    .iter()
+                    .map(|id| format!("-{}", id.as_str().rsplit('/').next().unwrap())),
+            )
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(names(&changed), ["-g2.ics", "g1.ics"]);
+
+    // A change in the same second as that listing cannot move the date past what the cursor
+    // records; the date had not settled, so the next read lists and finds it.
+    assert!(
+        raw.put(
+            &format!("{url}g3.ics"),
+            &event("g3", "Three, moved", "20260312T110000Z")
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    let (same_second, _) = read(changed.cursor.clone()).await;
+    assert_eq!(names(&same_second), ["g3.ics"]);
 }
 
 #[tokio::test]

@@ -108,6 +108,16 @@ impl Radicale {
         format!("http://127.0.0.1:{}/{USER}/{name}/", self.port)
     }
 
+    /// The folder Radicale keeps the user's calendar `name` in (one `.ics` file per item), for
+    /// tests that play a writer going around the server.
+    pub fn calendar_folder(&self, name: &str) -> PathBuf {
+        self._dir
+            .path()
+            .join("collections/collection-root")
+            .join(USER)
+            .join(name)
+    }
+
     /// A plain client acting as "another calendar app" on the same account.
     pub fn raw(&self) -> RawClient {
         RawClient {
