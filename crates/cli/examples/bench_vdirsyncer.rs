@@ -188,6 +188,47 @@ fn timed(mut command: Command) -> Duration {
     took
 }
 
+/// The figures count only if calbridge ended with what the server holds: every event but the
+/// deleted ones, each edit of every round applied.
+fn check_calbridge(database: &common::CliDatabase, size: usize, rounds: usize) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = database.open().await;
+        let mut live = std::collections::HashMap::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_series(database.tenant, database.calendar, after, 1_000)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for series in page {
+                live.insert(series.uid.clone(), series.ical);
+            }
+        }
+        assert_eq!(
+            live.len(),
+            size - 5 * rounds,
+            "calbridge holds every event but the deleted"
+        );
+        for round in 0..rounds {
+            for n in 0..10 {
+                let k = n * (size / 10) + 3 * round;
+                let ical = &live[&format!("bench-{k}")];
+                assert!(
+                    ical.contains(&format!("Edited {k} in round {round}")),
+                    "calbridge missed the edit of bench-{k} in round {round}"
+                );
+            }
+        }
+        println!(
+            "  calbridge holds {} events, every edit applied",
+            live.len()
+        );
+    });
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -445,6 +486,7 @@ fn main() {
             println!("  kept for {secs} s: {:?}", calbridge.sync());
             std::thread::sleep(Duration::from_secs(secs.parse().unwrap()));
         }
+        check_calbridge(&calbridge.database, size, rounds);
         let files = std::fs::read_dir(dir.path().join("vdir-local"))
             .unwrap()
             .count();

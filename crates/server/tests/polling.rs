@@ -9,6 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use calbridge_server::bootstrap;
 use calbridge_server::config::HumanDuration;
 use calbridge_server::scheduler::{Scheduler, SchedulerConfig};
 use common::{Backend, TestServer, lan_config, node_sync_context};
@@ -129,6 +130,46 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
         seen.lock().unwrap().iter().any(|(m, _)| m == "REPORT"),
         "the change was read with a sync"
     );
+
+    // A link whose time-conflict detection failed is synced at its next poll although the probe
+    // finds the collection quiet, and the run that redoes the detection clears the mark.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let tenant = bootstrap::tenant_by_name_or_id(server.store.as_ref(), bootstrap::DEFAULT_TENANT)
+        .await
+        .unwrap()
+        .id;
+    let connection_id = connection["id"].as_str().unwrap().parse().unwrap();
+    let link = server
+        .store
+        .list_links(tenant, connection_id)
+        .await
+        .unwrap()
+        .remove(0);
+    let failed = server
+        .store
+        .create_sync_run(tenant, Some(connection_id), false)
+        .await
+        .unwrap();
+    server
+        .store
+        .set_time_detection_due(tenant, link.id, failed.id)
+        .await
+        .unwrap();
+    let marked = Instant::now();
+    while server
+        .store
+        .get_link(tenant, link.id)
+        .await
+        .unwrap()
+        .time_detection_due
+        .is_some()
+    {
+        assert!(
+            marked.elapsed() < Duration::from_secs(5),
+            "a quiet probe skipped a link whose time detection is due"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task)

@@ -100,6 +100,14 @@ impl CliDatabase {
         (cli, store)
     }
 
+    /// Opens the database again (with no calbridge process holding it), to inspect what a run left.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        let mut config = Config::default();
+        config.database.url = calbridge_server::config::DatabaseUrl::parse(&self.db).unwrap();
+        config.secrets.master_key_file = Some(self.key_file.clone());
+        bootstrap::open_store(&config).await.unwrap()
+    }
+
     /// `bin args… --database-url <db>` with the key file and private networks (the CalDAV server is
     /// on loopback) allowed through the environment, as an operator would run it.
     pub fn command(&self, bin: impl AsRef<OsStr>, args: &[&str]) -> Command {

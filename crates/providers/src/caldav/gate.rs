@@ -79,6 +79,14 @@ impl Gate {
         }
     }
 
+    /// Whether the gate was armed with a settled date, so that a reading can decide.
+    pub fn settled(&self) -> bool {
+        match self {
+            Gate::Armed(then) => settled(then),
+            Gate::Refuted => false,
+        }
+    }
+
     /// Whether the date moved since the listing this gate was armed for: something changed, or
     /// the server rewrote a member as it was.
     pub fn moved(&self, now: &Reading) -> bool {
@@ -157,6 +165,7 @@ mod tests {
     #[test]
     fn a_settled_unmoved_date_skips_the_listing() {
         let gate = Gate::Armed(reading(1_000, 1_002));
+        assert!(gate.settled());
         assert!(gate.unchanged(&reading(1_000, 1_010)));
     }
 
@@ -174,10 +183,16 @@ mod tests {
 
     #[test]
     fn a_date_read_within_its_own_second_or_the_next_lists() {
-        // Read at 1_001: a change later in second 1_000 could not have moved it... but one made in
-        // the rest of second 1_001 after the read would carry 1_001, not yet past the gate.
-        assert!(!Gate::Armed(reading(1_000, 1_000)).unchanged(&reading(1_000, 1_100)));
-        assert!(!Gate::Armed(reading(1_000, 1_001)).unchanged(&reading(1_000, 1_100)));
+        // Read in its own second, or in the next one (the `Date` header is rounded down too, so
+        // the read may have been at 1_000.9): a change after the read may still carry 1_000.
+        for unsettled in [
+            Gate::Armed(reading(1_000, 1_000)),
+            Gate::Armed(reading(1_000, 1_001)),
+        ] {
+            assert!(!unsettled.settled());
+            assert!(!unsettled.unchanged(&reading(1_000, 1_100)));
+        }
+        assert!(!Gate::Refuted.settled());
     }
 
     #[test]
