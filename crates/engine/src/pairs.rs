@@ -161,11 +161,6 @@ pub(crate) async fn record_pair_at(
     local_version: Option<i64>,
 ) -> Result<(), EngineError> {
     let series = series_id(&p.local)?;
-    for old in store.mappings_for_series(tenant, series).await? {
-        if old.link_id == link && old.remote_id != p.remote.as_str() {
-            store.delete_mapping(tenant, old.id).await?;
-        }
-    }
     let base = StoredBase {
         uid: p.uid.clone(),
         state: p.state.clone(),
@@ -173,8 +168,12 @@ pub(crate) async fn record_pair_at(
     };
     let base_json = to_json(&base)?;
     let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);
+    // One transaction with the removal of the series' other rows on the link: deleting a create's
+    // write-ahead row before the pair was written left a process killed in between with a remote item
+    // nothing named as ours, which the next run imported as someone else's event (bringing back a
+    // series deleted locally meanwhile; found by the `kill -9` crash test).
     store
-        .upsert_mapping(
+        .upsert_pair(
             tenant,
             MappingUpsert {
                 link_id: link,

@@ -189,6 +189,16 @@ impl ToRecord {
     }
 }
 
+/// The write-ahead row of a local create a killed run may or may not have made (see `Intent`).
+struct PendingLocalCreate {
+    row: calbridge_store::MappingId,
+    remote: RemoteId,
+    version: RemoteVersion,
+    base: StoredBase,
+    /// When the row was written: the series the create made is not older.
+    written_at: Timestamp,
+}
+
 struct LocalEntry {
     row: calbridge_store::Series,
     parsed: Option<Parsed>,
@@ -419,12 +429,7 @@ impl<'a> Runner<'a> {
         // Write-ahead rows of creates a killed run may or may not have made (see `Intent`).
         let mut pending_remote_creates: Vec<(calbridge_store::MappingId, LocalId, StoredBase)> =
             Vec::new();
-        let mut pending_local_creates: Vec<(
-            calbridge_store::MappingId,
-            RemoteId,
-            RemoteVersion,
-            StoredBase,
-        )> = Vec::new();
+        let mut pending_local_creates: Vec<PendingLocalCreate> = Vec::new();
         let mut intents: Vec<(usize, Intent)> = Vec::new();
         for m in &stored {
             self.pairs_read.insert(m.id);
@@ -437,12 +442,13 @@ impl<'a> Runner<'a> {
                     continue;
                 }
                 (None, Some(version)) => {
-                    pending_local_creates.push((
-                        m.id,
-                        RemoteId::new(m.remote_id.clone()),
-                        RemoteVersion::new(version.clone()),
+                    pending_local_creates.push(PendingLocalCreate {
+                        row: m.id,
+                        remote: RemoteId::new(m.remote_id.clone()),
+                        version: RemoteVersion::new(version.clone()),
                         base,
-                    ));
+                        written_at: m.updated_at,
+                    });
                     continue;
                 }
                 _ => {}
@@ -513,11 +519,7 @@ impl<'a> Runner<'a> {
                 .chain(&changes.deletions)
                 .chain(&changes.uncertain_deletions)
                 .map(|id| id.as_str().to_owned())
-                .chain(
-                    pending_local_creates
-                        .iter()
-                        .map(|(_, remote, _, _)| remote.to_string()),
-                );
+                .chain(pending_local_creates.iter().map(|p| p.remote.to_string()));
             let series = local_changes
                 .iter()
                 .map(LocalChange::id)
@@ -590,14 +592,16 @@ impl<'a> Runner<'a> {
                 certain: false,
             });
         }
-        self.resolve_intents(
-            &intents,
-            &pending_remote_creates,
-            pending_local_creates,
-            &local_changes,
-            &remote_changes,
-        )
-        .await?;
+        let deleted_imports = self
+            .resolve_intents(
+                &intents,
+                &pending_remote_creates,
+                pending_local_creates,
+                &local_changes,
+                &remote_changes,
+            )
+            .await?;
+        local_changes.extend(deleted_imports);
         let mut remote = RemoteChanges {
             changes: remote_changes,
             listing: match changes.full_listing {
@@ -878,20 +882,20 @@ impl<'a> Runner<'a> {
     /// - an update whose `Intent` state is found on the written side: that side is at the intent, so
     ///   the intent becomes the base (with the version found, or the one copied);
     /// - a remote create whose item is listed (same UID, the state we wrote): the pair is made;
-    /// - a local create whose series exists (same UID): the pair is made; otherwise its row goes.
+    /// - a local create whose series exists (same UID): the pair is made; so it is when the series was
+    ///   deleted since (a deleted series with the UID created after the write-ahead row), and that
+    ///   deletion is returned as a local change when the run's read of local changes did not have it
+    ///   (a first or full run lists live series only), so the plan deletes the remote item instead of
+    ///   importing it again; otherwise its row goes.
     async fn resolve_intents(
         &mut self,
         intents: &[(usize, Intent)],
         pending_remote_creates: &[(calbridge_store::MappingId, LocalId, StoredBase)],
-        pending_local_creates: Vec<(
-            calbridge_store::MappingId,
-            RemoteId,
-            RemoteVersion,
-            StoredBase,
-        )>,
+        pending_local_creates: Vec<PendingLocalCreate>,
         local_changes: &[LocalChange],
         remote_changes: &[RemoteChange],
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<LocalChange>, EngineError> {
+        let mut deletions = Vec::new();
         // Pairs recognised here are recorded at once: the plan may have nothing to do for them, and
         // the next incremental listing will not show the written item again.
         let mut recognised: Vec<usize> = Vec::new();
@@ -962,7 +966,14 @@ impl<'a> Runner<'a> {
                 self.ctx.store.delete_mapping(self.ctx.tenant, *row).await?;
             }
         }
-        for (row, remote, version, base) in pending_local_creates {
+        for PendingLocalCreate {
+            row,
+            remote,
+            version,
+            base,
+            written_at,
+        } in pending_local_creates
+        {
             if self.mappings.iter().any(|m| m.remote == remote) {
                 continue;
             }
@@ -996,8 +1007,59 @@ impl<'a> Runner<'a> {
                     });
                 }
                 Some(_) => {}
-                // The create never happened: the remote item is listed again and imported then.
-                None => self.ctx.store.delete_mapping(self.ctx.tenant, row).await?,
+                None => {
+                    // Created and deleted locally since (a remote item left without its pair would be
+                    // imported again as someone else's event): the pair is made with the deleted
+                    // series, and the plan deletes the remote item.
+                    let deleted = self
+                        .ctx
+                        .store
+                        .get_deleted_series_by_uid(
+                            self.ctx.tenant,
+                            self.ctx.connection.calendar_id,
+                            base.uid.as_str(),
+                            written_at,
+                        )
+                        .await?;
+                    if let Some(series) = &deleted {
+                        self.read_pairs(Vec::new(), &[LocalId::new(series.id.to_string())])
+                            .await?;
+                    }
+                    match deleted {
+                        Some(series)
+                            if !self
+                                .mappings
+                                .iter()
+                                .any(|m| m.local.as_str() == series.id.to_string()) =>
+                        {
+                            let id = LocalId::new(series.id.to_string());
+                            if !local_changes.iter().any(|c| c.id() == &id) {
+                                deletions.push(LocalChange::Deleted {
+                                    id: id.clone(),
+                                    at: series.deleted_at,
+                                });
+                            }
+                            self.local.insert(
+                                id.clone(),
+                                LocalEntry {
+                                    row: series,
+                                    parsed: None,
+                                },
+                            );
+                            recognised.push(self.mappings.len());
+                            self.mappings.push(Mapping {
+                                uid: base.uid.clone(),
+                                local: id,
+                                remote,
+                                remote_version: version,
+                                base: base.state,
+                            });
+                        }
+                        Some(_) => {}
+                        // The create never happened: the remote item is listed again and imported then.
+                        None => self.ctx.store.delete_mapping(self.ctx.tenant, row).await?,
+                    }
+                }
             }
         }
         for index in recognised {
@@ -1016,7 +1078,7 @@ impl<'a> Runner<'a> {
                 self.error(m.local.as_str(), "record", e);
             }
         }
-        Ok(())
+        Ok(deletions)
     }
 
     /// Writes a write-ahead row (or a pair's intent) before a write, so a run killed right after the

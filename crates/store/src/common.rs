@@ -462,6 +462,44 @@ fn lease_ms(ttl: StdDuration) -> Result<i64> {
     Ok(ms)
 }
 
+/// Inserts or updates the row of `(link, remote id)` inside `tx` (the link and series checked as the
+/// tenant's).
+async fn upsert_mapping_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    mapping: &MappingUpsert,
+) -> Result<ItemMapping> {
+    ensure_owned(tx, "links", "link", &mapping.link_id.to_string(), tenant).await?;
+    if let Some(series) = mapping.series_id {
+        ensure_owned(tx, "series", "event", &series.to_string(), tenant).await?;
+    }
+    let sql = format!(
+        "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead, local_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
+         remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
+         last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead, \
+         local_version = excluded.local_version \
+         RETURNING {MAP_COLS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(MappingId::new().to_string())
+        .bind(tenant.to_string())
+        .bind(mapping.link_id.to_string())
+        .bind(mapping.series_id.map(|s| s.to_string()))
+        .bind(&mapping.remote_id)
+        .bind(&mapping.remote_version)
+        .bind(&mapping.base_json)
+        .bind(&mapping.base_hash)
+        .bind(mapping.last_seen_at.map(ms))
+        .bind(ms(now()))
+        .bind(mapping.write_ahead)
+        .bind(mapping.local_version)
+        .fetch_one(&mut **tx)
+        .await?;
+    map_row(&row)
+}
+
 /// Refuses a row reference that does not belong to `tenant` (foreign keys alone would accept any tenant's id).
 async fn ensure_owned(
     tx: &mut Tx,
@@ -1348,6 +1386,27 @@ impl Store for Backend {
         row.as_ref().map(series_row).transpose()
     }
 
+    async fn get_deleted_series_by_uid(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        uid: &str,
+        since: Timestamp,
+    ) -> Result<Option<Series>> {
+        let sql = format!(
+            "SELECT {SERIES_COLS} FROM series WHERE tenant_id = $1 AND calendar_id = $2 AND uid = $3 \
+             AND deleted_at IS NOT NULL AND created_at >= $4 ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(calendar.to_string())
+            .bind(uid)
+            .bind(ms(since))
+            .fetch_optional(self.r())
+            .await?;
+        row.as_ref().map(series_row).transpose()
+    }
+
     async fn get_series_many(&self, tenant: TenantId, ids: &[SeriesId]) -> Result<Vec<Series>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(INSERT_CHUNK) {
@@ -2075,42 +2134,29 @@ impl Store for Backend {
     ) -> Result<ItemMapping> {
         non_empty("remote id", &mapping.remote_id)?;
         let mut tx = self.wtx().await?;
-        ensure_owned(
-            &mut tx,
-            "links",
-            "link",
-            &mapping.link_id.to_string(),
-            tenant,
+        let record = upsert_mapping_in(&mut tx, tenant, &mapping).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn upsert_pair(&self, tenant: TenantId, pair: MappingUpsert) -> Result<ItemMapping> {
+        non_empty("remote id", &pair.remote_id)?;
+        let Some(series) = pair.series_id else {
+            return Err(StoreError::Invalid("a pair names its series".into()));
+        };
+        let mut tx = self.wtx().await?;
+        let record = upsert_mapping_in(&mut tx, tenant, &pair).await?;
+        // In the same transaction: a process that dies here leaves the rows it replaces (a create's
+        // write-ahead row above all, which alone says the remote item is ours), never neither.
+        sqlx::query(
+            "DELETE FROM item_mappings WHERE tenant_id = $1 AND link_id = $2 AND series_id = $3 AND remote_id <> $4",
         )
+        .bind(tenant.to_string())
+        .bind(pair.link_id.to_string())
+        .bind(series.to_string())
+        .bind(&pair.remote_id)
+        .execute(&mut *tx)
         .await?;
-        if let Some(series) = mapping.series_id {
-            ensure_owned(&mut tx, "series", "event", &series.to_string(), tenant).await?;
-        }
-        let sql = format!(
-            "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead, local_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
-             remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
-             last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead, \
-             local_version = excluded.local_version \
-             RETURNING {MAP_COLS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(MappingId::new().to_string())
-            .bind(tenant.to_string())
-            .bind(mapping.link_id.to_string())
-            .bind(mapping.series_id.map(|s| s.to_string()))
-            .bind(&mapping.remote_id)
-            .bind(&mapping.remote_version)
-            .bind(&mapping.base_json)
-            .bind(&mapping.base_hash)
-            .bind(mapping.last_seen_at.map(ms))
-            .bind(ms(now()))
-            .bind(mapping.write_ahead)
-            .bind(mapping.local_version)
-            .fetch_one(&mut *tx)
-            .await?;
-        let record = map_row(&row)?;
         tx.commit().await?;
         Ok(record)
     }

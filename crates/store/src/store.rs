@@ -73,6 +73,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         calendar: CalendarId,
         uid: &str,
     ) -> Result<Option<Series>>;
+    /// The latest-created deleted series of `calendar` with `uid` created at or after `since`, if any
+    /// (sync: a series it created itself, by a run killed before recording the pair, and deleted by
+    /// the application since). Not indexed by UID: it reads the calendar's rows, and is only asked
+    /// after an interrupted run.
+    async fn get_deleted_series_by_uid(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        uid: &str,
+        since: Timestamp,
+    ) -> Result<Option<Series>>;
     async fn get_series_many(&self, tenant: TenantId, ids: &[SeriesId]) -> Result<Vec<Series>>;
     /// Live series of a calendar in id order, `limit` at a time after `after`.
     async fn list_series(
@@ -209,6 +220,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // --- item mappings ---
     async fn upsert_mapping(&self, tenant: TenantId, mapping: MappingUpsert)
     -> Result<ItemMapping>;
+    /// Records the pair of `pair.series_id` (required) and `pair.remote_id` on the link, and deletes
+    /// every other row of that link naming the series (a create's write-ahead row, an earlier pair) in
+    /// the same transaction: a process killed midway leaves either those rows or the pair, never
+    /// neither (a remote item created by a sync is known as its own by one of them).
+    async fn upsert_pair(&self, tenant: TenantId, pair: MappingUpsert) -> Result<ItemMapping>;
     async fn get_mapping(
         &self,
         tenant: TenantId,

@@ -160,6 +160,8 @@ both_backends!(
     one_way_links_never_write_the_other_side,
     an_occurrence_edit_merges_as_that_override,
     writes_of_a_killed_run_are_recognised_as_its_own,
+    a_create_whose_pair_was_not_recorded_stays_ours,
+    an_import_cut_short_then_deleted_locally_stays_deleted,
 );
 
 mod cloud_sqlite {

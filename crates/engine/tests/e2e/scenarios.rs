@@ -1168,3 +1168,108 @@ pub async fn writes_of_a_killed_run_are_recognised_as_its_own(db: TestDb) {
     assert_eq!(one(&both, "edited"), "After");
     assert_eq!(both.len(), 1, "{both:?}");
 }
+
+impl World {
+    /// Makes the database itself refuse (or accept again) every recorded pair (an item-mapping row
+    /// written without `write_ahead`), write-ahead rows still accepted: a run then stops exactly where a
+    /// process killed between a create and the record of its pair stops.
+    async fn refuse_pairs(&self, refuse: bool) {
+        let sql: &[&str] = match (&self.db.raw, refuse) {
+            (crate::harness::Raw::Sqlite(_), true) => &[
+                "CREATE TRIGGER refuse_pairs BEFORE INSERT ON item_mappings \
+                 WHEN NOT NEW.write_ahead BEGIN SELECT RAISE(ABORT, 'pairs refused by the test'); END",
+            ],
+            (crate::harness::Raw::Sqlite(_), false) => &["DROP TRIGGER refuse_pairs"],
+            (crate::harness::Raw::Pg(_), true) => &[
+                "CREATE FUNCTION refuse_pairs() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'pairs refused by the test'; END $$",
+                "CREATE TRIGGER refuse_pairs BEFORE INSERT ON item_mappings FOR EACH ROW \
+                 WHEN (NOT NEW.write_ahead) EXECUTE FUNCTION refuse_pairs()",
+            ],
+            (crate::harness::Raw::Pg(_), false) => &[
+                "DROP TRIGGER refuse_pairs ON item_mappings",
+                "DROP FUNCTION refuse_pairs()",
+            ],
+        };
+        for statement in sql {
+            self.db.raw_execute(statement).await.unwrap();
+        }
+    }
+}
+
+/// Regression (the `kill -9` crash test, seed 1795291811082385306: a locally deleted event was live
+/// again locally at quiescence): a run that created a local event remotely and stopped while recording
+/// its pair must leave the create's write-ahead row in place, so that the next run still knows the
+/// remote item as its own. Here the database refuses the pair (the run stops where a process killed
+/// between the create's two store writes stops), the event is then deleted locally: the deletion
+/// reaches Radicale and the event does not come back as a "new" remote event.
+pub async fn a_create_whose_pair_was_not_recorded_stays_ours(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("kept", "Kept", 1)).await;
+    w.settle().await;
+    // Incremental runs from here on, as in every round of the crash test after the first.
+    for (uid, day, delete) in [("cut-deleted", 2, true), ("cut-kept", 3, false)] {
+        w.local_create(&event(uid, uid, day)).await;
+        w.refuse_pairs(true).await;
+        let report = w.sync().await;
+        w.refuse_pairs(false).await;
+        assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert_eq!(report.errors[0].action, "record", "{:?}", report.errors);
+        assert!(w.remote_item(uid).await.is_some(), "the create happened");
+        if delete {
+            w.local_delete(uid).await;
+        }
+        w.settle().await;
+        assert_eq!(
+            w.local_by_uid(uid).await.is_some(),
+            !delete,
+            "{uid} locally"
+        );
+        assert_eq!(
+            w.remote_item(uid).await.is_some(),
+            !delete,
+            "{uid} remotely"
+        );
+    }
+    assert!(
+        w.open_conflicts().await.is_empty(),
+        "{:?}",
+        w.open_conflicts().await
+    );
+    let both = w.assert_converged().await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(one(&both, "cut-kept"), "cut-kept");
+}
+
+/// A remote event imported by a run killed before recording its pair, then deleted locally: the
+/// deletion reaches Radicale and the event is not imported again.
+pub async fn an_import_cut_short_then_deleted_locally_stays_deleted(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    let crash_after_one = EngineConfig {
+        crash_after_actions: Some(1),
+        ..EngineConfig::default()
+    };
+    for (uid, day, settled_first) in [("first-run", 1, false), ("incremental", 2, true)] {
+        if settled_first {
+            w.settle().await;
+        }
+        w.remote_put(uid, &event(uid, uid, day)).await;
+        let report = w.sync_with(&w.provider, &crash_after_one).await;
+        assert_eq!(report.status, RunStatus::Interrupted);
+        assert!(w.local_by_uid(uid).await.is_some(), "the import happened");
+        w.local_delete(uid).await;
+        w.settle().await;
+        assert!(
+            w.local_by_uid(uid).await.is_none(),
+            "{uid} came back locally"
+        );
+        assert!(w.remote_item(uid).await.is_none(), "{uid} deletion lost");
+    }
+    assert!(w.open_conflicts().await.is_empty());
+    assert!(w.assert_converged().await.is_empty());
+}

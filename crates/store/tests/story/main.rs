@@ -52,6 +52,8 @@ story!(
     remote_occurrences_go_with_their_pair,
     series_at_their_pair_version_are_known,
     a_failed_time_detection_stays_due_until_covered,
+    a_pair_replaces_the_series_other_rows_in_one_transaction,
+    deleted_series_are_found_by_uid_and_age,
 );
 
 /// Migrations applied to databases that predate them: 0011 fills the second series of the time

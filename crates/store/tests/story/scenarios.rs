@@ -3821,3 +3821,251 @@ pub async fn a_migration_numbered_below_applied_ones_is_applied_on_open(db: &Tes
         }
     }
 }
+
+/// `upsert_pair` records a series' pair on a link and drops the series' other rows on that link (a
+/// create's write-ahead row, an earlier pair) in one transaction: when the database refuses either
+/// half, neither happens (a process killed between them must not lose the row that says a remote
+/// item is the link's own). Other links' rows and other series' rows stay; a pair names a series.
+pub async fn a_pair_replaces_the_series_other_rows_in_one_transaction(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let (link, other) = two_links(store, a, cal.id, Provider::Caldav).await;
+    let s = store
+        .create_series(a, new_series(cal.id, "s", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    let t = store
+        .create_series(a, new_series(cal.id, "t", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    let row = |link_id: LinkId, remote: &str, series: &Series, write_ahead: bool| MappingUpsert {
+        link_id,
+        remote_id: remote.into(),
+        series_id: Some(series.id),
+        remote_version: (!write_ahead).then(|| "v1".to_owned()),
+        base_json: Some(format!(r#"{{"remote":"{remote}"}}"#)),
+        base_hash: None,
+        last_seen_at: None,
+        write_ahead,
+        local_version: None,
+    };
+    for m in [
+        row(link, "pending-create:k", &s, true),
+        row(link, "old", &s, false),
+        row(other, "elsewhere", &s, false),
+        row(link, "t-pair", &t, false),
+    ] {
+        store.upsert_mapping(a, m).await.unwrap();
+    }
+    let remotes = |link_id: LinkId| async move {
+        let mut r: Vec<(String, Option<SeriesId>)> = store
+            .list_mappings(a, link_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.remote_id, m.series_id))
+            .collect();
+        r.sort();
+        r
+    };
+    let before = remotes(link).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // The database refuses the pair, then the removal of the other rows: nothing changes either time.
+    let refusals: [(&str, &[&str], &[&str]); 2] = match &db.raw {
+        crate::harness::Raw::Sqlite(_) => [
+            (
+                "insert",
+                &[
+                    "CREATE TRIGGER refuse BEFORE INSERT ON item_mappings WHEN NOT NEW.write_ahead \
+                   BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                ],
+                &["DROP TRIGGER refuse"],
+            ),
+            (
+                "delete",
+                &["CREATE TRIGGER refuse BEFORE DELETE ON item_mappings \
+                   BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"],
+                &["DROP TRIGGER refuse"],
+            ),
+        ],
+        crate::harness::Raw::Pg(_) => [
+            (
+                "insert",
+                &[
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                    "CREATE TRIGGER refuse BEFORE INSERT ON item_mappings FOR EACH ROW \
+                     WHEN (NOT NEW.write_ahead) EXECUTE FUNCTION refuse()",
+                ],
+                &[
+                    "DROP TRIGGER refuse ON item_mappings",
+                    "DROP FUNCTION refuse()",
+                ],
+            ),
+            (
+                "delete",
+                &[
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                    "CREATE TRIGGER refuse BEFORE DELETE ON item_mappings FOR EACH ROW \
+                     EXECUTE FUNCTION refuse()",
+                ],
+                &[
+                    "DROP TRIGGER refuse ON item_mappings",
+                    "DROP FUNCTION refuse()",
+                ],
+            ),
+        ],
+    };
+    for (what, create, drop) in refusals {
+        for sql in create {
+            db.raw_execute(sql).await.unwrap();
+        }
+        let refused = store.upsert_pair(a, row(link, "new", &s, false)).await;
+        for sql in drop {
+            db.raw_execute(sql).await.unwrap();
+        }
+        assert!(refused.is_err(), "{what}: {refused:?}");
+        assert_eq!(
+            remotes(link).await,
+            before,
+            "{what} refused: nothing changed"
+        );
+    }
+
+    // Refused without a series, or for another tenant: nothing changes.
+    let unnamed = store
+        .upsert_pair(
+            a,
+            MappingUpsert {
+                series_id: None,
+                ..row(link, "new", &s, false)
+            },
+        )
+        .await;
+    assert!(
+        matches!(unnamed, Err(StoreError::Invalid(_))),
+        "{unnamed:?}"
+    );
+    assert!(
+        store
+            .upsert_pair(b, row(link, "new", &s, false))
+            .await
+            .is_err()
+    );
+    assert_eq!(remotes(link).await, before);
+
+    // Recorded: the pair alone names `s` on this link; the other link and `t` keep theirs.
+    let pair = store
+        .upsert_pair(a, row(link, "new", &s, false))
+        .await
+        .unwrap();
+    assert_eq!(pair.series_id, Some(s.id));
+    assert_eq!(pair.remote_version.as_deref(), Some("v1"));
+    assert_eq!(
+        remotes(link).await,
+        vec![
+            ("new".to_owned(), Some(s.id)),
+            ("t-pair".to_owned(), Some(t.id))
+        ]
+    );
+    assert_eq!(
+        remotes(other).await,
+        vec![("elsewhere".to_owned(), Some(s.id))]
+    );
+    assert!(
+        store
+            .write_ahead_mappings(a, link)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Recorded again (a new base): still one row.
+    store
+        .upsert_pair(
+            a,
+            MappingUpsert {
+                remote_version: Some("v2".into()),
+                ..row(link, "new", &s, false)
+            },
+        )
+        .await
+        .unwrap();
+    let again = store.get_mapping(a, link, "new").await.unwrap().unwrap();
+    assert_eq!(again.remote_version.as_deref(), Some("v2"));
+    assert_eq!(remotes(link).await.len(), 2);
+}
+
+/// `get_deleted_series_by_uid`: the latest-created deleted series of a calendar with a UID created at
+/// or after a time; live ones, older ones, other calendars' and other tenants' are not returned.
+pub async fn deleted_series_are_found_by_uid_and_age(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let other = calendar(store, a, "other").await;
+    let create = |calendar: CalendarId| {
+        store.create_series(a, new_series(calendar, "u", OccurrenceSet::default()))
+    };
+    let old = create(cal.id).await.unwrap();
+    store.delete_series(a, old.id, old.version).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = Timestamp::now();
+    assert!(
+        store
+            .get_deleted_series_by_uid(a, cal.id, "u", since)
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted before `since`"
+    );
+    let live = create(cal.id).await.unwrap();
+    assert!(
+        store
+            .get_deleted_series_by_uid(a, cal.id, "u", since)
+            .await
+            .unwrap()
+            .is_none(),
+        "live"
+    );
+    store.delete_series(a, live.id, live.version).await.unwrap();
+    let elsewhere = create(other.id).await.unwrap();
+    store
+        .delete_series(a, elsewhere.id, elsewhere.version)
+        .await
+        .unwrap();
+    let found = store
+        .get_deleted_series_by_uid(a, cal.id, "u", since)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, live.id);
+    assert!(found.deleted_at.is_some());
+    assert_eq!(
+        store
+            .get_deleted_series_by_uid(a, cal.id, "u", old.created_at)
+            .await
+            .unwrap()
+            .map(|s| s.id),
+        Some(live.id),
+        "the latest created"
+    );
+    assert!(
+        store
+            .get_deleted_series_by_uid(a, cal.id, "v", old.created_at)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_deleted_series_by_uid(b, cal.id, "u", old.created_at)
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant"
+    );
+}
