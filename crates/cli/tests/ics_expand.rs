@@ -33,9 +33,10 @@ END:VCALENDAR\r
 ";
 
 fn expand(args: &[&str]) -> (bool, String, String) {
-    let dir = std::env::temp_dir().join(format!("calbridge-ics-expand-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("cal.ics");
+    // A folder of its own per call: the tests run in parallel threads of one process, and a shared
+    // file was rewritten under another test's running `calbridge` (a flaky partial read).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cal.ics");
     std::fs::write(&file, ICS).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_calbridge"))
         .args(["ics", "expand"])
