@@ -665,10 +665,11 @@ async fn resolving_after_the_connection_is_deleted(backend: Backend) {
             .filter(|(uid, _)| uid != "d-remote")
             .collect::<Vec<_>>()
     );
-    // Resolving again is 409 `conflict` (already resolved), not a 500.
+    // Resolving again is 409 `already_resolved` (problem+json), not a 500 nor the generic `conflict`.
     let twice = resolve("u-1", json!({"option": "keep_local"})).await;
     assert_eq!(twice.status(), StatusCode::CONFLICT);
-    assert_eq!(json_of(twice).await["code"], "conflict");
+    assert_eq!(twice.headers()["content-type"], "application/problem+json");
+    assert_eq!(json_of(twice).await["code"], "already_resolved");
     assert_eq!(resolutions_audited(&server).await, 3);
 }
 

@@ -229,7 +229,9 @@ pub struct ResolveInput {
 /// `keep_both` accepts the overlap. Writes are conditional (`If-Match` on the provider, the series
 /// version locally) and read back; the conflict closes only then. When either side changed after the
 /// conflict was recorded the answer is 409 `conflict_changed` and nothing is overwritten; an option the
-/// conflict does not offer is 422 `option_not_applicable`. When the conflict's connection was deleted,
+/// conflict does not offer is 422 `option_not_applicable`; a conflict already closed (resolved by
+/// someone else, by a sync finishing an interrupted resolution, or superseded) is 409
+/// `already_resolved`. When the conflict's connection was deleted,
 /// options that need the provider answer 409 `connection_deleted`; `keep_local` (the local version stays
 /// as it is) and `delete_everywhere` (the local event of one deleted remotely goes; one deleted locally
 /// stays deleted) still apply to the local data.
@@ -272,11 +274,12 @@ fn failure(e: calbridge_engine::ResolveFailure) -> ApiError {
     match e {
         F::Refused(_) => ApiError::unprocessable(e.code(), detail),
         F::Changed(_) => ApiError::ConflictChanged(detail),
-        F::AlreadyResolved => ApiError::Conflict(detail),
-        F::RemoteGone { .. } | F::InProgress { .. } => ApiError::StateConflict {
-            code: e.code(),
-            detail,
-        },
+        F::AlreadyResolved | F::RemoteGone { .. } | F::InProgress { .. } => {
+            ApiError::StateConflict {
+                code: e.code(),
+                detail,
+            }
+        }
         F::Provider(_) => ApiError::Unavailable(detail),
         F::Store(calbridge_store::StoreError::NotFound { .. }) => {
             ApiError::NotFound("conflict".into())
