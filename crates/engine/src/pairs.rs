@@ -23,6 +23,19 @@ pub(crate) struct StoredBase {
     /// to recognise its own write instead of taking it for someone else's change (see `Intent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// An earlier write in flight on the same row, kept beside `intent`: a resolution's `merge`
+    /// writes the merged version locally and then to the provider, and the remote write's intent
+    /// must not replace the local one's (a refused remote write leaves the local write the only one
+    /// made, which the next run must still recognise as the resolution's own). Recognised first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier: Option<Intent>,
+}
+
+impl StoredBase {
+    /// The writes in flight on the row, the earlier one first.
+    pub fn intents(&self) -> impl Iterator<Item = &Intent> {
+        self.earlier.iter().chain(self.intent.iter())
+    }
 }
 
 /// The base a stored row holds, when it can be read (a corrupt one counts as none: the pair is then
@@ -165,6 +178,7 @@ pub(crate) async fn record_pair_at(
         uid: p.uid.clone(),
         state: p.state.clone(),
         intent: None,
+        earlier: None,
     };
     let base_json = to_json(&base)?;
     let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);

@@ -884,6 +884,13 @@ impl<'a> Exec<'a> {
         else {
             return Ok(());
         };
+        // This resolution's write of the other side, made before (a `merge`'s local write, by this
+        // attempt or an interrupted one): it stays recognisable beside this one, since this write
+        // may be refused and leave that one the only write made.
+        let earlier = [stored.intent, stored.earlier]
+            .into_iter()
+            .flatten()
+            .find(|i| i.side != intent.side && i.state.snapshot == intent.state.snapshot);
         let (state, version) = match &self.agreed {
             Some((state, version)) => (state.clone(), Some(version.clone())),
             None => (stored.state, row.remote_version.map(RemoteVersion::new)),
@@ -892,6 +899,7 @@ impl<'a> Exec<'a> {
             uid: stored.uid,
             state,
             intent: Some(intent),
+            earlier,
         };
         write_ahead(
             self.store,
@@ -1371,6 +1379,7 @@ impl<'a> Exec<'a> {
                 uid: Uid::new(parsed.series.uid()),
                 state: parsed.state(&self.floating),
                 intent: None,
+                earlier: None,
             },
         )
         .await?;
@@ -1640,6 +1649,7 @@ impl<'a> Exec<'a> {
                         uid: Uid::new(remote.series.uid()),
                         state: remote.state(&self.floating),
                         intent: None,
+                        earlier: None,
                     },
                 )
                 .await?;

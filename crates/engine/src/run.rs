@@ -453,11 +453,11 @@ impl<'a> Runner<'a> {
                 }
                 _ => {}
             }
-            let intent = base.intent.clone();
+            let row_intents: Vec<Intent> = base.intents().cloned().collect();
             let Some(pair) = pair_of(m, base) else {
                 continue;
             };
-            if let Some(intent) = intent {
+            for intent in row_intents {
                 intents.push((self.mappings.len(), intent));
             }
             // An incremental run answers the provider from the pairs instead (below).
@@ -1122,6 +1122,7 @@ impl<'a> Runner<'a> {
             uid: m.uid.clone(),
             state: m.base.clone(),
             intent: Some(intent),
+            earlier: None,
         };
         self.write_ahead(
             remote.as_str(),
@@ -1936,6 +1937,7 @@ impl<'a> Runner<'a> {
                         uid: Uid::new(parsed.series.uid()),
                         state: state.clone(),
                         intent: None,
+                        earlier: None,
                     },
                 )
                 .await?;
@@ -2079,6 +2081,7 @@ impl<'a> Runner<'a> {
                                     uid: Uid::new(&uid),
                                     state: state.clone(),
                                     intent: None,
+                                    earlier: None,
                                 },
                             )
                             .await?;

@@ -124,6 +124,37 @@ async fn interrupted_resolutions_converge_postgres() {
     resolution::interrupted_resolutions_converge(db, std::sync::Arc::new(radicale)).await;
 }
 
+/// A `merge` whose provider PUT is refused after its local write is finished by the next sync
+/// (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_merge_is_finished_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_merge_is_finished_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

@@ -1094,3 +1094,255 @@ pub async fn a_failed_time_detection_is_redone_by_the_next_run(
     );
     assert_eq!(w.time_conflicts().await.len(), 1);
 }
+
+/// The World's Radicale provider with a hand on its writes: every update refused as the server does
+/// to an account that may not write (`refuse_updates`).
+struct Hooked<'a> {
+    w: &'a World,
+    refuse_updates: bool,
+}
+
+impl<'a> Hooked<'a> {
+    fn new(w: &'a World) -> Self {
+        Self {
+            w,
+            refuse_updates: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooked")
+    }
+}
+
+#[async_trait::async_trait]
+impl calbridge_providers::CalendarProvider for Hooked<'_> {
+    fn kind(&self) -> calbridge_providers::ProviderKind {
+        self.w.provider.kind()
+    }
+    fn capabilities(&self) -> calbridge_providers::Capabilities {
+        self.w.provider.capabilities()
+    }
+    async fn test_connection(&self) -> calbridge_providers::Diagnosis {
+        self.w.provider.test_connection().await
+    }
+    async fn list_calendars(
+        &self,
+    ) -> Result<Vec<calbridge_providers::RemoteCalendar>, calbridge_providers::ProviderError> {
+        self.w.provider.list_calendars().await
+    }
+    async fn changes(
+        &self,
+        calendar: &calbridge_providers::CalendarId,
+        cursor: Option<&calbridge_providers::Cursor>,
+        window: &calbridge_providers::Window,
+        known: &dyn calbridge_providers::HeldVersions,
+    ) -> Result<calbridge_providers::ChangeSet, calbridge_providers::ProviderError> {
+        self.w
+            .provider
+            .changes(calendar, cursor, window, known)
+            .await
+    }
+    async fn read(
+        &self,
+        calendar: &calbridge_providers::CalendarId,
+        ids: &[calbridge_providers::RemoteId],
+    ) -> Result<Vec<calbridge_providers::ReadItem>, calbridge_providers::ProviderError> {
+        self.w.provider.read(calendar, ids).await
+    }
+    async fn create(
+        &self,
+        calendar: &calbridge_providers::CalendarId,
+        key: &calbridge_providers::CreateKey,
+        content: &calbridge_providers::ItemContent,
+    ) -> Result<calbridge_providers::Written, calbridge_providers::ProviderError> {
+        self.w.provider.create(calendar, key, content).await
+    }
+    async fn update(
+        &self,
+        calendar: &calbridge_providers::CalendarId,
+        id: &calbridge_providers::RemoteId,
+        if_match: &calbridge_providers::Etag,
+        content: &calbridge_providers::ItemContent,
+    ) -> Result<calbridge_providers::Written, calbridge_providers::ProviderError> {
+        if self.refuse_updates {
+            return Err(calbridge_providers::ProviderError::Forbidden {
+                detail: "PUT refused by the test".into(),
+            });
+        }
+        self.w
+            .provider
+            .update(calendar, id, if_match, content)
+            .await
+    }
+    async fn delete(
+        &self,
+        calendar: &calbridge_providers::CalendarId,
+        id: &calbridge_providers::RemoteId,
+        if_match: &calbridge_providers::Etag,
+    ) -> Result<(), calbridge_providers::ProviderError> {
+        self.w.provider.delete(calendar, id, if_match).await
+    }
+    async fn free_busy(
+        &self,
+        calendar: &calbridge_providers::CalendarId,
+        window: &calbridge_providers::Window,
+    ) -> Result<Vec<calbridge_providers::BusyPeriod>, calbridge_providers::ProviderError> {
+        self.w.provider.free_busy(calendar, window).await
+    }
+}
+
+impl World {
+    /// An update conflict on each `uid` (a new event on its `day`): edited locally ("<uid> local")
+    /// and remotely ("<uid> remote"), recorded by one sync.
+    async fn update_conflicts(&self, events: &[(&str, i64)]) -> Vec<Conflict> {
+        for (uid, day) in events {
+            self.put_local(&ev(uid, uid, *day, 0, &[])).await;
+        }
+        self.settle().await;
+        for (uid, day) in events {
+            self.put_local(&ev(uid, &format!("{uid} local"), *day, 0, &[OLDER]))
+                .await;
+            self.remote_edit(uid, &ev(uid, &format!("{uid} remote"), *day, 0, &[NEWER]))
+                .await;
+        }
+        let report = self.sync().await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            report.counts.get("conflicts"),
+            Some(&(events.len() as u64)),
+            "{:?}",
+            report.counts
+        );
+        let mut out = Vec::new();
+        for (uid, _) in events {
+            out.push(self.conflict_of(uid).await);
+        }
+        out
+    }
+
+    /// The audit entries of `action` about `conflict`.
+    async fn audit_of(&self, conflict: ConflictId, action: &str) -> Vec<AuditEntry> {
+        self.store()
+            .list_audit(self.tenant, None, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == action && e.subject == conflict.to_string())
+            .collect()
+    }
+}
+
+/// A `merge` writes the merged version locally, then the provider refuses its PUT (403): the
+/// conflict stays open with the decision, and the pair's row keeps both writes recognisable (the
+/// remote write's intent used to replace the local write's, so the next sync took the local write
+/// for a side moving on and superseded the conflict). The next sync recognises the local write,
+/// closes the conflict `resolved` with `merge` (one completion audit entry, nothing superseded)
+/// and writes the merged version out; a field edited remotely meanwhile merges in.
+pub async fn a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(
+        db,
+        radicale,
+        "refused-merge",
+        r#"{"conflict_resolution": "ask"}"#,
+    )
+    .await;
+    let uid = "m-refused";
+    let conflict = w.update_conflicts(&[(uid, 2)]).await.remove(0);
+    let remote_id = serde_json::from_str::<Value>(conflict.remote_json.as_deref().unwrap())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let refusing = Hooked {
+        refuse_updates: true,
+        ..Hooked::new(&w)
+    };
+    let merged = json!({"summary": "m merged"});
+    let err = resolve_conflict(Resolve {
+        store: w.store(),
+        provider: Some(&refusing),
+        tenant: w.tenant,
+        conflict: conflict.id,
+        option: "merge",
+        merged: Some(&merged),
+        actor: "key:test",
+        config: &EngineConfig::default(),
+        now: Timestamp::now(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "provider_unavailable", "{err}");
+    let open = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
+    assert_eq!(open.state, ConflictState::Open);
+    assert!(open.resolving_json.is_some());
+    let local = w.local_by_uid(uid).await.unwrap();
+    assert_eq!(prop(&local.ical, "SUMMARY").as_deref(), Some("m merged"));
+    // Both writes stay recognisable on the pair's row: the remote one's intent, and the local one's
+    // kept beside it.
+    let row = w
+        .store()
+        .get_mapping(w.tenant, w.link, &remote_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let base: Value = serde_json::from_str(row.base_json.as_deref().unwrap()).unwrap();
+    assert_eq!(base["intent"]["side"], "remote", "{base}");
+    assert_eq!(base["earlier"]["side"], "local", "{base}");
+    // Someone edits a field nobody decided on the provider meanwhile.
+    w.remote_edit(
+        uid,
+        &ev(
+            uid,
+            &format!("{uid} remote"),
+            2,
+            0,
+            &[NEWER, ("LOCATION", "Annex")],
+        ),
+    )
+    .await;
+
+    // The next sync (the decision is not old enough to be resumed) finishes it.
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.counts.get("resolutions_completed"),
+        Some(&1),
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(
+        report.counts.get("conflicts_superseded"),
+        None,
+        "{:?}",
+        report.counts
+    );
+    assert_eq!(report.counts.get("conflicts"), None, "{:?}", report.counts);
+    w.settle().await;
+    let done = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
+    assert_eq!(done.state, ConflictState::Resolved);
+    assert_eq!(done.resolved_by.as_deref(), Some("key:test"));
+    let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
+    assert_eq!(resolution["option"], "merge", "{resolution}");
+    assert_eq!(
+        resolution["interrupted"]["how"], "recognised",
+        "{resolution}"
+    );
+    assert_eq!(w.audit_of(conflict.id, "conflict.resolved").await.len(), 1);
+    assert!(
+        w.audit_of(conflict.id, "conflict.superseded")
+            .await
+            .is_empty()
+    );
+    assert!(w.open_conflicts().await.is_empty());
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, uid), "m merged");
+    let (_, remote) = w.remote_item(uid).await.unwrap();
+    assert_eq!(prop(&remote, "LOCATION").as_deref(), Some("Annex"));
+}
