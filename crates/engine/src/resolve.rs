@@ -18,7 +18,14 @@
 //! - a side that moved for another reason (a later edit the write-ahead rows do not explain) makes an
 //!   update or deletion conflict superseded as before (its audit entry names the interrupted decision);
 //!   a resumption that finds such a side abandons the decision (`conflict.resolution_abandoned`) and
-//!   leaves the conflict open for a person.
+//!   leaves the conflict open for a person. Abandoning (so superseding, and replacing, below) undoes
+//!   what the decision did only locally: its `keep_both` copy goes unless it was exported
+//!   ([`undo_copy`]).
+//!
+//! **The fence.** Whoever acts on a decision (a new one, a retry or a sync resuming it, a replacement,
+//! an abandonment) first swaps the conflict's record it read for its own by compare-and-set
+//! (`Store::swap_conflict_resolving`); the loser does nothing more, so two parties never both write
+//! for one decision or remove what the other made.
 //!
 //! **Another decision while one is in progress** (another option, or a `merge` with another
 //! `merged`): what a person expects is to be told, not to have two decisions write one pair. So it is
@@ -204,6 +211,11 @@ pub struct Resolving {
     /// Who decided: the conflict's `resolved_by`, whoever finishes the resolution.
     pub actor: String,
     pub started_at: Timestamp,
+    /// When a retry or a sync last took it up again (claimed on the conflict before its first write):
+    /// from then on it may be running again, so another decision waits as it does after
+    /// `started_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<Timestamp>,
 }
 
 impl Resolving {
@@ -218,6 +230,12 @@ impl Resolving {
         (conflict.state == ConflictState::Open)
             .then(|| Self::of(conflict))
             .flatten()
+    }
+
+    /// Since when it may be running: begun, or taken up again.
+    pub(crate) fn active_since(&self) -> Timestamp {
+        self.resumed_at
+            .map_or(self.started_at, |at| at.max(self.started_at))
     }
 
     /// The option's API name (what [`Resolve::option`] takes).
@@ -307,8 +325,13 @@ pub(crate) async fn complete_recognised(
     Ok(true)
 }
 
-/// Gives up an interrupted resolution a sync could not finish because a side moved for another reason:
-/// the conflict stays open, for a person, without the decision (audit `conflict.resolution_abandoned`).
+/// Gives up an interrupted resolution a sync could not finish because a side moved for another reason
+/// (its resumption found the side moved, or the conflict is superseded): the decision goes from the
+/// conflict (audit `conflict.resolution_abandoned`), and what it did only locally is undone
+/// ([`undo_copy`]: a `keep_both` copy never exported). The conflict itself is left as it is (open
+/// for a person, or closed as superseded by the caller). The decision is taken off by
+/// compare-and-set against `conflict.resolving_json` as the caller read it: `false` (nothing done)
+/// when someone else took it up, replaced or gave it up meanwhile, or the conflict closed.
 pub(crate) async fn abandon(
     store: &dyn Store,
     tenant: TenantId,
@@ -316,15 +339,26 @@ pub(crate) async fn abandon(
     resolving: &Resolving,
     sync_actor: &str,
     why: &str,
-) -> Result<(), StoreError> {
+) -> Result<bool, EngineError> {
     match store
-        .set_conflict_resolving(tenant, conflict.id, None)
+        .swap_conflict_resolving(
+            tenant,
+            conflict.id,
+            conflict.resolving_json.as_deref(),
+            None,
+        )
         .await
     {
         Ok(_) => {}
-        Err(StoreError::Conflict(_)) => return Ok(()),
-        Err(e) => return Err(e),
+        Err(StoreError::Conflict(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
     }
+    let copy = match (resolving.option, copy_place(store, tenant, conflict).await?) {
+        (ResolutionOption::KeepBoth, Some((link, calendar))) => {
+            Some(undo_copy(store, tenant, conflict, link, calendar).await?)
+        }
+        _ => None,
+    };
     audit(
         store,
         tenant,
@@ -336,9 +370,103 @@ pub(crate) async fn abandon(
             "decided_by": resolving.actor,
             "started_at": resolving.started_at,
             "reason": why,
+            "copy": copy,
         }),
     )
-    .await
+    .await?;
+    Ok(true)
+}
+
+/// The link and the local calendar of a conflict's `keep_both` copy (`None` when its connection or
+/// link is gone).
+async fn copy_place(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: &Conflict,
+) -> Result<Option<(calbridge_store::LinkId, calbridge_store::CalendarId)>, StoreError> {
+    let (Some(link), Some(connection)) = (conflict.link_id, conflict.connection_id) else {
+        return Ok(None);
+    };
+    match store.get_connection(tenant, connection).await {
+        Ok(c) => Ok(Some((link, c.calendar_id))),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Undoes the local copy an abandoned (or replaced) `keep_both` decision saved, as far as it is only
+/// local: the copy of the provider's version the conflict recorded (named as the option names it) is
+/// deleted (a soft delete through the normal path: no pair names it, so no sync exports the
+/// deletion) unless it has left calbridge — a pair or a create's write-ahead row on any link names
+/// it, so it is (or may be) on a provider and is kept as the real event it then is — or someone
+/// edited it since it was saved (kept: it is theirs). Returns what became of it, for the audit entry:
+/// `{uid, series_id, fate: "deleted" | "kept" | "none", why}`.
+async fn undo_copy(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: &Conflict,
+    link: calbridge_store::LinkId,
+    calendar: calbridge_store::CalendarId,
+) -> Result<Value, StoreError> {
+    let side: Option<ConflictSide> = conflict
+        .remote_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let Some(ConflictSide {
+        id: Some(id),
+        state: Some(state),
+        ..
+    }) = side
+    else {
+        return Ok(json!({"fate": "none", "why": "the conflict recorded no remote version"}));
+    };
+    let uid = copy_uid(
+        &Uid::new(&conflict.event_uid),
+        &link.to_string(),
+        &RemoteId::new(id),
+        &state.snapshot,
+    );
+    let Some(row) = store.get_series_by_uid(tenant, calendar, &uid).await? else {
+        return Ok(json!({"uid": uid, "fate": "none", "why": "no copy was saved"}));
+    };
+    let series = row.id.to_string();
+    if !store.mappings_for_series(tenant, row.id).await?.is_empty() {
+        return Ok(
+            json!({"uid": uid, "series_id": series, "fate": "kept", "why": "it was exported to a provider"}),
+        );
+    }
+    // Created at version 1; an edit since is someone's.
+    if row.version > 1 {
+        return Ok(
+            json!({"uid": uid, "series_id": series, "fate": "kept", "why": "it was edited after it was saved"}),
+        );
+    }
+    match store.delete_series(tenant, row.id, row.version).await {
+        Ok(_) => Ok(json!({"uid": uid, "series_id": series, "fate": "deleted"})),
+        Err(StoreError::PreconditionFailed { .. }) => Ok(
+            json!({"uid": uid, "series_id": series, "fate": "kept", "why": "it was edited after it was saved"}),
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+/// The answer to a request that lost the compare-and-set on the conflict's decision (someone else
+/// took the decision up, replaced or gave it up, or closed the conflict a moment ago).
+async fn fence_lost(store: &dyn Store, tenant: TenantId, conflict: ConflictId) -> ResolveFailure {
+    match store.get_conflict(tenant, conflict).await {
+        Ok(c) if c.state != ConflictState::Open => ResolveFailure::AlreadyResolved,
+        Ok(c) => match Resolving::of(&c) {
+            Some(p) => ResolveFailure::InProgress {
+                option: p.option_name(),
+                decided_by: p.actor.clone(),
+                since: p.started_at,
+                then: "it was taken up a moment ago; it is shown with the conflict".into(),
+            },
+            // Given up meanwhile (a sync found a side moved).
+            None => ResolveFailure::Changed("local or remote"),
+        },
+        Err(e) => ResolveFailure::Store(e),
+    }
 }
 
 /// Appends the audit entry of what became of a resolution of `conflict`: `action` by `actor`, its
@@ -442,6 +570,7 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
 
     let mut steps_done: Vec<&str> = plan.iter().map(step_name).collect();
     let mut remote_gone = None;
+    let mut replaced_copy: Option<Value> = None;
     let confirmed = if plan == [Step::AcceptOverlap] {
         // Nothing to write: the overlap is accepted as it stands (its fingerprint keeps it from being
         // reported again while the two events keep their times).
@@ -477,26 +606,71 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
         });
         let mut exec = Exec::open(&r, &conflict, provider, remote_ids, resumed.is_some()).await?;
         exec.check(&recorded, &plan).await?;
-        if replaced
-            .as_ref()
-            .is_some_and(|p| p.option == ResolutionOption::KeepBoth)
-        {
-            // Removed before the decision is replaced, so a process killed in between leaves the
-            // `keep_both` decision with its copy parked, for a sync to finish.
-            exec.drop_replaced_copy().await?;
-        }
-        if resumed.is_none() {
-            // The decision goes on the conflict before the first write (see the module docs).
-            let begun = Resolving {
+        // The decision goes on the conflict before the first write (see the module docs): a new
+        // one, or the one resumed, taken up again now. Compare-and-set against the record read
+        // above, the fence between parties acting on one decision at once (a replacement, a sync
+        // or a retry resuming it, a sync abandoning it): only one goes on, and nobody else removes
+        // or writes what the winner's decision makes.
+        let record = match &resumed {
+            Some(p) => Resolving {
+                resumed_at: Some(r.now),
+                ..p.clone()
+            },
+            None => Resolving {
                 option,
                 merged: merged_value.clone(),
                 actor: r.actor.to_owned(),
                 started_at: r.now,
+                resumed_at: None,
+            },
+        };
+        match store
+            .swap_conflict_resolving(
+                r.tenant,
+                conflict.id,
+                conflict.resolving_json.as_deref(),
+                Some(&to_json(&record)?),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(fence_lost(store, r.tenant, conflict.id).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(p) = &replaced {
+            // The replaced decision is abandoned: what it did only locally is undone (its
+            // `keep_both` copy, unless exported; any other write of it would have failed `check`).
+            let copy = match p.option {
+                ResolutionOption::KeepBoth => Some(
+                    undo_copy(
+                        store,
+                        r.tenant,
+                        &conflict,
+                        exec.link.id,
+                        exec.local_calendar,
+                    )
+                    .await?,
+                ),
+                _ => None,
             };
-            store
-                .set_conflict_resolving(r.tenant, conflict.id, Some(&to_json(&begun)?))
-                .await
-                .map_err(closed)?;
+            replaced_copy.clone_from(&copy);
+            audit(
+                store,
+                r.tenant,
+                &conflict,
+                r.actor,
+                "conflict.resolution_abandoned",
+                p.option,
+                json!({
+                    "decided_by": p.actor,
+                    "started_at": p.started_at,
+                    "reason": format!("replaced by `{}`", r.option),
+                    "copy": copy,
+                }),
+            )
+            .await?;
         }
         if let Err(e) = exec.carry_out(&plan).await {
             if resumed.is_none() && exec.writes == 0 {
@@ -530,8 +704,9 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
         resolution["interrupted"] = i.clone();
     }
     // The decision this one replaced (begun, never finished, past `resume_resolutions_after`).
-    let replaced = replaced
-        .map(|p| json!({"option": p.option, "decided_by": p.actor, "started_at": p.started_at}));
+    let replaced = replaced.map(|p| {
+        json!({"option": p.option, "decided_by": p.actor, "started_at": p.started_at, "copy": replaced_copy})
+    });
     if let Some(p) = &replaced {
         resolution["replaced"] = p.clone();
     }
@@ -582,7 +757,7 @@ fn refuse_another_decision(
     now: Timestamp,
 ) -> Result<(), ResolveFailure> {
     let stopped = pending
-        .started_at
+        .active_since()
         .checked_add(config.resume_resolutions_after)
         .ok();
     let then = match (pending.option, stopped) {
@@ -956,26 +1131,6 @@ impl<'a> Exec<'a> {
             &self.recorded_remote_id()?,
             &recorded.snapshot,
         ))
-    }
-
-    /// Removes the copy a replaced `keep_both` decision saved locally: nothing else of it was written
-    /// (`check` found both recorded sides as they were, and its overwrite or deletion of the
-    /// provider's item comes before the copy is created there), and the new decision makes no copy.
-    async fn drop_replaced_copy(&mut self) -> Result<(), ResolveFailure> {
-        let uid = self.recorded_copy_uid()?;
-        let saved = self
-            .store
-            .get_series_by_uid(self.tenant, self.local_calendar, &uid)
-            .await?
-            .filter(|row| row.deleted_at.is_none());
-        if let Some(row) = saved {
-            self.store
-                .delete_series(self.tenant, row.id, row.version)
-                .await
-                .map_err(local_error)?;
-            self.confirmed.push(json!({"side": "local", "series_id": row.id.to_string(), "deleted": true, "replaced_copy": true}));
-        }
-        Ok(())
     }
 
     /// Saves the `keep_both` copy locally (or adopts the one an interrupted resolution saved).

@@ -675,6 +675,11 @@ impl<'a> Runner<'a> {
                 // the base it left (the plan carries out the rest, a later edit on top of it).
                 continue;
             }
+            // The copy a `keep_both` decision saved, before this run acts on the decision.
+            let copy = match &resolving {
+                Some(resolving) => self.saved_copy(c, resolving).await?,
+                None => None,
+            };
             if Self::superseded(c, &local_changes, &remote)
                 && self.refresh_pair(c, &mut local_changes, &mut remote).await
             {
@@ -682,15 +687,18 @@ impl<'a> Runner<'a> {
                 // sides' versions of now (and recorded again if it still conflicts).
                 self.close_superseded(c, "a side changed again", resolving.as_ref())
                     .await?;
+                self.park_if_deleted(copy, &mut parked_local).await?;
                 continue;
             }
             if let Some(resolving) = &resolving {
                 // Finished here or not, its pairs stay parked for this run: a resumption rewrites
                 // them behind the pairs this run read.
-                self.resume_resolution(c, resolving).await?;
-                // So does a `keep_both` copy the resolution saved: it goes out with the resolution
-                // (identity: only once the newcomer is gone), not as a new event of its own.
-                if let Some(copy) = self.saved_copy(c, resolving).await? {
+                if self.resume_resolution(c, resolving).await? {
+                    // Abandoned: its copy was deleted (parked) or kept as the event it is now.
+                    self.park_if_deleted(copy, &mut parked_local).await?;
+                } else if let Some(copy) = copy.or(self.saved_copy(c, resolving).await?) {
+                    // So does a `keep_both` copy the resolution saved: it goes out with the
+                    // resolution (identity: only once the newcomer is gone), not as a new event.
                     parked_local.insert(copy);
                 }
             }
@@ -1259,19 +1267,19 @@ impl<'a> Runner<'a> {
     /// Resumes the interrupted resolution of an open conflict once it is older than
     /// `EngineConfig::resume_resolutions_after` (a younger one may still be running): the admin's
     /// decision carried out by the same code as their retry, its writes made before not made again.
-    /// A side that moved for another reason abandons it (the conflict stays open for a person); a
-    /// failure (provider down) is logged and counted, and the next run tries again.
+    /// A side that moved for another reason abandons it (the conflict stays open for a person; `true`);
+    /// a failure (provider down) is logged and counted, and the next run tries again.
     async fn resume_resolution(
         &mut self,
         c: &calbridge_store::Conflict,
         resolving: &Resolving,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let due = resolving
-            .started_at
+            .active_since()
             .checked_add(self.ctx.config.resume_resolutions_after)
             .is_ok_and(|at| at <= self.ctx.now);
         if !due {
-            return Ok(());
+            return Ok(false);
         }
         let actor = self.sync_actor();
         let option = resolving.option_name();
@@ -1292,12 +1300,12 @@ impl<'a> Runner<'a> {
         .await;
         let count = match resumed {
             Ok(_) => "resolutions_completed",
-            Err(ResolveFailure::AlreadyResolved) => return Ok(()),
+            Err(ResolveFailure::AlreadyResolved) => return Ok(false),
             Err(ResolveFailure::Changed(side)) => {
                 let why = format!(
                     "the {side} side changed after the resolution began, for another reason than its own writes"
                 );
-                crate::resolve::abandon(
+                if !crate::resolve::abandon(
                     self.ctx.store,
                     self.ctx.tenant,
                     c,
@@ -1305,8 +1313,16 @@ impl<'a> Runner<'a> {
                     &actor,
                     &why,
                 )
-                .await?;
-                "resolutions_abandoned"
+                .await?
+                {
+                    // Taken up, replaced or given up by someone else meanwhile.
+                    return Ok(false);
+                }
+                *self
+                    .counts
+                    .entry("resolutions_abandoned".into())
+                    .or_default() += 1;
+                return Ok(true);
             }
             Err(e) => {
                 tracing::warn!(conflict = %c.id, code = e.code(), error = %e, "could not resume an interrupted conflict resolution");
@@ -1314,6 +1330,27 @@ impl<'a> Runner<'a> {
             }
         };
         *self.counts.entry(count.into()).or_default() += 1;
+        Ok(false)
+    }
+
+    /// Parks for this run a `keep_both` copy that an abandoned decision just deleted: the change
+    /// this run read before must not export it.
+    async fn park_if_deleted(
+        &self,
+        copy: Option<LocalId>,
+        parked: &mut BTreeSet<LocalId>,
+    ) -> Result<(), EngineError> {
+        let Some(copy) = copy else {
+            return Ok(());
+        };
+        let row = self
+            .ctx
+            .store
+            .get_series(self.ctx.tenant, crate::pairs::series_id(&copy)?)
+            .await?;
+        if row.deleted_at.is_some() {
+            parked.insert(copy);
+        }
         Ok(())
     }
 
@@ -1360,6 +1397,19 @@ impl<'a> Runner<'a> {
     ) -> Result<(), EngineError> {
         let store = self.ctx.store;
         let actor = self.sync_actor();
+        if let Some(resolving) = resolving {
+            // The decision did not take: it is abandoned, and what it did only locally (a `keep_both`
+            // copy never exported) is undone.
+            crate::resolve::abandon(
+                store,
+                self.ctx.tenant,
+                c,
+                resolving,
+                &actor,
+                &format!("superseded: {why}"),
+            )
+            .await?;
+        }
         let resolution = serde_json::json!({"superseded": why}).to_string();
         store
             .resolve_conflict(self.ctx.tenant, c.id, &resolution, &actor, self.ctx.now)

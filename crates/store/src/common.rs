@@ -2610,6 +2610,46 @@ impl Store for Backend {
         Ok(record)
     }
 
+    async fn swap_conflict_resolving(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        expected: Option<&str>,
+        resolving_json: Option<&str>,
+    ) -> Result<Conflict> {
+        if let Some(json) = resolving_json {
+            check_json("resolving", json)?;
+        }
+        let mut tx = self.wtx().await?;
+        let sql = format!(
+            "UPDATE conflicts SET resolving = $3 WHERE id = $1 AND tenant_id = $2 AND state = 'open' \
+             AND COALESCE(resolving, '') = COALESCE($4, '') RETURNING {CONFLICT_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(conflict.to_string())
+            .bind(tenant.to_string())
+            .bind(resolving_json)
+            .bind(expected)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(
+                match ensure_owned(&mut tx, "conflicts", "conflict", &conflict.to_string(), tenant)
+                    .await
+                {
+                    Ok(()) => StoreError::Conflict(
+                        "the conflict is no longer open, or another resolution of it began or ended meanwhile"
+                            .into(),
+                    ),
+                    Err(e) => e,
+                },
+            );
+        };
+        let record = conflict_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
     async fn create_sync_run(
         &self,
         tenant: TenantId,

@@ -343,6 +343,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         conflict: ConflictId,
         resolving_json: Option<&str>,
     ) -> Result<Conflict>;
+    /// [`Store::set_conflict_resolving`] only while the conflict still holds `expected` (`None`:
+    /// none), compared as stored: the fence between parties acting on one decision at once (a person
+    /// replacing it, a sync or a retry resuming it, a sync abandoning it), so that only one of them
+    /// goes on. `Conflict` if the conflict is no longer open or holds another record.
+    async fn swap_conflict_resolving(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        expected: Option<&str>,
+        resolving_json: Option<&str>,
+    ) -> Result<Conflict>;
 
     // --- sync runs ---
     async fn create_sync_run(

@@ -155,6 +155,37 @@ async fn refused_merge_is_finished_postgres() {
     .await;
 }
 
+/// Abandoned (superseded, or raced by a replacement) `keep_both` decisions undo their local copy
+/// unless it was exported (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_keep_both_copies_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::abandoned_keep_both_copies_are_undone_unless_exported(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_keep_both_copies_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::abandoned_keep_both_copies_are_undone_unless_exported(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

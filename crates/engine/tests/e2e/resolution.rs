@@ -1096,10 +1096,14 @@ pub async fn a_failed_time_detection_is_redone_by_the_next_run(
 }
 
 /// The World's Radicale provider with a hand on its writes: every update refused as the server does
-/// to an account that may not write (`refuse_updates`).
+/// to an account that may not write (`refuse_updates`), or, right before the next update, another
+/// person's decision sent on a conflict (`replace_before_update`: the option, answered into
+/// `replaced`), racing whatever is writing.
 struct Hooked<'a> {
     w: &'a World,
     refuse_updates: bool,
+    replace_before_update: std::sync::Mutex<Option<(ConflictId, &'static str)>>,
+    replaced: std::sync::Mutex<Option<Result<Conflict, String>>>,
 }
 
 impl<'a> Hooked<'a> {
@@ -1107,6 +1111,8 @@ impl<'a> Hooked<'a> {
         Self {
             w,
             refuse_updates: false,
+            replace_before_update: std::sync::Mutex::new(None),
+            replaced: std::sync::Mutex::new(None),
         }
     }
 }
@@ -1171,6 +1177,15 @@ impl calbridge_providers::CalendarProvider for Hooked<'_> {
             return Err(calbridge_providers::ProviderError::Forbidden {
                 detail: "PUT refused by the test".into(),
             });
+        }
+        let race = self.replace_before_update.lock().unwrap().take();
+        if let Some((conflict, option)) = race {
+            let answer = self
+                .w
+                .resolve(conflict, option, None)
+                .await
+                .map_err(|e| e.code().to_owned());
+            *self.replaced.lock().unwrap() = Some(answer);
         }
         self.w
             .provider
@@ -1345,4 +1360,193 @@ pub async fn a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
     assert_eq!(one(&both, uid), "m merged");
     let (_, remote) = w.remote_item(uid).await.unwrap();
     assert_eq!(prop(&remote, "LOCATION").as_deref(), Some("Annex"));
+}
+
+/// Abandoned `keep_both` decisions undo what they did only locally. Three conflicts:
+/// - `a-saved`: killed after saving its local copy, then the provider's item edited again: the next
+///   sync supersedes the conflict and abandons the decision, and the copy (never exported) is
+///   deleted; the audit entry says so. The admin picks `keep_both` again on the conflict recorded
+///   anew: one copy in the end (of the version it keeps), not two.
+/// - `a-exported`: killed after its copy was created on the provider, then the provider's item edited
+///   again: superseded, and the copy, a real event by then, is kept (audited as kept).
+/// - `a-race`: a stale `keep_both` (past `resume_resolutions_after`) that a sync resumes while
+///   another person replaces it with `keep_local` at that very moment (right before the sync's
+///   overwrite): the sync took the decision up first (compare-and-set on the conflict's
+///   `resolving`), so the replacement is told `resolution_in_progress` and removes nothing; the
+///   sync finishes `keep_both`, its copy once on each side.
+pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(
+        db,
+        radicale,
+        "abandoned",
+        r#"{"conflict_resolution": "ask"}"#,
+    )
+    .await;
+    let interrupt = |conflict: ConflictId, writes: usize| {
+        let w = &w;
+        async move {
+            let crash = EngineConfig {
+                crash_after_resolution_writes: Some(writes),
+                ..EngineConfig::default()
+            };
+            let err = resolve_conflict(Resolve {
+                store: w.store(),
+                provider: Some(&w.provider),
+                tenant: w.tenant,
+                conflict,
+                option: "keep_both",
+                merged: None,
+                actor: "key:test",
+                config: &crash,
+                now: Timestamp::now(),
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(err.code(), "interrupted", "{err}");
+        }
+    };
+    let abandoned_copy = |conflict: ConflictId| {
+        let w = &w;
+        async move {
+            let entries = w.audit_of(conflict, "conflict.resolution_abandoned").await;
+            assert_eq!(entries.len(), 1, "{entries:?}");
+            let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
+            assert_eq!(details["option"], "keep_both", "{details}");
+            assert_eq!(details["decided_by"], "key:test", "{details}");
+            details["copy"].clone()
+        }
+    };
+
+    let recorded = w
+        .update_conflicts(&[("a-saved", 3), ("a-exported", 5)])
+        .await;
+    let (saved, exported) = (&recorded[0], &recorded[1]);
+    // a-saved: only the local copy saved, then the provider moves on.
+    let saved_copy = expected_copy(&w, saved);
+    interrupt(saved.id, 1).await;
+    assert!(w.local_by_uid(&saved_copy).await.is_some());
+    w.remote_edit(
+        "a-saved",
+        &ev("a-saved", "a-saved remote again", 3, 0, &[NEWER]),
+    )
+    .await;
+    // a-exported: the copy created on the provider, then the provider's item edited over the
+    // resolution's overwrite.
+    let exported_copy = expected_copy(&w, exported);
+    interrupt(exported.id, 3).await;
+    assert!(w.remote_item(&exported_copy).await.is_some());
+    w.remote_edit(
+        "a-exported",
+        &ev("a-exported", "a-exported remote again", 5, 0, &[NEWER]),
+    )
+    .await;
+
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.counts.get("conflicts_superseded"),
+        Some(&2),
+        "{:?}",
+        report.counts
+    );
+    // The saved copy is gone locally and never reached the provider; the exported one stays.
+    assert!(w.local_by_uid(&saved_copy).await.is_none());
+    let copy = abandoned_copy(saved.id).await;
+    assert_eq!(copy["fate"], "deleted", "{copy}");
+    assert_eq!(copy["uid"], saved_copy.as_str(), "{copy}");
+    assert!(w.local_by_uid(&exported_copy).await.is_some());
+    let copy = abandoned_copy(exported.id).await;
+    assert_eq!(copy["fate"], "kept", "{copy}");
+    assert!(copy["why"].as_str().unwrap().contains("exported"), "{copy}");
+    w.settle().await;
+    assert!(w.remote_item(&saved_copy).await.is_none());
+    assert!(w.remote_item(&exported_copy).await.is_some());
+
+    // Each conflict is recorded again; the admin decides once more.
+    let again = w.conflict_of("a-saved").await;
+    assert_ne!(again.id, saved.id);
+    assert_eq!(again.state, ConflictState::Open);
+    let new_copy = expected_copy(&w, &again);
+    assert_ne!(new_copy, saved_copy);
+    w.resolve(again.id, "keep_both", None).await.unwrap();
+    let again = w.conflict_of("a-exported").await;
+    assert_ne!(again.id, exported.id);
+    w.resolve(again.id, "keep_local", None).await.unwrap();
+    w.settle().await;
+    let both = w.assert_converged().await;
+    let copies_of = |uid: &str| {
+        both.keys()
+            .filter(|k| k.starts_with(&format!("{uid}-copy-")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // One copy each: a-saved's of the version it kept now, a-exported's from the first decision.
+    assert_eq!(copies_of("a-saved"), [new_copy.as_str()], "{both:?}");
+    assert_eq!(one(&both, &new_copy), "a-saved remote again");
+    assert_eq!(one(&both, "a-saved"), "a-saved local");
+    assert_eq!(
+        copies_of("a-exported"),
+        [exported_copy.as_str()],
+        "{both:?}"
+    );
+    assert_eq!(one(&both, &exported_copy), "a-exported remote");
+    assert_eq!(one(&both, "a-exported"), "a-exported local");
+    // The deleted copy's deletion never went out (it was never exported): no tombstone of it.
+    let tombstones = w
+        .store()
+        .list_tombstones(w.tenant, Some(w.link))
+        .await
+        .unwrap();
+    assert!(
+        !tombstones
+            .iter()
+            .any(|t| t.uid.as_deref() == Some(saved_copy.as_str())),
+        "{tombstones:?}"
+    );
+
+    // a-race: a stale keep_both (its copy saved), resumed by a sync while someone replaces it.
+    let race = w.update_conflicts(&[("a-race", 7)]).await.remove(0);
+    let race_copy = expected_copy(&w, &race);
+    interrupt(race.id, 1).await;
+    let stale = w.store().get_conflict(w.tenant, race.id).await.unwrap();
+    let mut record: Value = serde_json::from_str(stale.resolving_json.as_deref().unwrap()).unwrap();
+    record["started_at"] =
+        json!((Timestamp::now() - jiff::SignedDuration::from_mins(11)).to_string());
+    w.store()
+        .set_conflict_resolving(w.tenant, race.id, Some(&record.to_string()))
+        .await
+        .unwrap();
+    let racing = Hooked::new(&w);
+    *racing.replace_before_update.lock().unwrap() = Some((race.id, "keep_local"));
+    let report = w.sync_with(&racing, &EngineConfig::default()).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let answer = racing
+        .replaced
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the replacement ran");
+    assert_eq!(answer.unwrap_err(), "resolution_in_progress");
+    assert_eq!(
+        report.counts.get("resolutions_completed"),
+        Some(&1),
+        "{:?}",
+        report.counts
+    );
+    let done = w.store().get_conflict(w.tenant, race.id).await.unwrap();
+    assert_eq!(done.state, ConflictState::Resolved);
+    let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
+    assert_eq!(resolution["option"], "keep_both", "{resolution}");
+    assert!(
+        w.audit_of(race.id, "conflict.resolution_abandoned")
+            .await
+            .is_empty()
+    );
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, &race_copy), "a-race remote");
+    assert_eq!(one(&both, "a-race"), "a-race local");
 }

@@ -1512,8 +1512,38 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
     );
     let cleared = store.set_conflict_resolving(a, c1.id, None).await.unwrap();
     assert_eq!(cleared.resolving_json, None);
+    // Compare-and-set: only from the record expected (none here), so of two parties swapping the
+    // same record the second finds it gone and changes nothing.
+    let other = r#"{"option":"keep_remote","actor":"key:other"}"#;
+    assert!(matches!(
+        store
+            .swap_conflict_resolving(a, c1.id, Some(resolving), Some(other))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let swapped = store
+        .swap_conflict_resolving(a, c1.id, None, Some(resolving))
+        .await
+        .unwrap();
+    assert_eq!(swapped.resolving_json.as_deref(), Some(resolving));
+    assert!(matches!(
+        store
+            .swap_conflict_resolving(a, c1.id, None, Some(other))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(
+        store
+            .swap_conflict_resolving(b, c1.id, Some(resolving), None)
+            .await
+    ));
+    let swapped = store
+        .swap_conflict_resolving(a, c1.id, Some(resolving), Some(other))
+        .await
+        .unwrap();
+    assert_eq!(swapped.resolving_json.as_deref(), Some(other));
     store
-        .set_conflict_resolving(a, c1.id, Some(resolving))
+        .swap_conflict_resolving(a, c1.id, Some(other), Some(resolving))
         .await
         .unwrap();
     let at = t("2026-11-21T04:00:00Z");
@@ -1525,6 +1555,12 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
     assert_eq!(resolved.resolving_json.as_deref(), Some(resolving));
     assert!(matches!(
         store.set_conflict_resolving(a, c1.id, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .swap_conflict_resolving(a, c1.id, Some(resolving), None)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
