@@ -1245,3 +1245,145 @@ pub async fn one_calendar_three_providers(db: TestDb) {
         );
     }
 }
+
+/// Identity `keep_both` decisions abandoned by the sync that resumes them (Google emulator; identity
+/// conflicts are never superseded, so resumption is where they are given up):
+/// - `ia-saved`: killed after saving the renamed copy (the newcomer not deleted yet), then the
+///   newcomer edited by someone else. The resumption finds it moved and abandons the decision; the
+///   copy, which never left calbridge, is deleted (audited `fate: deleted`) and no sync exports it.
+/// - `ia-created`: killed after the copy was created on the provider, then the local series edited.
+///   Abandoned too; the copy is a real event by then and is kept on both sides (audited `kept`).
+///
+/// Both conflicts stay open for a person, without a decision.
+pub async fn abandoned_identity_keep_both_copies(db: TestDb) {
+    let cloud = Cloud::new(db, Flavor::Google).await;
+    let with_uid = |summary: &str, days: i64, uid: &str| {
+        let mut event = cloud.single(summary, days);
+        event["extendedProperties"] = json!({"private": {"calbridgeUid": uid}});
+        event
+    };
+    let cases = [("ia-saved", 1, 4), ("ia-created", 3, 8)];
+    for (uid, _, days) in cases {
+        cloud
+            .remote_create(with_uid(&format!("{uid} original"), days, uid))
+            .await;
+    }
+    cloud.settle().await;
+    let mut newcomers = BTreeMap::new();
+    for (uid, _, days) in cases {
+        let id = cloud
+            .remote_create(with_uid(&format!("{uid} newcomer"), days + 1, uid))
+            .await;
+        newcomers.insert(uid, id);
+    }
+    let report = cloud.sync().await;
+    assert_eq!(
+        report.counts.get("conflicts"),
+        Some(&2),
+        "{:?}",
+        report.counts
+    );
+    let conflicts = cloud
+        .store()
+        .list_conflicts(
+            cloud.tenant,
+            &ConflictFilter {
+                state: None,
+                connection_id: Some(cloud.connection),
+                link_id: None,
+                kind: Some(ConflictKind::Identity),
+            },
+        )
+        .await
+        .unwrap();
+    for (uid, crash_after, days) in cases {
+        let c = conflicts.iter().find(|c| c.event_uid == uid).unwrap();
+        let crash = EngineConfig {
+            crash_after_resolution_writes: Some(crash_after),
+            ..EngineConfig::default()
+        };
+        let err = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
+            store: cloud.store(),
+            provider: Some(cloud.provider.as_ref()),
+            tenant: cloud.tenant,
+            conflict: c.id,
+            option: "keep_both",
+            merged: None,
+            actor: "key:test",
+            config: &crash,
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "interrupted", "{uid}: {err}");
+        match uid {
+            "ia-saved" => {
+                cloud
+                    .remote_edit(
+                        &newcomers[uid],
+                        cloud.summary_change("ia-saved newcomer edited"),
+                    )
+                    .await
+            }
+            _ => {
+                cloud
+                    .local_edit(uid, &event(uid, "ia-created original edited", days))
+                    .await
+            }
+        }
+    }
+    assert!(cloud.local_all().await.contains_key("ia-saved newcomer"));
+    assert!(cloud.remote_all().await.contains_key("ia-created newcomer"));
+
+    let resume_now = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..EngineConfig::default()
+    };
+    let report = cloud.sync_with(&resume_now).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.counts.get("resolutions_abandoned"),
+        Some(&2),
+        "{:?}",
+        report.counts
+    );
+    cloud.settle().await;
+    let local = cloud.local_all().await;
+    let remote = cloud.remote_all().await;
+    // ia-saved's copy is gone and never reached the provider; the newcomer stays as edited.
+    assert!(!local.contains_key("ia-saved newcomer"), "{local:?}");
+    assert!(!remote.contains_key("ia-saved newcomer"), "{remote:?}");
+    assert!(
+        remote.contains_key("ia-saved newcomer edited"),
+        "{remote:?}"
+    );
+    // ia-created's copy stays on both sides, once (`local_all`/`remote_all` refuse a summary twice).
+    assert!(local.contains_key("ia-created newcomer"), "{local:?}");
+    assert!(remote.contains_key("ia-created newcomer"), "{remote:?}");
+    let audit = cloud
+        .store()
+        .list_audit(cloud.tenant, None, 1000)
+        .await
+        .unwrap();
+    for (uid, fate) in [("ia-saved", "deleted"), ("ia-created", "kept")] {
+        let c = cloud
+            .store()
+            .get_conflict(
+                cloud.tenant,
+                conflicts.iter().find(|c| c.event_uid == uid).unwrap().id,
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.state, ConflictState::Open, "{uid}");
+        assert_eq!(c.resolving_json, None, "{uid}");
+        let entries: Vec<&AuditEntry> = audit
+            .iter()
+            .filter(|e| {
+                e.action == "conflict.resolution_abandoned" && e.subject == c.id.to_string()
+            })
+            .collect();
+        assert_eq!(entries.len(), 1, "{uid}: {entries:?}");
+        let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
+        assert_eq!(details["copy"]["fate"], fate, "{uid}: {details}");
+    }
+}

@@ -256,6 +256,11 @@ mod cloud_sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_identity_keep_both_copies_google() {
+        crate::cloud::abandoned_identity_keep_both_copies(crate::harness::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deleted_graph_occurrence_re_reads_its_series_alone() {
         crate::cloud::a_deleted_graph_occurrence_re_reads_its_series_alone(
             crate::harness::sqlite().await,
@@ -305,6 +310,14 @@ mod cloud_postgres {
             return;
         };
         crate::cloud::one_calendar_three_providers(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_identity_keep_both_copies_google() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::abandoned_identity_keep_both_copies(db).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
