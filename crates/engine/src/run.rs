@@ -599,6 +599,7 @@ impl<'a> Runner<'a> {
                 pending_local_creates,
                 &local_changes,
                 &remote_changes,
+                &parked_remote,
             )
             .await?;
         local_changes.extend(deleted_imports);
@@ -889,7 +890,9 @@ impl<'a> Runner<'a> {
     /// deleted since):
     /// - an update whose `Intent` state is found on the written side: that side is at the intent, so
     ///   the intent becomes the base (with the version found, or the one copied);
-    /// - a remote create whose item is listed (same UID, the state we wrote): the pair is made;
+    /// - a remote create whose item is listed (same UID, the state we wrote): the pair is made; when
+    ///   it is not and the series was deleted since, its row goes, unless the run parked a remote item
+    ///   (`parked_remote`: the item may be the one it could not read);
     /// - a local create whose series exists (same UID): the pair is made; so it is when the series was
     ///   deleted since (a deleted series with the UID created after the write-ahead row), and that
     ///   deletion is returned as a local change when the run's read of local changes did not have it
@@ -902,6 +905,7 @@ impl<'a> Runner<'a> {
         pending_local_creates: Vec<PendingLocalCreate>,
         local_changes: &[LocalChange],
         remote_changes: &[RemoteChange],
+        parked_remote: &BTreeSet<RemoteId>,
     ) -> Result<Vec<LocalChange>, EngineError> {
         let mut deletions = Vec::new();
         // Pairs recognised here are recorded at once: the plan may have nothing to do for them, and
@@ -969,9 +973,15 @@ impl<'a> Runner<'a> {
                     remote_version: version,
                     base: base.state.clone(),
                 });
-            } else if deleted {
+            } else if deleted && parked_remote.is_empty() {
                 // Deleted before its create was seen remotely: nothing left to pair.
                 self.ctx.store.delete_mapping(self.ctx.tenant, *row).await?;
+            } else if deleted {
+                // The run parked an item it could not read or parse (which tells neither its UID nor
+                // its state): it may be the created one. The row stays for a later run, which pairs
+                // the item once it reads and deletes it; without the row, that run would find an
+                // unlinked item with no live series of its UID and import the deleted event again.
+                // (A parked item leaves the run partial: the cursors stay, so it is listed again.)
             }
         }
         for PendingLocalCreate {

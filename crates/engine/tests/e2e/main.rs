@@ -224,6 +224,7 @@ both_backends!(
     writes_of_a_killed_run_are_recognised_as_its_own,
     a_create_whose_pair_was_not_recorded_stays_ours,
     an_import_cut_short_then_deleted_locally_stays_deleted,
+    a_create_parked_unreadable_then_deleted_locally_stays_deleted,
 );
 
 mod cloud_sqlite {

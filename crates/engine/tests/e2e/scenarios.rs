@@ -1273,3 +1273,57 @@ pub async fn an_import_cut_short_then_deleted_locally_stays_deleted(db: TestDb) 
     assert!(w.open_conflicts().await.is_empty());
     assert!(w.assert_converged().await.is_empty());
 }
+
+/// A run that created a local event remotely and stopped before recording its pair, the event then
+/// deleted locally while its item cannot be read (here another app rewrote it with a `SEQUENCE` that
+/// is not an integer: Radicale keeps and serves it, calbridge refuses it): the run that parks the item
+/// keeps the create's write-ahead row, so the run that reads the item again pairs it and deletes it
+/// instead of importing the deleted event as a new one.
+pub async fn a_create_parked_unreadable_then_deleted_locally_stays_deleted(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("kept", "Kept", 1)).await;
+    w.settle().await;
+    w.local_create(&event("cut", "Cut", 2)).await;
+    w.refuse_pairs(true).await;
+    let report = w.sync().await;
+    w.refuse_pairs(false).await;
+    assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.errors[0].action, "record", "{:?}", report.errors);
+    let (url, original) = w.remote_item("cut").await.expect("the create happened");
+
+    let unreadable = original.replacen("END:VEVENT", "SEQUENCE:not-a-number\r\nEND:VEVENT", 1);
+    assert_ne!(unreadable, original);
+    let put = w.radicale.raw().put(&url, &unreadable).await;
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    w.local_delete("cut").await;
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.action == "read" && url.ends_with(&e.item)),
+        "the item was not parked: {:?}",
+        report.errors
+    );
+
+    let put = w.radicale.raw().put(&url, &original).await;
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    w.settle().await;
+    assert!(
+        w.local_by_uid("cut").await.is_none(),
+        "cut came back locally"
+    );
+    assert!(w.remote_item("cut").await.is_none(), "cut deletion lost");
+    assert!(
+        w.open_conflicts().await.is_empty(),
+        "{:?}",
+        w.open_conflicts().await
+    );
+    let both = w.assert_converged().await;
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert_eq!(one(&both, "kept"), "Kept");
+}
