@@ -419,8 +419,25 @@ async fn radicale_no_op_reads_only_the_collection_date_once_it_settled() {
         .status()
         .is_success()
     );
-    let (same_second, _) = read(changed.cursor.clone()).await;
+    let (same_second, requests) = read(changed.cursor.clone()).await;
     assert_eq!(names(&same_second), ["g3.ics"]);
+    // The collection was busy (the last read found changes): no date read, only the REPORT and the
+    // multiget of g3.
+    assert_eq!(requests, 2);
+
+    // Quiet again: the first listing that finds nothing hands the link back to the gate, the next
+    // read takes the date before listing, and once that date has settled a read is the date alone.
+    let (quiet, requests) = read(same_second.cursor.clone()).await;
+    assert!(quiet.upserts.is_empty() && quiet.deletions.is_empty());
+    assert_eq!(requests, 1, "the REPORT alone");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let (armed, requests) = read(quiet.cursor.clone()).await;
+    assert!(armed.upserts.is_empty() && armed.deletions.is_empty());
+    assert_eq!(requests, 2, "the date, then the REPORT");
+    let (gated, requests) = read(armed.cursor.clone()).await;
+    assert!(gated.upserts.is_empty() && gated.deletions.is_empty());
+    assert_eq!(requests, 1, "the date alone");
+    assert_eq!(gated.cursor, armed.cursor);
 }
 
 #[tokio::test]

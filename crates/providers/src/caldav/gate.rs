@@ -24,6 +24,13 @@
 //!
 //! A tripwire: a listing that finds changes although the settled date did not move (the safety-net
 //! listing can) turns the gate off for the link for good ([`Gate::Refuted`]).
+//!
+//! A collection that just changed is not asked its date ([`Gate::Busy`]): after an incremental
+//! listing that found changes, the next read lists straight away. Edits come in bursts (a person at
+//! work in their calendar, a script), and right after a change the date could only have said "moved"
+//! (or not settled yet), so reading it would add a request to every read of a busy calendar. The
+//! first listing that finds nothing hands the link back to the gate: the read after it takes the date
+//! again before listing, and the reads after that can skip.
 
 use jiff::SignedDuration;
 
@@ -53,6 +60,8 @@ pub enum Gate {
     Armed(Reading),
     /// A listing found changes the date did not announce: this link never skips a listing again.
     Refuted,
+    /// The last incremental listing found changes: the next read lists without asking the date.
+    Busy,
 }
 
 /// Whether the server behind `token` is known to move its collection date with every member.
@@ -75,7 +84,7 @@ impl Gate {
                     && now.server_now >= then.server_now
                     && now.server_now - then.server_now < LIST_AT_LEAST_EVERY.as_secs()
             }
-            Gate::Refuted => false,
+            Gate::Refuted | Gate::Busy => false,
         }
     }
 
@@ -83,7 +92,7 @@ impl Gate {
     pub fn settled(&self) -> bool {
         match self {
             Gate::Armed(then) => settled(then),
-            Gate::Refuted => false,
+            Gate::Refuted | Gate::Busy => false,
         }
     }
 
@@ -92,13 +101,14 @@ impl Gate {
     pub fn moved(&self, now: &Reading) -> bool {
         match self {
             Gate::Armed(then) => now.modified != then.modified,
-            Gate::Refuted => false,
+            Gate::Refuted | Gate::Busy => false,
         }
     }
 
     /// The gate to keep with the token of a listing: `previous` is the cursor's gate, `reading` was
-    /// taken just before the listing, `found_changes` says whether the listing named any item, and
-    /// `token` is the listing's new token.
+    /// taken just before the listing (if any), `found_changes` says whether an incremental listing
+    /// named any item (a complete listing passes `false`: it names everything), and `token` is the
+    /// listing's new token.
     pub fn after_listing(
         previous: Option<Gate>,
         reading: Option<Reading>,
@@ -119,20 +129,26 @@ impl Gate {
         if !trusted(token) {
             return None;
         }
+        if found_changes {
+            return Some(Gate::Busy);
+        }
         reading.map(Gate::Armed)
     }
 
-    /// The gate's part of a cursor (`lm:<modified>:<server_now>` or `lm-off`).
+    /// The gate's part of a cursor (`lm:<modified>:<server_now>`, `lm-off` or `lm-busy`).
     pub fn encode(&self) -> String {
         match self {
             Gate::Armed(r) => format!("lm:{}:{}", r.modified, r.server_now),
             Gate::Refuted => "lm-off".to_owned(),
+            Gate::Busy => "lm-busy".to_owned(),
         }
     }
 
     pub fn decode(text: &str) -> Option<Gate> {
-        if text == "lm-off" {
-            return Some(Gate::Refuted);
+        match text {
+            "lm-off" => return Some(Gate::Refuted),
+            "lm-busy" => return Some(Gate::Busy),
+            _ => {}
         }
         let (modified, server_now) = text.strip_prefix("lm:")?.split_once(':')?;
         Some(Gate::Armed(Reading {
@@ -242,12 +258,12 @@ mod tests {
         let unsettled = Some(Gate::Armed(reading(1_000, 1_001)));
         assert_eq!(
             Gate::after_listing(unsettled, unmoved, true, RADICALE),
-            Some(Gate::Armed(reading(1_000, 3_000)))
+            Some(Gate::Busy)
         );
         // A moved date announced them.
         assert_eq!(
             Gate::after_listing(settled, Some(reading(2_000, 3_000)), true, RADICALE),
-            Some(Gate::Armed(reading(2_000, 3_000)))
+            Some(Gate::Busy)
         );
         // No changes, nothing to learn.
         assert_eq!(
@@ -257,8 +273,38 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_collection_lists_without_its_date_until_a_listing_finds_nothing() {
+        // Changes found: busy, whatever the gate was.
+        let armed = Some(Gate::Armed(reading(1_000, 1_005)));
+        let moved = Some(reading(2_000, 2_001));
+        assert_eq!(
+            Gate::after_listing(armed, moved, true, RADICALE),
+            Some(Gate::Busy)
+        );
+        assert_eq!(
+            Gate::after_listing(Some(Gate::Busy), None, true, RADICALE),
+            Some(Gate::Busy)
+        );
+        // Nothing found without a date read first: no gate, so the next read takes the date again.
+        assert_eq!(
+            Gate::after_listing(Some(Gate::Busy), None, false, RADICALE),
+            None
+        );
+        // A busy gate never skips, and leaves the probe to the token.
+        assert!(!Gate::Busy.unchanged(&reading(2_000, 9_000)));
+        assert!(!Gate::Busy.settled());
+        assert!(!Gate::Busy.moved(&reading(2_000, 9_000)));
+        // Servers not trusted with the date are never busy either.
+        assert_eq!(Gate::after_listing(None, moved, true, "a1b2c3"), None);
+    }
+
+    #[test]
     fn gates_round_trip_and_reject_garbage() {
-        for gate in [Gate::Armed(reading(-5, 1_700_000_000)), Gate::Refuted] {
+        for gate in [
+            Gate::Armed(reading(-5, 1_700_000_000)),
+            Gate::Refuted,
+            Gate::Busy,
+        ] {
             assert_eq!(Gate::decode(&gate.encode()), Some(gate));
         }
         for bad in ["", "lm:", "lm:1", "lm:x:2", "lm:1:2:3", "lm-on", "sync:abc"] {

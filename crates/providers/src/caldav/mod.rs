@@ -900,12 +900,13 @@ impl CalendarProvider for CaldavProvider {
         };
         // The collection's date, read before any listing so that a change made during the listing
         // moves it past what the cursor records. Only where it can gate (see `gate`): a first
-        // listing (the server is not known yet) and a sync token of a trusted server.
+        // listing (the server is not known yet) and a sync token of a trusted server that is not
+        // busy.
         let wants_date = match &previous {
             None => true,
             Some(CaldavCursor::SyncToken { token, gate }) => match gate {
                 Some(Gate::Armed(_)) => true,
-                Some(Gate::Refuted) => false,
+                Some(Gate::Refuted | Gate::Busy) => false,
                 None => gate::trusted(token),
             },
             Some(CaldavCursor::Ctag(_)) => false,
@@ -1163,6 +1164,7 @@ mod tests {
         let gates = [
             None,
             Some(Gate::Refuted),
+            Some(Gate::Busy),
             Some(Gate::Armed(Reading {
                 modified: 1_795_294_471,
                 server_now: 1_795_294_480,
