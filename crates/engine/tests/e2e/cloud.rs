@@ -565,12 +565,7 @@ pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
             .await;
     }
     let report = cloud.sync().await;
-    assert_eq!(
-        report.counts.get("conflicts"),
-        Some(&3),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts", 3)]);
     let conflicts = cloud
         .store()
         .list_conflicts(
@@ -709,12 +704,7 @@ pub async fn interrupted_identity_resolutions_converge(db: TestDb) {
         newcomers.insert(*uid, id);
     }
     let report = cloud.sync().await;
-    assert_eq!(
-        report.counts.get("conflicts"),
-        Some(&(cases.len() as u64)),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts", cases.len() as u64)]);
     let identity = |state: Option<ConflictState>| ConflictFilter {
         state,
         connection_id: Some(cloud.connection),
@@ -788,7 +778,7 @@ pub async fn interrupted_identity_resolutions_converge(db: TestDb) {
     // newcomer's version pushed over it), and the resolutions left to finish.
     let report = cloud.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.counts.get("conflicts"), None, "{:?}", report.counts);
+    crate::assert_counts(&report, &[("conflicts", 0)]);
     let local = cloud.local_all().await;
     let remote = cloud.remote_all().await;
     assert!(remote.contains_key("ik-remote original"), "{remote:?}");
@@ -814,19 +804,14 @@ pub async fn interrupted_identity_resolutions_converge(db: TestDb) {
     };
     let report = cloud.sync_with(&resume_now).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        report.counts.get("resolutions_completed"),
-        Some(&(cases.len() as u64 - 2)),
-        "{:?}",
-        report.counts
+    crate::assert_counts(
+        &report,
+        &[
+            ("resolutions_completed", cases.len() as u64 - 2),
+            ("resolutions_abandoned", 1),
+            ("conflicts", 0),
+        ],
     );
-    assert_eq!(
-        report.counts.get("resolutions_abandoned"),
-        Some(&1),
-        "{:?}",
-        report.counts
-    );
-    assert_eq!(report.counts.get("conflicts"), None, "{:?}", report.counts);
     cloud.settle().await;
     // The abandoned one: open, without a decision, audited; nothing of it was deleted.
     let open = cloud
@@ -1277,12 +1262,7 @@ pub async fn abandoned_identity_keep_both_copies(db: TestDb) {
         newcomers.insert(uid, id);
     }
     let report = cloud.sync().await;
-    assert_eq!(
-        report.counts.get("conflicts"),
-        Some(&2),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts", 2)]);
     let conflicts = cloud
         .store()
         .list_conflicts(
@@ -1341,12 +1321,7 @@ pub async fn abandoned_identity_keep_both_copies(db: TestDb) {
     };
     let report = cloud.sync_with(&resume_now).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        report.counts.get("resolutions_abandoned"),
-        Some(&2),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("resolutions_abandoned", 2)]);
     cloud.settle().await;
     let local = cloud.local_all().await;
     let remote = cloud.remote_all().await;

@@ -13,6 +13,16 @@ mod cloud;
 mod resolution;
 mod scenarios;
 
+/// Asserts the counts a run reported for `expected` keys (0: not reported), showing all of them on
+/// failure.
+pub fn assert_counts(report: &calbridge_engine::RunReport, expected: &[(&str, u64)]) {
+    let got: Vec<(&str, u64)> = expected
+        .iter()
+        .map(|(key, _)| (*key, report.counts.get(*key).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(got, expected, "{:?}", report.counts);
+}
+
 /// Every conflict kind under every policy, each applicable option applied and the others refused
 /// (`resolution.rs`), on SQLite; one Radicale process for all five worlds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

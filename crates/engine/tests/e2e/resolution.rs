@@ -284,12 +284,7 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
     w.remote_delete("dr-restore").await;
     let report = w.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        report.counts.get("conflicts"),
-        Some(&9),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts", 9)]);
 
     let conflicts: Vec<(&str, Conflict)> = {
         let mut out = Vec::new();
@@ -520,18 +515,7 @@ async fn resolve_each_option(w: &World, conflicts: &[(&str, Conflict)]) {
     }
     // The stale conflict is superseded: recorded again with both sides' versions of now (neither
     // side's edit overwritten), and that one resolves.
-    assert_eq!(
-        report.counts.get("conflicts_superseded"),
-        Some(&1),
-        "{:?}",
-        report.counts
-    );
-    assert_eq!(
-        report.counts.get("conflicts"),
-        Some(&1),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts_superseded", 1), ("conflicts", 1)]);
     let again = w.conflict_of("u-stale").await;
     assert_ne!(again.id, stale.id);
     assert_eq!(again.state, ConflictState::Open);
@@ -574,17 +558,12 @@ pub async fn a_flood_of_time_conflicts_is_capped_deduplicated_and_scoped(
     }
     let first = w.sync().await;
     assert!(first.errors.is_empty(), "{:?}", first.errors);
-    assert_eq!(
-        first.counts.get("time_conflicts"),
-        Some(&500),
-        "{:?}",
-        first.counts
-    );
-    assert_eq!(
-        first.counts.get("time_conflicts_deferred"),
-        Some(&((pairs - 500) as u64)),
-        "{:?}",
-        first.counts
+    crate::assert_counts(
+        &first,
+        &[
+            ("time_conflicts", 500),
+            ("time_conflicts_deferred", (pairs - 500) as u64),
+        ],
     );
     // The next runs (the echo of the first run's writes, then full reconciliations) record the rest.
     let mut runs = 0;
@@ -606,29 +585,19 @@ pub async fn a_flood_of_time_conflicts_is_capped_deduplicated_and_scoped(
         let report = w
             .sync_full(&w.provider, &EngineConfig::default(), full)
             .await;
-        assert_eq!(
-            report.counts.get("time_conflicts"),
-            None,
-            "{:?}",
-            report.counts
-        );
+        crate::assert_counts(&report, &[("time_conflicts", 0)]);
     }
     assert_eq!(every_time_conflict(&w).await.len(), pairs);
 
     // One event moves to another day: an incremental run closes its 49 conflicts only.
     w.put_local(&ev("f-07", "Meeting 7", 9, 0, &[])).await;
     let report = w.sync().await;
-    assert_eq!(
-        report.counts.get("time_conflicts_closed"),
-        Some(&((n - 1) as u64)),
-        "{:?}",
-        report.counts
-    );
-    assert_eq!(
-        report.counts.get("time_conflicts"),
-        None,
-        "{:?}",
-        report.counts
+    crate::assert_counts(
+        &report,
+        &[
+            ("time_conflicts_closed", (n - 1) as u64),
+            ("time_conflicts", 0),
+        ],
     );
     let open = every_time_conflict(&w)
         .await
@@ -860,12 +829,7 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
     };
     let report = w.sync_with(&w.provider, &resume_now).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        report.counts.get("resolutions_completed"),
-        Some(&1),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
     w.settle().await;
 
     let open = sync_conflicts(w.open_conflicts().await);
@@ -1024,12 +988,7 @@ pub async fn a_failed_time_detection_is_redone_by_the_next_run(
         "{:?}",
         failed.errors
     );
-    assert_eq!(
-        failed.counts.get("update_remote"),
-        Some(&1),
-        "{:?}",
-        failed.counts
-    );
+    crate::assert_counts(&failed, &[("update_remote", 1)]);
     let marked = link().await;
     assert!(
         marked.local_cursor > before.local_cursor,
@@ -1062,12 +1021,7 @@ pub async fn a_failed_time_detection_is_redone_by_the_next_run(
     w.refuse_time_conflicts(false).await;
     let redone = w.sync().await;
     assert!(redone.errors.is_empty(), "{:?}", redone.errors);
-    assert_eq!(
-        redone.counts.get("time_conflicts"),
-        Some(&1),
-        "{:?}",
-        redone.counts
-    );
+    crate::assert_counts(&redone, &[("time_conflicts", 1)]);
     let conflicts = w.time_conflicts().await;
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     let uids: std::collections::BTreeSet<String> = [
@@ -1225,12 +1179,7 @@ impl World {
         }
         let report = self.sync().await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert_eq!(
-            report.counts.get("conflicts"),
-            Some(&(events.len() as u64)),
-            "{:?}",
-            report.counts
-        );
+        crate::assert_counts(&report, &[("conflicts", events.len() as u64)]);
         let mut out = Vec::new();
         for (uid, _) in events {
             out.push(self.conflict_of(uid).await);
@@ -1326,19 +1275,14 @@ pub async fn a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
     // The next sync (the decision is not old enough to be resumed) finishes it.
     let report = w.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        report.counts.get("resolutions_completed"),
-        Some(&1),
-        "{:?}",
-        report.counts
+    crate::assert_counts(
+        &report,
+        &[
+            ("resolutions_completed", 1),
+            ("conflicts_superseded", 0),
+            ("conflicts", 0),
+        ],
     );
-    assert_eq!(
-        report.counts.get("conflicts_superseded"),
-        None,
-        "{:?}",
-        report.counts
-    );
-    assert_eq!(report.counts.get("conflicts"), None, "{:?}", report.counts);
     w.settle().await;
     let done = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
     assert_eq!(done.state, ConflictState::Resolved);
@@ -1446,12 +1390,7 @@ pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
 
     let report = w.sync().await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        report.counts.get("conflicts_superseded"),
-        Some(&2),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts_superseded", 2)]);
     // The saved copy is gone locally and never reached the provider; the exported one stays.
     assert!(w.local_by_uid(&saved_copy).await.is_none());
     let copy = abandoned_copy(saved.id).await;
@@ -1530,12 +1469,7 @@ pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
         .take()
         .expect("the replacement ran");
     assert_eq!(answer.unwrap_err(), "resolution_in_progress");
-    assert_eq!(
-        report.counts.get("resolutions_completed"),
-        Some(&1),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
     let done = w.store().get_conflict(w.tenant, race.id).await.unwrap();
     assert_eq!(done.state, ConflictState::Resolved);
     let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();

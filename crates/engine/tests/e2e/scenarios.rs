@@ -412,18 +412,7 @@ pub async fn initial_import_both_ways_pairs_same_uid_and_respects_the_window(db:
     let first = w.sync().await;
     assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.errors);
     assert!(first.full_listing);
-    assert_eq!(
-        first.counts.get("create_remote"),
-        Some(&2),
-        "{:?}",
-        first.counts
-    );
-    assert_eq!(
-        first.counts.get("create_local"),
-        Some(&1),
-        "{:?}",
-        first.counts
-    );
+    crate::assert_counts(&first, &[("create_remote", 2), ("create_local", 1)]);
     assert_eq!(
         first.counts.get("link"),
         Some(&1),
@@ -590,18 +579,7 @@ pub async fn update_conflict_under_ask_is_stored_and_parked(db: TestDb) {
     // A side that moves on supersedes it: recorded again with the versions of now, nothing written.
     w.local_edit("x", &event("x", "Local title 2", 2)).await;
     let again = w.sync().await;
-    assert_eq!(
-        again.counts.get("conflicts_superseded"),
-        Some(&1),
-        "{:?}",
-        again.counts
-    );
-    assert_eq!(
-        again.counts.get("conflicts"),
-        Some(&1),
-        "{:?}",
-        again.counts
-    );
+    crate::assert_counts(&again, &[("conflicts_superseded", 1), ("conflicts", 1)]);
     let open = w.open_conflicts().await;
     assert_eq!(open.len(), 1);
     assert_ne!(open[0].id, c.id);
@@ -746,12 +724,7 @@ pub async fn deletion_conflict_is_stored(db: TestDb) {
     w.local_edit("b", &event("b", "Beta edited", 2)).await;
     w.remote_delete("b").await;
     let report = w.sync().await;
-    assert_eq!(
-        report.counts.get("conflicts"),
-        Some(&2),
-        "{:?}",
-        report.counts
-    );
+    crate::assert_counts(&report, &[("conflicts", 2)]);
     let open = w.open_conflicts().await;
     assert_eq!(open.len(), 2);
     assert!(open.iter().all(|c| c.kind == ConflictKind::Deletion));
