@@ -121,7 +121,6 @@ async fn insert_rows<T>(
     Ok(())
 }
 
-/// Appends ` AND {column} IN (…)` with one bound parameter per id.
 /// Why an open-only change of `conflict` matched no row: it is not the tenant's (`NotFound`), or it is
 /// no longer open.
 async fn not_open(
@@ -135,6 +134,7 @@ async fn not_open(
     }
 }
 
+/// Appends ` AND {column} IN (…)` with one bound parameter per id.
 fn push_in_list<I: ToString>(q: &mut QueryBuilder<'static, Db>, column: &str, ids: &[I]) {
     q.push(format!(" AND {column} IN ("));
     let mut list = q.separated(", ");
@@ -987,6 +987,59 @@ async fn insert_audit(tx: &mut Tx, tenant: TenantId, entry: NewAuditEntry) -> Re
         .fetch_one(&mut **tx)
         .await?;
     audit_row(&row)
+}
+
+impl Backend {
+    /// Writes an open conflict's `resolving` record: unconditionally (`expected: None`), or only while
+    /// it still holds `expected` as stored (`Some(None)`: none). The one statement behind
+    /// [`Store::set_conflict_resolving`] and [`Store::swap_conflict_resolving`].
+    async fn write_resolving(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        expected: Option<Option<&str>>,
+        resolving_json: Option<&str>,
+    ) -> Result<Conflict> {
+        if let Some(json) = resolving_json {
+            check_json("resolving", json)?;
+        }
+        let mut tx = self.wtx().await?;
+        let guard = if expected.is_some() {
+            " AND COALESCE(resolving, '') = COALESCE($4, '')"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE conflicts SET resolving = $3 WHERE id = $1 AND tenant_id = $2 AND state = 'open'{guard} \
+             RETURNING {CONFLICT_COLS}"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(conflict.to_string())
+            .bind(tenant.to_string())
+            .bind(resolving_json);
+        if let Some(expected) = expected {
+            query = query.bind(expected);
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await? else {
+            if expected.is_none() {
+                return Err(not_open(&mut tx, tenant, conflict).await);
+            }
+            return Err(
+                match ensure_owned(&mut tx, "conflicts", "conflict", &conflict.to_string(), tenant)
+                    .await
+                {
+                    Ok(()) => StoreError::Conflict(
+                        "the conflict is no longer open, or another resolution of it began or ended meanwhile"
+                            .into(),
+                    ),
+                    Err(e) => e,
+                },
+            );
+        };
+        let record = conflict_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
 }
 
 #[async_trait]
@@ -2588,26 +2641,8 @@ impl Store for Backend {
         conflict: ConflictId,
         resolving_json: Option<&str>,
     ) -> Result<Conflict> {
-        if let Some(json) = resolving_json {
-            check_json("resolving", json)?;
-        }
-        let mut tx = self.wtx().await?;
-        let sql = format!(
-            "UPDATE conflicts SET resolving = $3 WHERE id = $1 AND tenant_id = $2 AND state = 'open' \
-             RETURNING {CONFLICT_COLS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(conflict.to_string())
-            .bind(tenant.to_string())
-            .bind(resolving_json)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(not_open(&mut tx, tenant, conflict).await);
-        };
-        let record = conflict_row(&row)?;
-        tx.commit().await?;
-        Ok(record)
+        self.write_resolving(tenant, conflict, None, resolving_json)
+            .await
     }
 
     async fn swap_conflict_resolving(
@@ -2617,37 +2652,8 @@ impl Store for Backend {
         expected: Option<&str>,
         resolving_json: Option<&str>,
     ) -> Result<Conflict> {
-        if let Some(json) = resolving_json {
-            check_json("resolving", json)?;
-        }
-        let mut tx = self.wtx().await?;
-        let sql = format!(
-            "UPDATE conflicts SET resolving = $3 WHERE id = $1 AND tenant_id = $2 AND state = 'open' \
-             AND COALESCE(resolving, '') = COALESCE($4, '') RETURNING {CONFLICT_COLS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(conflict.to_string())
-            .bind(tenant.to_string())
-            .bind(resolving_json)
-            .bind(expected)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(
-                match ensure_owned(&mut tx, "conflicts", "conflict", &conflict.to_string(), tenant)
-                    .await
-                {
-                    Ok(()) => StoreError::Conflict(
-                        "the conflict is no longer open, or another resolution of it began or ended meanwhile"
-                            .into(),
-                    ),
-                    Err(e) => e,
-                },
-            );
-        };
-        let record = conflict_row(&row)?;
-        tx.commit().await?;
-        Ok(record)
+        self.write_resolving(tenant, conflict, Some(expected), resolving_json)
+            .await
     }
 
     async fn create_sync_run(
