@@ -95,6 +95,11 @@ pub struct RunReport {
     pub duration_ms: u64,
 }
 
+/// The audit actor of what a sync of `connection` does on its own (`sync:<connection>`).
+pub(crate) fn sync_actor(connection: &Connection) -> String {
+    format!("sync:{}", connection.id)
+}
+
 /// Runs one sync of the link. Fails only when the run could not be carried out at all (store down,
 /// unusable options); item failures and suspect listings are reported in the returned [`RunReport`].
 pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
@@ -1200,9 +1205,8 @@ impl<'a> Runner<'a> {
         local_moved || remote_moved
     }
 
-    /// The audit actor of what a run does on its own (`sync:<connection>`).
     fn sync_actor(&self) -> String {
-        format!("sync:{}", self.ctx.connection.id)
+        sync_actor(self.ctx.connection)
     }
 
     /// Whether this run recognised a write of the interrupted resolution of an open update or
@@ -1703,7 +1707,7 @@ impl<'a> Runner<'a> {
             )
             .await?;
         *self.counts.entry("conflicts".into()).or_default() += 1;
-        let actor = format!("sync:{}", self.ctx.connection.id);
+        let actor = self.sync_actor();
         let details = serde_json::json!({
             "kind": c.kind,
             "uid": c.uid,

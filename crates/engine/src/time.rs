@@ -308,7 +308,7 @@ pub(crate) async fn detect(
             "more new time conflicts than one detection records; the rest are found by later detections"
         );
     }
-    let actor = format!("sync:{}", connection.id);
+    let actor = crate::run::sync_actor(connection);
     let mut counts = TimeCounts {
         deferred: decision.deferred as u64,
         ..TimeCounts::default()
