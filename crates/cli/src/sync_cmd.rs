@@ -202,15 +202,22 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
     })
 }
 
-/// `resolution in progress: keep_local by key:admin, since 2026-…` (with the `merged` body of a merge).
+/// `resolution in progress: keep_local by key:admin, since 2026-…` (with the `merged` body of a merge,
+/// and `, resumed 2026-…` when a retry or a sync took it up again: that, not `since`, tells whether it
+/// may be running now).
 fn in_progress_line(r: &ResolvingView) -> String {
     let merged = r
         .merged
         .as_ref()
         .map(|m| format!(" (merged: {m})"))
         .unwrap_or_default();
+    let resumed = r
+        .resumed_at
+        .as_ref()
+        .map(|at| format!(", resumed {at}"))
+        .unwrap_or_default();
     format!(
-        "resolution in progress: {}{merged} by {}, since {}",
+        "resolution in progress: {}{merged} by {}, since {}{resumed}",
         r.option, r.decided_by, r.since
     )
 }

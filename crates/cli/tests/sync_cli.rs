@@ -105,8 +105,27 @@ async fn sync_imports_and_conflicts_commands_answer() {
     assert_eq!(
         shown["resolving"],
         serde_json::json!({"option": "keep_local", "decided_by": "key:cb_admin",
-                           "since": "2026-11-20T10:00:00Z", "merged": null})
+                           "since": "2026-11-20T10:00:00Z", "resumed_at": null, "merged": null})
     );
+    // Taken up again later: said beside when it was decided.
+    store
+        .set_conflict_resolving(
+            cli.tenant,
+            conflict.id,
+            Some(r#"{"option":"keep_local","actor":"key:cb_admin","started_at":"2026-11-20T10:00:00Z","resumed_at":"2026-11-20T10:30:00Z"}"#),
+        )
+        .await
+        .unwrap();
+    let shown = run(&["conflicts", "show", &conflict.id.to_string()]);
+    assert!(shown.status.success());
+    let said = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        said.lines().any(|l| l
+            == "resolution in progress: keep_local by key:cb_admin, since 2026-11-20T10:00:00Z, resumed 2026-11-20T10:30:00Z"),
+        "{said}"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["resolving"]["resumed_at"], "2026-11-20T10:30:00Z");
     let unknown = run(&[
         "sync",
         "--connection",

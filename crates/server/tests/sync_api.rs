@@ -686,8 +686,10 @@ async fn resolving_after_the_connection_is_deleted_postgres() {
 /// A resolution in progress, as the API shows it and answers another decision (DESIGN: a person is
 /// told, two decisions never write one event). Radicale sits behind a proxy that refuses the
 /// resolutions' PUTs, so a `keep_both` stops after saving its copy and a `merge` after its local
-/// write: both stay in progress. `resolving` shows the decision (option, who, since, `merged`);
-/// another option is 409 `resolution_in_progress` naming it; the same decision again finishes it.
+/// write: both stay in progress. `resolving` shows the decision (option, who, since, `merged`, and
+/// `resumed_at` once the same decision was sent again); another option is 409
+/// `resolution_in_progress` naming it, also when decided long ago but resumed a moment ago; the same
+/// decision again finishes it.
 /// Once the decision is older than `resume_resolutions_after` (aged here in the store), another
 /// option replaces a `keep_both` that wrote nothing (its saved copy goes), and a `merge` that wrote
 /// a side answers `conflict_changed`, while the merge itself, sent again, finishes. Syncs after it
@@ -781,12 +783,27 @@ async fn a_resolution_in_progress(backend: Backend) {
     assert!(decided_by.starts_with("key:"), "{pending}");
     let since: jiff::Timestamp = pending["since"].as_str().unwrap().parse().unwrap();
     assert!(jiff::Timestamp::now().duration_since(since) < jiff::SignedDuration::from_mins(1));
+    assert!(pending["resumed_at"].is_null(), "{pending}");
     let written = shown("written").await;
     assert_eq!(
         written["resolving"]["merged"],
         json!({"summary": "written merged"}),
         "{written}"
     );
+    // The same decision sent again while the provider still refuses: taken up again, stopped again.
+    // `since` stays when it was decided; `resumed_at` says it (re)started later.
+    let written_since = written["resolving"]["since"].as_str().unwrap().to_owned();
+    let retried = resolve(
+        "written",
+        json!({"option": "merge", "merged": {"summary": "written merged"}}),
+    )
+    .await;
+    assert_eq!(retried.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retried = shown("written").await;
+    let pending = &retried["resolving"];
+    assert_eq!(pending["since"], written_since.as_str(), "{pending}");
+    let resumed_at: jiff::Timestamp = pending["resumed_at"].as_str().unwrap().parse().unwrap();
+    assert!(resumed_at > written_since.parse().unwrap(), "{pending}");
     // The list shows it too.
     let listed = server.admin_get("/v1/calendar/conflicts?kind=update").await;
     assert!(
@@ -858,7 +875,7 @@ async fn a_resolution_in_progress(backend: Backend) {
             .await
             .unwrap()
             .id;
-    let age = |uid: &str| {
+    let age = |uid: &str, field: &'static str| {
         let store = server.store.clone();
         let id: calbridge_store::ConflictId = conflict(uid).parse().unwrap();
         async move {
@@ -866,15 +883,28 @@ async fn a_resolution_in_progress(backend: Backend) {
             let mut record: Value =
                 serde_json::from_str(c.resolving_json.as_deref().unwrap()).unwrap();
             let old = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(11);
-            record["started_at"] = json!(old.to_string());
+            record[field] = json!(old.to_string());
             store
                 .set_conflict_resolving(tenant, id, Some(&record.to_string()))
                 .await
                 .unwrap();
         }
     };
-    age("replaced").await;
-    age("written").await;
+    age("replaced", "started_at").await;
+    age("written", "started_at").await;
+    // Decided long ago but taken up again a moment ago: it may be running, so another decision
+    // still waits (what `resumed_at` tells a person reading `since`).
+    in_progress(
+        resolve("written", json!({"option": "keep_remote"})).await,
+        "merge",
+    )
+    .await;
+    let aged = shown("written").await;
+    assert_eq!(
+        aged["resolving"]["resumed_at"],
+        json!(resumed_at.to_string())
+    );
+    age("written", "resumed_at").await;
     // A `keep_both` that wrote only its local copy is replaced: the copy goes, the new decision
     // applies, and the resolution names what it replaced.
     let replaced = resolve("replaced", json!({"option": "keep_local"})).await;

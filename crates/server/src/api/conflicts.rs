@@ -70,8 +70,13 @@ pub struct ResolvingView {
     pub option: String,
     /// Who decided (the `resolved_by` the conflict gets, whoever finishes it).
     pub decided_by: String,
-    /// When the resolution began (RFC 3339).
+    /// When the resolution was decided and began (RFC 3339); unchanged when it is taken up again.
     pub since: String,
+    /// When a retry of the same decision or a sync last took it up again (RFC 3339); null when
+    /// nobody has. The later of `since` and this is when it last (re)started: until
+    /// `resume_resolutions_after` (10 minutes) past that it may be running right now, after that it
+    /// has stopped and waits for a sync or for a person to decide again.
+    pub resumed_at: Option<String>,
     /// The `merged` body of a `merge`, as sent; null for the other options.
     #[schema(value_type = Option<Object>)]
     pub merged: Option<serde_json::Value>,
@@ -83,6 +88,7 @@ impl From<calbridge_engine::Resolving> for ResolvingView {
             option: r.option_name(),
             decided_by: r.actor,
             since: r.started_at.to_string(),
+            resumed_at: r.resumed_at.map(|t| t.to_string()),
             merged: r.merged,
         }
     }
