@@ -77,6 +77,80 @@ async fn batch_size_sets_items_per_multiget_and_traffic_counts_requests_and_byte
     assert_eq!(requests, vec![5, 3], "{requests:?}");
 }
 
+/// An incremental REPORT asks for the changed items' data; Radicale refuses one that would carry
+/// more VEVENTs than its `max_expand_occurrence` (400). The same token is then asked again without
+/// data and the items come by multiget, in batches under the limit: still incremental, nothing
+/// lost, nothing listed in full.
+#[tokio::test]
+async fn a_report_refused_for_its_data_is_asked_again_without_it() {
+    let Some(radicale) =
+        support::Radicale::start_with("\n[reporting]\nmax_expand_occurrence = 3\n")
+    else {
+        return;
+    };
+    let url = radicale.calendar_url("work");
+    radicale.raw().mkcalendar(&url, "work").await;
+    let put = |n: usize, summary: &'static str| {
+        let raw = radicale.raw();
+        let url = url.clone();
+        async move {
+            let put = raw
+                .put(
+                    &format!("{url}e{n}.ics"),
+                    &support::event(&format!("limit-{n}"), summary, "20261125T090000Z"),
+                )
+                .await;
+            assert!(put.status().is_success());
+        }
+    };
+    for n in 0..2 {
+        put(n, "First").await;
+    }
+    let calendar = CalendarId::parse(format!("/{}/work/", support::USER)).unwrap();
+    let provider = CaldavProvider::new(
+        &client(Some(3), Duration::ZERO),
+        &radicale.base(),
+        support::password(support::USER, support::PASSWORD),
+        support::budget(),
+    )
+    .unwrap();
+    let first = provider
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert_eq!(first.upserts.len(), 2);
+    for n in 0..5 {
+        put(n, "Second").await;
+    }
+    let traffic = Traffic::new();
+    let next = metered(
+        traffic.clone(),
+        provider.changes(
+            &calendar,
+            first.cursor.as_ref(),
+            &window(),
+            &KnownVersions::new(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.full_listing, None, "still incremental");
+    assert!(next.failures.is_empty(), "{:?}", next.failures);
+    let mut uids: Vec<String> = next
+        .upserts
+        .iter()
+        .map(|i| i.content.uid().unwrap().to_owned())
+        .collect();
+    uids.sort();
+    assert_eq!(
+        uids,
+        ["limit-0", "limit-1", "limit-2", "limit-3", "limit-4"]
+    );
+    // The date, the REPORT with data (400), the REPORT without, two multigets (3 + 2).
+    assert_eq!(traffic.requests(), 5);
+    assert_ne!(next.cursor, first.cursor);
+}
+
 #[tokio::test]
 async fn the_calendar_list_is_served_from_the_cache_within_its_ttl() {
     let Some(radicale) = support::Radicale::start() else {

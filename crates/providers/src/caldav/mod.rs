@@ -21,7 +21,7 @@ mod gate;
 pub mod xml;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::content::ItemContent;
-use crate::error::ProviderError;
+use crate::error::{ProviderError, Unavailability};
 use crate::http::{Budget, Credentials, Endpoint, HttpClient, Request, Response};
 use crate::provider::{CalendarProvider, Diagnosis, HeldVersions, ProviderKind};
 use crate::types::{
@@ -93,9 +93,17 @@ pub struct CaldavProvider {
 }
 
 enum SyncOutcome {
-    Done(Vec<(String, Option<Etag>)>, String),
+    Done(Listing, String),
     InvalidToken,
     Unsupported,
+}
+
+/// What a listing names: each member's etag (`None`: reported gone), and the `calendar-data` of
+/// those the server sent along, by href (an incremental `sync-collection` asks for it).
+#[derive(Default)]
+struct Listing {
+    entries: Vec<(String, Option<Etag>)>,
+    inline: HashMap<String, String>,
 }
 
 /// The cursor envelope: which kind of change source produced it. The token inside stays opaque.
@@ -335,13 +343,29 @@ impl CaldavProvider {
         Ok(home)
     }
 
+    /// An incremental `sync-collection` that asks for the changed members' data as well, so no
+    /// multiget follows; asked again without it when that answer fails in a way the data could
+    /// explain (Radicale refuses a report past its VEVENT limit with 400; a burst of changes can
+    /// outgrow the body limit; a server may not offer the property).
+    async fn sync_changes(&self, url: &Url, token: &str) -> Result<SyncOutcome, ProviderError> {
+        match self.sync_collection(url, Some(token), true).await {
+            Ok(SyncOutcome::Unsupported) => {}
+            Err(e) if !data_could_explain(&e) => return Err(e),
+            Err(_) => {}
+            Ok(outcome) => return Ok(outcome),
+        }
+        self.sync_collection(url, Some(token), false).await
+    }
+
     async fn sync_collection(
         &self,
         url: &Url,
         token: Option<&str>,
+        with_data: bool,
     ) -> Result<SyncOutcome, ProviderError> {
         let mut token = token.map(str::to_owned);
         let mut entries = Vec::new();
+        let mut inline = HashMap::new();
         let collection = normalize_href(url, url.path())?;
         // A server that truncates (507 on the request-URI) expects to be asked again with the
         // token it returned; bounded so a misbehaving server cannot loop us forever.
@@ -351,7 +375,7 @@ impl CaldavProvider {
                     "REPORT",
                     url.clone(),
                     "0",
-                    xml::sync_collection(token.as_deref()),
+                    xml::sync_collection(token.as_deref(), with_data),
                 )
                 .await?;
             let status = response.status.as_u16();
@@ -380,8 +404,13 @@ impl CaldavProvider {
                         continue;
                     }
                     if r.status == Some(404) {
+                        inline.remove(&path);
                         entries.push((path, None));
                     } else if let Some(etag) = r.prop_text(DAV, "getetag") {
+                        match r.prop_text(CALDAV, "calendar-data") {
+                            Some(data) => inline.insert(path.clone(), data),
+                            None => inline.remove(&path),
+                        };
                         entries.push((path, Some(Etag::parse(etag)?)));
                     }
                 }
@@ -390,7 +419,11 @@ impl CaldavProvider {
                 ProviderError::protocol("sync-collection answer without a sync-token")
             })?;
             if !truncated {
-                return Ok(SyncOutcome::Done(dedup_last(entries), new_token));
+                let listing = Listing {
+                    entries: dedup_last(entries),
+                    inline,
+                };
+                return Ok(SyncOutcome::Done(listing, new_token));
             }
             token = Some(new_token);
         }
@@ -496,14 +529,7 @@ impl CaldavProvider {
                     let etag = r.prop_text(DAV, "getetag");
                     let item = match (r.status, data, etag) {
                         (Some(404), _, _) => ReadItem::Missing(id),
-                        (_, Some(data), Some(etag)) => {
-                            match (ItemContent::parse(data), Etag::parse(etag)) {
-                                (Ok(content), Ok(etag)) => {
-                                    ReadItem::Found(RemoteItem { id, etag, content })
-                                }
-                                (Err(e), _) | (_, Err(e)) => ReadItem::Failed(id, e.to_string()),
-                            }
-                        }
+                        (_, Some(data), Some(etag)) => read_item(id, data, &etag),
                         _ if r.propstats.iter().any(|(s, _)| *s == 404)
                             && r.prop(CALDAV, "calendar-data").is_none() =>
                         {
@@ -530,11 +556,15 @@ impl CaldavProvider {
     async fn assemble(
         &self,
         calendar_url: &Url,
-        entries: Vec<(String, Option<Etag>)>,
+        listing: Listing,
         held: &dyn HeldVersions,
         full: Option<FullListingReason>,
         cursor: Cursor,
     ) -> Result<ChangeSet, ProviderError> {
+        let Listing {
+            entries,
+            mut inline,
+        } = listing;
         let mut set = ChangeSet {
             cursor: Some(cursor),
             full_listing: full,
@@ -553,6 +583,7 @@ impl CaldavProvider {
             }
         };
         let mut to_fetch = Vec::new();
+        let mut read = Vec::new();
         let mut present: HashSet<RemoteId> = HashSet::new();
         for (path, etag) in entries {
             let id = RemoteId::parse(path.clone())?;
@@ -565,6 +596,11 @@ impl CaldavProvider {
                     present.insert(id.clone());
                     if known.get(&id) == Some(&etag) {
                         set.unchanged.push(id);
+                    } else if let Some(data) = inline.remove(&path) {
+                        read.push(match ItemContent::parse(data) {
+                            Ok(content) => ReadItem::Found(RemoteItem { id, etag, content }),
+                            Err(e) => ReadItem::Failed(id, e.to_string()),
+                        });
                     } else {
                         to_fetch.push(path);
                     }
@@ -580,7 +616,8 @@ impl CaldavProvider {
             gone.sort();
             set.deletions = gone;
         }
-        for item in self.multiget(calendar_url, &to_fetch).await? {
+        read.extend(self.multiget(calendar_url, &to_fetch).await?);
+        for item in read {
             match item {
                 ReadItem::Found(item) if item.content.is_event() => set.upserts.push(item),
                 // Tasks and journals in a mixed collection are not events: left alone.
@@ -647,6 +684,32 @@ impl CaldavProvider {
             _ => Ok(None),
         }
     }
+}
+
+/// One member read with its data: parsed, or failed with the reason (the others still count).
+fn read_item(id: RemoteId, data: String, etag: &str) -> ReadItem {
+    match (ItemContent::parse(data), Etag::parse(etag)) {
+        (Ok(content), Ok(etag)) => ReadItem::Found(RemoteItem { id, etag, content }),
+        (Err(e), _) | (_, Err(e)) => ReadItem::Failed(id, e.to_string()),
+    }
+}
+
+/// Whether a failed `sync-collection` that asked for data may succeed without it: not when the
+/// credentials, the account's rights, throttling or the network are what failed.
+fn data_could_explain(error: &ProviderError) -> bool {
+    !matches!(
+        error,
+        ProviderError::Auth { .. }
+            | ProviderError::NeedsReauthorization { .. }
+            | ProviderError::Forbidden { .. }
+            | ProviderError::RateLimited { .. }
+            | ProviderError::Blocked { .. }
+            | ProviderError::CursorInvalid
+            | ProviderError::Unavailable {
+                reason: Unavailability::Dns | Unavailability::Connect | Unavailability::Tls,
+                ..
+            }
+    )
 }
 
 /// Keeps the last entry per href (a server may report one item twice across truncated rounds).
@@ -929,16 +992,16 @@ impl CalendarProvider for CaldavProvider {
             });
         }
         if let Some(CaldavCursor::SyncToken { token, .. }) = &previous {
-            match self.sync_collection(&url, Some(token)).await? {
-                SyncOutcome::Done(entries, new_token) => {
-                    let gate =
-                        Gate::after_listing(prior_gate, reading, !entries.is_empty(), &new_token);
+            match self.sync_changes(&url, token).await? {
+                SyncOutcome::Done(listing, new_token) => {
+                    let found = !listing.entries.is_empty();
+                    let gate = Gate::after_listing(prior_gate, reading, found, &new_token);
                     let cursor = CaldavCursor::SyncToken {
                         token: new_token,
                         gate,
                     }
                     .encode()?;
-                    return self.assemble(&url, entries, known, None, cursor).await;
+                    return self.assemble(&url, listing, known, None, cursor).await;
                 }
                 SyncOutcome::InvalidToken | SyncOutcome::Unsupported => {
                     reason = FullListingReason::CursorInvalid
@@ -947,13 +1010,14 @@ impl CalendarProvider for CaldavProvider {
         }
         let ctag_mode = matches!(previous, Some(CaldavCursor::Ctag(_)));
         if !ctag_mode {
-            match self.sync_collection(&url, None).await? {
-                SyncOutcome::Done(entries, token) => {
+            // The first listing names every member: their data comes by multiget, in batches.
+            match self.sync_collection(&url, None, false).await? {
+                SyncOutcome::Done(listing, token) => {
                     // A complete listing: what it names says nothing about the old date.
                     let gate = Gate::after_listing(prior_gate, reading, false, &token);
                     let cursor = CaldavCursor::SyncToken { token, gate }.encode()?;
                     return self
-                        .assemble(&url, entries, known, Some(reason), cursor)
+                        .assemble(&url, listing, known, Some(reason), cursor)
                         .await;
                 }
                 SyncOutcome::InvalidToken => {
@@ -979,10 +1043,13 @@ impl CalendarProvider for CaldavProvider {
         } else {
             reason
         };
-        let entries = self.etag_listing(&url).await?;
+        let listing = Listing {
+            entries: self.etag_listing(&url).await?,
+            inline: HashMap::new(),
+        };
         // The ctag was read before the listing, so a change during the listing shows next time.
         let cursor = CaldavCursor::Ctag(ctag).encode()?;
-        self.assemble(&url, entries, known, Some(full), cursor)
+        self.assemble(&url, listing, known, Some(full), cursor)
             .await
     }
 

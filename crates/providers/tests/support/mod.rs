@@ -58,6 +58,11 @@ pub struct Radicale {
 
 impl Radicale {
     pub fn start() -> Option<Self> {
+        Self::start_with("")
+    }
+
+    /// Started with `extra` appended to its config (whole sections, e.g. `[reporting]\n...`).
+    pub fn start_with(extra: &str) -> Option<Self> {
         let python = python_with("radicale")?;
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().unwrap();
@@ -68,7 +73,7 @@ impl Radicale {
             std::fs::write(
                 &config,
                 format!(
-                    "[server]\nhosts = 127.0.0.1:{port}\n\n[auth]\ntype = htpasswd\nhtpasswd_filename = {}\nhtpasswd_encryption = plain\ndelay = 0\n\n[rights]\ntype = owner_only\n\n[storage]\nfilesystem_folder = {}\n\n[logging]\nlevel = warning\n",
+                    "[server]\nhosts = 127.0.0.1:{port}\n\n[auth]\ntype = htpasswd\nhtpasswd_filename = {}\nhtpasswd_encryption = plain\ndelay = 0\n\n[rights]\ntype = owner_only\n\n[storage]\nfilesystem_folder = {}\n\n[logging]\nlevel = warning\n{extra}",
                     users.display(),
                     dir.path().join("collections").display()
                 ),
