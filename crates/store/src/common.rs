@@ -30,6 +30,11 @@ const LINK_COLS: &str = "id, tenant_id, connection_id, remote_calendar_id, remot
 const SERIES_AT_PAIR_VERSION: &str = "SELECT m.series_id FROM item_mappings m JOIN series s \
      ON s.id = m.series_id AND s.tenant_id = m.tenant_id AND s.version = m.local_version \
      AND s.deleted_at IS NULL WHERE m.tenant_id = ";
+/// `get_deleted_series_by_uid` after its column list: one probe of `series_deleted_uid`
+/// (migration 0016).
+const DELETED_SERIES_BY_UID: &str = "FROM series WHERE tenant_id = $1 AND calendar_id = $2 \
+     AND uid = $3 AND deleted_at IS NOT NULL AND created_at >= $4 \
+     ORDER BY created_at DESC, id DESC LIMIT 1";
 const MAP_COLS: &str = "id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at";
 const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, other_series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by, resolving";
 const RUN_COLS: &str = "id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, finished_at";
@@ -1446,10 +1451,7 @@ impl Store for Backend {
         uid: &str,
         since: Timestamp,
     ) -> Result<Option<Series>> {
-        let sql = format!(
-            "SELECT {SERIES_COLS} FROM series WHERE tenant_id = $1 AND calendar_id = $2 AND uid = $3 \
-             AND deleted_at IS NOT NULL AND created_at >= $4 ORDER BY created_at DESC, id DESC LIMIT 1"
-        );
+        let sql = format!("SELECT {SERIES_COLS} {DELETED_SERIES_BY_UID}");
         let row = sqlx::query(&sql)
             .bind(tenant.to_string())
             .bind(calendar.to_string())

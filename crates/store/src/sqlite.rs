@@ -129,14 +129,8 @@ mod tests {
     /// Asserts that SQLite's plan for `sql` reads through `index` (binds are left unset: NULL), and
     /// returns the step of `EXPLAIN QUERY PLAN` that does (`SEARCH t USING [COVERING] INDEX index ...`).
     async fn assert_plan_uses(sql: &str, index: &str) -> String {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.run_migrations().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .fetch_all(&store.write)
-                .await
-                .unwrap();
-        let step = plan.iter().map(|p| p.3.as_str()).find(|d| {
+        let plan = plan_of(sql).await;
+        let step = plan.iter().find(|d| {
             let words: Vec<&str> = d.split_whitespace().collect();
             words.contains(&"USING") && words.windows(2).any(|w| w == ["INDEX", index])
         });
@@ -144,6 +138,18 @@ mod tests {
             Some(step) => step.to_owned(),
             None => panic!("{sql}: no step uses {index}: {plan:?}"),
         }
+    }
+
+    /// The steps of SQLite's plan for `sql` on a freshly migrated database (binds left unset: NULL).
+    async fn plan_of(sql: &str) -> Vec<String> {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.run_migrations().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.write)
+                .await
+                .unwrap();
+        plan.into_iter().map(|p| p.3).collect()
     }
 
     /// The pairs a run's changes name are found through an index on the named column, not by reading
@@ -198,15 +204,9 @@ mod tests {
         let lookup = "SELECT o.occurrence_id, m.remote_id FROM remote_occurrences o \
                       JOIN item_mappings m ON m.id = o.mapping_id \
                       WHERE o.link_id = 'l' AND o.tenant_id = 't' AND o.occurrence_id IN ('a', 'b')";
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.run_migrations().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {lookup}"))
-                .fetch_all(&store.write)
-                .await
-                .unwrap();
+        let plan = plan_of(lookup).await;
         assert!(
-            plan.iter().any(|p| p.3.starts_with(
+            plan.iter().any(|d| d.starts_with(
                 "SEARCH o USING PRIMARY KEY (link_id=? AND tenant_id=? AND occurrence_id=?)"
             )),
             "{plan:?}"
@@ -229,6 +229,21 @@ mod tests {
             "item_mappings_write_ahead",
         )
         .await;
+    }
+
+    /// The latest deleted series of a calendar with a UID is one probe of the partial index on
+    /// deleted series, not a read of every series of the calendar (`series_tenant_calendar`, the only
+    /// index that served it before migration 0016), and needs no sort.
+    #[tokio::test]
+    async fn deleted_series_by_uid_are_found_through_their_partial_index() {
+        let sql = format!("SELECT {SERIES_COLS} {DELETED_SERIES_BY_UID}");
+        let step = assert_plan_uses(&sql, "series_deleted_uid").await;
+        assert!(
+            step.contains("calendar_id=? AND uid=? AND created_at>?"),
+            "{step}"
+        );
+        let plan = plan_of(&sql).await;
+        assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     /// The statements that pick a series' occurrences go through the series index, not a scan of the

@@ -75,8 +75,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<Series>>;
     /// The latest-created deleted series of `calendar` with `uid` created at or after `since`, if any
     /// (sync: a series it created itself, by a run killed before recording the pair, and deleted by
-    /// the application since). Not indexed by UID: it reads the calendar's rows, and is only asked
-    /// after an interrupted run.
+    /// the application since). Asked after an interrupted run, once per write-ahead row without its
+    /// pair; one probe of a partial index on deleted series (migration 0016).
     async fn get_deleted_series_by_uid(
         &self,
         tenant: TenantId,
