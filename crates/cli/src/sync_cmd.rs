@@ -28,7 +28,9 @@ pub struct SyncArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ConflictsCommand {
-    /// Open conflicts (or `--state resolved|all`), one per line.
+    /// Open conflicts (or `--state resolved|all`), one per line: id, kind, state, event UID, detected
+    /// at, options, and `resolving:<option>` while a resolution is in progress (`-` otherwise; `show`
+    /// says who decided it and since when).
     List {
         #[arg(long)]
         state: Option<String>,
@@ -147,8 +149,13 @@ pub fn conflicts(config_file: Option<&PathBuf>, command: ConflictsCommand) -> an
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
                 for c in state.store.list_conflicts(tenant.id, &filter).await? {
                     let view = conflict_view(c);
+                    // A last column, so the others keep their places for scripts.
+                    let resolving = view
+                        .resolving
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |r| format!("resolving:{}", r.option));
                     println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{resolving}",
                         view.id,
                         view.kind,
                         view.state,

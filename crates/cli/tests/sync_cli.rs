@@ -85,6 +85,20 @@ async fn sync_imports_and_conflicts_commands_answer() {
         )
         .await
         .unwrap();
+    // `conflicts list` marks a resolution in progress in its last column.
+    let list_line = || {
+        let listed = run(&["conflicts", "list"]);
+        assert!(listed.status.success());
+        let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&conflict.id.to_string()))
+            .unwrap_or_else(|| panic!("{} not listed: {stdout}", conflict.id))
+            .to_owned()
+    };
+    let line = list_line();
+    assert!(line.ends_with("\t-"), "{line}");
+    assert_eq!(line.split('\t').count(), 7, "{line}");
     store
         .set_conflict_resolving(
             cli.tenant,
@@ -93,6 +107,9 @@ async fn sync_imports_and_conflicts_commands_answer() {
         )
         .await
         .unwrap();
+    let line = list_line();
+    assert!(line.contains("\topen\tcli-0\t"), "{line}");
+    assert!(line.ends_with("\tresolving:keep_local"), "{line}");
     let shown = run(&["conflicts", "show", &conflict.id.to_string()]);
     assert!(shown.status.success());
     let said = String::from_utf8_lossy(&shown.stderr);
