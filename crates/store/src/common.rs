@@ -126,6 +126,25 @@ async fn insert_rows<T>(
     Ok(())
 }
 
+/// What a write statement reports (rows affected).
+type DbDone = <Db as sqlx::Database>::QueryResult;
+
+/// The tail of a write addressed to one row by id and tenant: a statement that changed nothing found
+/// no such row of the tenant's (absent, or another tenant's, which reads the same).
+trait Found {
+    /// `Err(NotFound { entity })` when no row was affected.
+    fn found(self, entity: &'static str) -> Result<()>;
+}
+
+impl Found for DbDone {
+    fn found(self, entity: &'static str) -> Result<()> {
+        if self.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity });
+        }
+        Ok(())
+    }
+}
+
 /// Why an open-only change of `conflict` matched no row: it is not the tenant's (`NotFound`), or it is
 /// no longer open.
 async fn not_open(
@@ -1972,17 +1991,12 @@ impl Store for Backend {
     }
 
     async fn delete_connection(&self, tenant: TenantId, connection: ConnectionId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM connections WHERE id = $1 AND tenant_id = $2")
+        sqlx::query("DELETE FROM connections WHERE id = $1 AND tenant_id = $2")
             .bind(connection.to_string())
             .bind(tenant.to_string())
             .execute(self.w())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                entity: "connection",
-            });
-        }
-        Ok(())
+            .await?
+            .found("connection")
     }
 
     async fn create_link(&self, tenant: TenantId, link: NewLink) -> Result<Link> {
@@ -2131,15 +2145,12 @@ impl Store for Backend {
     }
 
     async fn delete_link(&self, tenant: TenantId, link: LinkId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM links WHERE id = $1 AND tenant_id = $2")
+        sqlx::query("DELETE FROM links WHERE id = $1 AND tenant_id = $2")
             .bind(link.to_string())
             .bind(tenant.to_string())
             .execute(self.w())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "link" });
-        }
-        Ok(())
+            .await?
+            .found("link")
     }
 
     async fn set_time_detection_due(
@@ -2148,7 +2159,7 @@ impl Store for Backend {
         link: LinkId,
         run: SyncRunId,
     ) -> Result<()> {
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE links SET time_detection_due = $3, updated_at = $4 WHERE id = $1 AND tenant_id = $2",
         )
         .bind(link.to_string())
@@ -2156,11 +2167,8 @@ impl Store for Backend {
         .bind(run.to_string())
         .bind(ms(now()))
         .execute(self.w())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "link" });
-        }
-        Ok(())
+        .await?
+        .found("link")
     }
 
     async fn clear_time_detection_due(
@@ -2334,17 +2342,12 @@ impl Store for Backend {
     }
 
     async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM item_mappings WHERE id = $1 AND tenant_id = $2")
+        sqlx::query("DELETE FROM item_mappings WHERE id = $1 AND tenant_id = $2")
             .bind(mapping.to_string())
             .bind(tenant.to_string())
             .execute(self.w())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                entity: "item mapping",
-            });
-        }
-        Ok(())
+            .await?
+            .found("item mapping")
     }
 
     async fn replace_remote_occurrences(
@@ -3378,16 +3381,12 @@ impl Store for Backend {
     }
 
     async fn delete_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<()> {
-        let done =
-            sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1 AND tenant_id = $2")
-                .bind(webhook.to_string())
-                .bind(tenant.to_string())
-                .execute(self.w())
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "webhook" });
-        }
-        Ok(())
+        sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1 AND tenant_id = $2")
+            .bind(webhook.to_string())
+            .bind(tenant.to_string())
+            .execute(self.w())
+            .await?
+            .found("webhook")
     }
 
     async fn update_webhook(
@@ -3432,7 +3431,7 @@ impl Store for Backend {
     }
 
     async fn advance_webhook(&self, tenant: TenantId, webhook: WebhookId, seq: i64) -> Result<()> {
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE webhook_subscriptions SET delivered_seq = CASE WHEN delivered_seq < $3 THEN $3 ELSE delivered_seq END \
              WHERE id = $1 AND tenant_id = $2",
         )
@@ -3440,11 +3439,8 @@ impl Store for Backend {
         .bind(tenant.to_string())
         .bind(seq)
         .execute(self.w())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "webhook" });
-        }
-        Ok(())
+        .await?
+        .found("webhook")
     }
 
     async fn set_webhook_retry(
@@ -3453,18 +3449,15 @@ impl Store for Backend {
         webhook: WebhookId,
         at: Option<Timestamp>,
     ) -> Result<()> {
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE webhook_subscriptions SET retry_at = $3 WHERE id = $1 AND tenant_id = $2",
         )
         .bind(webhook.to_string())
         .bind(tenant.to_string())
         .bind(at.map(ms))
         .execute(self.w())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "webhook" });
-        }
-        Ok(())
+        .await?
+        .found("webhook")
     }
 
     async fn webhooks_due(&self, now: Timestamp, limit: u32) -> Result<Vec<Webhook>> {
