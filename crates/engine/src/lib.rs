@@ -27,7 +27,7 @@ pub use heartbeat::{Heartbeat, beating};
 /// For the API's conflict resolution, which reads and writes series the way the engine does.
 pub use local::{Parsed, Storable, storable};
 pub use options::{EngineConfig, SyncOptions};
-pub use resolve::{Resolve, ResolveFailure, Resolving, needs_provider, resolve_conflict};
+pub use resolve::{Replaced, Resolve, ResolveFailure, Resolving, needs_provider, resolve_conflict};
 pub use run::{LinkSync, RunError, RunReport, RunStatus, sync_link};
 
 /// Why a run could not be carried out at all (a failing item is not an error: it is reported in

@@ -127,6 +127,10 @@ pub struct EngineConfig {
     /// Stops a conflict resolution right after this many of its writes (provider or local), before
     /// read-back and before the pair is recorded, as if the process died there. Only for crash tests.
     pub crash_after_resolution_writes: Option<usize>,
+    /// Stops a conflict resolution (or a sync giving a decision up) right after it took the
+    /// conflict's decision by compare-and-set (`conflicts.resolving`), before anything it does next,
+    /// as if the process died there. Only for crash tests.
+    pub crash_after_resolution_fence: bool,
     /// How often a running run's row is touched, and the staleness bound each touch writes into it
     /// (see `beating`); the server derives it from `sync.run_stale_after`.
     pub heartbeat: crate::Heartbeat,
@@ -143,6 +147,7 @@ impl Default for EngineConfig {
             deletion_guard: DeletionGuard::default(),
             crash_after_actions: None,
             crash_after_resolution_writes: None,
+            crash_after_resolution_fence: false,
             heartbeat: crate::Heartbeat::default(),
             resume_resolutions_after: jiff::SignedDuration::from_mins(10),
         }

@@ -25,7 +25,9 @@
 //! **The fence.** Whoever acts on a decision (a new one, a retry or a sync resuming it, a replacement,
 //! an abandonment) first swaps the conflict's record it read for its own by compare-and-set
 //! (`Store::swap_conflict_resolving`); the loser does nothing more, so two parties never both write
-//! for one decision or remove what the other made.
+//! for one decision or remove what the other made. A removal survives a process killed right after
+//! the swap: a replacement's record names the decision it replaced until that is given up
+//! ([`Replaced`]), and an abandonment takes the decision up before it takes it off ([`abandon`]).
 //!
 //! **Another decision while one is in progress** (another option, or a `merge` with another
 //! `merged`): what a person expects is to be told, not to have two decisions write one pair. So it is
@@ -216,9 +218,60 @@ pub struct Resolving {
     /// `started_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<Timestamp>,
+    /// The decision this one replaced (see [`Replaced`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Replaced>,
+}
+
+/// The decision a replacement took the conflict over from, named on the new decision's record by
+/// the very compare-and-set that replaced it: giving it up (removing its `keep_both` copy, its
+/// `conflict.resolution_abandoned` entry) then survives a process killed right after that swap.
+/// Until `abandoned`, whoever acts on the record next (the replacement itself, a retry or a sync
+/// resuming the new decision, a sync giving the new decision up) does that first and marks it done
+/// by compare-and-set; a sync keeps the copy parked meanwhile (before, it was unparked by the swap
+/// and the next sync exported it as a new event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replaced {
+    pub option: ResolutionOption,
+    pub decided_by: String,
+    pub started_at: Timestamp,
+    /// Its `keep_both` copy is to be removed (under [`undo_copy`]'s rules): it was a `keep_both`, or
+    /// had itself replaced one without removing its copy yet. Never when the new decision is
+    /// `keep_both`: a conflict's copy has one UID, so that decision adopts it as its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_to_remove: bool,
+    /// Given up: its copy removed or kept, its audit entry written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
+    /// What became of its copy ([`undo_copy`]'s answer), once given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<Value>,
+}
+
+impl Replaced {
+    /// `pending` as a decision `option` replaces it.
+    fn of(pending: &Resolving, option: ResolutionOption) -> Self {
+        Self {
+            option: pending.option,
+            decided_by: pending.actor.clone(),
+            started_at: pending.started_at,
+            copy_to_remove: option != ResolutionOption::KeepBoth
+                && (pending.option == ResolutionOption::KeepBoth || pending.copy_to_remove()),
+            abandoned: false,
+            copy: None,
+        }
+    }
 }
 
 impl Resolving {
+    /// Whether the decision this one replaced still has a `keep_both` copy to remove (which a sync
+    /// keeps parked until then, as it does a `keep_both` decision's own).
+    pub(crate) fn copy_to_remove(&self) -> bool {
+        self.replaced
+            .as_ref()
+            .is_some_and(|r| r.copy_to_remove && !r.abandoned)
+    }
+
     /// The resolution in progress on a conflict, if any (an unreadable record counts as none).
     pub(crate) fn of(conflict: &Conflict) -> Option<Self> {
         serde_json::from_str(conflict.resolving_json.as_deref()?).ok()
@@ -328,10 +381,17 @@ pub(crate) async fn complete_recognised(
 /// Gives up an interrupted resolution a sync could not finish because a side moved for another reason
 /// (its resumption found the side moved, or the conflict is superseded): the decision goes from the
 /// conflict (audit `conflict.resolution_abandoned`), and what it did only locally is undone
-/// ([`undo_copy`]: a `keep_both` copy never exported). The conflict itself is left as it is (open
-/// for a person, or closed as superseded by the caller). The decision is taken off by
-/// compare-and-set against `conflict.resolving_json` as the caller read it: `false` (nothing done)
-/// when someone else took it up, replaced or gave it up meanwhile, or the conflict closed.
+/// ([`undo_copy`]: a `keep_both` copy never exported; also the copy of a decision it replaced, if
+/// that was not removed yet). The conflict itself is left as it is (open for a person, or closed as
+/// superseded by the caller). `false` (nothing done) when someone else took the decision up,
+/// replaced or gave it up meanwhile, or the conflict closed: it is taken up by compare-and-set
+/// against `conflict.resolving_json` as the caller read it.
+///
+/// Taken up first (the same record with `resumed_at` = `now`, as a resumption claims it), and taken
+/// off only once the copy is dealt with: a process killed in between leaves the decision on the
+/// conflict, its copy parked, and the next sync gives it up again. (Taken off first, such a kill left
+/// the copy unparked, and the next sync exported it as a new event.)
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn abandon(
     store: &dyn Store,
     tenant: TenantId,
@@ -339,13 +399,20 @@ pub(crate) async fn abandon(
     resolving: &Resolving,
     sync_actor: &str,
     why: &str,
+    config: &EngineConfig,
+    now: Timestamp,
 ) -> Result<bool, EngineError> {
+    let claimed = Resolving {
+        resumed_at: Some(now),
+        ..resolving.clone()
+    };
+    let claimed_json = to_json(&claimed)?;
     match store
         .swap_conflict_resolving(
             tenant,
             conflict.id,
             conflict.resolving_json.as_deref(),
-            None,
+            Some(&claimed_json),
         )
         .await
     {
@@ -353,12 +420,38 @@ pub(crate) async fn abandon(
         Err(StoreError::Conflict(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    let copy = match (resolving.option, copy_place(store, tenant, conflict).await?) {
+    if config.crash_after_resolution_fence {
+        return Err(EngineError::Content(
+            "stopped after taking the decision up (crash test)".into(),
+        ));
+    }
+    let Some((held, held_json)) = give_up_replaced(
+        store,
+        tenant,
+        conflict,
+        claimed,
+        claimed_json,
+        sync_actor,
+        now,
+    )
+    .await?
+    else {
+        return Ok(false);
+    };
+    let copy = match (held.option, copy_place(store, tenant, conflict).await?) {
         (ResolutionOption::KeepBoth, Some((link, calendar))) => {
-            Some(undo_copy(store, tenant, conflict, link, calendar).await?)
+            Some(undo_copy(store, tenant, conflict, link, calendar, now).await?)
         }
         _ => None,
     };
+    match store
+        .swap_conflict_resolving(tenant, conflict.id, Some(&held_json), None)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
     audit(
         store,
         tenant,
@@ -375,6 +468,66 @@ pub(crate) async fn abandon(
     )
     .await?;
     Ok(true)
+}
+
+/// Gives up the decision the record `held` names as replaced, unless that was done (see
+/// [`Replaced`]): removes its copy, marks it `abandoned` by compare-and-set against `held_json` (the
+/// record as this party swapped it in), then audits it (`conflict.resolution_abandoned`, by `actor`).
+/// Returns the record the conflict holds afterwards, or `None` when another party took it meanwhile.
+async fn give_up_replaced(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: &Conflict,
+    held: Resolving,
+    held_json: String,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Option<(Resolving, String)>, EngineError> {
+    let Some(replaced) = held.replaced.clone().filter(|r| !r.abandoned) else {
+        return Ok(Some((held, held_json)));
+    };
+    let copy = match (
+        replaced.copy_to_remove,
+        copy_place(store, tenant, conflict).await?,
+    ) {
+        (true, Some((link, calendar))) => {
+            Some(undo_copy(store, tenant, conflict, link, calendar, now).await?)
+        }
+        _ => None,
+    };
+    let done = Resolving {
+        replaced: Some(Replaced {
+            abandoned: true,
+            copy: copy.clone(),
+            ..replaced.clone()
+        }),
+        ..held.clone()
+    };
+    let done_json = to_json(&done)?;
+    match store
+        .swap_conflict_resolving(tenant, conflict.id, Some(&held_json), Some(&done_json))
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    audit(
+        store,
+        tenant,
+        conflict,
+        actor,
+        "conflict.resolution_abandoned",
+        replaced.option,
+        json!({
+            "decided_by": replaced.decided_by,
+            "started_at": replaced.started_at,
+            "reason": format!("replaced by `{}`", held.option_name()),
+            "copy": copy,
+        }),
+    )
+    .await?;
+    Ok(Some((done, done_json)))
 }
 
 /// The link and the local calendar of a conflict's `keep_both` copy (`None` when its connection or
@@ -399,7 +552,8 @@ async fn copy_place(
 /// deleted (a soft delete through the normal path: no pair names it, so no sync exports the
 /// deletion) unless it has left calbridge — a pair or a create's write-ahead row on any link names
 /// it, so it is (or may be) on a provider and is kept as the real event it then is — or someone
-/// edited it since it was saved (kept: it is theirs). Returns what became of it, for the audit entry:
+/// edited it since it was saved (kept: it is theirs, and it goes out as a new event, see
+/// [`release_copy`]). Returns what became of it, for the audit entry:
 /// `{uid, series_id, fate: "deleted" | "kept" | "none", why}`.
 async fn undo_copy(
     store: &dyn Store,
@@ -407,7 +561,8 @@ async fn undo_copy(
     conflict: &Conflict,
     link: calbridge_store::LinkId,
     calendar: calbridge_store::CalendarId,
-) -> Result<Value, StoreError> {
+    now: Timestamp,
+) -> Result<Value, EngineError> {
     let side: Option<ConflictSide> = conflict
         .remote_json
         .as_deref()
@@ -437,6 +592,9 @@ async fn undo_copy(
     }
     // Created at version 1; an edit since is someone's.
     if row.version > 1 {
+        let time_zone = store.get_calendar(tenant, calendar).await?.time_zone;
+        let floating = TimeZone::get(&time_zone).unwrap_or(TimeZone::UTC);
+        release_copy(store, tenant, link, &row, &floating, now).await?;
         return Ok(
             json!({"uid": uid, "series_id": series, "fate": "kept", "why": "it was edited after it was saved"}),
         );
@@ -446,8 +604,53 @@ async fn undo_copy(
         Err(StoreError::PreconditionFailed { .. }) => Ok(
             json!({"uid": uid, "series_id": series, "fate": "kept", "why": "it was edited after it was saved"}),
         ),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// Lets a `keep_both` copy that stays (its decision went on without exporting it, or gave up a copy
+/// someone edited) go out as an event: a sync parked it while the decision was in progress, and
+/// that sync's local mark is past the copy's change, which no later incremental sync reads again
+/// (before, the copy stayed local until the next full sync). So the create's write-ahead row
+/// (`pending-create:<key>`, the key a sync's create of this series on `link` uses) is written for
+/// it, unless a row of `link` names it already: an incremental sync reads the series of such rows
+/// even when its change stream does not name them, and creates it (or pairs the item if the create
+/// happened). Durable, so a process killed before that sync still leaves it to the next one.
+pub(crate) async fn release_copy(
+    store: &dyn Store,
+    tenant: TenantId,
+    link: calbridge_store::LinkId,
+    row: &Series,
+    floating: &TimeZone,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    if row.deleted_at.is_some()
+        || store
+            .mappings_for_series(tenant, row.id)
+            .await?
+            .iter()
+            .any(|m| m.link_id == link)
+    {
+        return Ok(());
+    }
+    let parsed = Parsed::from_stored(row)?;
+    let local = LocalId::new(row.id.to_string());
+    write_ahead(
+        store,
+        tenant,
+        link,
+        now,
+        &format!("{PENDING_CREATE}{}", create_key(link, &local).as_str()),
+        Some(row.id),
+        None,
+        &StoredBase {
+            uid: Uid::new(&row.uid),
+            state: parsed.state(floating),
+            intent: None,
+            earlier: None,
+        },
+    )
+    .await
 }
 
 /// The answer to a request that lost the compare-and-set on the conflict's decision (someone else
@@ -570,7 +773,12 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
 
     let mut steps_done: Vec<&str> = plan.iter().map(step_name).collect();
     let mut remote_gone = None;
-    let mut replaced_copy: Option<Value> = None;
+    // The decision this one replaced, as the conflict's record names it once given up (below).
+    let mut replaced_record = replaced.as_ref().map(|p| Replaced::of(p, option));
+    let actor = match by {
+        By::Request => r.actor,
+        By::Sync(sync) => sync,
+    };
     let confirmed = if plan == [Step::AcceptOverlap] {
         // Nothing to write: the overlap is accepted as it stands (its fingerprint keeps it from being
         // reported again while the two events keep their times).
@@ -622,14 +830,18 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
                 actor: r.actor.to_owned(),
                 started_at: r.now,
                 resumed_at: None,
+                // Named by the swap itself, so that giving it up is finished by whoever acts on
+                // this record next should this process die right after the swap.
+                replaced: replaced.as_ref().map(|p| Replaced::of(p, option)),
             },
         };
+        let record_json = to_json(&record)?;
         match store
             .swap_conflict_resolving(
                 r.tenant,
                 conflict.id,
                 conflict.resolving_json.as_deref(),
-                Some(&to_json(&record)?),
+                Some(&record_json),
             )
             .await
         {
@@ -639,39 +851,26 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
             }
             Err(e) => return Err(e.into()),
         }
-        if let Some(p) = &replaced {
-            // The replaced decision is abandoned: what it did only locally is undone (its
-            // `keep_both` copy, unless exported; any other write of it would have failed `check`).
-            let copy = match p.option {
-                ResolutionOption::KeepBoth => Some(
-                    undo_copy(
-                        store,
-                        r.tenant,
-                        &conflict,
-                        exec.link.id,
-                        exec.local_calendar,
-                    )
-                    .await?,
-                ),
-                _ => None,
-            };
-            replaced_copy.clone_from(&copy);
-            audit(
-                store,
-                r.tenant,
-                &conflict,
-                r.actor,
-                "conflict.resolution_abandoned",
-                p.option,
-                json!({
-                    "decided_by": p.actor,
-                    "started_at": p.started_at,
-                    "reason": format!("replaced by `{}`", r.option),
-                    "copy": copy,
-                }),
-            )
-            .await?;
+        if r.config.crash_after_resolution_fence {
+            return Err(ResolveFailure::Interrupted(0));
         }
+        // The decision this one replaced (now, or by a replacement that stopped before it was
+        // done) is given up before anything is written: what it did only locally is undone (its
+        // `keep_both` copy, unless exported; any other write of it would have failed `check`).
+        let Some((held, _)) = give_up_replaced(
+            store,
+            r.tenant,
+            &conflict,
+            record,
+            record_json,
+            actor,
+            r.now,
+        )
+        .await?
+        else {
+            return Err(fence_lost(store, r.tenant, conflict.id).await);
+        };
+        replaced_record = held.replaced;
         if let Err(e) = exec.carry_out(&plan).await {
             if resumed.is_none() && exec.writes == 0 {
                 // Nothing was written (or what was, undone): the conflict is as it was, and no
@@ -695,17 +894,13 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
     if let Some(what) = remote_gone {
         resolution["remote_gone"] = json!(what);
     }
-    let actor = match by {
-        By::Request => r.actor,
-        By::Sync(sync) => sync,
-    };
     let interrupted = resumed.as_ref().map(|p| p.interruption(actor, "resumed"));
     if let Some(i) = &interrupted {
         resolution["interrupted"] = i.clone();
     }
     // The decision this one replaced (begun, never finished, past `resume_resolutions_after`).
-    let replaced = replaced.map(|p| {
-        json!({"option": p.option, "decided_by": p.actor, "started_at": p.started_at, "copy": replaced_copy})
+    let replaced = replaced_record.map(|p| {
+        json!({"option": p.option, "decided_by": p.decided_by, "started_at": p.started_at, "copy": p.copy})
     });
     if let Some(p) = &replaced {
         resolution["replaced"] = p.clone();
@@ -1864,5 +2059,65 @@ impl<'a> Exec<'a> {
             Step::AcceptOverlap => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(option: ResolutionOption) -> Resolving {
+        Resolving {
+            option,
+            merged: None,
+            actor: "key:a".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+            resumed_at: None,
+            replaced: None,
+        }
+    }
+
+    #[test]
+    fn a_record_written_before_replaced_existed_still_reads() {
+        let old = r#"{"option":"keep_both","actor":"key:a","started_at":"2026-01-01T00:00:00Z"}"#;
+        let read: Resolving = serde_json::from_str(old).unwrap();
+        assert_eq!(read.replaced, None);
+        assert!(!read.copy_to_remove());
+        // And a record without a replaced decision is written as before.
+        let written = serde_json::to_value(record(ResolutionOption::KeepLocal)).unwrap();
+        assert!(written.get("replaced").is_none(), "{written}");
+    }
+
+    #[test]
+    fn the_copy_to_remove_follows_replacements_until_given_up() {
+        let both = record(ResolutionOption::KeepBoth);
+        let local = Resolving {
+            replaced: Some(Replaced::of(&both, ResolutionOption::KeepLocal)),
+            ..record(ResolutionOption::KeepLocal)
+        };
+        assert!(local.copy_to_remove());
+        let back: Resolving = serde_json::from_str(&to_json(&local).unwrap()).unwrap();
+        assert_eq!(back, local);
+        // Replaced again before its copy went: the next decision removes it; `keep_both` adopts it.
+        assert!(Replaced::of(&local, ResolutionOption::Merge).copy_to_remove);
+        assert!(!Replaced::of(&local, ResolutionOption::KeepBoth).copy_to_remove);
+        // Once given up, nothing is left to remove.
+        let done = Resolving {
+            replaced: local.replaced.clone().map(|r| Replaced {
+                abandoned: true,
+                ..r
+            }),
+            ..local.clone()
+        };
+        assert!(!done.copy_to_remove());
+        assert!(!Replaced::of(&done, ResolutionOption::Merge).copy_to_remove);
+        // A decision without a copy leaves none to remove.
+        assert!(
+            !Replaced::of(
+                &record(ResolutionOption::KeepRemote),
+                ResolutionOption::KeepLocal
+            )
+            .copy_to_remove
+        );
     }
 }

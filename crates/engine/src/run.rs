@@ -693,7 +693,8 @@ impl<'a> Runner<'a> {
                 // sides' versions of now (and recorded again if it still conflicts).
                 self.close_superseded(c, "a side changed again", resolving.as_ref())
                     .await?;
-                self.park_if_deleted(copy, &mut parked_local).await?;
+                self.after_abandon(copy, &mut parked_local, &mut local_changes)
+                    .await?;
                 continue;
             }
             if let Some(resolving) = &resolving {
@@ -701,7 +702,8 @@ impl<'a> Runner<'a> {
                 // them behind the pairs this run read.
                 if self.resume_resolution(c, resolving).await? {
                     // Abandoned: its copy was deleted (parked) or kept as the event it is now.
-                    self.park_if_deleted(copy, &mut parked_local).await?;
+                    self.after_abandon(copy, &mut parked_local, &mut local_changes)
+                        .await?;
                 } else if let Some(copy) = copy.or(self.saved_copy(c, resolving).await?) {
                     // So does a `keep_both` copy the resolution saved: it goes out with the
                     // resolution (identity: only once the newcomer is gone), not as a new event.
@@ -1259,6 +1261,29 @@ impl<'a> Runner<'a> {
         if !(written || deleted) || !self.refresh_pair(c, local_changes, remote).await {
             return Ok(false);
         }
+        // `keep_both`: the plan exports the copy (the rest of the decision). A sync that parked it
+        // earlier read its change then, so it is released for the incremental syncs (a create's
+        // write-ahead row, written before the conflict closes: a run killed after closing it leaves
+        // the row for the next one) and put before this run's plan.
+        if resolving.option == calbridge_sync::ResolutionOption::KeepBoth
+            && let Some(copy) = self.saved_copy(c, resolving).await?
+        {
+            let row = self
+                .ctx
+                .store
+                .get_series(self.ctx.tenant, crate::pairs::series_id(&copy)?)
+                .await?;
+            crate::resolve::release_copy(
+                self.ctx.store,
+                self.ctx.tenant,
+                self.ctx.link.id,
+                &row,
+                &self.floating,
+                self.ctx.now,
+            )
+            .await?;
+            self.present_series(row, local_changes);
+        }
         let actor = self.sync_actor();
         if crate::resolve::complete_recognised(
             self.ctx.store,
@@ -1326,6 +1351,8 @@ impl<'a> Runner<'a> {
                     resolving,
                     &actor,
                     &why,
+                    self.ctx.config,
+                    self.ctx.now,
                 )
                 .await?
                 {
@@ -1347,35 +1374,39 @@ impl<'a> Runner<'a> {
         Ok(false)
     }
 
-    /// Parks for this run a `keep_both` copy that an abandoned decision just deleted: the change
-    /// this run read before must not export it.
-    async fn park_if_deleted(
-        &self,
+    /// What this run does with a `keep_both` copy once its decision was given up: deleted, it is
+    /// parked (the change this run read before must not export it); kept (exported already, or
+    /// edited, see `resolve::release_copy`), it is put before the plan like a change, since the run
+    /// that parked it earlier read its change then and no incremental run reads it again.
+    async fn after_abandon(
+        &mut self,
         copy: Option<LocalId>,
         parked: &mut BTreeSet<LocalId>,
+        local_changes: &mut Vec<LocalChange>,
     ) -> Result<(), EngineError> {
         let Some(copy) = copy else {
             return Ok(());
         };
-        let row = self
-            .ctx
-            .store
-            .get_series(self.ctx.tenant, crate::pairs::series_id(&copy)?)
-            .await?;
+        let series = crate::pairs::series_id(&copy)?;
+        let row = self.ctx.store.get_series(self.ctx.tenant, series).await?;
         if row.deleted_at.is_some() {
             parked.insert(copy);
+        } else {
+            self.present_series(row, local_changes);
         }
         Ok(())
     }
 
     /// The local copy an interrupted `keep_both` resolution saved (named as the option names it), if
-    /// there is one.
+    /// there is one; also while a decision that replaced such a resolution has not removed it yet.
     async fn saved_copy(
         &self,
         c: &calbridge_store::Conflict,
         resolving: &Resolving,
     ) -> Result<Option<LocalId>, EngineError> {
-        if resolving.option != calbridge_sync::ResolutionOption::KeepBoth {
+        if resolving.option != calbridge_sync::ResolutionOption::KeepBoth
+            && !resolving.copy_to_remove()
+        {
             return Ok(None);
         }
         let Some(ConflictSide {
@@ -1421,6 +1452,8 @@ impl<'a> Runner<'a> {
                 resolving,
                 &actor,
                 &format!("superseded: {why}"),
+                self.ctx.config,
+                self.ctx.now,
             )
             .await?;
         }
@@ -1454,6 +1487,43 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Puts a local series in front of the plan as a change (a deletion, or its state now), unless
+    /// the run has a change of it already. `false` when it cannot be parsed.
+    fn present_series(
+        &mut self,
+        row: calbridge_store::Series,
+        local_changes: &mut Vec<LocalChange>,
+    ) -> bool {
+        let id = LocalId::new(row.id.to_string());
+        if has_change(local_changes, &id) {
+            return true;
+        }
+        if row.deleted_at.is_some() {
+            local_changes.push(LocalChange::Deleted {
+                id: id.clone(),
+                at: row.deleted_at,
+            });
+            self.local.insert(id, LocalEntry { row, parsed: None });
+            return true;
+        }
+        let Ok(parsed) = Parsed::from_stored(&row) else {
+            return false;
+        };
+        local_changes.push(LocalChange::Upsert {
+            id: id.clone(),
+            uid: Uid::new(&row.uid),
+            state: parsed.state(&self.floating),
+        });
+        self.local.insert(
+            id,
+            LocalEntry {
+                row,
+                parsed: Some(parsed),
+            },
+        );
+        true
+    }
+
     /// Puts both sides of a superseded conflict's pair in front of the plan as changes, the side that
     /// did not move too (its earlier edit is part of the conflict and must not be overwritten as if it
     /// were the base). `false` when a side cannot be read now (the conflict then stays parked).
@@ -1463,38 +1533,14 @@ impl<'a> Runner<'a> {
         local_changes: &mut Vec<LocalChange>,
         remote: &mut RemoteChanges,
     ) -> bool {
-        if let Some(series) = c.series_id {
-            let id = LocalId::new(series.to_string());
-            let listed = local_changes.iter().any(|change| match change {
-                LocalChange::Upsert { id: l, .. } | LocalChange::Deleted { id: l, .. } => *l == id,
-            });
-            if !listed {
-                let Ok(row) = self.ctx.store.get_series(self.ctx.tenant, series).await else {
-                    return false;
-                };
-                if row.deleted_at.is_some() {
-                    local_changes.push(LocalChange::Deleted {
-                        id: id.clone(),
-                        at: row.deleted_at,
-                    });
-                    self.local.insert(id, LocalEntry { row, parsed: None });
-                } else {
-                    let Ok(parsed) = Parsed::from_stored(&row) else {
-                        return false;
-                    };
-                    local_changes.push(LocalChange::Upsert {
-                        id: id.clone(),
-                        uid: Uid::new(&row.uid),
-                        state: parsed.state(&self.floating),
-                    });
-                    self.local.insert(
-                        id,
-                        LocalEntry {
-                            row,
-                            parsed: Some(parsed),
-                        },
-                    );
-                }
+        if let Some(series) = c.series_id
+            && !has_change(local_changes, &LocalId::new(series.to_string()))
+        {
+            let Ok(row) = self.ctx.store.get_series(self.ctx.tenant, series).await else {
+                return false;
+            };
+            if !self.present_series(row, local_changes) {
+                return false;
             }
         }
         let remote_id = c
@@ -1549,6 +1595,7 @@ impl<'a> Runner<'a> {
     /// A complete listing holds live series only, so the series of known pairs (and of write-ahead
     /// creates, `also`) that are not in it are read too: the deleted ones are deletions. Without that,
     /// a deletion made before a first or full sync was never propagated (found by the crash test).
+    /// An incremental read adds the live series of `also` its stream does not name.
     async fn read_local(
         &mut self,
         also: &[LocalId],
@@ -1636,6 +1683,27 @@ impl<'a> Runner<'a> {
                 }
                 for chunk in ids.chunks(SERIES_PAGE as usize) {
                     rows.extend(store.get_series_many(tenant, chunk).await?);
+                }
+                // A live series a create's write-ahead row names is read even when the stream
+                // does not name it: a resolution released it for export after a run had read its
+                // change (a parked `keep_both` copy, `resolve::release_copy`), or the create is
+                // unfinished; the plan creates it (or the listing pairs the item). Deleted ones are
+                // left to the stream, which names every deletion.
+                let pending: Vec<SeriesId> = also
+                    .iter()
+                    .filter_map(|l| SeriesId::parse(l.as_str()).ok())
+                    .filter(|id| !seen.contains(id))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                for chunk in pending.chunks(SERIES_PAGE as usize) {
+                    rows.extend(
+                        store
+                            .get_series_many(tenant, chunk)
+                            .await?
+                            .into_iter()
+                            .filter(|r| r.deleted_at.is_none()),
+                    );
                 }
                 seq
             }
@@ -2561,6 +2629,11 @@ impl<'a> Runner<'a> {
             duration_ms,
         })
     }
+}
+
+/// Whether the run's local changes hold one of `id`.
+fn has_change(local_changes: &[LocalChange], id: &LocalId) -> bool {
+    local_changes.iter().any(|change| change.id() == id)
 }
 
 fn item_content(parsed: &Parsed) -> Result<ItemContent, StepError> {

@@ -196,6 +196,68 @@ async fn abandoned_keep_both_copies_postgres() {
     .await;
 }
 
+/// A process killed right after taking a conflict's decision over (a replacement, a superseding
+/// sync) leaves no `keep_both` copy to be exported (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_fence_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_fence_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// A `keep_both` copy a sync parked is exported by an incremental sync once its decision lets it
+/// go (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_copy_is_exported_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_parked_copy_is_exported_once_its_decision_lets_it_go(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_copy_is_exported_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_parked_copy_is_exported_once_its_decision_lets_it_go(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

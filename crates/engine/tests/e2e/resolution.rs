@@ -1484,3 +1484,300 @@ pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
     assert_eq!(one(&both, &race_copy), "a-race remote");
     assert_eq!(one(&both, "a-race"), "a-race local");
 }
+
+impl World {
+    /// Resolves `conflict` with `option` under `config` (its crash knobs), as `key:test`.
+    async fn resolve_with(
+        &self,
+        conflict: ConflictId,
+        option: &str,
+        config: &EngineConfig,
+    ) -> Result<Conflict, ResolveFailure> {
+        resolve_conflict(Resolve {
+            store: self.store(),
+            provider: Some(&self.provider),
+            tenant: self.tenant,
+            conflict,
+            option,
+            merged: None,
+            actor: "key:test",
+            config,
+            now: Timestamp::now(),
+        })
+        .await
+    }
+
+    /// `keep_both` on `conflict`, killed right after its `writes`-th write.
+    async fn keep_both_killed_after(&self, conflict: ConflictId, writes: usize) {
+        let crash = EngineConfig {
+            crash_after_resolution_writes: Some(writes),
+            ..EngineConfig::default()
+        };
+        let err = self
+            .resolve_with(conflict, "keep_both", &crash)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "interrupted", "{err}");
+    }
+
+    /// Makes the decision in progress on `conflict` look begun 11 minutes ago (past
+    /// `resume_resolutions_after`: it has stopped, and another decision may replace it).
+    async fn age_decision(&self, conflict: ConflictId) {
+        let c = self
+            .store()
+            .get_conflict(self.tenant, conflict)
+            .await
+            .unwrap();
+        let mut record: Value = serde_json::from_str(c.resolving_json.as_deref().unwrap()).unwrap();
+        record["started_at"] =
+            json!((Timestamp::now() - jiff::SignedDuration::from_mins(11)).to_string());
+        self.store()
+            .set_conflict_resolving(self.tenant, conflict, Some(&record.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The `copy` of the one `conflict.resolution_abandoned` entry of `conflict`.
+    async fn abandoned_copy(&self, conflict: ConflictId) -> Value {
+        let entries = self
+            .audit_of(conflict, "conflict.resolution_abandoned")
+            .await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
+        assert_eq!(details["option"], "keep_both", "{details}");
+        details["copy"].clone()
+    }
+}
+
+/// A process killed right after taking a conflict's decision over by compare-and-set
+/// (`crash_after_resolution_fence`), before it removed the `keep_both` copy of the decision it gave
+/// up: the removal still happens, and no sync exports the copy meanwhile.
+/// - `k-replaced`: a stale `keep_both` (its copy saved) replaced with `keep_local` by a request killed
+///   right after its swap. The new decision names the one it replaced, so the next sync keeps the
+///   copy parked, and the sync that resumes `keep_local` first removes the copy (audited once), then
+///   finishes. Before, the copy was unparked at once and the next sync exported it as an event.
+/// - `k-superseded`: `keep_both` (copy saved), then the provider's item edited again; the superseding
+///   sync is killed right after taking the decision up to give it up. The decision stays on the
+///   conflict until the copy is gone, so the next sync supersedes it again and removes the copy.
+///   Before, the decision was taken off first, and the next sync exported the copy.
+pub async fn a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(
+        db,
+        radicale,
+        "fence-kill",
+        r#"{"conflict_resolution": "ask"}"#,
+    )
+    .await;
+    let fence_kill = EngineConfig {
+        crash_after_resolution_fence: true,
+        ..EngineConfig::default()
+    };
+    let recorded = w
+        .update_conflicts(&[("k-replaced", 3), ("k-superseded", 5)])
+        .await;
+    let (replaced, superseded) = (&recorded[0], &recorded[1]);
+
+    // k-replaced: keep_both saved its copy and stopped; keep_local replaces it and is killed.
+    let replaced_copy = expected_copy(&w, replaced);
+    w.keep_both_killed_after(replaced.id, 1).await;
+    w.age_decision(replaced.id).await;
+    let err = w
+        .resolve_with(replaced.id, "keep_local", &fence_kill)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "interrupted", "{err}");
+    let taken = w.store().get_conflict(w.tenant, replaced.id).await.unwrap();
+    let record: Value = serde_json::from_str(taken.resolving_json.as_deref().unwrap()).unwrap();
+    assert_eq!(record["option"], "keep_local", "{record}");
+    assert!(w.local_by_uid(&replaced_copy).await.is_some());
+    // k-superseded: keep_both saved its copy and stopped; the provider moves on.
+    let superseded_copy = expected_copy(&w, superseded);
+    w.keep_both_killed_after(superseded.id, 1).await;
+    w.remote_edit(
+        "k-superseded",
+        &ev("k-superseded", "k-superseded remote again", 5, 0, &[NEWER]),
+    )
+    .await;
+
+    // The superseding sync dies right after taking k-superseded's decision up.
+    let report = w.sync_with(&w.provider, &fence_kill).await;
+    assert_eq!(
+        report.status,
+        calbridge_engine::RunStatus::Partial,
+        "{report:?}"
+    );
+    assert!(w.remote_item(&replaced_copy).await.is_none());
+    assert!(w.remote_item(&superseded_copy).await.is_none());
+
+    // The next sync: k-replaced's copy stays parked (the new decision is fresh, not resumed yet);
+    // k-superseded is superseded again and its copy removed.
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    crate::assert_counts(&report, &[("conflicts_superseded", 1)]);
+    assert!(w.remote_item(&replaced_copy).await.is_none(), "exported");
+    assert!(w.local_by_uid(&replaced_copy).await.is_some());
+    assert!(w.local_by_uid(&superseded_copy).await.is_none());
+    assert!(w.remote_item(&superseded_copy).await.is_none(), "exported");
+    let copy = w.abandoned_copy(superseded.id).await;
+    assert_eq!(copy["fate"], "deleted", "{copy}");
+
+    // keep_local, once old enough, is resumed: the copy goes first, then keep_local is written.
+    let resume_now = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..EngineConfig::default()
+    };
+    let report = w.sync_with(&w.provider, &resume_now).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
+    let done = w.store().get_conflict(w.tenant, replaced.id).await.unwrap();
+    assert_eq!(done.state, ConflictState::Resolved);
+    let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
+    assert_eq!(resolution["option"], "keep_local", "{resolution}");
+    assert_eq!(
+        resolution["replaced"]["option"], "keep_both",
+        "{resolution}"
+    );
+    assert_eq!(
+        resolution["replaced"]["copy"]["fate"], "deleted",
+        "{resolution}"
+    );
+    let copy = w.abandoned_copy(replaced.id).await;
+    assert_eq!(copy["fate"], "deleted", "{copy}");
+    assert_eq!(copy["uid"], replaced_copy.as_str(), "{copy}");
+    assert!(w.local_by_uid(&replaced_copy).await.is_none());
+
+    // k-superseded was recorded anew; the admin keeps the local version.
+    let again = w.conflict_of("k-superseded").await;
+    assert_ne!(again.id, superseded.id);
+    w.resolve(again.id, "keep_local", None).await.unwrap();
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert!(
+        !both.keys().any(|k| k.contains("-copy-")),
+        "a removed copy came back: {both:?}"
+    );
+    assert_eq!(one(&both, "k-replaced"), "k-replaced local");
+    assert_eq!(one(&both, "k-superseded"), "k-superseded local");
+}
+
+/// A `keep_both` copy saved, then parked by a sync (which read its creation then and will not read
+/// it again), is exported by an incremental sync once its decision lets it go:
+/// - `p-recognised`: the retry of `keep_both` overwrites the provider's item and is killed; the next
+///   sync recognises that write and closes the conflict, and exports the copy in the same run;
+/// - `p-killed`: the same, but that sync is killed before its first action: the next one exports it;
+/// - `p-edited`: someone edits the copy before the parking sync, then the provider's item is edited
+///   again: the superseding sync gives the decision up and keeps the copy (it is theirs), and
+///   exports it.
+///
+/// Before, each copy stayed local until the next full sync.
+pub async fn a_parked_copy_is_exported_once_its_decision_lets_it_go(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(
+        db,
+        radicale,
+        "parked-copy",
+        r#"{"conflict_resolution": "ask"}"#,
+    )
+    .await;
+    let recorded = w
+        .update_conflicts(&[("p-recognised", 2), ("p-killed", 4), ("p-edited", 6)])
+        .await;
+    let copies: Vec<String> = recorded.iter().map(|c| expected_copy(&w, c)).collect();
+    for c in &recorded {
+        w.keep_both_killed_after(c.id, 1).await;
+    }
+    w.put_local(&ev(&copies[2], "p-edited copy mine", 6, 0, &[]))
+        .await;
+    // The parking sync: every decision is in progress, every copy stays local.
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for copy in &copies {
+        assert!(w.remote_item(copy).await.is_none(), "{copy} exported");
+    }
+
+    // p-recognised: the retry's overwrite, recognised by the next sync, which exports the copy.
+    let crash_after_one = EngineConfig {
+        crash_after_resolution_writes: Some(1),
+        ..EngineConfig::default()
+    };
+    let err = w
+        .resolve_with(recorded[0].id, "keep_both", &crash_after_one)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "interrupted", "{err}");
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
+    assert_eq!(
+        w.store()
+            .get_conflict(w.tenant, recorded[0].id)
+            .await
+            .unwrap()
+            .state,
+        ConflictState::Resolved
+    );
+    assert!(w.remote_item(&copies[0]).await.is_some(), "not exported");
+
+    // p-killed: the same, and the recognising sync dies before its first action.
+    let err = w
+        .resolve_with(recorded[1].id, "keep_both", &crash_after_one)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "interrupted", "{err}");
+    let killed = EngineConfig {
+        crash_after_actions: Some(0),
+        ..EngineConfig::default()
+    };
+    let report = w.sync_with(&w.provider, &killed).await;
+    assert_eq!(
+        report.status,
+        calbridge_engine::RunStatus::Interrupted,
+        "{report:?}"
+    );
+    assert_eq!(
+        w.store()
+            .get_conflict(w.tenant, recorded[1].id)
+            .await
+            .unwrap()
+            .state,
+        ConflictState::Resolved
+    );
+    assert!(w.remote_item(&copies[1]).await.is_none());
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(w.remote_item(&copies[1]).await.is_some(), "not exported");
+
+    // p-edited: superseded; the copy someone edited is kept, and exported.
+    w.remote_edit(
+        "p-edited",
+        &ev("p-edited", "p-edited remote again", 6, 0, &[NEWER]),
+    )
+    .await;
+    let report = w.sync().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    crate::assert_counts(&report, &[("conflicts_superseded", 1)]);
+    let copy = w.abandoned_copy(recorded[2].id).await;
+    assert_eq!(copy["fate"], "kept", "{copy}");
+    assert!(w.remote_item(&copies[2]).await.is_some(), "not exported");
+
+    let again = w.conflict_of("p-edited").await;
+    w.resolve(again.id, "keep_local", None).await.unwrap();
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, &copies[0]), "p-recognised remote");
+    assert_eq!(one(&both, &copies[1]), "p-killed remote");
+    assert_eq!(one(&both, &copies[2]), "p-edited copy mine");
+    assert_eq!(
+        both.keys().filter(|k| k.contains("-copy-")).count(),
+        3,
+        "{both:?}"
+    );
+    for uid in ["p-recognised", "p-killed", "p-edited"] {
+        assert_eq!(one(&both, uid), format!("{uid} local"), "{uid}");
+    }
+}
