@@ -158,6 +158,27 @@ async fn not_open(
     }
 }
 
+/// `SELECT … FROM conflicts WHERE` the tenant and each filter that is set. Only the set ones are
+/// written (not `($n IS NULL OR col = $n)`), so the planner can use the index they match: the run's
+/// read of its link's open conflicts goes through `conflicts_link` (migration 0017).
+fn conflicts_matching(tenant: TenantId, filter: &ConflictFilter) -> QueryBuilder<'static, Db> {
+    let mut q = QueryBuilder::new(format!("SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = "));
+    q.push_bind(tenant.to_string());
+    if let Some(state) = filter.state {
+        q.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(connection) = filter.connection_id {
+        q.push(" AND connection_id = ").push_bind(connection.to_string());
+    }
+    if let Some(kind) = filter.kind {
+        q.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(link) = filter.link_id {
+        q.push(" AND link_id = ").push_bind(link.to_string());
+    }
+    q
+}
+
 /// Appends ` AND {column} IN (…)` with one bound parameter per id.
 fn push_in_list<I: ToString>(q: &mut QueryBuilder<'static, Db>, column: &str, ids: &[I]) {
     q.push(format!(" AND {column} IN ("));
@@ -1485,7 +1506,7 @@ impl Store for Backend {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "SELECT {SERIES_COLS} FROM series WHERE tenant_id = $1 AND id IN ({})",
+                "SELECT {SERIES_COLS} FROM {SERIES_BY_ID} WHERE tenant_id = $1 AND id IN ({})",
                 placeholders(2, chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(tenant.to_string());
@@ -2544,18 +2565,10 @@ impl Store for Backend {
         tenant: TenantId,
         filter: &ConflictFilter,
     ) -> Result<Vec<Conflict>> {
-        let sql = format!(
-            "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
-             AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) \
-             AND ($6 IS NULL OR link_id = $6) ORDER BY detected_at, id LIMIT $5"
-        );
-        sqlx::query(&sql)
-            .bind(tenant.to_string())
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(filter.connection_id.map(|c| c.to_string()))
-            .bind(filter.kind.map(|k| k.as_str()))
-            .bind(page(MAX_PAGE))
-            .bind(filter.link_id.map(|l| l.to_string()))
+        let mut q = conflicts_matching(tenant, filter);
+        q.push(" ORDER BY detected_at, id LIMIT ")
+            .push_bind(page(MAX_PAGE));
+        q.build()
             .fetch_all(self.r())
             .await?
             .iter()
@@ -2570,19 +2583,12 @@ impl Store for Backend {
         after: Option<ConflictId>,
         limit: u32,
     ) -> Result<Vec<Conflict>> {
-        let sql = format!(
-            "SELECT {CONFLICT_COLS} FROM conflicts WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
-             AND ($3 IS NULL OR connection_id = $3) AND ($4 IS NULL OR kind = $4) \
-             AND ($5 IS NULL OR id > $5) AND ($7 IS NULL OR link_id = $7) ORDER BY id LIMIT $6"
-        );
-        sqlx::query(&sql)
-            .bind(tenant.to_string())
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(filter.connection_id.map(|c| c.to_string()))
-            .bind(filter.kind.map(|k| k.as_str()))
-            .bind(after.map(|a| a.to_string()))
-            .bind(page(limit))
-            .bind(filter.link_id.map(|l| l.to_string()))
+        let mut q = conflicts_matching(tenant, filter);
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(page(limit));
+        q.build()
             .fetch_all(self.r())
             .await?
             .iter()
