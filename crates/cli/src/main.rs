@@ -64,6 +64,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The service logs at its configured level; a one-shot command (sync, conflicts, ...) keeps
+    // stderr for its progress and errors and logs only when asked to with `RUST_LOG`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        calbridge_server::telemetry::init_logging(&calbridge_server::config::LogConfig::default());
+    }
     match cli.command {
         None => {
             Cli::command().print_help()?;
