@@ -66,8 +66,12 @@ impl SqliteStore {
             // Keeps planner statistics fresh (cheap: only analyzes tables whose stats drifted).
             .optimize_on_close(true, None);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // No ping before each acquire (sqlx's default): a SQLite connection lives in this process and
+        // cannot have been hung up on, so the ping was only one more round trip to the connection's
+        // worker thread in front of every statement and transaction.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
@@ -82,6 +86,7 @@ impl SqliteStore {
                 .min(usize::try_from(pool.get()).unwrap_or(8));
             SqlitePoolOptions::new()
                 .max_connections(u32::try_from(readers).unwrap_or(4))
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.read_only(false))
                 .await?
