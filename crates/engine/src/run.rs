@@ -11,8 +11,8 @@ use calbridge_providers::{
 };
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
-    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, NewSeries, SeriesId, SeriesUpdate, Store,
-    StoreError, SyncRunId, SyncRunStatus, SyncRunUpdate, TenantId,
+    LinkCursors, LinkStatus, NewAuditEntry, NewConflict, SeriesId, Store, StoreError, SyncRunId,
+    SyncRunStatus, SyncRunUpdate, TenantId,
 };
 use calbridge_sync::{
     Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
@@ -2218,22 +2218,9 @@ impl<'a> Runner<'a> {
                             )
                             .await?;
                         }
-                        let s = storable(&parsed.calendar, &self.floating)?;
-                        let row = self
-                            .ctx
-                            .store
-                            .create_series(
-                                self.ctx.tenant,
-                                NewSeries {
-                                    calendar_id: self.ctx.connection.calendar_id,
-                                    uid: s.uid,
-                                    ical: s.ical,
-                                    model_json: s.model_json,
-                                    hash: s.hash,
-                                    occurrences: s.occurrences,
-                                },
-                            )
-                            .await?;
+                        let new = storable(&parsed.calendar, &self.floating)?
+                            .into_new(self.ctx.connection.calendar_id);
+                        let row = self.ctx.store.create_series(self.ctx.tenant, new).await?;
                         (row.id, row.version)
                     }
                 };
@@ -2279,21 +2266,11 @@ impl<'a> Runner<'a> {
                     .await?;
                 }
                 // The local UID stays (the pair is one series on both sides).
-                let s = storable(&parsed.calendar, &self.floating)?;
+                let update = storable(&parsed.calendar, &self.floating)?.into_update();
                 let row = self
                     .ctx
                     .store
-                    .update_series(
-                        self.ctx.tenant,
-                        parse_series_id(local)?,
-                        expected,
-                        SeriesUpdate {
-                            ical: s.ical,
-                            model_json: s.model_json,
-                            hash: s.hash,
-                            occurrences: s.occurrences,
-                        },
-                    )
+                    .update_series(self.ctx.tenant, parse_series_id(local)?, expected, update)
                     .await?;
                 self.touched_local.insert(row.id);
                 let state = parsed.state(&self.floating);
@@ -2374,22 +2351,9 @@ impl<'a> Runner<'a> {
                 if !exists {
                     let copy = with_uid(&parsed.series, &uid)?;
                     let calendar = calendar_with(copy, &[&parsed.calendar]);
-                    let s = storable(&calendar, &self.floating)?;
-                    let row = self
-                        .ctx
-                        .store
-                        .create_series(
-                            self.ctx.tenant,
-                            NewSeries {
-                                calendar_id: self.ctx.connection.calendar_id,
-                                uid: s.uid,
-                                ical: s.ical,
-                                model_json: s.model_json,
-                                hash: s.hash,
-                                occurrences: s.occurrences,
-                            },
-                        )
-                        .await?;
+                    let new = storable(&calendar, &self.floating)?
+                        .into_new(self.ctx.connection.calendar_id);
+                    let row = self.ctx.store.create_series(self.ctx.tenant, new).await?;
                     self.touched_local.insert(row.id);
                 }
                 Ok(None)
