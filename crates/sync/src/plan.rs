@@ -170,8 +170,9 @@ pub struct PlanInput<'a> {
     pub window: Window,
     pub policy: Policy,
     /// The stored pairs. All of them, or only those a change or `local_by_uid` names, which gives the
-    /// same plan when the listing is incremental and each side has fewer deletions than the deletion
-    /// guard's `min_count` (only a complete listing and the guard look at pairs nothing names;
+    /// same plan when the listing is incremental and each side has fewer deletions of paired items
+    /// than the deletion guard's `min_count` (only a complete listing and the guard look at pairs
+    /// nothing names, and only a paired item's deletion is propagated;
     /// `plan_of_named_pairs_is_the_plan_of_all_pairs` checks it).
     pub mappings: &'a [Mapping],
     pub local: &'a [LocalChange],

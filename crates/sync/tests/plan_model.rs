@@ -607,17 +607,21 @@ impl World {
 /// (an incremental listing, fewer deletions per side than the guard's minimum), the plan must be the
 /// one made from every pair and every series.
 fn plan_of_named_pairs_is_the_plan_of_all_pairs(full: &Plan, input: PlanInput<'_>) {
+    // Only deletions of paired items count (the engine's test before reading every pair): one
+    // without a pair propagates nothing, so it cannot bring the guard's `min_count` nearer.
     let deletions = |n: usize| n >= input.policy.deletion_guard.min_count;
+    let paired_local: BTreeSet<&LocalId> = input.mappings.iter().map(|m| &m.local).collect();
+    let paired_remote: BTreeSet<&RemoteId> = input.mappings.iter().map(|m| &m.remote).collect();
     let local_deleted = input
         .local
         .iter()
-        .filter(|c| matches!(c, LocalChange::Deleted { .. }))
+        .filter(|c| matches!(c, LocalChange::Deleted { id, .. } if paired_local.contains(id)))
         .count();
     let remote_deleted = input
         .remote
         .changes
         .iter()
-        .filter(|c| matches!(c, RemoteChange::Deleted { .. }))
+        .filter(|c| matches!(c, RemoteChange::Deleted { id, .. } if paired_remote.contains(id)))
         .count();
     if !matches!(input.remote.listing, Listing::Incremental)
         || deletions(local_deleted)

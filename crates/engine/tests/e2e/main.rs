@@ -291,6 +291,7 @@ both_backends!(
     a_stale_if_match_is_reported_while_the_rest_commits,
     interrupted_runs_converge_without_loss_or_duplicates,
     a_mass_deletion_marks_the_link_suspect_and_deletes_nothing,
+    echoed_deletions_do_not_make_the_next_run_read_every_pair,
     one_way_links_never_write_the_other_side,
     an_occurrence_edit_merges_as_that_override,
     writes_of_a_killed_run_are_recognised_as_its_own,

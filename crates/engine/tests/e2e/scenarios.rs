@@ -865,6 +865,89 @@ pub async fn a_mass_deletion_marks_the_link_suspect_and_deletes_nothing(db: Test
     assert_eq!(w.local_all().await.len(), 12, "nothing deleted locally");
 }
 
+/// The deletions a run carries out come back in the next run's changes (the local change stream
+/// names the series it deleted for remote deletions, the provider's delta the items it deleted for
+/// local ones). They have no pair any more and nothing is propagated for them, so the deletion guard
+/// does not count them: the next run reads only the pairs its changes name, not every pair of the
+/// link (`pairs_read_in_full` in the run's counts). A real mass deletion still trips the guard.
+pub async fn echoed_deletions_do_not_make_the_next_run_read_every_pair(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    // One event a day: no time conflicts in the counts.
+    for n in 0..30 {
+        w.local_create(&event(&format!("e{n}"), "Event", 1 + n))
+            .await;
+    }
+    w.settle().await;
+
+    // Remote deletions applied locally: a third of the link, let through by the guard, which read
+    // every pair to weigh them.
+    for n in 0..10 {
+        w.remote_delete(&format!("e{n}")).await;
+    }
+    let applied = w.sync().await;
+    assert_eq!(applied.status, RunStatus::Succeeded, "{:?}", applied.errors);
+    assert_eq!(
+        applied.counts.get("delete_local"),
+        Some(&10),
+        "{:?}",
+        applied.counts
+    );
+    assert_eq!(
+        applied.counts.get("pairs_read_in_full"),
+        Some(&30),
+        "{:?}",
+        applied.counts
+    );
+    let echo = w.sync().await;
+    assert_eq!(echo.status, RunStatus::Succeeded, "{:?}", echo.errors);
+    assert_eq!(
+        echo.counts.get("pairs_read_in_full"),
+        None,
+        "{:?}",
+        echo.counts
+    );
+
+    // Local deletions propagated to the provider: half of the 20 left, let through as well.
+    for n in 10..20 {
+        w.local_delete(&format!("e{n}")).await;
+    }
+    let applied = w.sync().await;
+    assert_eq!(applied.status, RunStatus::Succeeded, "{:?}", applied.errors);
+    assert_eq!(
+        applied.counts.get("delete_remote"),
+        Some(&10),
+        "{:?}",
+        applied.counts
+    );
+    assert_eq!(
+        applied.counts.get("pairs_read_in_full"),
+        Some(&20),
+        "{:?}",
+        applied.counts
+    );
+    let echo = w.sync().await;
+    assert_eq!(echo.status, RunStatus::Succeeded, "{:?}", echo.errors);
+    assert_eq!(
+        echo.counts.get("pairs_read_in_full"),
+        None,
+        "{:?}",
+        echo.counts
+    );
+    assert_eq!(w.assert_converged().await.len(), 10);
+
+    // Every remaining series deleted locally: the guard stops the run, nothing leaves.
+    for n in 20..30 {
+        w.local_delete(&format!("e{n}")).await;
+    }
+    let suspect = w.sync().await;
+    assert_eq!(suspect.status, RunStatus::Suspect);
+    let link = w.store().get_link(w.tenant, w.link).await.unwrap();
+    assert!(link.status_reason.unwrap().contains("TooManyDeletions"));
+    assert_eq!(w.remote_all().await.len(), 10, "nothing deleted remotely");
+}
+
 mod async_trait_free {
     //! A real provider with one person racing it: right before the first update of a given item, that
     //! item is changed on the server by another client (a stale `If-Match` at exactly the worst time).
