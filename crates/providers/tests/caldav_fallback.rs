@@ -16,12 +16,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::http::Credentials;
 use calbridge_providers::{
     CalendarId, CalendarProvider, DiagnosisKind, FullListingReason, KnownVersions, Window,
 };
-use support::{budget, event, http_client};
+use support::{caldav, event};
 use tokio::sync::Mutex;
 
 #[derive(Default)]
@@ -152,13 +151,7 @@ async fn without_sync_collection_a_ctag_gates_an_etag_listing() {
             .with_state(state.clone()),
     )
     .await;
-    let provider = CaldavProvider::new(
-        &http_client(),
-        &format!("{base}/cal/"),
-        Credentials::None,
-        budget(),
-    )
-    .unwrap();
+    let provider = caldav(&format!("{base}/cal/"), Credentials::None);
     let calendars = provider.list_calendars().await.unwrap();
     assert_eq!(calendars.len(), 1);
     assert_eq!(calendars[0].name, "Legacy");
@@ -224,7 +217,7 @@ async fn servers_that_are_not_caldav_are_diagnosed() {
         ([(header::CONTENT_TYPE, "text/html")], "<html>hello</html>")
     }));
     let base = serve(html).await;
-    let provider = CaldavProvider::new(&http_client(), &base, Credentials::None, budget()).unwrap();
+    let provider = caldav(&base, Credentials::None);
     let diagnosis = provider.test_connection().await;
     assert_eq!(
         diagnosis.kind,
@@ -234,13 +227,7 @@ async fn servers_that_are_not_caldav_are_diagnosed() {
     );
 
     let nothing = serve(Router::new().fallback(any(|| async { StatusCode::NOT_FOUND }))).await;
-    let provider = CaldavProvider::new(
-        &http_client(),
-        &format!("{nothing}/dav/"),
-        Credentials::None,
-        budget(),
-    )
-    .unwrap();
+    let provider = caldav(&format!("{nothing}/dav/"), Credentials::None);
     let diagnosis = provider.test_connection().await;
     assert_eq!(
         diagnosis.kind,
@@ -251,15 +238,14 @@ async fn servers_that_are_not_caldav_are_diagnosed() {
 
     let down =
         serve(Router::new().fallback(any(|| async { StatusCode::SERVICE_UNAVAILABLE }))).await;
-    let provider = CaldavProvider::new(&http_client(), &down, Credentials::None, budget()).unwrap();
+    let provider = caldav(&down, Credentials::None);
     assert_eq!(
         provider.test_connection().await.kind,
         DiagnosisKind::ServiceDown
     );
 
     let forbidden = serve(Router::new().fallback(any(|| async { StatusCode::FORBIDDEN }))).await;
-    let provider =
-        CaldavProvider::new(&http_client(), &forbidden, Credentials::None, budget()).unwrap();
+    let provider = caldav(&forbidden, Credentials::None);
     assert_eq!(
         provider.test_connection().await.kind,
         DiagnosisKind::MissingPermission
@@ -329,13 +315,7 @@ async fn truncated_sync_answers_are_followed_to_the_end() {
     )
     .await;
     *origin.lock().await = base.clone();
-    let provider = CaldavProvider::new(
-        &http_client(),
-        &format!("{base}/cal/"),
-        Credentials::None,
-        budget(),
-    )
-    .unwrap();
+    let provider = caldav(&format!("{base}/cal/"), Credentials::None);
     let calendar = CalendarId::parse("/cal/").unwrap();
     let first = provider
         .changes(&calendar, None, &window(), &KnownVersions::new())

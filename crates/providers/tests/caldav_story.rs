@@ -14,7 +14,7 @@ use calbridge_providers::{
     BusyKind, CalendarId, CalendarProvider, ChangeSet, CreateKey, Cursor, DiagnosisKind, Etag,
     FullListingReason, ItemContent, KnownVersions, ProviderError, ReadItem, RemoteId, Window,
 };
-use support::{Peer, USER, budget, event, http_client, password};
+use support::{Peer, USER, budget, caldav, event, password};
 
 /// Each story runs once per server.
 macro_rules! against_both {
@@ -61,8 +61,7 @@ fn window() -> Window {
 
 async fn setup(peer: &Peer, name: &str) -> (CaldavProvider, CalendarId) {
     peer.raw().mkcalendar(&peer.calendar_url(name), name).await;
-    let provider =
-        CaldavProvider::new(&http_client(), &peer.base(), peer.credentials(), budget()).unwrap();
+    let provider = peer.provider();
     (
         provider,
         CalendarId::parse(peer.calendar_path(name)).unwrap(),
@@ -122,24 +121,12 @@ async fn discovery_listing_and_connection_diagnoses(peer: &Peer) {
     assert!(work.change_tag.is_some());
 
     // Starting from a calendar's own URL finds the same calendars.
-    let from_calendar = CaldavProvider::new(
-        &http_client(),
-        &peer.calendar_url("work"),
-        peer.credentials(),
-        budget(),
-    )
-    .unwrap();
+    let from_calendar = caldav(&peer.calendar_url("work"), peer.credentials());
     let again = from_calendar.list_calendars().await.unwrap();
     assert!(again.iter().any(|c| c.id == calendar), "{again:?}");
 
     if peer.has_auth() {
-        let wrong = CaldavProvider::new(
-            &http_client(),
-            &peer.base(),
-            password(USER, "nope"),
-            budget(),
-        )
-        .unwrap();
+        let wrong = caldav(&peer.base(), password(USER, "nope"));
         let diagnosis = wrong.test_connection().await;
         assert_eq!(
             diagnosis.kind,

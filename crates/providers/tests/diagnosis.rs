@@ -10,7 +10,7 @@ use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::http::{AddressPolicy, Credentials, HttpClient, HttpConfig, RetryPolicy};
 use calbridge_providers::ics::IcsProvider;
 use calbridge_providers::{CalendarProvider, DiagnosisKind};
-use support::{Xandikos, budget, http_client};
+use support::{Xandikos, budget, caldav};
 
 #[tokio::test]
 async fn https_to_a_server_without_tls_is_a_tls_failure() {
@@ -19,7 +19,7 @@ async fn https_to_a_server_without_tls_is_a_tls_failure() {
         return;
     };
     let url = format!("https://127.0.0.1:{}/", xandikos.port);
-    let provider = CaldavProvider::new(&http_client(), &url, Credentials::None, budget()).unwrap();
+    let provider = caldav(&url, Credentials::None);
     let diagnosis = provider.test_connection().await;
     assert_eq!(
         diagnosis.kind,
@@ -27,13 +27,10 @@ async fn https_to_a_server_without_tls_is_a_tls_failure() {
         "{}",
         diagnosis.message
     );
-    let plain = CaldavProvider::new(
-        &http_client(),
+    let plain = caldav(
         &format!("http://127.0.0.1:{}/", xandikos.port),
         Credentials::None,
-        budget(),
-    )
-    .unwrap();
+    );
     assert!(plain.test_connection().await.is_ok());
 }
 

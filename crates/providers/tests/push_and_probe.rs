@@ -15,7 +15,6 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use calbridge_emulators::{Action, Emulator, EmulatorConfig, Flavor};
-use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::google::{GoogleConfig, GoogleProvider};
 use calbridge_providers::graph::{GraphConfig, GraphProvider};
 use calbridge_providers::http::Secret;
@@ -255,8 +254,7 @@ async fn caldav_probe_is_one_propfind_that_sees_a_change() {
     let Some(peer) = Peer::radicale() else { return };
     let raw = peer.raw();
     raw.mkcalendar(&peer.calendar_url("probe"), "probe").await;
-    let provider =
-        CaldavProvider::new(&http_client(), &peer.base(), peer.credentials(), budget()).unwrap();
+    let provider = peer.provider();
     let calendar = CalendarId::parse(peer.calendar_path("probe")).unwrap();
     assert_eq!(
         provider.probe(&calendar, None).await.unwrap(),
@@ -311,13 +309,7 @@ async fn radicale_no_op_reads_only_the_collection_date_once_it_settled() {
             ("g3", "Three", "20260312T100000Z"),
         ])
         .await;
-    let provider = CaldavProvider::new(
-        &http_client(),
-        &radicale.base(),
-        password(USER, PASSWORD),
-        budget(),
-    )
-    .unwrap();
+    let provider = radicale.provider();
     let calendar = CalendarId::parse(format!("/{USER}/work/")).unwrap();
     let read = |cursor: Option<Cursor>| {
         let provider = &provider;

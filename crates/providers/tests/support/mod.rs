@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::http::{
     AddressPolicy, Budget, BudgetConfig, Credentials, HttpClient, HttpConfig, RetryPolicy, Secret,
 };
@@ -111,6 +112,11 @@ impl Radicale {
 
     pub fn calendar_url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{USER}/{name}/", self.port)
+    }
+
+    /// A CalDAV provider on this server as its user.
+    pub fn provider(&self) -> CaldavProvider {
+        caldav(&self.base(), password(USER, PASSWORD))
     }
 
     /// The folder Radicale keeps the user's calendar `name` in (one `.ics` file per item), for
@@ -238,6 +244,11 @@ pub fn budget() -> std::sync::Arc<Budget> {
     Budget::new(BudgetConfig::default())
 }
 
+/// A CalDAV provider at `url` with `credentials`, on the tests' client and a budget of its own.
+pub fn caldav(url: &str, credentials: Credentials) -> CaldavProvider {
+    CaldavProvider::new(&http_client(), url, credentials, budget()).unwrap()
+}
+
 /// A running Xandikos (no authentication; it serves one user at /user/); killed on drop.
 pub struct Xandikos {
     child: Child,
@@ -347,6 +358,11 @@ impl Peer {
             Self::Radicale(_) => password(USER, PASSWORD),
             Self::Xandikos(_) => Credentials::None,
         }
+    }
+
+    /// A CalDAV provider on this server as its user.
+    pub fn provider(&self) -> CaldavProvider {
+        caldav(&self.base(), self.credentials())
     }
 
     pub fn has_auth(&self) -> bool {
