@@ -587,17 +587,14 @@ pub async fn identity_conflicts_resolve_on_both_systems(db: TestDb) {
             .unwrap();
         let config = EngineConfig::default();
         let resolve = |option| {
-            calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
-                store: cloud.store(),
-                provider: Some(cloud.provider.as_ref()),
-                tenant: cloud.tenant,
-                conflict: c.id,
+            calbridge_engine::resolve_conflict(crate::resolve_request(
+                cloud.store(),
+                cloud.provider.as_ref(),
+                cloud.tenant,
+                c.id,
                 option,
-                merged: None,
-                actor: "key:test",
-                config: &config,
-                now: Timestamp::now(),
-            })
+                &config,
+            ))
         };
         let refused = resolve("restore").await.unwrap_err();
         assert_eq!(refused.code(), "option_not_applicable");
@@ -726,17 +723,14 @@ pub async fn interrupted_identity_resolutions_converge(db: TestDb) {
             ..EngineConfig::default()
         };
         let resolve = |config| {
-            calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
-                store: cloud.store(),
-                provider: Some(cloud.provider.as_ref()),
-                tenant: cloud.tenant,
-                conflict: c.id,
+            calbridge_engine::resolve_conflict(crate::resolve_request(
+                cloud.store(),
+                cloud.provider.as_ref(),
+                cloud.tenant,
+                c.id,
                 option,
-                merged: None,
-                actor: "key:test",
                 config,
-                now: Timestamp::now(),
-            })
+            ))
         };
         let err = resolve(&crash).await.unwrap_err();
         assert_eq!(err.code(), "interrupted", "{uid}: {err}");
@@ -1088,15 +1082,7 @@ pub async fn one_calendar_three_providers(db: TestDb) {
     let google_emu = Emulator::start(Flavor::Google, EmulatorConfig::default())
         .await
         .unwrap();
-    let dav: Arc<dyn CalendarProvider> = Arc::new(
-        calbridge_providers::caldav::CaldavProvider::new(
-            &http_client(),
-            &radicale.base(),
-            crate::support::password(crate::support::USER, crate::support::PASSWORD),
-            crate::support::budget(),
-        )
-        .unwrap(),
-    );
+    let dav: Arc<dyn CalendarProvider> = Arc::new(radicale.provider());
     let graph = cloud_provider(&graph_emu, Flavor::Microsoft);
     let google = cloud_provider(&google_emu, Flavor::Google);
     let graph_cal = graph.list_calendars().await.unwrap().remove(0).id;
@@ -1282,17 +1268,14 @@ pub async fn abandoned_identity_keep_both_copies(db: TestDb) {
             crash_after_resolution_writes: Some(crash_after),
             ..EngineConfig::default()
         };
-        let err = calbridge_engine::resolve_conflict(calbridge_engine::Resolve {
-            store: cloud.store(),
-            provider: Some(cloud.provider.as_ref()),
-            tenant: cloud.tenant,
-            conflict: c.id,
-            option: "keep_both",
-            merged: None,
-            actor: "key:test",
-            config: &crash,
-            now: Timestamp::now(),
-        })
+        let err = calbridge_engine::resolve_conflict(crate::resolve_request(
+            cloud.store(),
+            cloud.provider.as_ref(),
+            cloud.tenant,
+            c.id,
+            "keep_both",
+            &crash,
+        ))
         .await
         .unwrap_err();
         assert_eq!(err.code(), "interrupted", "{uid}: {err}");

@@ -23,6 +23,29 @@ pub fn assert_counts(report: &calbridge_engine::RunReport, expected: &[(&str, u6
     assert_eq!(got, expected, "{:?}", report.counts);
 }
 
+/// The request of `option` on `conflict` as the tests make it: by `key:test`, now, with nothing
+/// merged (set `merged` on the result for a `merge`).
+pub fn resolve_request<'a>(
+    store: &'a dyn calbridge_store::Store,
+    provider: &'a dyn calbridge_providers::CalendarProvider,
+    tenant: calbridge_store::TenantId,
+    conflict: calbridge_store::ConflictId,
+    option: &'a str,
+    config: &'a calbridge_engine::EngineConfig,
+) -> calbridge_engine::Resolve<'a> {
+    calbridge_engine::Resolve {
+        store,
+        provider: Some(provider),
+        tenant,
+        conflict,
+        option,
+        merged: None,
+        actor: "key:test",
+        config,
+        now: jiff::Timestamp::now(),
+    }
+}
+
 /// Every conflict kind under every policy, each applicable option applied and the others refused
 /// (`resolution.rs`), on SQLite; one Radicale process for all five worlds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

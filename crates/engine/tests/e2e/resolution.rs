@@ -77,17 +77,68 @@ impl World {
         merged: Option<Value>,
     ) -> Result<Conflict, ResolveFailure> {
         resolve_conflict(Resolve {
-            store: self.store(),
-            provider: Some(&self.provider),
-            tenant: self.tenant,
-            conflict,
-            option,
             merged: merged.as_ref(),
-            actor: "key:test",
-            config: &EngineConfig::default(),
-            now: Timestamp::now(),
+            ..self.request(conflict, option, &EngineConfig::default())
         })
         .await
+    }
+
+    /// The request of `option` on `conflict` through this world's provider (see
+    /// [`crate::resolve_request`]).
+    fn request<'a>(
+        &'a self,
+        conflict: ConflictId,
+        option: &'a str,
+        config: &'a EngineConfig,
+    ) -> Resolve<'a> {
+        crate::resolve_request(
+            self.store(),
+            &self.provider,
+            self.tenant,
+            conflict,
+            option,
+            config,
+        )
+    }
+
+    /// A world on a calendar of its own whose conflicts wait for the admin (`ask`).
+    async fn asking(db: TestDb, radicale: Arc<Radicale>, name: &str) -> Self {
+        Self::on(db, radicale, name, r#"{"conflict_resolution": "ask"}"#).await
+    }
+
+    /// The conflict `id` as stored now.
+    async fn conflict(&self, id: ConflictId) -> Conflict {
+        self.store().get_conflict(self.tenant, id).await.unwrap()
+    }
+
+    /// A sync through this world's provider under `config`: no errors, and `counts` (see
+    /// [`crate::assert_counts`]).
+    async fn synced_with(&self, config: &EngineConfig, counts: &[(&str, u64)]) {
+        let report = self.sync_with(&self.provider, config).await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        crate::assert_counts(&report, counts);
+    }
+
+    /// [`Self::synced_with`] the default config.
+    async fn synced(&self, counts: &[(&str, u64)]) {
+        self.synced_with(&EngineConfig::default(), counts).await
+    }
+
+    /// The provider's item of `uid` (a new event on `day`) edited again ("<uid> remote again").
+    async fn remote_edit_again(&self, uid: &str, day: i64) {
+        let summary = format!("{uid} remote again");
+        self.remote_edit(uid, &ev(uid, &summary, day, 0, &[NEWER]))
+            .await;
+    }
+
+    /// `conflict`, closed `resolved` with `option`, and its resolution record.
+    async fn resolved_with(&self, conflict: ConflictId, option: &str) -> (Conflict, Value) {
+        let done = self.conflict(conflict).await;
+        assert_eq!(done.state, ConflictState::Resolved);
+        let resolution: Value =
+            serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
+        assert_eq!(resolution["option"], option, "{resolution}");
+        (done, resolution)
     }
 
     async fn conflict_of(&self, uid: &str) -> Conflict {
@@ -282,9 +333,7 @@ pub async fn policy_world(db: TestDb, radicale: Arc<Radicale>, policy: &str) {
         .await;
     w.remote_delete("dr-delete").await;
     w.remote_delete("dr-restore").await;
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("conflicts", 9)]);
+    w.synced(&[("conflicts", 9)]).await;
 
     let conflicts: Vec<(&str, Conflict)> = {
         let mut out = Vec::new();
@@ -690,13 +739,7 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
         ("d-delete", DeletedLocally, "delete_everywhere", 1, Nothing),
         ("d-restore", DeletedRemotely, "restore", 1, Nothing),
     ];
-    let w = World::on(
-        db,
-        radicale,
-        "interrupted",
-        r#"{"conflict_resolution": "ask"}"#,
-    )
-    .await;
+    let w = World::asking(db, radicale, "interrupted").await;
     // Each event on a day of its own, an hour apart from any other (copies overlap their original:
     // those time conflicts are not what this test is about).
     for (i, (uid, ..)) in cases.iter().enumerate() {
@@ -749,21 +792,14 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
             ..EngineConfig::default()
         };
         let err = resolve_conflict(Resolve {
-            store: w.store(),
-            provider: Some(&w.provider),
-            tenant: w.tenant,
-            conflict: conflict.id,
-            option,
             merged: merged.as_ref(),
-            actor: "key:test",
-            config: &crash,
-            now: Timestamp::now(),
+            ..w.request(conflict.id, option, &crash)
         })
         .await
         .unwrap_err();
         assert_eq!(err.code(), "interrupted", "{uid}: {err}");
         // The decision is on the conflict, which stays open.
-        let begun = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
+        let begun = w.conflict(conflict.id).await;
         assert_eq!(begun.state, ConflictState::Open, "{uid}");
         let resolving: Value =
             serde_json::from_str(begun.resolving_json.as_deref().unwrap()).unwrap();
@@ -827,9 +863,8 @@ pub async fn interrupted_resolutions_converge(db: TestDb, radicale: Arc<Radicale
         resume_resolutions_after: jiff::SignedDuration::ZERO,
         ..EngineConfig::default()
     };
-    let report = w.sync_with(&w.provider, &resume_now).await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
+    w.synced_with(&resume_now, &[("resolutions_completed", 1)])
+        .await;
     w.settle().await;
 
     let open = sync_conflicts(w.open_conflicts().await);
@@ -1177,9 +1212,7 @@ impl World {
             self.remote_edit(uid, &ev(uid, &format!("{uid} remote"), *day, 0, &[NEWER]))
                 .await;
         }
-        let report = self.sync().await;
-        assert!(report.errors.is_empty(), "{:?}", report.errors);
-        crate::assert_counts(&report, &[("conflicts", events.len() as u64)]);
+        self.synced(&[("conflicts", events.len() as u64)]).await;
         let mut out = Vec::new();
         for (uid, _) in events {
             out.push(self.conflict_of(uid).await);
@@ -1209,13 +1242,7 @@ pub async fn a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
     db: TestDb,
     radicale: Arc<Radicale>,
 ) {
-    let w = World::on(
-        db,
-        radicale,
-        "refused-merge",
-        r#"{"conflict_resolution": "ask"}"#,
-    )
-    .await;
+    let w = World::asking(db, radicale, "refused-merge").await;
     let uid = "m-refused";
     let conflict = w.update_conflicts(&[(uid, 2)]).await.remove(0);
     let remote_id = serde_json::from_str::<Value>(conflict.remote_json.as_deref().unwrap())
@@ -1230,20 +1257,14 @@ pub async fn a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
     };
     let merged = json!({"summary": "m merged"});
     let err = resolve_conflict(Resolve {
-        store: w.store(),
         provider: Some(&refusing),
-        tenant: w.tenant,
-        conflict: conflict.id,
-        option: "merge",
         merged: Some(&merged),
-        actor: "key:test",
-        config: &EngineConfig::default(),
-        now: Timestamp::now(),
+        ..w.request(conflict.id, "merge", &EngineConfig::default())
     })
     .await
     .unwrap_err();
     assert_eq!(err.code(), "provider_unavailable", "{err}");
-    let open = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
+    let open = w.conflict(conflict.id).await;
     assert_eq!(open.state, ConflictState::Open);
     assert!(open.resolving_json.is_some());
     let local = w.local_by_uid(uid).await.unwrap();
@@ -1273,22 +1294,15 @@ pub async fn a_merge_whose_put_is_refused_is_finished_by_the_next_sync(
     .await;
 
     // The next sync (the decision is not old enough to be resumed) finishes it.
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(
-        &report,
-        &[
-            ("resolutions_completed", 1),
-            ("conflicts_superseded", 0),
-            ("conflicts", 0),
-        ],
-    );
+    w.synced(&[
+        ("resolutions_completed", 1),
+        ("conflicts_superseded", 0),
+        ("conflicts", 0),
+    ])
+    .await;
     w.settle().await;
-    let done = w.store().get_conflict(w.tenant, conflict.id).await.unwrap();
-    assert_eq!(done.state, ConflictState::Resolved);
+    let (done, resolution) = w.resolved_with(conflict.id, "merge").await;
     assert_eq!(done.resolved_by.as_deref(), Some("key:test"));
-    let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
-    assert_eq!(resolution["option"], "merge", "{resolution}");
     assert_eq!(
         resolution["interrupted"]["how"], "recognised",
         "{resolution}"
@@ -1322,82 +1336,31 @@ pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
     db: TestDb,
     radicale: Arc<Radicale>,
 ) {
-    let w = World::on(
-        db,
-        radicale,
-        "abandoned",
-        r#"{"conflict_resolution": "ask"}"#,
-    )
-    .await;
-    let interrupt = |conflict: ConflictId, writes: usize| {
-        let w = &w;
-        async move {
-            let crash = EngineConfig {
-                crash_after_resolution_writes: Some(writes),
-                ..EngineConfig::default()
-            };
-            let err = resolve_conflict(Resolve {
-                store: w.store(),
-                provider: Some(&w.provider),
-                tenant: w.tenant,
-                conflict,
-                option: "keep_both",
-                merged: None,
-                actor: "key:test",
-                config: &crash,
-                now: Timestamp::now(),
-            })
-            .await
-            .unwrap_err();
-            assert_eq!(err.code(), "interrupted", "{err}");
-        }
-    };
-    let abandoned_copy = |conflict: ConflictId| {
-        let w = &w;
-        async move {
-            let entries = w.audit_of(conflict, "conflict.resolution_abandoned").await;
-            assert_eq!(entries.len(), 1, "{entries:?}");
-            let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
-            assert_eq!(details["option"], "keep_both", "{details}");
-            assert_eq!(details["decided_by"], "key:test", "{details}");
-            details["copy"].clone()
-        }
-    };
-
+    let w = World::asking(db, radicale, "abandoned").await;
     let recorded = w
         .update_conflicts(&[("a-saved", 3), ("a-exported", 5)])
         .await;
     let (saved, exported) = (&recorded[0], &recorded[1]);
     // a-saved: only the local copy saved, then the provider moves on.
     let saved_copy = expected_copy(&w, saved);
-    interrupt(saved.id, 1).await;
+    w.keep_both_killed_after(saved.id, 1).await;
     assert!(w.local_by_uid(&saved_copy).await.is_some());
-    w.remote_edit(
-        "a-saved",
-        &ev("a-saved", "a-saved remote again", 3, 0, &[NEWER]),
-    )
-    .await;
+    w.remote_edit_again("a-saved", 3).await;
     // a-exported: the copy created on the provider, then the provider's item edited over the
     // resolution's overwrite.
     let exported_copy = expected_copy(&w, exported);
-    interrupt(exported.id, 3).await;
+    w.keep_both_killed_after(exported.id, 3).await;
     assert!(w.remote_item(&exported_copy).await.is_some());
-    w.remote_edit(
-        "a-exported",
-        &ev("a-exported", "a-exported remote again", 5, 0, &[NEWER]),
-    )
-    .await;
+    w.remote_edit_again("a-exported", 5).await;
 
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("conflicts_superseded", 2)]);
+    w.synced(&[("conflicts_superseded", 2)]).await;
     // The saved copy is gone locally and never reached the provider; the exported one stays.
     assert!(w.local_by_uid(&saved_copy).await.is_none());
-    let copy = abandoned_copy(saved.id).await;
+    let copy = w.abandoned_copy(saved.id).await;
     assert_eq!(copy["fate"], "deleted", "{copy}");
     assert_eq!(copy["uid"], saved_copy.as_str(), "{copy}");
     assert!(w.local_by_uid(&exported_copy).await.is_some());
-    let copy = abandoned_copy(exported.id).await;
+    let copy = w.abandoned_copy(exported.id).await;
     assert_eq!(copy["fate"], "kept", "{copy}");
     assert!(copy["why"].as_str().unwrap().contains("exported"), "{copy}");
     w.settle().await;
@@ -1449,15 +1412,8 @@ pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
     // a-race: a stale keep_both (its copy saved), resumed by a sync while someone replaces it.
     let race = w.update_conflicts(&[("a-race", 7)]).await.remove(0);
     let race_copy = expected_copy(&w, &race);
-    interrupt(race.id, 1).await;
-    let stale = w.store().get_conflict(w.tenant, race.id).await.unwrap();
-    let mut record: Value = serde_json::from_str(stale.resolving_json.as_deref().unwrap()).unwrap();
-    record["started_at"] =
-        json!((Timestamp::now() - jiff::SignedDuration::from_mins(11)).to_string());
-    w.store()
-        .set_conflict_resolving(w.tenant, race.id, Some(&record.to_string()))
-        .await
-        .unwrap();
+    w.keep_both_killed_after(race.id, 1).await;
+    w.age_decision(race.id).await;
     let racing = Hooked::new(&w);
     *racing.replace_before_update.lock().unwrap() = Some((race.id, "keep_local"));
     let report = w.sync_with(&racing, &EngineConfig::default()).await;
@@ -1470,10 +1426,7 @@ pub async fn abandoned_keep_both_copies_are_undone_unless_exported(
         .expect("the replacement ran");
     assert_eq!(answer.unwrap_err(), "resolution_in_progress");
     crate::assert_counts(&report, &[("resolutions_completed", 1)]);
-    let done = w.store().get_conflict(w.tenant, race.id).await.unwrap();
-    assert_eq!(done.state, ConflictState::Resolved);
-    let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
-    assert_eq!(resolution["option"], "keep_both", "{resolution}");
+    w.resolved_with(race.id, "keep_both").await;
     assert!(
         w.audit_of(race.id, "conflict.resolution_abandoned")
             .await
@@ -1493,18 +1446,16 @@ impl World {
         option: &str,
         config: &EngineConfig,
     ) -> Result<Conflict, ResolveFailure> {
-        resolve_conflict(Resolve {
-            store: self.store(),
-            provider: Some(&self.provider),
-            tenant: self.tenant,
-            conflict,
-            option,
-            merged: None,
-            actor: "key:test",
-            config,
-            now: Timestamp::now(),
-        })
-        .await
+        resolve_conflict(self.request(conflict, option, config)).await
+    }
+
+    /// `option` on `conflict` under `config`, which kills it (`interrupted`).
+    async fn resolve_killed(&self, conflict: ConflictId, option: &str, config: &EngineConfig) {
+        let err = self
+            .resolve_with(conflict, option, config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "interrupted", "{err}");
     }
 
     /// `keep_both` on `conflict`, killed right after its `writes`-th write.
@@ -1513,21 +1464,13 @@ impl World {
             crash_after_resolution_writes: Some(writes),
             ..EngineConfig::default()
         };
-        let err = self
-            .resolve_with(conflict, "keep_both", &crash)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), "interrupted", "{err}");
+        self.resolve_killed(conflict, "keep_both", &crash).await;
     }
 
     /// Makes the decision in progress on `conflict` look begun 11 minutes ago (past
     /// `resume_resolutions_after`: it has stopped, and another decision may replace it).
     async fn age_decision(&self, conflict: ConflictId) {
-        let c = self
-            .store()
-            .get_conflict(self.tenant, conflict)
-            .await
-            .unwrap();
+        let c = self.conflict(conflict).await;
         let mut record: Value = serde_json::from_str(c.resolving_json.as_deref().unwrap()).unwrap();
         record["started_at"] =
             json!((Timestamp::now() - jiff::SignedDuration::from_mins(11)).to_string());
@@ -1545,6 +1488,7 @@ impl World {
         assert_eq!(entries.len(), 1, "{entries:?}");
         let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
         assert_eq!(details["option"], "keep_both", "{details}");
+        assert_eq!(details["decided_by"], "key:test", "{details}");
         details["copy"].clone()
     }
 }
@@ -1564,13 +1508,7 @@ pub async fn a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
     db: TestDb,
     radicale: Arc<Radicale>,
 ) {
-    let w = World::on(
-        db,
-        radicale,
-        "fence-kill",
-        r#"{"conflict_resolution": "ask"}"#,
-    )
-    .await;
+    let w = World::asking(db, radicale, "fence-kill").await;
     let fence_kill = EngineConfig {
         crash_after_resolution_fence: true,
         ..EngineConfig::default()
@@ -1584,23 +1522,16 @@ pub async fn a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
     let replaced_copy = expected_copy(&w, replaced);
     w.keep_both_killed_after(replaced.id, 1).await;
     w.age_decision(replaced.id).await;
-    let err = w
-        .resolve_with(replaced.id, "keep_local", &fence_kill)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), "interrupted", "{err}");
-    let taken = w.store().get_conflict(w.tenant, replaced.id).await.unwrap();
+    w.resolve_killed(replaced.id, "keep_local", &fence_kill)
+        .await;
+    let taken = w.conflict(replaced.id).await;
     let record: Value = serde_json::from_str(taken.resolving_json.as_deref().unwrap()).unwrap();
     assert_eq!(record["option"], "keep_local", "{record}");
     assert!(w.local_by_uid(&replaced_copy).await.is_some());
     // k-superseded: keep_both saved its copy and stopped; the provider moves on.
     let superseded_copy = expected_copy(&w, superseded);
     w.keep_both_killed_after(superseded.id, 1).await;
-    w.remote_edit(
-        "k-superseded",
-        &ev("k-superseded", "k-superseded remote again", 5, 0, &[NEWER]),
-    )
-    .await;
+    w.remote_edit_again("k-superseded", 5).await;
 
     // The superseding sync dies right after taking k-superseded's decision up.
     let report = w.sync_with(&w.provider, &fence_kill).await;
@@ -1614,9 +1545,7 @@ pub async fn a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
 
     // The next sync: k-replaced's copy stays parked (the new decision is fresh, not resumed yet);
     // k-superseded is superseded again and its copy removed.
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("conflicts_superseded", 1)]);
+    w.synced(&[("conflicts_superseded", 1)]).await;
     assert!(w.remote_item(&replaced_copy).await.is_none(), "exported");
     assert!(w.local_by_uid(&replaced_copy).await.is_some());
     assert!(w.local_by_uid(&superseded_copy).await.is_none());
@@ -1629,13 +1558,9 @@ pub async fn a_copy_outlives_no_kill_of_whoever_gives_its_decision_up(
         resume_resolutions_after: jiff::SignedDuration::ZERO,
         ..EngineConfig::default()
     };
-    let report = w.sync_with(&w.provider, &resume_now).await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
-    let done = w.store().get_conflict(w.tenant, replaced.id).await.unwrap();
-    assert_eq!(done.state, ConflictState::Resolved);
-    let resolution: Value = serde_json::from_str(done.resolution_json.as_deref().unwrap()).unwrap();
-    assert_eq!(resolution["option"], "keep_local", "{resolution}");
+    w.synced_with(&resume_now, &[("resolutions_completed", 1)])
+        .await;
+    let (_, resolution) = w.resolved_with(replaced.id, "keep_local").await;
     assert_eq!(
         resolution["replaced"]["option"], "keep_both",
         "{resolution}"
@@ -1677,13 +1602,7 @@ pub async fn a_parked_copy_is_exported_once_its_decision_lets_it_go(
     db: TestDb,
     radicale: Arc<Radicale>,
 ) {
-    let w = World::on(
-        db,
-        radicale,
-        "parked-copy",
-        r#"{"conflict_resolution": "ask"}"#,
-    )
-    .await;
+    let w = World::asking(db, radicale, "parked-copy").await;
     let recorded = w
         .update_conflicts(&[("p-recognised", 2), ("p-killed", 4), ("p-edited", 6)])
         .await;
@@ -1694,41 +1613,22 @@ pub async fn a_parked_copy_is_exported_once_its_decision_lets_it_go(
     w.put_local(&ev(&copies[2], "p-edited copy mine", 6, 0, &[]))
         .await;
     // The parking sync: every decision is in progress, every copy stays local.
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    w.synced(&[]).await;
     for copy in &copies {
         assert!(w.remote_item(copy).await.is_none(), "{copy} exported");
     }
 
     // p-recognised: the retry's overwrite, recognised by the next sync, which exports the copy.
-    let crash_after_one = EngineConfig {
-        crash_after_resolution_writes: Some(1),
-        ..EngineConfig::default()
-    };
-    let err = w
-        .resolve_with(recorded[0].id, "keep_both", &crash_after_one)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), "interrupted", "{err}");
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("resolutions_completed", 1)]);
+    w.keep_both_killed_after(recorded[0].id, 1).await;
+    w.synced(&[("resolutions_completed", 1)]).await;
     assert_eq!(
-        w.store()
-            .get_conflict(w.tenant, recorded[0].id)
-            .await
-            .unwrap()
-            .state,
+        w.conflict(recorded[0].id).await.state,
         ConflictState::Resolved
     );
     assert!(w.remote_item(&copies[0]).await.is_some(), "not exported");
 
     // p-killed: the same, and the recognising sync dies before its first action.
-    let err = w
-        .resolve_with(recorded[1].id, "keep_both", &crash_after_one)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), "interrupted", "{err}");
+    w.keep_both_killed_after(recorded[1].id, 1).await;
     let killed = EngineConfig {
         crash_after_actions: Some(0),
         ..EngineConfig::default()
@@ -1740,27 +1640,16 @@ pub async fn a_parked_copy_is_exported_once_its_decision_lets_it_go(
         "{report:?}"
     );
     assert_eq!(
-        w.store()
-            .get_conflict(w.tenant, recorded[1].id)
-            .await
-            .unwrap()
-            .state,
+        w.conflict(recorded[1].id).await.state,
         ConflictState::Resolved
     );
     assert!(w.remote_item(&copies[1]).await.is_none());
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    w.synced(&[]).await;
     assert!(w.remote_item(&copies[1]).await.is_some(), "not exported");
 
     // p-edited: superseded; the copy someone edited is kept, and exported.
-    w.remote_edit(
-        "p-edited",
-        &ev("p-edited", "p-edited remote again", 6, 0, &[NEWER]),
-    )
-    .await;
-    let report = w.sync().await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    crate::assert_counts(&report, &[("conflicts_superseded", 1)]);
+    w.remote_edit_again("p-edited", 6).await;
+    w.synced(&[("conflicts_superseded", 1)]).await;
     let copy = w.abandoned_copy(recorded[2].id).await;
     assert_eq!(copy["fate"], "kept", "{copy}");
     assert!(w.remote_item(&copies[2]).await.is_some(), "not exported");
