@@ -407,18 +407,16 @@ pub(crate) async fn abandon(
         ..resolving.clone()
     };
     let claimed_json = to_json(&claimed)?;
-    match store
-        .swap_conflict_resolving(
-            tenant,
-            conflict.id,
-            conflict.resolving_json.as_deref(),
-            Some(&claimed_json),
-        )
-        .await
+    if !swap_resolving(
+        store,
+        tenant,
+        conflict.id,
+        conflict.resolving_json.as_deref(),
+        Some(&claimed_json),
+    )
+    .await?
     {
-        Ok(_) => {}
-        Err(StoreError::Conflict(_)) => return Ok(false),
-        Err(e) => return Err(e.into()),
+        return Ok(false);
     }
     if config.crash_after_resolution_fence {
         return Err(EngineError::Content(
@@ -444,13 +442,8 @@ pub(crate) async fn abandon(
         }
         _ => None,
     };
-    match store
-        .swap_conflict_resolving(tenant, conflict.id, Some(&held_json), None)
-        .await
-    {
-        Ok(_) => {}
-        Err(StoreError::Conflict(_)) => return Ok(false),
-        Err(e) => return Err(e.into()),
+    if !swap_resolving(store, tenant, conflict.id, Some(&held_json), None).await? {
+        return Ok(false);
     }
     audit(
         store,
@@ -504,13 +497,16 @@ async fn give_up_replaced(
         ..held.clone()
     };
     let done_json = to_json(&done)?;
-    match store
-        .swap_conflict_resolving(tenant, conflict.id, Some(&held_json), Some(&done_json))
-        .await
+    if !swap_resolving(
+        store,
+        tenant,
+        conflict.id,
+        Some(&held_json),
+        Some(&done_json),
+    )
+    .await?
     {
-        Ok(_) => {}
-        Err(StoreError::Conflict(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        return Ok(None);
     }
     audit(
         store,
@@ -651,6 +647,26 @@ pub(crate) async fn release_copy(
         },
     )
     .await
+}
+
+/// Swaps the decision on `conflict` from `expected` to `resolving_json` by compare-and-set
+/// (`swap_conflict_resolving`): `false` when another party swapped first (the store answers
+/// `Conflict`), so that this one does nothing more; any other error passes on.
+async fn swap_resolving(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: ConflictId,
+    expected: Option<&str>,
+    resolving_json: Option<&str>,
+) -> Result<bool, StoreError> {
+    match store
+        .swap_conflict_resolving(tenant, conflict, expected, resolving_json)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The answer to a request that lost the compare-and-set on the conflict's decision (someone else
@@ -836,20 +852,16 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
             },
         };
         let record_json = to_json(&record)?;
-        match store
-            .swap_conflict_resolving(
-                r.tenant,
-                conflict.id,
-                conflict.resolving_json.as_deref(),
-                Some(&record_json),
-            )
-            .await
+        if !swap_resolving(
+            store,
+            r.tenant,
+            conflict.id,
+            conflict.resolving_json.as_deref(),
+            Some(&record_json),
+        )
+        .await?
         {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => {
-                return Err(fence_lost(store, r.tenant, conflict.id).await);
-            }
-            Err(e) => return Err(e.into()),
+            return Err(fence_lost(store, r.tenant, conflict.id).await);
         }
         if r.config.crash_after_resolution_fence {
             return Err(ResolveFailure::Interrupted(0));
