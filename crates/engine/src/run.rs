@@ -1656,15 +1656,9 @@ impl<'a> Runner<'a> {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                for chunk in missing.chunks(SERIES_PAGE as usize) {
-                    rows.extend(
-                        store
-                            .get_series_many(tenant, chunk)
-                            .await?
-                            .into_iter()
-                            .filter(|r| r.deleted_at.is_some()),
-                    );
-                }
+                rows.extend(
+                    series_named(store, tenant, &missing, |r| r.deleted_at.is_some()).await?,
+                );
                 head
             }
             Some(mut seq) => {
@@ -1704,9 +1698,7 @@ impl<'a> Runner<'a> {
                     self.counts
                         .insert("local_unchanged_since_pair".into(), unchanged.len() as u64);
                 }
-                for chunk in ids.chunks(SERIES_PAGE as usize) {
-                    rows.extend(store.get_series_many(tenant, chunk).await?);
-                }
+                rows.extend(series_named(store, tenant, &ids, |_| true).await?);
                 // A live series a create's write-ahead row names is read even when the stream
                 // does not name it: a resolution released it for export after a run had read its
                 // change (a parked `keep_both` copy, `resolve::release_copy`), or the create is
@@ -1719,15 +1711,9 @@ impl<'a> Runner<'a> {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                for chunk in pending.chunks(SERIES_PAGE as usize) {
-                    rows.extend(
-                        store
-                            .get_series_many(tenant, chunk)
-                            .await?
-                            .into_iter()
-                            .filter(|r| r.deleted_at.is_none()),
-                    );
-                }
+                rows.extend(
+                    series_named(store, tenant, &pending, |r| r.deleted_at.is_none()).await?,
+                );
                 seq
             }
         };
@@ -2625,4 +2611,24 @@ fn has_change(local_changes: &[LocalChange], id: &LocalId) -> bool {
 
 fn item_content(parsed: &Parsed) -> Result<ItemContent, StepError> {
     ItemContent::from_calendar(parsed.calendar.clone()).map_err(StepError::from)
+}
+
+/// The series `ids` names that `keep` accepts, read by id a page at a time.
+async fn series_named(
+    store: &dyn Store,
+    tenant: TenantId,
+    ids: &[SeriesId],
+    keep: fn(&calbridge_store::Series) -> bool,
+) -> Result<Vec<calbridge_store::Series>, EngineError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(SERIES_PAGE as usize) {
+        out.extend(
+            store
+                .get_series_many(tenant, chunk)
+                .await?
+                .into_iter()
+                .filter(keep),
+        );
+    }
+    Ok(out)
 }

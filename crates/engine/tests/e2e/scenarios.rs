@@ -11,7 +11,7 @@ use calbridge_store::*;
 use jiff::{Timestamp, ToSpan};
 
 use crate::harness::TestDb;
-use crate::support::{PASSWORD, Radicale, USER, budget, http_client, password};
+use crate::support::{Radicale, USER};
 
 /// A date-time `days` from now at 10:00 UTC, in iCalendar form.
 pub(crate) fn at(days: i64) -> String {
@@ -85,13 +85,7 @@ impl World {
     ) -> Self {
         let url = radicale.calendar_url(name);
         radicale.raw().mkcalendar(&url, name).await;
-        let provider = CaldavProvider::new(
-            &http_client(),
-            &radicale.base(),
-            password(USER, PASSWORD),
-            budget(),
-        )
-        .unwrap();
+        let provider = radicale.provider();
         let store = db.store.clone();
         let tenant = store.create_tenant("acme").await.unwrap().id;
         let local_calendar = store
@@ -888,26 +882,13 @@ pub async fn echoed_deletions_do_not_make_the_next_run_read_every_pair(db: TestD
     }
     let applied = w.sync().await;
     assert_eq!(applied.status, RunStatus::Succeeded, "{:?}", applied.errors);
-    assert_eq!(
-        applied.counts.get("delete_local"),
-        Some(&10),
-        "{:?}",
-        applied.counts
-    );
-    assert_eq!(
-        applied.counts.get("pairs_read_in_full"),
-        Some(&30),
-        "{:?}",
-        applied.counts
+    crate::assert_counts(
+        &applied,
+        &[("delete_local", 10), ("pairs_read_in_full", 30)],
     );
     let echo = w.sync().await;
     assert_eq!(echo.status, RunStatus::Succeeded, "{:?}", echo.errors);
-    assert_eq!(
-        echo.counts.get("pairs_read_in_full"),
-        None,
-        "{:?}",
-        echo.counts
-    );
+    crate::assert_counts(&echo, &[("pairs_read_in_full", 0)]);
 
     // Local deletions propagated to the provider: half of the 20 left, let through as well.
     for n in 10..20 {
@@ -915,26 +896,13 @@ pub async fn echoed_deletions_do_not_make_the_next_run_read_every_pair(db: TestD
     }
     let applied = w.sync().await;
     assert_eq!(applied.status, RunStatus::Succeeded, "{:?}", applied.errors);
-    assert_eq!(
-        applied.counts.get("delete_remote"),
-        Some(&10),
-        "{:?}",
-        applied.counts
-    );
-    assert_eq!(
-        applied.counts.get("pairs_read_in_full"),
-        Some(&20),
-        "{:?}",
-        applied.counts
+    crate::assert_counts(
+        &applied,
+        &[("delete_remote", 10), ("pairs_read_in_full", 20)],
     );
     let echo = w.sync().await;
     assert_eq!(echo.status, RunStatus::Succeeded, "{:?}", echo.errors);
-    assert_eq!(
-        echo.counts.get("pairs_read_in_full"),
-        None,
-        "{:?}",
-        echo.counts
-    );
+    crate::assert_counts(&echo, &[("pairs_read_in_full", 0)]);
     assert_eq!(w.assert_converged().await.len(), 10);
 
     // Every remaining series deleted locally: the guard stops the run, nothing leaves.
