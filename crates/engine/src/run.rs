@@ -1518,21 +1518,27 @@ impl<'a> Runner<'a> {
         local_changes: &mut Vec<LocalChange>,
     ) -> bool {
         let id = LocalId::new(row.id.to_string());
-        if has_change(local_changes, &id) {
-            return true;
-        }
+        has_change(local_changes, &id) || self.take_local(row, local_changes).is_ok()
+    }
+
+    /// Makes a local series a change of the run (its deletion, or its state now) and keeps its row;
+    /// `Err` when its stored content cannot be parsed (then nothing is taken).
+    fn take_local(
+        &mut self,
+        row: calbridge_store::Series,
+        changes: &mut Vec<LocalChange>,
+    ) -> Result<(), EngineError> {
+        let id = LocalId::new(row.id.to_string());
         if row.deleted_at.is_some() {
-            local_changes.push(LocalChange::Deleted {
+            changes.push(LocalChange::Deleted {
                 id: id.clone(),
                 at: row.deleted_at,
             });
             self.local.insert(id, LocalEntry { row, parsed: None });
-            return true;
+            return Ok(());
         }
-        let Ok(parsed) = Parsed::from_stored(&row) else {
-            return false;
-        };
-        local_changes.push(LocalChange::Upsert {
+        let parsed = Parsed::from_stored(&row)?;
+        changes.push(LocalChange::Upsert {
             id: id.clone(),
             uid: Uid::new(&row.uid),
             state: parsed.state(&self.floating),
@@ -1544,7 +1550,7 @@ impl<'a> Runner<'a> {
                 parsed: Some(parsed),
             },
         );
-        true
+        Ok(())
     }
 
     /// Puts both sides of a superseded conflict's pair in front of the plan as changes, the side that
@@ -1720,31 +1726,9 @@ impl<'a> Runner<'a> {
         let mut changes = Vec::new();
         for row in rows {
             self.touched_local.insert(row.id);
-            let id = LocalId::new(row.id.to_string());
-            if row.deleted_at.is_some() {
-                changes.push(LocalChange::Deleted {
-                    id: id.clone(),
-                    at: row.deleted_at,
-                });
-                self.local.insert(id, LocalEntry { row, parsed: None });
-                continue;
-            }
-            match Parsed::from_stored(&row) {
-                Ok(parsed) => {
-                    changes.push(LocalChange::Upsert {
-                        id: id.clone(),
-                        uid: Uid::new(&row.uid),
-                        state: parsed.state(&self.floating),
-                    });
-                    self.local.insert(
-                        id,
-                        LocalEntry {
-                            row,
-                            parsed: Some(parsed),
-                        },
-                    );
-                }
-                Err(e) => self.error(id.as_str(), "read", e.into()),
+            let id = row.id.to_string();
+            if let Err(e) = self.take_local(row, &mut changes) {
+                self.error(&id, "read", e.into());
             }
         }
         Ok((changes, mark))
