@@ -249,26 +249,46 @@ fn window() -> Window {
     .unwrap()
 }
 
+/// The scheduler's probe on Radicale asks its collection date, never the token (which costs what a
+/// listing costs). A cursor that cannot gate (its date had not settled, or the last listing found
+/// changes and did not ask the date) answers "unknown", so a sync lists and re-arms the gate: a quiet
+/// link does not keep paying for the token on every poll after some activity.
 #[tokio::test]
-async fn caldav_probe_is_one_propfind_that_sees_a_change() {
+async fn caldav_probe_asks_radicale_its_date_and_hands_an_unsettled_cursor_to_a_sync() {
     let Some(peer) = Peer::radicale() else { return };
     let raw = peer.raw();
     raw.mkcalendar(&peer.calendar_url("probe"), "probe").await;
     let provider = peer.provider();
     let calendar = CalendarId::parse(peer.calendar_path("probe")).unwrap();
-    assert_eq!(
-        provider.probe(&calendar, None).await.unwrap(),
-        Probe::Changed
-    );
-    let first = provider
-        .changes(&calendar, None, &window(), &KnownVersions::new())
-        .await
-        .unwrap();
-    let cursor = first.cursor.unwrap();
-    assert_eq!(
-        provider.probe(&calendar, Some(&cursor)).await.unwrap(),
-        Probe::Unchanged
-    );
+    let probe = |cursor: Option<Cursor>| {
+        let provider = &provider;
+        let calendar = &calendar;
+        async move {
+            let traffic = Traffic::new();
+            let answer = metered(traffic.clone(), provider.probe(calendar, cursor.as_ref()))
+                .await
+                .unwrap();
+            (answer, traffic.requests())
+        }
+    };
+    let list = |cursor: Option<Cursor>| {
+        let provider = &provider;
+        let calendar = &calendar;
+        async move {
+            provider
+                .changes(calendar, cursor.as_ref(), &window(), &KnownVersions::new())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(probe(None).await, (Probe::Changed, 0));
+    // The calendar was made in the second the first listing read its date: not settled.
+    let first = list(None).await;
+    assert_eq!(probe(first.cursor.clone()).await, (Probe::Unknown, 1));
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let armed = list(first.cursor.clone()).await;
+    assert_eq!(probe(armed.cursor.clone()).await, (Probe::Unchanged, 1));
+
     let put = raw
         .put(
             &format!("{}p1.ics", peer.calendar_url("probe")),
@@ -276,22 +296,18 @@ async fn caldav_probe_is_one_propfind_that_sees_a_change() {
         )
         .await;
     assert!(put.status().is_success());
-    assert_eq!(
-        provider.probe(&calendar, Some(&cursor)).await.unwrap(),
-        Probe::Changed
-    );
-    let next = provider
-        .changes(&calendar, Some(&cursor), &window(), &KnownVersions::new())
-        .await
-        .unwrap();
-    assert_eq!(next.upserts.len(), 1);
-    assert_eq!(
-        provider
-            .probe(&calendar, next.cursor.as_ref())
-            .await
-            .unwrap(),
-        Probe::Unchanged
-    );
+    assert_eq!(probe(armed.cursor.clone()).await, (Probe::Changed, 1));
+    let busy = list(armed.cursor.clone()).await;
+    assert_eq!(busy.upserts.len(), 1);
+    // Busy: no request at all, the sync's listing is the question.
+    assert_eq!(probe(busy.cursor.clone()).await, (Probe::Unknown, 0));
+    let quiet = list(busy.cursor.clone()).await;
+    assert!(quiet.upserts.is_empty() && quiet.deletions.is_empty());
+    // That listing did not ask the date (the collection was busy): the next one does.
+    assert_eq!(probe(quiet.cursor.clone()).await, (Probe::Unknown, 0));
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let rearmed = list(quiet.cursor.clone()).await;
+    assert_eq!(probe(rearmed.cursor.clone()).await, (Probe::Unchanged, 1));
 }
 
 /// Radicale's collection date moves with every member, so once it has settled a no-op read is one

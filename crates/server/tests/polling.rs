@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use calbridge_server::bootstrap;
 use calbridge_server::config::HumanDuration;
 use calbridge_server::scheduler::{Scheduler, SchedulerConfig};
+use common::proxy::Seen;
 use common::{Backend, TestServer, lan_config, node_sync_context};
 use serde_json::{Value, json};
 
@@ -92,14 +93,14 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
     // Quiet collection: only one Depth-0 PROPFIND per poll.
     seen.lock().unwrap().clear();
     tokio::time::sleep(Duration::from_millis(4200)).await;
-    let quiet: Vec<(String, String)> = seen.lock().unwrap().clone();
+    let quiet: Vec<Seen> = seen.lock().unwrap().clone();
     assert!(
         (3..=6).contains(&quiet.len()),
         "{} requests in 4.2 s at a 1 s poll interval: {quiet:?}",
         quiet.len()
     );
     assert!(
-        quiet.iter().all(|(m, d)| m == "PROPFIND" && d == "0"),
+        quiet.iter().all(|(m, d, _)| m == "PROPFIND" && d == "0"),
         "an unchanged collection cost more than one probe per poll: {quiet:?}"
     );
 
@@ -127,8 +128,23 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
     let latency = written.elapsed();
     eprintln!("picked up after {latency:?}");
     assert!(
-        seen.lock().unwrap().iter().any(|(m, _)| m == "REPORT"),
+        seen.lock().unwrap().iter().any(|(m, _, _)| m == "REPORT"),
         "the change was read with a sync"
+    );
+
+    // Quiet again after that activity: within a few polls (a sync or two re-arm the date's gate)
+    // each poll is one PROPFIND of the collection date again, not of the token, which Radicale
+    // computes from the whole collection (before, a link stayed on the token after any change).
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    seen.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let settled: Vec<Seen> = seen.lock().unwrap().clone();
+    assert!(
+        (2..=5).contains(&settled.len())
+            && settled
+                .iter()
+                .all(|(m, d, asks)| m == "PROPFIND" && d == "0" && asks == "getlastmodified"),
+        "quiet polls after a change: {settled:?}"
     );
 
     // A link whose time-conflict detection failed is synced at its next poll although the probe

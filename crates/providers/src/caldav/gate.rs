@@ -89,6 +89,7 @@ impl Gate {
     }
 
     /// Whether the gate was armed with a settled date, so that a reading can decide.
+    #[cfg(test)]
     pub fn settled(&self) -> bool {
         match self {
             Gate::Armed(then) => settled(then),

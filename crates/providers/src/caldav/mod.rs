@@ -677,6 +677,40 @@ impl CaldavProvider {
         }
     }
 
+    /// The probe of a server without a trusted date: the one change indicator the cursor holds.
+    async fn probe_token(
+        &self,
+        url: &Url,
+        previous: &CaldavCursor,
+    ) -> Result<Probe, ProviderError> {
+        // Only the property the cursor holds: servers compute each from the whole collection (Radicale
+        // at 10,000 items: ~0.65 s for the sync-token alone, ~1.1 s for both).
+        let wanted: &[&str] = match previous {
+            CaldavCursor::SyncToken { .. } => &["D:sync-token"],
+            CaldavCursor::Ctag(_) => &["CS:getctag", "D:sync-token"],
+        };
+        let (ms, _) = self.propfind(url.clone(), "0", wanted).await?;
+        let Some(props) = ms.responses.first() else {
+            return Ok(Probe::Unknown);
+        };
+        let current = match previous {
+            CaldavCursor::SyncToken { .. } => props.prop_text(DAV, "sync-token"),
+            CaldavCursor::Ctag(Some(_)) => props
+                .prop_text(CALSERVER, "getctag")
+                .or_else(|| props.prop_text(DAV, "sync-token")),
+            CaldavCursor::Ctag(None) => None,
+        };
+        let recorded = match previous {
+            CaldavCursor::SyncToken { token, .. } => Some(token),
+            CaldavCursor::Ctag(ctag) => ctag.as_ref(),
+        };
+        Ok(match (current, recorded) {
+            (Some(now), Some(then)) if &now == then => Probe::Unchanged,
+            (Some(_), Some(_)) => Probe::Changed,
+            _ => Probe::Unknown,
+        })
+    }
+
     fn written_etag(response: &Response) -> Result<Option<Etag>, ProviderError> {
         // A weak etag cannot guard a later If-Match: treat it as absent and let the caller re-read.
         match response.header_str(&ETAG) {
@@ -804,50 +838,42 @@ impl CalendarProvider for CaldavProvider {
             return Ok(Probe::Changed);
         };
         let url = self.calendar_url(calendar)?;
-        // A gate armed with a settled date decides with one cheap request. An unsettled one is left
-        // to the token: reading the date too would make every quiet poll two requests until a sync
-        // re-arms it.
-        if let CaldavCursor::SyncToken {
-            gate: Some(gate), ..
-        } = &previous
-            && gate.settled()
-            && let Some(now) = self.collection_date(&url).await?
-        {
-            return Ok(if gate.unchanged(&now) {
-                Probe::Unchanged
-            } else if gate.moved(&now) {
-                Probe::Changed
-            } else {
-                // The safety-net listing is due (or the server's clock went back): sync to find out.
-                Probe::Unknown
-            });
+        // On a trusted server the token is never asked: it costs what a listing costs (Radicale
+        // hashes the whole collection for either), and answering "unchanged" from it would keep a
+        // cursor that cannot gate (busy, or armed with a date that had not settled) for as long as
+        // the link stays quiet, every poll paying that hash. Instead:
+        if let CaldavCursor::SyncToken { token, gate } = &previous {
+            let Some(gate) = gate else {
+                // A trusted server's token without a date: the listing after a busy one, which
+                // did not ask the date. The next listing asks it and arms the gate.
+                if gate::trusted(token) {
+                    return Ok(Probe::Unknown);
+                }
+                return self.probe_token(&url, &previous).await;
+            };
+            match gate {
+                // Changing at the last listing: the sync's listing is the question to ask, and the
+                // first one that finds nothing hands the link back to the date.
+                Gate::Busy => return Ok(Probe::Unknown),
+                Gate::Armed(_) => {
+                    if let Some(now) = self.collection_date(&url).await? {
+                        return Ok(if gate.unchanged(&now) {
+                            Probe::Unchanged
+                        } else if gate.moved(&now) {
+                            Probe::Changed
+                        } else {
+                            // The same date, but it had not settled when the listing read it (a
+                            // change later in that second would not move it), or the safety-net
+                            // listing is due, or the server's clock went back: one sync finds out
+                            // and, once the date has settled, re-arms the gate.
+                            Probe::Unknown
+                        });
+                    }
+                }
+                Gate::Refuted => {}
+            }
         }
-        // Only the property the cursor holds: servers compute each from the whole collection (Radicale
-        // at 10,000 items: ~0.65 s for the sync-token alone, ~1.1 s for both).
-        let wanted: &[&str] = match &previous {
-            CaldavCursor::SyncToken { .. } => &["D:sync-token"],
-            CaldavCursor::Ctag(_) => &["CS:getctag", "D:sync-token"],
-        };
-        let (ms, _) = self.propfind(url, "0", wanted).await?;
-        let Some(props) = ms.responses.first() else {
-            return Ok(Probe::Unknown);
-        };
-        let current = match &previous {
-            CaldavCursor::SyncToken { .. } => props.prop_text(DAV, "sync-token"),
-            CaldavCursor::Ctag(Some(_)) => props
-                .prop_text(CALSERVER, "getctag")
-                .or_else(|| props.prop_text(DAV, "sync-token")),
-            CaldavCursor::Ctag(None) => None,
-        };
-        let recorded = match &previous {
-            CaldavCursor::SyncToken { token, .. } => Some(token),
-            CaldavCursor::Ctag(ctag) => ctag.as_ref(),
-        };
-        Ok(match (current, recorded) {
-            (Some(now), Some(then)) if &now == then => Probe::Unchanged,
-            (Some(_), Some(_)) => Probe::Changed,
-            _ => Probe::Unknown,
-        })
+        self.probe_token(&url, &previous).await
     }
 
     fn kind(&self) -> ProviderKind {

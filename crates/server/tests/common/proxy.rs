@@ -12,15 +12,19 @@ use axum::response::IntoResponse;
 struct Upstream {
     base: String,
     client: reqwest::Client,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     refused: Arc<Mutex<Option<String>>>,
 }
+
+/// One request as the proxy saw it: method, Depth header, and the change indicators its body asks
+/// for (`getlastmodified`, `sync-token`, `getctag`, `getetag`, comma-separated, in that order).
+pub type Seen = (String, String, String);
 
 pub struct Proxy {
     /// The upstream URL as reached through the proxy (same path).
     pub url: String,
-    /// Every request forwarded or refused: (method, Depth header).
-    pub seen: Arc<Mutex<Vec<(String, String)>>>,
+    /// Every request forwarded or refused.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
     refused: Arc<Mutex<Option<String>>>,
 }
 
@@ -65,11 +69,16 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> axum::re
         .get("depth")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let asks: Vec<&str> = ["getlastmodified", "sync-token", "getctag", "getetag"]
+        .into_iter()
+        .filter(|name| text.contains(name))
+        .collect();
     upstream
         .seen
         .lock()
         .unwrap()
-        .push((parts.method.to_string(), depth));
+        .push((parts.method.to_string(), depth, asks.join(",")));
     if upstream.refused.lock().unwrap().as_deref() == Some(parts.method.as_str()) {
         return axum::http::StatusCode::FORBIDDEN.into_response();
     }
