@@ -641,21 +641,14 @@ fn validate_occurrences(set: &OccurrenceSet) -> Result<i64> {
     Ok(longest)
 }
 
-/// Replaces the occurrence rows of one series and widens the tenant's longest-span bound if needed.
-async fn write_occurrences(
-    tx: &mut Tx,
-    tenant: TenantId,
-    calendar: CalendarId,
-    series: SeriesId,
-    set: &OccurrenceSet,
-    longest: i64,
-) -> Result<()> {
+/// Removes the occurrence rows of one series, before [`insert_occurrences`] writes its new ones.
+async fn delete_occurrences(tx: &mut Tx, tenant: TenantId, series: SeriesId) -> Result<()> {
     sqlx::query(&format!("DELETE FROM {OCCURRENCES_BY_SERIES} WHERE series_id = $1 AND tenant_id = $2"))
         .bind(series.to_string())
         .bind(tenant.to_string())
         .execute(&mut **tx)
         .await?;
-    insert_occurrences(tx, tenant, calendar, series, set, longest).await
+    Ok(())
 }
 
 /// The occurrence rows of a series that has none yet (a new one: its id was just made), and the
@@ -1595,7 +1588,8 @@ impl Store for Backend {
             .await);
         };
         let record = series_row(&row)?;
-        write_occurrences(
+        delete_occurrences(&mut tx, tenant, record.id).await?;
+        insert_occurrences(
             &mut tx,
             tenant,
             record.calendar_id,
@@ -1692,7 +1686,8 @@ impl Store for Backend {
             .await);
         };
         let calendar: CalendarId = id(row.try_get("calendar_id")?)?;
-        write_occurrences(&mut tx, tenant, calendar, series, &occurrences, longest).await?;
+        delete_occurrences(&mut tx, tenant, series).await?;
+        insert_occurrences(&mut tx, tenant, calendar, series, &occurrences, longest).await?;
         tx.commit().await?;
         Ok(())
     }
