@@ -34,6 +34,8 @@
 
 use jiff::SignedDuration;
 
+use crate::types::Probe;
+
 /// How far the server's clock must be past the recorded date when it was read (see the module).
 pub const SETTLE: SignedDuration = SignedDuration::from_secs(2);
 
@@ -85,6 +87,24 @@ impl Gate {
                     && now.server_now - then.server_now < LIST_AT_LEAST_EVERY.as_secs()
             }
             Gate::Refuted | Gate::Busy => false,
+        }
+    }
+
+    /// The scheduler's answer for a link whose cursor holds this gate, from the date read now.
+    /// Never from the token: on Radicale it costs what a listing costs, and answering "unchanged"
+    /// from it would keep a cursor that cannot gate for as long as the link stays quiet, every poll
+    /// paying that hash. So whatever the date cannot decide is `Unknown`, which syncs, and that
+    /// sync's listing re-arms the gate.
+    pub fn probe(&self, now: &Reading) -> Probe {
+        if self.unchanged(now) {
+            Probe::Unchanged
+        } else if self.moved(now) {
+            Probe::Changed
+        } else {
+            // The same date, but it had not settled when the listing read it (a change later in
+            // that second would not move it), the safety-net listing is due, or the server's clock
+            // went back; or a gate that is not armed.
+            Probe::Unknown
         }
     }
 
@@ -184,6 +204,22 @@ mod tests {
         let gate = Gate::Armed(reading(1_000, 1_002));
         assert!(gate.settled());
         assert!(gate.unchanged(&reading(1_000, 1_010)));
+    }
+
+    #[test]
+    fn the_probe_answers_from_the_date_and_leaves_the_rest_to_a_sync() {
+        let settled = Gate::Armed(reading(1_000, 1_002));
+        assert_eq!(settled.probe(&reading(1_000, 1_010)), Probe::Unchanged);
+        assert_eq!(settled.probe(&reading(1_001, 1_010)), Probe::Changed);
+        // Due for the safety-net listing.
+        assert_eq!(settled.probe(&reading(1_000, 2_000)), Probe::Unknown);
+        // Recorded before it settled: the same date proves nothing, a sync re-arms the gate.
+        let unsettled = Gate::Armed(reading(1_000, 1_000));
+        assert_eq!(unsettled.probe(&reading(1_000, 1_010)), Probe::Unknown);
+        assert_eq!(unsettled.probe(&reading(1_001, 1_010)), Probe::Changed);
+        for other in [Gate::Busy, Gate::Refuted] {
+            assert_eq!(other.probe(&reading(1_001, 1_010)), Probe::Unknown);
+        }
     }
 
     #[test]

@@ -529,7 +529,10 @@ impl CaldavProvider {
                     let etag = r.prop_text(DAV, "getetag");
                     let item = match (r.status, data, etag) {
                         (Some(404), _, _) => ReadItem::Missing(id),
-                        (_, Some(data), Some(etag)) => read_item(id, data, &etag),
+                        (_, Some(data), Some(etag)) => match Etag::parse(etag) {
+                            Ok(etag) => read_item(id, data, etag),
+                            Err(e) => ReadItem::Failed(id, e.to_string()),
+                        },
                         _ if r.propstats.iter().any(|(s, _)| *s == 404)
                             && r.prop(CALDAV, "calendar-data").is_none() =>
                         {
@@ -597,10 +600,7 @@ impl CaldavProvider {
                     if known.get(&id) == Some(&etag) {
                         set.unchanged.push(id);
                     } else if let Some(data) = inline.remove(&path) {
-                        read.push(match ItemContent::parse(data) {
-                            Ok(content) => ReadItem::Found(RemoteItem { id, etag, content }),
-                            Err(e) => ReadItem::Failed(id, e.to_string()),
-                        });
+                        read.push(read_item(id, data, etag));
                     } else {
                         to_fetch.push(path);
                     }
@@ -720,11 +720,12 @@ impl CaldavProvider {
     }
 }
 
-/// One member read with its data: parsed, or failed with the reason (the others still count).
-fn read_item(id: RemoteId, data: String, etag: &str) -> ReadItem {
-    match (ItemContent::parse(data), Etag::parse(etag)) {
-        (Ok(content), Ok(etag)) => ReadItem::Found(RemoteItem { id, etag, content }),
-        (Err(e), _) | (_, Err(e)) => ReadItem::Failed(id, e.to_string()),
+/// One member read with its data (from a multiget or a sync-collection that carried it): parsed,
+/// or failed with the reason (the others still count).
+fn read_item(id: RemoteId, data: String, etag: Etag) -> ReadItem {
+    match ItemContent::parse(data) {
+        Ok(content) => ReadItem::Found(RemoteItem { id, etag, content }),
+        Err(e) => ReadItem::Failed(id, e.to_string()),
     }
 }
 
@@ -826,9 +827,11 @@ pub fn parse_free_busy(ical: &str) -> Result<Vec<BusyPeriod>, ProviderError> {
 
 #[async_trait]
 impl CalendarProvider for CaldavProvider {
-    /// One `PROPFIND Depth: 0`: for the collection's date when the cursor holds a [`gate`] armed
-    /// with a settled date, else for `DAV:sync-token` or `CS:getctag`, compared with the token the
-    /// cursor holds (a sync-token cursor with the sync-token, a ctag cursor with what `changes` read).
+    /// On Radicale (a trusted [`gate`]): one `PROPFIND Depth: 0` of the collection's date when the
+    /// gate is armed, none when busy or dateless, and "unknown" whenever the date cannot decide
+    /// ([`Gate::probe`]); a server that gives no date is asked its token. Elsewhere one `PROPFIND Depth: 0` of `DAV:sync-token` or `CS:getctag`,
+    /// compared with the token the cursor holds (a sync-token cursor with the sync-token, a ctag
+    /// cursor with what `changes` read).
     async fn probe(
         &self,
         calendar: &CalendarId,
@@ -838,39 +841,21 @@ impl CalendarProvider for CaldavProvider {
             return Ok(Probe::Changed);
         };
         let url = self.calendar_url(calendar)?;
-        // On a trusted server the token is never asked: it costs what a listing costs (Radicale
-        // hashes the whole collection for either), and answering "unchanged" from it would keep a
-        // cursor that cannot gate (busy, or armed with a date that had not settled) for as long as
-        // the link stays quiet, every poll paying that hash. Instead:
+        // On a trusted server the token is never asked (`Gate::probe` says why).
         if let CaldavCursor::SyncToken { token, gate } = &previous {
-            let Some(gate) = gate else {
-                // A trusted server's token without a date: the listing after a busy one, which
-                // did not ask the date. The next listing asks it and arms the gate.
-                if gate::trusted(token) {
-                    return Ok(Probe::Unknown);
-                }
-                return self.probe_token(&url, &previous).await;
-            };
             match gate {
-                // Changing at the last listing: the sync's listing is the question to ask, and the
-                // first one that finds nothing hands the link back to the date.
-                Gate::Busy => return Ok(Probe::Unknown),
-                Gate::Armed(_) => {
+                Some(armed @ Gate::Armed(_)) => {
                     if let Some(now) = self.collection_date(&url).await? {
-                        return Ok(if gate.unchanged(&now) {
-                            Probe::Unchanged
-                        } else if gate.moved(&now) {
-                            Probe::Changed
-                        } else {
-                            // The same date, but it had not settled when the listing read it (a
-                            // change later in that second would not move it), or the safety-net
-                            // listing is due, or the server's clock went back: one sync finds out
-                            // and, once the date has settled, re-arms the gate.
-                            Probe::Unknown
-                        });
+                        return Ok(armed.probe(&now));
                     }
                 }
-                Gate::Refuted => {}
+                // Changing at the last listing: the sync's listing is the question to ask, and the
+                // first one that finds nothing hands the link back to the date.
+                Some(Gate::Busy) => return Ok(Probe::Unknown),
+                // A trusted server's token without a date: the listing after a busy one, which did
+                // not ask the date. The next listing asks it and arms the gate.
+                None if gate::trusted(token) => return Ok(Probe::Unknown),
+                Some(Gate::Refuted) | None => {}
             }
         }
         self.probe_token(&url, &previous).await
