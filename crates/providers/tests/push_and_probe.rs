@@ -282,11 +282,15 @@ async fn caldav_probe_asks_radicale_its_date_and_hands_an_unsettled_cursor_to_a_
         }
     };
     assert_eq!(probe(None).await, (Probe::Changed, 0));
-    // The calendar was made in the second the first listing read its date: not settled.
+    // The first listing did not ask the date (the server was not known yet): no request, a sync
+    // lists and takes the date.
     let first = list(None).await;
-    assert_eq!(probe(first.cursor.clone()).await, (Probe::Unknown, 1));
+    assert_eq!(probe(first.cursor.clone()).await, (Probe::Unknown, 0));
+    // The calendar was made in the second the next listing reads its date: not settled.
+    let unsettled = list(first.cursor.clone()).await;
+    assert_eq!(probe(unsettled.cursor.clone()).await, (Probe::Unknown, 1));
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let armed = list(first.cursor.clone()).await;
+    let armed = list(unsettled.cursor.clone()).await;
     assert_eq!(probe(armed.cursor.clone()).await, (Probe::Unchanged, 1));
 
     let put = raw
@@ -343,8 +347,8 @@ async fn radicale_no_op_reads_only_the_collection_date_once_it_settled() {
     };
     let (first, _) = read(None).await;
     assert_eq!(first.upserts.len(), 3);
-    // The items were written in the second the first listing read the date: not settled yet, so
-    // the next read lists again (and records a date that has settled by then).
+    // The first listing did not ask the date (the server was not known yet), so the next read
+    // takes it before listing again, and records a date that has settled by then.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let (second, _) = read(first.cursor.clone()).await;
     assert!(second.upserts.is_empty() && second.deletions.is_empty());

@@ -13,6 +13,11 @@
 //! server known to behave: Radicale's storage, recognised by the namespace of its sync tokens. Every
 //! other server is read as before.
 //!
+//! Known means that the cursor holds one of those tokens. A first listing has none, so it does not
+//! ask the date: on any other server that request would buy nothing. On Radicale the read after it
+//! asks (the token says whose server it is) and arms the gate; the cost is one more listing per
+//! link, once.
+//!
 //! A listing is skipped only when all of these hold:
 //! - the date equals the one read just before the listing the cursor's token came from;
 //! - that date had *settled*: the server's clock (its `Date` header) was at least [`SETTLE`] past it

@@ -973,17 +973,18 @@ impl CalendarProvider for CaldavProvider {
             Err(_) => (None, FullListingReason::CursorInvalid),
         };
         // The collection's date, read before any listing so that a change made during the listing
-        // moves it past what the cursor records. Only where it can gate (see `gate`): a first
-        // listing (the server is not known yet) and a sync token of a trusted server that is not
-        // busy.
+        // moves it past what the cursor records. Only where it can gate (see `gate`): a sync token
+        // of a trusted server that is not busy. A first listing (or one after a cursor we cannot
+        // read) does not know the server yet, and elsewhere than on Radicale the date would be a
+        // request for nothing; Radicale's gate arms at the next read instead, which asks the date
+        // because the token says whose it is (one more listing per link, once).
         let wants_date = match &previous {
-            None => true,
             Some(CaldavCursor::SyncToken { token, gate }) => match gate {
                 Some(Gate::Armed(_)) => true,
                 Some(Gate::Refuted | Gate::Busy) => false,
                 None => gate::trusted(token),
             },
-            Some(CaldavCursor::Ctag(_)) => false,
+            None | Some(CaldavCursor::Ctag(_)) => false,
         };
         let reading = if wants_date {
             self.collection_date(&url).await?
