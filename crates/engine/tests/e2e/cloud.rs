@@ -94,12 +94,12 @@ impl Cloud {
         .await
     }
 
-    /// Syncs until a run has nothing to do (bounded): no ping-pong of our own writes.
+    /// Syncs until a run changes nothing (bounded): no ping-pong of our own writes.
     async fn settle(&self) {
         for _ in 0..4 {
             let report = self.sync().await;
             assert!(report.errors.is_empty(), "{:?}", report.errors);
-            if report.counts.is_empty() {
+            if !crate::made_changes(&report) {
                 return;
             }
         }

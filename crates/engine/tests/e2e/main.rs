@@ -23,6 +23,26 @@ pub fn assert_counts(report: &calbridge_engine::RunReport, expected: &[(&str, u6
     assert_eq!(got, expected, "{:?}", report.counts);
 }
 
+/// Counts that say what a run read, not what it changed (`RunReport::counts`): which series of the
+/// change stream it left unread, how many pairs a complete listing made it read, which uncertain
+/// deletions it verified (whatever a verification finds is counted as its own action).
+const READ_ONLY_COUNTS: [&str; 3] = [
+    "local_unchanged_since_pair",
+    "pairs_read_in_full",
+    "verify_remote",
+];
+
+/// Whether a run changed anything: wrote either side, paired or unpaired items, recorded, settled or
+/// closed a conflict, or left work for later (deferred time conflicts, resolutions not resumed).
+/// What it read is no change: the echo of a run's own writes, or a run that had to read every pair,
+/// changes nothing.
+pub fn made_changes(report: &calbridge_engine::RunReport) -> bool {
+    report
+        .counts
+        .iter()
+        .any(|(key, n)| *n > 0 && !READ_ONLY_COUNTS.contains(&key.as_str()))
+}
+
 /// The request of `option` on `conflict` as the tests make it: by `key:test`, now, with nothing
 /// merged (set `merged` on the result for a `merge`).
 pub fn resolve_request<'a>(
@@ -321,6 +341,7 @@ both_backends!(
     a_create_whose_pair_was_not_recorded_stays_ours,
     an_import_cut_short_then_deleted_locally_stays_deleted,
     a_create_parked_unreadable_then_deleted_locally_stays_deleted,
+    a_link_listed_in_full_every_run_settles,
 );
 
 mod cloud_sqlite {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use async_trait_free::Racing;
+use async_trait_free::{Racing, RefusesEveryToken};
 use calbridge_engine::{EngineConfig, LinkSync, RunReport, RunStatus, sync_link};
 use calbridge_providers::caldav::CaldavProvider;
 use calbridge_providers::{CalendarId, CalendarProvider, KnownVersions, Window};
@@ -184,13 +184,19 @@ impl World {
             .await
     }
 
-    /// Syncs until a run has nothing to do (bounded).
+    /// Syncs until a run changes nothing (bounded).
     pub(crate) async fn settle(&self) {
+        self.settle_with(&self.provider).await;
+    }
+
+    /// Syncs through `provider` until a run changes nothing (bounded); answers that run. Not "until
+    /// a run reports no count": runs also count what they read (`crate::made_changes`).
+    pub(crate) async fn settle_with(&self, provider: &dyn CalendarProvider) -> RunReport {
         for _ in 0..4 {
-            let report = self.sync().await;
+            let report = self.sync_with(provider, &EngineConfig::default()).await;
             assert!(report.errors.is_empty(), "{:?}", report.errors);
-            if report.counts.is_empty() {
-                return;
+            if !crate::made_changes(&report) {
+                return report;
             }
         }
         panic!("sync did not settle");
@@ -1009,6 +1015,128 @@ mod async_trait_free {
             self.inner.free_busy(calendar, window).await
         }
     }
+
+    /// A real Radicale connector behind a server that refuses every sync token (as one that keeps
+    /// losing its sync state does): each read hands the connector a token Radicale never issued, so
+    /// Radicale answers 403 `valid-sync-token` and every read is the complete listing the connector
+    /// falls back to (`FullListingReason::CursorInvalid`). Everything else goes straight through.
+    #[derive(Debug)]
+    pub struct RefusesEveryToken<'a> {
+        pub inner: &'a CaldavProvider,
+    }
+
+    #[async_trait::async_trait]
+    impl CalendarProvider for RefusesEveryToken<'_> {
+        fn kind(&self) -> ProviderKind {
+            self.inner.kind()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn test_connection(&self) -> Diagnosis {
+            self.inner.test_connection().await
+        }
+        async fn list_calendars(&self) -> Result<Vec<RemoteCalendar>, ProviderError> {
+            self.inner.list_calendars().await
+        }
+        async fn changes(
+            &self,
+            calendar: &CalendarId,
+            _cursor: Option<&Cursor>,
+            window: &Window,
+            known: &dyn HeldVersions,
+        ) -> Result<ChangeSet, ProviderError> {
+            let refused = Cursor::parse(
+                "sync:http://radicale.org/ns/sync/0000000000000000000000000000000000000000",
+            )?;
+            let set = self
+                .inner
+                .changes(calendar, Some(&refused), window, known)
+                .await?;
+            assert_eq!(set.full_listing, Some(FullListingReason::CursorInvalid));
+            Ok(set)
+        }
+        async fn read(
+            &self,
+            calendar: &CalendarId,
+            ids: &[RemoteId],
+        ) -> Result<Vec<ReadItem>, ProviderError> {
+            self.inner.read(calendar, ids).await
+        }
+        async fn create(
+            &self,
+            calendar: &CalendarId,
+            key: &CreateKey,
+            content: &ItemContent,
+        ) -> Result<Written, ProviderError> {
+            self.inner.create(calendar, key, content).await
+        }
+        async fn update(
+            &self,
+            calendar: &CalendarId,
+            id: &RemoteId,
+            if_match: &Etag,
+            content: &ItemContent,
+        ) -> Result<Written, ProviderError> {
+            self.inner.update(calendar, id, if_match, content).await
+        }
+        async fn delete(
+            &self,
+            calendar: &CalendarId,
+            id: &RemoteId,
+            if_match: &Etag,
+        ) -> Result<(), ProviderError> {
+            self.inner.delete(calendar, id, if_match).await
+        }
+        async fn free_busy(
+            &self,
+            calendar: &CalendarId,
+            window: &Window,
+        ) -> Result<Vec<BusyPeriod>, ProviderError> {
+            self.inner.free_busy(calendar, window).await
+        }
+    }
+}
+
+/// A link whose every run is a complete listing (a server that refuses every sync token, as one that
+/// keeps losing its sync state does) settles at the first run that changes nothing, and every later
+/// run lists in full and changes nothing. That first run is the echo of the import: it reports what
+/// it read (the imported series in the local change stream, left unread at its pair's version), not a
+/// change; settling used to wait for a run that reported no count at all.
+pub async fn a_link_listed_in_full_every_run_settles(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    let lists_in_full = RefusesEveryToken { inner: &w.provider };
+    w.local_create(&event("local", "Local", 1)).await;
+    w.remote_put("remote", &event("remote", "Remote", 2)).await;
+    let first = w.sync_with(&lists_in_full, &EngineConfig::default()).await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.errors);
+    crate::assert_counts(&first, &[("create_remote", 1), ("create_local", 1)]);
+
+    let settled = w.settle_with(&lists_in_full).await;
+    assert!(settled.full_listing);
+    assert_eq!(settled.status, RunStatus::Succeeded);
+    assert_eq!(
+        settled.counts,
+        BTreeMap::from([("local_unchanged_since_pair".to_owned(), 1)]),
+        "the echo run changes nothing"
+    );
+    // Every later run lists in full too, and changes nothing.
+    let again = w.sync_with(&lists_in_full, &EngineConfig::default()).await;
+    assert!(again.full_listing);
+    assert!(!crate::made_changes(&again), "{:?}", again.counts);
+    assert_eq!(one(&w.remote_all().await, "local"), "Local");
+    assert_eq!(one(&w.local_all().await, "remote"), "Remote");
+
+    // A change on either side is still carried over by the full listings, and the link settles again.
+    w.remote_edit("remote", &event("remote", "Remote edited", 2))
+        .await;
+    w.local_edit("local", &event("local", "Local edited", 1))
+        .await;
+    w.settle_with(&lists_in_full).await;
+    assert_eq!(one(&w.remote_all().await, "local"), "Local edited");
+    assert_eq!(one(&w.local_all().await, "remote"), "Remote edited");
 }
 
 pub async fn one_way_links_never_write_the_other_side(db: TestDb) {
