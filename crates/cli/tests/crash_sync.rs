@@ -276,13 +276,7 @@ async fn world() -> Option<World> {
         support::PASSWORD,
     )
     .await;
-    let provider = CaldavProvider::new(
-        &support::http_client(),
-        &radicale.base(),
-        support::password(support::USER, support::PASSWORD),
-        support::budget(),
-    )
-    .unwrap();
+    let provider = radicale.provider();
     Some(World {
         radicale,
         store,
