@@ -13,7 +13,7 @@ use crate::pairs::{ConflictSide, PENDING_CREATE, StoredBase, create_key, to_json
 use crate::{EngineConfig, EngineError};
 
 use super::audit;
-use super::decision::{Replaced, Resolving, swap_resolving};
+use super::decision::{Replaced, Resolving, option_name, swap_resolving};
 
 /// Gives up an interrupted resolution a sync could not finish because a side moved for another reason
 /// (its resumption found the side moved, or the conflict is superseded): the decision goes from the
@@ -102,8 +102,8 @@ pub(crate) async fn abandon(
 
 /// Gives up the decision the record `held` names as replaced, unless that was done (see
 /// [`Replaced`]): removes its copy, marks it `abandoned` by compare-and-set against `held_json` (the
-/// record as this party swapped it in), then audits it (`conflict.resolution_abandoned`, by `actor`).
-/// Returns the record the conflict holds afterwards, or `None` when another party took it meanwhile.
+/// record as this party swapped it in), then audits it (`conflict.resolution_abandoned`, by `actor`),
+/// and each decision it had replaced without giving it up ([`Replaced::replaced`]). Returns the record the conflict holds afterwards, or `None` when another party took it meanwhile.
 pub(super) async fn give_up_replaced(
     store: &dyn Store,
     tenant: TenantId,
@@ -145,21 +145,27 @@ pub(super) async fn give_up_replaced(
     {
         return Ok(None);
     }
-    audit(
-        store,
-        tenant,
-        conflict,
-        actor,
-        "conflict.resolution_abandoned",
-        replaced.option,
-        json!({
-            "decided_by": replaced.decided_by,
-            "started_at": replaced.started_at,
-            "reason": format!("replaced by `{}`", held.option_name()),
-            "copy": copy,
-        }),
-    )
-    .await?;
+    // One entry per decision given up, oldest first; the copy's fate on the entry of the oldest
+    // whose copy it was to remove (the one that saved it, or adopted it).
+    let chain = replaced.chain(held.option);
+    let copy_of = chain.iter().position(|(r, _)| r.copy_to_remove);
+    for (at, (decision, by)) in chain.into_iter().enumerate() {
+        audit(
+            store,
+            tenant,
+            conflict,
+            actor,
+            "conflict.resolution_abandoned",
+            decision.option,
+            json!({
+                "decided_by": decision.decided_by,
+                "started_at": decision.started_at,
+                "reason": format!("replaced by `{}`", option_name(by)),
+                "copy": if Some(at) == copy_of { copy.clone() } else { None },
+            }),
+        )
+        .await?;
+    }
     Ok(Some((done, done_json)))
 }
 

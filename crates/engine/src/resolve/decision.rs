@@ -47,8 +47,9 @@ pub struct Replaced {
     pub decided_by: String,
     pub started_at: Timestamp,
     /// Its `keep_both` copy is to be removed (under [`undo_copy`](super::abandon::undo_copy)'s
-    /// rules): it was a `keep_both`, or had itself replaced one without removing its copy yet. Never when the new decision is
-    /// `keep_both`: a conflict's copy has one UID, so that decision adopts it as its own.
+    /// rules): it was a `keep_both`, or had itself replaced one without removing its copy yet.
+    /// Never when the new decision is `keep_both`: a conflict's copy has one UID, so that decision
+    /// adopts it as its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copy_to_remove: bool,
     /// Given up: its copy removed or kept, its audit entry written.
@@ -57,6 +58,12 @@ pub struct Replaced {
     /// What became of its copy ([`undo_copy`](super::abandon::undo_copy)'s answer), once given up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<Value>,
+    /// The decision this one had itself replaced and not given up yet when it was replaced in turn
+    /// (a chain of replacements, each stopped before giving up the one before): given up together
+    /// with it, each with its own `conflict.resolution_abandoned` entry. Before, only its copy was
+    /// carried along, and the decision itself was never audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Box<Replaced>>,
 }
 
 impl Replaced {
@@ -70,8 +77,33 @@ impl Replaced {
                 && (pending.option == ResolutionOption::KeepBoth || pending.copy_to_remove()),
             abandoned: false,
             copy: None,
+            replaced: pending
+                .replaced
+                .clone()
+                .filter(|r| !r.abandoned)
+                .map(Box::new),
         }
     }
+
+    /// The decisions given up with this one: those it had replaced, not given up yet (see
+    /// [`Replaced::replaced`]), then itself, oldest first; each with the option that replaced it
+    /// (`by` for this one).
+    pub(super) fn chain(&self, by: ResolutionOption) -> Vec<(&Replaced, ResolutionOption)> {
+        let mut chain = vec![(self, by)];
+        while let Some(earlier) = chain
+            .last()
+            .and_then(|&(later, _)| Some((later.replaced.as_deref()?, later.option)))
+        {
+            chain.push(earlier);
+        }
+        chain.reverse();
+        chain
+    }
+}
+
+/// An option's API name (what [`Resolve::option`](super::Resolve::option) takes).
+pub(super) fn option_name(option: ResolutionOption) -> String {
+    json!(option).as_str().unwrap_or_default().to_owned()
 }
 
 impl Resolving {
@@ -104,7 +136,7 @@ impl Resolving {
 
     /// The option's API name (what [`Resolve::option`](super::Resolve::option) takes).
     pub fn option_name(&self) -> String {
-        json!(self.option).as_str().unwrap_or_default().to_owned()
+        option_name(self.option)
     }
 
     /// What a resolution finished after an interruption records about that (in its `resolution` and
@@ -256,6 +288,48 @@ mod tests {
                 ResolutionOption::KeepLocal
             )
             .copy_to_remove
+        );
+    }
+
+    #[test]
+    fn a_chain_of_replacements_carries_every_decision_not_given_up() {
+        use ResolutionOption::{KeepBoth, KeepLocal, KeepRemote, Merge};
+        let both = record(KeepBoth);
+        let local = Resolving {
+            replaced: Some(Replaced::of(&both, KeepLocal)),
+            ..record(KeepLocal)
+        };
+        let merge = Resolving {
+            replaced: Some(Replaced::of(&local, Merge)),
+            ..record(Merge)
+        };
+        let by_remote = Replaced::of(&merge, KeepRemote);
+        let chain: Vec<_> = by_remote
+            .chain(KeepRemote)
+            .into_iter()
+            .map(|(r, by)| (r.option, by))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                (KeepBoth, KeepLocal),
+                (KeepLocal, Merge),
+                (Merge, KeepRemote)
+            ]
+        );
+        let back: Replaced = serde_json::from_str(&to_json(&by_remote).unwrap()).unwrap();
+        assert_eq!(back, by_remote);
+        // What was given up already is not carried along.
+        let given_up = Resolving {
+            replaced: merge.replaced.clone().map(|r| Replaced {
+                abandoned: true,
+                ..r
+            }),
+            ..merge.clone()
+        };
+        assert_eq!(
+            Replaced::of(&given_up, KeepRemote).chain(KeepRemote).len(),
+            1
         );
     }
 }

@@ -301,6 +301,37 @@ async fn parked_copy_is_exported_postgres() {
     .await;
 }
 
+/// Replacements chained before any gave the one before it up: each decision given up is audited
+/// once (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_replacements_are_audited_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_chain_of_replacements_audits_every_decision_given_up(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_replacements_are_audited_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_chain_of_replacements_audits_every_decision_given_up(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

@@ -1670,3 +1670,87 @@ pub async fn a_parked_copy_is_exported_once_its_decision_lets_it_go(
         assert_eq!(one(&both, uid), format!("{uid} local"), "{uid}");
     }
 }
+
+impl World {
+    /// The details of every `conflict.resolution_abandoned` entry of `conflict`, oldest first.
+    async fn abandoned_entries(&self, conflict: ConflictId) -> Vec<Value> {
+        let mut entries = self
+            .audit_of(conflict, "conflict.resolution_abandoned")
+            .await;
+        entries.sort_by_key(|e| e.seq);
+        entries
+            .iter()
+            .map(|e| serde_json::from_str(&e.details_json).unwrap())
+            .collect()
+    }
+}
+
+/// A chain of replacements, each killed right after its swap (so before it gave up the decision it
+/// replaced): `keep_both` (its copy saved), replaced by `keep_local`, replaced by `merge`, replaced
+/// by `keep_remote`, each once the one before is stale. The last gives all three up: the copy is
+/// deleted and each decision leaves one `conflict.resolution_abandoned` entry, oldest first, each
+/// naming the decision that replaced it, the copy's fate on `keep_both`'s. Before, a replacement
+/// carried along the copy of the decision it had not given up yet but not that decision itself, so
+/// `keep_both` and `keep_local` were never audited.
+pub async fn a_chain_of_replacements_audits_every_decision_given_up(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::asking(db, radicale, "chain").await;
+    let fence_kill = EngineConfig {
+        crash_after_resolution_fence: true,
+        ..EngineConfig::default()
+    };
+    let chain = w.update_conflicts(&[("g-chain", 3)]).await.remove(0);
+    let copy = expected_copy(&w, &chain);
+    w.keep_both_killed_after(chain.id, 1).await;
+    assert!(w.local_by_uid(&copy).await.is_some());
+    w.age_decision(chain.id).await;
+    w.resolve_killed(chain.id, "keep_local", &fence_kill).await;
+    w.age_decision(chain.id).await;
+    let merged = json!({"summary": "g-chain merged"});
+    let err = resolve_conflict(Resolve {
+        merged: Some(&merged),
+        ..w.request(chain.id, "merge", &fence_kill)
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "interrupted", "{err}");
+    w.age_decision(chain.id).await;
+    // Nothing was given up yet: the copy is still there, no entry written.
+    assert!(w.local_by_uid(&copy).await.is_some());
+    assert!(w.abandoned_entries(chain.id).await.is_empty());
+
+    w.resolve(chain.id, "keep_remote", None).await.unwrap();
+    let (_, resolution) = w.resolved_with(chain.id, "keep_remote").await;
+    assert_eq!(resolution["replaced"]["option"], "merge", "{resolution}");
+    assert!(w.local_by_uid(&copy).await.is_none());
+    let entries = w.abandoned_entries(chain.id).await;
+    let given_up: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["option"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        given_up,
+        [
+            ("keep_both", "replaced by `keep_local`"),
+            ("keep_local", "replaced by `merge`"),
+            ("merge", "replaced by `keep_remote`"),
+        ],
+        "{entries:?}"
+    );
+    for entry in &entries {
+        assert_eq!(entry["decided_by"], "key:test", "{entry}");
+    }
+    assert_eq!(entries[0]["copy"]["fate"], "deleted", "{entries:?}");
+    assert_eq!(entries[0]["copy"]["uid"], copy.as_str(), "{entries:?}");
+    assert!(entries[1]["copy"].is_null(), "{entries:?}");
+    assert!(entries[2]["copy"].is_null(), "{entries:?}");
+
+    // Nothing of the given-up decisions comes back with the next syncs.
+    w.settle().await;
+    assert_eq!(w.abandoned_entries(chain.id).await.len(), 3);
+    let both = w.assert_converged().await;
+    assert!(!both.keys().any(|k| k.contains("-copy-")), "{both:?}");
+    assert_eq!(one(&both, "g-chain"), "g-chain remote");
+}
