@@ -131,6 +131,10 @@ pub struct EngineConfig {
     /// conflict's decision by compare-and-set (`conflicts.resolving`), before anything it does next,
     /// as if the process died there. Only for crash tests.
     pub crash_after_resolution_fence: bool,
+    /// Stops whoever gives a decision up (a resolution giving up the decision it replaced, a sync
+    /// abandoning one) right after the compare-and-set that marks it given up on the conflict,
+    /// before anything it does next, as if the process died there. Only for crash tests.
+    pub crash_after_giving_up: bool,
     /// How often a running run's row is touched, and the staleness bound each touch writes into it
     /// (see `beating`); the server derives it from `sync.run_stale_after`.
     pub heartbeat: crate::Heartbeat,
@@ -148,6 +152,7 @@ impl Default for EngineConfig {
             crash_after_actions: None,
             crash_after_resolution_writes: None,
             crash_after_resolution_fence: false,
+            crash_after_giving_up: false,
             heartbeat: crate::Heartbeat::default(),
             resume_resolutions_after: jiff::SignedDuration::from_mins(10),
         }

@@ -1043,14 +1043,16 @@ async fn insert_audit(tx: &mut Tx, tenant: TenantId, entry: NewAuditEntry) -> Re
 
 impl Backend {
     /// Writes an open conflict's `resolving` record: unconditionally (`expected: None`), or only while
-    /// it still holds `expected` as stored (`Some(None)`: none). The one statement behind
-    /// [`Store::set_conflict_resolving`] and [`Store::swap_conflict_resolving`].
+    /// it still holds `expected` as stored (`Some(None)`: none), and appends `entries` to the audit
+    /// log in the same transaction. The one statement behind [`Store::set_conflict_resolving`],
+    /// [`Store::swap_conflict_resolving`] and [`Store::swap_conflict_resolving_audited`].
     async fn write_resolving(
         &self,
         tenant: TenantId,
         conflict: ConflictId,
         expected: Option<Option<&str>>,
         resolving_json: Option<&str>,
+        entries: Vec<NewAuditEntry>,
     ) -> Result<Conflict> {
         if let Some(json) = resolving_json {
             check_json("resolving", json)?;
@@ -1089,6 +1091,9 @@ impl Backend {
             );
         };
         let record = conflict_row(&row)?;
+        for entry in entries {
+            insert_audit(&mut tx, tenant, entry).await?;
+        }
         tx.commit().await?;
         Ok(record)
     }
@@ -2661,7 +2666,7 @@ impl Store for Backend {
         conflict: ConflictId,
         resolving_json: Option<&str>,
     ) -> Result<Conflict> {
-        self.write_resolving(tenant, conflict, None, resolving_json)
+        self.write_resolving(tenant, conflict, None, resolving_json, Vec::new())
             .await
     }
 
@@ -2672,7 +2677,25 @@ impl Store for Backend {
         expected: Option<&str>,
         resolving_json: Option<&str>,
     ) -> Result<Conflict> {
-        self.write_resolving(tenant, conflict, Some(expected), resolving_json)
+        self.write_resolving(
+            tenant,
+            conflict,
+            Some(expected),
+            resolving_json,
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn swap_conflict_resolving_audited(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        expected: Option<&str>,
+        resolving_json: Option<&str>,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<Conflict> {
+        self.write_resolving(tenant, conflict, Some(expected), resolving_json, entries)
             .await
     }
 

@@ -354,6 +354,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected: Option<&str>,
         resolving_json: Option<&str>,
     ) -> Result<Conflict>;
+    /// [`Store::swap_conflict_resolving`] and, in its transaction, [`Store::append_audit`] of each of
+    /// `entries` in order (none when the swap is refused): a record saying that a decision was given
+    /// up and the audit entries saying so are written together or not at all, so a process killed
+    /// in between neither loses an entry nor leaves one for whoever acts next to write again.
+    async fn swap_conflict_resolving_audited(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        expected: Option<&str>,
+        resolving_json: Option<&str>,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<Conflict>;
 
     // --- sync runs ---
     async fn create_sync_run(

@@ -12,14 +12,14 @@ use crate::local::Parsed;
 use crate::pairs::{ConflictSide, PENDING_CREATE, StoredBase, create_key, to_json, write_ahead};
 use crate::{EngineConfig, EngineError};
 
-use super::audit;
-use super::decision::{Replaced, Resolving, option_name, swap_resolving};
+use super::audit_entry;
+use super::decision::{Replaced, Resolving, option_name, swap_resolving, swap_resolving_audited};
 
 /// Gives up an interrupted resolution a sync could not finish because a side moved for another reason
 /// (its resumption found the side moved, or the conflict is superseded): the decision goes from the
-/// conflict (audit `conflict.resolution_abandoned`), and what it did only locally is undone
-/// ([`undo_copy`]: a `keep_both` copy never exported; also the copy of a decision it replaced, if
-/// that was not removed yet). The conflict itself is left as it is (open for a person, or closed as
+/// conflict (audited `conflict.resolution_abandoned` in the same transaction), and what it did
+/// only locally is undone ([`undo_copy`]: a `keep_both` copy never exported; also the copy of a
+/// decision it replaced, if that was not removed yet). The conflict itself is left as it is (open for a person, or closed as
 /// superseded by the caller). `false` (nothing done) when someone else took the decision up,
 /// replaced or gave it up meanwhile, or the conflict closed: it is taken up by compare-and-set
 /// against `conflict.resolving_json` as the caller read it.
@@ -67,6 +67,7 @@ pub(crate) async fn abandon(
         claimed,
         claimed_json,
         sync_actor,
+        config,
         now,
     )
     .await?
@@ -79,12 +80,8 @@ pub(crate) async fn abandon(
         }
         _ => None,
     };
-    if !swap_resolving(store, tenant, conflict.id, Some(&held_json), None).await? {
-        return Ok(false);
-    }
-    audit(
-        store,
-        tenant,
+    // Taken off with its audit entry, in one transaction (see `give_up_replaced`).
+    let entry = audit_entry(
         conflict,
         sync_actor,
         "conflict.resolution_abandoned",
@@ -95,15 +92,34 @@ pub(crate) async fn abandon(
             "reason": why,
             "copy": copy,
         }),
+    );
+    if !swap_resolving_audited(
+        store,
+        tenant,
+        conflict.id,
+        Some(&held_json),
+        None,
+        vec![entry],
     )
-    .await?;
+    .await?
+    {
+        return Ok(false);
+    }
+    if config.crash_after_giving_up {
+        return Err(EngineError::Content(
+            "stopped after giving the decision up (crash test)".into(),
+        ));
+    }
     Ok(true)
 }
 
 /// Gives up the decision the record `held` names as replaced, unless that was done (see
-/// [`Replaced`]): removes its copy, marks it `abandoned` by compare-and-set against `held_json` (the
-/// record as this party swapped it in), then audits it (`conflict.resolution_abandoned`, by `actor`),
-/// and each decision it had replaced without giving it up ([`Replaced::replaced`]). Returns the record the conflict holds afterwards, or `None` when another party took it meanwhile.
+/// [`Replaced`]): removes its copy, then marks it `abandoned` by compare-and-set against `held_json`
+/// (the record as this party swapped it in) and, in the same transaction, audits it
+/// (`conflict.resolution_abandoned`, by `actor`) and each decision it had replaced without giving it
+/// up ([`Replaced::replaced`]). Returns the record the conflict holds afterwards, or `None` when
+/// another party took it meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn give_up_replaced(
     store: &dyn Store,
     tenant: TenantId,
@@ -111,6 +127,7 @@ pub(super) async fn give_up_replaced(
     held: Resolving,
     held_json: String,
     actor: &str,
+    config: &EngineConfig,
     now: Timestamp,
 ) -> Result<Option<(Resolving, String)>, EngineError> {
     let Some(replaced) = held.replaced.clone().filter(|r| !r.abandoned) else {
@@ -134,37 +151,47 @@ pub(super) async fn give_up_replaced(
         ..held.clone()
     };
     let done_json = to_json(&done)?;
-    if !swap_resolving(
+    // One entry per decision given up, oldest first; the copy's fate on the entry of the oldest
+    // whose copy it was to remove (the one that saved it, or adopted it). Written with the mark,
+    // in its transaction: a process killed right after neither loses them nor leaves them for
+    // whoever acts next to write again. (Written after it, a kill in between lost them: whoever
+    // came next found the decision given up.)
+    let chain = replaced.chain(held.option);
+    let copy_of = chain.iter().position(|(r, _)| r.copy_to_remove);
+    let entries = chain
+        .into_iter()
+        .enumerate()
+        .map(|(at, (decision, by))| {
+            audit_entry(
+                conflict,
+                actor,
+                "conflict.resolution_abandoned",
+                decision.option,
+                json!({
+                    "decided_by": decision.decided_by,
+                    "started_at": decision.started_at,
+                    "reason": format!("replaced by `{}`", option_name(by)),
+                    "copy": if Some(at) == copy_of { copy.clone() } else { None },
+                }),
+            )
+        })
+        .collect();
+    if !swap_resolving_audited(
         store,
         tenant,
         conflict.id,
         Some(&held_json),
         Some(&done_json),
+        entries,
     )
     .await?
     {
         return Ok(None);
     }
-    // One entry per decision given up, oldest first; the copy's fate on the entry of the oldest
-    // whose copy it was to remove (the one that saved it, or adopted it).
-    let chain = replaced.chain(held.option);
-    let copy_of = chain.iter().position(|(r, _)| r.copy_to_remove);
-    for (at, (decision, by)) in chain.into_iter().enumerate() {
-        audit(
-            store,
-            tenant,
-            conflict,
-            actor,
-            "conflict.resolution_abandoned",
-            decision.option,
-            json!({
-                "decided_by": decision.decided_by,
-                "started_at": decision.started_at,
-                "reason": format!("replaced by `{}`", option_name(by)),
-                "copy": if Some(at) == copy_of { copy.clone() } else { None },
-            }),
-        )
-        .await?;
+    if config.crash_after_giving_up {
+        return Err(EngineError::Content(
+            "stopped after giving the replaced decision up (crash test)".into(),
+        ));
     }
     Ok(Some((done, done_json)))
 }

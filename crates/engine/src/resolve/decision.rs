@@ -2,7 +2,9 @@
 //! decision it replaced, [`Replaced`]), the compare-and-set fence whoever acts on it passes, and
 //! whether another decision may take its place.
 
-use calbridge_store::{Conflict, ConflictId, ConflictState, Store, StoreError, TenantId};
+use calbridge_store::{
+    Conflict, ConflictId, ConflictState, NewAuditEntry, Store, StoreError, TenantId,
+};
 use calbridge_sync::ResolutionOption;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -39,7 +41,7 @@ pub struct Resolving {
 /// `conflict.resolution_abandoned` entry) then survives a process killed right after that swap.
 /// Until `abandoned`, whoever acts on the record next (the replacement itself, a retry or a sync
 /// resuming the new decision, a sync giving the new decision up) does that first and marks it done
-/// by compare-and-set; a sync keeps the copy parked meanwhile (before, it was unparked by the swap
+/// by compare-and-set, its audit entries in the same transaction; a sync keeps the copy parked meanwhile (before, it was unparked by the swap
 /// and the next sync exported it as a new event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Replaced {
@@ -164,6 +166,27 @@ pub(super) async fn swap_resolving(
 ) -> Result<bool, StoreError> {
     match store
         .swap_conflict_resolving(tenant, conflict, expected, resolving_json)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`swap_resolving`] with `entries` appended to the audit log in the same transaction
+/// (`swap_conflict_resolving_audited`): a decision marked given up and the entries saying so are
+/// written together or not at all.
+pub(super) async fn swap_resolving_audited(
+    store: &dyn Store,
+    tenant: TenantId,
+    conflict: ConflictId,
+    expected: Option<&str>,
+    resolving_json: Option<&str>,
+    entries: Vec<NewAuditEntry>,
+) -> Result<bool, StoreError> {
+    match store
+        .swap_conflict_resolving_audited(tenant, conflict, expected, resolving_json, entries)
         .await
     {
         Ok(_) => Ok(true),

@@ -184,8 +184,7 @@ pub(crate) async fn complete_recognised(
     Ok(true)
 }
 
-/// Appends the audit entry of what became of a resolution of `conflict`: `action` by `actor`, its
-/// details the option, the conflict's kind and event UID, and the fields of `more` (an object).
+/// Appends the audit entry of what became of a resolution of `conflict` (see [`audit_entry`]).
 async fn audit(
     store: &dyn Store,
     tenant: TenantId,
@@ -195,6 +194,21 @@ async fn audit(
     option: ResolutionOption,
     more: Value,
 ) -> Result<(), StoreError> {
+    store
+        .append_audit(tenant, audit_entry(conflict, actor, action, option, more))
+        .await?;
+    Ok(())
+}
+
+/// The audit entry of what became of a resolution of `conflict`: `action` by `actor`, its details
+/// the option, the conflict's kind and event UID, and the fields of `more` (an object).
+fn audit_entry(
+    conflict: &Conflict,
+    actor: &str,
+    action: &str,
+    option: ResolutionOption,
+    more: Value,
+) -> NewAuditEntry {
     let mut details = json!({
         "option": option,
         "kind": sync_kind(conflict.kind),
@@ -203,18 +217,12 @@ async fn audit(
     if let (Some(details), Value::Object(more)) = (details.as_object_mut(), more) {
         details.extend(more);
     }
-    store
-        .append_audit(
-            tenant,
-            NewAuditEntry {
-                actor: actor.to_owned(),
-                action: action.to_owned(),
-                subject: conflict.id.to_string(),
-                details_json: details.to_string(),
-            },
-        )
-        .await?;
-    Ok(())
+    NewAuditEntry {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: conflict.id.to_string(),
+        details_json: details.to_string(),
+    }
 }
 
 async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailure> {
@@ -372,6 +380,7 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
             record,
             record_json,
             actor,
+            r.config,
             r.now,
         )
         .await?

@@ -332,6 +332,37 @@ async fn chained_replacements_are_audited_postgres() {
     .await;
 }
 
+/// A process killed right after marking a decision given up leaves its audit entry written once
+/// (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_giving_up_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_kill_after_giving_a_decision_up_loses_no_audit_entry(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_giving_up_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_kill_after_giving_a_decision_up_loses_no_audit_entry(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

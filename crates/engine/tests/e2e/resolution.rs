@@ -1754,3 +1754,92 @@ pub async fn a_chain_of_replacements_audits_every_decision_given_up(
     assert!(!both.keys().any(|k| k.contains("-copy-")), "{both:?}");
     assert_eq!(one(&both, "g-chain"), "g-chain remote");
 }
+
+/// A process killed right after marking a decision given up on the conflict
+/// (`crash_after_giving_up`): its `conflict.resolution_abandoned` entry is there exactly once,
+/// whoever acts next.
+/// - `u-replaced`: a stale `keep_both` (its copy saved) replaced with `keep_local` by a request
+///   killed right after marking `keep_both` given up; a sync that finds `keep_local` fresh leaves
+///   it, the one that resumes it finishes it.
+/// - `u-superseded`: `keep_both` (its copy saved), then the provider's item edited again; the
+///   superseding sync is killed right after taking the decision off; the next sync supersedes the
+///   conflict, which has no decision left to give up.
+///
+/// Before, the mark and the entry were two writes, and a kill between them lost the entry: whoever
+/// came next found the decision given up and wrote none.
+pub async fn a_kill_after_giving_a_decision_up_loses_no_audit_entry(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::asking(db, radicale, "given-up-kill").await;
+    let give_up_kill = EngineConfig {
+        crash_after_giving_up: true,
+        ..EngineConfig::default()
+    };
+    let recorded = w
+        .update_conflicts(&[("u-replaced", 3), ("u-superseded", 5)])
+        .await;
+    let (replaced, superseded) = (&recorded[0], &recorded[1]);
+
+    // u-replaced: keep_local gives keep_both up and dies right after marking it so.
+    let replaced_copy = expected_copy(&w, replaced);
+    w.keep_both_killed_after(replaced.id, 1).await;
+    w.age_decision(replaced.id).await;
+    let err = w
+        .resolve_with(replaced.id, "keep_local", &give_up_kill)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("crash test"), "{err}");
+    let taken = w.conflict(replaced.id).await;
+    let record: Value = serde_json::from_str(taken.resolving_json.as_deref().unwrap()).unwrap();
+    assert_eq!(record["option"], "keep_local", "{record}");
+    assert_eq!(record["replaced"]["abandoned"], true, "{record}");
+    assert!(w.local_by_uid(&replaced_copy).await.is_none());
+
+    // u-superseded: the superseding sync dies right after taking keep_both off the conflict.
+    let superseded_copy = expected_copy(&w, superseded);
+    w.keep_both_killed_after(superseded.id, 1).await;
+    w.remote_edit_again("u-superseded", 5).await;
+    let report = w.sync_with(&w.provider, &give_up_kill).await;
+    assert_eq!(
+        report.status,
+        calbridge_engine::RunStatus::Partial,
+        "{report:?}"
+    );
+    let open = w.conflict(superseded.id).await;
+    assert_eq!(open.state, ConflictState::Open);
+    assert!(open.resolving_json.is_none());
+    assert!(w.local_by_uid(&superseded_copy).await.is_none());
+
+    // The next sync supersedes u-superseded; u-replaced's keep_local is fresh and waits.
+    w.synced(&[("conflicts_superseded", 1), ("resolutions_completed", 0)])
+        .await;
+    // Once old enough, keep_local is resumed and finished; keep_both is not given up again.
+    let resume_now = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..EngineConfig::default()
+    };
+    w.synced_with(&resume_now, &[("resolutions_completed", 1)])
+        .await;
+    let (_, resolution) = w.resolved_with(replaced.id, "keep_local").await;
+    assert_eq!(
+        resolution["replaced"]["copy"]["fate"], "deleted",
+        "{resolution}"
+    );
+    for conflict in [replaced.id, superseded.id] {
+        let copy = w.abandoned_copy(conflict).await;
+        assert_eq!(copy["fate"], "deleted", "{copy}");
+    }
+
+    let again = w.conflict_of("u-superseded").await;
+    assert_ne!(again.id, superseded.id);
+    w.resolve(again.id, "keep_local", None).await.unwrap();
+    w.settle().await;
+    for conflict in [replaced.id, superseded.id] {
+        w.abandoned_copy(conflict).await;
+    }
+    let both = w.assert_converged().await;
+    assert!(!both.keys().any(|k| k.contains("-copy-")), "{both:?}");
+    assert_eq!(one(&both, "u-replaced"), "u-replaced local");
+    assert_eq!(one(&both, "u-superseded"), "u-superseded local");
+}

@@ -1546,6 +1546,71 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
         .swap_conflict_resolving(a, c1.id, Some(other), Some(resolving))
         .await
         .unwrap();
+    // Audited: the entries are appended in the swap's transaction, in order, and not at all when
+    // the swap is refused or an entry is refused (the swap is then not made either).
+    let entry = |action: &str| NewAuditEntry {
+        actor: "key:admin".into(),
+        action: action.into(),
+        subject: c1.id.to_string(),
+        details_json: "{}".into(),
+    };
+    let logged = store.list_audit(a, None, 1000).await.unwrap().len();
+    assert!(matches!(
+        store
+            .swap_conflict_resolving_audited(a, c1.id, Some(other), None, vec![entry("refused")])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.list_audit(a, None, 1000).await.unwrap().len(), logged);
+    let swapped = store
+        .swap_conflict_resolving_audited(
+            a,
+            c1.id,
+            Some(resolving),
+            Some(other),
+            vec![entry("first"), entry("second")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(swapped.resolving_json.as_deref(), Some(other));
+    let newest = store.list_audit(a, None, 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["second", "first"]
+    );
+    let unreadable = NewAuditEntry {
+        details_json: "{".into(),
+        ..entry("unreadable")
+    };
+    assert!(
+        store
+            .swap_conflict_resolving_audited(
+                a,
+                c1.id,
+                Some(other),
+                Some(resolving),
+                vec![unreadable]
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .get_conflict(a, c1.id)
+            .await
+            .unwrap()
+            .resolving_json
+            .as_deref(),
+        Some(other)
+    );
+    assert_eq!(
+        store.list_audit(a, None, 1000).await.unwrap().len(),
+        logged + 2
+    );
+    store
+        .swap_conflict_resolving(a, c1.id, Some(other), Some(resolving))
+        .await
+        .unwrap();
     let at = t("2026-11-21T04:00:00Z");
     let resolved = store
         .resolve_conflict(a, c1.id, r#"{"option":"keep_local"}"#, "key:admin", at)
