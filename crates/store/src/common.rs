@@ -57,6 +57,12 @@ const OAUTH_STATE_COLS: &str =
 const SERIES_INSERT: &str = "INSERT INTO series (id, tenant_id, calendar_id, uid, ical, model, hash, version, expanded_until, created_at, updated_at) ";
 const OCC_INSERT: &str = "INSERT INTO occurrences (tenant_id, start_utc, series_id, recurrence_id, end_utc, calendar_id, all_day, data) ";
 const CHANGE_INSERT: &str = "INSERT INTO changes (tenant_id, calendar_id, kind, subject_id, data, at) ";
+/// Mappings are upserted by `(link, remote id)`: the head and the tail around the `VALUES` list.
+const MAP_INSERT: &str = "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead, local_version) ";
+const MAP_UPSERT: &str = " ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
+     remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
+     last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead, \
+     local_version = excluded.local_version";
 
 /// One row of a multi-row `VALUES` list (every value is bound owned, hence `'static`).
 type Values<'qb> = sqlx::query_builder::Separated<'qb, 'static, Db, &'static str>;
@@ -110,6 +116,41 @@ fn bind_change(mut b: Values<'_>, c: &ChangeRow<'_>) {
         .push_bind(ms(c.at));
 }
 
+/// A mapping row with the ids and time it is stored under.
+struct MappingRow<'a> {
+    id: String,
+    tenant: &'a str,
+    updated_at: i64,
+    mapping: &'a MappingUpsert,
+}
+
+impl<'a> MappingRow<'a> {
+    fn new(tenant: &'a str, updated_at: i64, mapping: &'a MappingUpsert) -> Self {
+        Self {
+            id: MappingId::new().to_string(),
+            tenant,
+            updated_at,
+            mapping,
+        }
+    }
+}
+
+fn bind_mapping(mut b: Values<'_>, r: &MappingRow<'_>) {
+    let m = r.mapping;
+    b.push_bind(r.id.clone())
+        .push_bind(r.tenant.to_owned())
+        .push_bind(m.link_id.to_string())
+        .push_bind(m.series_id.map(|s| s.to_string()))
+        .push_bind(m.remote_id.clone())
+        .push_bind(m.remote_version.clone())
+        .push_bind(m.base_json.clone())
+        .push_bind(m.base_hash.clone())
+        .push_bind(m.last_seen_at.map(ms))
+        .push_bind(r.updated_at)
+        .push_bind(m.write_ahead)
+        .push_bind(m.local_version);
+}
+
 /// Inserts `items` with multi-row statements of at most `per_statement` rows (one round trip each).
 async fn insert_rows<T>(
     tx: &mut Tx,
@@ -118,9 +159,22 @@ async fn insert_rows<T>(
     per_statement: usize,
     bind: fn(Values<'_>, &T),
 ) -> Result<()> {
+    insert_rows_then(tx, head, "", items, per_statement, bind).await
+}
+
+/// [`insert_rows`] with `tail` after each statement's `VALUES` list (an `ON CONFLICT` clause).
+async fn insert_rows_then<T>(
+    tx: &mut Tx,
+    head: &'static str,
+    tail: &'static str,
+    items: &[T],
+    per_statement: usize,
+    bind: fn(Values<'_>, &T),
+) -> Result<()> {
     for chunk in items.chunks(per_statement) {
         let mut builder: QueryBuilder<'static, Db> = QueryBuilder::new(head);
         builder.push_values(chunk, bind);
+        builder.push(tail);
         builder.build().execute(&mut **tx).await?;
     }
     Ok(())
@@ -518,31 +572,88 @@ async fn upsert_mapping_in(
     if let Some(series) = mapping.series_id {
         ensure_owned(tx, "series", "event", &series.to_string(), tenant).await?;
     }
-    let sql = format!(
-        "INSERT INTO item_mappings (id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at, write_ahead, local_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (link_id, remote_id) DO UPDATE SET series_id = excluded.series_id, \
-         remote_version = excluded.remote_version, base = excluded.base, base_hash = excluded.base_hash, \
-         last_seen_at = excluded.last_seen_at, updated_at = excluded.updated_at, write_ahead = excluded.write_ahead, \
-         local_version = excluded.local_version \
-         RETURNING {MAP_COLS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(MappingId::new().to_string())
-        .bind(tenant.to_string())
-        .bind(mapping.link_id.to_string())
-        .bind(mapping.series_id.map(|s| s.to_string()))
-        .bind(&mapping.remote_id)
-        .bind(&mapping.remote_version)
-        .bind(&mapping.base_json)
-        .bind(&mapping.base_hash)
-        .bind(mapping.last_seen_at.map(ms))
-        .bind(ms(now()))
-        .bind(mapping.write_ahead)
-        .bind(mapping.local_version)
-        .fetch_one(&mut **tx)
-        .await?;
+    let tenant = tenant.to_string();
+    let mut builder: QueryBuilder<'static, Db> = QueryBuilder::new(MAP_INSERT);
+    builder.push_values([MappingRow::new(&tenant, ms(now()), mapping)], |b, row| {
+        bind_mapping(b, &row)
+    });
+    builder.push(MAP_UPSERT);
+    builder.push(format!(" RETURNING {MAP_COLS}"));
+    let row = builder.build().fetch_one(&mut **tx).await?;
     map_row(&row)
+}
+
+/// Checks a batch of mappings before its transaction: remote ids given, no `(link, remote id)` twice
+/// (one multi-row upsert cannot name a row twice: PostgreSQL refuses it, SQLite would keep the last),
+/// and for pairs a series on each, never twice on one link. Returns the batch's distinct links and
+/// series, for the ownership checks.
+fn validate_mappings(
+    mappings: &[MappingUpsert],
+    pairs: bool,
+) -> Result<(Vec<LinkId>, Vec<SeriesId>)> {
+    let mut rows = std::collections::HashSet::new();
+    let mut paired = std::collections::HashSet::new();
+    let mut links = std::collections::BTreeSet::new();
+    let mut series = std::collections::BTreeSet::new();
+    for m in mappings {
+        non_empty("remote id", &m.remote_id)?;
+        if !rows.insert((m.link_id, m.remote_id.as_str())) {
+            return Err(StoreError::Invalid(format!(
+                "the remote id {:?} appears twice on one link in the batch",
+                m.remote_id
+            )));
+        }
+        links.insert(m.link_id);
+        match m.series_id {
+            Some(s) => {
+                series.insert(s);
+                if pairs && !paired.insert((m.link_id, s)) {
+                    return Err(StoreError::Invalid(format!(
+                        "the event {s} is paired twice on one link in the batch"
+                    )));
+                }
+            }
+            None if pairs => return Err(StoreError::Invalid("a pair names its series".into())),
+            None => {}
+        }
+    }
+    Ok((links.into_iter().collect(), series.into_iter().collect()))
+}
+
+/// Upserts a validated batch of mappings inside `tx` with multi-row statements, after checking its
+/// links and series as the tenant's (one query per few hundred series, not one per row).
+async fn upsert_mappings_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    mappings: &[MappingUpsert],
+    links: &[LinkId],
+    series: &[SeriesId],
+) -> Result<()> {
+    for link in links {
+        ensure_owned(tx, "links", "link", &link.to_string(), tenant).await?;
+    }
+    let tenant_s = tenant.to_string();
+    for chunk in series.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM {SERIES_BY_ID} WHERE tenant_id = $1 AND id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(tenant_s.clone());
+        for s in chunk {
+            query = query.bind(s.to_string());
+        }
+        let owned: i64 = query.fetch_one(&mut **tx).await?.try_get("n")?;
+        if usize::try_from(owned).ok() != Some(chunk.len()) {
+            return Err(StoreError::NotFound { entity: "event" });
+        }
+    }
+    let at = ms(now());
+    let rows: Vec<_> = mappings
+        .iter()
+        .map(|m| MappingRow::new(&tenant_s, at, m))
+        .collect();
+    // 12 columns: half the usual rows per statement keeps the bound parameters alike.
+    insert_rows_then(tx, MAP_INSERT, MAP_UPSERT, &rows, INSERT_CHUNK / 2, bind_mapping).await
 }
 
 /// Refuses a row reference that does not belong to `tenant` (foreign keys alone would accept any tenant's id).
@@ -1496,6 +1607,32 @@ impl Store for Backend {
         row.as_ref().map(series_row).transpose()
     }
 
+    async fn get_series_by_uids(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        uids: &[String],
+    ) -> Result<Vec<Series>> {
+        let mut out = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT {SERIES_COLS} FROM series WHERE calendar_id = $1 AND tenant_id = $2 \
+                 AND deleted_at IS NULL AND uid IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(calendar.to_string())
+                .bind(tenant.to_string());
+            for uid in chunk {
+                query = query.bind(uid.as_str());
+            }
+            for row in query.fetch_all(self.r()).await? {
+                out.push(series_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn get_deleted_series_by_uid(
         &self,
         tenant: TenantId,
@@ -2235,6 +2372,54 @@ impl Store for Backend {
         let record = upsert_mapping_in(&mut tx, tenant, &mapping).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    async fn upsert_mappings(&self, tenant: TenantId, mappings: Vec<MappingUpsert>) -> Result<()> {
+        if mappings.is_empty() {
+            return Ok(());
+        }
+        let (links, series) = validate_mappings(&mappings, false)?;
+        let mut tx = self.wtx().await?;
+        upsert_mappings_in(&mut tx, tenant, &mappings, &links, &series).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_pairs(&self, tenant: TenantId, pairs: Vec<MappingUpsert>) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (links, series) = validate_mappings(&pairs, true)?;
+        let mut tx = self.wtx().await?;
+        upsert_mappings_in(&mut tx, tenant, &pairs, &links, &series).await?;
+        // In the same transaction, as `upsert_pair` does. Once the pairs are written, a row of a
+        // batch's link with another batch pair's remote id names that pair's series, so "a series of
+        // the chunk, a remote id not among the chunk's pairs" is exactly "another row of a pair's series".
+        let tenant_s = tenant.to_string();
+        for link in links {
+            let on_link: Vec<(String, String)> = pairs
+                .iter()
+                .filter(|p| p.link_id == link)
+                .filter_map(|p| Some((p.series_id?.to_string(), p.remote_id.clone())))
+                .collect();
+            for chunk in on_link.chunks(INSERT_CHUNK / 2) {
+                let mut q: QueryBuilder<'static, Db> =
+                    QueryBuilder::new("DELETE FROM item_mappings WHERE tenant_id = ");
+                q.push_bind(tenant_s.clone());
+                q.push(" AND link_id = ").push_bind(link.to_string());
+                let series: Vec<&String> = chunk.iter().map(|(s, _)| s).collect();
+                push_in_list(&mut q, "series_id", &series);
+                q.push(" AND remote_id NOT IN (");
+                let mut list = q.separated(", ");
+                for (_, remote) in chunk {
+                    list.push_bind(remote.clone());
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn upsert_pair(&self, tenant: TenantId, pair: MappingUpsert) -> Result<ItemMapping> {

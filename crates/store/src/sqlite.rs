@@ -228,6 +228,33 @@ mod tests {
         .await;
     }
 
+    /// A batch of local creates asks which of its UIDs live series hold through the live-UID index
+    /// (one probe per UID), and a batch of pairs removes its series' other rows through the pairs'
+    /// series index: neither reads every series of the calendar or every pair of the link.
+    #[tokio::test]
+    async fn batch_lookups_and_removals_go_through_their_indexes() {
+        let step = assert_plan_uses(
+            &format!(
+                "SELECT {SERIES_COLS} FROM series WHERE calendar_id = 'c' AND tenant_id = 't' \
+                 AND deleted_at IS NULL AND uid IN ('a', 'b')"
+            ),
+            "series_live_uid",
+        )
+        .await;
+        assert!(step.contains("calendar_id=? AND uid=?"), "{step}");
+        assert_plan_uses(
+            "DELETE FROM item_mappings WHERE tenant_id = 't' AND link_id = 'l' \
+             AND series_id IN ('a', 'b') AND remote_id NOT IN ('x', 'y')",
+            "item_mappings_link_series",
+        )
+        .await;
+        assert_plan_uses(
+            &format!("SELECT COUNT(*) AS n FROM {SERIES_BY_ID} WHERE tenant_id = 't' AND id IN ('a', 'b')"),
+            "sqlite_autoindex_series_1",
+        )
+        .await;
+    }
+
     /// A link's write-ahead pairs are found through their partial index, not by reading every pair.
     #[tokio::test]
     async fn write_ahead_pairs_are_found_through_their_partial_index() {

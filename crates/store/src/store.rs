@@ -73,6 +73,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         calendar: CalendarId,
         uid: &str,
     ) -> Result<Option<Series>>;
+    /// The live series of `calendar` holding one of `uids`, in no particular order (a UID no live
+    /// series holds is absent): [`Store::get_series_by_uid`] for many UIDs, one indexed query per
+    /// few hundred (a sync's batch of local creates asks once per chunk, not once per event).
+    async fn get_series_by_uids(
+        &self,
+        tenant: TenantId,
+        calendar: CalendarId,
+        uids: &[String],
+    ) -> Result<Vec<Series>>;
     /// The latest-created deleted series of `calendar` with `uid` created at or after `since`, if any
     /// (sync: a series it created itself, by a run killed before recording the pair, and deleted by
     /// the application since). Asked after an interrupted run, once per write-ahead row without its
@@ -220,11 +229,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // --- item mappings ---
     async fn upsert_mapping(&self, tenant: TenantId, mapping: MappingUpsert)
     -> Result<ItemMapping>;
+    /// [`Store::upsert_mapping`] for many rows in one transaction, all or nothing, with multi-row
+    /// statements (a sync's write-ahead rows for a batch of local creates). Refused (`Invalid`, nothing
+    /// written) when a `(link, remote id)` appears twice; links and series are checked as the tenant's.
+    async fn upsert_mappings(&self, tenant: TenantId, mappings: Vec<MappingUpsert>) -> Result<()>;
     /// Records the pair of `pair.series_id` (required) and `pair.remote_id` on the link, and deletes
     /// every other row of that link naming the series (a create's write-ahead row, an earlier pair) in
     /// the same transaction: a process killed midway leaves either those rows or the pair, never
     /// neither (a remote item created by a sync is known as its own by one of them).
     async fn upsert_pair(&self, tenant: TenantId, pair: MappingUpsert) -> Result<ItemMapping>;
+    /// [`Store::upsert_pair`] for many pairs in one transaction, all or nothing: every pair, and the
+    /// removal of every other row of its link naming its series, commit together (a sync's batch of
+    /// local creates). Refused (`Invalid`, nothing written) when a pair has no series, or when a
+    /// `(link, remote id)` or a `(link, series)` appears twice.
+    async fn upsert_pairs(&self, tenant: TenantId, pairs: Vec<MappingUpsert>) -> Result<()>;
     async fn get_mapping(
         &self,
         tenant: TenantId,

@@ -54,6 +54,8 @@ story!(
     a_failed_time_detection_stays_due_until_covered,
     a_pair_replaces_the_series_other_rows_in_one_transaction,
     deleted_series_are_found_by_uid_and_age,
+    series_are_found_by_many_uids,
+    mapping_and_pair_batches_are_all_or_nothing,
 );
 
 /// Migrations applied to databases that predate them: 0011 fills the second series of the time

@@ -4170,3 +4170,299 @@ pub async fn deleted_series_are_found_by_uid_and_age(db: &TestDb) {
         "another tenant"
     );
 }
+
+/// `get_series_by_uids`: the live series of one calendar holding any of the UIDs asked, across the
+/// query's chunks of 500; deleted ones, other calendars' and other tenants' are not returned.
+pub async fn series_are_found_by_many_uids(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let other = calendar(store, a, "other").await;
+    let batch: Vec<NewSeries> = (0..600)
+        .map(|i| new_series(cal.id, &format!("u{i}"), OccurrenceSet::default()))
+        .collect();
+    let created = store.create_series_batch(a, batch).await.unwrap();
+    store
+        .create_series(
+            a,
+            new_series(other.id, "elsewhere", OccurrenceSet::default()),
+        )
+        .await
+        .unwrap();
+    let gone = &created[7];
+    store.delete_series(a, gone.id, gone.version).await.unwrap();
+
+    let mut asked: Vec<String> = (0..600).map(|i| format!("u{i}")).collect();
+    asked.extend(["missing".to_owned(), "elsewhere".to_owned()]);
+    let found = store.get_series_by_uids(a, cal.id, &asked).await.unwrap();
+    let mut uids: Vec<String> = found.iter().map(|s| s.uid.clone()).collect();
+    uids.sort();
+    let mut expected: Vec<String> = (0..600)
+        .filter(|i| *i != 7)
+        .map(|i| format!("u{i}"))
+        .collect();
+    expected.sort();
+    assert_eq!(uids, expected, "live, of this calendar, each once");
+    let one = found.iter().find(|s| s.uid == "u3").unwrap();
+    assert_eq!(one, &store.get_series(a, one.id).await.unwrap());
+
+    assert!(
+        store
+            .get_series_by_uids(a, cal.id, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_series_by_uids(b, cal.id, &asked)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant"
+    );
+}
+
+/// `upsert_mappings` and `upsert_pairs`: many rows in one transaction, all or nothing; each pair
+/// replaces its series' other rows on its link (as `upsert_pair` does), across statement chunks.
+pub async fn mapping_and_pair_batches_are_all_or_nothing(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let b_cal = calendar(store, b, "c").await;
+    let (link, other) = two_links(store, a, cal.id, Provider::Caldav).await;
+    let b_series = store
+        .create_series(b, new_series(b_cal.id, "theirs", OccurrenceSet::default()))
+        .await
+        .unwrap();
+    let n = 600;
+    let series = store
+        .create_series_batch(
+            a,
+            (0..n)
+                .map(|i| new_series(cal.id, &format!("s{i}"), OccurrenceSet::default()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let row = |link_id: LinkId, remote: &str, series: Option<SeriesId>, write_ahead: bool| {
+        MappingUpsert {
+            link_id,
+            remote_id: remote.into(),
+            series_id: series,
+            remote_version: Some(format!("v-{remote}")),
+            base_json: Some(format!(r#"{{"remote":"{remote}"}}"#)),
+            base_hash: Some(format!("h-{remote}")),
+            last_seen_at: Some(ms(1_000)),
+            write_ahead,
+            local_version: None,
+        }
+    };
+    let rows_of = |link_id: LinkId| async move {
+        let mut r: Vec<(String, Option<SeriesId>, bool)> = store
+            .list_mappings(a, link_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.remote_id, m.series_id, m.remote_version.is_some()))
+            .collect();
+        r.sort();
+        r
+    };
+
+    // Write-ahead rows of local creates (no series yet), one per item, in one call.
+    let ahead: Vec<MappingUpsert> = (0..n)
+        .map(|i| row(link, &format!("r{i}"), None, true))
+        .collect();
+    store.upsert_mappings(a, ahead.clone()).await.unwrap();
+    assert_eq!(store.write_ahead_mappings(a, link).await.unwrap().len(), n);
+    let r5 = store.get_mapping(a, link, "r5").await.unwrap().unwrap();
+    assert_eq!(r5.series_id, None);
+    assert_eq!(r5.remote_version.as_deref(), Some("v-r5"));
+    assert_eq!(r5.base_json.as_deref(), Some(r#"{"remote":"r5"}"#));
+    assert_eq!(r5.base_hash.as_deref(), Some("h-r5"));
+    assert_eq!(r5.last_seen_at, Some(ms(1_000)));
+    // Upserted again: the same rows, updated in place.
+    store
+        .upsert_mappings(
+            a,
+            vec![MappingUpsert {
+                remote_version: Some("v2".into()),
+                ..row(link, "r5", None, true)
+            }],
+        )
+        .await
+        .unwrap();
+    let again = store.get_mapping(a, link, "r5").await.unwrap().unwrap();
+    assert_eq!(
+        (again.id, again.remote_version.as_deref()),
+        (r5.id, Some("v2"))
+    );
+    assert_eq!(rows_of(link).await.len(), n);
+    assert!(store.upsert_mappings(a, Vec::new()).await.is_ok());
+
+    // Each series also has a stale row on the link (an earlier pair) and one on the other link.
+    let mut extra: Vec<MappingUpsert> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| row(link, &format!("stale{i}"), Some(s.id), false))
+        .collect();
+    extra.push(row(other, "elsewhere", Some(series[0].id), false));
+    store.upsert_mappings(a, extra).await.unwrap();
+    let before = rows_of(link).await;
+    assert_eq!(before.len(), 2 * n);
+
+    // Refused before anything is written: nothing changes.
+    let refusals: Vec<(&str, Vec<MappingUpsert>, bool)> = vec![
+        (
+            "a remote id twice",
+            vec![row(link, "x", None, true), row(link, "x", None, true)],
+            false,
+        ),
+        (
+            "another tenant's series",
+            vec![row(link, "x", Some(b_series.id), true)],
+            false,
+        ),
+        (
+            "a pair without its series",
+            vec![row(link, "x", None, false)],
+            true,
+        ),
+        (
+            "a series paired twice on one link",
+            vec![
+                row(link, "x", Some(series[1].id), false),
+                row(link, "y", Some(series[1].id), false),
+            ],
+            true,
+        ),
+    ];
+    for (what, batch, pairs) in refusals {
+        let refused = if pairs {
+            store.upsert_pairs(a, batch).await
+        } else {
+            store.upsert_mappings(a, batch).await
+        };
+        assert!(refused.is_err(), "{what}: {refused:?}");
+        assert_eq!(rows_of(link).await, before, "{what}: nothing changed");
+    }
+    assert!(
+        store
+            .upsert_mappings(b, vec![row(link, "x", None, true)])
+            .await
+            .is_err(),
+        "another tenant's link"
+    );
+    assert_eq!(rows_of(link).await, before);
+
+    let pairs: Vec<MappingUpsert> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| MappingUpsert {
+            local_version: Some(s.version),
+            ..row(link, &format!("r{i}"), Some(s.id), false)
+        })
+        .collect();
+    // The database refuses one pair of the batch, then the removal of the other rows: nothing of
+    // the batch is written either time.
+    let refusals: [(&str, &[&str], &[&str]); 2] = match &db.raw {
+        crate::harness::Raw::Sqlite(_) => [
+            (
+                "one pair",
+                &[
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON item_mappings WHEN NEW.remote_id = 'r599' \
+                   AND NOT NEW.write_ahead BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                ],
+                &["DROP TRIGGER refuse"],
+            ),
+            (
+                "the removal",
+                &["CREATE TRIGGER refuse BEFORE DELETE ON item_mappings \
+                   BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"],
+                &["DROP TRIGGER refuse"],
+            ),
+        ],
+        crate::harness::Raw::Pg(_) => [
+            (
+                "one pair",
+                &[
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON item_mappings FOR EACH ROW \
+                     WHEN (NEW.remote_id = 'r599' AND NOT NEW.write_ahead) EXECUTE FUNCTION refuse()",
+                ],
+                &[
+                    "DROP TRIGGER refuse ON item_mappings",
+                    "DROP FUNCTION refuse()",
+                ],
+            ),
+            (
+                "the removal",
+                &[
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                    "CREATE TRIGGER refuse BEFORE DELETE ON item_mappings FOR EACH ROW \
+                     EXECUTE FUNCTION refuse()",
+                ],
+                &[
+                    "DROP TRIGGER refuse ON item_mappings",
+                    "DROP FUNCTION refuse()",
+                ],
+            ),
+        ],
+    };
+    for (what, create, drop) in refusals {
+        for sql in create {
+            db.raw_execute(sql).await.unwrap();
+        }
+        let refused = store.upsert_pairs(a, pairs.clone()).await;
+        for sql in drop {
+            db.raw_execute(sql).await.unwrap();
+        }
+        assert!(refused.is_err(), "{what}: {refused:?}");
+        assert_eq!(
+            rows_of(link).await,
+            before,
+            "{what} refused: nothing changed"
+        );
+    }
+
+    // Recorded: each series is named on the link by its pair alone (its write-ahead row became the
+    // pair, its stale row is gone); the other link keeps its row.
+    store.upsert_pairs(a, pairs).await.unwrap();
+    let expected: Vec<(String, Option<SeriesId>, bool)> = {
+        let mut e: Vec<_> = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("r{i}"), Some(s.id), true))
+            .collect();
+        e.sort();
+        e
+    };
+    assert_eq!(rows_of(link).await, expected);
+    assert_eq!(
+        rows_of(other).await,
+        vec![("elsewhere".to_owned(), Some(series[0].id), true)]
+    );
+    assert!(
+        store
+            .write_ahead_mappings(a, link)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ids: Vec<SeriesId> = series.iter().map(|s| s.id).collect();
+    assert_eq!(
+        store
+            .series_at_pair_version(a, link, &ids)
+            .await
+            .unwrap()
+            .len(),
+        n,
+        "each pair keeps its local version"
+    );
+    assert!(store.upsert_pairs(a, Vec::new()).await.is_ok());
+}
