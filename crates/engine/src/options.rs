@@ -142,6 +142,13 @@ pub struct EngineConfig {
     /// sync resumes it (a live resolution takes seconds; one whose process died leaves its decision
     /// on the conflict). A sync that recognises the resolution's writes closes it without waiting.
     pub resume_resolutions_after: jiff::SignedDuration,
+    /// Local creates of new remote items (an import) carried out together: one UID lookup and three
+    /// transactions (write-ahead rows, series, pairs) per chunk instead of four round trips and three
+    /// transactions per item (see `run/import.rs`). 250 is what the store writes per multi-row
+    /// statement of series and mapping rows, so a chunk is one statement per table; larger chunks
+    /// save little more and hold SQLite's one write connection longer, and a failing item makes its
+    /// whole chunk go one at a time. 1 turns the batching off.
+    pub local_create_chunk: usize,
 }
 
 impl Default for EngineConfig {
@@ -155,6 +162,7 @@ impl Default for EngineConfig {
             crash_after_giving_up: false,
             heartbeat: crate::Heartbeat::default(),
             resume_resolutions_after: jiff::SignedDuration::from_mins(10),
+            local_create_chunk: 250,
         }
     }
 }

@@ -135,20 +135,32 @@ pub(crate) async fn write_ahead(
     store
         .upsert_mapping(
             tenant,
-            MappingUpsert {
-                link_id: link,
-                remote_id: remote_id.to_owned(),
-                series_id: series,
-                remote_version: version.map(ToString::to_string),
-                base_json: Some(to_json(base)?),
-                base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
-                last_seen_at: Some(now),
-                write_ahead: true,
-                local_version: None,
-            },
+            write_ahead_row(link, now, remote_id, series, version, base)?,
         )
         .await?;
     Ok(())
+}
+
+/// The row [`write_ahead`] writes (a batch of local creates writes many in one transaction).
+pub(crate) fn write_ahead_row(
+    link: LinkId,
+    now: Timestamp,
+    remote_id: &str,
+    series: Option<SeriesId>,
+    version: Option<&RemoteVersion>,
+    base: &StoredBase,
+) -> Result<MappingUpsert, EngineError> {
+    Ok(MappingUpsert {
+        link_id: link,
+        remote_id: remote_id.to_owned(),
+        series_id: series,
+        remote_version: version.map(ToString::to_string),
+        base_json: Some(to_json(base)?),
+        base_hash: Some(hex_sha256(&to_json(&base.state.snapshot)?)),
+        last_seen_at: Some(now),
+        write_ahead: true,
+        local_version: None,
+    })
 }
 
 /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
@@ -173,6 +185,24 @@ pub(crate) async fn record_pair_at(
     p: &Pending,
     local_version: Option<i64>,
 ) -> Result<(), EngineError> {
+    // One transaction with the removal of the series' other rows on the link: deleting a create's
+    // write-ahead row before the pair was written left a process killed in between with a remote item
+    // nothing named as ours, which the next run imported as someone else's event (bringing back a
+    // series deleted locally meanwhile; found by the `kill -9` crash test).
+    store
+        .upsert_pair(tenant, pair_row(link, now, p, local_version)?)
+        .await?;
+    Ok(())
+}
+
+/// The row [`record_pair_at`] writes (a batch of local creates records many in one transaction,
+/// `Store::upsert_pairs`).
+pub(crate) fn pair_row(
+    link: LinkId,
+    now: Timestamp,
+    p: &Pending,
+    local_version: Option<i64>,
+) -> Result<MappingUpsert, EngineError> {
     let series = series_id(&p.local)?;
     let base = StoredBase {
         uid: p.uid.clone(),
@@ -180,29 +210,17 @@ pub(crate) async fn record_pair_at(
         intent: None,
         earlier: None,
     };
-    let base_json = to_json(&base)?;
-    let base_hash = hex_sha256(&to_json(&p.state.snapshot)?);
-    // One transaction with the removal of the series' other rows on the link: deleting a create's
-    // write-ahead row before the pair was written left a process killed in between with a remote item
-    // nothing named as ours, which the next run imported as someone else's event (bringing back a
-    // series deleted locally meanwhile; found by the `kill -9` crash test).
-    store
-        .upsert_pair(
-            tenant,
-            MappingUpsert {
-                link_id: link,
-                remote_id: p.remote.to_string(),
-                series_id: Some(series),
-                remote_version: Some(p.version.to_string()),
-                base_json: Some(base_json),
-                base_hash: Some(base_hash),
-                last_seen_at: Some(now),
-                write_ahead: false,
-                local_version,
-            },
-        )
-        .await?;
-    Ok(())
+    Ok(MappingUpsert {
+        link_id: link,
+        remote_id: p.remote.to_string(),
+        series_id: Some(series),
+        remote_version: Some(p.version.to_string()),
+        base_json: Some(to_json(&base)?),
+        base_hash: Some(hex_sha256(&to_json(&p.state.snapshot)?)),
+        last_seen_at: Some(now),
+        write_ahead: false,
+        local_version,
+    })
 }
 
 /// Where a forgotten pair's tombstone goes and how long it stays.

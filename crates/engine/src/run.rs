@@ -22,6 +22,10 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+mod import;
+
+use import::{PlainCreate, Planned};
+
 use crate::held::{PairVersions, held_version, linked_pair, pair_of, remember_occurrences};
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
@@ -782,13 +786,40 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        let policy_local = local_changes;
+        let planned = Planned {
+            local_changes: &local_changes,
+            remote: &remote,
+            local_by_uid: &local_by_uid,
+        };
+        // Plain local creates (an import) are carried out in chunks (`import.rs`); any other group
+        // first lets the creates seen before it finish, so actions keep the plan's order.
+        let chunk = self.ctx.config.local_create_chunk.max(1);
+        let mut creates: Vec<PlainCreate> = Vec::new();
         for (key, group) in groups {
             if self.interrupted {
                 break;
             }
-            self.execute_group(&key, group, &policy_local, &remote, &local_by_uid)
-                .await;
+            match PlainCreate::of(key, group) {
+                Ok(create) => {
+                    creates.push(create);
+                    if creates.len() >= chunk {
+                        self.create_locals(std::mem::take(&mut creates), planned)
+                            .await;
+                    }
+                }
+                Err((key, group)) => {
+                    self.create_locals(std::mem::take(&mut creates), planned)
+                        .await;
+                    if self.interrupted {
+                        break;
+                    }
+                    self.execute_group(&key, group, &local_changes, &remote, &local_by_uid)
+                        .await;
+                }
+            }
+        }
+        if !self.interrupted {
+            self.create_locals(creates, planned).await;
         }
         // Kept once the pairs of series new to the link are recorded (rows of unpaired series are not).
         remember_occurrences(store, tenant, link.id, &changes.series_occurrences).await?;

@@ -404,6 +404,7 @@ both_backends!(
     an_import_cut_short_then_deleted_locally_stays_deleted,
     a_create_parked_unreadable_then_deleted_locally_stays_deleted,
     a_link_listed_in_full_every_run_settles,
+    an_import_goes_in_chunks_and_a_failing_item_fails_alone,
 );
 
 mod cloud_sqlite {

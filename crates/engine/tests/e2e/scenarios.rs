@@ -1482,3 +1482,166 @@ pub async fn a_create_parked_unreadable_then_deleted_locally_stays_deleted(db: T
     assert_eq!(both.len(), 1, "{both:?}");
     assert_eq!(one(&both, "kept"), "Kept");
 }
+
+impl World {
+    /// Makes the database record, for every series inserted, how many write-ahead rows of local
+    /// creates (no series yet) were pending at that moment (table `probe`), and refuse the series
+    /// with UID `poisoned` (every series when `None`); `false` removes all of it.
+    async fn watch_series_inserts(&self, on: bool, poisoned: Option<&str>) {
+        let when_sqlite = poisoned.map_or(String::new(), |uid| format!("WHEN NEW.uid = '{uid}'"));
+        let when_pg = poisoned.map_or(String::new(), |uid| format!("WHEN (NEW.uid = '{uid}')"));
+        let sql: Vec<String> = match (&self.db.raw, on) {
+            (crate::harness::Raw::Sqlite(_), true) => vec![
+                "CREATE TABLE probe (uid TEXT, pending BIGINT)".into(),
+                "CREATE TRIGGER probe AFTER INSERT ON series BEGIN INSERT INTO probe VALUES \
+                 (NEW.uid, (SELECT COUNT(*) FROM item_mappings WHERE series_id IS NULL AND write_ahead)); END"
+                    .into(),
+                format!(
+                    "CREATE TRIGGER poison BEFORE INSERT ON series {when_sqlite} \
+                     BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END"
+                ),
+            ],
+            (crate::harness::Raw::Sqlite(_), false) => vec![
+                "DROP TRIGGER poison".into(),
+                "DROP TRIGGER probe".into(),
+                "DROP TABLE probe".into(),
+            ],
+            (crate::harness::Raw::Pg(_), true) => vec![
+                "CREATE TABLE probe (uid TEXT, pending BIGINT)".into(),
+                "CREATE FUNCTION probe() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 INSERT INTO probe VALUES (NEW.uid, (SELECT COUNT(*) FROM item_mappings \
+                 WHERE series_id IS NULL AND write_ahead)); RETURN NULL; END $$"
+                    .into(),
+                "CREATE TRIGGER probe AFTER INSERT ON series FOR EACH ROW EXECUTE FUNCTION probe()"
+                    .into(),
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'poisoned by the test'; END $$"
+                    .into(),
+                format!(
+                    "CREATE TRIGGER poison BEFORE INSERT ON series FOR EACH ROW {when_pg} \
+                     EXECUTE FUNCTION poison()"
+                ),
+            ],
+            (crate::harness::Raw::Pg(_), false) => vec![
+                "DROP TRIGGER poison ON series".into(),
+                "DROP FUNCTION poison()".into(),
+                "DROP TRIGGER probe ON series".into(),
+                "DROP FUNCTION probe()".into(),
+                "DROP TABLE probe".into(),
+            ],
+        };
+        for statement in sql {
+            self.db.raw_execute(&statement).await.unwrap();
+        }
+    }
+
+    /// Puts `count` new events on Radicale, named `{prefix}-{i}`, from `day` on.
+    async fn remote_events(&self, prefix: &str, count: usize, day: i64) -> Vec<String> {
+        let mut uids = Vec::new();
+        for i in 0..count {
+            let uid = format!("{prefix}-{i}");
+            self.remote_put(&uid, &event(&uid, &uid, day + i as i64))
+                .await;
+            uids.push(uid);
+        }
+        uids
+    }
+}
+
+/// An import of many remote events goes in chunks (`EngineConfig::local_create_chunk`): the write-ahead
+/// rows of a chunk before any of its series, its pairs before the next chunk. An event the database
+/// refuses fails alone: its chunk goes one at a time, the other events land, and once the refusal is
+/// gone the next sync imports it. Then the states a process killed inside a chunk leaves (write-ahead
+/// rows without their series; series without their pairs) converge without loss, duplicate or conflict.
+pub async fn an_import_goes_in_chunks_and_a_failing_item_fails_alone(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    let chunked = EngineConfig {
+        local_create_chunk: 4,
+        ..EngineConfig::default()
+    };
+    // 12 events: three chunks of 4, one of them holding `bad`.
+    let mut uids = w.remote_events("imp", 11, 1).await;
+    w.remote_put("bad", &event("bad", "bad", 12)).await;
+    uids.push("bad".into());
+    w.watch_series_inserts(true, Some("bad")).await;
+    let report = w.sync_with(&w.provider, &chunked).await;
+    let pending = w.db.raw_i64s("SELECT pending FROM probe").await.unwrap();
+    w.watch_series_inserts(false, None).await;
+    assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    let error = &report.errors[0];
+    assert_eq!(error.action, "create_local", "{error:?}");
+    assert!(error.item.contains("bad"), "{error:?}");
+    crate::assert_counts(&report, &[("create_local", 11)]);
+    let local = w.local_all().await;
+    assert_eq!(local.len(), 11, "{local:?}");
+    assert!(!local.contains_key("bad"));
+    // The two chunks without `bad` were created after their 4 write-ahead rows were all written (one
+    // at a time, a series finds its own row pending, and `bad`'s lingering one).
+    assert_eq!(pending.len(), 11, "{pending:?}");
+    assert!(
+        pending.iter().filter(|p| p.unwrap_or(0) >= 4).count() >= 8,
+        "not written in chunks: {pending:?}"
+    );
+    let report = w.sync_with(&w.provider, &chunked).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    crate::assert_counts(&report, &[("create_local", 1)]);
+    w.settle().await;
+    assert_eq!(w.assert_converged().await.len(), 12);
+
+    // Killed after a chunk's write-ahead rows: the database refuses every series (the chunk fails,
+    // then each event one at a time), leaving the rows without their series.
+    uids.extend(w.remote_events("unwritten", 5, 20).await);
+    w.watch_series_inserts(true, None).await;
+    let report = w.sync_with(&w.provider, &chunked).await;
+    w.watch_series_inserts(false, None).await;
+    assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+    assert_eq!(report.errors.len(), 5, "{:?}", report.errors);
+    assert!(report.errors.iter().all(|e| e.action == "create_local"));
+    let rows = w
+        .store()
+        .write_ahead_mappings(w.tenant, w.link)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(rows.iter().all(|m| m.series_id.is_none()));
+
+    // Killed after a chunk's series, before its pairs: the database refuses the pairs (the chunk's,
+    // then each one), and the test knob stops a chunk right after its series.
+    uids.extend(w.remote_events("unpaired", 6, 30).await);
+    w.refuse_pairs(true).await;
+    let report = w.sync_with(&w.provider, &chunked).await;
+    w.refuse_pairs(false).await;
+    assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+    crate::assert_counts(&report, &[("create_local", 11)]);
+    assert_eq!(
+        report
+            .errors
+            .iter()
+            .filter(|e| e.action == "record")
+            .count(),
+        11,
+        "{:?}",
+        report.errors
+    );
+    uids.extend(w.remote_events("killed", 5, 40).await);
+    let killed = EngineConfig {
+        crash_after_actions: Some(3),
+        ..chunked.clone()
+    };
+    let report = w.sync_with(&w.provider, &killed).await;
+    assert_eq!(report.status, RunStatus::Interrupted);
+
+    w.settle().await;
+    assert!(
+        w.open_conflicts().await.is_empty(),
+        "{:?}",
+        w.open_conflicts().await
+    );
+    let both = w.assert_converged().await;
+    let mut expected = uids.clone();
+    expected.sort();
+    assert_eq!(both.keys().cloned().collect::<Vec<_>>(), expected);
+}
