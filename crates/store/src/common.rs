@@ -2833,6 +2833,26 @@ impl Store for Backend {
         resolved_by: &str,
         at: Timestamp,
     ) -> Result<Conflict> {
+        self.resolve_conflict_audited(
+            tenant,
+            conflict,
+            resolution_json,
+            resolved_by,
+            at,
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn resolve_conflict_audited(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        resolution_json: &str,
+        resolved_by: &str,
+        at: Timestamp,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<Conflict> {
         check_json("resolution", resolution_json)?;
         let mut tx = self.wtx().await?;
         let resolved =
@@ -2841,6 +2861,9 @@ impl Store for Backend {
         let Some(record) = resolved else {
             return Err(not_open(&mut tx, tenant, conflict).await);
         };
+        for entry in entries {
+            insert_audit(&mut tx, tenant, entry).await?;
+        }
         tx.commit().await?;
         Ok(record)
     }

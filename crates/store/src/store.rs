@@ -352,6 +352,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         resolved_by: &str,
         at: Timestamp,
     ) -> Result<Conflict>;
+    /// [`Store::resolve_conflict`] and, in its transaction, [`Store::append_audit`] of each of
+    /// `entries` in order (none when the conflict is no longer open): a conflict closed as
+    /// resolved and the audit entries saying so are written together or not at all, so a process
+    /// killed in between never leaves a closed conflict the audit log does not mention.
+    async fn resolve_conflict_audited(
+        &self,
+        tenant: TenantId,
+        conflict: ConflictId,
+        resolution_json: &str,
+        resolved_by: &str,
+        at: Timestamp,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<Conflict>;
     /// Records on an open conflict the resolution being carried out (`None` clears it); `Conflict` if
     /// the conflict is no longer open. Written before a resolution's first write, so a process that
     /// dies between its writes leaves the decision behind for whoever finishes it.

@@ -1612,10 +1612,59 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
         .await
         .unwrap();
     let at = t("2026-11-21T04:00:00Z");
+    // Closed with its audit entries in one transaction: an entry refused leaves the conflict
+    // open and nothing logged; another tenant's conflict is not found and logs nothing.
+    let logged = store.list_audit(a, None, 1000).await.unwrap().len();
+    let unreadable = NewAuditEntry {
+        details_json: "{".into(),
+        ..entry("conflict.resolved")
+    };
+    assert!(
+        store
+            .resolve_conflict_audited(
+                a,
+                c1.id,
+                r#"{"option":"keep_local"}"#,
+                "key:admin",
+                at,
+                vec![entry("first"), unreadable],
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.get_conflict(a, c1.id).await.unwrap().state,
+        ConflictState::Open
+    );
+    assert!(is_not_found(
+        store
+            .resolve_conflict_audited(
+                b,
+                c1.id,
+                r#"{"option":"keep_local"}"#,
+                "key:admin",
+                at,
+                vec![entry("conflict.resolved")],
+            )
+            .await
+    ));
+    assert_eq!(store.list_audit(a, None, 1000).await.unwrap().len(), logged);
     let resolved = store
-        .resolve_conflict(a, c1.id, r#"{"option":"keep_local"}"#, "key:admin", at)
+        .resolve_conflict_audited(
+            a,
+            c1.id,
+            r#"{"option":"keep_local"}"#,
+            "key:admin",
+            at,
+            vec![entry("conflict.resolved"), entry("second")],
+        )
         .await
         .unwrap();
+    let newest = store.list_audit(a, None, 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["second", "conflict.resolved"]
+    );
     // Kept when the conflict closes (what was in progress), and no longer settable.
     assert_eq!(resolved.resolving_json.as_deref(), Some(resolving));
     assert!(matches!(
@@ -1642,6 +1691,24 @@ pub async fn conflicts_sync_runs_and_tombstones(db: &TestDb) {
             .await,
         Err(StoreError::Conflict(_))
     ));
+    // Refused once closed (two parties racing): neither closed again nor audited.
+    assert!(matches!(
+        store
+            .resolve_conflict_audited(
+                a,
+                c1.id,
+                r#"{"option":"keep_remote"}"#,
+                "key:other",
+                at,
+                vec![entry("refused")],
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.list_audit(a, None, 1000).await.unwrap().len(),
+        logged + 2
+    );
     assert_eq!(
         store.list_conflicts(a, &open).await.unwrap(),
         vec![c2.clone()]
