@@ -135,6 +135,13 @@ pub struct EngineConfig {
     /// abandoning one) right after the compare-and-set that marks it given up on the conflict,
     /// before anything it does next, as if the process died there. Only for crash tests.
     pub crash_after_giving_up: bool,
+    /// Stops whoever closes a conflict as resolved (a resolution, a sync finishing a recognised
+    /// one) right after it closed it, before anything it does next, as if the process died there.
+    /// Only for crash tests.
+    pub crash_after_closing: bool,
+    /// Stops whoever gives a `keep_both` decision up right after it deleted the decision's copy,
+    /// before it marks the decision given up, as if the process died there. Only for crash tests.
+    pub crash_after_removing_copy: bool,
     /// How often a running run's row is touched, and the staleness bound each touch writes into it
     /// (see `beating`); the server derives it from `sync.run_stale_after`.
     pub heartbeat: crate::Heartbeat,
@@ -160,6 +167,8 @@ impl Default for EngineConfig {
             crash_after_resolution_writes: None,
             crash_after_resolution_fence: false,
             crash_after_giving_up: false,
+            crash_after_closing: false,
+            crash_after_removing_copy: false,
             heartbeat: crate::Heartbeat::default(),
             resume_resolutions_after: jiff::SignedDuration::from_mins(10),
             local_create_chunk: 250,

@@ -1345,6 +1345,7 @@ impl<'a> Runner<'a> {
             c,
             resolving,
             &actor,
+            self.ctx.config,
             self.ctx.now,
         )
         .await?
@@ -1512,26 +1513,29 @@ impl<'a> Runner<'a> {
             .await?;
         }
         let resolution = serde_json::json!({"superseded": why}).to_string();
+        // Closed with its audit entry, in one transaction.
+        let entry = NewAuditEntry {
+            actor: actor.clone(),
+            action: "conflict.superseded".into(),
+            subject: c.id.to_string(),
+            details_json: serde_json::json!({
+                "kind": c.kind.to_string(),
+                "uid": c.event_uid,
+                "reason": why,
+                // A decision interrupted before a write this run could recognise: it did not
+                // take, and the admin decides again on the conflict recorded now.
+                "interrupted_resolution": resolving,
+            })
+            .to_string(),
+        };
         store
-            .resolve_conflict(self.ctx.tenant, c.id, &resolution, &actor, self.ctx.now)
-            .await?;
-        store
-            .append_audit(
+            .resolve_conflict_audited(
                 self.ctx.tenant,
-                NewAuditEntry {
-                    actor,
-                    action: "conflict.superseded".into(),
-                    subject: c.id.to_string(),
-                    details_json: serde_json::json!({
-                        "kind": c.kind.to_string(),
-                        "uid": c.event_uid,
-                        "reason": why,
-                        // A decision interrupted before a write this run could recognise: it did not
-                        // take, and the admin decides again on the conflict recorded now.
-                        "interrupted_resolution": resolving,
-                    })
-                    .to_string(),
-                },
+                c.id,
+                &resolution,
+                &actor,
+                self.ctx.now,
+                vec![entry],
             )
             .await?;
         *self
@@ -1823,24 +1827,20 @@ impl<'a> Runner<'a> {
         if let Some(policy) = c.settled_by {
             // Settled by the link's policy: the record is closed at once, the audit log says how.
             let resolution = serde_json::json!({ "policy": policy }).to_string();
+            let entry = NewAuditEntry {
+                actor: actor.clone(),
+                action: "conflict.settled".into(),
+                subject: record.id.to_string(),
+                details_json: details,
+            };
             store
-                .resolve_conflict(
+                .resolve_conflict_audited(
                     self.ctx.tenant,
                     record.id,
                     &resolution,
                     &actor,
                     self.ctx.now,
-                )
-                .await?;
-            store
-                .append_audit(
-                    self.ctx.tenant,
-                    NewAuditEntry {
-                        actor,
-                        action: "conflict.settled".into(),
-                        subject: record.id.to_string(),
-                        details_json: details,
-                    },
+                    vec![entry],
                 )
                 .await?;
         }

@@ -76,7 +76,7 @@ pub(crate) async fn abandon(
     };
     let copy = match (held.option, copy_place(store, tenant, conflict).await?) {
         (ResolutionOption::KeepBoth, Some((link, calendar))) => {
-            Some(undo_copy(store, tenant, conflict, link, calendar, now).await?)
+            Some(undo_copy(store, tenant, conflict, link, calendar, config, now).await?)
         }
         _ => None,
     };
@@ -138,7 +138,7 @@ pub(super) async fn give_up_replaced(
         copy_place(store, tenant, conflict).await?,
     ) {
         (true, Some((link, calendar))) => {
-            Some(undo_copy(store, tenant, conflict, link, calendar, now).await?)
+            Some(undo_copy(store, tenant, conflict, link, calendar, config, now).await?)
         }
         _ => None,
     };
@@ -220,13 +220,15 @@ async fn copy_place(
 /// it, so it is (or may be) on a provider and is kept as the real event it then is — or someone
 /// edited it since it was saved (kept: it is theirs, and it goes out as a new event, see
 /// [`release_copy`]). Returns what became of it, for the audit entry:
-/// `{uid, series_id, fate: "deleted" | "kept" | "none", why}`.
+/// `{uid, series_id, fate: "deleted" | "kept" | "none", why}`; a copy deleted already (by a party
+/// killed before it marked the decision given up) is `deleted`.
 async fn undo_copy(
     store: &dyn Store,
     tenant: TenantId,
     conflict: &Conflict,
     link: calbridge_store::LinkId,
     calendar: calbridge_store::CalendarId,
+    config: &EngineConfig,
     now: Timestamp,
 ) -> Result<Value, EngineError> {
     let side: Option<ConflictSide> = conflict
@@ -248,7 +250,18 @@ async fn undo_copy(
         &state.snapshot,
     );
     let Some(row) = store.get_series_by_uid(tenant, calendar, &uid).await? else {
-        return Ok(json!({"uid": uid, "fate": "none", "why": "no copy was saved"}));
+        // Deleted already: by whoever gave this decision up before and was killed before marking
+        // it so (or by a person). Still deleted, not "none": the entry tells what became of the
+        // copy, whoever removed it. Copies are saved after the conflict is recorded.
+        return match store
+            .get_deleted_series_by_uid(tenant, calendar, &uid, conflict.detected_at)
+            .await?
+        {
+            Some(gone) => Ok(
+                json!({"uid": uid, "series_id": gone.id.to_string(), "fate": "deleted", "why": "it was deleted already"}),
+            ),
+            None => Ok(json!({"uid": uid, "fate": "none", "why": "no copy was saved"})),
+        };
     };
     let series = row.id.to_string();
     if !store.mappings_for_series(tenant, row.id).await?.is_empty() {
@@ -266,6 +279,9 @@ async fn undo_copy(
         );
     }
     match store.delete_series(tenant, row.id, row.version).await {
+        Ok(_) if config.crash_after_removing_copy => Err(EngineError::Content(
+            "stopped after deleting the copy (crash test)".into(),
+        )),
         Ok(_) => Ok(json!({"uid": uid, "series_id": series, "fate": "deleted"})),
         Err(StoreError::PreconditionFailed { .. }) => Ok(
             json!({"uid": uid, "series_id": series, "fate": "kept", "why": "it was edited after it was saved"}),

@@ -1,7 +1,8 @@
 //! Applying an admin's resolution of a recorded conflict to both systems: the steps come from
 //! [`calbridge_sync::resolve`] (pure); here they are checked against both sides, carried out with
 //! conditional writes (`If-Match` on the provider, the series version locally), read back, and only then
-//! is the conflict closed and the audit entry written. The API's and the CLI's one implementation.
+//! is the conflict closed, its audit entry written in the same transaction. The API's and the CLI's
+//! one implementation.
 //!
 //! **Interrupted resolutions.** The decision (option, `merged`, who, when: [`Resolving`]) is kept on the
 //! conflict before the first write, and each write is preceded by the sync's own write-ahead rows. A
@@ -28,6 +29,9 @@
 //! for one decision or remove what the other made. A removal survives a process killed right after
 //! the swap: a replacement's record names the decision it replaced until that is given up
 //! ([`Replaced`]), and an abandonment takes the decision up before it takes it off ([`abandon`]).
+//! Each step that ends a decision writes its audit entries in its own transaction: a conflict
+//! closed with `conflict.resolved` (`Store::resolve_conflict_audited`), a decision given up with
+//! `conflict.resolution_abandoned` (`Store::swap_conflict_resolving_audited`).
 //!
 //! **Another decision while one is in progress** (another option, or a `merge` with another
 //! `merged`): what a person expects is to be told, not to have two decisions write one pair. So it is
@@ -153,51 +157,40 @@ pub(crate) async fn complete_recognised(
     conflict: &Conflict,
     resolving: &Resolving,
     sync_actor: &str,
+    config: &EngineConfig,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<bool, EngineError> {
     let interrupted = resolving.interruption(sync_actor, "recognised");
     let resolution = json!({"option": resolving.option, "interrupted": interrupted});
-    match store
-        .resolve_conflict(
-            tenant,
-            conflict.id,
-            &resolution.to_string(),
-            &resolving.actor,
-            now,
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(StoreError::Conflict(_)) => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    audit(
-        store,
-        tenant,
+    // Closed with its audit entry, in one transaction (see `carry_out`).
+    let entry = audit_entry(
         conflict,
         sync_actor,
         "conflict.resolved",
         resolving.option,
         json!({"interrupted": interrupted}),
-    )
-    .await?;
+    );
+    match store
+        .resolve_conflict_audited(
+            tenant,
+            conflict.id,
+            &resolution.to_string(),
+            &resolving.actor,
+            now,
+            vec![entry],
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    if config.crash_after_closing {
+        return Err(EngineError::Content(
+            "stopped after closing the conflict (crash test)".into(),
+        ));
+    }
     Ok(true)
-}
-
-/// Appends the audit entry of what became of a resolution of `conflict` (see [`audit_entry`]).
-async fn audit(
-    store: &dyn Store,
-    tenant: TenantId,
-    conflict: &Conflict,
-    actor: &str,
-    action: &str,
-    option: ResolutionOption,
-    more: Value,
-) -> Result<(), StoreError> {
-    store
-        .append_audit(tenant, audit_entry(conflict, actor, action, option, more))
-        .await?;
-    Ok(())
 }
 
 /// The audit entry of what became of a resolution of `conflict`: `action` by `actor`, its details
@@ -424,19 +417,10 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
     }
     // `resolved_by` is who decided, whoever finished it.
     let decided_by = resumed.as_ref().map_or(r.actor, |p| p.actor.as_str());
-    let resolved = store
-        .resolve_conflict(
-            r.tenant,
-            conflict.id,
-            &resolution.to_string(),
-            decided_by,
-            r.now,
-        )
-        .await
-        .map_err(closed)?;
-    audit(
-        store,
-        r.tenant,
+    // Closed with its `conflict.resolved` entry, in one transaction: a process killed right after
+    // leaves both or neither. (Written after the close, a kill in between left a resolved conflict
+    // the audit log never mentioned.)
+    let entry = audit_entry(
         &conflict,
         actor,
         "conflict.resolved",
@@ -448,7 +432,20 @@ async fn carry_out(r: Resolve<'_>, by: By<'_>) -> Result<Conflict, ResolveFailur
             "interrupted": interrupted,
             "replaced": replaced,
         }),
-    )
-    .await?;
+    );
+    let resolved = store
+        .resolve_conflict_audited(
+            r.tenant,
+            conflict.id,
+            &resolution.to_string(),
+            decided_by,
+            r.now,
+            vec![entry],
+        )
+        .await
+        .map_err(closed)?;
+    if r.config.crash_after_closing {
+        return Err(ResolveFailure::Interrupted(0));
+    }
     Ok(resolved)
 }

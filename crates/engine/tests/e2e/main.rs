@@ -363,6 +363,56 @@ async fn killed_after_giving_up_postgres() {
     .await;
 }
 
+/// A process killed right after closing a conflict as resolved leaves its `conflict.resolved`
+/// entry written once (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_closing_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_kill_after_closing_loses_no_resolved_entry(db, std::sync::Arc::new(radicale))
+        .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_closing_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_kill_after_closing_loses_no_resolved_entry(db, std::sync::Arc::new(radicale))
+        .await;
+}
+
+/// A process killed right after deleting a given-up decision's copy: the entry written next says
+/// the copy was deleted (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_removing_a_copy_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_copy_deleted_before_a_kill_is_audited_deleted(db, std::sync::Arc::new(radicale))
+        .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_removing_a_copy_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_copy_deleted_before_a_kill_is_audited_deleted(db, std::sync::Arc::new(radicale))
+        .await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

@@ -1843,3 +1843,169 @@ pub async fn a_kill_after_giving_a_decision_up_loses_no_audit_entry(
     assert_eq!(one(&both, "u-replaced"), "u-replaced local");
     assert_eq!(one(&both, "u-superseded"), "u-superseded local");
 }
+
+/// A process killed right after closing a conflict as resolved (`crash_after_closing`): its
+/// `conflict.resolved` entry is there exactly once, whoever closed it.
+/// - `r-request`: `keep_local` by a request killed right after the close.
+/// - `r-recognised`: `keep_local` killed after its write, then a sync that recognises the write,
+///   closes the conflict and is killed right after.
+/// - `r-resumed`: `keep_both` killed after saving its copy, then a sync that resumes it (past
+///   `resume_resolutions_after`), killed right after the close.
+///
+/// Before, the close and the entry were two writes, and a kill between them lost the entry: the
+/// conflict was closed and the audit log never said so.
+pub async fn a_kill_after_closing_loses_no_resolved_entry(db: TestDb, radicale: Arc<Radicale>) {
+    let w = World::asking(db, radicale, "closed-kill").await;
+    let close_kill = EngineConfig {
+        crash_after_closing: true,
+        ..EngineConfig::default()
+    };
+    let recorded = w
+        .update_conflicts(&[("r-request", 3), ("r-recognised", 4), ("r-resumed", 5)])
+        .await;
+    let (request, recognised, resumed) = (&recorded[0], &recorded[1], &recorded[2]);
+
+    // r-request: the request dies right after closing the conflict.
+    w.resolve_killed(request.id, "keep_local", &close_kill)
+        .await;
+    w.resolved_with(request.id, "keep_local").await;
+
+    // r-recognised: the sync that recognises keep_local's write dies right after closing it.
+    let write_kill = EngineConfig {
+        crash_after_resolution_writes: Some(1),
+        ..EngineConfig::default()
+    };
+    w.resolve_killed(recognised.id, "keep_local", &write_kill)
+        .await;
+    w.keep_both_killed_after(resumed.id, 1).await;
+    let report = w.sync_with(&w.provider, &close_kill).await;
+    assert_eq!(
+        report.status,
+        calbridge_engine::RunStatus::Partial,
+        "{report:?}"
+    );
+    w.resolved_with(recognised.id, "keep_local").await;
+
+    // r-resumed: the sync resuming keep_both dies right after closing it (a resumption stopped
+    // inside a run is counted as not resumed).
+    let resume_kill = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..close_kill.clone()
+    };
+    let report = w.sync_with(&w.provider, &resume_kill).await;
+    crate::assert_counts(&report, &[("resolutions_not_resumed", 1)]);
+    w.resolved_with(resumed.id, "keep_both").await;
+
+    w.settle().await;
+    for (conflict, how) in [
+        (request.id, None),
+        (recognised.id, Some("recognised")),
+        (resumed.id, Some("resumed")),
+    ] {
+        let entries = w.audit_of(conflict, "conflict.resolved").await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let details: Value = serde_json::from_str(&entries[0].details_json).unwrap();
+        assert_eq!(
+            details["interrupted"]["how"].as_str(),
+            how,
+            "{conflict}: {details}"
+        );
+    }
+    let both = w.assert_converged().await;
+    assert_eq!(one(&both, "r-request"), "r-request local");
+    assert_eq!(one(&both, "r-recognised"), "r-recognised local");
+    assert_eq!(one(&both, "r-resumed"), "r-resumed local");
+    assert_eq!(one(&both, &expected_copy(&w, resumed)), "r-resumed remote");
+}
+
+/// A process killed right after deleting the `keep_both` copy of a decision it gives up, before
+/// marking the decision given up (`crash_after_removing_copy`): whoever gives it up next writes
+/// the one `conflict.resolution_abandoned` entry, and it says the copy was deleted.
+/// - `d-replaced`: a stale `keep_both` replaced with `keep_local` by a request killed right after
+///   deleting the copy; the sync resuming `keep_local` gives `keep_both` up.
+/// - `d-superseded`: `keep_both`, then the provider's item edited again; the superseding sync is
+///   killed right after deleting the copy; the next sync supersedes the conflict.
+///
+/// Before, the next party found no live copy and recorded its fate as `none` ("no copy was
+/// saved").
+pub async fn a_copy_deleted_before_a_kill_is_audited_deleted(db: TestDb, radicale: Arc<Radicale>) {
+    let w = World::asking(db, radicale, "copy-kill").await;
+    let copy_kill = EngineConfig {
+        crash_after_removing_copy: true,
+        ..EngineConfig::default()
+    };
+    let recorded = w
+        .update_conflicts(&[("d-replaced", 3), ("d-superseded", 5)])
+        .await;
+    let (replaced, superseded) = (&recorded[0], &recorded[1]);
+
+    // d-replaced: keep_local deletes keep_both's copy and dies before marking keep_both given up.
+    let replaced_copy = expected_copy(&w, replaced);
+    w.keep_both_killed_after(replaced.id, 1).await;
+    assert!(w.local_by_uid(&replaced_copy).await.is_some());
+    w.age_decision(replaced.id).await;
+    let err = w
+        .resolve_with(replaced.id, "keep_local", &copy_kill)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("crash test"), "{err}");
+    assert!(w.local_by_uid(&replaced_copy).await.is_none());
+    let taken = w.conflict(replaced.id).await;
+    let record: Value = serde_json::from_str(taken.resolving_json.as_deref().unwrap()).unwrap();
+    assert_eq!(record["option"], "keep_local", "{record}");
+    assert_eq!(record["replaced"]["abandoned"], Value::Null, "{record}");
+
+    // d-superseded: the superseding sync deletes the copy and dies before taking keep_both off.
+    let superseded_copy = expected_copy(&w, superseded);
+    w.keep_both_killed_after(superseded.id, 1).await;
+    w.remote_edit_again("d-superseded", 5).await;
+    let report = w.sync_with(&w.provider, &copy_kill).await;
+    assert_eq!(
+        report.status,
+        calbridge_engine::RunStatus::Partial,
+        "{report:?}"
+    );
+    assert!(w.local_by_uid(&superseded_copy).await.is_none());
+    let open = w.conflict(superseded.id).await;
+    assert_eq!(open.state, ConflictState::Open);
+    assert!(open.resolving_json.is_some());
+    assert!(
+        w.audit_of(superseded.id, "conflict.resolution_abandoned")
+            .await
+            .is_empty()
+    );
+
+    // The next sync supersedes d-superseded and resumes keep_local: each gives keep_both up once.
+    let resume_now = EngineConfig {
+        resume_resolutions_after: jiff::SignedDuration::ZERO,
+        ..EngineConfig::default()
+    };
+    w.synced_with(
+        &resume_now,
+        &[("conflicts_superseded", 1), ("resolutions_completed", 1)],
+    )
+    .await;
+    for (conflict, copy) in [
+        (replaced.id, &replaced_copy),
+        (superseded.id, &superseded_copy),
+    ] {
+        let fate = w.abandoned_copy(conflict).await;
+        assert_eq!(fate["fate"], "deleted", "{fate}");
+        assert_eq!(fate["uid"], copy.as_str(), "{fate}");
+        assert!(fate["series_id"].is_string(), "{fate}");
+    }
+    let (_, resolution) = w.resolved_with(replaced.id, "keep_local").await;
+    assert_eq!(
+        resolution["replaced"]["copy"]["fate"], "deleted",
+        "{resolution}"
+    );
+
+    let again = w.conflict_of("d-superseded").await;
+    assert_ne!(again.id, superseded.id);
+    w.resolve(again.id, "keep_local", None).await.unwrap();
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert!(!both.keys().any(|k| k.contains("-copy-")), "{both:?}");
+    assert_eq!(one(&both, "d-replaced"), "d-replaced local");
+    assert_eq!(one(&both, "d-superseded"), "d-superseded local");
+}
