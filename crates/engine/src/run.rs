@@ -1,4 +1,4 @@
-//! One run of one link: read, plan, execute, commit (see the crate docs and ARCHITECTURE.md "Sync engine").
+//! One run of one link: read, plan, execute, commit (see the crate docs and docs/architecture/engine.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;

@@ -1,6 +1,7 @@
-//! The version of a Graph or Google series (see ARCHITECTURE, "Graph and Google connectors"): the
-//! master's etag, then ` ~x:` and a digest of its exceptions' versions, so an edited occurrence
-//! changes the version of the series while `If-Match` still sends only the master's part.
+//! The version of a Graph or Google series (see docs/architecture/providers.md, "Graph and Google
+//! connectors"): the master's etag, then ` ~x:` and a digest of its exceptions' versions, so an
+//! edited occurrence changes the version of the series while `If-Match` still sends only the
+//! master's part.
 
 use sha2::{Digest, Sha256};
 

@@ -1,4 +1,4 @@
-//! Graph event JSON ↔ one iCalendar series (see ARCHITECTURE.md "Providers" for what cannot
+//! Graph event JSON ↔ one iCalendar series (see docs/architecture/providers.md for what cannot
 //! round-trip). Times are asked for in UTC and written back in the event's own zone
 //! (`originalStartTimeZone`, a Windows name, converted to IANA through the model), so recurring
 //! series expand on their wall clock.
