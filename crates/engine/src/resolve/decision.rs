@@ -164,14 +164,15 @@ pub(super) async fn swap_resolving(
     expected: Option<&str>,
     resolving_json: Option<&str>,
 ) -> Result<bool, StoreError> {
-    match store
-        .swap_conflict_resolving(tenant, conflict, expected, resolving_json)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(StoreError::Conflict(_)) => Ok(false),
-        Err(e) => Err(e),
-    }
+    swap_resolving_audited(
+        store,
+        tenant,
+        conflict,
+        expected,
+        resolving_json,
+        Vec::new(),
+    )
+    .await
 }
 
 /// [`swap_resolving`] with `entries` appended to the audit log in the same transaction
