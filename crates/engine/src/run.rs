@@ -1908,6 +1908,26 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// A create that meets a live series holding the item's UID: our own create of a run that died
+    /// before recording it is adopted (same content: its id and version), anyone else's is refused.
+    fn adopt(
+        &self,
+        row: &calbridge_store::Series,
+        uid: &str,
+        state: &ItemState,
+    ) -> Result<(SeriesId, i64), StepError> {
+        let same = Parsed::from_stored(row)
+            .is_ok_and(|p| p.state(&self.floating).snapshot == state.snapshot);
+        if same {
+            Ok((row.id, row.version))
+        } else {
+            Err(step(
+                "local_conflict",
+                format!("another local series holds UID {uid}"),
+            ))
+        }
+    }
+
     fn crash_point(&mut self) -> bool {
         if self
             .ctx
@@ -2214,19 +2234,7 @@ impl<'a> Runner<'a> {
                     .get_series_by_uid(self.ctx.tenant, self.ctx.connection.calendar_id, &uid)
                     .await?;
                 let (id, local_version) = match existing {
-                    // A live series with the UID: our own create of a run that died before recording
-                    // it (adopted when it holds the same content), or someone else's (refused).
-                    Some(row) => {
-                        let same = Parsed::from_stored(&row)
-                            .is_ok_and(|p| p.state(&self.floating).snapshot == state.snapshot);
-                        if !same {
-                            return Err(step(
-                                "local_conflict",
-                                format!("another local series holds UID {uid}"),
-                            ));
-                        }
-                        (row.id, row.version)
-                    }
+                    Some(row) => self.adopt(&row, &uid, &state)?,
                     None => {
                         if restore.is_none() {
                             self.write_ahead(

@@ -133,28 +133,14 @@ impl Runner<'_> {
         let mut new = Vec::new();
         for (item, parsed) in items.into_iter().zip(parsed) {
             match existing.get(&item.uid) {
-                // Our own create of a run that died before recording it (adopted when it holds the
-                // same content), or someone else's series (refused), as one at a time.
-                Some(row) => {
-                    let same = Parsed::from_stored(row)
-                        .is_ok_and(|p| p.state(&self.floating).snapshot == item.state.snapshot);
-                    if same {
-                        landed.push(Landed {
-                            series: row.id,
-                            version: row.version,
-                            item,
-                        });
-                    } else {
-                        let uid = item.uid.clone();
-                        self.failed(
-                            &item.create,
-                            step(
-                                "local_conflict",
-                                format!("another local series holds UID {uid}"),
-                            ),
-                        );
-                    }
-                }
+                Some(row) => match self.adopt(row, &item.uid, &item.state) {
+                    Ok((series, version)) => landed.push(Landed {
+                        series,
+                        version,
+                        item,
+                    }),
+                    Err(e) => self.failed(&item.create, e),
+                },
                 None => match self.new_series(&item, &parsed) {
                     Ok(rows) => new.push((item, rows)),
                     Err(e) => self.failed(&item.create, e),
