@@ -28,6 +28,10 @@ struct Legacy {
     items: Mutex<BTreeMap<String, (u32, String)>>,
     ctag: AtomicUsize,
     requests: Mutex<Vec<String>>,
+    /// Multigets asked, being answered now, and the most at once.
+    multigets: AtomicUsize,
+    multigets_in_flight: AtomicUsize,
+    most_multigets_in_flight: AtomicUsize,
 }
 
 impl Legacy {
@@ -103,6 +107,14 @@ async fn legacy(
         )
             .into_response(),
         "REPORT" if body.contains("calendar-multiget") => {
+            // A server that takes its time over each answer, as Radicale does over a large batch.
+            state.multigets.fetch_add(1, Ordering::SeqCst);
+            let now = state.multigets_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            state
+                .most_multigets_in_flight
+                .fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            state.multigets_in_flight.fetch_sub(1, Ordering::SeqCst);
             let items = state.items.lock().await;
             let mut out = String::new();
             for href in body
@@ -209,6 +221,35 @@ async fn without_sync_collection_a_ctag_gates_an_etag_listing() {
         vec!["/cal/a.ics"]
     );
     assert_ne!(next.cursor, quiet.cursor);
+}
+
+/// A first listing's multigets: the next batch is asked while the last answer is parsed (two in
+/// flight, never more), and the items still arrive complete and in the listing's order.
+#[tokio::test]
+async fn a_first_listing_keeps_the_next_multiget_in_flight() {
+    const N: usize = 450; // three batches of at most 200
+    let state = Arc::new(Legacy::default());
+    for n in 0..N {
+        state.put(&format!("item-{n:03}"), "bulk").await;
+    }
+    let base = serve(
+        Router::new()
+            .fallback(any(legacy))
+            .with_state(state.clone()),
+    )
+    .await;
+    let provider = caldav(&format!("{base}/cal/"), Credentials::None);
+    let calendar = CalendarId::parse("/cal/").unwrap();
+    let first = provider
+        .changes(&calendar, None, &window(), &KnownVersions::new())
+        .await
+        .unwrap();
+    assert!(first.failures.is_empty(), "{:?}", first.failures);
+    let ids: Vec<&str> = first.upserts.iter().map(|i| i.id.as_str()).collect();
+    let expected: Vec<String> = (0..N).map(|n| format!("/cal/item-{n:03}.ics")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(state.multigets.load(Ordering::SeqCst), 3);
+    assert_eq!(state.most_multigets_in_flight.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
