@@ -142,6 +142,9 @@ pub struct EngineConfig {
     /// Stops whoever gives a `keep_both` decision up right after it deleted the decision's copy,
     /// before it marks the decision given up, as if the process died there. Only for crash tests.
     pub crash_after_removing_copy: bool,
+    /// Stops a run right after it committed its cursors, before its time-conflict detection, as
+    /// if the process died there. Only for crash tests.
+    pub crash_after_cursors: bool,
     /// How often a running run's row is touched, and the staleness bound each touch writes into it
     /// (see `beating`); the server derives it from `sync.run_stale_after`.
     pub heartbeat: crate::Heartbeat,
@@ -169,6 +172,7 @@ impl Default for EngineConfig {
             crash_after_giving_up: false,
             crash_after_closing: false,
             crash_after_removing_copy: false,
+            crash_after_cursors: false,
             heartbeat: crate::Heartbeat::default(),
             resume_resolutions_after: jiff::SignedDuration::from_mins(10),
             local_create_chunk: 250,

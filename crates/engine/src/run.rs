@@ -12,7 +12,7 @@ use calbridge_providers::{
 use calbridge_store::{
     ConflictFilter, ConflictKind as StoreConflictKind, ConflictState, Connection, Link,
     LinkCursors, LinkStatus, NewAuditEntry, NewConflict, SeriesId, Store, StoreError, SyncRunId,
-    SyncRunStatus, SyncRunUpdate, TenantId,
+    SyncRunStatus, SyncRunUpdate, TenantId, TimeDetectionMark,
 };
 use calbridge_sync::{
     Action, Conflict, ConflictKind, Content, ItemState, Listing, LocalChange, LocalId, LocalSeries,
@@ -2448,20 +2448,23 @@ impl<'a> Runner<'a> {
 
     /// Time conflicts of the owner after this run (see `time.rs`). A failure is reported; it does not
     /// hold the cursors back (they are already committed). So that nothing it would have found is lost
-    /// until the daily full reconciliation, a failed detection marks the link
-    /// (`links.time_detection_due`, naming this run), and the link's next run detects over the owner's
-    /// whole window and clears the mark once that detection succeeded.
+    /// until the daily full reconciliation, the run marked the link before it began
+    /// (`links.time_detection_due`, naming this run, written with the cursors; see `finish`), and
+    /// clears the mark only once the detection succeeded: a detection that fails, or a process
+    /// killed before or during it, leaves the mark, and the link's next run detects over the owner's
+    /// whole window.
     ///
-    /// The whole window rather than the series the failed run touched: one nullable column instead of
-    /// a stored set of ids that several failed runs would have to merge, and a superset of whatever the
-    /// failed detection (scoped or not) would have decided. It costs one full-window read (bounded like
-    /// the daily reconciliation) per failure; a detection that keeps failing repeats it every run and
-    /// reports its error every run. The mark is on the link row the caller read before the run, so the
-    /// usual case (nothing due) costs no extra store request.
+    /// The whole window rather than the series the marking run touched: one nullable column instead
+    /// of a stored set of ids that several runs would have to merge, and a superset of whatever the
+    /// lost detection (scoped or not) would have decided. It costs one full-window read (bounded like
+    /// the daily reconciliation) per lost detection; a detection that keeps failing repeats it every
+    /// run and reports its error every run. The mark read is on the link row the caller read before
+    /// the run, and the mark written goes in the cursor commit, so a run that does not detect (the
+    /// usual no-op) costs no extra store request, and one that does costs the clearing.
     async fn detect_time_conflicts(&mut self) {
         let due = self.ctx.link.time_detection_due;
         // After a first or full run every series may have moved; otherwise only the ones this run
-        // read as changed or wrote, unless an earlier detection failed.
+        // read as changed or wrote, unless an earlier detection was lost.
         let whole = due.is_some()
             || self.full_listing
             || self.ctx.full
@@ -2493,32 +2496,21 @@ impl<'a> Runner<'a> {
                         *self.counts.entry(key.into()).or_default() += n;
                     }
                 }
-                if let Some(seen) = due {
-                    // Clears only the mark this run read: a detection that failed meanwhile (another
-                    // run id) may have written series this one read before, and stays due.
-                    if let Err(e) = self
-                        .ctx
-                        .store
-                        .clear_time_detection_due(self.ctx.tenant, self.ctx.link.id, seen)
-                        .await
-                    {
-                        self.error("time", "clear_time_detection_due", e.into());
-                    }
-                }
-            }
-            Err(e) => {
-                self.error("time", "detect_time_conflicts", e.into());
-                // If even the mark cannot be written (the store is down), the daily full
-                // reconciliation is what finds the missed conflicts.
+                // Clears only this run's mark: one another run wrote after this run read the link
+                // (its detection may cover series this one read before they changed) stays due.
                 if let Err(e) = self
                     .ctx
                     .store
-                    .set_time_detection_due(self.ctx.tenant, self.ctx.link.id, self.run_id)
+                    .clear_time_detection_due(self.ctx.tenant, self.ctx.link.id, self.run_id)
                     .await
                 {
-                    self.error("time", "set_time_detection_due", e.into());
+                    self.error("time", "clear_time_detection_due", e.into());
                 }
             }
+            // The mark written before the detection stays: the next run makes it up. If even the
+            // mark could not be written (the store is down), the daily full reconciliation is what
+            // finds the missed conflicts.
+            Err(e) => self.error("time", "detect_time_conflicts", e.into()),
         }
     }
 
@@ -2531,6 +2523,15 @@ impl<'a> Runner<'a> {
         let store = self.ctx.store;
         let tenant = self.ctx.tenant;
         let link = self.ctx.link;
+        // Decided before anything is committed, so that the mark goes with the cursors.
+        let detects = matches!(outcome, Outcome::Done { .. } | Outcome::Failed(_))
+            && !self.interrupted
+            && (self.time_may_have_changed() || link.time_detection_due.is_some());
+        let mark = TimeDetectionMark {
+            run: self.run_id,
+            seen: link.time_detection_due,
+        };
+        let mut marked = false;
         let status = match outcome {
             Outcome::Suspect(reason) => {
                 store
@@ -2558,9 +2559,16 @@ impl<'a> Runner<'a> {
                                 remote: remote_cursor.as_ref().map(Cursor::as_str),
                                 local: Some(local_cursor),
                                 full_sync_at: self.full_listing.then_some(self.ctx.now),
+                                time_detection_due: detects.then_some(mark),
                             },
                         )
                         .await?;
+                    marked = detects;
+                    if self.ctx.config.crash_after_cursors {
+                        return Err(EngineError::Content(
+                            "stopped after committing the cursors (crash test)".into(),
+                        ));
+                    }
                     if link.status != LinkStatus::Active {
                         store
                             .set_link_status(tenant, link.id, LinkStatus::Active, None)
@@ -2572,9 +2580,14 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        if matches!(status, RunStatus::Succeeded | RunStatus::Partial)
-            && (self.time_may_have_changed() || link.time_detection_due.is_some())
-        {
+        if detects && matches!(status, RunStatus::Succeeded | RunStatus::Partial) {
+            if !marked {
+                // A partial run keeps its cursors, but the next run will not take its own local
+                // writes for changes (echoes), so it marks its detection as a committing run does.
+                if let Err(e) = store.set_time_detection_due(tenant, link.id, mark).await {
+                    self.error("time", "set_time_detection_due", e.into());
+                }
+            }
             self.detect_time_conflicts().await;
         }
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -168,7 +168,14 @@ async fn caldav_link_is_probed_cheaply_and_synced_on_change() {
         .unwrap();
     server
         .store
-        .set_time_detection_due(tenant, link.id, failed.id)
+        .set_time_detection_due(
+            tenant,
+            link.id,
+            calbridge_store::TimeDetectionMark {
+                run: failed.id,
+                seen: None,
+            },
+        )
         .await
         .unwrap();
     let marked = Instant::now();

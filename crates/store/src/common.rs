@@ -35,6 +35,15 @@ const SERIES_AT_PAIR_VERSION: &str = "SELECT m.series_id FROM item_mappings m JO
 const DELETED_SERIES_BY_UID: &str = "FROM series WHERE tenant_id = $1 AND calendar_id = $2 \
      AND uid = $3 AND deleted_at IS NOT NULL AND created_at >= $4 \
      ORDER BY created_at DESC, id DESC LIMIT 1";
+/// The `time_detection_due` a run's mark leaves (see `TimeDetectionMark`): the marking run (the
+/// parameter `run`) when the marker is empty or names the run it read (`seen`), else the marker as it
+/// is (another run marked it after the read); a NULL `run` leaves it as it is.
+fn take_detection_mark(run: &str, seen: &str) -> String {
+    format!(
+        "CASE WHEN {run} IS NOT NULL AND (time_detection_due IS NULL OR time_detection_due = {seen}) \
+         THEN {run} ELSE time_detection_due END"
+    )
+}
 const MAP_COLS: &str = "id, tenant_id, link_id, series_id, remote_id, remote_version, base, base_hash, last_seen_at, updated_at";
 const CONFLICT_COLS: &str = "id, tenant_id, connection_id, link_id, series_id, other_series_id, event_uid, kind, state, local, remote, base, fields, options, detected_at, resolved_at, resolution, resolved_by, resolving";
 const RUN_COLS: &str = "id, tenant_id, connection_id, full_sync, status, counts, requests, bytes, errors, started_at, finished_at";
@@ -2274,9 +2283,12 @@ impl Store for Backend {
         cursors: LinkCursors<'_>,
     ) -> Result<Link> {
         let sql = format!(
-            "UPDATE links SET cursor = $3, local_cursor = $4, last_full_sync_at = COALESCE($5, last_full_sync_at), updated_at = $6 \
-             WHERE id = $1 AND tenant_id = $2 RETURNING {LINK_COLS}"
+            "UPDATE links SET cursor = $3, local_cursor = $4, last_full_sync_at = COALESCE($5, last_full_sync_at), updated_at = $6, \
+             time_detection_due = {mark} \
+             WHERE id = $1 AND tenant_id = $2 RETURNING {LINK_COLS}",
+            mark = take_detection_mark("$7", "$8"),
         );
+        let mark = cursors.time_detection_due;
         let row = sqlx::query(&sql)
             .bind(link.to_string())
             .bind(tenant.to_string())
@@ -2284,6 +2296,8 @@ impl Store for Backend {
             .bind(cursors.local)
             .bind(cursors.full_sync_at.map(ms))
             .bind(ms(now()))
+            .bind(mark.map(|m| m.run.to_string()))
+            .bind(mark.and_then(|m| m.seen).map(|s| s.to_string()))
             .fetch_optional(self.w())
             .await?;
         row.as_ref()
@@ -2329,14 +2343,17 @@ impl Store for Backend {
         &self,
         tenant: TenantId,
         link: LinkId,
-        run: SyncRunId,
+        mark: TimeDetectionMark,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE links SET time_detection_due = $3, updated_at = $4 WHERE id = $1 AND tenant_id = $2",
-        )
+        sqlx::query(&format!(
+            "UPDATE links SET time_detection_due = {mark}, updated_at = $5 \
+             WHERE id = $1 AND tenant_id = $2",
+            mark = take_detection_mark("$3", "$4"),
+        ))
         .bind(link.to_string())
         .bind(tenant.to_string())
-        .bind(run.to_string())
+        .bind(mark.run.to_string())
+        .bind(mark.seen.map(|s| s.to_string()))
         .bind(ms(now()))
         .execute(self.w())
         .await?

@@ -369,7 +369,8 @@ pub struct Link {
     pub last_full_sync_at: Option<Timestamp>,
     pub status: LinkStatus,
     pub status_reason: Option<String>,
-    /// The run whose time-conflict detection failed and has not been made up for yet (see
+    /// The run whose time-conflict detection is due: begun (marked ahead, with the run's cursor
+    /// commit) and not finished, or failed, and not made up for yet (see
     /// [`crate::Store::set_time_detection_due`]); `None` when nothing is due.
     pub time_detection_due: Option<SyncRunId>,
     pub created_at: Timestamp,
@@ -385,6 +386,24 @@ pub struct LinkCursors<'a> {
     pub local: Option<i64>,
     /// Set when this run was a complete reconciliation.
     pub full_sync_at: Option<Timestamp>,
+    /// Marks the link's time detection due in the same statement, for a run that detects time
+    /// conflicts after its commit: a run killed in between leaves the mark, and the next run makes
+    /// the detection up. `None` leaves the mark as it is.
+    pub time_detection_due: Option<TimeDetectionMark>,
+}
+
+/// A run's mark on its link that its time-conflict detection is due (`links.time_detection_due`),
+/// written before the detection and cleared by the run once it succeeded
+/// ([`crate::Store::clear_time_detection_due`] of `run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeDetectionMark {
+    /// The run about to detect; the mark names it.
+    pub run: SyncRunId,
+    /// The mark the run read on its link before it began (`Link::time_detection_due`). The run takes
+    /// it over: a run of a marked link detects over the owner's whole window, which covers what the
+    /// marking run left undetected. A mark naming any other run was written after the read (a run
+    /// in between marked its own detection) and stays, so this run's success does not clear it.
+    pub seen: Option<SyncRunId>,
 }
 
 /// Insert-or-replace of the mapping keyed by (link, remote id).

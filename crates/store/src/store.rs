@@ -192,7 +192,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         full_sync_at: Option<Timestamp>,
     ) -> Result<Link>;
     /// Saves the provider cursor and the local change mark together, once a run committed every change
-    /// they cover (`local` is a change-stream seq, see [`Store::latest_change_seq`]).
+    /// they cover (`local` is a change-stream seq, see [`Store::latest_change_seq`]), and with them
+    /// the run's time-detection mark when it has one (as [`Store::set_time_detection_due`]).
     async fn set_link_cursors(
         &self,
         tenant: TenantId,
@@ -207,18 +208,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<&str>,
     ) -> Result<Link>;
     async fn delete_link(&self, tenant: TenantId, link: LinkId) -> Result<()>;
-    /// Records that the time-conflict detection of `run` on `link` failed after the link's cursors
-    /// advanced, so the link's next run detects again over the owner's whole window: the marker is
-    /// the link's `time_detection_due`, replaced by each failure (the latest failing run).
+    /// Marks the time-conflict detection of `mark.run` on `link` due before it runs (a run that
+    /// commits cursors does it in [`Store::set_link_cursors`] instead), so that if it fails or never
+    /// finishes, the link's next run detects again over the owner's whole window: the marker is the
+    /// link's `time_detection_due`. It names `mark.run` when it was empty or named `mark.seen`;
+    /// a marker naming another run stays (see [`TimeDetectionMark`]).
     async fn set_time_detection_due(
         &self,
         tenant: TenantId,
         link: LinkId,
-        run: SyncRunId,
+        mark: TimeDetectionMark,
     ) -> Result<()>;
-    /// Clears the marker after a detection that covers it succeeded, only if it still names `seen`
-    /// (the run the detecting run read on its link): a detection that failed meanwhile wrote its own
-    /// run id and stays due. `false` when the marker named another run, or nothing.
+    /// Clears the marker after the detection of `seen` (the run that marked it) succeeded, only if
+    /// it still names `seen`: a detection marked meanwhile by another run stays due. `false` when
+    /// the marker named another run, or nothing.
     async fn clear_time_detection_due(
         &self,
         tenant: TenantId,

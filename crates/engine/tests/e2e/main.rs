@@ -155,6 +155,37 @@ async fn failed_time_detection_is_redone_postgres() {
     .await;
 }
 
+/// A run killed between its cursor commit and its time detection: the next run records the overlap
+/// (SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_cursors_sqlite() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let db = harness::sqlite().await;
+    resolution::a_kill_before_the_time_detection_loses_no_conflict(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_cursors_postgres() {
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let Some(db) = harness::postgres().await else {
+        return;
+    };
+    resolution::a_kill_before_the_time_detection_loses_no_conflict(
+        db,
+        std::sync::Arc::new(radicale),
+    )
+    .await;
+}
+
 /// Conflict resolutions interrupted after a write converge on the next syncs (SQLite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_resolutions_converge_sqlite() {

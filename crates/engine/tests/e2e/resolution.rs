@@ -1084,6 +1084,74 @@ pub async fn a_failed_time_detection_is_redone_by_the_next_run(
     assert_eq!(w.time_conflicts().await.len(), 1);
 }
 
+/// A run killed right after committing its cursors, before its time detection
+/// (`crash_after_cursors`): the change it synced is behind the cursors, so the next run does not
+/// read it again, yet that run records the overlap the killed run never looked for. Before, nothing
+/// marked the link, and the overlap waited for the daily full reconciliation.
+pub async fn a_kill_before_the_time_detection_loses_no_conflict(
+    db: TestDb,
+    radicale: Arc<Radicale>,
+) {
+    let w = World::on(db, radicale, "detect-kill", "{}").await;
+    w.put_local(&ev("k-a", "Standup", 3, 0, &[])).await;
+    w.put_local(&ev("k-b", "Review", 4, 0, &[])).await;
+    w.settle().await;
+    assert!(w.time_conflicts().await.is_empty());
+    let link = || async { w.store().get_link(w.tenant, w.link).await.unwrap() };
+    let before = link().await;
+    assert_eq!(before.time_detection_due, None);
+
+    // k-b moves onto k-a's hour; the run syncs it, commits its cursors and dies.
+    w.put_local(&ev("k-b", "Review", 3, 30, &[])).await;
+    let kill = EngineConfig {
+        crash_after_cursors: true,
+        ..EngineConfig::default()
+    };
+    let err = w.try_sync(&w.provider, &kill, false).await.unwrap_err();
+    assert!(err.to_string().contains("crash test"), "{err}");
+    let killed = link().await;
+    assert!(
+        killed.local_cursor > before.local_cursor,
+        "the cursors advanced"
+    );
+    assert!(
+        killed.time_detection_due.is_some(),
+        "marked with the cursors"
+    );
+    assert!(w.time_conflicts().await.is_empty());
+
+    // Nothing changed since on either side, yet the next run finds the overlap and clears the mark.
+    let next = w.sync().await;
+    assert!(next.errors.is_empty(), "{:?}", next.errors);
+    assert_eq!(
+        next.counts.get("time_conflicts").copied(),
+        Some(1),
+        "{:?}",
+        next.counts
+    );
+    let conflicts = w.time_conflicts().await;
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let named: std::collections::BTreeSet<String> =
+        [conflicts[0].series_id, conflicts[0].other_series_id]
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+    let both: std::collections::BTreeSet<String> = [
+        w.local_by_uid("k-a").await.unwrap().id,
+        w.local_by_uid("k-b").await.unwrap().id,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(named, both, "the conflict names both events");
+    assert_eq!(link().await.time_detection_due, None, "made up for");
+
+    // A quiet run after that detects nothing and records nothing.
+    w.settle().await;
+    assert_eq!(w.time_conflicts().await.len(), 1);
+}
+
 /// The World's Radicale provider with a hand on its writes: every update refused as the server does
 /// to an account that may not write (`refuse_updates`), or, right before the next update, another
 /// person's decision sent on a conflict (`replace_before_update`: the option, answered into

@@ -158,6 +158,16 @@ impl World {
         config: &EngineConfig,
         full: bool,
     ) -> RunReport {
+        self.try_sync(provider, config, full).await.unwrap()
+    }
+
+    /// A sync that may fail as a whole (a crash knob stops it with an error, as a kill would).
+    pub(crate) async fn try_sync(
+        &self,
+        provider: &dyn CalendarProvider,
+        config: &EngineConfig,
+        full: bool,
+    ) -> Result<RunReport, calbridge_engine::EngineError> {
         let connection = self
             .store()
             .get_connection(self.tenant, self.connection)
@@ -176,7 +186,6 @@ impl World {
             run: None,
         })
         .await
-        .unwrap()
     }
 
     pub(crate) async fn sync(&self) -> RunReport {

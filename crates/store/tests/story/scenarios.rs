@@ -1032,6 +1032,7 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
                 remote: Some("44"),
                 local: Some(head),
                 full_sync_at: None,
+                time_detection_due: None,
             },
         )
         .await
@@ -1052,7 +1053,8 @@ pub async fn connections_links_and_mappings(db: &TestDb) {
                 LinkCursors {
                     remote: None,
                     local: None,
-                    full_sync_at: None
+                    full_sync_at: None,
+                    time_detection_due: None,
                 }
             )
             .await
@@ -3761,8 +3763,9 @@ pub async fn series_at_their_pair_version_are_known(db: &TestDb) {
     );
 }
 
-/// A link's time detection falls due when a run's detection fails and stays due until a detection that
-/// read the marker succeeds: a failure in between (another run id) is not cleared by it, other tenants
+/// A link's time detection is marked due by the run about to detect (with its cursor commit, or
+/// alone) and stays due until that run's detection succeeded: a run takes over the mark it read, a
+/// mark another run wrote after that read is neither taken over nor cleared by it, other tenants
 /// cannot touch it, and every read of the link carries it (the engine needs no extra read).
 pub async fn a_failed_time_detection_stays_due_until_covered(db: &TestDb) {
     let store = db.store.as_ref();
@@ -3778,32 +3781,50 @@ pub async fn a_failed_time_detection_stays_due_until_covered(db: &TestDb) {
     let link = store.create_link(a, new_link("/work/")).await.unwrap();
     let other = store.create_link(a, new_link("/home/")).await.unwrap();
     assert_eq!(link.time_detection_due, None);
-    let first = store
-        .create_sync_run(a, Some(conn.id), false)
-        .await
-        .unwrap()
-        .id;
-    let second = store
-        .create_sync_run(a, Some(conn.id), false)
-        .await
-        .unwrap()
-        .id;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(
+            store
+                .create_sync_run(a, Some(conn.id), false)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let (first, second, third) = (runs[0], runs[1], runs[2]);
+    let due = || async { store.get_link(a, link.id).await.unwrap().time_detection_due };
+    let cursors = |mark: Option<TimeDetectionMark>| LinkCursors {
+        remote: Some("c2"),
+        local: Some(7),
+        full_sync_at: None,
+        time_detection_due: mark,
+    };
 
-    store
-        .set_time_detection_due(a, link.id, first)
+    // `first` marks its detection in its cursor commit.
+    let committed = store
+        .set_link_cursors(
+            a,
+            link.id,
+            cursors(Some(TimeDetectionMark {
+                run: first,
+                seen: None,
+            })),
+        )
         .await
         .unwrap();
     assert_eq!(
-        store.get_link(a, link.id).await.unwrap().time_detection_due,
-        Some(first)
+        (committed.cursor.as_deref(), committed.local_cursor),
+        (Some("c2"), Some(7))
     );
+    assert_eq!(committed.time_detection_due, Some(first));
+    assert_eq!(due().await, Some(first));
     let listed = store.list_links(a, conn.id).await.unwrap();
-    let due: Vec<Option<SyncRunId>> = listed.iter().map(|l| l.time_detection_due).collect();
+    let marks: Vec<Option<SyncRunId>> = listed.iter().map(|l| l.time_detection_due).collect();
     let want = |l: &Link| if l.id == link.id { Some(first) } else { None };
     assert_eq!(
-        due,
+        marks,
         listed.iter().map(want).collect::<Vec<_>>(),
-        "only the failed link is due"
+        "only the marked link is due"
     );
     assert_eq!(
         store
@@ -3813,17 +3834,9 @@ pub async fn a_failed_time_detection_stays_due_until_covered(db: &TestDb) {
             .time_detection_due,
         None
     );
-    // The cursors and the status move on without touching it.
+    // Cursors without a mark and the status move on without touching it.
     store
-        .set_link_cursors(
-            a,
-            link.id,
-            LinkCursors {
-                remote: Some("c2"),
-                local: Some(7),
-                full_sync_at: None,
-            },
-        )
+        .set_link_cursors(a, link.id, cursors(None))
         .await
         .unwrap();
     let after = store
@@ -3832,55 +3845,98 @@ pub async fn a_failed_time_detection_stays_due_until_covered(db: &TestDb) {
         .unwrap();
     assert_eq!(after.time_detection_due, Some(first));
 
-    // A second failure while a detection that read `first` was running: that detection's success does
-    // not clear the marker (it may have read before the second run's writes); the next one does.
+    // `second` read the link before `first` marked it: it does not take `first`'s mark over,
+    // alone or with its cursors, and its success does not clear it.
+    for marking in [true, false] {
+        let mark = TimeDetectionMark {
+            run: second,
+            seen: None,
+        };
+        if marking {
+            store
+                .set_time_detection_due(a, link.id, mark)
+                .await
+                .unwrap();
+        } else {
+            store
+                .set_link_cursors(a, link.id, cursors(Some(mark)))
+                .await
+                .unwrap();
+        }
+        assert_eq!(due().await, Some(first));
+    }
+    assert!(
+        !store
+            .clear_time_detection_due(a, link.id, second)
+            .await
+            .unwrap()
+    );
+    // `third` read `first`'s mark: it takes it over (its detection covers the whole window), and
+    // `first`'s late success no longer clears it.
     store
-        .set_time_detection_due(a, link.id, second)
+        .set_time_detection_due(
+            a,
+            link.id,
+            TimeDetectionMark {
+                run: third,
+                seen: Some(first),
+            },
+        )
         .await
         .unwrap();
+    assert_eq!(due().await, Some(third));
     assert!(
         !store
             .clear_time_detection_due(a, link.id, first)
             .await
             .unwrap()
     );
-    assert_eq!(
-        store.get_link(a, link.id).await.unwrap().time_detection_due,
-        Some(second)
-    );
+    assert_eq!(due().await, Some(third));
     // Another tenant neither sets nor clears it.
     assert!(is_not_found(
-        store.set_time_detection_due(b, link.id, first).await
+        store
+            .set_time_detection_due(
+                b,
+                link.id,
+                TimeDetectionMark {
+                    run: first,
+                    seen: Some(third),
+                },
+            )
+            .await
     ));
     assert!(
         !store
-            .clear_time_detection_due(b, link.id, second)
+            .clear_time_detection_due(b, link.id, third)
             .await
             .unwrap()
     );
-    assert_eq!(
-        store.get_link(a, link.id).await.unwrap().time_detection_due,
-        Some(second)
-    );
+    assert_eq!(due().await, Some(third));
 
     assert!(
         store
-            .clear_time_detection_due(a, link.id, second)
+            .clear_time_detection_due(a, link.id, third)
             .await
             .unwrap()
     );
-    assert_eq!(
-        store.get_link(a, link.id).await.unwrap().time_detection_due,
-        None
-    );
+    assert_eq!(due().await, None);
     assert!(
         !store
-            .clear_time_detection_due(a, link.id, second)
+            .clear_time_detection_due(a, link.id, third)
             .await
             .unwrap()
     );
     assert!(is_not_found(
-        store.set_time_detection_due(a, LinkId::new(), first).await
+        store
+            .set_time_detection_due(
+                a,
+                LinkId::new(),
+                TimeDetectionMark {
+                    run: first,
+                    seen: None,
+                },
+            )
+            .await
     ));
 }
 
@@ -3981,7 +4037,11 @@ pub async fn a_migration_numbered_below_applied_ones_is_applied_on_open(db: &Tes
                 .await
                 .unwrap()
                 .id;
-            store.set_time_detection_due(a, link.id, run).await.unwrap();
+            let mark = TimeDetectionMark { run, seen: None };
+            store
+                .set_time_detection_due(a, link.id, mark)
+                .await
+                .unwrap();
             assert_eq!(
                 store.get_link(a, link.id).await.unwrap().time_detection_due,
                 Some(run)
