@@ -513,9 +513,31 @@ pub struct SyncConfig {
     /// every node's scheduler judges a run by the value of the process running it (its own value
     /// only for rows without one), so nodes may be configured differently.
     pub run_stale_after: HumanDuration,
+    /// How many local creates of new remote items (an initial import) the engine writes together:
+    /// one UID lookup and three multi-row transactions per chunk instead of about 13 statements per
+    /// event (`EngineConfig::local_create_chunk`). 1 writes them one at a time. A setting of this
+    /// node's engine, not a connection default. Between 1 and [`MAX_LOCAL_CREATE_CHUNK`].
+    pub local_create_chunk: u32,
 }
 
+/// The largest `sync.local_create_chunk`. A chunk is one transaction on the one write connection
+/// SQLite has, and an item the store refuses sends its whole chunk through again one at a time; a
+/// slip of the keyboard (an extra zero or two on the default 250) must not make an import one
+/// transaction of a whole mailbox.
+pub const MAX_LOCAL_CREATE_CHUNK: u32 = 10_000;
+
 impl SyncConfig {
+    /// The engine's settings this section gives (every other engine setting at its default).
+    pub fn engine(&self) -> calbridge_engine::EngineConfig {
+        let defaults = calbridge_engine::EngineConfig::default();
+        calbridge_engine::EngineConfig {
+            heartbeat: self.run_heartbeat(),
+            local_create_chunk: usize::try_from(self.local_create_chunk)
+                .unwrap_or(defaults.local_create_chunk),
+            ..defaults
+        }
+    }
+
     /// How a running run's row is touched: every tenth of `run_stale_after` (1 s..60 s), each touch
     /// writing `run_stale_after` as the run's staleness bound.
     pub fn run_heartbeat(&self) -> calbridge_engine::Heartbeat {
@@ -539,6 +561,7 @@ impl Default for SyncConfig {
                 .unwrap_or_default(),
             poll_interval: HumanDuration::from_secs(120),
             run_stale_after: HumanDuration::from_secs(10 * 60),
+            local_create_chunk: 250,
         }
     }
 }
@@ -728,6 +751,14 @@ impl Config {
             // Runs beat at least every second: a shorter threshold would close live runs.
             return Err(invalid("sync.run_stale_after must be at least 3s".into()));
         }
+        let chunk = self.sync.local_create_chunk;
+        if !(1..=MAX_LOCAL_CREATE_CHUNK).contains(&chunk) {
+            return Err(invalid(format!(
+                "sync.local_create_chunk must be between 1 and {MAX_LOCAL_CREATE_CHUNK} (local \
+                 creates written per transaction during an import; 1 writes them one at a time), \
+                 not {chunk}"
+            )));
+        }
         if self.webhooks.disable_after == 0 {
             return Err(invalid("webhooks.disable_after must be positive".into()));
         }
@@ -888,6 +919,10 @@ poll_interval = "2m"
 # process was killed): the scheduler closes it as failed with class "interrupted". Each run carries the
 # value of the node running it, and every node's scheduler judges it by that: nodes may differ.
 run_stale_after = "10m"
+# An import's local creates are written this many at a time (one UID lookup and three multi-row
+# transactions per chunk; 1 writes them one at a time). 1 to 10000; a setting of this node, not a
+# connection default.
+local_create_chunk = 250
 
 [sync.range]
 # How far back and ahead events are synced (ISO 8601 spans).
@@ -1049,6 +1084,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("soon"), "{err}");
+    }
+
+    /// `sync.local_create_chunk` from the file and the environment is the engine's chunk (with the
+    /// heartbeat the section gives), and a value outside 1..=10000 is refused naming the key.
+    #[test]
+    fn the_import_chunk_reaches_the_engine_within_bounds() {
+        let engine = Config::default().sync.engine();
+        assert_eq!(
+            engine.local_create_chunk,
+            calbridge_engine::EngineConfig::default().local_create_chunk
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[sync]\nlocal_create_chunk = 40\n").unwrap();
+        let from_file = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(from_file.sync.engine().local_create_chunk, 40);
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("CALBRIDGE_SYNC__LOCAL_CREATE_CHUNK", "1"),
+                ("CALBRIDGE_SYNC__RUN_STALE_AFTER", "1m"),
+            ]),
+        )
+        .unwrap();
+        let engine = c.sync.engine();
+        assert_eq!(engine.local_create_chunk, 1, "env over file");
+        assert_eq!(engine.heartbeat, c.sync.run_heartbeat());
+        assert_eq!(
+            Config::from_toml("[sync]\nlocal_create_chunk = 10000\n")
+                .unwrap()
+                .sync
+                .local_create_chunk,
+            10_000
+        );
+
+        for bad in ["0", "10001", "1000000"] {
+            let err = Config::load_from(None, env(&[("CALBRIDGE_SYNC__LOCAL_CREATE_CHUNK", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("sync.local_create_chunk must be between 1 and 10000")
+                    && err.contains(&format!("not {bad}")),
+                "{err}"
+            );
+        }
+        let err = Config::from_toml("[sync]\nlocal_create_chunk = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync.local_create_chunk"), "{err}");
+        for bad in ["-5", "many"] {
+            let err = Config::load_from(None, env(&[("CALBRIDGE_SYNC__LOCAL_CREATE_CHUNK", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.to_ascii_lowercase().contains("local_create_chunk"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

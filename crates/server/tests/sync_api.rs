@@ -968,3 +968,47 @@ async fn a_resolution_in_progress_sqlite() {
 async fn a_resolution_in_progress_postgres() {
     a_resolution_in_progress(Backend::Postgres).await;
 }
+
+/// `sync.local_create_chunk` is the chunk of the engine behind the API's sync: a first sync of six
+/// events with chunks of 3 writes each chunk's 3 write-ahead rows before its series (a trigger records,
+/// at each series insert, the write-ahead rows not holding a series yet). With the engine's default
+/// (250) all six were pending at every insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_import_chunk_reaches_the_engine() {
+    use sqlx::Connection as _;
+    let Some(radicale) = support::Radicale::start() else {
+        return;
+    };
+    let cases = [
+        ("chunk-1", 2),
+        ("chunk-2", 3),
+        ("chunk-3", 4),
+        ("chunk-4", 5),
+        ("chunk-5", 6),
+        ("chunk-6", 9),
+    ];
+    let url = calendar_with_events(&radicale, "chunked", &cases).await;
+    let mut config = lan_config();
+    config.sync.local_create_chunk = 3;
+    let server = TestServer::start_with(Backend::Sqlite, config)
+        .await
+        .unwrap();
+    let mut db = sqlx::SqliteConnection::connect(server.config.database.url.expose())
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE TABLE probe (uid TEXT, pending BIGINT)",
+        "CREATE TRIGGER probe AFTER INSERT ON series BEGIN INSERT INTO probe VALUES (NEW.uid, \
+         (SELECT COUNT(*) FROM item_mappings WHERE series_id IS NULL AND write_ahead)); END",
+    ] {
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+
+    let (_, calendar) = asking_connection(&server, &url).await;
+    let pending: Vec<i64> = sqlx::query_scalar("SELECT pending FROM probe ORDER BY rowid")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(pending, vec![3; 6], "pending write-ahead rows per insert");
+    assert_eq!(events(&server, &calendar).await.len(), 6);
+}

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use calbridge_engine::EngineConfig;
 use calbridge_store::{ConnectionId, SyncRun, SyncRunId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -32,10 +31,7 @@ pub fn context(state: &AppState) -> Result<SyncContext, ApiError> {
         store: state.store.clone(),
         master_key: state.master_key.clone(),
         http: syncing::http_client(&state.config).map_err(ApiError::internal)?,
-        engine: EngineConfig {
-            heartbeat: state.config.sync.run_heartbeat(),
-            ..EngineConfig::default()
-        },
+        engine: state.config.sync.engine(),
         providers: syncing::ProviderSettings::from_config(&state.config),
     })
 }

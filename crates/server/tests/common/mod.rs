@@ -96,7 +96,7 @@ pub async fn node_sync_context(config: &Config) -> calbridge_server::syncing::Sy
         store,
         master_key: Arc::new(master.key),
         http: calbridge_server::syncing::http_client(config).unwrap(),
-        engine: calbridge_engine::EngineConfig::default(),
+        engine: config.sync.engine(),
         providers: calbridge_server::syncing::ProviderSettings::from_config(config),
     }
 }
