@@ -484,6 +484,7 @@ both_backends!(
     a_create_whose_pair_was_not_recorded_stays_ours,
     an_import_cut_short_then_deleted_locally_stays_deleted,
     a_create_parked_unreadable_then_deleted_locally_stays_deleted,
+    pending_creates_do_not_pile_up_while_an_item_stays_unreadable,
     a_link_listed_in_full_every_run_settles,
     an_import_goes_in_chunks_and_a_failing_item_fails_alone,
 );

@@ -1492,6 +1492,84 @@ pub async fn a_create_parked_unreadable_then_deleted_locally_stays_deleted(db: T
     assert_eq!(one(&both, "kept"), "Kept");
 }
 
+/// The `pending-create:` rows of `w`'s link (write-ahead rows of remote creates).
+async fn pending_create_rows(w: &World) -> usize {
+    w.store()
+        .write_ahead_mappings(w.tenant, w.link)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| m.remote_id.starts_with("pending-create:"))
+        .count()
+}
+
+/// Whether the `pending-create:` rows of deleted series pile up while a remote item stays
+/// unreadable (a note of an earlier session): they do not. A row is keyed by link and series (a
+/// create retried writes the same row again), so runs do not add rows; a deleted series' row is
+/// kept while a run parks an item (the item may be its create), through incremental and full runs
+/// alike, and the first run that parks nothing pairs it or drops it (the parked runs kept the
+/// cursors, so that run reads the deletion again). Creates that finish meanwhile leave no row. What
+/// grows is the count of distinct series created, cut short and deleted while the item is
+/// unreadable: each is a row that run needs.
+pub async fn pending_creates_do_not_pile_up_while_an_item_stays_unreadable(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    w.local_create(&event("kept", "Kept", 1)).await;
+    w.settle().await;
+    // Two creates cut short before their pairs, both items made on the provider.
+    w.local_create(&event("cut", "Cut", 2)).await;
+    w.local_create(&event("gone", "Gone", 3)).await;
+    w.refuse_pairs(true).await;
+    let report = w.sync().await;
+    w.refuse_pairs(false).await;
+    assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+    assert_eq!(pending_create_rows(&w).await, 2);
+    // `cut`'s item becomes unreadable; both series are deleted locally.
+    let (url, original) = w.remote_item("cut").await.expect("the create happened");
+    let unreadable = original.replacen("END:VEVENT", "SEQUENCE:not-a-number\r\nEND:VEVENT", 1);
+    let put = w.radicale.raw().put(&url, &unreadable).await;
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    w.local_delete("cut").await;
+    w.local_delete("gone").await;
+
+    // Runs while the item stays unreadable, one of them full, and a new event created meanwhile.
+    let mut rows = Vec::new();
+    for round in 0..6 {
+        if round == 2 {
+            w.local_create(&event("fresh", "Fresh", 4)).await;
+        }
+        let report = if round == 4 {
+            w.sync_full(&w.provider, &EngineConfig::default(), true)
+                .await
+        } else {
+            w.sync().await
+        };
+        assert_eq!(report.status, RunStatus::Partial, "{:?}", report.errors);
+        assert!(
+            report.errors.iter().all(|e| e.action == "read"),
+            "only the parked item fails: {:?}",
+            report.errors
+        );
+        rows.push(pending_create_rows(&w).await);
+    }
+    // `gone` was paired with its item and deleted on the provider in the first of them; `cut`'s row
+    // stays, one row, whatever the number of runs; `fresh` was created and paired.
+    assert_eq!(rows, vec![1; 6], "pending-create rows per run");
+    assert!(w.remote_item("gone").await.is_none());
+    assert!(w.remote_item("fresh").await.is_some());
+
+    // Readable again: the row goes with the deletion it waited for.
+    let put = w.radicale.raw().put(&url, &original).await;
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    w.settle().await;
+    assert_eq!(pending_create_rows(&w).await, 0);
+    assert!(w.remote_item("cut").await.is_none(), "cut deletion lost");
+    assert!(w.local_by_uid("cut").await.is_none(), "cut came back");
+    let both = w.assert_converged().await;
+    assert_eq!(both.len(), 2, "{both:?}");
+}
+
 impl World {
     /// Makes the database record, for every series inserted, how many write-ahead rows of local
     /// creates (no series yet) were pending at that moment (table `probe`), and refuse the series
