@@ -2610,19 +2610,32 @@ impl Store for Backend {
         for chunk in series.chunks(500) {
             let remote_ids: Vec<&str> = chunk.iter().map(|s| s.remote_id.as_str()).collect();
             let mut q: QueryBuilder<'static, Db> =
-                QueryBuilder::new("SELECT id, remote_id FROM item_mappings WHERE tenant_id = ");
+                QueryBuilder::new("SELECT id, remote_id, occurrences_remembered FROM item_mappings WHERE tenant_id = ");
             q.push_bind(tenant_s.clone())
                 .push(" AND link_id = ")
                 .push_bind(link_s.clone());
             push_in_list(&mut q, "remote_id", &remote_ids);
             let mut pair_of = std::collections::HashMap::new();
+            let mut unremembered: Vec<String> = Vec::new();
             for row in q.build().fetch_all(&mut *tx).await? {
                 let id: String = row.try_get("id")?;
                 let remote: String = row.try_get("remote_id")?;
+                if !row.try_get::<bool, _>("occurrences_remembered")? {
+                    unremembered.push(id.clone());
+                }
                 pair_of.insert(remote, id);
             }
             if pair_of.is_empty() {
                 continue;
+            }
+            // Written once per pair: a pair already remembered (every later read) is not rewritten.
+            if !unremembered.is_empty() {
+                let mut q: QueryBuilder<'static, Db> = QueryBuilder::new(
+                    "UPDATE item_mappings SET occurrences_remembered = TRUE WHERE tenant_id = ",
+                );
+                q.push_bind(tenant_s.clone());
+                push_in_list(&mut q, "id", &unremembered);
+                q.build().execute(&mut *tx).await?;
             }
             let pairs: Vec<&String> = pair_of.values().collect();
             let mut q: QueryBuilder<'static, Db> =
@@ -2655,6 +2668,24 @@ impl Store for Backend {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn mappings_with_unknown_occurrences(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+    ) -> Result<Vec<ItemMapping>> {
+        let sql = format!(
+            "SELECT {MAP_COLS} FROM {UNKNOWN_OCCURRENCE_MAPPINGS} WHERE link_id = $1 AND NOT occurrences_remembered AND tenant_id = $2 ORDER BY remote_id"
+        );
+        sqlx::query(&sql)
+            .bind(link.to_string())
+            .bind(tenant.to_string())
+            .fetch_all(self.r())
+            .await?
+            .iter()
+            .map(map_row)
+            .collect()
     }
 
     async fn series_of_remote_occurrences(

@@ -19,6 +19,8 @@ const SPLIT_WINDOW_QUERY: bool = true;
 const OCCURRENCES_BY_SERIES: &str = "occurrences";
 /// A link's write-ahead pairs (PostgreSQL's statistics pick the partial index by themselves).
 const WRITE_AHEAD_MAPPINGS: &str = "item_mappings";
+/// A link's pairs whose occurrence ids are not remembered (the statistics pick the partial index).
+const UNKNOWN_OCCURRENCE_MAPPINGS: &str = "item_mappings";
 /// Series by their ids (PostgreSQL's statistics pick the primary key by themselves).
 const SERIES_BY_ID: &str = "series";
 

@@ -31,6 +31,10 @@ const OCCURRENCES_BY_SERIES: &str = "occurrences INDEXED BY occurrences_series";
 /// `(link_id, tenant_id, ...)` index and reads every pair's row to test the flag: ~0.3 s of every
 /// 10,000-event sync (found with strace on the vdirsyncer benchmark).
 const WRITE_AHEAD_MAPPINGS: &str = "item_mappings INDEXED BY item_mappings_write_ahead";
+/// A link's pairs whose occurrence ids are not remembered, through their partial index (migration
+/// 0018), for the same reason: without it SQLite reads every pair of the link to test the flag.
+const UNKNOWN_OCCURRENCE_MAPPINGS: &str =
+    "item_mappings INDEXED BY item_mappings_occurrences_unknown";
 /// Series by their ids, through the primary key. Without statistics SQLite answers `tenant_id = ?
 /// AND id IN (…)` from the covering `series_tenant_calendar (tenant_id, ...)` index, reading every
 /// series of the tenant: ~7 ms of each incremental run at 10,000 events, O(events) (found in the
@@ -264,6 +268,19 @@ mod tests {
                  WHERE link_id = 'l' AND write_ahead AND tenant_id = 't'"
             ),
             "item_mappings_write_ahead",
+        )
+        .await;
+    }
+
+    /// A link's pairs whose occurrence ids are not remembered are found through their partial index.
+    #[tokio::test]
+    async fn pairs_with_unknown_occurrences_are_found_through_their_partial_index() {
+        assert_plan_uses(
+            &format!(
+                "SELECT * FROM {UNKNOWN_OCCURRENCE_MAPPINGS} \
+                 WHERE link_id = 'l' AND NOT occurrences_remembered AND tenant_id = 't'"
+            ),
+            "item_mappings_occurrences_unknown",
         )
         .await;
     }

@@ -283,15 +283,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_mapping(&self, tenant: TenantId, mapping: MappingId) -> Result<()>;
 
     // --- occurrence ids of remote series ---
-    /// Replaces the occurrence ids stored of each series of `link` (by its remote id). Only series with a
-    /// pair on the link are kept: their rows go with the pair (`delete_mapping`, `delete_link`). An
-    /// occurrence id listed again (under another series) moves there.
+    /// Replaces the occurrence ids stored of each series of `link` (by its remote id), and marks their
+    /// pairs as remembering them (an empty list: none, e.g. a single event). Only series with a pair on
+    /// the link are kept: their rows go with the pair (`delete_mapping`, `delete_link`). An occurrence id
+    /// listed again (under another series) moves there.
     async fn replace_remote_occurrences(
         &self,
         tenant: TenantId,
         link: LinkId,
         series: &[SeriesOccurrenceIds],
     ) -> Result<()>;
+    /// The pairs of `link` whose occurrence ids are not remembered: no `replace_remote_occurrences` named
+    /// their remote id since the pair was recorded (a new pair starts so; an upsert of an existing pair
+    /// keeps what it was), or they were recorded before occurrences were (migration 0018). Few in steady
+    /// state, found through their own index.
+    async fn mappings_with_unknown_occurrences(
+        &self,
+        tenant: TenantId,
+        link: LinkId,
+    ) -> Result<Vec<ItemMapping>>;
     /// The series of `link` holding these occurrence ids, as `(occurrence id, series remote id)`; an id
     /// not stored is absent.
     async fn series_of_remote_occurrences(

@@ -50,6 +50,7 @@ story!(
     each_run_is_judged_by_its_own_staleness_bound,
     detections_are_recorded_and_closed_in_one_transaction,
     remote_occurrences_go_with_their_pair,
+    pairs_remember_their_occurrences_once_reported,
     series_at_their_pair_version_are_known,
     a_failed_time_detection_stays_due_until_covered,
     a_pair_replaces_the_series_other_rows_in_one_transaction,
@@ -59,7 +60,8 @@ story!(
 );
 
 /// Migrations applied to databases that predate them: 0011 fills the second series of the time
-/// conflicts stored before it; a migration numbered below ones already applied is still applied.
+/// conflicts stored before it; 0018 marks the pairs whose occurrence ids were stored; a migration
+/// numbered below ones already applied is still applied.
 mod migration {
     use crate::harness::Migrated;
 
@@ -75,6 +77,20 @@ mod migration {
             return;
         };
         crate::scenarios::time_conflicts_get_their_second_series(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_pairs_with_occurrence_rows_are_remembered_after_0018() {
+        let db = crate::harness::sqlite_migrated_to(Some(17)).await;
+        crate::scenarios::pairs_with_occurrence_rows_are_remembered_after_0018(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_pairs_with_occurrence_rows_are_remembered_after_0018() {
+        let Some(db) = crate::harness::postgres_migrated_to(Some(17)).await else {
+            return;
+        };
+        crate::scenarios::pairs_with_occurrence_rows_are_remembered_after_0018(&db).await;
     }
 
     /// Migration 0009 landed on main after 0010: a database migrated at that commit had 0010 (and

@@ -3644,6 +3644,167 @@ pub async fn remote_occurrences_go_with_their_pair(db: &TestDb) {
     );
 }
 
+/// A plain pair on `link` with remote id `remote` at `version` (no local series, no base).
+async fn plain_pair(
+    store: &dyn Store,
+    tenant: TenantId,
+    link: LinkId,
+    remote: &str,
+    version: &str,
+) -> ItemMapping {
+    store
+        .upsert_mapping(
+            tenant,
+            MappingUpsert {
+                link_id: link,
+                remote_id: remote.into(),
+                series_id: None,
+                remote_version: Some(version.into()),
+                base_json: None,
+                base_hash: None,
+                last_seen_at: None,
+                write_ahead: false,
+                local_version: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+/// The remote ids of the pairs of `link` whose occurrences are not remembered.
+async fn unknown_occurrences(store: &dyn Store, tenant: TenantId, link: LinkId) -> Vec<String> {
+    store
+        .mappings_with_unknown_occurrences(tenant, link)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.remote_id)
+        .collect()
+}
+
+/// Whether a pair's occurrences are remembered: a new pair's are not; once the connector reports its
+/// item (`replace_remote_occurrences`, an empty list too: a single event, or a series with none in
+/// the window) they are, and stay so when the pair is upserted again; a pair recorded anew (after it
+/// was deleted) starts over. Per link and per tenant.
+pub async fn pairs_remember_their_occurrences_once_reported(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let cal = calendar(store, a, "c").await;
+    let (link, other) = two_links(store, a, cal.id, Provider::Microsoft).await;
+    for remote in ["series", "single", "never"] {
+        plain_pair(store, a, link, remote, "v1").await;
+    }
+    plain_pair(store, a, other, "series", "v1").await;
+    assert_eq!(
+        unknown_occurrences(store, a, link).await,
+        ["never", "series", "single"],
+        "new pairs remember nothing"
+    );
+
+    let of = |remote: &str, ids: &[&str]| SeriesOccurrenceIds {
+        remote_id: remote.into(),
+        occurrence_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    store
+        .replace_remote_occurrences(
+            a,
+            link,
+            &[
+                of("series", &["o1", "o2"]),
+                of("single", &[]),
+                of("unpaired", &["o9"]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown_occurrences(store, a, link).await, ["never"]);
+    assert_eq!(
+        unknown_occurrences(store, a, other).await,
+        ["series"],
+        "the same remote id on another link is another pair"
+    );
+    assert!(
+        unknown_occurrences(store, b, link).await.is_empty(),
+        "another tenant reads nothing"
+    );
+
+    // Read again (the flag is already set), and upserted with a new version: still remembered.
+    store
+        .replace_remote_occurrences(a, link, &[of("series", &["o2", "o3"])])
+        .await
+        .unwrap();
+    let series = plain_pair(store, a, link, "series", "v2").await;
+    plain_pair(store, a, link, "single", "v2").await;
+    assert_eq!(unknown_occurrences(store, a, link).await, ["never"]);
+    assert_eq!(
+        store
+            .series_of_remote_occurrences(a, link, &["o2".to_owned(), "o3".to_owned()])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Forgotten with the pair: a pair recorded again for the same remote id remembers nothing.
+    store.delete_mapping(a, series.id).await.unwrap();
+    plain_pair(store, a, link, "series", "v3").await;
+    assert_eq!(
+        unknown_occurrences(store, a, link).await,
+        ["never", "series"]
+    );
+
+    // More series than one statement binds: every pair is marked.
+    let many: Vec<String> = (0..1200).map(|i| format!("m{i:04}")).collect();
+    store
+        .upsert_mappings(
+            a,
+            many.iter()
+                .map(|remote| MappingUpsert {
+                    link_id: other,
+                    remote_id: remote.clone(),
+                    series_id: None,
+                    remote_version: Some("v1".into()),
+                    base_json: None,
+                    base_hash: None,
+                    last_seen_at: None,
+                    write_ahead: false,
+                    local_version: None,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown_occurrences(store, a, other).await.len(), 1201);
+    let reported: Vec<SeriesOccurrenceIds> = many.iter().map(|r| of(r, &[])).collect();
+    store
+        .replace_remote_occurrences(a, other, &reported)
+        .await
+        .unwrap();
+    assert_eq!(unknown_occurrences(store, a, other).await, ["series"]);
+}
+
+/// On a database migrated up to 0017: migration 0018 marks the pairs with stored occurrence ids as
+/// remembering them (a read replaced them whole), and leaves the others not remembered (a single
+/// event, or a series read before occurrences were reported: no row tells which).
+pub async fn pairs_with_occurrence_rows_are_remembered_after_0018(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = tenant(store, "a").await;
+    let cal = calendar(store, a, "c").await;
+    let (link, _) = two_links(store, a, cal.id, Provider::Microsoft).await;
+    let read = plain_pair(store, a, link, "read", "v1").await;
+    plain_pair(store, a, link, "older", "v1").await;
+    db.raw_execute(&format!(
+        "INSERT INTO remote_occurrences (link_id, tenant_id, occurrence_id, mapping_id) \
+         VALUES ('{link}', '{a}', 'o1', '{}')",
+        read.id
+    ))
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(unknown_occurrences(store, a, link).await, ["older"]);
+}
+
 /// A pair remembers the local version its base was taken from; the series still at that version are
 /// the ones a sync run may skip (its own writes coming back), per link and per tenant.
 pub async fn series_at_their_pair_version_are_known(db: &TestDb) {
