@@ -144,13 +144,24 @@ pub trait HeldVersions: Send + Sync {
     /// The series holding these occurrence ids, as far as the caller remembers them from earlier
     /// rounds' [`ChangeSet::series_occurrences`](crate::ChangeSet::series_occurrences): occurrence
     /// id → series id; an id not remembered is absent. A removed occurrence (Graph) then costs a
-    /// re-read of its own series; one nobody remembers makes the round re-read every series held
-    /// ([`HeldVersions::all`]). A caller that keeps nothing answers with nothing.
+    /// re-read of its own series; one nobody remembers makes the round re-read the series whose
+    /// occurrences are not remembered ([`HeldVersions::occurrences_unknown`]). A caller that keeps
+    /// nothing answers with nothing.
     async fn series_of(
         &self,
         _occurrences: &[RemoteId],
     ) -> Result<HashMap<RemoteId, RemoteId>, ProviderError> {
         Ok(HashMap::new())
+    }
+
+    /// The versions of the items held whose occurrence ids are not remembered: reported by no
+    /// [`ChangeSet::series_occurrences`](crate::ChangeSet::series_occurrences) since the caller
+    /// recorded the item (an empty list counts: a single event, or a series with none in the
+    /// window). Any series among them may hold a removed id nobody remembers, so it is re-read; one
+    /// whose occurrences are remembered does not (see docs/architecture/providers.md). A caller that
+    /// keeps nothing remembers nothing: every version held ([`HeldVersions::all`]).
+    async fn occurrences_unknown(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        self.all().await
     }
 }
 

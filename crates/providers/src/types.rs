@@ -274,12 +274,16 @@ pub struct ChangeSet {
     /// `upserts`, `unchanged` and `failures` is gone (already listed in `deletions` when the
     /// caller passed its known versions).
     pub full_listing: Option<FullListingReason>,
-    /// The occurrence ids of each series read this round, by series id, when the provider's
-    /// removals do not name their series (Graph: a deleted occurrence comes back as an `@removed`
-    /// id alone). Each list is complete for its series in the window: it replaces what the caller
-    /// remembered of that series. A caller that keeps them answers
-    /// [`HeldVersions::series_of`](crate::HeldVersions::series_of), so a later removed occurrence
-    /// re-reads its own series instead of every series held. Empty for Google (a cancelled instance
+    /// The occurrence ids of each item read this round, by item id, when the provider's removals do
+    /// not name their series (Graph: a deleted occurrence comes back as an `@removed` id alone).
+    /// Each list is complete for its series in the window: it replaces what the caller remembered
+    /// of that series; a single event has an empty list (it holds none, and so is remembered), as
+    /// has a single a complete listing shows unchanged whose occurrences the caller does not
+    /// remember ([`HeldVersions::occurrences_unknown`](crate::HeldVersions::occurrences_unknown)). A caller that keeps them answers
+    /// [`HeldVersions::series_of`](crate::HeldVersions::series_of) and
+    /// [`HeldVersions::occurrences_unknown`](crate::HeldVersions::occurrences_unknown), so a later
+    /// removed occurrence re-reads its own series, and an id no series remembers re-reads only the
+    /// series never reported, instead of every series held. Empty for Google (a cancelled instance
     /// carries `recurringEventId`), CalDAV and ICS (an item is a whole series).
     pub series_occurrences: BTreeMap<RemoteId, Vec<RemoteId>>,
 }

@@ -701,16 +701,12 @@ impl GraphProvider {
 }
 
 /// The occurrence ids to report for one item read: a series' instances in the window and those the
-/// listing showed (a change between the two reads leaves both kinds); none at all for a single event
-/// that `was_series` (the caller forgets them). `None`: nothing to report (a single event, or a series
-/// whose instances could not be read).
-fn series_occurrences(
-    instances: Option<Vec<String>>,
-    listed: Option<Vec<&str>>,
-    was_series: bool,
-) -> Option<Vec<RemoteId>> {
+/// listing showed (a change between the two reads leaves both kinds); none for a single event
+/// (`instances` is `None`: one that was a series has its occurrences forgotten, and any single is
+/// remembered as holding none, so a removed id nobody remembers does not make it a suspect).
+fn series_occurrences(instances: Option<Vec<String>>, listed: Option<Vec<&str>>) -> Vec<RemoteId> {
     let Some(mut ids) = instances else {
-        return was_series.then(Vec::new);
+        return Vec::new();
     };
     let mut have: HashSet<String> = ids.iter().cloned().collect();
     for id in listed.into_iter().flatten() {
@@ -718,11 +714,9 @@ fn series_occurrences(
             ids.push(id.to_owned());
         }
     }
-    Some(
-        ids.into_iter()
-            .filter_map(|id| RemoteId::parse(id).ok())
-            .collect(),
-    )
+    ids.into_iter()
+        .filter_map(|id| RemoteId::parse(id).ok())
+        .collect()
 }
 
 /// Instants the series' rule produces in `window` (EXDATEs and overrides not applied).
@@ -1001,8 +995,9 @@ impl CalendarProvider for GraphProvider {
         }
         if !unheld.is_empty() {
             // The series of the occurrences the caller remembers are re-read (their versions tell
-            // whether they changed). An id nobody remembers may be an occurrence of any series
-            // (or an item outside the window): then every series held is re-read, below.
+            // whether they changed). An id nobody remembers is an occurrence of a series whose
+            // occurrences are not remembered, or else an item or occurrence outside the window:
+            // the former are re-read, below.
             let series_of = held.series_of(&unheld).await?;
             let verified: HashSet<&RemoteId> = set.uncertain_deletions.iter().collect();
             let mut placed: Vec<RemoteId> = Vec::new();
@@ -1019,7 +1014,7 @@ impl CalendarProvider for GraphProvider {
                     None => unplaced_removals = true,
                 }
             }
-            if !unplaced_removals && !placed.is_empty() {
+            if !placed.is_empty() {
                 known.to_mut().extend(held.of(&placed).await?);
             }
         }
@@ -1048,6 +1043,19 @@ impl CalendarProvider for GraphProvider {
                     _ => to_read.push(id.clone()),
                 }
             }
+            // A single event listed at the version held holds no occurrence. Those the caller
+            // does not remember so (recorded before occurrences were reported, or by its own write
+            // whose echo only this listing shows) are reported with none; the others are not
+            // reported again (100,000 singles would be 100,000 rows looked up every full run).
+            if !unchanged_candidates.is_empty() {
+                let unknown = held.occurrences_unknown().await?;
+                for id in unchanged_candidates
+                    .iter()
+                    .filter(|id| unknown.contains_key(*id))
+                {
+                    set.series_occurrences.insert(id.clone(), Vec::new());
+                }
+            }
             set.unchanged = unchanged_candidates;
             let present: HashSet<&str> = touched.iter().map(String::as_str).collect();
             for id in known.keys() {
@@ -1058,12 +1066,20 @@ impl CalendarProvider for GraphProvider {
             touched = to_read;
         }
         if unplaced_removals {
-            known = held.all().await?;
-            for (id, etag) in known.iter() {
+            // Not every series: one whose occurrences are remembered was read, with every occurrence
+            // it had in the window, by the complete listing that began this delta link or since (a
+            // series changed shows up in the delta through its instances, and is re-read), so an id
+            // it does not hold lies outside the window the run syncs (docs/architecture/providers.md,
+            // "A removed id nobody remembers").
+            let unknown = held.occurrences_unknown().await?;
+            for (id, etag) in unknown.iter() {
                 if series_etag::is_series(etag) && seen.insert(id.as_str().to_owned()) {
                     touched.push(id.as_str().to_owned());
                 }
             }
+            known
+                .to_mut()
+                .extend(unknown.iter().map(|(id, etag)| (id.clone(), etag.clone())));
         }
         for Assembled {
             id,
@@ -1074,16 +1090,10 @@ impl CalendarProvider for GraphProvider {
             let remote = RemoteId::parse(id)?;
             match outcome {
                 Ok(Some(item)) => {
-                    // A single event that was a series when last held: its occurrences are gone.
-                    let was_series = !series_etag::is_series(&item.etag)
-                        && known.get(&item.id).is_some_and(series_etag::is_series);
-                    if let Some(occurrences) = series_occurrences(
-                        instances,
-                        listed_occurrences.remove(item.id.as_str()),
-                        was_series,
-                    ) {
-                        set.series_occurrences.insert(item.id.clone(), occurrences);
-                    }
+                    set.series_occurrences.insert(
+                        item.id.clone(),
+                        series_occurrences(instances, listed_occurrences.remove(item.id.as_str())),
+                    );
                     if known.get(&item.id) == Some(&item.etag) {
                         if full.is_some() {
                             set.unchanged.push(item.id);

@@ -1,7 +1,7 @@
 //! Versions held, answered from a map, recording what a listing asked: an incremental round must ask
 //! only about the items it names, and only a full listing about all of them. It may also remember the
 //! occurrences of series a listing reported (as the sync engine does), and records which occurrence
-//! ids were asked about.
+//! ids were asked about and how often the items whose occurrences it does not remember were.
 #![allow(dead_code)]
 
 use std::borrow::Cow;
@@ -18,6 +18,9 @@ pub struct Asked {
     named: Mutex<BTreeSet<String>>,
     occurrences_named: Mutex<BTreeSet<String>>,
     all: AtomicUsize,
+    unknown: AtomicUsize,
+    /// The items whose occurrences are remembered (an empty list included).
+    remembered: BTreeSet<RemoteId>,
 }
 
 impl Asked {
@@ -26,7 +29,8 @@ impl Asked {
         Self::remembering(held, &BTreeMap::new())
     }
 
-    /// Holds `held` and remembers the occurrences of `series` (a `ChangeSet::series_occurrences`).
+    /// Holds `held` and remembers the occurrences of `series` (a `ChangeSet::series_occurrences`);
+    /// those of the other items held are not remembered.
     pub fn remembering(held: KnownVersions, series: &BTreeMap<RemoteId, Vec<RemoteId>>) -> Self {
         Self {
             held,
@@ -37,6 +41,8 @@ impl Asked {
             named: Mutex::new(BTreeSet::new()),
             occurrences_named: Mutex::new(BTreeSet::new()),
             all: AtomicUsize::new(0),
+            unknown: AtomicUsize::new(0),
+            remembered: series.keys().cloned().collect(),
         }
     }
 
@@ -54,6 +60,11 @@ impl Asked {
     pub fn all_asked(&self) -> usize {
         self.all.load(Ordering::SeqCst)
     }
+
+    /// How many times the versions of the items whose occurrences are not remembered were asked for.
+    pub fn unknown_asked(&self) -> usize {
+        self.unknown.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait::async_trait]
@@ -69,6 +80,17 @@ impl HeldVersions for Asked {
     async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
         self.all.fetch_add(1, Ordering::SeqCst);
         Ok(Cow::Borrowed(&self.held))
+    }
+
+    async fn occurrences_unknown(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        self.unknown.fetch_add(1, Ordering::SeqCst);
+        Ok(Cow::Owned(
+            self.held
+                .iter()
+                .filter(|(id, _)| !self.remembered.contains(*id))
+                .map(|(id, etag)| (id.clone(), etag.clone()))
+                .collect(),
+        ))
     }
 
     async fn series_of(
