@@ -3,7 +3,9 @@
 //! 100,000-event mailbox reads ten pairs, not 100,000 (a complete listing still reads them all). The
 //! pairs read are handed back to the run, whose plan needs the same ones. "Which series hold these
 //! occurrences?" is answered from the occurrence ids the provider reported of its series
-//! ([`remember_occurrences`]), so a removed Graph occurrence re-reads its own series only.
+//! ([`remember_occurrences`]), so a removed Graph occurrence re-reads its own series only; a removed id
+//! no series holds re-reads only the series whose occurrences were never reported (the pairs the store
+//! does not flag as remembered), not every series of the link.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -127,6 +129,16 @@ impl HeldVersions for PairVersions<'_> {
         Ok(Cow::Owned(self.keep(rows, Vec::new(), true)))
     }
 
+    async fn occurrences_unknown(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        let rows = self
+            .store
+            .mappings_with_unknown_occurrences(self.tenant, self.link)
+            .await
+            .map_err(held_error)?;
+        let names = rows.iter().map(|m| m.remote_id.clone()).collect();
+        Ok(Cow::Owned(self.keep(rows, names, false)))
+    }
+
     async fn series_of(
         &self,
         occurrences: &[ProviderRemoteId],
@@ -149,6 +161,42 @@ impl HeldVersions for PairVersions<'_> {
                 ))
             })
             .collect())
+    }
+}
+
+/// [`HeldVersions`] of a run that read every pair up front (a first or full run): the versions from
+/// that map, what the pairs remember of occurrences from the store ([`PairVersions`]), so a complete
+/// listing reports only the singles whose occurrences are not remembered yet, not all of them.
+pub(crate) struct ReadPairVersions<'a> {
+    known: &'a KnownVersions,
+    pairs: &'a PairVersions<'a>,
+}
+
+impl<'a> ReadPairVersions<'a> {
+    pub(crate) fn new(known: &'a KnownVersions, pairs: &'a PairVersions<'a>) -> Self {
+        Self { known, pairs }
+    }
+}
+
+#[async_trait]
+impl HeldVersions for ReadPairVersions<'_> {
+    async fn of(&self, ids: &[ProviderRemoteId]) -> Result<KnownVersions, ProviderError> {
+        self.known.of(ids).await
+    }
+
+    async fn all(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        Ok(Cow::Borrowed(self.known))
+    }
+
+    async fn occurrences_unknown(&self) -> Result<Cow<'_, KnownVersions>, ProviderError> {
+        self.pairs.occurrences_unknown().await
+    }
+
+    async fn series_of(
+        &self,
+        occurrences: &[ProviderRemoteId],
+    ) -> Result<HashMap<ProviderRemoteId, ProviderRemoteId>, ProviderError> {
+        self.pairs.series_of(occurrences).await
     }
 }
 

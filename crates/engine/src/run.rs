@@ -26,7 +26,9 @@ mod import;
 
 use import::{PlainCreate, Planned};
 
-use crate::held::{PairVersions, held_version, linked_pair, pair_of, remember_occurrences};
+use crate::held::{
+    PairVersions, ReadPairVersions, held_version, linked_pair, pair_of, remember_occurrences,
+};
 use crate::local::{Parsed, calendar_with, storable, with_uid};
 use crate::pairs::{
     ConflictSide, Intent, IntentSide, PENDING_CREATE, Pending, StoredBase, TombstoneAt, create_key,
@@ -490,9 +492,15 @@ impl<'a> Runner<'a> {
         // --- read: remote changes since the provider cursor ---
         let provider_window = ProviderWindow::parse(self.window.start, self.window.end)?;
         // An incremental run answers the provider's questions about versions from the pairs the
-        // listing names (and keeps those pairs); a first or full run has every pair in `known`.
+        // listing names (and keeps those pairs); a first or full run has every pair in `known`, and
+        // asks the store only what the pairs remember of occurrences.
         let from_pairs = PairVersions::new(store, tenant, link.id);
-        let held: &dyn HeldVersions = if incremental { &from_pairs } else { &known };
+        let read_pairs = ReadPairVersions::new(&known, &from_pairs);
+        let held: &dyn HeldVersions = if incremental {
+            &from_pairs
+        } else {
+            &read_pairs
+        };
         let mut listed = self
             .ctx
             .provider

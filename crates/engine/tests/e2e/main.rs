@@ -538,6 +538,14 @@ mod cloud_sqlite {
         )
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_outside_the_window_reads_no_graph_series() {
+        crate::cloud::an_edit_outside_the_window_reads_no_graph_series(
+            crate::harness::sqlite().await,
+        )
+        .await;
+    }
 }
 
 mod cloud_postgres {
@@ -597,5 +605,13 @@ mod cloud_postgres {
             return;
         };
         crate::cloud::a_failed_graph_series_read_keeps_its_occurrences(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_outside_the_window_reads_no_graph_series() {
+        let Some(db) = crate::harness::postgres().await else {
+            return;
+        };
+        crate::cloud::an_edit_outside_the_window_reads_no_graph_series(db).await;
     }
 }
