@@ -225,6 +225,9 @@ struct Runner<'a> {
     floating: TimeZone,
     calendar: RemoteCalendarId,
     window: Window,
+    /// Where this run resumes the local change stream: the link's local cursor, unless the run reads
+    /// the local side in full (a first or full run, or a cursor the stream's retention has passed).
+    local_cursor: Option<i64>,
     /// Local series read in this run, by id (live or deleted).
     local: HashMap<LocalId, LocalEntry>,
     /// Remote items read in this run, by id.
@@ -377,6 +380,23 @@ impl<'a> Runner<'a> {
             .await?;
         let floating = TimeZone::get(&local_calendar.time_zone).unwrap_or(TimeZone::UTC);
         let calendar = RemoteCalendarId::parse(ctx.link.remote_calendar_id.clone())?;
+        // The change stream keeps `stream.retention` (7 days by default): a link whose cursor fell
+        // behind what it still holds (a link paused for a week, a node that was down) may have missed
+        // local changes, so the run reads the local side in full, as a first run does, rather than
+        // leaving them to the daily full reconciliation.
+        let mut counts = BTreeMap::new();
+        let local_cursor = match ctx.link.local_cursor {
+            Some(seq) if !ctx.full => {
+                let floor = ctx.store.change_stream_floor(ctx.tenant).await?;
+                if seq < floor {
+                    counts.insert("local_stream_expired".to_owned(), 1);
+                    None
+                } else {
+                    Some(seq)
+                }
+            }
+            _ => None,
+        };
         Ok(Self {
             ctx,
             run_id,
@@ -384,13 +404,14 @@ impl<'a> Runner<'a> {
             floating,
             calendar,
             window,
+            local_cursor,
             local: HashMap::new(),
             remote: HashMap::new(),
             mappings: Vec::new(),
             pairs_complete: false,
             pairs_read: HashSet::new(),
             pairs_asked: HashSet::new(),
-            counts: BTreeMap::new(),
+            counts,
             errors: Vec::new(),
             own_run,
             suspect: None,
@@ -432,7 +453,7 @@ impl<'a> Runner<'a> {
         // --- read: the stored pairs ---
         // A run that reads either side in full needs every pair; an incremental one reads the write-ahead
         // rows now, the versions of all pairs for the provider, and the pairs its changes name later.
-        let incremental = cursor.is_some() && link.local_cursor.is_some();
+        let incremental = cursor.is_some() && self.local_cursor.is_some();
         let mut known = KnownVersions::new();
         let stored = if incremental {
             store.write_ahead_mappings(tenant, link.id).await?
@@ -1676,8 +1697,7 @@ impl<'a> Runner<'a> {
         let tenant = self.ctx.tenant;
         let calendar = self.ctx.connection.calendar_id;
         let mut rows = Vec::new();
-        let local_cursor = self.ctx.link.local_cursor.filter(|_| !self.ctx.full);
-        let mark = match local_cursor {
+        let mark = match self.local_cursor {
             None => {
                 // Taken before listing: whatever is written while we list is seen again next run.
                 let head = store.latest_change_seq(tenant).await?;
@@ -2473,10 +2493,8 @@ impl<'a> Runner<'a> {
         let due = self.ctx.link.time_detection_due;
         // After a first or full run every series may have moved; otherwise only the ones this run
         // read as changed or wrote, unless an earlier detection was lost.
-        let whole = due.is_some()
-            || self.full_listing
-            || self.ctx.full
-            || self.ctx.link.local_cursor.is_none();
+        let whole =
+            due.is_some() || self.full_listing || self.ctx.full || self.local_cursor.is_none();
         let scope = if whole {
             crate::time::Scope::All
         } else {

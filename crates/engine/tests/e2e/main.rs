@@ -24,10 +24,12 @@ pub fn assert_counts(report: &calbridge_engine::RunReport, expected: &[(&str, u6
 }
 
 /// Counts that say what a run read, not what it changed (`RunReport::counts`): which series of the
-/// change stream it left unread, how many pairs a complete listing made it read, which uncertain
+/// change stream it left unread, whether the stream's retention made it read the local side in full,
+/// how many pairs a complete listing made it read, which uncertain
 /// deletions it verified (whatever a verification finds is counted as its own action).
-const READ_ONLY_COUNTS: [&str; 3] = [
+const READ_ONLY_COUNTS: [&str; 4] = [
     "local_unchanged_since_pair",
+    "local_stream_expired",
     "pairs_read_in_full",
     "verify_remote",
 ];
@@ -474,6 +476,7 @@ both_backends!(
     update_conflict_under_each_automatic_policy,
     deletions_propagate_both_ways_with_tombstones,
     deletion_conflict_is_stored,
+    a_local_cursor_the_stream_no_longer_covers_reads_the_local_side_in_full,
     a_stale_if_match_is_reported_while_the_rest_commits,
     interrupted_runs_converge_without_loss_or_duplicates,
     a_mass_deletion_marks_the_link_suspect_and_deletes_nothing,

@@ -719,6 +719,51 @@ pub async fn deletions_propagate_both_ways_with_tombstones(db: TestDb) {
     );
 }
 
+/// The change stream keeps a week; a link whose local cursor fell behind what it still holds reads
+/// the local side in full, so the edits and deletions the stream no longer names still go out (they
+/// used to wait for the daily full reconciliation).
+pub async fn a_local_cursor_the_stream_no_longer_covers_reads_the_local_side_in_full(db: TestDb) {
+    let Some(w) = World::new(db, "{}").await else {
+        return;
+    };
+    for (uid, day) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        w.local_create(&event(uid, uid, day)).await;
+    }
+    w.settle().await;
+    w.local_edit("a", &event("a", "a (edited)", 1)).await;
+    w.local_delete("b").await;
+    // Retention drops every entry, the edit and the deletion among them.
+    let later = Timestamp::now().checked_add(1.second()).unwrap();
+    assert!(w.store().purge_changes(later).await.unwrap() >= 2);
+    assert!(
+        w.store()
+            .list_changes(w.tenant, 0, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let report = w.sync().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    crate::assert_counts(
+        &report,
+        &[
+            ("local_stream_expired", 1),
+            ("update_remote", 1),
+            ("delete_remote", 1),
+        ],
+    );
+    w.settle().await;
+    let both = w.assert_converged().await;
+    assert_eq!(both.keys().cloned().collect::<Vec<_>>(), ["a", "c", "d"]);
+    assert_eq!(one(&both, "a"), "a (edited)");
+
+    // The cursor this run committed is past the floor again: the next run is incremental.
+    w.local_edit("c", &event("c", "c (edited)", 3)).await;
+    let next = w.sync().await;
+    crate::assert_counts(&next, &[("local_stream_expired", 0), ("update_remote", 1)]);
+}
+
 pub async fn deletion_conflict_is_stored(db: TestDb) {
     let Some(w) = World::new(db, "{}").await else {
         return;
