@@ -21,6 +21,7 @@ use calbridge_sync::{
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
+use tracing::Instrument;
 
 mod import;
 
@@ -159,10 +160,13 @@ pub async fn sync_link(ctx: LinkSync<'_>) -> Result<RunReport, EngineError> {
     let traffic = Traffic::new();
     // Boxed: the run's state machine is large, and callers nest it in their own futures (a debug
     // build's test thread overflowed its stack with it inline).
-    let work = Box::pin(async {
-        let outcome = metered(traffic.clone(), runner.run()).await;
-        runner.finish(outcome, started, &traffic).await
-    });
+    let work = Box::pin(
+        async {
+            let outcome = metered(traffic.clone(), runner.run()).await;
+            runner.finish(outcome, started, &traffic).await
+        }
+        .instrument(tracing::debug_span!("sync_link")),
+    );
     // A run of its own beats while it works (a caller's run is the caller's to keep alive).
     if own_run {
         let heartbeat = ctx.config.heartbeat;
@@ -371,6 +375,7 @@ fn provider_id(id: &RemoteId) -> Result<ProviderRemoteId, StepError> {
 }
 
 impl<'a> Runner<'a> {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn new(ctx: LinkSync<'a>, run_id: SyncRunId, own_run: bool) -> Result<Self, EngineError> {
         let options = SyncOptions::parse(&ctx.connection.sync_options_json)?;
         let window = options.window(ctx.now)?;
@@ -526,6 +531,7 @@ impl<'a> Runner<'a> {
             .ctx
             .provider
             .changes(&self.calendar, cursor.as_ref(), &provider_window, held)
+            .instrument(tracing::debug_span!("provider_changes"))
             .await;
         if matches!(listed, Err(ProviderError::CursorInvalid)) {
             // The provider forgot our cursor: list everything (the known versions keep it cheap).
@@ -705,6 +711,7 @@ impl<'a> Runner<'a> {
                 kind: None,
             },
         )
+        .instrument(tracing::debug_span!("open_conflicts"))
         .await?;
         for c in &open {
             let resolving = Resolving::of(c);
@@ -784,16 +791,19 @@ impl<'a> Runner<'a> {
         self.forget_echoes(&local_changes);
 
         // --- plan ---
-        let planned = plan(PlanInput {
-            window: self.window,
-            policy: self.options.policy(guard),
-            mappings: &self.mappings,
-            local: &local_changes,
-            remote: &remote,
-            local_by_uid: &local_by_uid,
-            parked_local: &parked_local,
-            parked_remote: &parked_remote,
-        });
+        let planned = {
+            let _span = tracing::debug_span!("plan").entered();
+            plan(PlanInput {
+                window: self.window,
+                policy: self.options.policy(guard),
+                mappings: &self.mappings,
+                local: &local_changes,
+                remote: &remote,
+                local_by_uid: &local_by_uid,
+                parked_local: &parked_local,
+                parked_remote: &parked_remote,
+            })
+        };
         if let Some(suspect) = &planned.suspect {
             return Ok(Outcome::Suspect(format!("{suspect:?}")));
         }
@@ -851,7 +861,9 @@ impl<'a> Runner<'a> {
             self.create_locals(creates, planned).await;
         }
         // Kept once the pairs of series new to the link are recorded (rows of unpaired series are not).
-        remember_occurrences(store, tenant, link.id, &changes.series_occurrences).await?;
+        remember_occurrences(store, tenant, link.id, &changes.series_occurrences)
+            .instrument(tracing::debug_span!("remember_occurrences"))
+            .await?;
         if self.interrupted {
             return Ok(Outcome::Done {
                 remote_cursor: None,
@@ -927,6 +939,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Reads the pairs of these remote items and local series, unless read already.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_pairs(
         &mut self,
         remote_ids: Vec<String>,
@@ -957,6 +970,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Reads every pair of the link not read yet.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_all_pairs(&mut self) -> Result<(), EngineError> {
         if self.pairs_complete {
             return Ok(());
@@ -988,6 +1002,7 @@ impl<'a> Runner<'a> {
     ///   deletion is returned as a local change when the run's read of local changes did not have it
     ///   (a first or full run lists live series only), so the plan deletes the remote item instead of
     ///   importing it again; otherwise its row goes.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn resolve_intents(
         &mut self,
         intents: &[(usize, Intent)],
@@ -1689,6 +1704,7 @@ impl<'a> Runner<'a> {
     /// creates, `also`) that are not in it are read too: the deleted ones are deletions. Without that,
     /// a deletion made before a first or full sync was never propagated (found by the crash test).
     /// An incremental read adds the live series of `also` its stream does not name.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_local(
         &mut self,
         also: &[LocalId],
@@ -1797,6 +1813,7 @@ impl<'a> Runner<'a> {
         Ok((changes, mark))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_conflict(&mut self, c: &Conflict) -> Result<(), EngineError> {
         let store = self.ctx.store;
         let local = ConflictSide {
@@ -1875,6 +1892,7 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn execute_group(
         &mut self,
         key: &str,
@@ -1969,6 +1987,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Reads an item whose removal was uncertain and plans it again with what was found.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn verify(
         &mut self,
         id: &RemoteId,
@@ -2041,6 +2060,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The current local series (read now if this run has not read it: `Link` of an unchanged series).
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn load_local(&mut self, id: &LocalId) -> Result<(), StepError> {
         if self.local.get(id).is_some_and(|e| e.parsed.is_some()) {
             return Ok(());
@@ -2075,6 +2095,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The series a write carries.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn compose(
         &mut self,
         local: &LocalId,
@@ -2105,6 +2126,7 @@ impl<'a> Runner<'a> {
 
     /// The version a write left: the one the provider answered, or read back when it sent none (a
     /// server that rewrote the data on store), so our write is recognised when it comes back.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn written_version(
         &mut self,
         written: &Written,
@@ -2125,6 +2147,7 @@ impl<'a> Runner<'a> {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn execute(&mut self, action: &Action) -> Result<Option<ToRecord>, StepError> {
         match action {
             Action::CreateRemote { local } => {
@@ -2423,6 +2446,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Records a pair with its new base; a pair replaces any earlier pair of either id on this link.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_pair(
         &mut self,
         p: Pending,
@@ -2489,6 +2513,7 @@ impl<'a> Runner<'a> {
     /// run and reports its error every run. The mark read is on the link row the caller read before
     /// the run, and the mark written goes in the cursor commit, so a run that does not detect (the
     /// usual no-op) costs no extra store request, and one that does costs the clearing.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn detect_time_conflicts(&mut self) {
         let due = self.ctx.link.time_detection_due;
         // After a first or full run every series may have moved; otherwise only the ones this run
@@ -2540,6 +2565,7 @@ impl<'a> Runner<'a> {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn finish(
         &mut self,
         outcome: Outcome,

@@ -175,6 +175,7 @@ async fn read_range(
 
 /// Detects, reports and closes the time conflicts of the owner of `connection`'s calendar in `window`,
 /// for the series in `scope`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn detect(
     store: &dyn Store,
     tenant: TenantId,

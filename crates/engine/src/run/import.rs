@@ -82,6 +82,7 @@ struct Landed {
 impl Runner<'_> {
     /// Carries out `creates` (plain creates, in plan order) as one chunk, or one at a time when the
     /// chunk is too small to gain anything or a step fails.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub(super) async fn create_locals(
         &mut self,
         mut creates: Vec<PlainCreate>,
