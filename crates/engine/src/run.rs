@@ -2516,10 +2516,10 @@ impl<'a> Runner<'a> {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn detect_time_conflicts(&mut self) {
         let due = self.ctx.link.time_detection_due;
-        // After a first or full run every series may have moved; otherwise only the ones this run
-        // read as changed or wrote, unless an earlier detection was lost.
-        let whole =
-            due.is_some() || self.full_listing || self.ctx.full || self.local_cursor.is_none();
+        // After a run that read a side in full (first, full, or past the stream's retention: no local
+        // cursor) every series may have moved; otherwise only the ones this run read as changed or
+        // wrote, unless an earlier detection was lost.
+        let whole = due.is_some() || self.full_listing || self.local_cursor.is_none();
         let scope = if whole {
             crate::time::Scope::All
         } else {
